@@ -1,0 +1,582 @@
+//! Loads the context store from FHIR R4 NDJSON (Bulk Data export shape: one resource per line,
+//! one resource type per file or mixed). Bad lines and unknown types are counted and reported
+//! with file and line; they never stop the load.
+
+use super::normalize;
+use super::{ContextStore, EncounterSpan, PatientIx, UserIx, Window};
+use crate::context::{rel, sensitive};
+use crate::fhir::{
+    family_name, home_address, Address, CodeableConcept, HumanName, Meta, Period, Reference, Str,
+};
+use crate::settings::Settings;
+use crate::time::parse_fhir_time;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// What a load saw. Printed by `scan` so an operator can tell a thin directory from a bad one.
+#[derive(Debug, Default)]
+pub struct ContextStats {
+    pub files: usize,
+    pub resources: BTreeMap<String, usize>,
+    pub unknown_types: BTreeMap<String, usize>,
+    pub bad_lines: usize,
+    /// The first problems, `file:line: reason`, for the operator. All are counted in `bad_lines`.
+    pub problems: Vec<String>,
+    pub unresolved_users: usize,
+    pub unresolved_patients: usize,
+}
+
+const MAX_REPORTED: usize = 20;
+
+impl ContextStats {
+    fn problem(&mut self, file: &Path, line: usize, reason: impl std::fmt::Display) {
+        self.bad_lines += 1;
+        if self.problems.len() < MAX_REPORTED {
+            self.problems
+                .push(format!("{}:{line}: {reason}", file.display()));
+        }
+    }
+}
+
+/// Loads every `*.ndjson` / `*.json` file in `dir` (or the single file `dir`).
+pub fn load_context(
+    dir: &Path,
+    settings: &Settings,
+) -> std::io::Result<(ContextStore, ContextStats)> {
+    let files = context_files(dir)?;
+    let mut b = Builder::new(settings);
+    for file in &files {
+        b.stats.files += 1;
+        let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
+        let mut line_no = 0;
+        for line in reader.split(b'\n') {
+            line_no += 1;
+            let line = line?;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            b.line(file, line_no, &line);
+        }
+    }
+    Ok(b.finish())
+}
+
+fn context_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if dir.is_file() {
+        return Ok(vec![dir.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("ndjson" | "jsonl" | "json")
+                )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, rename = "resourceType")]
+    resource_type: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PractitionerJson<'a> {
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(borrow, default)]
+    name: Vec<HumanName<'a>>,
+    #[serde(borrow, default)]
+    address: Vec<Address<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PractitionerRoleJson<'a> {
+    #[serde(borrow, default)]
+    id: Option<Str<'a>>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(borrow, default)]
+    practitioner: Option<Reference<'a>>,
+    #[serde(borrow, default)]
+    organization: Option<Reference<'a>>,
+    #[serde(borrow, default)]
+    code: Vec<CodeableConcept<'a>>,
+    #[serde(borrow, default)]
+    specialty: Vec<CodeableConcept<'a>>,
+    #[serde(borrow, default)]
+    period: Option<Period<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PatientJson<'a> {
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow, default)]
+    meta: Option<Meta<'a>>,
+    #[serde(borrow, default)]
+    name: Vec<HumanName<'a>>,
+    #[serde(borrow, default)]
+    address: Vec<Address<'a>>,
+    #[serde(borrow, default, rename = "deceasedDateTime")]
+    deceased_date_time: Option<Str<'a>>,
+    #[serde(default, rename = "deceasedBoolean")]
+    deceased_boolean: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PersonJson<'a> {
+    #[serde(borrow, default)]
+    link: Vec<PersonLink<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PersonLink<'a> {
+    #[serde(borrow)]
+    target: Reference<'a>,
+}
+
+#[derive(Deserialize)]
+struct EncounterJson<'a> {
+    #[serde(borrow, default)]
+    subject: Option<Reference<'a>>,
+    #[serde(borrow, default)]
+    participant: Vec<EncounterParticipant<'a>>,
+    #[serde(borrow, default)]
+    period: Option<Period<'a>>,
+    #[serde(borrow, default, rename = "serviceProvider")]
+    service_provider: Option<Reference<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EncounterParticipant<'a> {
+    #[serde(borrow, default)]
+    individual: Option<Reference<'a>>,
+    #[serde(borrow, default)]
+    period: Option<Period<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CareTeamJson<'a> {
+    #[serde(borrow, default)]
+    subject: Option<Reference<'a>>,
+    #[serde(borrow, default)]
+    participant: Vec<CareTeamParticipant<'a>>,
+    #[serde(borrow, default)]
+    period: Option<Period<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CareTeamParticipant<'a> {
+    #[serde(borrow, default)]
+    member: Option<Reference<'a>>,
+    #[serde(borrow, default)]
+    period: Option<Period<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AppointmentJson<'a> {
+    #[serde(borrow, default)]
+    start: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    end: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    participant: Vec<AppointmentParticipant<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AppointmentParticipant<'a> {
+    #[serde(borrow, default)]
+    actor: Option<Reference<'a>>,
+}
+
+/// A care-team member or encounter participant may be a Practitioner or a PractitionerRole;
+/// roles can arrive after the encounters that name them, so they resolve in `finish`.
+enum Member {
+    User(UserIx),
+    Role(String),
+}
+
+struct Role {
+    role: String,
+    department: String,
+    start: Option<i64>,
+    end: Option<i64>,
+    inactive: bool,
+}
+
+struct PendingRelationship {
+    member: Member,
+    patient: PatientIx,
+    window: Window,
+}
+
+struct Builder<'s> {
+    settings: &'s Settings,
+    store: ContextStore,
+    stats: ContextStats,
+    roles_by_user: Vec<Vec<Role>>,
+    role_owner: ahash::AHashMap<String, UserIx>,
+    pending: Vec<PendingRelationship>,
+    user_defined: Vec<bool>,
+    patient_defined: Vec<bool>,
+}
+
+impl<'s> Builder<'s> {
+    fn new(settings: &'s Settings) -> Self {
+        Builder {
+            settings,
+            store: ContextStore::default(),
+            stats: ContextStats::default(),
+            roles_by_user: Vec::new(),
+            role_owner: Default::default(),
+            pending: Vec::new(),
+            user_defined: Vec::new(),
+            patient_defined: Vec::new(),
+        }
+    }
+
+    fn user(&mut self, id: &str) -> UserIx {
+        let ix = self.store.intern_user(id);
+        if self.roles_by_user.len() <= ix as usize {
+            self.roles_by_user.resize_with(ix as usize + 1, Vec::new);
+            self.user_defined.resize(ix as usize + 1, false);
+        }
+        ix
+    }
+
+    fn patient(&mut self, id: &str) -> PatientIx {
+        let ix = self.store.intern_patient(id);
+        if self.patient_defined.len() <= ix as usize {
+            self.patient_defined.resize(ix as usize + 1, false);
+        }
+        ix
+    }
+
+    fn line(&mut self, file: &Path, line_no: usize, line: &[u8]) {
+        let env: Envelope<'_> = match serde_json::from_slice(line) {
+            Ok(e) => e,
+            Err(e) => {
+                let err = crate::decode::DecodeError::from_json(&e);
+                return self.stats.problem(file, line_no, err);
+            }
+        };
+        let Some(rt) = env.resource_type.as_deref() else {
+            return self.stats.problem(file, line_no, "no resourceType");
+        };
+        let result = match rt {
+            "Practitioner" => self.practitioner(line),
+            "PractitionerRole" => self.practitioner_role(line),
+            "Patient" => self.patient_resource(line),
+            "Person" => self.person(line),
+            "Encounter" => self.encounter(line),
+            "CareTeam" => self.care_team(line),
+            "Appointment" => self.appointment(line),
+            // Departments are named by reference; the Organization resource adds nothing yet.
+            "Organization" => Ok(()),
+            other => {
+                *self
+                    .stats
+                    .unknown_types
+                    .entry(other.chars().take(40).collect())
+                    .or_default() += 1;
+                return;
+            }
+        };
+        match result {
+            Ok(()) => *self.stats.resources.entry(rt.to_owned()).or_default() += 1,
+            Err(e) => {
+                let reason = format!("{rt}: {}", crate::decode::DecodeError::from_json(&e));
+                self.stats.problem(file, line_no, reason)
+            }
+        }
+    }
+
+    fn practitioner(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let p: PractitionerJson<'_> = serde_json::from_slice(line)?;
+        let ix = self.user(&p.id);
+        self.user_defined[ix as usize] = true;
+        let u = &mut self.store.users[ix as usize];
+        u.known = true;
+        u.inactive |= p.active == Some(false);
+        u.family = family_name(&p.name).and_then(normalize::family);
+        u.address = home_address(&p.address).and_then(normalize::address);
+        Ok(())
+    }
+
+    fn practitioner_role(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let r: PractitionerRoleJson<'_> = serde_json::from_slice(line)?;
+        let Some(pid) = r
+            .practitioner
+            .as_ref()
+            .and_then(|p| p.id_of("Practitioner"))
+        else {
+            return Ok(());
+        };
+        let ix = self.user(pid);
+        if let Some(id) = r.id.as_deref() {
+            self.role_owner.insert(id.to_owned(), ix);
+        }
+        let department = r
+            .organization
+            .as_ref()
+            .and_then(|o| o.id_of("Organization"))
+            .or_else(|| r.specialty.iter().find_map(CodeableConcept::first_code))
+            .unwrap_or("")
+            .to_owned();
+        let period = r.period.as_ref();
+        self.roles_by_user[ix as usize].push(Role {
+            role: r
+                .code
+                .iter()
+                .find_map(CodeableConcept::first_code)
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            department,
+            start: period
+                .and_then(|p| p.start.as_deref())
+                .and_then(parse_fhir_time),
+            end: period
+                .and_then(|p| p.end.as_deref())
+                .and_then(parse_fhir_time),
+            inactive: r.active == Some(false),
+        });
+        Ok(())
+    }
+
+    fn patient_resource(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let p: PatientJson<'_> = serde_json::from_slice(line)?;
+        let ix = self.patient(&p.id);
+        self.patient_defined[ix as usize] = true;
+        let f = &mut self.store.patients[ix as usize];
+        f.known = true;
+        f.family = family_name(&p.name).and_then(normalize::family);
+        f.address = home_address(&p.address).and_then(normalize::address);
+        f.deceased_ms = match (p.deceased_date_time.as_deref(), p.deceased_boolean) {
+            (Some(t), _) => parse_fhir_time(t).or(Some(i64::MIN)),
+            (None, Some(true)) => Some(i64::MIN),
+            _ => None,
+        };
+        for label in p.meta.iter().flat_map(|m| m.security.iter()) {
+            match label.code() {
+                "CEL" | "VIP" => f.vip = true,
+                "EMP" => f.employee = true,
+                "PSY" | "PSYTHPN" => f.sensitive |= sensitive::PSY,
+                "ETH" => f.sensitive |= sensitive::ETH,
+                "HIV" => f.sensitive |= sensitive::HIV,
+                "R" | "V" => f.restricted = true,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn person(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let p: PersonJson<'_> = serde_json::from_slice(line)?;
+        let users: Vec<UserIx> = p
+            .link
+            .iter()
+            .filter_map(|l| l.target.id_of("Practitioner").map(str::to_owned))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|id| self.user(id))
+            .collect();
+        let patients: Vec<PatientIx> = p
+            .link
+            .iter()
+            .filter_map(|l| l.target.id_of("Patient").map(str::to_owned))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|id| self.patient(id))
+            .collect();
+        for &u in &users {
+            for &pt in &patients {
+                self.store.users[u as usize].self_patient = Some(pt);
+                let pf = &mut self.store.patients[pt as usize];
+                pf.employee = true;
+                pf.employee_user = Some(u);
+            }
+        }
+        Ok(())
+    }
+
+    fn member(&mut self, r: &Reference<'_>) -> Option<Member> {
+        if let Some(id) = r.id_of("Practitioner") {
+            return Some(Member::User(self.user(id)));
+        }
+        r.id_of("PractitionerRole")
+            .map(|id| Member::Role(id.to_owned()))
+    }
+
+    fn window(&self, period: Option<&Period<'_>>, fallback: (i64, i64)) -> (i64, i64) {
+        let start = period
+            .and_then(|p| p.start.as_deref())
+            .and_then(parse_fhir_time)
+            .unwrap_or(fallback.0);
+        let end = period
+            .and_then(|p| p.end.as_deref())
+            .and_then(parse_fhir_time)
+            .unwrap_or(fallback.1);
+        (start, end.max(start))
+    }
+
+    fn widen(&self, (start, end): (i64, i64), kind: u8) -> Window {
+        Window {
+            start: start.saturating_sub(self.settings.relationship_lead_ms),
+            end: end.saturating_add(self.settings.relationship_lag_ms),
+            kind,
+        }
+    }
+
+    fn encounter(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let e: EncounterJson<'_> = serde_json::from_slice(line)?;
+        let Some(pid) = e.subject.as_ref().and_then(|s| s.id_of("Patient")) else {
+            return Ok(());
+        };
+        let patient = self.patient(pid);
+        let start = e
+            .period
+            .as_ref()
+            .and_then(|p| p.start.as_deref())
+            .and_then(parse_fhir_time);
+        let Some(start) = start else { return Ok(()) };
+        let open_end = start.saturating_add(self.settings.open_encounter_ms);
+        let span = self.window(e.period.as_ref(), (start, open_end));
+        let dept = e
+            .service_provider
+            .as_ref()
+            .and_then(|o| o.id_of("Organization"))
+            .unwrap_or("");
+        let department = self.store.departments.intern(dept);
+        self.store.encounters[patient as usize].push(EncounterSpan {
+            start: span.0,
+            end: span.1,
+            department,
+        });
+        for part in &e.participant {
+            let Some(member) = part.individual.as_ref().and_then(|r| self.member(r)) else {
+                continue;
+            };
+            let own = self.window(part.period.as_ref(), span);
+            let window = self.widen(own, rel::ENCOUNTER);
+            self.pending.push(PendingRelationship {
+                member,
+                patient,
+                window,
+            });
+        }
+        Ok(())
+    }
+
+    fn care_team(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let c: CareTeamJson<'_> = serde_json::from_slice(line)?;
+        let Some(pid) = c.subject.as_ref().and_then(|s| s.id_of("Patient")) else {
+            return Ok(());
+        };
+        let patient = self.patient(pid);
+        let team = self.window(c.period.as_ref(), (i64::MIN, i64::MAX));
+        for part in &c.participant {
+            let Some(member) = part.member.as_ref().and_then(|r| self.member(r)) else {
+                continue;
+            };
+            let own = self.window(part.period.as_ref(), team);
+            let window = self.widen(own, rel::CARE_TEAM);
+            self.pending.push(PendingRelationship {
+                member,
+                patient,
+                window,
+            });
+        }
+        Ok(())
+    }
+
+    fn appointment(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let a: AppointmentJson<'_> = serde_json::from_slice(line)?;
+        let Some(start) = a.start.as_deref().and_then(parse_fhir_time) else {
+            return Ok(());
+        };
+        let end = a
+            .end
+            .as_deref()
+            .and_then(parse_fhir_time)
+            .unwrap_or(start)
+            .max(start);
+        let patient = a
+            .participant
+            .iter()
+            .find_map(|p| p.actor.as_ref()?.id_of("Patient"))
+            .map(str::to_owned);
+        let Some(patient) = patient.map(|p| self.patient(&p)) else {
+            return Ok(());
+        };
+        let window = self.widen((start, end), rel::APPOINTMENT);
+        let members: Vec<Member> = a
+            .participant
+            .iter()
+            .filter_map(|p| p.actor.as_ref())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|r| self.member(r))
+            .collect();
+        for member in members {
+            self.pending.push(PendingRelationship {
+                member,
+                patient,
+                window,
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> (ContextStore, ContextStats) {
+        // Primary role: the open one that started last, else the one that ended last.
+        for (ix, roles) in self.roles_by_user.iter().enumerate() {
+            let open = roles
+                .iter()
+                .filter(|r| r.end.is_none())
+                .max_by_key(|r| r.start.unwrap_or(i64::MIN));
+            let primary = open.or_else(|| roles.iter().max_by_key(|r| r.end.unwrap_or(i64::MIN)));
+            let u = &mut self.store.users[ix];
+            if let Some(r) = primary {
+                u.role = r.role.clone();
+                u.department = r.department.clone();
+                u.inactive |= r.inactive && open.is_some_and(|o| std::ptr::eq(o, r));
+            }
+            if open.is_none() && !roles.is_empty() {
+                u.terminated_ms = roles.iter().filter_map(|r| r.end).max();
+            }
+        }
+        for i in 0..self.store.users.len() {
+            let d = self.store.users[i].department.clone();
+            let dept = self.store.departments.intern(&d);
+            let r = self.store.users[i].role.clone();
+            let role = self.store.roles.intern(&r);
+            self.store.user_department.push(dept);
+            self.store.user_role.push(role);
+        }
+
+        for p in std::mem::take(&mut self.pending) {
+            let user = match p.member {
+                Member::User(u) => Some(u),
+                Member::Role(id) => self.role_owner.get(&id).copied(),
+            };
+            match user {
+                Some(u) => self.store.add_relationship(u, p.patient, p.window),
+                None => self.stats.unresolved_users += 1,
+            }
+        }
+        self.stats.unresolved_users += self.user_defined.iter().filter(|d| !**d).count();
+        self.stats.unresolved_patients += self.patient_defined.iter().filter(|d| !**d).count();
+        (self.store, self.stats)
+    }
+}

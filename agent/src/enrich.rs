@@ -1,0 +1,287 @@
+//! Enrich: turns an access event into the facts detection judges, using the context store.
+//!
+//! Everything the Cedar policies can see is in [`FactKey`], and nothing else: that makes the
+//! policy decision a pure function of the key, which detection exploits to evaluate each
+//! distinct situation once (see `detect::cedar`).
+
+use crate::context::{rel, ContextStore, PatientIx, UserIx, NONE};
+use crate::event::{AccessEvent, Action};
+use crate::settings::Settings;
+use crate::time::{MS_PER_DAY, MS_PER_HOUR};
+use chrono::{Datelike, Offset, TimeZone, Timelike};
+
+pub mod user_flag {
+    pub const KNOWN: u8 = 1;
+    pub const CLINICAL: u8 = 2;
+    /// Neither terminated at the access time nor marked inactive.
+    pub const ACTIVE: u8 = 4;
+    pub const BUSINESS_NEED_ROLE: u8 = 8;
+}
+
+pub mod patient_flag {
+    pub const KNOWN: u8 = 1;
+    pub const VIP: u8 = 2;
+    pub const EMPLOYEE: u8 = 4;
+    pub const RESTRICTED: u8 = 8;
+    pub const DECEASED: u8 = 16;
+}
+
+pub mod ctx_flag {
+    pub const BREAK_GLASS: u16 = 1;
+    pub const AFTER_HOURS: u16 = 1 << 1;
+    pub const WEEKEND: u16 = 1 << 2;
+    /// The patient has an encounter in the user's department around the access.
+    pub const DEPARTMENT_ENCOUNTER: u16 = 1 << 3;
+    /// The patient had an encounter within `business_need_days`.
+    pub const RECENT_ENCOUNTER: u16 = 1 << 4;
+    /// The patient has an encounter within `break_glass_window_hours` of the access.
+    pub const ENCOUNTER_NEAR: u16 = 1 << 5;
+    pub const SELF_ACCESS: u16 = 1 << 6;
+    pub const SAME_FAMILY_NAME: u16 = 1 << 7;
+    pub const SAME_ADDRESS: u16 = 1 << 8;
+    pub const SAME_STREET: u16 = 1 << 9;
+    pub const COWORKER: u16 = 1 << 10;
+    pub const LONG_AFTER_DEATH: u16 = 1 << 11;
+    pub const SUCCEEDED: u16 = 1 << 12;
+}
+
+/// The facts of one access that policies may test, with ids left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FactKey {
+    pub action: Action,
+    /// Interned role and department of the user ([`NONE`] when unknown).
+    pub role: u32,
+    pub department: u32,
+    pub user: u8,
+    pub patient: u8,
+    /// Bits of `context::sensitive`.
+    pub sensitive: u8,
+    /// Bits of `context::rel` valid at the access time.
+    pub relationships: u8,
+    pub context: u16,
+    /// Local hour of the access, 0..=23.
+    pub hour: u8,
+    /// Whole days from death to access; -1 when alive or the date is unknown.
+    pub days_since_death: i32,
+}
+
+impl FactKey {
+    pub fn has(&self, ctx_bit: u16) -> bool {
+        self.context & ctx_bit != 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrichedAccess {
+    pub event: AccessEvent,
+    pub user: Option<UserIx>,
+    pub patient: Option<PatientIx>,
+    pub facts: FactKey,
+}
+
+/// Per-run counters for references the context could not resolve.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EnrichStats {
+    pub unknown_users: u64,
+    pub unknown_patients: u64,
+}
+
+pub struct Enricher<'c> {
+    store: &'c ContextStore,
+    settings: &'c Settings,
+    clinical_role: Vec<bool>,
+    business_need_role: Vec<bool>,
+    /// Local-time offset cache keyed by UTC hour: zone offsets change only on hour boundaries.
+    offset_hour: i64,
+    offset_ms: i64,
+    pub stats: EnrichStats,
+}
+
+impl<'c> Enricher<'c> {
+    pub fn new(store: &'c ContextStore, settings: &'c Settings) -> Self {
+        let roles = (0..store.roles.len() as u32).map(|r| store.roles.name(r));
+        Enricher {
+            store,
+            settings,
+            clinical_role: roles.clone().map(|r| settings.is_clinical(r)).collect(),
+            business_need_role: roles.map(|r| settings.has_business_need_role(r)).collect(),
+            offset_hour: i64::MIN,
+            offset_ms: 0,
+            stats: EnrichStats::default(),
+        }
+    }
+
+    fn local(&mut self, t: i64) -> (u8, chrono::Weekday) {
+        let hour_bucket = t.div_euclid(MS_PER_HOUR);
+        if hour_bucket != self.offset_hour {
+            self.offset_hour = hour_bucket;
+            let utc = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default();
+            let off = self
+                .settings
+                .timezone
+                .offset_from_utc_datetime(&utc.naive_utc());
+            self.offset_ms = i64::from(off.fix().local_minus_utc()) * 1000;
+        }
+        let local = chrono::DateTime::from_timestamp_millis(t + self.offset_ms)
+            .unwrap_or_default()
+            .naive_utc();
+        (local.hour() as u8, local.weekday())
+    }
+
+    pub fn enrich(&mut self, event: AccessEvent) -> EnrichedAccess {
+        let t = event.time_ms;
+        let s = self.settings;
+        let store = self.store;
+        let user = store
+            .user(&event.user)
+            .filter(|&u| store.user_facts(u).known);
+        let patient = event
+            .patient
+            .as_deref()
+            .and_then(|p| store.patient(p))
+            .filter(|&p| store.patient_facts(p).known);
+        if user.is_none() {
+            self.stats.unknown_users += 1;
+        }
+        if patient.is_none() {
+            self.stats.unknown_patients += 1;
+        }
+
+        let (hour, weekday) = self.local(t);
+        let business_day = s.business_days.contains(&weekday);
+        let in_hours = business_day
+            && u32::from(hour) >= s.business_start_hour
+            && u32::from(hour) < s.business_end_hour;
+        let mut context = 0u16;
+        let mut set = |bit: u16, on: bool| {
+            if on {
+                context |= bit
+            }
+        };
+        set(ctx_flag::BREAK_GLASS, event.break_glass);
+        set(ctx_flag::AFTER_HOURS, !in_hours);
+        set(ctx_flag::WEEKEND, !business_day);
+        set(ctx_flag::SUCCEEDED, event.succeeded);
+
+        let (mut role, mut department, mut user_bits) = (NONE, NONE, 0u8);
+        if let Some(u) = user {
+            let uf = store.user_facts(u);
+            role = store.user_role_ix(u);
+            department = store.user_department_ix(u);
+            user_bits |= user_flag::KNOWN;
+            let terminated = uf.terminated_ms.is_some_and(|end| t > end);
+            if !uf.inactive && !terminated {
+                user_bits |= user_flag::ACTIVE;
+            }
+            if self
+                .clinical_role
+                .get(role as usize)
+                .copied()
+                .unwrap_or(false)
+            {
+                user_bits |= user_flag::CLINICAL;
+            }
+            if self
+                .business_need_role
+                .get(role as usize)
+                .copied()
+                .unwrap_or(false)
+            {
+                user_bits |= user_flag::BUSINESS_NEED_ROLE;
+            }
+        } else {
+            // No directory entry: no evidence of termination either.
+            user_bits |= user_flag::ACTIVE;
+        }
+
+        let (mut patient_bits, mut sensitive, mut relationships, mut days_since_death) =
+            (0u8, 0u8, 0u8, -1i32);
+        if let Some(p) = patient {
+            let pf = store.patient_facts(p);
+            patient_bits |= patient_flag::KNOWN;
+            for (on, bit) in [
+                (pf.vip, patient_flag::VIP),
+                (pf.employee, patient_flag::EMPLOYEE),
+                (pf.restricted, patient_flag::RESTRICTED),
+                (pf.deceased_ms.is_some(), patient_flag::DECEASED),
+            ] {
+                if on {
+                    patient_bits |= bit;
+                }
+            }
+            sensitive = pf.sensitive;
+            if let Some(died) = pf.deceased_ms.filter(|&d| d != i64::MIN && t >= d) {
+                let days = (t - died) / MS_PER_DAY;
+                days_since_death = days.min(i64::from(i32::MAX)) as i32;
+                set(ctx_flag::LONG_AFTER_DEATH, days > s.deceased_after_days);
+            }
+            for e in store.encounters_of(p) {
+                let near =
+                    t >= e.start - s.break_glass_window_ms && t <= e.end + s.break_glass_window_ms;
+                set(ctx_flag::ENCOUNTER_NEAR, near);
+                let from = e.start - s.relationship_lead_ms;
+                set(
+                    ctx_flag::RECENT_ENCOUNTER,
+                    t >= from && t <= e.end + s.business_need_ms,
+                );
+                set(
+                    ctx_flag::DEPARTMENT_ENCOUNTER,
+                    department != NONE
+                        && e.department == department
+                        && t >= from
+                        && t <= e.end + s.relationship_lag_ms,
+                );
+            }
+            if let Some(u) = user {
+                relationships = store.relationship_at(u, p, t);
+                let uf = store.user_facts(u);
+                set(ctx_flag::SELF_ACCESS, uf.self_patient == Some(p));
+                // A user's household comes from the directory, else from their own chart.
+                let own = uf.self_patient.map(|sp| store.patient_facts(sp));
+                let family = uf.family.as_ref().or(own.and_then(|o| o.family.as_ref()));
+                let address = uf.address.as_ref().or(own.and_then(|o| o.address.as_ref()));
+                set(
+                    ctx_flag::SAME_FAMILY_NAME,
+                    family.is_some() && family == pf.family.as_ref(),
+                );
+                if let (Some(a), Some(b)) = (address, pf.address.as_ref()) {
+                    set(ctx_flag::SAME_ADDRESS, a.full == b.full);
+                    set(ctx_flag::SAME_STREET, a.street == b.street);
+                }
+                set(
+                    ctx_flag::COWORKER,
+                    pf.employee_user.is_some_and(|eu| {
+                        eu != u && department != NONE && store.user_department_ix(eu) == department
+                    }),
+                );
+            }
+        }
+
+        EnrichedAccess {
+            facts: FactKey {
+                action: event.action,
+                role,
+                department,
+                user: user_bits,
+                patient: patient_bits,
+                sensitive,
+                relationships,
+                context,
+                hour,
+                days_since_death,
+            },
+            event,
+            user,
+            patient,
+        }
+    }
+}
+
+/// Relationship kind names for explanations.
+pub fn relationship_names(bits: u8) -> Vec<&'static str> {
+    rel::NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}

@@ -1,0 +1,20 @@
+//! phiwatch: detects improper access to patient records.
+//!
+//! The data path reads top to bottom, one module per stage:
+//! [`decode`] (AuditEvent lines → [`event::AccessEvent`]) → [`enrich`] (context facts from
+//! [`context`]) → [`detect`] (Cedar policy pack) → [`finding::Finding`] → [`store`].
+//! [`scan`] wires the stages for a replay; [`demo`] builds a synthetic hospital to exercise them.
+
+pub mod bench;
+pub mod context;
+pub mod decode;
+pub mod demo;
+pub mod detect;
+pub mod enrich;
+pub mod event;
+pub mod fhir;
+pub mod finding;
+pub mod scan;
+pub mod settings;
+pub mod store;
+pub mod time;

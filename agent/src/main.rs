@@ -1,0 +1,226 @@
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use phiwatch::context::load_context;
+use phiwatch::detect::{Detector, PolicyPack};
+use phiwatch::enrich::Enricher;
+use phiwatch::scan::{expand_event_paths, scan_files, Sinks};
+use phiwatch::settings::Settings;
+use phiwatch::store::{default_data_dir, Store};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// phiwatch: privacy monitoring for healthcare. Detects improper access to patient records
+/// (snooping on family, coworkers, neighbours, VIPs, one's own chart) in EHR audit logs.
+#[derive(Parser)]
+#[command(name = "phiwatch", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay FHIR AuditEvent NDJSON files through detection and write findings as NDJSON.
+    ///
+    /// Each line of the event files is one FHIR R4 AuditEvent (IHE BALP). Bad lines are
+    /// counted and reported with file and line; they never stop the scan. Findings go to
+    /// stdout (or --out) and into the SQLite store, idempotent by event id and detector, so
+    /// scanning the same file twice stores nothing new.
+    Scan(ScanArgs),
+    /// Generate a synthetic hospital with injected violations, scan it, and score detection.
+    Demo(DemoArgs),
+    /// Measure events/s for parse, decode, enrich, Cedar and the whole pipeline.
+    Bench(BenchArgs),
+    /// Validate a policy directory (schema.cedarschema + *.cedar) and list its rules.
+    Policies {
+        /// Directory holding schema.cedarschema and *.cedar files (default: the built-in pack).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DetectionArgs {
+    /// Context directory (or file) of FHIR R4 NDJSON: Practitioner, PractitionerRole, Patient,
+    /// Person, Encounter, CareTeam, Appointment.
+    #[arg(long)]
+    context: Option<PathBuf>,
+    /// Policy directory (schema.cedarschema + *.cedar). Default: the built-in pack.
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Detection settings TOML (time zone, business hours, windows). Default: built-in
+    /// rules/detection.toml.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ScanArgs {
+    #[command(flatten)]
+    detection: DetectionArgs,
+    /// AuditEvent NDJSON files, or directories of *.ndjson files.
+    #[arg(long, num_args = 1.., required = true)]
+    events: Vec<PathBuf>,
+    /// Write findings here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// SQLite store for findings. Default: $PHIWATCH_DATA_DIR/phiwatch.db
+    /// (or $XDG_DATA_HOME/phiwatch, ~/.local/share/phiwatch).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Do not write to any store (findings only go to the output).
+    #[arg(long, conflicts_with = "store")]
+    no_store: bool,
+    /// Write every rejected line as `file:line: reason` here.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Write the generated data set (context/, events.ndjson, truth.ndjson) and findings here
+    /// instead of a temporary directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Number of AuditEvents in the generated day.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Random seed; the same seed gives the same hospital.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Only generate the data set; do not scan it.
+    #[arg(long)]
+    generate_only: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Events in the generated day.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Keep the generated data here (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PHIWATCH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan(a) => scan(a),
+        Command::Demo(a) => demo(a),
+        Command::Bench(a) => phiwatch::bench::run(a.events, a.dir.as_deref()),
+        Command::Policies { dir } => policies(dir),
+    };
+    if let Err(e) = result {
+        eprintln!("phiwatch: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_settings(rules: Option<&PathBuf>) -> Result<Settings> {
+    Ok(match rules {
+        Some(p) => Settings::load(p)?,
+        None => Settings::default(),
+    })
+}
+
+fn load_pack(dir: Option<&PathBuf>) -> Result<PolicyPack> {
+    match dir {
+        Some(d) => PolicyPack::load_dir(d)
+            .map_err(|e| anyhow::anyhow!("policy pack {} is invalid:\n{e}", d.display())),
+        None => Ok(PolicyPack::embedded()),
+    }
+}
+
+fn scan(a: ScanArgs) -> Result<()> {
+    let settings = load_settings(a.detection.rules.as_ref())?;
+    let pack = load_pack(a.detection.policies.as_ref())?;
+    let (context, stats) = match &a.detection.context {
+        Some(dir) => load_context(dir, &settings)
+            .with_context(|| format!("loading context from {}", dir.display()))?,
+        None => Default::default(),
+    };
+    if a.detection.context.is_some() {
+        eprint!("{}", phiwatch::demo::render_context_stats(&stats));
+    } else {
+        eprintln!("no --context given: every access will be judged without directory facts");
+    }
+    let paths = expand_event_paths(&a.events).context("listing event files")?;
+    if paths.is_empty() {
+        bail!("no event files found in {:?}", a.events);
+    }
+    let mut store = if a.no_store {
+        None
+    } else {
+        let path = a
+            .store
+            .clone()
+            .unwrap_or_else(|| default_data_dir().join("phiwatch.db"));
+        Some(Store::open(&path)?)
+    };
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut rejects = match &a.rejects {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut enricher = Enricher::new(&context, &settings);
+    let mut detector = Detector::new(&pack);
+    let summary = scan_files(
+        &paths,
+        &context,
+        &mut enricher,
+        &mut detector,
+        &mut Sinks {
+            findings: &mut out,
+            rejects: rejects.as_mut().map(|r| r as &mut dyn Write),
+            store: store.as_mut(),
+        },
+    )?;
+    if let Some(mut r) = rejects {
+        r.flush()?;
+    }
+    eprint!("{}", summary.render());
+    Ok(())
+}
+
+fn demo(a: DemoArgs) -> Result<()> {
+    phiwatch::demo::run(&phiwatch::demo::DemoOptions {
+        out: a.out,
+        events: a.events,
+        seed: a.seed,
+        generate_only: a.generate_only,
+    })
+}
+
+fn policies(dir: Option<PathBuf>) -> Result<()> {
+    let pack = load_pack(dir.as_ref())?;
+    println!("{} policies valid against the schema", pack.rules().len());
+    for r in pack.rules() {
+        if r.forbid {
+            println!(
+                "  forbid {:<32} {:<16} {:<8} {}:{}",
+                r.id, r.category, r.severity, r.file, r.line
+            );
+        } else {
+            println!(
+                "  permit {:<32} {:<25} {}:{}",
+                r.id, "(explanation)", r.file, r.line
+            );
+        }
+    }
+    Ok(())
+}

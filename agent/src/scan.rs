@@ -1,0 +1,230 @@
+//! Scan: replays event files through decode → enrich → detect → store, writing findings.
+
+use crate::context::ContextStore;
+use crate::decode::{decode_audit_event, Decoded};
+use crate::detect::Detector;
+use crate::enrich::Enricher;
+use crate::finding::{Finding, Severity};
+use crate::store::{Store, StoreError};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ScanError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("writing findings: {0}")]
+    Write(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many reasons to keep for the summary; every bad line is still counted.
+const MAX_REPORTED: usize = 20;
+/// Findings per store transaction.
+const BATCH: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub struct ScanSummary {
+    pub files: usize,
+    pub lines: u64,
+    /// Patient accesses judged.
+    pub events: u64,
+    /// Valid AuditEvents that touch no patient (logins, logouts...).
+    pub no_patient: u64,
+    pub bad_lines: u64,
+    /// `file:line: reason` for the first bad lines.
+    pub problems: Vec<String>,
+    pub unknown_users: u64,
+    pub unknown_patients: u64,
+    pub findings: u64,
+    pub by_category: BTreeMap<String, u64>,
+    pub by_severity: BTreeMap<Severity, u64>,
+    /// Findings that were new to the store (a replay adds none).
+    pub stored_new: u64,
+    pub cedar_evaluations: u64,
+    pub cedar_errors: u64,
+    pub elapsed: Duration,
+}
+
+impl ScanSummary {
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "scanned {} file(s), {} lines: {} patient accesses, {} without a patient, {} bad lines\n",
+            self.files, self.lines, self.events, self.no_patient, self.bad_lines
+        );
+        for p in &self.problems {
+            s.push_str(&format!("  bad line {p}\n"));
+        }
+        if self.bad_lines as usize > self.problems.len() {
+            s.push_str(&format!(
+                "  ... and {} more bad lines (use --rejects FILE to list all)\n",
+                self.bad_lines as usize - self.problems.len()
+            ));
+        }
+        if self.unknown_users + self.unknown_patients > 0 {
+            s.push_str(&format!(
+                "context gaps: {} accesses by users not in the directory, {} to patients not in the context\n",
+                self.unknown_users, self.unknown_patients
+            ));
+        }
+        s.push_str(&format!(
+            "findings: {} ({} new in store)\n",
+            self.findings, self.stored_new
+        ));
+        let sev: Vec<String> = self
+            .by_severity
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        if !sev.is_empty() {
+            s.push_str(&format!("  by severity: {}\n", sev.join(", ")));
+        }
+        for (k, v) in &self.by_category {
+            s.push_str(&format!("  {k:<16} {v}\n"));
+        }
+        if self.cedar_errors > 0 {
+            s.push_str(&format!(
+                "policy evaluation errors: {}\n",
+                self.cedar_errors
+            ));
+        }
+        s.push_str(&format!(
+            "{:.0} events/s ({:.2} s, {} Cedar evaluations)\n",
+            self.events_per_sec(),
+            self.elapsed.as_secs_f64(),
+            self.cedar_evaluations
+        ));
+        s
+    }
+}
+
+/// Where findings go besides the store.
+pub struct Sinks<'a> {
+    pub findings: &'a mut dyn Write,
+    pub rejects: Option<&'a mut dyn Write>,
+    pub store: Option<&'a mut Store>,
+}
+
+pub fn scan_files(
+    paths: &[PathBuf],
+    context: &ContextStore,
+    enricher: &mut Enricher<'_>,
+    detector: &mut Detector<'_>,
+    sinks: &mut Sinks<'_>,
+) -> Result<ScanSummary, ScanError> {
+    let started = Instant::now();
+    let mut sum = ScanSummary::default();
+    let mut batch: Vec<Finding> = Vec::with_capacity(BATCH);
+    let mut line = Vec::with_capacity(4096);
+    for path in paths {
+        let read_err = |source| ScanError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        sum.files += 1;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line_no = 0u64;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
+                break;
+            }
+            line_no += 1;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            sum.lines += 1;
+            match decode_audit_event(&line) {
+                Ok(Decoded::Access(ev)) => {
+                    sum.events += 1;
+                    let enriched = enricher.enrich(ev);
+                    detector.findings(&enriched, context, &mut batch);
+                }
+                Ok(Decoded::NoPatient) => sum.no_patient += 1,
+                Err(e) => {
+                    sum.bad_lines += 1;
+                    let msg = format!("{}:{line_no}: {e}", path.display());
+                    if let Some(r) = sinks.rejects.as_deref_mut() {
+                        writeln!(r, "{msg}").map_err(ScanError::Write)?;
+                    }
+                    if sum.problems.len() < MAX_REPORTED {
+                        sum.problems.push(msg);
+                    }
+                }
+            }
+            if batch.len() >= BATCH {
+                flush(&mut batch, &mut sum, sinks)?;
+            }
+        }
+    }
+    flush(&mut batch, &mut sum, sinks)?;
+    sinks.findings.flush().map_err(ScanError::Write)?;
+    sum.unknown_users = enricher.stats.unknown_users;
+    sum.unknown_patients = enricher.stats.unknown_patients;
+    sum.cedar_evaluations = detector.stats.evaluations;
+    sum.cedar_errors = detector.stats.eval_errors;
+    sum.elapsed = started.elapsed();
+    Ok(sum)
+}
+
+/// Store first, then emit: a finding on stdout is always also in the store.
+fn flush(
+    batch: &mut Vec<Finding>,
+    sum: &mut ScanSummary,
+    sinks: &mut Sinks<'_>,
+) -> Result<(), ScanError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    if let Some(store) = sinks.store.as_deref_mut() {
+        sum.stored_new += store.insert(batch)? as u64;
+    }
+    for f in batch.iter() {
+        sum.findings += 1;
+        *sum.by_category.entry(f.category.clone()).or_default() += 1;
+        *sum.by_severity.entry(f.severity).or_default() += 1;
+        serde_json::to_writer(&mut *sinks.findings, f).map_err(|e| ScanError::Write(e.into()))?;
+        sinks.findings.write_all(b"\n").map_err(ScanError::Write)?;
+    }
+    batch.clear();
+    Ok(())
+}
+
+/// Expands directories into their `*.ndjson` files, sorted; keeps files as given.
+pub fn expand_event_paths(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| is_ndjson(f))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn is_ndjson(p: &Path) -> bool {
+    p.is_file()
+        && matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("ndjson" | "jsonl")
+        )
+}

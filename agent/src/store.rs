@@ -1,0 +1,203 @@
+//! The findings store: a SQLite file, idempotent by (event id, detector).
+
+use crate::finding::{Finding, Severity};
+use rusqlite::{params, Connection};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("store {path}: cannot create its directory: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS findings (
+    event_id    TEXT NOT NULL,
+    detector    TEXT NOT NULL,
+    time        TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    patient_id  TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    hipaa       TEXT NOT NULL,
+    stored_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (event_id, detector)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS findings_user ON findings (user_id, time);
+CREATE INDEX IF NOT EXISTS findings_patient ON findings (patient_id, time);
+";
+
+/// `$PHIWATCH_DATA_DIR`, else `$XDG_DATA_HOME/phiwatch`, else `~/.local/share/phiwatch`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PHIWATCH_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("phiwatch");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/share/phiwatch"))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let p = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: p.clone(),
+                source,
+            })?;
+        }
+        let sql = |source| StoreError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        Ok(Store { conn, path: p })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Stores findings in one transaction; returns how many were new.
+    pub fn insert(&mut self, findings: &[Finding]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let mut added = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO findings (event_id, detector, time, user_id, patient_id,
+                     action, category, severity, explanation, hipaa)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+            for f in findings {
+                added += stmt
+                    .execute(params![
+                        f.event_id,
+                        f.detector,
+                        f.time,
+                        f.user,
+                        f.patient,
+                        f.action,
+                        f.category,
+                        f.severity.as_str(),
+                        f.explanation,
+                        f.hipaa
+                    ])
+                    .map_err(|e| StoreError::Sqlite {
+                        path: self.path.clone(),
+                        source: e,
+                    })?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(added)
+    }
+
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM findings", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// All findings, oldest first (for tests and small exports).
+    pub fn all(&self) -> Result<Vec<Finding>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT event_id, time, user_id, patient_id, action, category, severity, detector,
+                        explanation, hipaa FROM findings ORDER BY time, event_id, detector",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let sev: String = r.get(6)?;
+                Ok(Finding {
+                    event_id: r.get(0)?,
+                    time: r.get(1)?,
+                    user: r.get(2)?,
+                    patient: r.get(3)?,
+                    action: r.get(4)?,
+                    category: r.get(5)?,
+                    severity: sev.parse().unwrap_or(Severity::Low),
+                    detector: r.get(7)?,
+                    explanation: r.get(8)?,
+                    hipaa: r.get(9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(event: &str, detector: &str) -> Finding {
+        Finding {
+            event_id: event.into(),
+            time: "2024-01-01T00:00:00.000Z".into(),
+            user: "u".into(),
+            patient: "p".into(),
+            action: "view".into(),
+            category: "family".into(),
+            severity: Severity::High,
+            detector: detector.into(),
+            explanation: "x".into(),
+            hipaa: "y".into(),
+        }
+    }
+
+    #[test]
+    fn idempotent_by_event_and_detector() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/phiwatch.db");
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.insert(&[finding("e1", "a"), finding("e1", "b")]).unwrap(),
+            2
+        );
+        assert_eq!(
+            s.insert(&[finding("e1", "a"), finding("e2", "a")]).unwrap(),
+            1
+        );
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.count().unwrap(), 3);
+        assert_eq!(s.all().unwrap()[0].severity, Severity::High);
+    }
+}
