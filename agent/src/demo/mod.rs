@@ -1,7 +1,27 @@
-//! Synthetic hospital for `phiwatch demo` and `phiwatch bench`.
+//! `phiwatch demo`: a synthetic hospital with injected violations, scanned and scored.
+//!
+//! The hospital (16 departments, 3,000 staff, 30,000 patients, encounters, care teams,
+//! appointments) and one day of BALP AuditEvents are generated from a seed, written as FHIR
+//! NDJSON, then scanned through exactly the path `phiwatch scan` uses.
 
-use crate::context::ContextStats;
-use std::path::PathBuf;
+mod day;
+mod hospital;
+mod names;
+pub mod score;
+
+pub use day::{CATEGORIES, HARD_NEGATIVES};
+
+use crate::context::{load_context, ContextStats};
+use crate::detect::{Detector, PolicyPack};
+use crate::enrich::Enricher;
+use crate::finding::Finding;
+use crate::scan::{scan_files, Sinks};
+use crate::settings::Settings;
+use crate::store::Store;
+use anyhow::{Context as _, Result};
+use chrono::TimeZone;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
 
 pub struct DemoOptions {
     pub out: Option<PathBuf>,
@@ -10,8 +30,126 @@ pub struct DemoOptions {
     pub generate_only: bool,
 }
 
-pub fn run(_o: &DemoOptions) -> anyhow::Result<()> {
-    anyhow::bail!("demo: not yet")
+/// Where a generated data set lives.
+pub struct DataSet {
+    pub context: PathBuf,
+    pub events: PathBuf,
+    pub truth: PathBuf,
+}
+
+impl DataSet {
+    pub fn at(dir: &Path) -> Self {
+        DataSet {
+            context: dir.join("context"),
+            events: dir.join("events.ndjson"),
+            truth: dir.join("truth.ndjson"),
+        }
+    }
+}
+
+/// Injected violations (and hard negatives) per category for a day of `events`.
+pub fn per_category(events: usize) -> usize {
+    (events / 5000).clamp(20, 200)
+}
+
+/// Generates the hospital and its day into `dir`.
+pub fn generate(dir: &Path, events: usize, seed: u64, settings: &Settings) -> Result<DataSet> {
+    let ds = DataSet::at(dir);
+    // A Tuesday without a daylight-saving change, at local midnight.
+    let day_start = settings
+        .timezone
+        .with_ymd_and_hms(2026, 3, 10, 0, 0, 0)
+        .single()
+        .context("demo day start is ambiguous in the configured time zone")?
+        .timestamp_millis();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let size = hospital::Size {
+        staff: 3000,
+        patients: 30_000,
+    };
+    let mut h = hospital::Hospital::generate(&mut rng, &size, day_start);
+    let plan = day::DayPlan::generate(&mut h, &mut rng, events, per_category(events));
+    h.write_context(&ds.context)
+        .with_context(|| format!("writing {}", ds.context.display()))?;
+    plan.write(&h, &ds.events, &ds.truth)
+        .with_context(|| format!("writing {}", ds.events.display()))?;
+    Ok(ds)
+}
+
+pub fn run(o: &DemoOptions) -> Result<()> {
+    let settings = Settings::default();
+    let tmp;
+    let dir = match &o.out {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir().context("creating a temporary directory")?;
+            tmp.path().to_owned()
+        }
+    };
+    let started = std::time::Instant::now();
+    let ds = generate(&dir, o.events, o.seed, &settings)?;
+    eprintln!(
+        "generated a hospital (3000 staff, 30000 patients) and {} AuditEvents in {:.1} s",
+        o.events,
+        started.elapsed().as_secs_f64()
+    );
+    if o.generate_only {
+        println!("context: {}", ds.context.display());
+        println!("events:  {}", ds.events.display());
+        println!("truth:   {}", ds.truth.display());
+        return Ok(());
+    }
+
+    let (context, stats) = load_context(&ds.context, &settings)?;
+    eprint!("{}", render_context_stats(&stats));
+    let pack = PolicyPack::embedded();
+    let findings_path = dir.join("findings.ndjson");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&findings_path)
+            .with_context(|| format!("creating {}", findings_path.display()))?,
+    );
+    let mut store = Store::open(&dir.join("phiwatch.db"))?;
+    let mut enricher = Enricher::new(&context, &settings);
+    let mut detector = Detector::new(&pack);
+    let summary = scan_files(
+        std::slice::from_ref(&ds.events),
+        &context,
+        &mut enricher,
+        &mut detector,
+        &mut Sinks {
+            findings: &mut out,
+            rejects: None,
+            store: Some(&mut store),
+        },
+    )?;
+    drop(out);
+    eprint!("{}", summary.render());
+
+    let findings = read_findings(&findings_path)?;
+    let truth = std::fs::read_to_string(&ds.truth)?;
+    let score = score::score(&truth, &findings)?;
+    print!("{}", score.render());
+    if o.out.is_some() {
+        println!(
+            "data set written to {}; scan it yourself with:\n  phiwatch scan --context {} --events {}",
+            dir.display(),
+            ds.context.display(),
+            ds.events.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn read_findings(path: &Path) -> Result<Vec<Finding>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).context("reading a finding back"))
+        .collect()
 }
 
 pub fn render_context_stats(s: &ContextStats) -> String {

@@ -1,0 +1,492 @@
+//! One day of EHR access: normal shift traffic, injected violations of every category, and the
+//! hard negatives a careless detector would flag. Written as BALP-shaped AuditEvent NDJSON.
+
+use super::hospital::{EncounterClass, Hospital, Shift, EMERGENCY};
+use super::names::{rare_family, COMMON_FAMILY};
+use crate::time::{format_ms, MS_PER_HOUR};
+use rand::rngs::SmallRng;
+use rand::Rng;
+use std::io::Write;
+use std::path::Path;
+
+/// Injected violation categories, as the policies name them.
+pub const CATEGORIES: &[&str] = &[
+    "self_access",
+    "family",
+    "neighbor",
+    "coworker",
+    "vip",
+    "sensitive",
+    "deceased",
+    "terminated_user",
+    "break_glass",
+    "after_hours",
+    "unexplained",
+];
+
+pub const HARD_NEGATIVES: &[&str] = &["common_name_treated", "night_shift_nurse", "break_glass_ed"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Label {
+    Normal,
+    Violation(&'static str),
+    HardNegative(&'static str),
+}
+
+pub struct Access {
+    pub t: i64,
+    pub staff: usize,
+    pub patient: usize,
+    pub kind: usize,
+    pub break_glass: bool,
+    pub label: Label,
+}
+
+/// (action code, subtype, weight)
+const KINDS: &[(&str, &str, u32)] = &[
+    ("R", "read", 70),
+    ("E", "search", 10),
+    ("U", "update", 12),
+    ("C", "create", 3),
+    ("R", "print", 3),
+    ("R", "export", 2),
+];
+
+fn kind(rng: &mut SmallRng) -> usize {
+    let mut x = rng.random_range(0..100);
+    for (i, k) in KINDS.iter().enumerate() {
+        if x < k.2 {
+            return i;
+        }
+        x -= k.2;
+    }
+    0
+}
+
+/// Relative traffic per local hour: busy days, quieter nights.
+const HOUR_WEIGHT: [u32; 24] = [
+    2, 2, 2, 2, 2, 3, 4, 6, 10, 10, 10, 10, 9, 10, 10, 10, 10, 8, 6, 5, 4, 3, 3, 2,
+];
+
+fn on_shift(shift: Shift, hour: i64) -> bool {
+    match shift {
+        Shift::Day => (7..19).contains(&hour),
+        Shift::Night => !(7..19).contains(&hour),
+        Shift::Office => (8..17).contains(&hour),
+    }
+}
+
+fn pick<T: Copy>(rng: &mut SmallRng, v: &[T]) -> Option<T> {
+    (!v.is_empty()).then(|| v[rng.random_range(0..v.len())])
+}
+
+pub struct DayPlan {
+    pub accesses: Vec<Access>,
+}
+
+impl DayPlan {
+    /// `events` accesses in all; `per_category` injected violations and hard negatives of each kind.
+    pub fn generate(
+        h: &mut Hospital,
+        rng: &mut SmallRng,
+        events: usize,
+        per_category: usize,
+    ) -> DayPlan {
+        let mut acc = Vec::with_capacity(events);
+        inject(h, rng, per_category, &mut acc);
+        hard_negatives(h, rng, per_category, &mut acc);
+        normal(h, rng, events.saturating_sub(acc.len()), &mut acc);
+        acc.sort_by_key(|a| a.t);
+        DayPlan { accesses: acc }
+    }
+
+    pub fn write(&self, h: &Hospital, events: &Path, truth: &Path) -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(events)?);
+        let mut tw = std::io::BufWriter::new(std::fs::File::create(truth)?);
+        for (i, a) in self.accesses.iter().enumerate() {
+            let id = format!("ae-{i:08}");
+            write_event(&mut w, &id, a, h)?;
+            match a.label {
+                Label::Normal => {}
+                Label::Violation(c) => writeln!(
+                    tw,
+                    r#"{{"event_id":"{id}","kind":"violation","category":"{c}"}}"#
+                )?,
+                Label::HardNegative(c) => writeln!(
+                    tw,
+                    r#"{{"event_id":"{id}","kind":"hard_negative","scenario":"{c}"}}"#
+                )?,
+            }
+        }
+        w.flush()?;
+        tw.flush()
+    }
+}
+
+fn write_event(w: &mut impl Write, id: &str, a: &Access, h: &Hospital) -> std::io::Result<()> {
+    let (code, subtype, _) = KINDS[a.kind];
+    let staff = &h.staff[a.staff];
+    let patient = &h.patients[a.patient];
+    let purpose = if a.break_glass {
+        r#","purposeOfEvent":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActReason","code":"ETREAT","display":"Emergency Treatment"}]}]"#
+    } else {
+        ""
+    };
+    let data = match subtype {
+        "search" => String::new(),
+        _ => format!(
+            r#",{{"what":{{"reference":"Observation/obs-{}"}},"type":{{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"2"}},"role":{{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"4","display":"Domain Resource"}}}}"#,
+            a.t % 1_000_003
+        ),
+    };
+    writeln!(
+        w,
+        r#"{{"resourceType":"AuditEvent","id":"{id}","meta":{{"profile":["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"]}},"type":{{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest","display":"Restful Operation"}},"subtype":[{{"system":"http://hl7.org/fhir/restful-interaction","code":"{subtype}"}}],"action":"{code}","recorded":"{}","outcome":"0"{purpose},"agent":[{{"type":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/v3-ParticipationType","code":"IRCP","display":"information recipient"}}]}},"who":{{"reference":"Practitioner/{}"}},"requestor":true,"network":{{"address":"ws-{}-{:03}","type":"1"}}}},{{"type":{{"coding":[{{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110153","display":"Source Role ID"}}]}},"who":{{"display":"ehr.demo.hospital"}},"requestor":false}}],"source":{{"observer":{{"display":"ehr.demo.hospital"}},"type":[{{"system":"http://terminology.hl7.org/CodeSystem/security-source-type","code":"4","display":"Application Server"}}]}},"entity":[{{"what":{{"reference":"Patient/{}"}},"type":{{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"1"}},"role":{{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"1","display":"Patient"}}}}{data}]}}"#,
+        format_ms(a.t),
+        staff.id,
+        staff.dept,
+        a.staff % 997,
+        patient.id,
+    )
+}
+
+fn time_in(h: &Hospital, rng: &mut SmallRng, hours: std::ops::Range<i64>) -> i64 {
+    let hour = rng.random_range(hours);
+    h.day_start + hour * MS_PER_HOUR + rng.random_range(0..MS_PER_HOUR)
+}
+
+fn shift_time(h: &Hospital, rng: &mut SmallRng, shift: Shift) -> i64 {
+    match shift {
+        Shift::Day => time_in(h, rng, 7..19),
+        Shift::Office => time_in(h, rng, 8..17),
+        Shift::Night => {
+            if rng.random_bool(0.4) {
+                time_in(h, rng, 0..7)
+            } else {
+                time_in(h, rng, 19..24)
+            }
+        }
+    }
+}
+
+/// A patient nobody is treating and who carries no label or coincidence with `staff`.
+fn quiet_patient(h: &Hospital, rng: &mut SmallRng, staff: usize) -> Option<usize> {
+    let s = &h.staff[staff];
+    for _ in 0..1000 {
+        let p = rng.random_range(0..h.patients.len());
+        let pt = &h.patients[p];
+        let coincidence = pt.family == s.family || pt.addr.is_some_and(|a| a.same_street(&s.addr));
+        if !pt.special
+            && pt.encounters.is_empty()
+            && !pt.vip
+            && pt.sensitive.is_none()
+            && pt.deceased_ms.is_none()
+            && !coincidence
+        {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn active_staff(h: &Hospital, pred: impl Fn(&super::hospital::Staff) -> bool) -> Vec<usize> {
+    (0..h.staff.len())
+        .filter(|&s| !h.staff[s].terminated && pred(&h.staff[s]))
+        .collect()
+}
+
+fn inject(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>) {
+    let clinical = active_staff(h, |s| s.clinical());
+    let office = active_staff(h, |s| !s.clinical());
+    let with_self = active_staff(h, |s| s.self_patient.is_some());
+    let terminated: Vec<usize> = (0..h.staff.len())
+        .filter(|&s| h.staff[s].terminated)
+        .collect();
+    let vips: Vec<usize> = (0..h.patients.len())
+        .filter(|&p| h.patients[p].vip)
+        .collect();
+    let sensitive: Vec<usize> = (0..h.patients.len())
+        .filter(|&p| h.patients[p].sensitive.is_some())
+        .collect();
+    let deceased: Vec<usize> = (0..h.patients.len())
+        .filter(|&p| h.patients[p].deceased_ms.is_some())
+        .collect();
+
+    for &category in CATEGORIES {
+        let mut made = 0;
+        let mut tries = 0;
+        while made < k && tries < k * 200 {
+            tries += 1;
+            let any = pick(rng, &clinical).unwrap_or(0);
+            let (staff, patient, t, btg) = match category {
+                "self_access" => {
+                    let Some(s) = pick(rng, &with_self) else {
+                        break;
+                    };
+                    let p = h.staff[s].self_patient.unwrap_or(0);
+                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
+                }
+                "family" => {
+                    let s = any;
+                    let (fam, addr) = (h.staff[s].family.clone(), h.staff[s].addr);
+                    let p = h.add_special_patient(fam, Some(addr));
+                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
+                }
+                "neighbor" => {
+                    let s = any;
+                    let mut addr = h.staff[s].addr;
+                    addr.number = if addr.number > 200 {
+                        addr.number - 7
+                    } else {
+                        addr.number + 7
+                    };
+                    let mut fam = rare_family(rng.random_range(0..500));
+                    if fam == h.staff[s].family {
+                        fam = COMMON_FAMILY[0].to_owned();
+                    }
+                    if fam == h.staff[s].family {
+                        continue;
+                    }
+                    let p = h.add_special_patient(fam, Some(addr));
+                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
+                }
+                "coworker" => {
+                    let Some(c) = pick(rng, &with_self) else {
+                        break;
+                    };
+                    let dept = h.staff[c].dept;
+                    let peers: Vec<usize> = clinical
+                        .iter()
+                        .copied()
+                        .filter(|&s| s != c && h.staff[s].dept == dept)
+                        .collect();
+                    let Some(s) = pick(rng, &peers) else { continue };
+                    let p = h.staff[c].self_patient.unwrap_or(0);
+                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
+                }
+                "vip" | "sensitive" | "deceased" => {
+                    let pool = match category {
+                        "vip" => &vips,
+                        "sensitive" => &sensitive,
+                        _ => &deceased,
+                    };
+                    let Some(p) = pick(rng, pool) else { break };
+                    if h.related(any, p) {
+                        continue;
+                    }
+                    (any, p, shift_time(h, rng, h.staff[any].shift), false)
+                }
+                "terminated_user" => {
+                    let Some(s) = pick(rng, &terminated) else {
+                        break;
+                    };
+                    let Some(p) = quiet_patient(h, rng, s) else {
+                        continue;
+                    };
+                    (s, p, time_in(h, rng, 0..24), false)
+                }
+                "break_glass" => {
+                    let Some(p) = quiet_patient(h, rng, any) else {
+                        continue;
+                    };
+                    (any, p, shift_time(h, rng, h.staff[any].shift), true)
+                }
+                "after_hours" => {
+                    let Some(s) = pick(rng, &office) else { break };
+                    let Some(p) = quiet_patient(h, rng, s) else {
+                        continue;
+                    };
+                    let t = if rng.random_bool(0.5) {
+                        time_in(h, rng, 0..6)
+                    } else {
+                        time_in(h, rng, 20..24)
+                    };
+                    (s, p, t, false)
+                }
+                _ => {
+                    let Some(p) = quiet_patient(h, rng, any) else {
+                        continue;
+                    };
+                    (any, p, shift_time(h, rng, h.staff[any].shift), false)
+                }
+            };
+            acc.push(Access {
+                t,
+                staff,
+                patient,
+                kind: kind(rng),
+                break_glass: btg,
+                label: Label::Violation(category),
+            });
+            made += 1;
+        }
+    }
+}
+
+fn hard_negatives(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>) {
+    let common: Vec<usize> = (0..h.staff.len())
+        .filter(|&s| {
+            let st = &h.staff[s];
+            !st.terminated
+                && st.clinical()
+                && !h.panel[s].is_empty()
+                && COMMON_FAMILY[..10].contains(&st.family.as_str())
+        })
+        .collect();
+    for i in 0..k {
+        let Some(s) = pick(rng, &common) else { break };
+        let Some(p) = pick(rng, &h.panel[s]) else {
+            continue;
+        };
+        if h.patients[p].employee_of.is_some() {
+            continue;
+        }
+        h.patients[p].family = h.staff[s].family.clone();
+        if i % 2 == 0 {
+            // A relative under this user's care: same name and household, and explained.
+            h.patients[p].addr = Some(h.staff[s].addr);
+        }
+        let t = shift_time(h, rng, h.staff[s].shift);
+        acc.push(Access {
+            t,
+            staff: s,
+            patient: p,
+            kind: kind(rng),
+            break_glass: false,
+            label: Label::HardNegative("common_name_treated"),
+        });
+    }
+
+    let night_nurses = active_staff(h, |s| s.role == "nurse" && s.shift == Shift::Night);
+    let night_nurses: Vec<usize> = night_nurses
+        .into_iter()
+        .filter(|&s| !h.panel[s].is_empty())
+        .collect();
+    for _ in 0..k {
+        let Some(s) = pick(rng, &night_nurses) else {
+            break;
+        };
+        let Some(p) = pick(rng, &h.panel[s]) else {
+            continue;
+        };
+        acc.push(Access {
+            t: time_in(h, rng, 0..6),
+            staff: s,
+            patient: p,
+            kind: kind(rng),
+            break_glass: false,
+            label: Label::HardNegative("night_shift_nurse"),
+        });
+    }
+
+    let ed_staff = active_staff(h, |s| s.dept == EMERGENCY && s.clinical());
+    let ed_visits: Vec<usize> = (0..h.encounters.len())
+        .filter(|&e| h.encounters[e].class == EncounterClass::Emergency)
+        .collect();
+    let mut made = 0;
+    for _ in 0..k * 50 {
+        if made == k {
+            break;
+        }
+        let (Some(s), Some(e)) = (pick(rng, &ed_staff), pick(rng, &ed_visits)) else {
+            break;
+        };
+        let enc = &h.encounters[e];
+        if enc.participants.contains(&s) || h.staff[s].self_patient == Some(enc.patient) {
+            continue;
+        }
+        let end = enc.end.unwrap_or(enc.start + MS_PER_HOUR);
+        let t = rng.random_range(enc.start..end);
+        let patient = enc.patient;
+        acc.push(Access {
+            t,
+            staff: s,
+            patient,
+            kind: kind(rng),
+            break_glass: true,
+            label: Label::HardNegative("break_glass_ed"),
+        });
+        made += 1;
+    }
+}
+
+fn normal(h: &Hospital, rng: &mut SmallRng, n: usize, acc: &mut Vec<Access>) {
+    let by_shift = |shift: Shift| -> Vec<usize> {
+        active_staff(h, |s| s.shift == shift)
+            .into_iter()
+            .filter(|&s| {
+                if h.staff[s].clinical() {
+                    !h.panel[s].is_empty() || !h.dept_patients[h.staff[s].dept].is_empty()
+                } else {
+                    matches!(h.staff[s].role, "billing" | "registration" | "him")
+                }
+            })
+            .collect()
+    };
+    let day_staff = by_shift(Shift::Day);
+    let night_staff = by_shift(Shift::Night);
+    let office_staff = by_shift(Shift::Office);
+    let dept_ok: Vec<Vec<usize>> = h
+        .dept_patients
+        .iter()
+        .map(|ps| {
+            ps.iter()
+                .copied()
+                .filter(|&p| h.patients[p].sensitive.is_none())
+                .collect()
+        })
+        .collect();
+    let total: u32 = HOUR_WEIGHT.iter().sum();
+    let target = acc.len() + n;
+    let mut attempts = 0;
+    while acc.len() < target && attempts < n * 4 {
+        attempts += 1;
+        let mut x = rng.random_range(0..total);
+        let mut hour = 0;
+        while x >= HOUR_WEIGHT[hour] {
+            x -= HOUR_WEIGHT[hour];
+            hour += 1;
+        }
+        let t = h.day_start + hour as i64 * MS_PER_HOUR + rng.random_range(0..MS_PER_HOUR);
+        let office_hour = on_shift(Shift::Office, hour as i64);
+        let (staff, patient) = if office_hour && rng.random_bool(0.12) {
+            let Some(s) = pick(rng, &office_staff) else {
+                continue;
+            };
+            let Some(p) = pick(rng, &h.recent_patients) else {
+                continue;
+            };
+            // A VIP chart opened without care is flagged even with a billing reason: by design.
+            if h.patients[p].vip {
+                continue;
+            }
+            (s, p)
+        } else {
+            let pool = if on_shift(Shift::Day, hour as i64) {
+                &day_staff
+            } else {
+                &night_staff
+            };
+            let Some(s) = pick(rng, pool) else { continue };
+            let panel = &h.panel[s];
+            let p = if !panel.is_empty() && rng.random_bool(0.85) {
+                pick(rng, panel)
+            } else {
+                pick(rng, &dept_ok[h.staff[s].dept])
+            };
+            let Some(p) = p else { continue };
+            if h.staff[s].self_patient == Some(p) {
+                continue;
+            }
+            (s, p)
+        };
+        acc.push(Access {
+            t,
+            staff,
+            patient,
+            kind: kind(rng),
+            break_glass: false,
+            label: Label::Normal,
+        });
+    }
+}
