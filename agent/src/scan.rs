@@ -48,6 +48,7 @@ pub struct ScanSummary {
     pub by_severity: BTreeMap<Severity, u64>,
     /// Findings that were new to the store (a replay adds none).
     pub stored_new: u64,
+    pub store_enabled: bool,
     pub cedar_evaluations: u64,
     pub cedar_errors: u64,
     pub elapsed: Duration,
@@ -78,10 +79,14 @@ impl ScanSummary {
                 self.unknown_users, self.unknown_patients
             ));
         }
-        s.push_str(&format!(
-            "findings: {} ({} new in store)\n",
-            self.findings, self.stored_new
-        ));
+        if self.store_enabled {
+            s.push_str(&format!(
+                "findings: {} ({} new in store)\n",
+                self.findings, self.stored_new
+            ));
+        } else {
+            s.push_str(&format!("findings: {} (no store)\n", self.findings));
+        }
         let sev: Vec<String> = self
             .by_severity
             .iter()
@@ -125,7 +130,10 @@ pub fn scan_files(
     sinks: &mut Sinks<'_>,
 ) -> Result<ScanSummary, ScanError> {
     let started = Instant::now();
-    let mut sum = ScanSummary::default();
+    let mut sum = ScanSummary {
+        store_enabled: sinks.store.is_some(),
+        ..ScanSummary::default()
+    };
     let mut batch: Vec<Finding> = Vec::with_capacity(BATCH);
     let mut line = Vec::with_capacity(4096);
     for path in paths {

@@ -1,0 +1,33 @@
+//! Helpers shared by the end-to-end tests: run the real `phiwatch` binary on fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn phiwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+        .args(args)
+        .env_remove("PHIWATCH_LOG")
+        .output()
+        .expect("run phiwatch")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn findings(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("finding {l}: {e}")))
+        .collect()
+}

@@ -1,0 +1,95 @@
+//! `phiwatch demo` meets the acceptance bar, checked here independently of the demo's own
+//! scoring: recall >= 0.95 in every injected category, precision >= 0.9 over high and critical.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[test]
+fn demo_catches_every_injected_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::phiwatch(&[
+        "demo",
+        "--events",
+        "100000",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = common::text(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(stdout.contains("recall"), "{stdout}");
+
+    let truth = std::fs::read_to_string(dir.path().join("truth.ndjson")).unwrap();
+    let mut expected: HashMap<String, String> = HashMap::new();
+    let mut negatives: HashSet<String> = HashSet::new();
+    for line in truth.lines() {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = t["event_id"].as_str().unwrap().to_owned();
+        match t["kind"].as_str().unwrap() {
+            "violation" => {
+                expected.insert(id, t["category"].as_str().unwrap().to_owned());
+            }
+            _ => {
+                negatives.insert(id);
+            }
+        }
+    }
+    let findings = common::findings(&std::fs::read(dir.path().join("findings.ndjson")).unwrap());
+    let mut caught: HashSet<(String, String)> = HashSet::new();
+    let (mut high, mut high_true) = (0, 0);
+    for f in &findings {
+        let id = f["event_id"].as_str().unwrap();
+        let cat = f["category"].as_str().unwrap();
+        if expected.get(id).is_some_and(|c| c == cat) {
+            caught.insert((id.to_owned(), cat.to_owned()));
+        }
+        if matches!(f["severity"].as_str(), Some("high" | "critical")) {
+            high += 1;
+            high_true += usize::from(expected.contains_key(id));
+            assert!(!negatives.contains(id), "hard negative flagged: {f}");
+        }
+    }
+    let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (id, c) in &expected {
+        let e = per.entry(c.as_str()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(caught.contains(&(id.clone(), c.clone())));
+    }
+    for c in [
+        "self_access",
+        "family",
+        "neighbor",
+        "coworker",
+        "vip",
+        "sensitive",
+        "deceased",
+        "terminated_user",
+        "break_glass",
+        "after_hours",
+        "unexplained",
+    ] {
+        let (n, k) = per.get(c).copied().unwrap_or_default();
+        assert!(n >= 20, "{c}: only {n} injected");
+        assert!(k as f64 / n as f64 >= 0.95, "{c}: recall {k}/{n}");
+    }
+    assert!(high > 0);
+    assert!(
+        high_true as f64 / high as f64 >= 0.9,
+        "precision {high_true}/{high}"
+    );
+    assert!(negatives.len() >= 60, "hard negatives: {}", negatives.len());
+
+    // The same data set scanned by hand gives the same findings (and a replay stores none).
+    let again = common::phiwatch(&[
+        "scan",
+        "--store",
+        dir.path().join("phiwatch.db").to_str().unwrap(),
+        "--context",
+        dir.path().join("context").to_str().unwrap(),
+        "--events",
+        dir.path().join("events.ndjson").to_str().unwrap(),
+    ]);
+    assert!(again.status.success());
+    assert_eq!(common::findings(&again.stdout).len(), findings.len());
+    assert!(common::text(&again.stderr).contains("(0 new in store)"));
+}

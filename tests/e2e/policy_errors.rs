@@ -1,0 +1,151 @@
+//! A broken policy pack stops `scan` before it reads any event, naming file, line and column.
+
+mod common;
+
+use std::path::Path;
+
+fn pack_with(file: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::repo().join("policies")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join(file), text).unwrap();
+    dir
+}
+
+fn scan_with(policies: &Path) -> (bool, String, String) {
+    let fx = common::fixtures().join("clinic");
+    let out = common::phiwatch(&[
+        "scan",
+        "--no-store",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--context",
+        fx.join("context").to_str().unwrap(),
+        "--events",
+        fx.join("events.ndjson").to_str().unwrap(),
+    ]);
+    (
+        out.status.success(),
+        common::text(&out.stdout),
+        common::text(&out.stderr),
+    )
+}
+
+#[test]
+fn shipped_pack_is_valid() {
+    let out = common::phiwatch(&[
+        "policies",
+        "--dir",
+        common::repo().join("policies").to_str().unwrap(),
+    ]);
+    let text = common::text(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(
+        text.contains("15 policies valid against the schema"),
+        "{text}"
+    );
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let dir = pack_with(
+        "zz-local.cedar",
+        "// local rule\n@id(\"broken\")\nforbid (principal, action, resource)\nwhen { context.self_access && };\n",
+    );
+    let (ok, stdout, err) = scan_with(dir.path());
+    assert!(!ok);
+    assert!(stdout.is_empty(), "no findings before the pack is valid");
+    assert!(err.contains("zz-local.cedar:4:"), "{err}");
+}
+
+#[test]
+fn schema_error_names_file_line_and_column() {
+    let dir = pack_with(
+        "zz-local.cedar",
+        "@id(\"typo\")\n@category(\"x\")\n@severity(\"low\")\n@explain(\"x\")\n@hipaa(\"x\")\nforbid (principal, action, resource)\nwhen { context.self_acess };\n",
+    );
+    let (ok, _, err) = scan_with(dir.path());
+    assert!(!ok);
+    assert!(err.contains("zz-local.cedar:7:"), "{err}");
+    assert!(err.contains("self_acess"), "{err}");
+}
+
+#[test]
+fn missing_annotations_and_bad_severity_are_rejected() {
+    let dir = pack_with(
+        "zz-local.cedar",
+        "@id(\"bare\")\nforbid (principal, action, resource)\nwhen { context.weekend };\n\n@id(\"loud\")\n@category(\"x\")\n@severity(\"extreme\")\n@explain(\"x\")\n@hipaa(\"x\")\nforbid (principal, action, resource)\nwhen { context.weekend };\n",
+    );
+    let (ok, _, err) = scan_with(dir.path());
+    assert!(!ok);
+    assert!(
+        err.contains("zz-local.cedar:1:1: forbid policy `bare` has no @category"),
+        "{err}"
+    );
+    assert!(
+        err.contains("zz-local.cedar:5:1: policy `loud`: severity \"extreme\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_ids_are_rejected() {
+    let dir = pack_with(
+        "zz-local.cedar",
+        "@id(\"self-access\")\npermit (principal, action, resource) when { context.weekend };\n",
+    );
+    let (ok, _, err) = scan_with(dir.path());
+    assert!(!ok);
+    assert!(
+        err.contains("zz-local.cedar:1:1: @id(\"self-access\") is already used"),
+        "{err}"
+    );
+}
+
+#[test]
+fn broken_schema_is_reported_with_position() {
+    let dir = pack_with(
+        "schema.cedarschema",
+        "entity User {\n  known: Bool,\n  oops\n};\n",
+    );
+    let (ok, _, err) = scan_with(dir.path());
+    assert!(!ok);
+    assert!(err.contains("schema.cedarschema:"), "{err}");
+}
+
+#[test]
+fn a_local_policy_extends_the_pack() {
+    let dir = pack_with(
+        "zz-local.cedar",
+        "@id(\"print-by-billing\")\n@category(\"print\")\n@severity(\"medium\")\n@explain(\"{user} printed {patient}\")\n@hipaa(\"164.502(b)\")\nforbid (principal, action == Action::\"print\", resource)\nwhen { principal in Role::\"billing\" };\n",
+    );
+    let policies = dir.path().to_str().unwrap().to_owned();
+    let fx = common::fixtures().join("clinic");
+    let events = dir.path().join("print.ndjson");
+    let line = std::fs::read_to_string(fx.join("events.ndjson"))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"afterhours-neg\""))
+        .unwrap()
+        .replace("\"read\"", "\"print\"");
+    std::fs::write(&events, line).unwrap();
+    let out = common::phiwatch(&[
+        "scan",
+        "--no-store",
+        "--policies",
+        &policies,
+        "--context",
+        fx.join("context").to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let f = common::findings(&out.stdout);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["detector"], "print-by-billing");
+    assert_eq!(f[0]["explanation"], "clerk-cal printed pt-plain");
+}
