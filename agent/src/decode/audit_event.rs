@@ -281,7 +281,8 @@ mod tests {
 
     #[test]
     fn bad_lines_are_errors_not_panics() {
-        let cases: [(&str, fn(&DecodeError) -> bool); 6] = [
+        type Check = fn(&DecodeError) -> bool;
+        let cases: [(&str, Check); 6] = [
             ("{not json", |e| matches!(e, DecodeError::Json { .. })),
             ("", |e| matches!(e, DecodeError::Json { .. })),
             (

@@ -167,8 +167,21 @@ impl PolicyPack {
                 continue;
             }
             let result = validator.validate(&file_set, ValidationMode::Strict);
+            let mut seen = HashSet::new();
             for err in result.validation_errors() {
-                problems.extend(diagnostics(err, name, text));
+                let pid = err.policy_id().to_string();
+                let shown = file_set
+                    .policy(err.policy_id())
+                    .and_then(|p| p.annotation("id"))
+                    .unwrap_or(&pid)
+                    .to_owned();
+                for msg in diagnostics(err, name, text) {
+                    // One message per problem, not one per action the policy applies to.
+                    let msg = without_action(&msg).replace(&format!("`{pid}`"), &format!("`{shown}`"));
+                    if seen.insert(msg.clone()) {
+                        problems.push(msg);
+                    }
+                }
             }
             let starts = locate::statement_starts(text);
             let mut policies: Vec<_> = file_set.policies().collect();
@@ -286,6 +299,18 @@ fn names_user_or_patient(p: &cedar_policy::Policy) -> bool {
     }
     // Unserialisable means unknown: assume it names someone and stay exact.
     p.to_json().map_or(true, |j| walk(&j))
+}
+
+/// Drops the ` for Action::"view"` part Cedar adds to per-action validation messages.
+fn without_action(msg: &str) -> String {
+    let Some(at) = msg.find(" for Action::\"") else {
+        return msg.to_owned();
+    };
+    let rest = &msg[at + " for Action::\"".len()..];
+    match rest.find('"') {
+        Some(end) => format!("{}{}", &msg[..at], &rest[end + 1..]),
+        None => msg.to_owned(),
+    }
 }
 
 /// Flattens a miette diagnostic (and its related ones) into `file:line:col: message` lines.
