@@ -55,7 +55,10 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     };
     let ds = demo::DataSet::at(&dir);
     if !ds.events.exists() || count_lines(&ds.events)? != events as u64 {
-        eprintln!("generating a day of {events} events in {} ...", dir.display());
+        eprintln!(
+            "generating a day of {events} events in {} ...",
+            dir.display()
+        );
         demo::generate(&dir, events, 7, &settings)?;
     }
     let bytes = std::fs::metadata(&ds.events)?.len();
@@ -71,7 +74,11 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     let n = for_each_line(&ds.events, |l| {
         ok += u64::from(serde_json::from_slice::<serde_json::Value>(l).is_ok());
     })?;
-    rows.push(Row { stage: "raw parse (serde_json::Value)", events: n, secs: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        stage: "raw parse (serde_json::Value)",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
     let baseline = rows[0].rate();
     anyhow::ensure!(ok == n, "{} lines failed the raw parse", n - ok);
 
@@ -79,7 +86,11 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     let n = for_each_line(&ds.events, |l| {
         let _ = serde_json::from_slice::<serde::de::IgnoredAny>(l);
     })?;
-    rows.push(Row { stage: "raw parse (validate only)", events: n, secs: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        stage: "raw parse (validate only)",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
 
     let t = Instant::now();
     let mut decoded = Vec::with_capacity(events);
@@ -88,13 +99,21 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
             decoded.push(a);
         }
     })?;
-    rows.push(Row { stage: "decode (read + parse + AccessEvent)", events: decoded.len() as u64, secs: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        stage: "decode (read + parse + AccessEvent)",
+        events: decoded.len() as u64,
+        secs: t.elapsed().as_secs_f64(),
+    });
 
     let mut enricher = Enricher::new(&context, &settings);
     let n = decoded.len() as u64;
     let t = Instant::now();
     let enriched: Vec<EnrichedAccess> = decoded.into_iter().map(|a| enricher.enrich(a)).collect();
-    rows.push(Row { stage: "enrich", events: n, secs: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        stage: "enrich",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
 
     let mut detector = Detector::new(&pack);
     let mut out = Vec::new();
@@ -102,7 +121,11 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     for a in &enriched {
         detector.findings(a, &context, &mut out);
     }
-    rows.push(Row { stage: "detect: Cedar, memoised by fact key", events: n, secs: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        stage: "detect: Cedar, memoised by fact key",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
     let memo_evals = detector.stats.evaluations;
 
     let sample = enriched.len().min(20_000);
@@ -111,7 +134,11 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     for a in &enriched[..sample] {
         std::hint::black_box(raw.judge_uncached(a, &context));
     }
-    rows.push(Row { stage: "detect: Cedar, one evaluation per event", events: sample as u64, secs: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        stage: "detect: Cedar, one evaluation per event",
+        events: sample as u64,
+        secs: t.elapsed().as_secs_f64(),
+    });
     drop(enriched);
 
     let store_dir = tempfile::tempdir()?;
@@ -125,9 +152,17 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
         &context,
         &mut enricher,
         &mut detector,
-        &mut Sinks { findings: &mut sink, rejects: None, store: Some(&mut store) },
+        &mut Sinks {
+            findings: &mut sink,
+            rejects: None,
+            store: Some(&mut store),
+        },
     )?;
-    rows.push(Row { stage: "whole pipeline (scan, SQLite store)", events: summary.events, secs: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        stage: "whole pipeline (scan, SQLite store)",
+        events: summary.events,
+        secs: t.elapsed().as_secs_f64(),
+    });
 
     println!(
         "phiwatch bench: {} events, {:.0} MB, one thread; ratio = stage rate / raw parse rate",
@@ -136,7 +171,12 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     );
     println!("  {:<42} {:>12} {:>8}", "stage", "events/s", "ratio");
     for r in &rows {
-        println!("  {:<42} {:>12.0} {:>8.2}", r.stage, r.rate(), r.rate() / baseline);
+        println!(
+            "  {:<42} {:>12.0} {:>8.2}",
+            r.stage,
+            r.rate(),
+            r.rate() / baseline
+        );
     }
     println!(
         "  findings {}, distinct fact keys evaluated by Cedar {} ({:.4} per event)",

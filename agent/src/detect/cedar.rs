@@ -177,7 +177,8 @@ impl PolicyPack {
                     .to_owned();
                 for msg in diagnostics(err, name, text) {
                     // One message per problem, not one per action the policy applies to.
-                    let msg = without_action(&msg).replace(&format!("`{pid}`"), &format!("`{shown}`"));
+                    let msg =
+                        without_action(&msg).replace(&format!("`{pid}`"), &format!("`{shown}`"));
                     if seen.insert(msg.clone()) {
                         problems.push(msg);
                     }
