@@ -1,8 +1,8 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use phiwatch::context::load_context;
-use phiwatch::detect::{Detector, PolicyPack};
-use phiwatch::enrich::Enricher;
+use phiwatch::detect::PolicyPack;
+use phiwatch::pipeline::Pipeline;
 use phiwatch::scan::{expand_event_paths, scan_files, Sinks};
 use phiwatch::settings::Settings;
 use phiwatch::store::{default_data_dir, Store};
@@ -71,6 +71,9 @@ struct ScanArgs {
     /// Do not write to any store (findings only go to the output).
     #[arg(long, conflicts_with = "store")]
     no_store: bool,
+    /// Also store every access (not only findings) in the store's access log.
+    #[arg(long, conflicts_with = "no_store")]
+    store_accesses: bool,
     /// Write every rejected line as `file:line: reason` here.
     #[arg(long)]
     rejects: Option<PathBuf>,
@@ -177,17 +180,15 @@ fn scan(a: ScanArgs) -> Result<()> {
         )),
         None => None,
     };
-    let mut enricher = Enricher::new(&context, &settings);
-    let mut detector = Detector::new(&pack);
+    let mut pipeline = Pipeline::new(&context, &settings, &pack);
     let summary = scan_files(
         &paths,
-        &context,
-        &mut enricher,
-        &mut detector,
+        &mut pipeline,
         &mut Sinks {
             findings: &mut out,
             rejects: rejects.as_mut().map(|r| r as &mut dyn Write),
             store: store.as_mut(),
+            store_accesses: a.store_accesses,
         },
     )?;
     if let Some(mut r) = rejects {

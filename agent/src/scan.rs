@@ -1,10 +1,7 @@
 //! Scan: replays event files through decode → enrich → detect → store, writing findings.
 
-use crate::context::ContextStore;
-use crate::decode::{decode_audit_event, Decoded};
-use crate::detect::Detector;
-use crate::enrich::Enricher;
-use crate::finding::{Finding, Severity};
+use crate::finding::Severity;
+use crate::pipeline::{Judged, LineKind, Pipeline};
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -27,7 +24,7 @@ pub enum ScanError {
 
 /// How many reasons to keep for the summary; every bad line is still counted.
 const MAX_REPORTED: usize = 20;
-/// Findings per store transaction.
+/// Accesses per store transaction.
 const BATCH: usize = 10_000;
 
 #[derive(Debug, Default)]
@@ -120,13 +117,13 @@ pub struct Sinks<'a> {
     pub findings: &'a mut dyn Write,
     pub rejects: Option<&'a mut dyn Write>,
     pub store: Option<&'a mut Store>,
+    /// Also keep every access in the store (the access log case timelines read).
+    pub store_accesses: bool,
 }
 
 pub fn scan_files(
     paths: &[PathBuf],
-    context: &ContextStore,
-    enricher: &mut Enricher<'_>,
-    detector: &mut Detector<'_>,
+    pipeline: &mut Pipeline<'_>,
     sinks: &mut Sinks<'_>,
 ) -> Result<ScanSummary, ScanError> {
     let started = Instant::now();
@@ -134,7 +131,7 @@ pub fn scan_files(
         store_enabled: sinks.store.is_some(),
         ..ScanSummary::default()
     };
-    let mut batch: Vec<Finding> = Vec::with_capacity(BATCH);
+    let mut batch = Judged::default();
     let mut line = Vec::with_capacity(4096);
     for path in paths {
         let read_err = |source| ScanError::Read {
@@ -155,13 +152,9 @@ pub fn scan_files(
                 continue;
             }
             sum.lines += 1;
-            match decode_audit_event(&line) {
-                Ok(Decoded::Access(ev)) => {
-                    sum.events += 1;
-                    let enriched = enricher.enrich(ev);
-                    detector.findings(&enriched, context, &mut batch);
-                }
-                Ok(Decoded::NoPatient) => sum.no_patient += 1,
+            match pipeline.line(&line, &mut batch) {
+                Ok(LineKind::Access) => sum.events += 1,
+                Ok(LineKind::NoPatient) => sum.no_patient += 1,
                 Err(e) => {
                     sum.bad_lines += 1;
                     let msg = format!("{}:{line_no}: {e}", path.display());
@@ -173,34 +166,37 @@ pub fn scan_files(
                     }
                 }
             }
-            if batch.len() >= BATCH {
+            if batch.accesses.len() >= BATCH {
                 flush(&mut batch, &mut sum, sinks)?;
             }
         }
     }
     flush(&mut batch, &mut sum, sinks)?;
     sinks.findings.flush().map_err(ScanError::Write)?;
-    sum.unknown_users = enricher.stats.unknown_users;
-    sum.unknown_patients = enricher.stats.unknown_patients;
-    sum.cedar_evaluations = detector.stats.evaluations;
-    sum.cedar_errors = detector.stats.eval_errors;
+    sum.unknown_users = pipeline.enricher.stats.unknown_users;
+    sum.unknown_patients = pipeline.enricher.stats.unknown_patients;
+    sum.cedar_evaluations = pipeline.detector.stats.evaluations;
+    sum.cedar_errors = pipeline.detector.stats.eval_errors;
     sum.elapsed = started.elapsed();
     Ok(sum)
 }
 
 /// Store first, then emit: a finding on stdout is always also in the store.
 fn flush(
-    batch: &mut Vec<Finding>,
+    batch: &mut Judged,
     sum: &mut ScanSummary,
     sinks: &mut Sinks<'_>,
 ) -> Result<(), ScanError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
     if let Some(store) = sinks.store.as_deref_mut() {
-        sum.stored_new += store.insert(batch)? as u64;
+        let accesses: &[_] = if sinks.store_accesses {
+            &batch.accesses
+        } else {
+            &[]
+        };
+        let (_, new_findings) = store.insert_batch(accesses, &batch.findings)?;
+        sum.stored_new += new_findings as u64;
     }
-    for f in batch.iter() {
+    for f in &batch.findings {
         sum.findings += 1;
         *sum.by_category.entry(f.category.clone()).or_default() += 1;
         *sum.by_severity.entry(f.severity).or_default() += 1;

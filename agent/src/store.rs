@@ -1,5 +1,6 @@
 //! The findings store: a SQLite file, idempotent by (event id, detector).
 
+use crate::event::AccessEvent;
 use crate::finding::{Finding, Severity};
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,19 @@ CREATE TABLE IF NOT EXISTS findings (
     stored_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (event_id, detector)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accesses (
+    event_id    TEXT PRIMARY KEY,
+    time_ms     INTEGER NOT NULL,
+    user_id     TEXT NOT NULL,
+    patient_id  TEXT,
+    action      TEXT NOT NULL,
+    subtype     TEXT NOT NULL,
+    break_glass INTEGER NOT NULL,
+    workstation TEXT NOT NULL,
+    succeeded   INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Case timelines start from the patients involved, then filter by user.
+CREATE INDEX IF NOT EXISTS accesses_patient ON accesses (patient_id, time_ms);
 CREATE INDEX IF NOT EXISTS findings_user ON findings (user_id, time);
 CREATE INDEX IF NOT EXISTS findings_patient ON findings (patient_id, time);
 ";
@@ -85,26 +99,52 @@ impl Store {
         }
     }
 
-    /// Stores findings in one transaction; returns how many were new.
-    pub fn insert(&mut self, findings: &[Finding]) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        let mut added = 0;
+    /// Stores accesses and their findings in one transaction, so a batch is either fully
+    /// stored or not at all. Returns how many accesses and findings were new.
+    pub fn insert_batch(
+        &mut self,
+        accesses: &[AccessEvent],
+        findings: &[Finding],
+    ) -> Result<(usize, usize), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let (mut new_accesses, mut new_findings) = (0, 0);
         {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO accesses (event_id, time_ms, user_id, patient_id, action,
+                     subtype, break_glass, workstation, succeeded)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(sql)?;
+            for a in accesses {
+                new_accesses += stmt
+                    .execute(params![
+                        a.id,
+                        a.time_ms,
+                        a.user,
+                        a.patient,
+                        a.action.as_str(),
+                        a.subtype,
+                        a.break_glass,
+                        a.workstation,
+                        a.succeeded
+                    ])
+                    .map_err(sql)?;
+            }
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO findings (event_id, detector, time, user_id, patient_id,
                      action, category, severity, explanation, hipaa)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
-                .map_err(|e| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
+                .map_err(sql)?;
             for f in findings {
-                added += stmt
+                new_findings += stmt
                     .execute(params![
                         f.event_id,
                         f.detector,
@@ -117,14 +157,25 @@ impl Store {
                         f.explanation,
                         f.hipaa
                     ])
-                    .map_err(|e| StoreError::Sqlite {
-                        path: self.path.clone(),
-                        source: e,
-                    })?;
+                    .map_err(sql)?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(added)
+        tx.commit().map_err(sql)?;
+        Ok((new_accesses, new_findings))
+    }
+
+    /// Stores findings alone (sources that have no access record, e.g. file events).
+    pub fn insert(&mut self, findings: &[Finding]) -> Result<usize, StoreError> {
+        Ok(self.insert_batch(&[], findings)?.1)
+    }
+
+    pub fn access_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT event_id FROM accesses ORDER BY event_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     pub fn count(&self) -> Result<u64, StoreError> {

@@ -12,9 +12,9 @@ pub mod score;
 pub use day::{CATEGORIES, HARD_NEGATIVES};
 
 use crate::context::{load_context, ContextStats};
-use crate::detect::{Detector, PolicyPack};
-use crate::enrich::Enricher;
+use crate::detect::PolicyPack;
 use crate::finding::Finding;
+use crate::pipeline::Pipeline;
 use crate::scan::{scan_files, Sinks};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -112,17 +112,15 @@ pub fn run(o: &DemoOptions) -> Result<()> {
             .with_context(|| format!("creating {}", findings_path.display()))?,
     );
     let mut store = Store::open(&dir.join("phiwatch.db"))?;
-    let mut enricher = Enricher::new(&context, &settings);
-    let mut detector = Detector::new(&pack);
+    let mut pipeline = Pipeline::new(&context, &settings, &pack);
     let summary = scan_files(
         std::slice::from_ref(&ds.events),
-        &context,
-        &mut enricher,
-        &mut detector,
+        &mut pipeline,
         &mut Sinks {
             findings: &mut out,
             rejects: None,
             store: Some(&mut store),
+            store_accesses: false,
         },
     )?;
     drop(out);

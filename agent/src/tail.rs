@@ -1,0 +1,493 @@
+//! File tailing with durable checkpoints, in the manner of log shippers.
+//!
+//! A file is known by device + inode *and* a SHA-256 fingerprint of its first bytes, so a
+//! recycled inode is never mistaken for the file it replaced. Tracking follows the inode, not
+//! the path: a file renamed by rotation keeps being read through its open handle until it has
+//! been read to the end and no glob matches it any more. A file that shrinks below the read
+//! offset was truncated in place (copytruncate) and is read again from the start. Only whole
+//! lines are handed out; a partial last line waits for its newline.
+//!
+//! Offsets advance only through [`Tailer::commit`], which the caller invokes after the batch's
+//! results are stored; checkpoints are written atomically (temp file, fsync, rename, fsync dir).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Bytes of a file's start that identify it.
+const FINGERPRINT_LEN: u64 = 1024;
+
+#[derive(Debug, Error)]
+pub enum TailError {
+    #[error("glob {pattern:?}: {message}")]
+    Glob { pattern: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("checkpoint file {path} is corrupt: {message}")]
+    Checkpoint { path: String, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TailError + '_ {
+    move |source| TailError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub key: FileKey,
+    pub path: String,
+    pub offset: u64,
+    /// Lines before `offset`, for line numbers in bad-line reports.
+    pub line: u64,
+    pub head_len: u64,
+    pub head_sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CheckpointFile {
+    version: u32,
+    files: Vec<Checkpoint>,
+}
+
+struct Tracked {
+    path: PathBuf,
+    file: File,
+    /// Committed offset: everything before it is stored.
+    offset: u64,
+    line: u64,
+    head_len: u64,
+    head: String,
+    /// Polls in a row at end of file while no glob matched this inode.
+    orphan_polls: u32,
+}
+
+/// Lines read from one file, not yet committed.
+#[derive(Debug)]
+pub struct Chunk {
+    pub key: FileKey,
+    pub path: PathBuf,
+    /// Line number (1-based) of the first line.
+    pub first_line: u64,
+    pub lines: Vec<Vec<u8>>,
+    /// Offset just past the last whole line.
+    pub end: u64,
+}
+
+pub struct Tailer {
+    patterns: Vec<String>,
+    checkpoint_path: PathBuf,
+    files: HashMap<FileKey, Tracked>,
+    saved: HashMap<FileKey, Checkpoint>,
+    max_chunk_bytes: usize,
+}
+
+fn fingerprint(file: &mut File, len: u64) -> std::io::Result<Option<String>> {
+    let mut buf = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(0))?;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => return Ok(None),
+            n => got += n,
+        }
+    }
+    let d = Sha256::digest(&buf);
+    Ok(Some(d.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+impl Tailer {
+    pub fn new(
+        patterns: Vec<String>,
+        checkpoint_path: PathBuf,
+        max_chunk_bytes: usize,
+    ) -> Result<Self, TailError> {
+        for p in &patterns {
+            glob::Pattern::new(p).map_err(|e| TailError::Glob {
+                pattern: p.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let saved = match std::fs::read(&checkpoint_path) {
+            Ok(bytes) => {
+                let cf: CheckpointFile =
+                    serde_json::from_slice(&bytes).map_err(|e| TailError::Checkpoint {
+                        path: checkpoint_path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                cf.files.into_iter().map(|c| (c.key, c)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(io_err(&checkpoint_path)(e)),
+        };
+        Ok(Tailer {
+            patterns,
+            checkpoint_path,
+            files: HashMap::new(),
+            saved,
+            max_chunk_bytes,
+        })
+    }
+
+    fn matched_paths(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for p in &self.patterns {
+            if let Ok(paths) = glob::glob(p) {
+                out.extend(paths.filter_map(Result::ok).filter(|p| p.is_file()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Discovers files, then reads whole lines from each (up to the chunk size per file).
+    pub fn poll(&mut self) -> Result<Vec<Chunk>, TailError> {
+        let mut seen = Vec::new();
+        for path in self.matched_paths() {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let key = FileKey {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            seen.push(key);
+            if let Some(t) = self.files.get_mut(&key) {
+                t.path = path;
+                t.orphan_polls = 0;
+                continue;
+            }
+            let Ok(mut file) = File::open(&path) else {
+                continue;
+            };
+            // Resume only where the saved fingerprint still matches: same inode, same bytes.
+            let mut start = (0, 0, 0, String::new());
+            if let Some(c) = self.saved.get(&key) {
+                if fingerprint(&mut file, c.head_len)
+                    .map_err(io_err(&path))?
+                    .as_deref()
+                    == Some(c.head_sha256.as_str())
+                    && meta.len() >= c.offset
+                {
+                    start = (c.offset, c.line, c.head_len, c.head_sha256.clone());
+                }
+            }
+            self.files.insert(
+                key,
+                Tracked {
+                    path,
+                    file,
+                    offset: start.0,
+                    line: start.1,
+                    head_len: start.2,
+                    head: start.3,
+                    orphan_polls: 0,
+                },
+            );
+        }
+        let mut chunks = Vec::new();
+        let mut drop_keys = Vec::new();
+        for (key, t) in self.files.iter_mut() {
+            let len = t.file.metadata().map_err(io_err(&t.path))?.len();
+            if len < t.offset {
+                tracing::info!(path = %t.path.display(), "file truncated in place; reading it again from the start");
+                t.offset = 0;
+                t.line = 0;
+                t.head_len = 0;
+                t.head.clear();
+            }
+            let chunk = read_lines(*key, t, len, self.max_chunk_bytes)?;
+            let at_end = chunk.as_ref().is_none_or(|c| c.end >= len);
+            if let Some(c) = chunk {
+                chunks.push(c);
+            }
+            if !seen.contains(key) && at_end {
+                t.orphan_polls += 1;
+                // Two quiet polls: the writer has moved on to the new file.
+                if t.orphan_polls >= 2 {
+                    drop_keys.push(*key);
+                }
+            }
+        }
+        for k in drop_keys {
+            self.files.remove(&k);
+        }
+        Ok(chunks)
+    }
+
+    /// Marks a chunk's lines as stored. Call [`Tailer::save`] to make it durable.
+    pub fn commit(&mut self, chunk: &Chunk) -> Result<(), TailError> {
+        let Some(t) = self.files.get_mut(&chunk.key) else {
+            return Ok(());
+        };
+        // A truncation seen since the chunk was read makes its offset meaningless.
+        if chunk.first_line != t.line + 1 {
+            return Ok(());
+        }
+        t.offset = chunk.end;
+        t.line += chunk.lines.len() as u64;
+        let want = t.offset.min(FINGERPRINT_LEN);
+        if want != t.head_len {
+            if let Some(h) = fingerprint(&mut t.file, want).map_err(io_err(&t.path))? {
+                t.head_len = want;
+                t.head = h;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every tracked file's committed offset atomically.
+    pub fn save(&mut self) -> Result<(), TailError> {
+        let files: Vec<Checkpoint> = self
+            .files
+            .iter()
+            .map(|(k, t)| Checkpoint {
+                key: *k,
+                path: t.path.display().to_string(),
+                offset: t.offset,
+                line: t.line,
+                head_len: t.head_len,
+                head_sha256: t.head.clone(),
+            })
+            .collect();
+        let body = serde_json::to_vec_pretty(&CheckpointFile {
+            version: 1,
+            files: files.clone(),
+        })
+        .expect("checkpoints serialise");
+        write_atomically(&self.checkpoint_path, &body)?;
+        self.saved = files.into_iter().map(|c| (c.key, c)).collect();
+        Ok(())
+    }
+
+    /// Bytes written to tracked files but not yet committed.
+    pub fn lag_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .map(|t| {
+                t.file
+                    .metadata()
+                    .map(|m| m.len().saturating_sub(t.offset))
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.files.len()
+    }
+}
+
+fn read_lines(
+    key: FileKey,
+    t: &mut Tracked,
+    len: u64,
+    max: usize,
+) -> Result<Option<Chunk>, TailError> {
+    if len <= t.offset {
+        return Ok(None);
+    }
+    let want = ((len - t.offset) as usize).min(max);
+    let mut buf = vec![0u8; want];
+    t.file
+        .seek(SeekFrom::Start(t.offset))
+        .map_err(io_err(&t.path))?;
+    let mut got = 0;
+    while got < want {
+        match t.file.read(&mut buf[got..]).map_err(io_err(&t.path))? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    buf.truncate(got);
+    let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
+        if got == max {
+            // A single line longer than a whole chunk: hand it out rather than stall forever.
+            return Ok(Some(Chunk {
+                key,
+                path: t.path.clone(),
+                first_line: t.line + 1,
+                end: t.offset + got as u64,
+                lines: vec![buf],
+            }));
+        }
+        return Ok(None);
+    };
+    buf.truncate(last_nl + 1);
+    let end = t.offset + buf.len() as u64;
+    let lines = buf[..buf.len() - 1]
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    Ok(Some(Chunk {
+        key,
+        path: t.path.clone(),
+        first_line: t.line + 1,
+        lines,
+        end,
+    }))
+}
+
+/// Temp file in the same directory, fsync, rename over the target, fsync the directory.
+pub fn write_atomically(path: &Path, body: &[u8]) -> Result<(), TailError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(body).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(t: &mut Tailer) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            for c in t.poll().unwrap() {
+                out.extend(
+                    c.lines
+                        .iter()
+                        .map(|l| String::from_utf8_lossy(l).into_owned()),
+                );
+                t.commit(&c).unwrap();
+            }
+        }
+        t.save().unwrap();
+        out
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn tailer(dir: &Path) -> Tailer {
+        Tailer::new(
+            vec![format!("{}/app.log*", dir.display())],
+            dir.join("state/checkpoints.json"),
+            1 << 16,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_newline() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        append(&log, "a\nb");
+        let mut t = tailer(d.path());
+        assert_eq!(drain(&mut t), ["a"]);
+        append(&log, "c\n");
+        assert_eq!(drain(&mut t), ["bc"]);
+    }
+
+    #[test]
+    fn resumes_from_checkpoint_after_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        append(&log, "1\n2\n");
+        assert_eq!(drain(&mut tailer(d.path())), ["1", "2"]);
+        append(&log, "3\n");
+        assert_eq!(drain(&mut tailer(d.path())), ["3"]);
+    }
+
+    #[test]
+    fn uncommitted_lines_are_read_again() {
+        let d = tempfile::tempdir().unwrap();
+        append(&d.path().join("app.log"), "1\n2\n");
+        let mut t = tailer(d.path());
+        assert_eq!(t.poll().unwrap()[0].lines.len(), 2);
+        t.save().unwrap();
+        assert_eq!(drain(&mut tailer(d.path())), ["1", "2"]);
+    }
+
+    #[test]
+    fn rename_rotation_reads_old_file_to_end_then_new() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        append(&log, "1\n");
+        let mut t = Tailer::new(
+            vec![format!("{}/app.log", d.path().display())],
+            d.path().join("cp.json"),
+            1 << 16,
+        )
+        .unwrap();
+        assert_eq!(drain(&mut t), ["1"]);
+        append(&log, "2\n");
+        std::fs::rename(&log, d.path().join("old.1")).unwrap();
+        append(&log, "3\n");
+        let mut got = drain(&mut t);
+        got.sort();
+        assert_eq!(got, ["2", "3"]);
+        assert_eq!(t.tracked(), 1, "the rotated file is left once drained");
+    }
+
+    #[test]
+    fn copytruncate_is_read_again_from_the_start() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        append(&log, "1\n2\n");
+        let mut t = tailer(d.path());
+        assert_eq!(drain(&mut t), ["1", "2"]);
+        std::fs::File::create(&log).unwrap(); // truncate in place
+        append(&log, "3\n");
+        assert_eq!(drain(&mut t), ["3"]);
+    }
+
+    #[test]
+    fn recycled_inode_with_new_content_is_a_new_file() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        append(&log, "first line\nsecond\n");
+        drain(&mut tailer(d.path()));
+        // Same inode (truncate + rewrite) but different bytes while the agent was down.
+        std::fs::write(&log, "other line\nmore lines here\n").unwrap();
+        assert_eq!(
+            drain(&mut tailer(d.path())),
+            ["other line", "more lines here"]
+        );
+    }
+
+    #[test]
+    fn checkpoint_write_is_atomic_and_readable() {
+        let d = tempfile::tempdir().unwrap();
+        append(&d.path().join("app.log"), "x\n");
+        let mut t = tailer(d.path());
+        drain(&mut t);
+        let cp: CheckpointFile = serde_json::from_slice(
+            &std::fs::read(d.path().join("state/checkpoints.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cp.files.len(), 1);
+        assert_eq!(cp.files[0].offset, 2);
+        assert!(!d.path().join("state/checkpoints.tmp").exists());
+    }
+}
