@@ -6,6 +6,7 @@
 //! [`scan`] wires the stages for a replay; [`demo`] builds a synthetic hospital to exercise them.
 
 pub mod bench;
+pub mod config;
 pub mod context;
 pub mod decode;
 pub mod demo;
@@ -15,6 +16,7 @@ pub mod event;
 pub mod fhir;
 pub mod finding;
 pub mod pipeline;
+pub mod run;
 pub mod scan;
 pub mod settings;
 pub mod store;

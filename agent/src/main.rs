@@ -27,6 +27,17 @@ enum Command {
     /// stdout (or --out) and into the SQLite store, idempotent by event id and detector, so
     /// scanning the same file twice stores nothing new.
     Scan(ScanArgs),
+    /// Run the agent: tail the configured logs continuously, store accesses and findings.
+    ///
+    /// Reads a TOML config (see install/phiwatch.example.toml). Checkpoints advance only after a
+    /// batch's results are stored, so a crash or kill replays at most the batches in flight and
+    /// stores nothing twice. SIGTERM or Ctrl-C stops reading, finishes in-flight batches and
+    /// saves checkpoints. /healthz and /metrics (Prometheus) are served on [http] listen.
+    Run {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Generate a synthetic hospital with injected violations, scan it, and score detection.
     Demo(DemoArgs),
     /// Measure events/s for parse, decode, enrich, Cedar and the whole pipeline.
@@ -117,6 +128,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(a) => scan(a),
+        Command::Run { config } => phiwatch::run::run(&config),
         Command::Demo(a) => demo(a),
         Command::Bench(a) => phiwatch::bench::run(a.events, a.dir.as_deref()),
         Command::Policies { dir } => policies(dir),

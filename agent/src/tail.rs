@@ -85,6 +85,8 @@ pub struct Chunk {
     /// Line number (1-based) of the first line.
     pub first_line: u64,
     pub lines: Vec<Vec<u8>>,
+    /// How many lines were read (kept when `lines` is moved out for processing).
+    pub n_lines: u64,
     /// Offset just past the last whole line.
     pub end: u64,
 }
@@ -205,7 +207,15 @@ impl Tailer {
         let mut drop_keys = Vec::new();
         for (key, t) in self.files.iter_mut() {
             let len = t.file.metadata().map_err(io_err(&t.path))?.len();
-            if len < t.offset {
+            // Truncated in place, or truncated and rewritten past the old offset between two
+            // polls: either way the first bytes are no longer the ones committed.
+            let rewritten = len < t.offset
+                || (t.head_len > 0
+                    && fingerprint(&mut t.file, t.head_len)
+                        .map_err(io_err(&t.path))?
+                        .as_deref()
+                        != Some(t.head.as_str()));
+            if rewritten {
                 tracing::info!(path = %t.path.display(), "file truncated in place; reading it again from the start");
                 t.offset = 0;
                 t.line = 0;
@@ -241,7 +251,7 @@ impl Tailer {
             return Ok(());
         }
         t.offset = chunk.end;
-        t.line += chunk.lines.len() as u64;
+        t.line += chunk.n_lines;
         let want = t.offset.min(FINGERPRINT_LEN);
         if want != t.head_len {
             if let Some(h) = fingerprint(&mut t.file, want).map_err(io_err(&t.path))? {
@@ -325,13 +335,14 @@ fn read_lines(
                 first_line: t.line + 1,
                 end: t.offset + got as u64,
                 lines: vec![buf],
+                n_lines: 1,
             }));
         }
         return Ok(None);
     };
     buf.truncate(last_nl + 1);
     let end = t.offset + buf.len() as u64;
-    let lines = buf[..buf.len() - 1]
+    let lines: Vec<Vec<u8>> = buf[..buf.len() - 1]
         .split(|&b| b == b'\n')
         .map(<[u8]>::to_vec)
         .collect();
@@ -339,6 +350,7 @@ fn read_lines(
         key,
         path: t.path.clone(),
         first_line: t.line + 1,
+        n_lines: lines.len() as u64,
         lines,
         end,
     }))
@@ -460,6 +472,18 @@ mod tests {
         std::fs::File::create(&log).unwrap(); // truncate in place
         append(&log, "3\n");
         assert_eq!(drain(&mut t), ["3"]);
+    }
+
+    #[test]
+    fn copytruncate_then_rewrite_past_old_offset_is_noticed() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        append(&log, "old-1\n");
+        let mut t = tailer(d.path());
+        assert_eq!(drain(&mut t), ["old-1"]);
+        std::fs::File::create(&log).unwrap();
+        append(&log, "new-1\nnew-2\n");
+        assert_eq!(drain(&mut t), ["new-1", "new-2"]);
     }
 
     #[test]
