@@ -156,7 +156,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line() {
-        let e = load("data_dir = \"/tmp/x\"\ncontxt = \"/etc\"\n").unwrap_err().to_string();
+        let e = load("data_dir = \"/tmp/x\"\ncontxt = \"/etc\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
         assert!(e.contains("contxt"), "{e}");
     }

@@ -50,22 +50,64 @@ fn now_ms() -> i64 {
 
 impl Metrics {
     pub fn render(&self) -> String {
-        let mut out = String::from("# HELP phiwatch_up 1 while the detection thread runs.\n# TYPE phiwatch_up gauge\n");
+        let mut out = String::from(
+            "# HELP phiwatch_up 1 while the detection thread runs.\n# TYPE phiwatch_up gauge\n",
+        );
         out.push_str(&format!(
             "phiwatch_up {}\n",
             u8::from(self.detection_alive.load(Ordering::Relaxed))
         ));
-        let per_source: [(&str, &str, &str, fn(&SourceMetrics) -> f64); 7] = [
-            ("phiwatch_source_lines_total", "counter", "Lines read per source.", |m| m.lines.load(Ordering::Relaxed) as f64),
-            ("phiwatch_source_events_total", "counter", "Patient accesses decoded per source.", |m| m.accesses.load(Ordering::Relaxed) as f64),
-            ("phiwatch_source_bad_lines_total", "counter", "Lines rejected by the decoder per source.", |m| m.bad_lines.load(Ordering::Relaxed) as f64),
-            ("phiwatch_source_lag_bytes", "gauge", "Bytes written to tailed files but not yet processed.", |m| m.lag_bytes.load(Ordering::Relaxed) as f64),
-            ("phiwatch_source_files", "gauge", "Files tracked per source.", |m| m.files.load(Ordering::Relaxed) as f64),
-            ("phiwatch_source_errors_total", "counter", "Read or store failures per source (retried).", |m| m.errors.load(Ordering::Relaxed) as f64),
-            ("phiwatch_checkpoint_age_seconds", "gauge", "Seconds since the source last saved its checkpoint.", |m| {
-                let last = m.last_checkpoint_ms.load(Ordering::Relaxed);
-                if last == 0 { -1.0 } else { (now_ms() - last) as f64 / 1000.0 }
-            }),
+        type Gauge = fn(&SourceMetrics) -> f64;
+        let per_source: [(&str, &str, &str, Gauge); 7] = [
+            (
+                "phiwatch_source_lines_total",
+                "counter",
+                "Lines read per source.",
+                |m| m.lines.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_events_total",
+                "counter",
+                "Patient accesses decoded per source.",
+                |m| m.accesses.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_bad_lines_total",
+                "counter",
+                "Lines rejected by the decoder per source.",
+                |m| m.bad_lines.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_lag_bytes",
+                "gauge",
+                "Bytes written to tailed files but not yet processed.",
+                |m| m.lag_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_files",
+                "gauge",
+                "Files tracked per source.",
+                |m| m.files.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_errors_total",
+                "counter",
+                "Read or store failures per source (retried).",
+                |m| m.errors.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_checkpoint_age_seconds",
+                "gauge",
+                "Seconds since the source last saved its checkpoint.",
+                |m| {
+                    let last = m.last_checkpoint_ms.load(Ordering::Relaxed);
+                    if last == 0 {
+                        -1.0
+                    } else {
+                        (now_ms() - last) as f64 / 1000.0
+                    }
+                },
+            ),
         ];
         for (name, kind, help, get) in per_source {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -74,9 +116,21 @@ impl Metrics {
             }
         }
         for (name, help, v) in [
-            ("phiwatch_findings_total", "Findings raised (including replays).", &self.findings),
-            ("phiwatch_findings_stored_total", "Findings new to the store.", &self.findings_new),
-            ("phiwatch_store_errors_total", "Store transactions that failed.", &self.store_errors),
+            (
+                "phiwatch_findings_total",
+                "Findings raised (including replays).",
+                &self.findings,
+            ),
+            (
+                "phiwatch_findings_stored_total",
+                "Findings new to the store.",
+                &self.findings_new,
+            ),
+            (
+                "phiwatch_store_errors_total",
+                "Store transactions that failed.",
+                &self.store_errors,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
@@ -150,7 +204,10 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     let mut readers = Vec::new();
     for (ix, Source::File(src)) in cfg.sources.into_iter().enumerate() {
-        let cp = cfg.data_dir.join("checkpoints").join(format!("{}.json", src.name));
+        let cp = cfg
+            .data_dir
+            .join("checkpoints")
+            .join(format!("{}.json", src.name));
         let tailer = Tailer::new(src.paths.clone(), cp, CHUNK_BYTES)?;
         let (tx, stop, m) = (tx.clone(), stop.clone(), metrics.clone());
         readers.push(
@@ -186,7 +243,10 @@ async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>)
                     if alive {
                         (axum::http::StatusCode::OK, "ok\n")
                     } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "detection stopped\n")
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "detection stopped\n",
+                        )
                     }
                 }
             }),
@@ -256,7 +316,9 @@ fn detect_loop(
                 metrics
                     .findings
                     .fetch_add(judged.findings.len() as u64, Ordering::Relaxed);
-                metrics.findings_new.fetch_add(new as u64, Ordering::Relaxed);
+                metrics
+                    .findings_new
+                    .fetch_add(new as u64, Ordering::Relaxed);
             })
             .map_err(|e| {
                 metrics.store_errors.fetch_add(1, Ordering::Relaxed);
