@@ -16,6 +16,7 @@ pub mod event;
 pub mod fhir;
 pub mod finding;
 pub mod pipeline;
+pub mod reload;
 pub mod run;
 pub mod scan;
 pub mod settings;

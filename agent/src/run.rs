@@ -5,10 +5,8 @@
 //! idempotent keys make that replay invisible.
 
 use crate::config::{Config, FileSource, Source};
-use crate::context::load_context;
-use crate::detect::PolicyPack;
 use crate::pipeline::{Judged, Pipeline};
-use crate::settings::Settings;
+use crate::reload::{Inputs, Loaded};
 use crate::store::Store;
 use crate::tail::{Chunk, Tailer};
 use anyhow::{Context as _, Result};
@@ -41,7 +39,11 @@ pub struct Metrics {
     pub findings: AtomicU64,
     pub findings_new: AtomicU64,
     pub store_errors: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
     pub detection_alive: AtomicBool,
+    /// Set by SIGHUP: reload settings, policies and context now.
+    pub reload_requested: AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -131,6 +133,16 @@ impl Metrics {
                 "Store transactions that failed.",
                 &self.store_errors,
             ),
+            (
+                "phiwatch_reloads_total",
+                "Successful reloads of settings, policies and context.",
+                &self.reloads,
+            ),
+            (
+                "phiwatch_reload_failures_total",
+                "Rejected reloads (the previous version keeps running).",
+                &self.reload_failures,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
@@ -151,33 +163,13 @@ struct Batch {
 
 pub fn run(config_path: &Path) -> Result<()> {
     let cfg = Config::load(config_path)?;
-    let settings = match &cfg.rules {
-        Some(p) => Settings::load(p)?,
-        None => Settings::default(),
+    let inputs = Inputs {
+        rules: cfg.rules.clone(),
+        policies: cfg.policies.clone(),
+        context: cfg.context.clone(),
     };
-    let pack = match &cfg.policies {
-        Some(d) => PolicyPack::load_dir(d)
-            .map_err(|e| anyhow::anyhow!("policy pack {} is invalid:\n{e}", d.display()))?,
-        None => PolicyPack::embedded(),
-    };
-    let context = match &cfg.context {
-        Some(dir) => {
-            let (c, stats) = load_context(dir, &settings)
-                .with_context(|| format!("loading context from {}", dir.display()))?;
-            tracing::info!(
-                users = c.users.len(),
-                patients = c.patients.len(),
-                relationships = c.relationship_count(),
-                bad_lines = stats.bad_lines,
-                "context loaded"
-            );
-            for p in &stats.problems {
-                tracing::warn!("context: {p}");
-            }
-            c
-        }
-        None => Default::default(),
-    };
+    let stamp = inputs.stamp();
+    let loaded = inputs.load()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     let store = Store::open(&cfg.data_dir.join("phiwatch.db"))?;
@@ -200,7 +192,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     m.detection_alive.store(true, Ordering::Relaxed);
     let detection = std::thread::Builder::new()
         .name("detect".into())
-        .spawn(move || detect_loop(rx, context, settings, pack, store, m))?;
+        .spawn(move || detect_loop(rx, inputs, loaded, stamp, store, m))?;
 
     let mut readers = Vec::new();
     for (ix, Source::File(src)) in cfg.sources.into_iter().enumerate() {
@@ -234,6 +226,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
     use axum::routing::get;
     let health = metrics.clone();
+    let metrics_for_hup = metrics.clone();
     let app = axum::Router::new()
         .route(
             "/healthz",
@@ -262,11 +255,20 @@ async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>)
         .await
         .with_context(|| format!("binding the metrics listener {listen}"))?;
     tracing::info!(%listen, "serving /healthz and /metrics");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let reload = metrics_for_hup;
     let shutdown = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading settings, policies and context");
+                    reload.reload_requested.store(true, Ordering::SeqCst);
+                }
+            }
         }
         tracing::info!("shutting down: finishing in-flight batches");
     };
@@ -276,57 +278,105 @@ async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>)
         .context("metrics server")
 }
 
+/// How often the detection thread looks for changed inputs.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
 fn detect_loop(
     rx: Receiver<Batch>,
-    context: crate::context::ContextStore,
-    settings: Settings,
-    pack: PolicyPack,
+    inputs: Inputs,
+    mut loaded: Loaded,
+    mut stamp: u64,
     mut store: Store,
     metrics: Arc<Metrics>,
 ) {
-    let mut pipeline = Pipeline::new(&context, &settings, &pack);
     let mut judged = Judged::default();
-    for batch in rx {
-        judged.clear();
-        let m = &metrics.sources[batch.source];
-        for (i, line) in batch.lines.iter().enumerate() {
-            if line.trim_ascii().is_empty() {
+    loop {
+        // The pipeline borrows the loaded inputs; it is rebuilt after each reload.
+        let mut pipeline = Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack);
+        let mut last_check = std::time::Instant::now();
+        let next = loop {
+            match rx.recv_timeout(RELOAD_CHECK) {
+                Ok(batch) => judge_batch(&mut pipeline, &mut judged, &mut store, &metrics, batch),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+            }
+            let asked = metrics.reload_requested.swap(false, Ordering::SeqCst);
+            if !asked && last_check.elapsed() < RELOAD_CHECK {
                 continue;
             }
-            m.lines.fetch_add(1, Ordering::Relaxed);
-            match pipeline.line(line, &mut judged) {
-                Ok(crate::pipeline::LineKind::Access) => {
-                    m.accesses.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(crate::pipeline::LineKind::NoPatient) => {}
+            last_check = std::time::Instant::now();
+            let now = inputs.stamp();
+            if !asked && now == stamp {
+                continue;
+            }
+            // Remember the stamp even on failure: retry when the files change again.
+            stamp = now;
+            match inputs.load() {
+                Ok(new) => break Some(new),
                 Err(e) => {
-                    m.bad_lines.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        source = %m.name,
-                        "bad line {}:{}: {e}",
-                        batch.path.display(),
-                        batch.first_line + i as u64
-                    );
+                    metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("reload rejected, the previous version keeps running: {e:#}");
                 }
             }
+        };
+        drop(pipeline);
+        match next {
+            Some(new) => {
+                loaded = new;
+                metrics.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("reloaded settings, policies and context");
+            }
+            None => break,
         }
-        let result = store
-            .insert_batch(&judged.accesses, &judged.findings)
-            .map(|(_, new)| {
-                metrics
-                    .findings
-                    .fetch_add(judged.findings.len() as u64, Ordering::Relaxed);
-                metrics
-                    .findings_new
-                    .fetch_add(new as u64, Ordering::Relaxed);
-            })
-            .map_err(|e| {
-                metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                e.to_string()
-            });
-        let _ = batch.reply.send(result);
     }
     metrics.detection_alive.store(false, Ordering::Relaxed);
+}
+
+fn judge_batch(
+    pipeline: &mut Pipeline<'_>,
+    judged: &mut Judged,
+    store: &mut Store,
+    metrics: &Metrics,
+    batch: Batch,
+) {
+    judged.clear();
+    let m = &metrics.sources[batch.source];
+    for (i, line) in batch.lines.iter().enumerate() {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        m.lines.fetch_add(1, Ordering::Relaxed);
+        match pipeline.line(line, judged) {
+            Ok(crate::pipeline::LineKind::Access) => {
+                m.accesses.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(crate::pipeline::LineKind::NoPatient) => {}
+            Err(e) => {
+                m.bad_lines.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    source = %m.name,
+                    "bad line {}:{}: {e}",
+                    batch.path.display(),
+                    batch.first_line + i as u64
+                );
+            }
+        }
+    }
+    let result = store
+        .insert_batch(&judged.accesses, &judged.findings)
+        .map(|(_, new)| {
+            metrics
+                .findings
+                .fetch_add(judged.findings.len() as u64, Ordering::Relaxed);
+            metrics
+                .findings_new
+                .fetch_add(new as u64, Ordering::Relaxed);
+        })
+        .map_err(|e| {
+            metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            e.to_string()
+        });
+    let _ = batch.reply.send(result);
 }
 
 fn tail_loop(

@@ -6,6 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -40,6 +41,43 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Kills the agent if a test fails midway, so no orphan outlives the test.
+struct Agent(std::process::Child);
+
+impl Agent {
+    fn start(config: &std::path::Path) -> Agent {
+        Agent(
+            Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+                .args(["run", "--config", config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+
+    /// SIGTERM, then the exit status and everything the agent logged.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        let mut log = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        (self.0.wait().unwrap(), log)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn count(db: &std::path::Path, sql: &str) -> i64 {
     rusqlite::Connection::open(db)
         .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
@@ -62,11 +100,7 @@ fn tails_a_log_and_stops_cleanly() {
         ),
     )
     .unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
-        .args(["run", "--config", d.join("phiwatch.toml").to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = Agent::start(&d.join("phiwatch.toml"));
     assert!(
         wait_for(Duration::from_secs(20), || get(port, "/healthz")
             .is_some_and(|b| b.contains("200 OK"))),
@@ -114,16 +148,8 @@ fn tails_a_log_and_stops_cleanly() {
         assert!(metrics.contains(want), "{want} missing from:\n{metrics}");
     }
 
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let status = agent.wait().unwrap();
+    let (status, log_text) = agent.stop();
     assert!(status.success(), "exit status {status}");
-    let mut log_text = String::new();
-    agent
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log_text)
-        .unwrap();
     assert!(log_text.contains("bad line"), "{log_text}");
     // No PHI at the default log level: no patient names from the fixture context.
     for name in ["Rivera", "Kowalczyk", "Sterling", "Halvorsen", "Okafor"] {
@@ -135,11 +161,7 @@ fn tails_a_log_and_stops_cleanly() {
     assert_eq!(cp["files"][0]["offset"], events.len() as u64);
 
     // A restart reads nothing again.
-    let mut again = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
-        .args(["run", "--config", d.join("phiwatch.toml").to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let again = Agent::start(&d.join("phiwatch.toml"));
     assert!(wait_for(Duration::from_secs(20), || get(port, "/healthz").is_some()));
     std::thread::sleep(Duration::from_millis(300));
     let metrics = get(port, "/metrics").unwrap();
@@ -147,8 +169,7 @@ fn tails_a_log_and_stops_cleanly() {
         metrics.contains("phiwatch_source_lines_total{source=\"ehr\"} 0"),
         "{metrics}"
     );
-    unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
-    assert!(again.wait().unwrap().success());
+    assert!(again.stop().0.success());
 }
 
 #[test]
@@ -163,4 +184,123 @@ fn bad_config_is_reported_with_its_line() {
         err.contains("bad.toml") && err.contains("line 2") && err.contains("poll"),
         "{err}"
     );
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let body = get(port, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l[name.len()..].trim().parse().ok())
+}
+
+#[test]
+fn broken_policy_keeps_the_previous_pack_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let fx = common::fixtures().join("clinic");
+    let policies = d.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for e in std::fs::read_dir(common::repo().join("policies")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    std::fs::write(
+        d.join("phiwatch.toml"),
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\npolicies = \"{pol}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = 20\n",
+            d = d.display(),
+            ctx = fx.join("context").display(),
+            pol = policies.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&d.join("phiwatch.toml"));
+    assert!(wait_for(Duration::from_secs(20), || get(port, "/healthz").is_some()));
+    let events = std::fs::read_to_string(fx.join("events.ndjson")).unwrap();
+    let log = d.join("logs/ehr.ndjson");
+    let append = |prefix: &str| {
+        let batch = events.replace("\"id\":\"", &format!("\"id\":\"{prefix}"));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(batch.as_bytes())
+            .unwrap();
+    };
+    let db = d.join("data/phiwatch.db");
+    let findings = || count(&db, "SELECT count(*) FROM findings");
+
+    append("a-");
+    assert!(
+        wait_for(Duration::from_secs(20), || findings() == 13),
+        "{}",
+        findings()
+    );
+
+    // A broken policy arrives: rejected, counted, and detection goes on with the old pack.
+    std::fs::write(
+        policies.join("zz-local.cedar"),
+        "@id(\"x\")\nforbid (principal, action, resource) when { oops };\n",
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || metric(
+            port,
+            "phiwatch_reload_failures_total"
+        ) == Some(1.0)),
+        "reload failure not counted"
+    );
+    append("b-");
+    assert!(
+        wait_for(Duration::from_secs(20), || findings() == 26),
+        "{}",
+        findings()
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM findings WHERE event_id = 'b-family-pos' AND category = 'family'"
+        ),
+        1
+    );
+    assert_eq!(get(port, "/healthz").unwrap().contains("200 OK"), true);
+
+    // The fixed policy is picked up and applies to new events.
+    std::fs::write(
+        policies.join("zz-local.cedar"),
+        "@id(\"doctor-watch\")\n@category(\"watch\")\n@severity(\"low\")\n@explain(\"{user} opened {patient}\")\n@hipaa(\"164.308(a)(1)(ii)(D)\")\nforbid (principal, action, resource) when { principal in Role::\"doctor\" };\n",
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(20), || metric(
+        port,
+        "phiwatch_reloads_total"
+    ) == Some(1.0)));
+    append("c-");
+    assert!(
+        wait_for(Duration::from_secs(20), || count(
+            &db,
+            "SELECT count(*) FROM findings WHERE event_id LIKE 'c-%' AND category = 'watch'"
+        ) > 0),
+        "new policy never applied"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM findings WHERE event_id LIKE 'b-%' AND category = 'watch'"
+        ),
+        0
+    );
+
+    // SIGHUP reloads on demand.
+    agent.signal(libc::SIGHUP);
+    assert!(wait_for(Duration::from_secs(20), || metric(
+        port,
+        "phiwatch_reloads_total"
+    ) == Some(2.0)));
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("reload rejected"), "{log}");
 }

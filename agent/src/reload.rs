@@ -1,0 +1,95 @@
+//! The detection inputs a running agent can reload: settings, policy pack and context.
+//! A change is noticed by a stamp over the files' sizes and modification times (and on
+//! SIGHUP); a candidate that fails to load is rejected whole and the running one stays.
+
+use crate::context::{load_context, ContextStore};
+use crate::detect::PolicyPack;
+use crate::settings::Settings;
+use anyhow::{Context as _, Result};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub rules: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
+    pub context: Option<PathBuf>,
+}
+
+pub struct Loaded {
+    pub settings: Settings,
+    pub pack: PolicyPack,
+    pub context: ContextStore,
+}
+
+impl Inputs {
+    pub fn load(&self) -> Result<Loaded> {
+        let settings = match &self.rules {
+            Some(p) => Settings::load(p)?,
+            None => Settings::default(),
+        };
+        let pack = match &self.policies {
+            Some(d) => PolicyPack::load_dir(d)
+                .map_err(|e| anyhow::anyhow!("policy pack {} is invalid:\n{e}", d.display()))?,
+            None => PolicyPack::embedded(),
+        };
+        let context = match &self.context {
+            Some(dir) => {
+                let (c, stats) = load_context(dir, &settings)
+                    .with_context(|| format!("loading context from {}", dir.display()))?;
+                tracing::info!(
+                    users = c.users.len(),
+                    patients = c.patients.len(),
+                    relationships = c.relationship_count(),
+                    bad_lines = stats.bad_lines,
+                    "context loaded"
+                );
+                for p in &stats.problems {
+                    tracing::warn!("context: {p}");
+                }
+                c
+            }
+            None => ContextStore::default(),
+        };
+        Ok(Loaded {
+            settings,
+            pack,
+            context,
+        })
+    }
+
+    /// Changes whenever a file under the inputs is added, removed, resized or touched.
+    pub fn stamp(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in [&self.rules, &self.policies, &self.context]
+            .into_iter()
+            .flatten()
+        {
+            stamp_path(p, &mut h);
+        }
+        h.finish()
+    }
+}
+
+fn stamp_path(p: &Path, h: &mut impl Hasher) {
+    let Ok(meta) = std::fs::metadata(p) else {
+        p.hash(h);
+        0u8.hash(h);
+        return;
+    };
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for e in entries {
+            if e.is_file() {
+                stamp_path(&e, h);
+            }
+        }
+    } else {
+        p.hash(h);
+        meta.len().hash(h);
+        meta.modified().ok().hash(h);
+    }
+}
