@@ -266,7 +266,7 @@ fn broken_policy_keeps_the_previous_pack_running() {
         ),
         1
     );
-    assert_eq!(get(port, "/healthz").unwrap().contains("200 OK"), true);
+    assert!(get(port, "/healthz").unwrap().contains("200 OK"));
 
     // The fixed policy is picked up and applies to new events.
     std::fs::write(
