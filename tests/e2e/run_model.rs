@@ -192,37 +192,32 @@ impl World {
         }
     }
 
+    /// Rotates the live log to the next numbered name, the way `how` says (rename or copy).
+    fn rotate(&mut self, how: impl FnOnce(&Path, &Path) -> std::io::Result<()>) {
+        self.finish_pending();
+        if self.log.exists() {
+            self.rotations += 1;
+            let to = self
+                .dir
+                .join(format!("logs/audit.ndjson.{}", self.rotations));
+            how(&self.log, &to).unwrap();
+            self.rotated.push(to);
+        }
+    }
+
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Write(n) => self.write(*n, false),
             Op::WritePartial(n) => self.write(*n, true),
-            Op::RotateRename => {
-                self.finish_pending();
-                if self.log.exists() {
-                    self.rotations += 1;
-                    let to = self
-                        .dir
-                        .join(format!("logs/audit.ndjson.{}", self.rotations));
-                    std::fs::rename(&self.log, &to).unwrap();
-                    self.rotated.push(to);
-                }
-            }
-            Op::CopyTruncate => {
-                self.finish_pending();
-                if self.log.exists() {
-                    self.rotations += 1;
-                    let to = self
-                        .dir
-                        .join(format!("logs/audit.ndjson.{}", self.rotations));
-                    std::fs::copy(&self.log, &to).unwrap();
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .truncate(true)
-                        .open(&self.log)
-                        .unwrap();
-                    self.rotated.push(to);
-                }
-            }
+            Op::RotateRename => self.rotate(|log, to| std::fs::rename(log, to)),
+            Op::CopyTruncate => self.rotate(|log, to| {
+                std::fs::copy(log, to)?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(log)?;
+                Ok(())
+            }),
             Op::DeleteRotated => {
                 if !self.rotated.is_empty() {
                     if self.agent.is_none() {
