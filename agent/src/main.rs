@@ -1,10 +1,8 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
-use phiwatch::context::load_context;
-use phiwatch::detect::PolicyPack;
 use phiwatch::pipeline::Pipeline;
+use phiwatch::reload::{Inputs, Loaded};
 use phiwatch::scan::{expand_event_paths, scan_files, Sinks};
-use phiwatch::settings::Settings;
 use phiwatch::store::{default_data_dir, Store};
 use std::io::Write;
 use std::path::PathBuf;
@@ -140,31 +138,20 @@ fn main() {
     }
 }
 
-fn load_settings(rules: Option<&PathBuf>) -> Result<Settings> {
-    Ok(match rules {
-        Some(p) => Settings::load(p)?,
-        None => Settings::default(),
-    })
-}
-
-fn load_pack(dir: Option<&PathBuf>) -> Result<PolicyPack> {
-    match dir {
-        Some(d) => PolicyPack::load_dir(d)
-            .map_err(|e| anyhow::anyhow!("policy pack {} is invalid:\n{e}", d.display())),
-        None => Ok(PolicyPack::embedded()),
-    }
-}
-
 fn scan(a: ScanArgs) -> Result<()> {
-    let settings = load_settings(a.detection.rules.as_ref())?;
-    let pack = load_pack(a.detection.policies.as_ref())?;
-    let (context, stats) = match &a.detection.context {
-        Some(dir) => load_context(dir, &settings)
-            .with_context(|| format!("loading context from {}", dir.display()))?,
-        None => Default::default(),
-    };
+    let Loaded {
+        settings,
+        pack,
+        context,
+        context_stats,
+    } = Inputs {
+        rules: a.detection.rules.clone(),
+        policies: a.detection.policies.clone(),
+        context: a.detection.context.clone(),
+    }
+    .load()?;
     if a.detection.context.is_some() {
-        eprint!("{}", phiwatch::demo::render_context_stats(&stats));
+        eprint!("{}", context_stats.render());
     } else {
         eprintln!("no --context given: every access will be judged without directory facts");
     }
@@ -221,7 +208,12 @@ fn demo(a: DemoArgs) -> Result<()> {
 }
 
 fn policies(dir: Option<PathBuf>) -> Result<()> {
-    let pack = load_pack(dir.as_ref())?;
+    let pack = Inputs {
+        policies: dir,
+        ..Inputs::default()
+    }
+    .load()?
+    .pack;
     println!("{} policies valid against the schema", pack.rules().len());
     for r in pack.rules() {
         if r.forbid {

@@ -2,7 +2,7 @@
 //! A change is noticed by a stamp over the files' sizes and modification times (and on
 //! SIGHUP); a candidate that fails to load is rejected whole and the running one stays.
 
-use crate::context::{load_context, ContextStore};
+use crate::context::{load_context, ContextStats, ContextStore};
 use crate::detect::PolicyPack;
 use crate::settings::Settings;
 use anyhow::{Context as _, Result};
@@ -20,6 +20,8 @@ pub struct Loaded {
     pub settings: Settings,
     pub pack: PolicyPack,
     pub context: ContextStore,
+    /// What the context load saw (empty without a context directory).
+    pub context_stats: ContextStats,
 }
 
 impl Inputs {
@@ -33,28 +35,26 @@ impl Inputs {
                 .map_err(|e| anyhow::anyhow!("policy pack {} is invalid:\n{e}", d.display()))?,
             None => PolicyPack::embedded(),
         };
-        let context = match &self.context {
-            Some(dir) => {
-                let (c, stats) = load_context(dir, &settings)
-                    .with_context(|| format!("loading context from {}", dir.display()))?;
-                tracing::info!(
-                    users = c.users.len(),
-                    patients = c.patients.len(),
-                    relationships = c.relationship_count(),
-                    bad_lines = stats.bad_lines,
-                    "context loaded"
-                );
-                for p in &stats.problems {
-                    tracing::warn!("context: {p}");
-                }
-                c
-            }
-            None => ContextStore::default(),
+        let (context, context_stats) = match &self.context {
+            Some(dir) => load_context(dir, &settings)
+                .with_context(|| format!("loading context from {}", dir.display()))?,
+            None => Default::default(),
         };
+        tracing::info!(
+            users = context.users.len(),
+            patients = context.patients.len(),
+            relationships = context.relationship_count(),
+            bad_lines = context_stats.bad_lines,
+            "context loaded"
+        );
+        for p in &context_stats.problems {
+            tracing::warn!("context: {p}");
+        }
         Ok(Loaded {
             settings,
             pack,
             context,
+            context_stats,
         })
     }
 

@@ -169,15 +169,6 @@ impl Store {
         Ok(self.insert_batch(&[], findings)?.1)
     }
 
-    pub fn access_ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT event_id FROM accesses ORDER BY event_id")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
     pub fn count(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row("SELECT count(*) FROM findings", [], |r| r.get(0))

@@ -31,6 +31,34 @@ pub struct ContextStats {
 const MAX_REPORTED: usize = 20;
 
 impl ContextStats {
+    /// The operator-facing summary `scan` and `demo` print.
+    pub fn render(&self) -> String {
+        let s = self;
+        let mut out = format!("context: {} file(s)", s.files);
+        for (k, v) in &s.resources {
+            out.push_str(&format!(", {v} {k}"));
+        }
+        out.push('\n');
+        for (k, v) in &s.unknown_types {
+            out.push_str(&format!(
+                "  skipped {v} resource(s) of unsupported type {k}\n"
+            ));
+        }
+        if s.bad_lines > 0 {
+            out.push_str(&format!("  {} bad context line(s):\n", s.bad_lines));
+            for p in &s.problems {
+                out.push_str(&format!("    {p}\n"));
+            }
+        }
+        if s.unresolved_users + s.unresolved_patients > 0 {
+            out.push_str(&format!(
+                "  unresolved references: {} to practitioners, {} to patients not in the context\n",
+                s.unresolved_users, s.unresolved_patients
+            ));
+        }
+        out
+    }
+
     fn problem(&mut self, file: &Path, line: usize, reason: impl std::fmt::Display) {
         self.bad_lines += 1;
         if self.problems.len() < MAX_REPORTED {

@@ -11,7 +11,7 @@ pub mod score;
 
 pub use day::{CATEGORIES, HARD_NEGATIVES};
 
-use crate::context::{load_context, ContextStats};
+use crate::context::load_context;
 use crate::detect::PolicyPack;
 use crate::finding::Finding;
 use crate::pipeline::Pipeline;
@@ -104,7 +104,7 @@ pub fn run(o: &DemoOptions) -> Result<()> {
     }
 
     let (context, stats) = load_context(&ds.context, &settings)?;
-    eprint!("{}", render_context_stats(&stats));
+    eprint!("{}", stats.render());
     let pack = PolicyPack::embedded();
     let findings_path = dir.join("findings.ndjson");
     let mut out = std::io::BufWriter::new(
@@ -148,30 +148,4 @@ pub fn read_findings(path: &Path) -> Result<Vec<Finding>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).context("reading a finding back"))
         .collect()
-}
-
-pub fn render_context_stats(s: &ContextStats) -> String {
-    let mut out = format!("context: {} file(s)", s.files);
-    for (k, v) in &s.resources {
-        out.push_str(&format!(", {v} {k}"));
-    }
-    out.push('\n');
-    for (k, v) in &s.unknown_types {
-        out.push_str(&format!(
-            "  skipped {v} resource(s) of unsupported type {k}\n"
-        ));
-    }
-    if s.bad_lines > 0 {
-        out.push_str(&format!("  {} bad context line(s):\n", s.bad_lines));
-        for p in &s.problems {
-            out.push_str(&format!("    {p}\n"));
-        }
-    }
-    if s.unresolved_users + s.unresolved_patients > 0 {
-        out.push_str(&format!(
-            "  unresolved references: {} to practitioners, {} to patients not in the context\n",
-            s.unresolved_users, s.unresolved_patients
-        ));
-    }
-    out
 }
