@@ -41,6 +41,27 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// An agent config tailing `D/logs/*.ndjson` into `D/data`, metrics on `port`.
+fn write_config(
+    d: &std::path::Path,
+    port: u16,
+    context: &std::path::Path,
+    policies: Option<&std::path::Path>,
+) {
+    let policies = policies
+        .map(|p| format!("policies = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    std::fs::write(
+        d.join("phiwatch.toml"),
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n{policies}[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = 20\n",
+            d = d.display(),
+            ctx = context.display(),
+        ),
+    )
+    .unwrap();
+}
+
 /// Kills the agent if a test fails midway, so no orphan outlives the test.
 struct Agent(std::process::Child);
 
@@ -91,15 +112,7 @@ fn tails_a_log_and_stops_cleanly() {
     let port = free_port();
     let fx = common::fixtures().join("clinic");
     std::fs::create_dir_all(d.join("logs")).unwrap();
-    std::fs::write(
-        d.join("phiwatch.toml"),
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = 20\n",
-            d = d.display(),
-            ctx = fx.join("context").display()
-        ),
-    )
-    .unwrap();
+    write_config(d, port, &fx.join("context"), None);
     let agent = Agent::start(&d.join("phiwatch.toml"));
     assert!(
         wait_for(Duration::from_secs(20), || get(port, "/healthz")
@@ -206,16 +219,7 @@ fn broken_policy_keeps_the_previous_pack_running() {
         std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
     }
     std::fs::create_dir_all(d.join("logs")).unwrap();
-    std::fs::write(
-        d.join("phiwatch.toml"),
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\npolicies = \"{pol}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = 20\n",
-            d = d.display(),
-            ctx = fx.join("context").display(),
-            pol = policies.display()
-        ),
-    )
-    .unwrap();
+    write_config(d, port, &fx.join("context"), Some(&policies));
     let agent = Agent::start(&d.join("phiwatch.toml"));
     assert!(wait_for(Duration::from_secs(20), || get(port, "/healthz").is_some()));
     let events = std::fs::read_to_string(fx.join("events.ndjson")).unwrap();
