@@ -164,11 +164,6 @@ impl Store {
         Ok((new_accesses, new_findings))
     }
 
-    /// Stores findings alone (sources that have no access record, e.g. file events).
-    pub fn insert(&mut self, findings: &[Finding]) -> Result<usize, StoreError> {
-        Ok(self.insert_batch(&[], findings)?.1)
-    }
-
     pub fn count(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row("SELECT count(*) FROM findings", [], |r| r.get(0))
@@ -230,11 +225,15 @@ mod tests {
         let path = dir.path().join("sub/phiwatch.db");
         let mut s = Store::open(&path).unwrap();
         assert_eq!(
-            s.insert(&[finding("e1", "a"), finding("e1", "b")]).unwrap(),
+            s.insert_batch(&[], &[finding("e1", "a"), finding("e1", "b")])
+                .unwrap()
+                .1,
             2
         );
         assert_eq!(
-            s.insert(&[finding("e1", "a"), finding("e2", "a")]).unwrap(),
+            s.insert_batch(&[], &[finding("e1", "a"), finding("e2", "a")])
+                .unwrap()
+                .1,
             1
         );
         drop(s);

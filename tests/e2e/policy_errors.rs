@@ -17,6 +17,10 @@ fn pack_with(file: &str, text: &str) -> tempfile::TempDir {
 }
 
 fn scan_with(policies: &Path) -> (bool, String, String) {
+    scan_events_with(policies, &common::fixtures().join("clinic/events.ndjson"))
+}
+
+fn scan_events_with(policies: &Path, events: &Path) -> (bool, String, String) {
     let fx = common::fixtures().join("clinic");
     let out = common::phiwatch(&[
         "scan",
@@ -26,7 +30,7 @@ fn scan_with(policies: &Path) -> (bool, String, String) {
         "--context",
         fx.join("context").to_str().unwrap(),
         "--events",
-        fx.join("events.ndjson").to_str().unwrap(),
+        events.to_str().unwrap(),
     ]);
     (
         out.status.success(),
@@ -123,7 +127,6 @@ fn a_local_policy_extends_the_pack() {
         "zz-local.cedar",
         "@id(\"print-by-billing\")\n@category(\"print\")\n@severity(\"medium\")\n@explain(\"{user} printed {patient}\")\n@hipaa(\"164.502(b)\")\nforbid (principal, action == Action::\"print\", resource)\nwhen { principal in Role::\"billing\" };\n",
     );
-    let policies = dir.path().to_str().unwrap().to_owned();
     let fx = common::fixtures().join("clinic");
     let events = dir.path().join("print.ndjson");
     let line = std::fs::read_to_string(fx.join("events.ndjson"))
@@ -133,18 +136,9 @@ fn a_local_policy_extends_the_pack() {
         .unwrap()
         .replace("\"read\"", "\"print\"");
     std::fs::write(&events, line).unwrap();
-    let out = common::phiwatch(&[
-        "scan",
-        "--no-store",
-        "--policies",
-        &policies,
-        "--context",
-        fx.join("context").to_str().unwrap(),
-        "--events",
-        events.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
-    let f = common::findings(&out.stdout);
+    let (ok, stdout, err) = scan_events_with(dir.path(), &events);
+    assert!(ok, "{err}");
+    let f = common::findings(stdout.as_bytes());
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0]["detector"], "print-by-billing");
     assert_eq!(f[0]["explanation"], "clerk-cal printed pt-plain");
