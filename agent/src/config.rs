@@ -1,5 +1,7 @@
 //! The daemon's configuration file (`phiwatch run --config FILE`).
 
+pub use crate::decode::csv::CsvMapping;
+pub use crate::decode::Format;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,13 +61,20 @@ fn default_listen() -> SocketAddr {
 pub enum Source {
     /// Tail files matching globs.
     File(FileSource),
+    /// Receive IHE ATNA audit messages over syslog (RFC 5424 on UDP, TCP or TLS).
+    Syslog(SyslogSource),
+    /// Watch PHI folders for created, changed, renamed, deleted, exposed and bulk-read files.
+    Folder(FolderSource),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// One FHIR R4 AuditEvent (IHE BALP) per line.
-    FhirAuditevent,
+impl Source {
+    pub fn name(&self) -> &str {
+        match self {
+            Source::File(s) => &s.name,
+            Source::Syslog(s) => &s.name,
+            Source::Folder(s) => &s.name,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,11 +86,66 @@ pub struct FileSource {
     /// rotation is missed; events are idempotent, so reading a copy twice stores nothing twice.
     pub paths: Vec<String>,
     pub format: Format,
+    /// Column mapping; required when `format = "csv"`.
+    pub csv: Option<CsvMapping>,
     /// How often to look for new data, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSource {
+    pub name: String,
+    /// Address to listen on, e.g. `0.0.0.0:6514` (TLS), `0.0.0.0:514` (UDP).
+    pub listen: SocketAddr,
+    pub transport: Transport,
+    /// PEM certificate chain and private key (TLS only).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, senders must present a certificate it signed (RFC 5425
+    /// mutual authentication).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Larger messages are rejected (and a TCP/TLS connection sending one is closed).
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderSource {
+    pub name: String,
+    /// Directories holding PHI.
+    pub paths: Vec<PathBuf>,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    /// This many distinct files read (or deleted) within `burst_seconds` is a bulk event.
+    #[serde(default = "default_burst_files")]
+    pub burst_files: u32,
+    #[serde(default = "default_burst_seconds")]
+    pub burst_seconds: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_message() -> usize {
+    1 << 20
+}
+fn default_burst_files() -> u32 {
+    50
+}
+fn default_burst_seconds() -> u32 {
+    60
+}
 fn default_poll_ms() -> u64 {
     250
 }
@@ -105,27 +169,65 @@ impl Config {
             return Err(invalid("no [[source]] declared: nothing to watch".into()));
         }
         let mut names = std::collections::HashSet::new();
-        for Source::File(s) in &c.sources {
-            if s.name.is_empty()
-                || !s
-                    .name
+        let mut listens = std::collections::HashSet::new();
+        for src in &c.sources {
+            let name = src.name();
+            if name.is_empty()
+                || !name
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
             {
                 return Err(invalid(format!(
-                    "source name {:?}: use letters, digits, - and _",
-                    s.name
+                    "source name {name:?}: use letters, digits, - and _"
                 )));
             }
-            if !names.insert(s.name.clone()) {
-                return Err(invalid(format!("source name {:?} is used twice", s.name)));
+            if !names.insert(name.to_owned()) {
+                return Err(invalid(format!("source name {name:?} is used twice")));
             }
-            if s.paths.is_empty() {
-                return Err(invalid(format!("source {:?} has no paths", s.name)));
-            }
-            for g in &s.paths {
-                glob::Pattern::new(g)
-                    .map_err(|e| invalid(format!("source {:?}: glob {g:?}: {e}", s.name)))?;
+            let fail = |m: String| invalid(format!("source {name:?}: {m}"));
+            match src {
+                Source::File(s) => {
+                    if s.paths.is_empty() {
+                        return Err(fail("no paths".into()));
+                    }
+                    for g in &s.paths {
+                        glob::Pattern::new(g).map_err(|e| fail(format!("glob {g:?}: {e}")))?;
+                    }
+                    match (&s.format, &s.csv) {
+                        (Format::Csv, None) => {
+                            return Err(fail("format = \"csv\" needs a [source.csv] column mapping".into()))
+                        }
+                        (Format::Csv, Some(m)) => m.validate().map_err(|e| fail(format!("csv: {e}")))?,
+                        (_, Some(_)) => return Err(fail("[source.csv] is only for format = \"csv\"".into())),
+                        _ => {}
+                    }
+                }
+                Source::Syslog(s) => {
+                    if !listens.insert((s.listen, s.transport == Transport::Udp)) {
+                        return Err(fail(format!("{} is already used by another source", s.listen)));
+                    }
+                    let tls_files = [&s.tls_cert, &s.tls_key, &s.tls_client_ca];
+                    match s.transport {
+                        Transport::Tls if s.tls_cert.is_none() || s.tls_key.is_none() => {
+                            return Err(fail("transport = \"tls\" needs tls_cert and tls_key".into()))
+                        }
+                        Transport::Udp | Transport::Tcp if tls_files.iter().any(|f| f.is_some()) => {
+                            return Err(fail("tls_cert, tls_key and tls_client_ca are only for transport = \"tls\"".into()))
+                        }
+                        _ => {}
+                    }
+                    if s.max_message_bytes < 1024 {
+                        return Err(fail("max_message_bytes below 1024 would reject ordinary audit messages".into()));
+                    }
+                }
+                Source::Folder(s) => {
+                    if s.paths.is_empty() {
+                        return Err(fail("no paths".into()));
+                    }
+                    if s.burst_files < 2 || s.burst_seconds == 0 {
+                        return Err(fail("burst_files must be at least 2 and burst_seconds at least 1".into()));
+                    }
+                }
             }
         }
         Ok(c)
@@ -150,7 +252,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:9464");
-        let Source::File(s) = &c.sources[0];
+        let Source::File(s) = &c.sources[0] else {
+            panic!("not a file source")
+        };
         assert_eq!(s.poll_ms, 250);
     }
 
@@ -169,10 +273,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("source name \"a b\""), "{e}");
-        let e = load("data_dir = \"/x\"\n[[source]]\nkind = \"file\"\nname = \"a\"\npaths = [\"x\"]\nformat = \"csv\"\n")
+        let e = load("data_dir = \"/x\"\n[[source]]\nkind = \"file\"\nname = \"a\"\npaths = [\"x\"]\nformat = \"xml\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2") && e.contains("fhir-auditevent"), "{e}");
+        let e = load("data_dir = \"/x\"\n[[source]]\nkind = \"file\"\nname = \"a\"\npaths = [\"x\"]\nformat = \"csv\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[source.csv]"), "{e}");
+        let e = load("data_dir = \"/x\"\n[[source]]\nkind = \"syslog\"\nname = \"a\"\nlisten = \"127.0.0.1:6514\"\ntransport = \"tls\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_cert"), "{e}");
         let e = load("data_dir = \"/x\"\n").unwrap_err().to_string();
         assert!(e.contains("no [[source]]"), "{e}");
     }

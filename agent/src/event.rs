@@ -55,3 +55,68 @@ pub struct AccessEvent {
     /// Whether the attempt succeeded (`outcome` 0). Failed attempts are still accesses to judge.
     pub succeeded: bool,
 }
+
+/// What happened to a file in a watched PHI folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileChange {
+    Created,
+    Modified,
+    Renamed,
+    Deleted,
+    /// Mode bits changed so that more accounts can read or write the file.
+    Permissions,
+    /// Many files opened for reading (copied out) within the burst window.
+    #[serde(rename = "bulk-read")]
+    BulkRead,
+    /// Many files deleted within the burst window.
+    #[serde(rename = "bulk-delete")]
+    BulkDelete,
+}
+
+impl FileChange {
+    /// The Cedar action name in `policies/files/schema.cedarschema`.
+    pub fn action(self) -> &'static str {
+        match self {
+            FileChange::Created => "file_created",
+            FileChange::Modified => "file_modified",
+            FileChange::Renamed => "file_renamed",
+            FileChange::Deleted => "file_deleted",
+            FileChange::Permissions => "file_permissions",
+            FileChange::BulkRead => "file_bulk_read",
+            FileChange::BulkDelete => "file_bulk_delete",
+        }
+    }
+}
+
+/// One change in a watched PHI folder, as the folder watcher spools it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FileEvent {
+    pub id: String,
+    pub time_ms: i64,
+    pub change: FileChange,
+    pub path: String,
+    /// The new name of a renamed file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to_path: String,
+    /// The file's owner account, as the platform reports it; empty when it cannot tell
+    /// (a deleted file nobody saw before).
+    #[serde(default)]
+    pub owner: String,
+    /// Unix mode bits (permissions only), 0 when unknown.
+    #[serde(default)]
+    pub mode: u32,
+    /// Mode bits before the change, 0 when unknown.
+    #[serde(default)]
+    pub old_mode: u32,
+    /// Files involved: 1, or the burst size.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Length of the burst window in seconds (bursts only).
+    #[serde(default)]
+    pub window_seconds: u32,
+}
+
+fn one() -> u32 {
+    1
+}

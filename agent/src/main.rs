@@ -144,6 +144,7 @@ fn scan(a: ScanArgs) -> Result<()> {
         pack,
         context,
         context_stats,
+        ..
     } = Inputs {
         rules: a.detection.rules.clone(),
         policies: a.detection.policies.clone(),

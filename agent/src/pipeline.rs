@@ -50,12 +50,17 @@ impl<'c> Pipeline<'c> {
         match decode_audit_event(line)? {
             Decoded::NoPatient => Ok(LineKind::NoPatient),
             Decoded::Access(ev) => {
-                let enriched = self.enricher.enrich(ev);
-                self.detector
-                    .findings(&enriched, self.context, &mut out.findings);
-                out.accesses.push(enriched.event);
+                self.access(ev, out);
                 Ok(LineKind::Access)
             }
         }
+    }
+
+    /// Judges one decoded access: enrich → detect.
+    pub fn access(&mut self, ev: AccessEvent, out: &mut Judged) {
+        let enriched = self.enricher.enrich(ev);
+        self.detector
+            .findings(&enriched, self.context, &mut out.findings);
+        out.accesses.push(enriched.event);
     }
 }

@@ -19,6 +19,8 @@ pub struct Inputs {
 pub struct Loaded {
     pub settings: Settings,
     pub pack: PolicyPack,
+    /// Rules for PHI folder events: `POLICIES/files/`, else the built-in ones.
+    pub file_pack: PolicyPack,
     pub context: ContextStore,
     /// What the context load saw (empty without a context directory).
     pub context_stats: ContextStats,
@@ -34,6 +36,15 @@ impl Inputs {
             Some(d) => PolicyPack::load_dir(d)
                 .map_err(|e| anyhow::anyhow!("policy pack {} is invalid:\n{e}", d.display()))?,
             None => PolicyPack::embedded(),
+        };
+        let file_pack = match &self.policies {
+            Some(d) if d.join("files").is_dir() => {
+                let dir = d.join("files");
+                PolicyPack::load_files_dir(&dir).map_err(|e| {
+                    anyhow::anyhow!("folder policy pack {} is invalid:\n{e}", dir.display())
+                })?
+            }
+            _ => PolicyPack::embedded_files(),
         };
         let (context, context_stats) = match &self.context {
             Some(dir) => load_context(dir, &settings)
@@ -53,6 +64,7 @@ impl Inputs {
         Ok(Loaded {
             settings,
             pack,
+            file_pack,
             context,
             context_stats,
         })
@@ -83,9 +95,7 @@ fn stamp_path(p: &Path, h: &mut impl Hasher) {
             .unwrap_or_default();
         entries.sort();
         for e in entries {
-            if e.is_file() {
-                stamp_path(&e, h);
-            }
+            stamp_path(&e, h);
         }
     } else {
         p.hash(h);

@@ -4,14 +4,21 @@
 //! commits its checkpoint, so a crash replays at most the batches in flight, and the store's
 //! idempotent keys make that replay invisible.
 
-use crate::config::{Config, FileSource, Source};
+use crate::config::{Config, Format, Source};
+use crate::decode::csv::CsvDecoder;
+use crate::decode::{Item, LineDecoder};
+use crate::detect::FileDetector;
 use crate::pipeline::{Judged, Pipeline};
 use crate::reload::{Inputs, Loaded};
+use crate::spool::{SharedSpool, Spool, DEFAULT_MAX_BYTES};
 use crate::store::Store;
+use crate::syslog;
 use crate::tail::{Chunk, Tailer};
+use crate::metrics::{now_ms, Metrics, SourceMetrics};
+use crate::watch::FolderWatch;
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,145 +27,25 @@ use std::time::Duration;
 const QUEUE: usize = 4;
 /// Bytes a source reads per file per poll.
 const CHUNK_BYTES: usize = 1 << 20;
-
-#[derive(Default)]
-pub struct SourceMetrics {
-    pub name: String,
-    pub lines: AtomicU64,
-    pub accesses: AtomicU64,
-    pub bad_lines: AtomicU64,
-    pub lag_bytes: AtomicU64,
-    pub files: AtomicU64,
-    pub last_checkpoint_ms: AtomicI64,
-    pub errors: AtomicU64,
-}
-
-#[derive(Default)]
-pub struct Metrics {
-    pub sources: Vec<SourceMetrics>,
-    pub findings: AtomicU64,
-    pub findings_new: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
-    pub detection_alive: AtomicBool,
-    /// Set by SIGHUP: reload settings, policies and context now.
-    pub reload_requested: AtomicBool,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-impl Metrics {
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP phiwatch_up 1 while the detection thread runs.\n# TYPE phiwatch_up gauge\n",
-        );
-        out.push_str(&format!(
-            "phiwatch_up {}\n",
-            u8::from(self.detection_alive.load(Ordering::Relaxed))
-        ));
-        type Gauge = fn(&SourceMetrics) -> f64;
-        let per_source: [(&str, &str, &str, Gauge); 7] = [
-            (
-                "phiwatch_source_lines_total",
-                "counter",
-                "Lines read per source.",
-                |m| m.lines.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_events_total",
-                "counter",
-                "Patient accesses decoded per source.",
-                |m| m.accesses.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_bad_lines_total",
-                "counter",
-                "Lines rejected by the decoder per source.",
-                |m| m.bad_lines.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_lag_bytes",
-                "gauge",
-                "Bytes written to tailed files but not yet processed.",
-                |m| m.lag_bytes.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_files",
-                "gauge",
-                "Files tracked per source.",
-                |m| m.files.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_errors_total",
-                "counter",
-                "Read or store failures per source (retried).",
-                |m| m.errors.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_checkpoint_age_seconds",
-                "gauge",
-                "Seconds since the source last saved its checkpoint.",
-                |m| {
-                    let last = m.last_checkpoint_ms.load(Ordering::Relaxed);
-                    if last == 0 {
-                        -1.0
-                    } else {
-                        (now_ms() - last) as f64 / 1000.0
-                    }
-                },
-            ),
-        ];
-        for (name, kind, help, get) in per_source {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for m in &self.sources {
-                out.push_str(&format!("{name}{{source=\"{}\"}} {}\n", m.name, get(m)));
-            }
-        }
-        for (name, help, v) in [
-            (
-                "phiwatch_findings_total",
-                "Findings raised (including replays).",
-                &self.findings,
-            ),
-            (
-                "phiwatch_findings_stored_total",
-                "Findings new to the store.",
-                &self.findings_new,
-            ),
-            (
-                "phiwatch_store_errors_total",
-                "Store transactions that failed.",
-                &self.store_errors,
-            ),
-            (
-                "phiwatch_reloads_total",
-                "Successful reloads of settings, policies and context.",
-                &self.reloads,
-            ),
-            (
-                "phiwatch_reload_failures_total",
-                "Rejected reloads (the previous version keeps running).",
-                &self.reload_failures,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-        out
-    }
-}
+/// Spools are local and appended by the agent itself: poll them often.
+const SPOOL_POLL: Duration = Duration::from_millis(50);
+/// How often received messages are forced to disk.
+const SPOOL_SYNC: Duration = Duration::from_millis(200);
 
 struct Batch {
-    source: usize,
-    path: PathBuf,
-    first_line: u64,
-    lines: Vec<Vec<u8>>,
+    items: Vec<Item>,
     reply: SyncSender<Result<(), String>>,
+}
+
+/// How a source's records reach its tailer.
+struct Reader {
+    ix: usize,
+    name: String,
+    patterns: Vec<String>,
+    decoder: LineDecoder,
+    poll: Duration,
+    /// Spool sources: the file still being appended to (drained rotated segments are deleted).
+    spool_active: Option<PathBuf>,
 }
 
 pub fn run(config_path: &Path) -> Result<()> {
@@ -173,54 +60,151 @@ pub fn run(config_path: &Path) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     let store = Store::open(&cfg.data_dir.join("phiwatch.db"))?;
+    let spool_dir = cfg.data_dir.join("spool");
 
     let metrics = Arc::new(Metrics {
         sources: cfg
             .sources
             .iter()
-            .map(|Source::File(s)| SourceMetrics {
-                name: s.name.clone(),
+            .map(|s| SourceMetrics {
+                name: s.name().to_owned(),
                 ..Default::default()
             })
             .collect(),
         ..Default::default()
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = sync_channel::<Batch>(QUEUE);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
 
+    // Everything that can fail on bad configuration happens before any thread starts.
+    let mut readers = Vec::new();
+    let mut listeners = Vec::new();
+    let mut watchers = Vec::new();
+    let mut spools = Vec::new();
+    let mut folders = Vec::new();
+    for (ix, src) in cfg.sources.into_iter().enumerate() {
+        let name = src.name().to_owned();
+        match src {
+            Source::File(f) => readers.push(Reader {
+                ix,
+                name,
+                patterns: f.paths,
+                decoder: match f.format {
+                    Format::FhirAuditevent => LineDecoder::Fhir,
+                    Format::AtnaXml => LineDecoder::Atna,
+                    Format::Csv => LineDecoder::Csv(CsvDecoder::new(
+                        f.csv.context("format = \"csv\" without a mapping")?,
+                    )),
+                },
+                poll: Duration::from_millis(f.poll_ms.max(10)),
+                spool_active: None,
+            }),
+            Source::Syslog(s) => {
+                let spool = Spool::open(&spool_dir, &name, DEFAULT_MAX_BYTES)
+                    .with_context(|| format!("opening the spool of source {name:?}"))?;
+                let listener = rt.block_on(syslog::bind(&s))?;
+                tracing::info!(source = %name, listen = %listener.local_addr()?, transport = ?s.transport, "receiving ATNA syslog");
+                readers.push(Reader {
+                    ix,
+                    name: name.clone(),
+                    patterns: vec![Spool::pattern(&spool_dir, &name)],
+                    decoder: LineDecoder::Atna,
+                    poll: SPOOL_POLL,
+                    spool_active: Some(spool.active().to_owned()),
+                });
+                let spool = spool.shared();
+                spools.push(spool.clone());
+                listeners.push((listener, name, s.max_message_bytes, spool, metrics.sources[ix].intake.clone()));
+            }
+            Source::Folder(f) => {
+                let spool = Spool::open(&spool_dir, &name, DEFAULT_MAX_BYTES)
+                    .with_context(|| format!("opening the spool of source {name:?}"))?;
+                folders.extend(f.paths.iter().map(|p| p.display().to_string()));
+                readers.push(Reader {
+                    ix,
+                    name: name.clone(),
+                    patterns: vec![Spool::pattern(&spool_dir, &name)],
+                    decoder: LineDecoder::FileEvents,
+                    poll: SPOOL_POLL,
+                    spool_active: Some(spool.active().to_owned()),
+                });
+                let snapshot = spool_dir.join(format!("{name}.snapshot.json"));
+                watchers.push(FolderWatch::new(
+                    f,
+                    spool.shared(),
+                    snapshot,
+                    metrics.sources[ix].intake.clone(),
+                )?);
+            }
+        }
+    }
+
+    let (tx, rx) = sync_channel::<Batch>(QUEUE);
     let m = metrics.clone();
     m.detection_alive.store(true, Ordering::Relaxed);
     let detection = std::thread::Builder::new()
         .name("detect".into())
-        .spawn(move || detect_loop(rx, inputs, loaded, stamp, store, m))?;
+        .spawn(move || detect_loop(rx, inputs, loaded, stamp, store, folders, m))?;
 
-    let mut readers = Vec::new();
-    for (ix, Source::File(src)) in cfg.sources.into_iter().enumerate() {
+    let mut threads = Vec::new();
+    for r in readers {
         let cp = cfg
             .data_dir
             .join("checkpoints")
-            .join(format!("{}.json", src.name));
-        let tailer = Tailer::new(src.paths.clone(), cp, CHUNK_BYTES)?;
+            .join(format!("{}.json", r.name));
+        let tailer = Tailer::new(r.patterns.clone(), cp, CHUNK_BYTES)?;
         let (tx, stop, m) = (tx.clone(), stop.clone(), metrics.clone());
-        readers.push(
+        threads.push(
             std::thread::Builder::new()
-                .name(format!("tail-{}", src.name))
-                .spawn(move || tail_loop(ix, src, tailer, tx, stop, m))?,
+                .name(format!("tail-{}", r.name))
+                .spawn(move || tail_loop(r, tailer, tx, stop, m))?,
         );
     }
     drop(tx);
+    for w in watchers {
+        let stop = stop.clone();
+        threads.push(std::thread::Builder::new().name("watch".into()).spawn(move || {
+            if let Err(e) = w.run(stop) {
+                tracing::error!("folder watcher stopped: {e:#}");
+            }
+        })?);
+    }
+    for (listener, name, max, spool, m) in listeners {
+        rt.spawn(syslog::serve(listener, name, max, spool, m));
+    }
+    let syncing = spools.clone();
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(SPOOL_SYNC);
+        loop {
+            tick.tick().await;
+            sync_spools(&syncing);
+        }
+    });
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let served = rt.block_on(serve_until_signal(cfg.http.listen, metrics.clone()));
+    // Receivers stop first so nothing arrives after the spools' last sync.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    sync_spools(&spools);
     stop.store(true, Ordering::SeqCst);
-    for r in readers {
-        let _ = r.join();
+    for t in threads {
+        let _ = t.join();
     }
     let _ = detection.join();
     tracing::info!("stopped: checkpoints saved, store closed");
     served
+}
+
+fn sync_spools(spools: &[SharedSpool]) {
+    for s in spools {
+        if let Ok(mut s) = s.lock() {
+            if let Err(e) = s.sync() {
+                tracing::error!("syncing a spool: {e}");
+            }
+        }
+    }
 }
 
 async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
@@ -287,16 +271,25 @@ fn detect_loop(
     mut loaded: Loaded,
     mut stamp: u64,
     mut store: Store,
+    folders: Vec<String>,
     metrics: Arc<Metrics>,
 ) {
     let mut judged = Judged::default();
     loop {
         // The pipeline borrows the loaded inputs; it is rebuilt after each reload.
         let mut pipeline = Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack);
+        let mut files = FileDetector::new(&loaded.file_pack, &folders);
         let mut last_check = std::time::Instant::now();
         let next = loop {
             match rx.recv_timeout(RELOAD_CHECK) {
-                Ok(batch) => judge_batch(&mut pipeline, &mut judged, &mut store, &metrics, batch),
+                Ok(batch) => judge_batch(
+                    &mut pipeline,
+                    &mut files,
+                    &mut judged,
+                    &mut store,
+                    &metrics,
+                    batch,
+                ),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
             }
@@ -320,6 +313,7 @@ fn detect_loop(
             }
         };
         drop(pipeline);
+        drop(files);
         match next {
             Some(new) => {
                 loaded = new;
@@ -334,37 +328,27 @@ fn detect_loop(
 
 fn judge_batch(
     pipeline: &mut Pipeline<'_>,
+    files: &mut FileDetector<'_>,
     judged: &mut Judged,
     store: &mut Store,
     metrics: &Metrics,
     batch: Batch,
 ) {
     judged.clear();
-    let m = &metrics.sources[batch.source];
-    for (i, line) in batch.lines.iter().enumerate() {
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        m.lines.fetch_add(1, Ordering::Relaxed);
-        match pipeline.line(line, judged) {
-            Ok(crate::pipeline::LineKind::Access) => {
-                m.accesses.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(crate::pipeline::LineKind::NoPatient) => {}
-            Err(e) => {
-                m.bad_lines.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    source = %m.name,
-                    "bad line {}:{}: {e}",
-                    batch.path.display(),
-                    batch.first_line + i as u64
-                );
-            }
+    for item in batch.items {
+        match item {
+            Item::Access(ev) => pipeline.access(ev, judged),
+            Item::File(ev) => files.findings(&ev, &mut judged.findings),
+            Item::Nothing => {}
         }
     }
+    let stored_at = now_ms();
     let result = store
         .insert_batch(&judged.accesses, &judged.findings)
         .map(|(_, new)| {
+            for a in &judged.accesses {
+                metrics.delay.observe(stored_at - a.time_ms);
+            }
             metrics
                 .findings
                 .fetch_add(judged.findings.len() as u64, Ordering::Relaxed);
@@ -380,38 +364,37 @@ fn judge_batch(
 }
 
 fn tail_loop(
-    ix: usize,
-    src: FileSource,
+    mut r: Reader,
     mut tailer: Tailer,
     tx: SyncSender<Batch>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) {
-    let m = &metrics.sources[ix];
-    let poll = Duration::from_millis(src.poll_ms.max(10));
+    let m = &metrics.sources[r.ix];
     while !stop.load(Ordering::SeqCst) {
         let chunks = match tailer.poll() {
             Ok(c) => c,
             Err(e) => {
                 m.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(source = %src.name, "reading: {e}");
-                std::thread::sleep(poll);
+                tracing::error!(source = %r.name, "reading: {e}");
+                std::thread::sleep(r.poll);
                 continue;
             }
         };
         let mut progressed = false;
-        for mut chunk in chunks {
-            match process(ix, &mut chunk, &tx) {
+        for chunk in chunks {
+            let items = decode_chunk(&mut r, &chunk, m);
+            match judge(items, &tx) {
                 Ok(()) => {
                     if let Err(e) = tailer.commit(&chunk) {
-                        tracing::error!(source = %src.name, "commit: {e}");
+                        tracing::error!(source = %r.name, "commit: {e}");
                         break;
                     }
                     progressed = true;
                 }
                 Err(e) => {
                     m.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(source = %src.name, "storing a batch failed, will retry: {e}");
+                    tracing::error!(source = %r.name, "storing a batch failed, will retry: {e}");
                     break;
                 }
             }
@@ -421,28 +404,71 @@ fn tail_loop(
                 Ok(()) => m.last_checkpoint_ms.store(now_ms(), Ordering::Relaxed),
                 Err(e) => {
                     m.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(source = %src.name, "saving checkpoint: {e}");
+                    tracing::error!(source = %r.name, "saving checkpoint: {e}");
+                }
+            }
+            if let Some(active) = &r.spool_active {
+                // Rotated spool segments are deleted once their checkpoint is durable.
+                for done in tailer.drained().into_iter().filter(|p| p != active) {
+                    if let Err(e) = std::fs::remove_file(&done) {
+                        tracing::warn!(source = %r.name, "removing drained spool {}: {e}", done.display());
+                    }
                 }
             }
         }
         m.lag_bytes.store(tailer.lag_bytes(), Ordering::Relaxed);
         m.files.store(tailer.tracked() as u64, Ordering::Relaxed);
         if !progressed {
-            std::thread::sleep(poll);
+            std::thread::sleep(r.poll);
         }
     }
     if let Err(e) = tailer.save() {
-        tracing::error!(source = %src.name, "saving checkpoint at shutdown: {e}");
+        tracing::error!(source = %r.name, "saving checkpoint at shutdown: {e}");
     }
 }
 
-fn process(source: usize, chunk: &mut Chunk, tx: &SyncSender<Batch>) -> Result<(), String> {
+/// Decodes a chunk's lines in the source's own thread, so sources decode in parallel and
+/// the detection thread only enriches and judges.
+fn decode_chunk(r: &mut Reader, chunk: &Chunk, m: &SourceMetrics) -> Vec<Item> {
+    let file = (chunk.key.dev, chunk.key.ino);
+    if chunk.first_line == 1 {
+        r.decoder.forget(file);
+    }
+    let mut items = Vec::with_capacity(chunk.lines.len());
+    for (i, line) in chunk.lines.iter().enumerate() {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        m.lines.fetch_add(1, Ordering::Relaxed);
+        match r.decoder.decode(&chunk.path, file, line) {
+            Ok(item) => {
+                if matches!(item, Item::Access(_) | Item::File(_)) {
+                    m.accesses.fetch_add(1, Ordering::Relaxed);
+                }
+                items.push(item);
+            }
+            Err(e) => {
+                m.bad_lines.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    source = %r.name,
+                    "bad line {}:{}: {e}",
+                    chunk.path.display(),
+                    chunk.first_line + i as u64
+                );
+            }
+        }
+    }
+    items
+}
+
+/// Hands items to detection and waits until their results are stored.
+fn judge(items: Vec<Item>, tx: &SyncSender<Batch>) -> Result<(), String> {
+    if items.is_empty() {
+        return Ok(());
+    }
     let (reply, answer) = sync_channel(1);
     tx.send(Batch {
-        source,
-        path: chunk.path.clone(),
-        first_line: chunk.first_line,
-        lines: std::mem::take(&mut chunk.lines),
+        items,
         reply,
     })
     .map_err(|_| "detection thread stopped".to_owned())?;

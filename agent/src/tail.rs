@@ -299,6 +299,15 @@ impl Tailer {
             .sum()
     }
 
+    /// Tracked files whose every byte is committed (paths as last seen).
+    pub fn drained(&self) -> Vec<PathBuf> {
+        self.files
+            .values()
+            .filter(|t| t.file.metadata().is_ok_and(|m| m.len() == t.offset))
+            .map(|t| t.path.clone())
+            .collect()
+    }
+
     pub fn tracked(&self) -> usize {
         self.files.len()
     }

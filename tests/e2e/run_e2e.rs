@@ -214,9 +214,12 @@ fn broken_policy_keeps_the_previous_pack_running() {
     let fx = common::fixtures().join("clinic");
     let policies = d.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
+    // The patient-access pack only: without a files/ subdirectory the built-in folder pack runs.
     for e in std::fs::read_dir(common::repo().join("policies")).unwrap() {
         let p = e.unwrap().path();
-        std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
+        if p.is_file() {
+            std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
+        }
     }
     std::fs::create_dir_all(d.join("logs")).unwrap();
     write_config(d, port, &fx.join("context"), Some(&policies));

@@ -116,7 +116,11 @@ pub fn decode_audit_event(line: &[u8]) -> Result<Decoded, DecodeError> {
         time_ms,
         user: user.to_owned(),
         patient: Some(patient.to_owned()),
-        action: classify_action(action_code, type_code, &ae.subtype),
+        action: classify_action(action_code, type_code, |needle| {
+            ae.subtype
+                .iter()
+                .any(|c| c.code().eq_ignore_ascii_case(needle))
+        }),
         action_code,
         subtype: subtype.to_owned(),
         break_glass,
@@ -165,12 +169,8 @@ fn agent_identity<'g>(agent: &'g Agent<'_>) -> Option<&'g str> {
         .filter(|s| !s.is_empty())
 }
 
-fn classify_action(code: char, type_code: &str, subtypes: &[Coding<'_>]) -> Action {
-    let sub = |needle: &str| {
-        subtypes
-            .iter()
-            .any(|c| c.code().eq_ignore_ascii_case(needle))
-    };
+/// `sub(code)` says whether any subtype (event type) code equals `code`, ignoring case.
+pub(super) fn classify_action(code: char, type_code: &str, sub: impl Fn(&str) -> bool) -> Action {
     // DICOM 110106 Export; IHE ITI-32 distributes a document set on media.
     if type_code == "110106" || sub("export") || sub("ITI-32") || sub("disclosure") {
         return Action::Export;
@@ -190,7 +190,7 @@ fn classify_action(code: char, type_code: &str, subtypes: &[Coding<'_>]) -> Acti
 
 /// A stable event id for an AuditEvent without one: the same line always gets the same id,
 /// so a replay stays idempotent.
-fn line_hash(line: &[u8]) -> String {
+pub(super) fn line_hash(line: &[u8]) -> String {
     let digest = Sha256::digest(line.trim_ascii());
     let mut s = String::with_capacity(36);
     s.push_str("sha256:");
@@ -200,7 +200,7 @@ fn line_hash(line: &[u8]) -> String {
     s
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 

@@ -1,9 +1,15 @@
-//! Decoders turn one source record into an [`AccessEvent`](crate::event::AccessEvent).
+//! Decoders turn one source record into an [`AccessEvent`] or a [`FileEvent`].
 
+pub mod atna;
 pub mod audit_event;
+pub mod csv;
 
+pub use atna::decode_atna;
 pub use audit_event::{decode_audit_event, Decoded};
 
+use crate::event::{AccessEvent, FileEvent};
+use serde::Deserialize;
+use std::path::Path;
 use thiserror::Error;
 
 /// Why a line could not become an access event. Messages never echo field values, because
@@ -24,6 +30,18 @@ pub enum DecodeError {
     NoRequestor,
     #[error("action code is not one of C, R, U, D, E")]
     BadAction,
+    #[error("malformed XML: {reason}")]
+    Xml { reason: String },
+    #[error("root element is <{0}>, not an AuditMessage")]
+    NotAuditMessage(String),
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("{0} is not a date-time")]
+    BadTime(&'static str),
+    #[error("CSV: {0}")]
+    Csv(String),
+    #[error("file event: {0}")]
+    FileEvent(String),
 }
 
 impl DecodeError {
@@ -36,8 +54,69 @@ impl DecodeError {
     }
 }
 
+/// The wire format of a source's lines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// One FHIR R4 AuditEvent (IHE BALP) per line.
+    FhirAuditevent,
+    /// One DICOM PS3.15 / RFC 3881 AuditMessage per line.
+    AtnaXml,
+    /// Comma-separated values with a column mapping (`[source.csv]`).
+    Csv,
+}
+
+/// What one line holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item {
+    Access(AccessEvent),
+    File(FileEvent),
+    /// A valid record with nothing to judge: no patient, or a CSV header.
+    Nothing,
+}
+
+impl From<Decoded> for Item {
+    fn from(d: Decoded) -> Self {
+        match d {
+            Decoded::Access(a) => Item::Access(a),
+            Decoded::NoPatient => Item::Nothing,
+        }
+    }
+}
+
+/// A source's decoder, with whatever per-file state its format needs.
+pub enum LineDecoder {
+    Fhir,
+    Atna,
+    Csv(csv::CsvDecoder),
+    /// The folder watcher's own spool lines.
+    FileEvents,
+}
+
+impl LineDecoder {
+    /// `(dev, inode)` identifies the file, for formats that learn from its first line.
+    pub fn decode(&mut self, path: &Path, file: (u64, u64), line: &[u8]) -> Result<Item, DecodeError> {
+        match self {
+            LineDecoder::Fhir => decode_audit_event(line).map(Item::from),
+            LineDecoder::Atna => decode_atna(line).map(Item::from),
+            LineDecoder::Csv(d) => d.decode(path, file, line),
+            LineDecoder::FileEvents => serde_json::from_slice::<FileEvent>(line)
+                .map(Item::File)
+                .map_err(|e| DecodeError::FileEvent(redact_quoted(&e.to_string()))),
+        }
+    }
+
+    /// The file was truncated or replaced: per-file state learned from it is stale.
+    pub fn forget(&mut self, file: (u64, u64)) {
+        if let LineDecoder::Csv(d) = self {
+            d.forget(file);
+        }
+    }
+}
+
 /// Replaces every double-quoted run with `"…"` and drops serde's trailing position text.
-fn redact_quoted(msg: &str) -> String {
+pub(crate) fn redact_quoted(msg: &str) -> String {
+
     let msg = msg.split(" at line ").next().unwrap_or(msg);
     let mut out = String::with_capacity(msg.len());
     let mut inside = false;

@@ -69,6 +69,16 @@ const EMBEDDED_SCHEMA: (&str, &str) = (
     include_str!("../../../policies/schema.cedarschema"),
 );
 
+const EMBEDDED_FILE_SCHEMA: (&str, &str) = (
+    "policies/files/schema.cedarschema",
+    include_str!("../../../policies/files/schema.cedarschema"),
+);
+
+pub const EMBEDDED_FILE_POLICIES: &[(&str, &str)] = &[(
+    "policies/files/files.cedar",
+    include_str!("../../../policies/files/files.cedar"),
+)];
+
 /// The default pack, compiled in so `scan` and `demo` need no files.
 pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
     (
@@ -90,10 +100,10 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
 ];
 
 pub struct PolicyPack {
-    set: PolicySet,
-    schema: Schema,
+    pub(super) set: PolicySet,
+    pub(super) schema: Schema,
     rules: Vec<Rule>,
-    rule_ix: AHashMap<String, u16>,
+    pub(super) rule_ix: AHashMap<String, u16>,
     unexplained: Rule,
     /// No policy names a specific User or Patient: decisions may be memoised by fact key.
     memo_safe: bool,
@@ -259,6 +269,51 @@ impl PolicyPack {
             unexplained: unexplained_rule(),
             memo_safe,
         })
+    }
+
+    /// The raised forbid rules of a Cedar response; the default deny when none matched.
+    pub(super) fn raised(&self, response: &cedar_policy::Response) -> Vec<u16> {
+        match response.decision() {
+            Decision::Allow => Vec::new(),
+            Decision::Deny => {
+                let mut ids: Vec<u16> = response
+                    .diagnostics()
+                    .reason()
+                    .filter_map(|id| self.rule_ix.get(id.to_string().as_str()).copied())
+                    .filter(|&ix| self.rules[ix as usize].forbid)
+                    .collect();
+                ids.sort_unstable();
+                if ids.is_empty() {
+                    ids.push(UNEXPLAINED);
+                }
+                ids
+            }
+        }
+    }
+
+    /// The folder-event pack built in: `policies/files/`.
+    pub fn embedded_files() -> Self {
+        let files: Vec<(String, String)> = EMBEDDED_FILE_POLICIES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        PolicyPack::from_sources(EMBEDDED_FILE_SCHEMA.0, EMBEDDED_FILE_SCHEMA.1, &files)
+            .expect("embedded file policy pack is valid")
+            .for_files()
+    }
+
+    /// Loads a folder-event pack (`DIR/files/` of a policy directory).
+    pub fn load_files_dir(dir: &Path) -> Result<Self, PolicyError> {
+        Ok(PolicyPack::load_dir(dir)?.for_files())
+    }
+
+    fn for_files(mut self) -> Self {
+        self.unexplained = Rule {
+            explain: "No policy explains {action} of {path} in PHI folder {folder} (owner {user}).".into(),
+            hipaa: "45 CFR 164.308(a)(1)(ii)(D) information system activity review".into(),
+            ..unexplained_rule()
+        };
+        self
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -466,23 +521,7 @@ impl<'p> Detector<'p> {
         if errors > 0 {
             self.stats.eval_errors += errors;
         }
-        let raised: Vec<u16> = match response.decision() {
-            Decision::Allow => Vec::new(),
-            Decision::Deny => {
-                let mut ids: Vec<u16> = response
-                    .diagnostics()
-                    .reason()
-                    .filter_map(|id| self.pack.rule_ix.get(id.to_string().as_str()).copied())
-                    .filter(|&ix| self.pack.rules[ix as usize].forbid)
-                    .collect();
-                ids.sort_unstable();
-                if ids.is_empty() {
-                    ids.push(UNEXPLAINED);
-                }
-                ids
-            }
-        };
-        Arc::from(raised)
+        Arc::from(self.pack.raised(&response))
     }
 
     fn request(

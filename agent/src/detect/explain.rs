@@ -4,8 +4,13 @@ use crate::context::{sensitive, ContextStore};
 use crate::enrich::{relationship_names, EnrichedAccess};
 use crate::time::format_ms;
 
-/// Replaces `{name}` placeholders; unknown names are left as written so a typo shows.
+/// Fills a template with the facts of one access.
 pub fn fill(template: &str, a: &EnrichedAccess, store: &ContextStore) -> String {
+    fill_with(template, |name| value(name, a, store))
+}
+
+/// Replaces `{name}` placeholders; unknown names are left as written so a typo shows.
+pub fn fill_with(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -16,7 +21,7 @@ pub fn fill(template: &str, a: &EnrichedAccess, store: &ContextStore) -> String 
             return out;
         };
         let name = &after[..close];
-        match value(name, a, store) {
+        match value(name) {
             Some(v) => out.push_str(&v),
             None => out.push_str(&rest[open..open + close + 2]),
         }
@@ -26,7 +31,7 @@ pub fn fill(template: &str, a: &EnrichedAccess, store: &ContextStore) -> String 
     out
 }
 
-fn or_unknown(s: &str) -> String {
+pub(super) fn or_unknown(s: &str) -> String {
     if s.is_empty() {
         "unknown".to_owned()
     } else {

@@ -1,7 +1,9 @@
-//! Detect: judges each enriched access with the Cedar policy pack.
+//! Detect: judges each enriched access, and each PHI folder event, with Cedar policy packs.
 
 pub mod cedar;
 mod explain;
+pub mod files;
 mod locate;
 
 pub use cedar::{Detector, PolicyError, PolicyPack, Rule};
+pub use files::FileDetector;

@@ -1,0 +1,227 @@
+//! IHE ATNA audit messages: DICOM PS3.15 A.5 `AuditMessage` XML and its predecessor RFC 3881.
+//!
+//! user    = `UserID` of an `ActiveParticipant` with `UserIsRequestor` true, preferring a person
+//!           (a `UserName`, or a role that is not an application/node role) over the
+//!           application that also requests
+//! patient = `ParticipantObjectID` of the object with type 1 (person) and role 1 (patient), or
+//!           with ID type code 2 (patient number); an HL7 CX value keeps its ID component
+//! action  = `EventActionCode` refined by `EventID` (110106 export, 110112 query) and
+//!           `EventTypeCode`
+//! break-the-glass = `PurposeOfUse` ETREAT or BTG, or `EventID` 110127 (emergency override)
+//!
+//! Both attribute spellings of coded values are read: DICOM's `csd-code` and RFC 3881's `code`.
+
+use super::audit_event::{classify_action, line_hash, truncate};
+use super::{DecodeError, Decoded};
+use crate::event::AccessEvent;
+use crate::time::parse_fhir_time;
+use roxmltree::{Document, Node};
+
+/// Roles of a participant that is software or a network node rather than a person.
+const SYSTEM_ROLES: [&str; 6] = ["110150", "110151", "110152", "110153", "110154", "110155"];
+const BREAK_GLASS_PURPOSES: [&str; 2] = ["ETREAT", "BTG"];
+const EMERGENCY_OVERRIDE: &str = "110127";
+
+pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
+    let text = std::str::from_utf8(message).map_err(|e| DecodeError::Xml {
+        reason: format!("not UTF-8 after byte {}", e.valid_up_to()),
+    })?;
+    let text = text.trim_start_matches('\u{feff}').trim();
+    let doc = Document::parse(text).map_err(|e| DecodeError::Xml {
+        reason: super::redact_quoted(&e.to_string()),
+    })?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "AuditMessage" {
+        return Err(DecodeError::NotAuditMessage(truncate(
+            root.tag_name().name(),
+            40,
+        )));
+    }
+    let event = child(root, "EventIdentification").ok_or(DecodeError::Missing("EventIdentification"))?;
+    let when = event
+        .attribute("EventDateTime")
+        .ok_or(DecodeError::Missing("EventDateTime"))?;
+    let time_ms = parse_fhir_time(when).ok_or(DecodeError::BadTime("EventDateTime"))?;
+    let action_code = match event.attribute("EventActionCode") {
+        None => 'E',
+        Some(a @ ("C" | "R" | "U" | "D" | "E")) => a.chars().next().unwrap_or('E'),
+        Some(_) => return Err(DecodeError::BadAction),
+    };
+    let event_id = child(event, "EventID").map(code).unwrap_or("");
+    let type_codes: Vec<&str> = children(event, "EventTypeCode").map(code).collect();
+
+    let Some(patient) = find_patient(root) else {
+        return Ok(Decoded::NoPatient);
+    };
+    let requestor = find_requestor(root).ok_or(DecodeError::NoRequestor)?;
+    let user = requestor
+        .attribute("UserID")
+        .filter(|u| !u.trim().is_empty())
+        .ok_or(DecodeError::NoRequestor)?;
+
+    let break_glass = event_id == EMERGENCY_OVERRIDE
+        || children(event, "PurposeOfUse")
+            .chain(children(requestor, "PurposeOfUse"))
+            .any(|p| BREAK_GLASS_PURPOSES.contains(&code(p)));
+    let workstation = requestor.attribute("NetworkAccessPointID").unwrap_or("");
+
+    Ok(Decoded::Access(AccessEvent {
+        id: line_hash(text.as_bytes()),
+        time_ms,
+        user: user.trim().to_owned(),
+        patient: Some(patient.to_owned()),
+        action: classify_action(action_code, event_id, |needle| {
+            type_codes.iter().any(|c| c.eq_ignore_ascii_case(needle))
+        }),
+        action_code,
+        subtype: type_codes.first().copied().unwrap_or("").to_owned(),
+        break_glass,
+        workstation: workstation.to_owned(),
+        succeeded: matches!(event.attribute("EventOutcomeIndicator"), None | Some("0")),
+    }))
+}
+
+fn child<'a, 'i>(node: Node<'a, 'i>, name: &'static str) -> Option<Node<'a, 'i>> {
+    children(node, name).next()
+}
+
+fn children<'a, 'i: 'a>(
+    node: Node<'a, 'i>,
+    name: &'static str,
+) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    node.children()
+        .filter(move |c| c.is_element() && c.tag_name().name() == name)
+}
+
+/// The code of a coded value in either schema's spelling.
+fn code<'a>(node: Node<'a, '_>) -> &'a str {
+    node.attribute("csd-code")
+        .or_else(|| node.attribute("code"))
+        .unwrap_or("")
+}
+
+fn find_patient<'a>(root: Node<'a, '_>) -> Option<&'a str> {
+    let objects: Vec<_> = children(root, "ParticipantObjectIdentification").collect();
+    let by_role = objects.iter().find(|o| {
+        o.attribute("ParticipantObjectTypeCode") == Some("1")
+            && o.attribute("ParticipantObjectTypeCodeRole") == Some("1")
+    });
+    let by_id_type = || {
+        objects.iter().find(|o| {
+            child(**o, "ParticipantObjectIDTypeCode").is_some_and(|c| code(c) == "2")
+        })
+    };
+    let id = by_role.or_else(by_id_type)?.attribute("ParticipantObjectID")?;
+    // HL7 v2 CX: ID^check digit^scheme^assigning authority; the context knows the ID.
+    let id = id.split('^').next().unwrap_or(id).trim();
+    (!id.is_empty()).then_some(id)
+}
+
+fn find_requestor<'a, 'i>(root: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
+    // RFC 3881 defaults UserIsRequestor to true.
+    let requestors = children(root, "ActiveParticipant")
+        .filter(|p| p.attribute("UserIsRequestor").is_none_or(|v| v == "true" || v == "1"));
+    let person_score = |p: &Node<'_, '_>| {
+        let named = p.attribute("UserName").is_some_and(|n| !n.trim().is_empty());
+        let roles: Vec<&str> = children(*p, "RoleIDCode").map(code).collect();
+        let person_role = roles.iter().any(|r| !SYSTEM_ROLES.contains(r));
+        let system_only = !roles.is_empty() && !person_role;
+        i32::from(named) * 2 + i32::from(person_role) - i32::from(system_only) * 2
+    };
+    // max_by_key keeps the last of equals; the first listed requestor should win ties.
+    let mut best: Option<(i32, Node<'a, 'i>)> = None;
+    for p in requestors {
+        let s = person_score(&p);
+        if best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, p));
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Action;
+
+    const PATIENT_RECORD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<AuditMessage>
+  <EventIdentification EventActionCode="R" EventDateTime="2026-03-01T10:15:00.000Z" EventOutcomeIndicator="0">
+    <EventID csd-code="110110" codeSystemName="DCM" originalText="Patient Record"/>
+  </EventIdentification>
+  <ActiveParticipant UserID="ehr-app" UserIsRequestor="true" NetworkAccessPointID="10.0.0.5" NetworkAccessPointTypeCode="2">
+    <RoleIDCode csd-code="110150" codeSystemName="DCM" originalText="Application"/>
+  </ActiveParticipant>
+  <ActiveParticipant UserID="pr-17" UserName="Alice Carter" UserIsRequestor="true" NetworkAccessPointID="ws-4">
+    <RoleIDCode csd-code="6868009" codeSystemName="SNOMED-CT" originalText="Hospital nurse"/>
+  </ActiveParticipant>
+  <AuditSourceIdentification AuditSourceID="ehr"/>
+  <ParticipantObjectIdentification ParticipantObjectID="pt-9^^^&amp;1.2.3&amp;ISO" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">
+    <ParticipantObjectIDTypeCode csd-code="2" codeSystemName="RFC-3881" originalText="Patient Number"/>
+    <ParticipantObjectName>DOE^JANE</ParticipantObjectName>
+  </ParticipantObjectIdentification>
+</AuditMessage>"#;
+
+    fn access(xml: &str) -> AccessEvent {
+        match decode_atna(xml.as_bytes()).unwrap() {
+            Decoded::Access(a) => a,
+            Decoded::NoPatient => panic!("no patient"),
+        }
+    }
+
+    #[test]
+    fn patient_record_read_by_the_person_not_the_application() {
+        let a = access(PATIENT_RECORD);
+        assert_eq!(a.user, "pr-17");
+        assert_eq!(a.patient.as_deref(), Some("pt-9"));
+        assert_eq!(a.action, Action::View);
+        assert_eq!(a.workstation, "ws-4");
+        assert_eq!(a.time_ms, parse_fhir_time("2026-03-01T10:15:00Z").unwrap());
+        assert!(a.succeeded && !a.break_glass);
+        assert!(a.id.starts_with("sha256:"));
+        assert_eq!(a.id, access(PATIENT_RECORD).id, "the id is stable");
+    }
+
+    #[test]
+    fn rfc3881_spelling_query_and_break_glass() {
+        let xml = r#"<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-03-01T10:15:00+01:00" EventOutcomeIndicator="4"><EventID code="110112" codeSystemName="DCM" displayName="Query"/><EventTypeCode code="ITI-21" displayName="Patient Demographics Query"/><PurposeOfUse code="BTG"/></EventIdentification><ActiveParticipant UserID="pr-3"/><ParticipantObjectIdentification ParticipantObjectID="pt-1"><ParticipantObjectIDTypeCode code="2"/></ParticipantObjectIdentification></AuditMessage>"#;
+        let a = access(xml);
+        assert_eq!(a.action, Action::Query);
+        assert_eq!(a.subtype, "ITI-21");
+        assert_eq!(a.user, "pr-3");
+        assert_eq!(a.patient.as_deref(), Some("pt-1"));
+        assert!(a.break_glass && !a.succeeded);
+    }
+
+    #[test]
+    fn export_event_and_login_without_patient() {
+        let export = PATIENT_RECORD.replace("csd-code=\"110110\"", "csd-code=\"110106\"");
+        assert_eq!(access(&export).action, Action::Export);
+        let login = r#"<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-03-01T10:15:00Z" EventOutcomeIndicator="0"><EventID csd-code="110114"/></EventIdentification><ActiveParticipant UserID="pr-3" UserIsRequestor="true"/></AuditMessage>"#;
+        assert_eq!(decode_atna(login.as_bytes()).unwrap(), Decoded::NoPatient);
+    }
+
+    #[test]
+    fn bad_messages_are_errors_that_do_not_echo_phi() {
+        let cases = [
+            ("<AuditMessage><EventIdentification", "XML"),
+            ("<Other/>", "not an AuditMessage"),
+            ("<AuditMessage/>", "EventIdentification"),
+            (
+                r#"<AuditMessage><EventIdentification EventDateTime="yesterday"/></AuditMessage>"#,
+                "EventDateTime",
+            ),
+            (
+                r#"<AuditMessage><EventIdentification EventDateTime="2026-03-01T10:15:00Z"/><ParticipantObjectIdentification ParticipantObjectID="DOE^JANE" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"/></AuditMessage>"#,
+                "requesting",
+            ),
+        ];
+        for (xml, expect) in cases {
+            let e = decode_atna(xml.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(expect), "{xml}: {e}");
+            assert!(!e.contains("DOE"), "{e}");
+        }
+        let e = decode_atna(b"\xff\xfe<").unwrap_err().to_string();
+        assert!(e.contains("UTF-8"), "{e}");
+    }
+}

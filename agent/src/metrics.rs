@@ -1,0 +1,206 @@
+//! The agent's counters and their Prometheus text rendering (`/metrics`).
+
+use crate::spool::IntakeMetrics;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Upper bounds (seconds) of the delay histogram's buckets.
+const DELAY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Seconds from an access's own time to its findings being stored: how far detection trails
+/// the EHR. Clock skew between the EHR and this host shows up here too, which is worth seeing.
+#[derive(Default)]
+pub struct DelayHistogram {
+    buckets: [AtomicU64; DELAY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ms: AtomicI64,
+}
+
+impl DelayHistogram {
+    pub fn observe(&self, delay_ms: i64) {
+        let delay_ms = delay_ms.max(0);
+        let secs = delay_ms as f64 / 1000.0;
+        for (i, le) in DELAY_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(delay_ms, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "phiwatch_event_delay_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Seconds from an access's recorded time to its findings being stored.\n# TYPE {name} histogram\n"
+        ));
+        for (i, le) in DELAY_BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "{name}_bucket{{le=\"{le}\"}} {}\n",
+                self.buckets[i].load(Ordering::Relaxed)
+            ));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!(
+            "{name}_sum {}\n{name}_count {count}\n",
+            self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        ));
+    }
+}
+
+#[derive(Default)]
+pub struct SourceMetrics {
+    pub name: String,
+    pub lines: AtomicU64,
+    pub accesses: AtomicU64,
+    pub bad_lines: AtomicU64,
+    pub lag_bytes: AtomicU64,
+    pub files: AtomicU64,
+    pub last_checkpoint_ms: AtomicI64,
+    pub errors: AtomicU64,
+    /// Messages or folder events taken into the spool (syslog and folder sources).
+    pub intake: Arc<IntakeMetrics>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub sources: Vec<SourceMetrics>,
+    pub findings: AtomicU64,
+    pub findings_new: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    pub detection_alive: AtomicBool,
+    /// Set by SIGHUP: reload settings, policies and context now.
+    pub reload_requested: AtomicBool,
+    pub delay: DelayHistogram,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP phiwatch_up 1 while the detection thread runs.\n# TYPE phiwatch_up gauge\n",
+        );
+        out.push_str(&format!(
+            "phiwatch_up {}\n",
+            u8::from(self.detection_alive.load(Ordering::Relaxed))
+        ));
+        type Gauge = fn(&SourceMetrics) -> f64;
+        let per_source: [(&str, &str, &str, Gauge); 10] = [
+            (
+                "phiwatch_source_lines_total",
+                "counter",
+                "Lines read per source.",
+                |m| m.lines.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_events_total",
+                "counter",
+                "Patient accesses decoded per source.",
+                |m| m.accesses.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_bad_lines_total",
+                "counter",
+                "Lines rejected by the decoder per source.",
+                |m| m.bad_lines.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_lag_bytes",
+                "gauge",
+                "Bytes written to tailed files but not yet processed.",
+                |m| m.lag_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_files",
+                "gauge",
+                "Files tracked per source.",
+                |m| m.files.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_errors_total",
+                "counter",
+                "Read or store failures per source (retried).",
+                |m| m.errors.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_received_total",
+                "counter",
+                "Syslog messages or folder events taken into the source's spool.",
+                |m| m.intake.received.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_rejected_total",
+                "counter",
+                "Syslog messages or connections rejected (framing, size, TLS), or watch errors.",
+                |m| m.intake.rejected.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_connections_total",
+                "counter",
+                "TCP and TLS connections accepted.",
+                |m| m.intake.connections.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_checkpoint_age_seconds",
+                "gauge",
+                "Seconds since the source last saved its checkpoint.",
+                |m| {
+                    let last = m.last_checkpoint_ms.load(Ordering::Relaxed);
+                    if last == 0 {
+                        -1.0
+                    } else {
+                        (now_ms() - last) as f64 / 1000.0
+                    }
+                },
+            ),
+        ];
+        for (name, kind, help, get) in per_source {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for m in &self.sources {
+                out.push_str(&format!("{name}{{source=\"{}\"}} {}\n", m.name, get(m)));
+            }
+        }
+        for (name, help, v) in [
+            (
+                "phiwatch_findings_total",
+                "Findings raised (including replays).",
+                &self.findings,
+            ),
+            (
+                "phiwatch_findings_stored_total",
+                "Findings new to the store.",
+                &self.findings_new,
+            ),
+            (
+                "phiwatch_store_errors_total",
+                "Store transactions that failed.",
+                &self.store_errors,
+            ),
+            (
+                "phiwatch_reloads_total",
+                "Successful reloads of settings, policies and context.",
+                &self.reloads,
+            ),
+            (
+                "phiwatch_reload_failures_total",
+                "Rejected reloads (the previous version keeps running).",
+                &self.reload_failures,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        self.delay.render(&mut out);
+        out
+    }
+}
