@@ -1,45 +1,16 @@
 //! `phiwatch run` end to end: the real binary tails a log, stores accesses and findings,
 //! serves /healthz and /metrics, and stops cleanly on SIGTERM with its checkpoint saved.
 
+mod agent;
 mod common;
+
+use agent::{count, free_port, get, metric, wait_for, Agent};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 /// An agent config tailing `D/logs/*.ndjson` into `D/data`, metrics on `port`.
 fn write_config(
@@ -60,49 +31,6 @@ fn write_config(
         ),
     )
     .unwrap();
-}
-
-/// Kills the agent if a test fails midway, so no orphan outlives the test.
-struct Agent(std::process::Child);
-
-impl Agent {
-    fn start(config: &std::path::Path) -> Agent {
-        Agent(
-            Command::new(env!("CARGO_BIN_EXE_phiwatch"))
-                .args(["run", "--config", config.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.0.id() as i32, sig) };
-    }
-
-    /// SIGTERM, then the exit status and everything the agent logged.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        self.signal(libc::SIGTERM);
-        let mut log = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            let _ = e.read_to_string(&mut log);
-        }
-        (self.0.wait().unwrap(), log)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn count(db: &std::path::Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
-        .unwrap_or(-1)
 }
 
 #[test]
@@ -197,13 +125,6 @@ fn bad_config_is_reported_with_its_line() {
         err.contains("bad.toml") && err.contains("line 2") && err.contains("poll"),
         "{err}"
     );
-}
-
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let body = get(port, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l[name.len()..].trim().parse().ok())
 }
 
 #[test]

@@ -77,7 +77,8 @@ pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
         subtype: type_codes.first().copied().unwrap_or("").to_owned(),
         break_glass,
         workstation: workstation.to_owned(),
-        succeeded: matches!(event.attribute("EventOutcomeIndicator"), None | Some("0")),
+        // Some senders write success (0) as an empty attribute.
+        succeeded: matches!(event.attribute("EventOutcomeIndicator"), None | Some("0" | "")),
     }))
 }
 
