@@ -60,7 +60,7 @@ fn default_listen() -> SocketAddr {
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
 pub enum Source {
     /// Tail files matching globs.
-    File(FileSource),
+    File(Box<FileSource>),
     /// Receive IHE ATNA audit messages over syslog (RFC 5424 on UDP, TCP or TLS).
     Syslog(SyslogSource),
     /// Watch PHI folders for created, changed, renamed, deleted, exposed and bulk-read files.
@@ -195,16 +195,25 @@ impl Config {
                     }
                     match (&s.format, &s.csv) {
                         (Format::Csv, None) => {
-                            return Err(fail("format = \"csv\" needs a [source.csv] column mapping".into()))
+                            return Err(fail(
+                                "format = \"csv\" needs a [source.csv] column mapping".into(),
+                            ))
                         }
-                        (Format::Csv, Some(m)) => m.validate().map_err(|e| fail(format!("csv: {e}")))?,
-                        (_, Some(_)) => return Err(fail("[source.csv] is only for format = \"csv\"".into())),
+                        (Format::Csv, Some(m)) => {
+                            m.validate().map_err(|e| fail(format!("csv: {e}")))?
+                        }
+                        (_, Some(_)) => {
+                            return Err(fail("[source.csv] is only for format = \"csv\"".into()))
+                        }
                         _ => {}
                     }
                 }
                 Source::Syslog(s) => {
                     if !listens.insert((s.listen, s.transport == Transport::Udp)) {
-                        return Err(fail(format!("{} is already used by another source", s.listen)));
+                        return Err(fail(format!(
+                            "{} is already used by another source",
+                            s.listen
+                        )));
                     }
                     let tls_files = [&s.tls_cert, &s.tls_key, &s.tls_client_ca];
                     match s.transport {
@@ -217,7 +226,10 @@ impl Config {
                         _ => {}
                     }
                     if s.max_message_bytes < 1024 {
-                        return Err(fail("max_message_bytes below 1024 would reject ordinary audit messages".into()));
+                        return Err(fail(
+                            "max_message_bytes below 1024 would reject ordinary audit messages"
+                                .into(),
+                        ));
                     }
                 }
                 Source::Folder(s) => {
@@ -225,7 +237,9 @@ impl Config {
                         return Err(fail("no paths".into()));
                     }
                     if s.burst_files < 2 || s.burst_seconds == 0 {
-                        return Err(fail("burst_files must be at least 2 and burst_seconds at least 1".into()));
+                        return Err(fail(
+                            "burst_files must be at least 2 and burst_seconds at least 1".into(),
+                        ));
                     }
                 }
             }

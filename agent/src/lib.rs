@@ -6,6 +6,7 @@
 //! [`scan`] wires the stages for a replay; [`demo`] builds a synthetic hospital to exercise them.
 
 pub mod bench;
+pub mod bench_live;
 pub mod config;
 pub mod context;
 pub mod decode;

@@ -113,6 +113,25 @@ struct BenchArgs {
     /// Keep the generated data here (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Benchmark the running daemon instead: detection latency at a steady rate, tail
+    /// throughput beside scan, and peak memory with the generated context.
+    #[arg(long)]
+    live: bool,
+    /// --live: patients in the generated context (staff: one per ten, at least 3,000).
+    #[arg(long, default_value_t = 100_000)]
+    patients: usize,
+    /// --live: events per second in the latency phase.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u32,
+    /// --live: length of the latency phase in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// --live: events appended at once in the throughput phase.
+    #[arg(long, default_value_t = 200_000)]
+    block: usize,
+    /// --live: the daemon's poll interval (the product default is 250).
+    #[arg(long, default_value_t = 250)]
+    poll_ms: u64,
 }
 
 fn main() {
@@ -129,6 +148,16 @@ fn main() {
         Command::Scan(a) => scan(a),
         Command::Run { config } => phiwatch::run::run(&config),
         Command::Demo(a) => demo(a),
+        Command::Bench(a) if a.live => {
+            phiwatch::bench_live::run(&phiwatch::bench_live::LiveOptions {
+                patients: a.patients,
+                rate: a.rate,
+                seconds: a.seconds,
+                block: a.block,
+                poll_ms: a.poll_ms,
+                dir: a.dir,
+            })
+        }
         Command::Bench(a) => phiwatch::bench::run(a.events, a.dir.as_deref()),
         Command::Policies { dir } => policies(dir),
     };

@@ -8,15 +8,16 @@ use crate::config::{Config, Format, Source};
 use crate::decode::csv::CsvDecoder;
 use crate::decode::{Item, LineDecoder};
 use crate::detect::FileDetector;
+use crate::metrics::{now_ms, Metrics, SourceMetrics};
 use crate::pipeline::{Judged, Pipeline};
 use crate::reload::{Inputs, Loaded};
 use crate::spool::{SharedSpool, Spool, DEFAULT_MAX_BYTES};
 use crate::store::Store;
 use crate::syslog;
 use crate::tail::{Chunk, Tailer};
-use crate::metrics::{now_ms, Metrics, SourceMetrics};
 use crate::watch::FolderWatch;
 use anyhow::{Context as _, Result};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -26,9 +27,11 @@ use std::time::Duration;
 /// Batches waiting for detection; beyond this, sources block.
 const QUEUE: usize = 4;
 /// Bytes a source reads per file per poll.
-const CHUNK_BYTES: usize = 1 << 20;
+const CHUNK_BYTES: usize = 4 << 20;
 /// Spools are local and appended by the agent itself: poll them often.
 const SPOOL_POLL: Duration = Duration::from_millis(50);
+/// Checkpoint writes while a source is catching up.
+const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// How often received messages are forced to disk.
 const SPOOL_SYNC: Duration = Duration::from_millis(200);
 
@@ -36,6 +39,9 @@ struct Batch {
     items: Vec<Item>,
     reply: SyncSender<Result<(), String>>,
 }
+
+/// A chunk handed to detection, and where the answer comes (`None`: nothing to store).
+type InFlight = (Chunk, Option<Receiver<Result<(), String>>>);
 
 /// How a source's records reach its tailer.
 struct Reader {
@@ -95,9 +101,9 @@ pub fn run(config_path: &Path) -> Result<()> {
                 decoder: match f.format {
                     Format::FhirAuditevent => LineDecoder::Fhir,
                     Format::AtnaXml => LineDecoder::Atna,
-                    Format::Csv => LineDecoder::Csv(CsvDecoder::new(
+                    Format::Csv => LineDecoder::Csv(Box::new(CsvDecoder::new(
                         f.csv.context("format = \"csv\" without a mapping")?,
-                    )),
+                    ))),
                 },
                 poll: Duration::from_millis(f.poll_ms.max(10)),
                 spool_active: None,
@@ -117,7 +123,13 @@ pub fn run(config_path: &Path) -> Result<()> {
                 });
                 let spool = spool.shared();
                 spools.push(spool.clone());
-                listeners.push((listener, name, s.max_message_bytes, spool, metrics.sources[ix].intake.clone()));
+                listeners.push((
+                    listener,
+                    name,
+                    s.max_message_bytes,
+                    spool,
+                    metrics.sources[ix].intake.clone(),
+                ));
             }
             Source::Folder(f) => {
                 let spool = Spool::open(&spool_dir, &name, DEFAULT_MAX_BYTES)
@@ -166,11 +178,15 @@ pub fn run(config_path: &Path) -> Result<()> {
     drop(tx);
     for w in watchers {
         let stop = stop.clone();
-        threads.push(std::thread::Builder::new().name("watch".into()).spawn(move || {
-            if let Err(e) = w.run(stop) {
-                tracing::error!("folder watcher stopped: {e:#}");
-            }
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("watch".into())
+                .spawn(move || {
+                    if let Err(e) = w.run(stop) {
+                        tracing::error!("folder watcher stopped: {e:#}");
+                    }
+                })?,
+        );
     }
     for (listener, name, max, spool, m) in listeners {
         rt.spawn(syslog::serve(listener, name, max, spool, m));
@@ -371,6 +387,13 @@ fn tail_loop(
     metrics: Arc<Metrics>,
 ) {
     let m = &metrics.sources[r.ix];
+    let mut unsaved = false;
+    let mut last_save = std::time::Instant::now();
+    // Chunks handed to detection, oldest first. One may be in flight while the next is read
+    // and decoded here, so reading and judging overlap; commits stay in order.
+    let mut pending: VecDeque<InFlight> = VecDeque::new();
+    let (wake_tx, wake) = sync_channel::<()>(1);
+    let _watcher = watch_dirs(&r.patterns, wake_tx, &r.name);
     while !stop.load(Ordering::SeqCst) {
         let chunks = match tailer.poll() {
             Ok(c) => c,
@@ -381,25 +404,46 @@ fn tail_loop(
                 continue;
             }
         };
+        let caught_up = chunks.is_empty();
         let mut progressed = false;
-        for chunk in chunks {
+        let mut failed = false;
+        for mut chunk in chunks {
             let items = decode_chunk(&mut r, &chunk, m);
-            match judge(items, &tx) {
-                Ok(()) => {
-                    if let Err(e) = tailer.commit(&chunk) {
-                        tracing::error!(source = %r.name, "commit: {e}");
-                        break;
-                    }
-                    progressed = true;
-                }
+            chunk.lines = Vec::new();
+            let answer = match send(items, &tx) {
+                Ok(a) => a,
                 Err(e) => {
-                    m.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(source = %r.name, "storing a batch failed, will retry: {e}");
+                    failed = true;
+                    tracing::error!(source = %r.name, "{e}");
                     break;
                 }
+            };
+            pending.push_back((chunk, answer));
+            while pending.len() > 1 && !failed {
+                failed = !finish(&mut pending, &mut tailer, &r.name, m);
+                progressed |= !failed;
+            }
+            if failed {
+                break;
             }
         }
-        if progressed {
+        while caught_up && !failed && !pending.is_empty() {
+            failed = !finish(&mut pending, &mut tailer, &r.name, m);
+            progressed |= !failed;
+        }
+        if failed {
+            // Everything after the last commit is read and judged again; the store is
+            // idempotent, so batches that did land are not duplicated.
+            pending.clear();
+            tailer.rewind();
+            std::thread::sleep(r.poll);
+        }
+        unsaved |= progressed;
+        // While catching up, checkpoints are written at most every SAVE_EVERY: a crash then
+        // replays a little more, which the idempotent store absorbs, for far fewer fsyncs.
+        if unsaved && (caught_up || last_save.elapsed() >= SAVE_EVERY) {
+            last_save = std::time::Instant::now();
+            unsaved = false;
             match tailer.save() {
                 Ok(()) => m.last_checkpoint_ms.store(now_ms(), Ordering::Relaxed),
                 Err(e) => {
@@ -418,13 +462,103 @@ fn tail_loop(
         }
         m.lag_bytes.store(tailer.lag_bytes(), Ordering::Relaxed);
         m.files.store(tailer.tracked() as u64, Ordering::Relaxed);
-        if !progressed {
-            std::thread::sleep(r.poll);
+        if caught_up {
+            // Woken early by a change in a watched directory; the poll interval is the
+            // fallback for file systems without inotify (NFS, some container mounts).
+            let _ = wake.recv_timeout(r.poll);
+            while wake.try_recv().is_ok() {}
+        }
+    }
+    // Shutdown: wait for what is in flight so its checkpoint can be saved.
+    while !pending.is_empty() {
+        if !finish(&mut pending, &mut tailer, &r.name, m) {
+            break;
         }
     }
     if let Err(e) = tailer.save() {
         tracing::error!(source = %r.name, "saving checkpoint at shutdown: {e}");
     }
+}
+
+/// Watches the fixed directory part of each glob, so a write wakes the tailer at once.
+/// Returns the watcher (dropping it stops the watch); `None` means polling only.
+fn watch_dirs(
+    patterns: &[String],
+    wake: SyncSender<()>,
+    name: &str,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    use notify::Watcher;
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Only changes to data wake the tailer: its own directory listings and opens would
+        // otherwise wake it forever.
+        let relevant = res.is_ok_and(|e| match e.kind {
+            EventKind::Create(_) | EventKind::Remove(_) => true,
+            EventKind::Modify(ModifyKind::Metadata(_)) => false,
+            EventKind::Modify(_) => true,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            _ => false,
+        });
+        if relevant {
+            // A full channel already holds a wake-up: nothing is lost by dropping this one.
+            let _ = wake.try_send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(source = %name, "no file notifications, polling only: {e}"))
+    .ok()?;
+    let mut dirs: Vec<PathBuf> = patterns
+        .iter()
+        .filter_map(|p| {
+            let fixed: PathBuf = Path::new(p)
+                .components()
+                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                .collect();
+            // A pattern without wildcards names a file: watch its directory.
+            let dir = if fixed.as_os_str() == p.as_str() {
+                fixed.parent()?.to_owned()
+            } else {
+                fixed
+            };
+            dir.is_dir().then_some(dir)
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        if let Err(e) = w.watch(&d, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(source = %name, dir = %d.display(), "cannot watch, polling only: {e}");
+        }
+    }
+    Some(w)
+}
+
+/// Waits for the oldest pending chunk's result and commits it. False when it was not stored.
+fn finish(
+    pending: &mut VecDeque<InFlight>,
+    tailer: &mut Tailer,
+    name: &str,
+    m: &SourceMetrics,
+) -> bool {
+    let Some((chunk, answer)) = pending.pop_front() else {
+        return true;
+    };
+    let stored = match answer {
+        None => Ok(()),
+        Some(rx) => rx
+            .recv()
+            .unwrap_or_else(|_| Err("detection thread stopped".to_owned())),
+    };
+    if let Err(e) = stored {
+        m.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(source = %name, "storing a batch failed, will retry: {e}");
+        return false;
+    }
+    if let Err(e) = tailer.commit(&chunk) {
+        m.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(source = %name, "commit: {e}");
+        return false;
+    }
+    true
 }
 
 /// Decodes a chunk's lines in the source's own thread, so sources decode in parallel and
@@ -461,18 +595,17 @@ fn decode_chunk(r: &mut Reader, chunk: &Chunk, m: &SourceMetrics) -> Vec<Item> {
     items
 }
 
-/// Hands items to detection and waits until their results are stored.
-fn judge(items: Vec<Item>, tx: &SyncSender<Batch>) -> Result<(), String> {
+/// Hands items to detection; the receiver answers once their results are stored (`None`:
+/// nothing to store, done already).
+fn send(
+    items: Vec<Item>,
+    tx: &SyncSender<Batch>,
+) -> Result<Option<Receiver<Result<(), String>>>, String> {
     if items.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let (reply, answer) = sync_channel(1);
-    tx.send(Batch {
-        items,
-        reply,
-    })
-    .map_err(|_| "detection thread stopped".to_owned())?;
-    answer
-        .recv()
-        .map_err(|_| "detection thread stopped".to_owned())?
+    tx.send(Batch { items, reply })
+        .map_err(|_| "detection thread stopped".to_owned())?;
+    Ok(Some(answer))
 }

@@ -39,7 +39,10 @@ impl Spool {
 
     /// The glob the source's tailer follows: the active file and its rotated segments.
     pub fn pattern(dir: &Path, name: &str) -> String {
-        format!("{}*", glob::Pattern::escape(&Self::active_path(dir, name).display().to_string()))
+        format!(
+            "{}*",
+            glob::Pattern::escape(&Self::active_path(dir, name).display().to_string())
+        )
     }
 
     pub fn open(dir: &Path, name: &str, max_bytes: u64) -> std::io::Result<Self> {
@@ -63,7 +66,11 @@ impl Spool {
     /// Appends one record as one line (a single write, so records never interleave).
     pub fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
         let mut line = Vec::with_capacity(record.len() + 1);
-        line.extend(record.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+        line.extend(
+            record
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.size += line.len() as u64;
@@ -84,7 +91,10 @@ impl Spool {
             rotated = self.active.with_extension(format!("log.{stamp}-{n}"));
         }
         std::fs::rename(&self.active, &rotated)?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.active)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.active)?;
         self.size = 0;
         self.dirty = false;
         if let Some(dir) = self.active.parent() {

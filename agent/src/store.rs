@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS accesses (
     subtype     TEXT NOT NULL,
     break_glass INTEGER NOT NULL,
     workstation TEXT NOT NULL,
-    succeeded   INTEGER NOT NULL
+    succeeded   INTEGER NOT NULL,
+    -- When phiwatch stored it (epoch ms): detection delay = stored_ms - time_ms.
+    stored_ms   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 -- Case timelines start from the patients involved, then filter by user.
 CREATE INDEX IF NOT EXISTS accesses_patient ON accesses (patient_id, time_ms);
@@ -89,6 +91,21 @@ impl Store {
         )
         .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        // Stores created by 0.1 pre-releases lack stored_ms.
+        let has_stored_ms: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('accesses') WHERE name = 'stored_ms'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sql)?
+            > 0;
+        if !has_stored_ms {
+            conn.execute_batch(
+                "ALTER TABLE accesses ADD COLUMN stored_ms INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(sql)?;
+        }
         Ok(Store { conn, path: p })
     }
 
@@ -113,12 +130,13 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(sql)?;
         let (mut new_accesses, mut new_findings) = (0, 0);
+        let now_ms = chrono::Utc::now().timestamp_millis();
         {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO accesses (event_id, time_ms, user_id, patient_id, action,
-                     subtype, break_glass, workstation, succeeded)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     subtype, break_glass, workstation, succeeded, stored_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(sql)?;
             for a in accesses {
@@ -132,7 +150,8 @@ impl Store {
                         a.subtype,
                         a.break_glass,
                         a.workstation,
-                        a.succeeded
+                        a.succeeded,
+                        now_ms
                     ])
                     .map_err(sql)?;
             }

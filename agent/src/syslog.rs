@@ -36,7 +36,8 @@ pub async fn bind(src: &SyslogSource) -> Result<Listener> {
                 .with_context(|| format!("source {:?}: binding TCP {at}", src.name))?,
         ),
         Transport::Tls => {
-            let acceptor = tls_acceptor(src).with_context(|| format!("source {:?}: TLS", src.name))?;
+            let acceptor =
+                tls_acceptor(src).with_context(|| format!("source {:?}: TLS", src.name))?;
             let l = TcpListener::bind(at)
                 .await
                 .with_context(|| format!("source {:?}: binding TLS {at}", src.name))?;
@@ -81,10 +82,12 @@ fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
                     .add(c)
                     .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .context("client certificate verifier")?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("client certificate verifier")?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -126,7 +129,9 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     metrics.connections.fetch_add(1, Ordering::Relaxed);
                     let (name, spool, m) = (name.clone(), spool.clone(), metrics.clone());
-                    tokio::spawn(async move { read_stream(stream, peer, max, name, spool, m).await });
+                    tokio::spawn(
+                        async move { read_stream(stream, peer, max, name, spool, m).await },
+                    );
                 }
                 Err(e) => tracing::warn!(source = %name, "TCP accept: {e}"),
             }
@@ -177,7 +182,10 @@ async fn read_stream<S: AsyncRead + Unpin>(
 
 /// One frame of a syslog stream: `LEN SP MSG` (octet counting) or `MSG LF`.
 /// `Ok(None)` at a clean end of stream.
-pub async fn read_frame<R: AsyncBufReadExt + Unpin>(r: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+pub async fn read_frame<R: AsyncBufReadExt + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::{Error, ErrorKind};
     // Skip stray line ends between frames.
     let first = loop {
@@ -197,7 +205,10 @@ pub async fn read_frame<R: AsyncBufReadExt + Unpin>(r: &mut R, max: usize) -> st
                 break;
             }
             if !b.is_ascii_digit() || digits >= 9 {
-                return Err(Error::new(ErrorKind::InvalidData, "bad octet-counting length"));
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    "bad octet-counting length",
+                ));
             }
             len = len * 10 + usize::from(b - b'0');
             digits += 1;
@@ -213,7 +224,10 @@ pub async fn read_frame<R: AsyncBufReadExt + Unpin>(r: &mut R, max: usize) -> st
         Ok(Some(msg))
     } else if first == b'<' {
         let mut msg = Vec::new();
-        let n = (&mut *r).take(max as u64 + 1).read_until(b'\n', &mut msg).await?;
+        let n = (&mut *r)
+            .take(max as u64 + 1)
+            .read_until(b'\n', &mut msg)
+            .await?;
         if n > max {
             return Err(Error::new(
                 ErrorKind::InvalidData,
@@ -225,7 +239,10 @@ pub async fn read_frame<R: AsyncBufReadExt + Unpin>(r: &mut R, max: usize) -> st
         }
         Ok(Some(msg))
     } else {
-        Err(Error::new(ErrorKind::InvalidData, "frame starts with neither a length nor '<'"))
+        Err(Error::new(
+            ErrorKind::InvalidData,
+            "frame starts with neither a length nor '<'",
+        ))
     }
 }
 
@@ -244,9 +261,10 @@ fn accept(frame: &[u8], max: usize, name: &str, spool: &SharedSpool, m: &IntakeM
         }
     };
     m.received.fetch_add(1, Ordering::Relaxed);
-    let result = spool.lock().map_err(|_| "spool lock poisoned".to_owned()).and_then(|mut s| {
-        s.append(msg).map_err(|e| e.to_string())
-    });
+    let result = spool
+        .lock()
+        .map_err(|_| "spool lock poisoned".to_owned())
+        .and_then(|mut s| s.append(msg).map_err(|e| e.to_string()));
     if let Err(e) = result {
         m.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::error!(source = %name, "writing the spool: {e}");
@@ -257,8 +275,14 @@ fn accept(frame: &[u8], max: usize, name: &str, spool: &SharedSpool, m: &IntakeM
 /// header and structured data, without a UTF-8 byte order mark.
 pub fn message_body(frame: &[u8]) -> Result<&[u8], &'static str> {
     let rest = frame.strip_prefix(b"<").ok_or("no <PRI>")?;
-    let close = rest.iter().take(4).position(|&b| b == b'>').ok_or("bad <PRI>")?;
-    let pri = std::str::from_utf8(&rest[..close]).ok().and_then(|p| p.parse::<u8>().ok());
+    let close = rest
+        .iter()
+        .take(4)
+        .position(|&b| b == b'>')
+        .ok_or("bad <PRI>")?;
+    let pri = std::str::from_utf8(&rest[..close])
+        .ok()
+        .and_then(|p| p.parse::<u8>().ok());
     if pri.is_none_or(|p| p > 191) {
         return Err("bad <PRI>");
     }
@@ -267,7 +291,10 @@ pub fn message_body(frame: &[u8]) -> Result<&[u8], &'static str> {
         rfc5424_msg(&rest[2..]).ok_or("truncated RFC 5424 header")?
     } else {
         // RFC 3164 has no reliable field boundaries; an audit message starts at its first '<'.
-        let at = rest.iter().position(|&b| b == b'<').ok_or("no XML in the message")?;
+        let at = rest
+            .iter()
+            .position(|&b| b == b'<')
+            .ok_or("no XML in the message")?;
         &rest[at..]
     };
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
@@ -308,7 +335,8 @@ mod tests {
 
     #[test]
     fn rfc5424_bodies() {
-        let m = b"<85>1 2026-03-01T10:00:00Z host atna-audit.js 4242 IHE+RFC-3881 - <AuditMessage/>";
+        let m =
+            b"<85>1 2026-03-01T10:00:00Z host atna-audit.js 4242 IHE+RFC-3881 - <AuditMessage/>";
         assert_eq!(message_body(m).unwrap(), b"<AuditMessage/>");
         let sd = b"<13>1 2026-03-01T10:00:00Z h app - ID47 [ex@32473 iut=\"3\" note=\"a \\] b\"][x@1 y=\"z\"] \xEF\xBB\xBF<AuditMessage/>";
         assert_eq!(message_body(sd).unwrap(), b"<AuditMessage/>");
@@ -324,7 +352,10 @@ mod tests {
         let data: &[u8] = b"4 <a/>\n\n<13>1 - - - - - - <b/>\n9 <c>";
         let mut r = BufReader::new(data);
         assert_eq!(read_frame(&mut r, 100).await.unwrap().unwrap(), b"<a/>");
-        assert_eq!(read_frame(&mut r, 100).await.unwrap().unwrap(), b"<13>1 - - - - - - <b/>");
+        assert_eq!(
+            read_frame(&mut r, 100).await.unwrap().unwrap(),
+            b"<13>1 - - - - - - <b/>"
+        );
         assert!(read_frame(&mut r, 100).await.is_err(), "short frame");
         let mut r = BufReader::new(&b"99999 x"[..]);
         let e = read_frame(&mut r, 1000).await.unwrap_err().to_string();

@@ -71,6 +71,9 @@ struct Tracked {
     /// Committed offset: everything before it is stored.
     offset: u64,
     line: u64,
+    /// Read cursor, ahead of the committed offset while chunks are being judged.
+    read_offset: u64,
+    read_line: u64,
     head_len: u64,
     head: String,
     /// Polls in a row at end of file while no glob matched this inode.
@@ -197,6 +200,8 @@ impl Tailer {
                     file,
                     offset: start.0,
                     line: start.1,
+                    read_offset: start.0,
+                    read_line: start.1,
                     head_len: start.2,
                     head: start.3,
                     orphan_polls: 0,
@@ -209,7 +214,7 @@ impl Tailer {
             let len = t.file.metadata().map_err(io_err(&t.path))?.len();
             // Truncated in place, or truncated and rewritten past the old offset between two
             // polls: either way the first bytes are no longer the ones committed.
-            let rewritten = len < t.offset
+            let rewritten = len < t.read_offset
                 || (t.head_len > 0
                     && fingerprint(&mut t.file, t.head_len)
                         .map_err(io_err(&t.path))?
@@ -219,11 +224,14 @@ impl Tailer {
                 tracing::info!(path = %t.path.display(), "file truncated in place; reading it again from the start");
                 t.offset = 0;
                 t.line = 0;
+                t.read_offset = 0;
+                t.read_line = 0;
                 t.head_len = 0;
                 t.head.clear();
             }
             let chunk = read_lines(*key, t, len, self.max_chunk_bytes)?;
-            let at_end = chunk.as_ref().is_none_or(|c| c.end >= len);
+            // Dropped only once everything is committed, never with a chunk still in flight.
+            let at_end = chunk.is_none() && t.offset >= len;
             if let Some(c) = chunk {
                 chunks.push(c);
             }
@@ -239,6 +247,15 @@ impl Tailer {
             self.files.remove(&k);
         }
         Ok(chunks)
+    }
+
+    /// Moves every read cursor back to its committed offset: the chunks read since are
+    /// handed out again (after a failed store).
+    pub fn rewind(&mut self) {
+        for t in self.files.values_mut() {
+            t.read_offset = t.offset;
+            t.read_line = t.line;
+        }
     }
 
     /// Marks a chunk's lines as stored. Call [`Tailer::save`] to make it durable.
@@ -319,13 +336,13 @@ fn read_lines(
     len: u64,
     max: usize,
 ) -> Result<Option<Chunk>, TailError> {
-    if len <= t.offset {
+    if len <= t.read_offset {
         return Ok(None);
     }
-    let want = ((len - t.offset) as usize).min(max);
+    let want = ((len - t.read_offset) as usize).min(max);
     let mut buf = vec![0u8; want];
     t.file
-        .seek(SeekFrom::Start(t.offset))
+        .seek(SeekFrom::Start(t.read_offset))
         .map_err(io_err(&t.path))?;
     let mut got = 0;
     while got < want {
@@ -338,27 +355,33 @@ fn read_lines(
     let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
         if got == max {
             // A single line longer than a whole chunk: hand it out rather than stall forever.
-            return Ok(Some(Chunk {
+            let chunk = Chunk {
                 key,
                 path: t.path.clone(),
-                first_line: t.line + 1,
-                end: t.offset + got as u64,
+                first_line: t.read_line + 1,
+                end: t.read_offset + got as u64,
                 lines: vec![buf],
                 n_lines: 1,
-            }));
+            };
+            t.read_offset = chunk.end;
+            t.read_line += 1;
+            return Ok(Some(chunk));
         }
         return Ok(None);
     };
     buf.truncate(last_nl + 1);
-    let end = t.offset + buf.len() as u64;
+    let end = t.read_offset + buf.len() as u64;
     let lines: Vec<Vec<u8>> = buf[..buf.len() - 1]
         .split(|&b| b == b'\n')
         .map(<[u8]>::to_vec)
         .collect();
+    let first_line = t.read_line + 1;
+    t.read_offset = end;
+    t.read_line += lines.len() as u64;
     Ok(Some(Chunk {
         key,
         path: t.path.clone(),
-        first_line: t.line + 1,
+        first_line,
         n_lines: lines.len() as u64,
         lines,
         end,

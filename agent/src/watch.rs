@@ -60,7 +60,12 @@ pub struct FolderWatch {
 }
 
 impl FolderWatch {
-    pub fn new(src: FolderSource, spool: SharedSpool, snapshot_path: PathBuf, metrics: Arc<IntakeMetrics>) -> Result<Self> {
+    pub fn new(
+        src: FolderSource,
+        spool: SharedSpool,
+        snapshot_path: PathBuf,
+        metrics: Arc<IntakeMetrics>,
+    ) -> Result<Self> {
         for p in &src.paths {
             if !p.is_dir() {
                 anyhow::bail!("source {:?}: {} is not a directory", src.name, p.display());
@@ -86,7 +91,11 @@ impl FolderWatch {
     pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
-        let mode = if self.src.recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+        let mode = if self.src.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
         for p in &self.src.paths {
             watcher
                 .watch(p, mode)
@@ -130,13 +139,18 @@ impl FolderWatch {
     }
 
     fn write(&mut self, events: &[FileEvent]) -> Result<()> {
-        let mut spool = self.spool.lock().map_err(|_| anyhow::anyhow!("spool lock poisoned"))?;
+        let mut spool = self
+            .spool
+            .lock()
+            .map_err(|_| anyhow::anyhow!("spool lock poisoned"))?;
         for e in events {
             let line = serde_json::to_vec(e).context("serialising a file event")?;
             spool.append(&line).context("writing the spool")?;
         }
         spool.sync().context("syncing the spool")?;
-        self.metrics.received.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .received
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -145,7 +159,12 @@ impl FolderWatch {
         let now = chrono::Utc::now();
         let owner = seen.map(|s| self.user_name(s.uid)).unwrap_or_default();
         FileEvent {
-            id: format!("{}:{}:{}", self.src.name, now.timestamp_nanos_opt().unwrap_or(0), self.seq),
+            id: format!(
+                "{}:{}:{}",
+                self.src.name,
+                now.timestamp_nanos_opt().unwrap_or(0),
+                self.seq
+            ),
             time_ms: now.timestamp_millis(),
             change,
             path: path.display().to_string(),
@@ -159,7 +178,10 @@ impl FolderWatch {
     }
 
     fn user_name(&mut self, uid: u32) -> String {
-        self.users.entry(uid).or_insert_with(|| user_name(uid)).clone()
+        self.users
+            .entry(uid)
+            .or_insert_with(|| user_name(uid))
+            .clone()
     }
 
     fn handle(&mut self, ev: notify::Event, out: &mut Vec<FileEvent>) {
@@ -178,8 +200,13 @@ impl FolderWatch {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                 for p in &ev.paths {
                     self.written.insert(p.clone(), now);
-                    let fresh = self.created.get(p).is_some_and(|t| now.duration_since(*t) < QUIET_AFTER_CREATE);
-                    let Ok(meta) = std::fs::symlink_metadata(p) else { continue };
+                    let fresh = self
+                        .created
+                        .get(p)
+                        .is_some_and(|t| now.duration_since(*t) < QUIET_AFTER_CREATE);
+                    let Ok(meta) = std::fs::symlink_metadata(p) else {
+                        continue;
+                    };
                     let seen = Seen::of(&meta);
                     self.known.insert(p.clone(), seen);
                     if !fresh {
@@ -197,7 +224,10 @@ impl FolderWatch {
             }
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => {
                 let (from, to) = (&ev.paths[0], &ev.paths[1]);
-                let seen = self.known.remove(from).or_else(|| std::fs::symlink_metadata(to).ok().map(|m| Seen::of(&m)));
+                let seen = self
+                    .known
+                    .remove(from)
+                    .or_else(|| std::fs::symlink_metadata(to).ok().map(|m| Seen::of(&m)));
                 if let Some(s) = seen {
                     self.known.insert(to.clone(), s);
                 }
@@ -218,14 +248,17 @@ impl FolderWatch {
                     }
                     let seen = self.known.remove(p);
                     self.created.remove(p);
-                    self.deleted.push_back((now, p.clone(), seen.map_or(u32::MAX, |s| s.uid)));
+                    self.deleted
+                        .push_back((now, p.clone(), seen.map_or(u32::MAX, |s| s.uid)));
                     let e = self.event(FileChange::Deleted, p, seen);
                     out.push(e);
                 }
             }
             EventKind::Modify(ModifyKind::Metadata(_)) => {
                 for p in &ev.paths {
-                    let Ok(meta) = std::fs::symlink_metadata(p) else { continue };
+                    let Ok(meta) = std::fs::symlink_metadata(p) else {
+                        continue;
+                    };
                     if !meta.is_file() {
                         continue;
                     }
@@ -243,7 +276,9 @@ impl FolderWatch {
     }
 
     fn created_or_moved_in(&mut self, p: &Path, now: Instant, out: &mut Vec<FileEvent>) {
-        let Ok(meta) = std::fs::symlink_metadata(p) else { return };
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return;
+        };
         if meta.is_dir() {
             self.scan_new_dir(p, out);
             return;
@@ -296,7 +331,10 @@ impl FolderWatch {
             .filter(|p| !self.created.contains_key(*p) && !self.written.contains_key(*p))
             .collect();
         if read.len() >= self.src.burst_files as usize {
-            let uids: Vec<u32> = read.iter().filter_map(|p| self.known.get(*p).map(|s| s.uid)).collect();
+            let uids: Vec<u32> = read
+                .iter()
+                .filter_map(|p| self.known.get(*p).map(|s| s.uid))
+                .collect();
             let count = read.len() as u32;
             let e = self.bulk(FileChange::BulkRead, count, &uids);
             out.push(e);
@@ -304,7 +342,12 @@ impl FolderWatch {
         }
         let deleted: HashSet<&PathBuf> = self.deleted.iter().map(|(_, p, _)| p).collect();
         if deleted.len() >= self.src.burst_files as usize {
-            let uids: Vec<u32> = self.deleted.iter().map(|(_, _, u)| *u).filter(|u| *u != u32::MAX).collect();
+            let uids: Vec<u32> = self
+                .deleted
+                .iter()
+                .map(|(_, _, u)| *u)
+                .filter(|u| *u != u32::MAX)
+                .collect();
             let count = deleted.len() as u32;
             let e = self.bulk(FileChange::BulkDelete, count, &uids);
             out.push(e);
@@ -317,7 +360,10 @@ impl FolderWatch {
         for u in uids {
             *tally.entry(*u).or_default() += 1;
         }
-        let top = tally.into_iter().max_by_key(|(u, n)| (*n, std::cmp::Reverse(*u))).map(|(u, _)| u);
+        let top = tally
+            .into_iter()
+            .max_by_key(|(u, n)| (*n, std::cmp::Reverse(*u)))
+            .map(|(u, _)| u);
         let folder = self.src.paths.first().cloned().unwrap_or_default();
         let mut e = self.event(change, &folder, None);
         e.owner = top.map(|u| self.user_name(u)).unwrap_or_default();
@@ -344,10 +390,15 @@ impl FolderWatch {
         }
         let before: Option<HashMap<PathBuf, Seen>> = match std::fs::read(&self.snapshot_path) {
             Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("snapshot {} is corrupt; move it away to start afresh", self.snapshot_path.display())
+                format!(
+                    "snapshot {} is corrupt; move it away to start afresh",
+                    self.snapshot_path.display()
+                )
             })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.snapshot_path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", self.snapshot_path.display()))
+            }
         };
         self.known = now_files.into_iter().collect();
         let Some(before) = before else {
@@ -373,7 +424,10 @@ impl FolderWatch {
                 }
             }
         }
-        let mut gone: Vec<(&PathBuf, &Seen)> = before.iter().filter(|(p, _)| !self.known.contains_key(*p)).collect();
+        let mut gone: Vec<(&PathBuf, &Seen)> = before
+            .iter()
+            .filter(|(p, _)| !self.known.contains_key(*p))
+            .collect();
         gone.sort_by(|a, b| a.0.cmp(b.0));
         let gone: Vec<(PathBuf, Seen)> = gone.into_iter().map(|(p, s)| (p.clone(), *s)).collect();
         for (p, s) in gone {
@@ -394,10 +448,14 @@ impl FolderWatch {
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, Seen)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if m.is_dir() {
             walk(&p, out);
         } else if m.is_file() {

@@ -87,4 +87,3 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l[name.len()..].trim().parse().ok())
 }
-

@@ -6,11 +6,8 @@ mod common;
 
 use agent::{count, free_port, get, metric, wait_for, Agent};
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Duration;
 
 /// An agent config tailing `D/logs/*.ndjson` into `D/data`, metrics on `port`.
 fn write_config(

@@ -193,7 +193,8 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
         wait_for(Duration::from_secs(20), || count(
             &db,
             "SELECT count(*) FROM accesses"
-        ) == patient_msgs.len() as i64 + 1),
+        ) == patient_msgs.len() as i64
+            + 1),
         "accesses stored: {}",
         count(&db, "SELECT count(*) FROM accesses")
     );
@@ -255,7 +256,10 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
         let _ = std::fs::read(labs.join(format!("chart-{i}.pdf"))).unwrap();
     }
     assert!(
-        wait_for(Duration::from_secs(20), || findings_of(&db, "phi-bulk-copy") == 1),
+        wait_for(Duration::from_secs(20), || findings_of(
+            &db,
+            "phi-bulk-copy"
+        ) == 1),
         "bulk read: {}",
         findings_of(&db, "phi-bulk-copy")
     );
@@ -263,15 +267,24 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
         std::fs::remove_file(labs.join(format!("chart-{i}.pdf"))).unwrap();
     }
     assert!(
-        wait_for(Duration::from_secs(20), || findings_of(&db, "phi-bulk-delete") == 1
+        wait_for(Duration::from_secs(20), || findings_of(
+            &db,
+            "phi-bulk-delete"
+        ) == 1
             && findings_of(&db, "phi-file-exposure") == 1),
         "exposure {} bulk delete {}",
         findings_of(&db, "phi-file-exposure"),
         findings_of(&db, "phi-bulk-delete")
     );
-    let me = common::text(&std::process::Command::new("id").arg("-un").output().unwrap().stdout)
-        .trim()
-        .to_owned();
+    let me = common::text(
+        &std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
     assert_eq!(
         count(
             &db,
@@ -282,7 +295,10 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
     );
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
-    assert!(!log.contains("TEST^PATIENT"), "patient names never reach the log");
+    assert!(
+        !log.contains("TEST^PATIENT"),
+        "patient names never reach the log"
+    );
 
     // While the agent is down: one chart becomes world-readable, another disappears.
     std::fs::set_permissions(
@@ -294,7 +310,10 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
     let before = count(&db, "SELECT count(*) FROM findings");
     let agent = Agent::start(&d.join("phiwatch.toml"));
     assert!(
-        wait_for(Duration::from_secs(20), || findings_of(&db, "phi-file-exposure") == 2),
+        wait_for(Duration::from_secs(20), || findings_of(
+            &db,
+            "phi-file-exposure"
+        ) == 2),
         "a change made while stopped is reported at start-up"
     );
     // Replays of spooled messages and CSV lines add nothing.

@@ -37,7 +37,8 @@ pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
             40,
         )));
     }
-    let event = child(root, "EventIdentification").ok_or(DecodeError::Missing("EventIdentification"))?;
+    let event =
+        child(root, "EventIdentification").ok_or(DecodeError::Missing("EventIdentification"))?;
     let when = event
         .attribute("EventDateTime")
         .ok_or(DecodeError::Missing("EventDateTime"))?;
@@ -78,7 +79,10 @@ pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
         break_glass,
         workstation: workstation.to_owned(),
         // Some senders write success (0) as an empty attribute.
-        succeeded: matches!(event.attribute("EventOutcomeIndicator"), None | Some("0" | "")),
+        succeeded: matches!(
+            event.attribute("EventOutcomeIndicator"),
+            None | Some("0" | "")
+        ),
     }))
 }
 
@@ -108,11 +112,13 @@ fn find_patient<'a>(root: Node<'a, '_>) -> Option<&'a str> {
             && o.attribute("ParticipantObjectTypeCodeRole") == Some("1")
     });
     let by_id_type = || {
-        objects.iter().find(|o| {
-            child(**o, "ParticipantObjectIDTypeCode").is_some_and(|c| code(c) == "2")
-        })
+        objects
+            .iter()
+            .find(|o| child(**o, "ParticipantObjectIDTypeCode").is_some_and(|c| code(c) == "2"))
     };
-    let id = by_role.or_else(by_id_type)?.attribute("ParticipantObjectID")?;
+    let id = by_role
+        .or_else(by_id_type)?
+        .attribute("ParticipantObjectID")?;
     // HL7 v2 CX: ID^check digit^scheme^assigning authority; the context knows the ID.
     let id = id.split('^').next().unwrap_or(id).trim();
     (!id.is_empty()).then_some(id)
@@ -120,10 +126,14 @@ fn find_patient<'a>(root: Node<'a, '_>) -> Option<&'a str> {
 
 fn find_requestor<'a, 'i>(root: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
     // RFC 3881 defaults UserIsRequestor to true.
-    let requestors = children(root, "ActiveParticipant")
-        .filter(|p| p.attribute("UserIsRequestor").is_none_or(|v| v == "true" || v == "1"));
+    let requestors = children(root, "ActiveParticipant").filter(|p| {
+        p.attribute("UserIsRequestor")
+            .is_none_or(|v| v == "true" || v == "1")
+    });
     let person_score = |p: &Node<'_, '_>| {
-        let named = p.attribute("UserName").is_some_and(|n| !n.trim().is_empty());
+        let named = p
+            .attribute("UserName")
+            .is_some_and(|n| !n.trim().is_empty());
         let roles: Vec<&str> = children(*p, "RoleIDCode").map(code).collect();
         let person_role = roles.iter().any(|r| !SYSTEM_ROLES.contains(r));
         let system_only = !roles.is_empty() && !person_role;
@@ -200,6 +210,34 @@ mod tests {
         assert_eq!(access(&export).action, Action::Export);
         let login = r#"<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-03-01T10:15:00Z" EventOutcomeIndicator="0"><EventID csd-code="110114"/></EventIdentification><ActiveParticipant UserID="pr-3" UserIsRequestor="true"/></AuditMessage>"#;
         assert_eq!(decode_atna(login.as_bytes()).unwrap(), Decoded::NoPatient);
+    }
+
+    /// Messages written by the jembi `atna-audit` library (tests/fixtures/atna/generate.js),
+    /// as they arrive in RFC 5424 syslog.
+    #[test]
+    fn messages_from_an_independent_implementation() {
+        let text = include_str!("../../../tests/fixtures/atna/messages.json");
+        let msgs: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
+        assert_eq!(msgs.len(), 6);
+        for m in msgs {
+            let frame = m["syslog"].as_str().unwrap().as_bytes();
+            let body = crate::syslog::message_body(frame).unwrap();
+            match (decode_atna(body).unwrap(), m["patient"].as_str()) {
+                (Decoded::Access(a), Some(p)) => {
+                    assert_eq!(a.patient.as_deref(), Some(p));
+                    assert_eq!(
+                        a.user,
+                        m["user"].as_str().unwrap(),
+                        "the person, not the app"
+                    );
+                    assert_eq!(a.action, Action::View);
+                    assert!(a.succeeded, "an empty outcome is success");
+                    assert_eq!(a.subtype, "ITI-78");
+                }
+                (Decoded::NoPatient, None) => {}
+                (got, want) => panic!("{}: got {got:?}, want patient {want:?}", m["expect"]),
+            }
+        }
     }
 
     #[test]

@@ -74,23 +74,41 @@ impl CsvMapping {
     /// Checks what can be checked before any file is read.
     pub fn validate(&self) -> Result<(), String> {
         if !self.delimiter.is_ascii() {
-            return Err(format!("delimiter {:?} is not one ASCII character", self.delimiter));
+            return Err(format!(
+                "delimiter {:?} is not one ASCII character",
+                self.delimiter
+            ));
         }
         if let Some(tz) = &self.timezone {
             tz.parse::<chrono_tz::Tz>()
                 .map_err(|_| format!("timezone {tz:?} is not an IANA zone name"))?;
         }
         for (word, action) in &self.actions {
-            parse_action_name(action)
-                .ok_or_else(|| format!("actions.{word:?} = {action:?}: expected view, modify, print, export or query"))?;
+            parse_action_name(action).ok_or_else(|| {
+                format!(
+                    "actions.{word:?} = {action:?}: expected view, modify, print, export or query"
+                )
+            })?;
         }
         let c = &self.columns;
-        let all = [Some(&c.time), Some(&c.user), Some(&c.patient), Some(&c.action), c.id.as_ref(), c.break_glass.as_ref(), c.workstation.as_ref(), c.outcome.as_ref(), c.subtype.as_ref()];
+        let all = [
+            Some(&c.time),
+            Some(&c.user),
+            Some(&c.patient),
+            Some(&c.action),
+            c.id.as_ref(),
+            c.break_glass.as_ref(),
+            c.workstation.as_ref(),
+            c.outcome.as_ref(),
+            c.subtype.as_ref(),
+        ];
         for col in all.into_iter().flatten() {
             match col {
                 Column::Position(0) => return Err("column positions start at 1".into()),
                 Column::Name(_) if !self.header => {
-                    return Err("columns are named but header = false: use positions (1, 2, ...)".into())
+                    return Err(
+                        "columns are named but header = false: use positions (1, 2, ...)".into(),
+                    )
                 }
                 _ => {}
             }
@@ -147,7 +165,12 @@ impl CsvDecoder {
         self.files.remove(&file);
     }
 
-    pub fn decode(&mut self, path: &Path, file: (u64, u64), line: &[u8]) -> Result<Item, DecodeError> {
+    pub fn decode(
+        &mut self,
+        path: &Path,
+        file: (u64, u64),
+        line: &[u8],
+    ) -> Result<Item, DecodeError> {
         if !self.files.contains_key(&file) {
             let r = self.resolve(path)?;
             self.files.insert(file, r);
@@ -181,14 +204,21 @@ impl CsvDecoder {
         };
         let id = opt(r.id);
         Ok(Item::Access(AccessEvent {
-            id: if id.is_empty() { line_hash(line) } else { id.to_owned() },
+            id: if id.is_empty() {
+                line_hash(line)
+            } else {
+                id.to_owned()
+            },
             time_ms,
             user: user.to_owned(),
             patient: Some(patient.to_owned()),
             action,
             action_code,
             subtype: opt(r.subtype).to_owned(),
-            break_glass: matches!(opt(r.break_glass).to_lowercase().as_str(), "1" | "true" | "yes" | "y" | "t" | "btg"),
+            break_glass: matches!(
+                opt(r.break_glass).to_lowercase().as_str(),
+                "1" | "true" | "yes" | "y" | "t" | "btg"
+            ),
             workstation: opt(r.workstation).to_owned(),
             succeeded: matches!(
                 opt(r.outcome).to_lowercase().as_str(),
@@ -217,7 +247,8 @@ impl CsvDecoder {
     fn resolve(&self, path: &Path) -> Result<Resolved, DecodeError> {
         let header = if self.mapping.header {
             let mut first = Vec::new();
-            let f = std::fs::File::open(path).map_err(|e| DecodeError::Csv(format!("reading the header: {e}")))?;
+            let f = std::fs::File::open(path)
+                .map_err(|e| DecodeError::Csv(format!("reading the header: {e}")))?;
             // A header is never longer than 64 KiB.
             BufReader::new(f.take(64 * 1024))
                 .read_until(b'\n', &mut first)
@@ -239,7 +270,9 @@ impl CsvDecoder {
                 Column::Name(n) => names
                     .iter()
                     .position(|h| h.trim().eq_ignore_ascii_case(n))
-                    .ok_or_else(|| DecodeError::Csv(format!("the header has no column {:?}", truncate(n, 60)))),
+                    .ok_or_else(|| {
+                        DecodeError::Csv(format!("the header has no column {:?}", truncate(n, 60)))
+                    }),
             }
         };
         let c = &self.mapping.columns;
@@ -262,7 +295,10 @@ impl CsvDecoder {
         let bad = || DecodeError::BadTime("time column");
         let local = |naive: NaiveDateTime| -> Option<i64> {
             match self.tz {
-                Some(tz) => tz.from_local_datetime(&naive).earliest().map(|t| t.timestamp_millis()),
+                Some(tz) => tz
+                    .from_local_datetime(&naive)
+                    .earliest()
+                    .map(|t| t.timestamp_millis()),
                 None => Some(naive.and_utc().timestamp_millis()),
             }
         };
@@ -270,7 +306,10 @@ impl CsvDecoder {
             if let Ok(t) = chrono::DateTime::parse_from_str(v, fmt) {
                 return Ok(t.timestamp_millis());
             }
-            return NaiveDateTime::parse_from_str(v, fmt).ok().and_then(local).ok_or_else(bad);
+            return NaiveDateTime::parse_from_str(v, fmt)
+                .ok()
+                .and_then(local)
+                .ok_or_else(bad);
         }
         if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
             let n: i64 = v.parse().map_err(|_| bad())?;
@@ -278,7 +317,12 @@ impl CsvDecoder {
             return Ok(if v.len() <= 11 { n * 1000 } else { n });
         }
         if self.tz.is_some() && !has_offset(v) {
-            for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+            for fmt in [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%d %H:%M",
+            ] {
                 if let Ok(n) = NaiveDateTime::parse_from_str(v, fmt) {
                     return local(n).ok_or_else(bad);
                 }
@@ -294,7 +338,9 @@ impl CsvDecoder {
         }
         Some(match w.as_str() {
             "view" | "read" | "r" | "open" | "access" => Action::View,
-            "modify" | "update" | "edit" | "write" | "create" | "delete" | "c" | "u" | "d" => Action::Modify,
+            "modify" | "update" | "edit" | "write" | "create" | "delete" | "c" | "u" | "d" => {
+                Action::Modify
+            }
             "print" => Action::Print,
             "export" | "download" | "e" => Action::Export,
             "query" | "search" => Action::Query,
@@ -304,7 +350,9 @@ impl CsvDecoder {
 }
 
 fn has_offset(v: &str) -> bool {
-    v.ends_with('Z') || v.get(10..).is_some_and(|t| t.contains('+') || t.contains('-'))
+    v.ends_with('Z')
+        || v.get(10..)
+            .is_some_and(|t| t.contains('+') || t.contains('-'))
 }
 
 #[cfg(test)]
@@ -315,7 +363,10 @@ mod tests {
         toml::from_str(toml_text).unwrap()
     }
 
-    fn decoder_with_file(m: &str, body: &str) -> (CsvDecoder, tempfile::TempDir, std::path::PathBuf) {
+    fn decoder_with_file(
+        m: &str,
+        body: &str,
+    ) -> (CsvDecoder, tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("access.csv");
         std::fs::write(&p, body).unwrap();
@@ -338,25 +389,48 @@ mod tests {
         let body = "Audit ID,When,User ID,MRN,Activity,BTG\r\nA1,2026-03-01 08:00:00,pr-1,pt-2,Chart Review,Y\r\n";
         let (mut dec, _d, p) = decoder_with_file(NAMED, body);
         let key = (1, 1);
-        assert!(matches!(dec.decode(&p, key, b"Audit ID,When,User ID,MRN,Activity,BTG\r").unwrap(), Item::Nothing));
-        let a = access(dec.decode(&p, key, b"A1,2026-03-01 08:00:00,pr-1,pt-2,Chart Review,Y\r").unwrap());
+        assert!(matches!(
+            dec.decode(&p, key, b"Audit ID,When,User ID,MRN,Activity,BTG\r")
+                .unwrap(),
+            Item::Nothing
+        ));
+        let a = access(
+            dec.decode(
+                &p,
+                key,
+                b"A1,2026-03-01 08:00:00,pr-1,pt-2,Chart Review,Y\r",
+            )
+            .unwrap(),
+        );
         assert_eq!(a.id, "A1");
-        assert_eq!((a.user.as_str(), a.patient.as_deref()), ("pr-1", Some("pt-2")));
+        assert_eq!(
+            (a.user.as_str(), a.patient.as_deref()),
+            ("pr-1", Some("pt-2"))
+        );
         assert_eq!(a.action, Action::View);
         assert!(a.break_glass);
         // 08:00 in Chicago in March (CST, UTC-6) is 14:00 UTC.
         assert_eq!(a.time_ms, parse_fhir_time("2026-03-01T14:00:00Z").unwrap());
-        let quoted = access(dec.decode(&p, key, b"A2,2026-03-01T08:00:00Z,\"pr,9\",pt-2,print,").unwrap());
+        let quoted = access(
+            dec.decode(&p, key, b"A2,2026-03-01T08:00:00Z,\"pr,9\",pt-2,print,")
+                .unwrap(),
+        );
         assert_eq!(quoted.user, "pr,9");
         assert_eq!(quoted.action, Action::Print);
-        assert_eq!(quoted.time_ms, parse_fhir_time("2026-03-01T08:00:00Z").unwrap());
+        assert_eq!(
+            quoted.time_ms,
+            parse_fhir_time("2026-03-01T08:00:00Z").unwrap()
+        );
     }
 
     #[test]
     fn positions_without_header_and_epoch_times() {
         let m = "header = false\ndelimiter = \"|\"\n[columns]\ntime = 1\nuser = 2\npatient = 3\naction = 4\n";
         let (mut dec, _d, p) = decoder_with_file(m, "");
-        let a = access(dec.decode(&p, (1, 2), b"1772352000|pr-1|pt-1|export").unwrap());
+        let a = access(
+            dec.decode(&p, (1, 2), b"1772352000|pr-1|pt-1|export")
+                .unwrap(),
+        );
         assert_eq!(a.time_ms, 1_772_352_000_000);
         assert_eq!(a.action, Action::Export);
         assert!(a.id.starts_with("sha256:"));
@@ -365,22 +439,33 @@ mod tests {
     #[test]
     fn bad_rows_and_bad_mappings_are_explained() {
         let (mut dec, _d, p) = decoder_with_file(NAMED, "Audit ID,When,User ID,MRN,Activity,BTG\n");
-        let e = dec.decode(&p, (1, 1), b"A1,yesterday,pr-1,pt-2,view,").unwrap_err();
+        let e = dec
+            .decode(&p, (1, 1), b"A1,yesterday,pr-1,pt-2,view,")
+            .unwrap_err();
         assert!(e.to_string().contains("time"), "{e}");
-        let e = dec.decode(&p, (1, 1), b"A1,2026-03-01 08:00:00,pr-1,pt-2,teleport,").unwrap_err();
+        let e = dec
+            .decode(&p, (1, 1), b"A1,2026-03-01 08:00:00,pr-1,pt-2,teleport,")
+            .unwrap_err();
         assert_eq!(e, DecodeError::BadAction);
-        let e = dec.decode(&p, (1, 1), b"A1,2026-03-01 08:00:00,,Jane Doe,view,").unwrap_err();
+        let e = dec
+            .decode(&p, (1, 1), b"A1,2026-03-01 08:00:00,,Jane Doe,view,")
+            .unwrap_err();
         assert!(!e.to_string().contains("Jane"), "{e}");
 
         let (mut dec, _d, p) = decoder_with_file(NAMED, "Id,Time\n");
         let e = dec.decode(&p, (2, 2), b"x,y").unwrap_err().to_string();
         assert!(e.contains("no column \"When\""), "{e}");
 
-        let m = mapping("header = false\n[columns]\ntime = \"T\"\nuser = 2\npatient = 3\naction = 4\n");
+        let m =
+            mapping("header = false\n[columns]\ntime = \"T\"\nuser = 2\npatient = 3\naction = 4\n");
         assert!(m.validate().unwrap_err().contains("header = false"));
-        let m = mapping("timezone = \"Mars/Olympus\"\n[columns]\ntime = 1\nuser = 2\npatient = 3\naction = 4\n");
+        let m = mapping(
+            "timezone = \"Mars/Olympus\"\n[columns]\ntime = 1\nuser = 2\npatient = 3\naction = 4\n",
+        );
         assert!(m.validate().unwrap_err().contains("Mars/Olympus"));
-        let m = mapping("[columns]\ntime = 1\nuser = 2\npatient = 3\naction = 4\n[actions]\nx = \"peek\"\n");
+        let m = mapping(
+            "[columns]\ntime = 1\nuser = 2\npatient = 3\naction = 4\n[actions]\nx = \"peek\"\n",
+        );
         assert!(m.validate().unwrap_err().contains("peek"));
     }
 }

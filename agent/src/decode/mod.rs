@@ -88,14 +88,19 @@ impl From<Decoded> for Item {
 pub enum LineDecoder {
     Fhir,
     Atna,
-    Csv(csv::CsvDecoder),
+    Csv(Box<csv::CsvDecoder>),
     /// The folder watcher's own spool lines.
     FileEvents,
 }
 
 impl LineDecoder {
     /// `(dev, inode)` identifies the file, for formats that learn from its first line.
-    pub fn decode(&mut self, path: &Path, file: (u64, u64), line: &[u8]) -> Result<Item, DecodeError> {
+    pub fn decode(
+        &mut self,
+        path: &Path,
+        file: (u64, u64),
+        line: &[u8],
+    ) -> Result<Item, DecodeError> {
         match self {
             LineDecoder::Fhir => decode_audit_event(line).map(Item::from),
             LineDecoder::Atna => decode_atna(line).map(Item::from),
@@ -116,7 +121,6 @@ impl LineDecoder {
 
 /// Replaces every double-quoted run with `"…"` and drops serde's trailing position text.
 pub(crate) fn redact_quoted(msg: &str) -> String {
-
     let msg = msg.split(" at line ").next().unwrap_or(msg);
     let mut out = String::with_capacity(msg.len());
     let mut inside = false;

@@ -54,6 +54,18 @@ pub fn per_category(events: usize) -> usize {
 
 /// Generates the hospital and its day into `dir`.
 pub fn generate(dir: &Path, events: usize, seed: u64, settings: &Settings) -> Result<DataSet> {
+    generate_sized(dir, events, seed, settings, 30_000)
+}
+
+/// As [`generate`], with `patients` patients and one staff member per ten of them (at least
+/// 3,000).
+pub fn generate_sized(
+    dir: &Path,
+    events: usize,
+    seed: u64,
+    settings: &Settings,
+    patients: usize,
+) -> Result<DataSet> {
     let ds = DataSet::at(dir);
     // A Tuesday without a daylight-saving change, at local midnight.
     let day_start = settings
@@ -64,8 +76,8 @@ pub fn generate(dir: &Path, events: usize, seed: u64, settings: &Settings) -> Re
         .timestamp_millis();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let size = hospital::Size {
-        staff: 3000,
-        patients: 30_000,
+        staff: (patients / 10).max(3000),
+        patients,
     };
     let mut h = hospital::Hospital::generate(&mut rng, &size, day_start);
     let plan = day::DayPlan::generate(&mut h, &mut rng, events, per_category(events));

@@ -309,7 +309,8 @@ impl PolicyPack {
 
     fn for_files(mut self) -> Self {
         self.unexplained = Rule {
-            explain: "No policy explains {action} of {path} in PHI folder {folder} (owner {user}).".into(),
+            explain: "No policy explains {action} of {path} in PHI folder {folder} (owner {user})."
+                .into(),
             hipaa: "45 CFR 164.308(a)(1)(ii)(D) information system activity review".into(),
             ..unexplained_rule()
         };

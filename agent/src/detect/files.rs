@@ -92,10 +92,15 @@ impl<'p> FileDetector<'p> {
 
     fn request(&self, e: &FileEvent, folder: &str) -> Result<(Request, Entities), String> {
         let ty = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
-        let owner = if e.owner.is_empty() { "unknown" } else { &e.owner };
+        let owner = if e.owner.is_empty() {
+            "unknown"
+        } else {
+            &e.owner
+        };
         let principal = EntityUid::from_type_name_and_id(ty("User")?, EntityId::new(owner));
         let resource = EntityUid::from_type_name_and_id(ty("PhiFile")?, EntityId::new(&e.path));
-        let action = EntityUid::from_type_name_and_id(ty("Action")?, EntityId::new(e.change.action()));
+        let action =
+            EntityUid::from_type_name_and_id(ty("Action")?, EntityId::new(e.change.action()));
         let extension = Path::new(&e.path)
             .extension()
             .map(|x| x.to_string_lossy().to_lowercase())
@@ -103,8 +108,14 @@ impl<'p> FileDetector<'p> {
         let file = Entity::new(
             resource.clone(),
             HashMap::from([
-                ("folder".into(), RestrictedExpression::new_string(folder.to_owned())),
-                ("extension".into(), RestrictedExpression::new_string(extension)),
+                (
+                    "folder".into(),
+                    RestrictedExpression::new_string(folder.to_owned()),
+                ),
+                (
+                    "extension".into(),
+                    RestrictedExpression::new_string(extension),
+                ),
             ]),
             HashSet::new(),
         )
@@ -117,7 +128,10 @@ impl<'p> FileDetector<'p> {
             ("world_readable".into(), b(others(e.mode, 0o004))),
             ("world_writable".into(), b(others(e.mode, 0o002))),
             ("widened".into(), b(e.old_mode != 0 && gained != 0)),
-            ("count".into(), RestrictedExpression::new_long(i64::from(e.count))),
+            (
+                "count".into(),
+                RestrictedExpression::new_long(i64::from(e.count)),
+            ),
             (
                 "window_seconds".into(),
                 RestrictedExpression::new_long(i64::from(e.window_seconds)),
@@ -164,7 +178,12 @@ mod tests {
 
     #[test]
     fn ordinary_changes_are_explained() {
-        for c in [FileChange::Created, FileChange::Modified, FileChange::Renamed, FileChange::Deleted] {
+        for c in [
+            FileChange::Created,
+            FileChange::Modified,
+            FileChange::Renamed,
+            FileChange::Deleted,
+        ] {
             assert!(judge(&event(c, 0o640, 0, 1)).is_empty(), "{c:?}");
         }
         // Tightening permissions, or widening only to the group, is not exposure.
@@ -178,11 +197,23 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].detector, "phi-file-world-accessible");
         assert_eq!(f[0].user, "alice");
-        assert!(f[0].explanation.contains("mode 0640 to 0644"), "{}", f[0].explanation);
-        assert!(f[0].explanation.contains("folder /srv/phi"), "{}", f[0].explanation);
+        assert!(
+            f[0].explanation.contains("mode 0640 to 0644"),
+            "{}",
+            f[0].explanation
+        );
+        assert!(
+            f[0].explanation.contains("folder /srv/phi"),
+            "{}",
+            f[0].explanation
+        );
         let f = judge(&event(FileChange::BulkRead, 0, 0, 75));
         assert_eq!(f[0].category, "phi-bulk-copy");
-        assert!(f[0].explanation.starts_with("75 files"), "{}", f[0].explanation);
+        assert!(
+            f[0].explanation.starts_with("75 files"),
+            "{}",
+            f[0].explanation
+        );
         let f = judge(&event(FileChange::BulkDelete, 0, 0, 75));
         assert_eq!(f[0].category, "phi-bulk-delete");
     }
