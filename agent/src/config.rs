@@ -302,4 +302,30 @@ mod tests {
         let e = load("data_dir = \"/x\"\n").unwrap_err().to_string();
         assert!(e.contains("no [[source]]"), "{e}");
     }
+
+    /// The shipped example must stay loadable, with every commented source switched on too.
+    #[test]
+    fn example_config_and_all_its_sources_load() {
+        let text = include_str!("../../install/phiwatch.example.toml");
+        load(text).unwrap();
+        let on: String = text
+            .lines()
+            .map(|l| {
+                let body = l.strip_prefix("# ").unwrap_or(l);
+                let is_toml = body.starts_with('[')
+                    || body.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    });
+                if is_toml {
+                    body
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = load(&on).unwrap_or_else(|e| panic!("{e}\n{on}"));
+        assert_eq!(c.sources.len(), 5);
+        assert!(matches!(c.sources[4], Source::Folder(_)));
+    }
 }

@@ -238,24 +238,31 @@ fn demo(a: DemoArgs) -> Result<()> {
 }
 
 fn policies(dir: Option<PathBuf>) -> Result<()> {
-    let pack = Inputs {
+    let loaded = Inputs {
         policies: dir,
         ..Inputs::default()
     }
-    .load()?
-    .pack;
-    println!("{} policies valid against the schema", pack.rules().len());
-    for r in pack.rules() {
-        if r.forbid {
-            println!(
-                "  forbid {:<32} {:<16} {:<8} {}:{}",
-                r.id, r.category, r.severity, r.file, r.line
-            );
-        } else {
-            println!(
-                "  permit {:<32} {:<25} {}:{}",
-                r.id, "(explanation)", r.file, r.line
-            );
+    .load()?;
+    for (what, pack) in [
+        ("patient-access", &loaded.pack),
+        ("PHI-folder", &loaded.file_pack),
+    ] {
+        println!(
+            "{} {what} policies valid against the schema",
+            pack.rules().len()
+        );
+        for r in pack.rules() {
+            if r.forbid {
+                println!(
+                    "  forbid {:<32} {:<18} {:<8} {}:{}",
+                    r.id, r.category, r.severity, r.file, r.line
+                );
+            } else {
+                println!(
+                    "  permit {:<32} {:<27} {}:{}",
+                    r.id, "(explanation)", r.file, r.line
+                );
+            }
         }
     }
     Ok(())

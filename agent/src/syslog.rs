@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
 
 pub enum Listener {
@@ -158,7 +158,7 @@ pub async fn serve(
     }
 }
 
-async fn read_stream<S: AsyncRead + Unpin>(
+async fn read_stream<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
     max: usize,
@@ -170,7 +170,11 @@ async fn read_stream<S: AsyncRead + Unpin>(
     loop {
         match read_frame(&mut r, max).await {
             Ok(Some(frame)) => accept(&frame, max, &name, &spool, &metrics),
-            Ok(None) => return,
+            Ok(None) => {
+                // A clean end: answer the sender's close (TLS close_notify) before closing.
+                let _ = r.into_inner().shutdown().await;
+                return;
+            }
             Err(e) => {
                 metrics.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(source = %name, %peer, "closing the connection: {e}");

@@ -49,8 +49,36 @@ fn shipped_pack_is_valid() {
     let text = common::text(&out.stdout);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
     assert!(
-        text.contains("15 policies valid against the schema"),
+        text.contains("15 patient-access policies valid against the schema")
+            && text.contains("4 PHI-folder policies valid against the schema"),
         "{text}"
+    );
+}
+
+#[test]
+fn broken_folder_pack_names_its_file() {
+    let dir = pack_with("zz-unused.txt", "");
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let shipped = common::repo().join("policies/files");
+    std::fs::copy(
+        shipped.join("schema.cedarschema"),
+        files.join("schema.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(
+        files.join("local.cedar"),
+        "@id(\"x\")\n@category(\"c\")\n@severity(\"high\")\n@explain(\"e\")\n@hipaa(\"h\")\nforbid (principal, action == Action::\"file_bulk_read\", resource) when { context.break_glass };\n",
+    )
+    .unwrap();
+    let out = common::phiwatch(&["policies", "--dir", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = common::text(&out.stderr);
+    assert!(
+        err.contains("folder policy pack")
+            && err.contains("local.cedar:6:")
+            && err.contains("break_glass"),
+        "{err}"
     );
 }
 

@@ -55,25 +55,46 @@ fn framed(msgs: &[&Message]) -> Vec<u8> {
 }
 
 fn send_tls(port: u16, ca_pem: &str, payload: &[u8]) {
+    send_tls_as(port, ca_pem, None, payload).unwrap();
+}
+
+/// Sends over TLS, optionally with a client certificate (PEM cert, PEM key).
+fn send_tls_as(
+    port: u16,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+    payload: &[u8],
+) -> std::io::Result<()> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port))?;
     let mut tls = rustls::StreamOwned::new(conn, sock);
-    tls.write_all(payload).unwrap();
-    tls.flush().unwrap();
+    tls.write_all(payload)?;
+    tls.flush()?;
     tls.conn.send_close_notify();
-    let _ = tls.flush();
+    tls.flush()?;
+    // The server's verdict on our certificate arrives after the handshake: read to the end.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut tls, &mut rest).map(|_| ())
 }
 
 fn config(d: &Path, http: u16, udp: u16, tcp: u16, tls: u16) -> String {
@@ -293,6 +314,29 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
         1,
         "the exposure names the file, its modes and its owner"
     );
+    // Ordinary work in the folder: files copied in, one renamed. Seen, explained, no finding.
+    let received =
+        |http| metric(http, "phiwatch_source_received_total{source=\"phi\"}").unwrap_or(0.0);
+    let seen_before = received(http);
+    let findings_before = count(&db, "SELECT count(*) FROM findings");
+    for i in 0..3 {
+        std::fs::copy(
+            labs.join("chart-12.pdf"),
+            labs.join(format!("scan-{i}.pdf")),
+        )
+        .unwrap();
+    }
+    std::fs::rename(labs.join("scan-0.pdf"), labs.join("scan-0-signed.pdf")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || received(http)
+            >= seen_before + 4.0),
+        "3 created + 1 renamed: {} -> {}",
+        seen_before,
+        received(http)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&db, "SELECT count(*) FROM findings"), findings_before);
+
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
     assert!(
@@ -345,4 +389,72 @@ fn bad_tls_material_fails_at_start_with_the_file_named() {
         err.contains("atna-tls") && err.contains("cert.pem"),
         "{err}"
     );
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("tls")).unwrap();
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let server_pem = server.cert.pem();
+    std::fs::write(d.join("tls/cert.pem"), &server_pem).unwrap();
+    std::fs::write(d.join("tls/key.pem"), server.key_pair.serialize_pem()).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(d.join("tls/senders-ca.pem"), ca.pem()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["ehr-sender".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let (client_pem, client_key_pem) = (client.pem(), client_key.serialize_pem());
+
+    let (http, tls) = (free_port(), free_port());
+    std::fs::write(
+        d.join("phiwatch.toml"),
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"syslog\"\nname = \"atna-mtls\"\nlisten = \"127.0.0.1:{tls}\"\ntransport = \"tls\"\ntls_cert = \"{d}/tls/cert.pem\"\ntls_key = \"{d}/tls/key.pem\"\ntls_client_ca = \"{d}/tls/senders-ca.pem\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&d.join("phiwatch.toml"));
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    let msgs = messages();
+    let vip = msgs
+        .iter()
+        .find(|m| m.category.as_deref() == Some("vip"))
+        .unwrap();
+    let payload = framed(&[vip]);
+
+    let anonymous = send_tls_as(tls, &server_pem, None, &payload);
+    assert!(
+        anonymous.is_err(),
+        "a sender without a certificate is refused"
+    );
+    assert!(wait_for(Duration::from_secs(10), || metric(
+        http,
+        "phiwatch_source_rejected_total{source=\"atna-mtls\"}"
+    ) == Some(1.0)));
+    let db = d.join("data/phiwatch.db");
+    assert_eq!(count(&db, "SELECT count(*) FROM accesses"), 0);
+
+    send_tls_as(
+        tls,
+        &server_pem,
+        Some((&client_pem, &client_key_pem)),
+        &payload,
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || findings_of(&db, "vip") == 1),
+        "the certified sender's message is judged"
+    );
+    assert!(agent.stop().0.success());
 }
