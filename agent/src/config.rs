@@ -32,8 +32,18 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     #[serde(default)]
     pub http: Http,
+    /// A TOML file of further `[[source]]` tables (relative paths: next to this file), so
+    /// source lists can be managed apart from the agent's settings.
+    pub sources_file: Option<PathBuf>,
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcesFile {
+    #[serde(default, rename = "source")]
+    sources: Vec<Source>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,10 +167,23 @@ impl Config {
             path: p.clone(),
             source,
         })?;
-        let c: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let mut c: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: p.clone(),
             message: e.to_string(),
         })?;
+        if let Some(f) = &c.sources_file {
+            let f = path.parent().unwrap_or(Path::new(".")).join(f);
+            let fp = f.display().to_string();
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+                path: fp.clone(),
+                source,
+            })?;
+            let more: SourcesFile = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: fp,
+                message: e.to_string(),
+            })?;
+            c.sources.extend(more.sources);
+        }
         let invalid = |message: String| ConfigError::Invalid {
             path: p.clone(),
             message,
@@ -301,6 +324,31 @@ mod tests {
         assert!(e.contains("tls_cert"), "{e}");
         let e = load("data_dir = \"/x\"\n").unwrap_err().to_string();
         assert!(e.contains("no [[source]]"), "{e}");
+    }
+
+    #[test]
+    fn sources_from_a_separate_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("sources.toml"),
+            "[[source]]\nkind = \"folder\"\nname = \"phi\"\npaths = [\"/srv/phi\"]\n",
+        )
+        .unwrap();
+        let p = d.path().join("phiwatch.toml");
+        std::fs::write(&p, "data_dir = \"/x\"\nsources_file = \"sources.toml\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.sources.len(), 1);
+        std::fs::write(
+            d.path().join("sources.toml"),
+            "[[source]]\nkind = \"folder\"\nnme = 1\n",
+        )
+        .unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("sources.toml") && e.contains("nme"), "{e}");
+        // The shipped rules/sources.toml is a valid sources file.
+        let shipped: SourcesFile =
+            toml::from_str(include_str!("../../rules/sources.toml")).unwrap();
+        assert!(!shipped.sources.is_empty());
     }
 
     /// The shipped example must stay loadable, with every commented source switched on too.
