@@ -30,6 +30,9 @@ pub struct Config {
     pub policies: Option<PathBuf>,
     /// Detection settings; default: the built-in rules/detection.toml.
     pub rules: Option<PathBuf>,
+    /// Alert grouping, routing and receivers (see rules/routing.toml). Without it findings are
+    /// stored and nobody is notified.
+    pub routing: Option<PathBuf>,
     #[serde(default)]
     pub http: Http,
     /// A TOML file of further `[[source]]` tables (relative paths: next to this file), so

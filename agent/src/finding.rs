@@ -54,6 +54,9 @@ pub struct Finding {
     /// RFC 3339 UTC.
     pub time: String,
     pub user: String,
+    /// The user's department (empty when unknown): alerts route on it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub department: String,
     pub patient: String,
     pub action: String,
     pub category: String,

@@ -5,6 +5,7 @@
 //! [`context`]) → [`detect`] (Cedar policy pack) → [`finding::Finding`] → [`store`].
 //! [`scan`] wires the stages for a replay; [`demo`] builds a synthetic hospital to exercise them.
 
+pub mod alert;
 pub mod bench;
 pub mod bench_live;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod fhir;
 pub mod finding;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod run;

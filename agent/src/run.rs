@@ -6,7 +6,9 @@
 
 use crate::config::{Config, Format, Source};
 use crate::decode::csv::CsvDecoder;
+use crate::alert::{self, Routing};
 use crate::decode::{Item, LineDecoder};
+use crate::notify::Dispatcher;
 use crate::detect::FileDetector;
 use crate::metrics::{now_ms, Metrics, SourceMetrics};
 use crate::pipeline::{Judged, Pipeline};
@@ -32,6 +34,8 @@ const CHUNK_BYTES: usize = 4 << 20;
 const SPOOL_POLL: Duration = Duration::from_millis(50);
 /// Checkpoint writes while a source is catching up.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
+/// How often the dispatcher looks for due notifications.
+const DISPATCH_TICK: Duration = Duration::from_millis(250);
 /// How often received messages are forced to disk.
 const SPOOL_SYNC: Duration = Duration::from_millis(200);
 
@@ -65,7 +69,12 @@ pub fn run(config_path: &Path) -> Result<()> {
     let loaded = inputs.load()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let store = Store::open(&cfg.data_dir.join("phiwatch.db"))?;
+    let db_path = cfg.data_dir.join("phiwatch.db");
+    let store = Store::open(&db_path)?;
+    let routing = match &cfg.routing {
+        Some(p) => Some(Arc::new(Routing::load(p)?)),
+        None => None,
+    };
     let spool_dir = cfg.data_dir.join("spool");
 
     let metrics = Arc::new(Metrics {
@@ -154,12 +163,22 @@ pub fn run(config_path: &Path) -> Result<()> {
         }
     }
 
+    let dispatcher = match &routing {
+        Some(r) => Some(
+            Dispatcher::new(&db_path, r.clone(), loaded.settings.timezone, metrics.notify.clone())
+                .map_err(|e| anyhow::anyhow!("routing {}: {e}", cfg.routing.as_ref().map(|p| p.display().to_string()).unwrap_or_default()))?,
+        ),
+        None => None,
+    };
     let (tx, rx) = sync_channel::<Batch>(QUEUE);
     let m = metrics.clone();
     m.detection_alive.store(true, Ordering::Relaxed);
     let detection = std::thread::Builder::new()
         .name("detect".into())
-        .spawn(move || detect_loop(rx, inputs, loaded, stamp, store, folders, m))?;
+        .spawn(move || detect_loop(rx, inputs, loaded, stamp, store, folders, routing, m))?;
+    if let Some(d) = dispatcher {
+        rt.spawn(d.run(DISPATCH_TICK));
+    }
 
     let mut threads = Vec::new();
     for r in readers {
@@ -288,6 +307,7 @@ fn detect_loop(
     mut stamp: u64,
     mut store: Store,
     folders: Vec<String>,
+    routing: Option<Arc<Routing>>,
     metrics: Arc<Metrics>,
 ) {
     let mut judged = Judged::default();
@@ -303,6 +323,7 @@ fn detect_loop(
                     &mut files,
                     &mut judged,
                     &mut store,
+                    routing.as_deref().map(|r| (r, loaded.settings.timezone)),
                     &metrics,
                     batch,
                 ),
@@ -347,6 +368,7 @@ fn judge_batch(
     files: &mut FileDetector<'_>,
     judged: &mut Judged,
     store: &mut Store,
+    alerting: Option<(&Routing, chrono_tz::Tz)>,
     metrics: &Metrics,
     batch: Batch,
 ) {
@@ -360,7 +382,14 @@ fn judge_batch(
     }
     let stored_at = now_ms();
     let result = store
-        .insert_batch(&judged.accesses, &judged.findings)
+        .insert_batch_then(&judged.accesses, &judged.findings, |tx, fresh| {
+            if let Some((routing, tz)) = alerting {
+                let a = alert::apply(tx, fresh, routing, tz, stored_at)?;
+                metrics.alerts_opened.fetch_add(a.opened, Ordering::Relaxed);
+                metrics.notifications_queued.fetch_add(a.queued, Ordering::Relaxed);
+            }
+            Ok(())
+        })
         .map(|(_, new)| {
             for a in &judged.accesses {
                 metrics.delay.observe(stored_at - a.time_ms);

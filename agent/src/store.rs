@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS findings (
     severity    TEXT NOT NULL,
     explanation TEXT NOT NULL,
     hipaa       TEXT NOT NULL,
+    department  TEXT NOT NULL DEFAULT '',
     stored_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (event_id, detector)
 ) WITHOUT ROWID;
@@ -57,6 +58,58 @@ CREATE TABLE IF NOT EXISTS accesses (
 CREATE INDEX IF NOT EXISTS accesses_patient ON accesses (patient_id, time_ms);
 CREATE INDEX IF NOT EXISTS findings_user ON findings (user_id, time);
 CREATE INDEX IF NOT EXISTS findings_patient ON findings (patient_id, time);
+-- Alerts group findings (rules/routing.toml); an alert is open until acknowledged.
+CREATE TABLE IF NOT EXISTS alerts (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_key     TEXT NOT NULL,
+    fold_key      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    department    TEXT NOT NULL,
+    first_ms      INTEGER NOT NULL,
+    last_ms       INTEGER NOT NULL,
+    findings      INTEGER NOT NULL,
+    incidents     INTEGER NOT NULL,
+    notifications INTEGER NOT NULL DEFAULT 0,
+    last_sent_ms  INTEGER NOT NULL DEFAULT 0,
+    ack_by        TEXT,
+    ack_ms        INTEGER,
+    ack_note      TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_fold ON alerts (fold_key, status);
+CREATE TABLE IF NOT EXISTS alert_findings (
+    alert_id   INTEGER NOT NULL,
+    event_id   TEXT NOT NULL,
+    detector   TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    PRIMARY KEY (alert_id, event_id, detector)
+) WITHOUT ROWID;
+-- The durable outbox: written in the transaction that changes the alert, sent by the
+-- dispatcher, keyed for idempotency so a resend after a crash carries the same key.
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    alert_id        INTEGER NOT NULL,
+    receiver        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    due_ms          INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    sent_ms         INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, due_ms);
+CREATE TABLE IF NOT EXISTS silences (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    matchers   TEXT NOT NULL,
+    starts_ms  INTEGER NOT NULL,
+    ends_ms    INTEGER NOT NULL,
+    author     TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 ";
 
 /// `$PHIWATCH_DATA_DIR`, else `$XDG_DATA_HOME/phiwatch`, else `~/.local/share/phiwatch`.
@@ -91,20 +144,22 @@ impl Store {
         )
         .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
-        // Stores created by 0.1 pre-releases lack stored_ms.
-        let has_stored_ms: bool = conn
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('accesses') WHERE name = 'stored_ms'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(sql)?
-            > 0;
-        if !has_stored_ms {
-            conn.execute_batch(
-                "ALTER TABLE accesses ADD COLUMN stored_ms INTEGER NOT NULL DEFAULT 0",
-            )
-            .map_err(sql)?;
+        // Stores created by 0.1 pre-releases lack these columns.
+        for (table, column, decl) in [
+            ("accesses", "stored_ms", "INTEGER NOT NULL DEFAULT 0"),
+            ("findings", "department", "TEXT NOT NULL DEFAULT ''"),
+        ] {
+            let present: i64 = conn
+                .query_row(
+                    &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            if present == 0 {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                    .map_err(sql)?;
+            }
         }
         Ok(Store { conn, path: p })
     }
@@ -123,13 +178,26 @@ impl Store {
         accesses: &[AccessEvent],
         findings: &[Finding],
     ) -> Result<(usize, usize), StoreError> {
+        self.insert_batch_then(accesses, findings, |_, _| Ok(()))
+    }
+
+    /// As [`Store::insert_batch`], then `after` runs in the same transaction with the
+    /// findings that were new (alerting: its alert changes and outbox rows commit together
+    /// with the findings that caused them).
+    pub fn insert_batch_then(
+        &mut self,
+        accesses: &[AccessEvent],
+        findings: &[Finding],
+        after: impl FnOnce(&rusqlite::Transaction<'_>, &[&Finding]) -> rusqlite::Result<()>,
+    ) -> Result<(usize, usize), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(sql)?;
-        let (mut new_accesses, mut new_findings) = (0, 0);
+        let mut new_accesses = 0;
+        let mut fresh: Vec<&Finding> = Vec::new();
         let now_ms = chrono::Utc::now().timestamp_millis();
         {
             let mut stmt = tx
@@ -158,12 +226,12 @@ impl Store {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO findings (event_id, detector, time, user_id, patient_id,
-                     action, category, severity, explanation, hipaa)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     action, category, severity, explanation, hipaa, department)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(sql)?;
             for f in findings {
-                new_findings += stmt
+                let inserted = stmt
                     .execute(params![
                         f.event_id,
                         f.detector,
@@ -174,13 +242,18 @@ impl Store {
                         f.category,
                         f.severity.as_str(),
                         f.explanation,
-                        f.hipaa
+                        f.hipaa,
+                        f.department
                     ])
                     .map_err(sql)?;
+                if inserted > 0 {
+                    fresh.push(f);
+                }
             }
         }
+        after(&tx, &fresh).map_err(sql)?;
         tx.commit().map_err(sql)?;
-        Ok((new_accesses, new_findings))
+        Ok((new_accesses, fresh.len()))
     }
 
     pub fn count(&self) -> Result<u64, StoreError> {
@@ -195,7 +268,7 @@ impl Store {
             .conn
             .prepare(
                 "SELECT event_id, time, user_id, patient_id, action, category, severity, detector,
-                        explanation, hipaa FROM findings ORDER BY time, event_id, detector",
+                        explanation, hipaa, department FROM findings ORDER BY time, event_id, detector",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -212,6 +285,7 @@ impl Store {
                     detector: r.get(7)?,
                     explanation: r.get(8)?,
                     hipaa: r.get(9)?,
+                    department: r.get(10)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -228,6 +302,7 @@ mod tests {
             event_id: event.into(),
             time: "2024-01-01T00:00:00.000Z".into(),
             user: "u".into(),
+            department: "er".into(),
             patient: "p".into(),
             action: "view".into(),
             category: "family".into(),

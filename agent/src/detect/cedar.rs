@@ -487,6 +487,7 @@ impl<'p> Detector<'p> {
                 event_id: a.event.id.clone(),
                 time: crate::time::format_ms(a.event.time_ms),
                 user: a.event.user.clone(),
+                department: store.departments.name(a.facts.department).to_owned(),
                 patient: a.event.patient.clone().unwrap_or_default(),
                 action: a.event.action.as_str().to_owned(),
                 category: rule.category.clone(),

@@ -79,6 +79,7 @@ impl<'p> FileDetector<'p> {
                 event_id: e.id.clone(),
                 time: crate::time::format_ms(e.time_ms),
                 user: e.owner.clone(),
+                department: String::new(),
                 patient: String::new(),
                 action: e.change.action().to_owned(),
                 category: rule.category.clone(),

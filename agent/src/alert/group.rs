@@ -1,0 +1,251 @@
+//! Findings → alerts, inside the transaction that stores the findings, so an alert change and
+//! the notifications it causes (outbox rows) commit together or not at all.
+//!
+//! An alert is keyed by `group_by` labels. With `fold_repeat_offenders`, the patient label is
+//! left out of the key that finds an open alert, so a user's findings on more patients join
+//! their open alert as further incidents (a running count) instead of opening new ones.
+
+use super::routing::{Label, RouteInput, Routing};
+use crate::finding::{Finding, Severity};
+use chrono::Timelike;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+/// What one batch did to alerts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub opened: u64,
+    pub updated: u64,
+    pub queued: u64,
+}
+
+fn label<'f>(f: &'f Finding, l: Label) -> &'f str {
+    match l {
+        Label::User => &f.user,
+        Label::Patient => &f.patient,
+        Label::Category => &f.category,
+        Label::Severity => f.severity.as_str(),
+        Label::Department => &f.department,
+        Label::Detector => &f.detector,
+    }
+}
+
+fn key(f: &Finding, labels: &[Label], skip_patient: bool) -> String {
+    let mut k = String::new();
+    for &l in labels {
+        if skip_patient && l == Label::Patient {
+            continue;
+        }
+        if !k.is_empty() {
+            k.push('|');
+        }
+        k.push_str(&format!("{l:?}={}", label(f, l)).to_lowercase());
+    }
+    k
+}
+
+pub fn apply(
+    tx: &Transaction<'_>,
+    findings: &[&Finding],
+    routing: &Routing,
+    tz: chrono_tz::Tz,
+    now_ms: i64,
+) -> rusqlite::Result<Applied> {
+    let g = &routing.grouping;
+    let mut done = Applied::default();
+    for f in findings {
+        let group_key = key(f, &g.group_by, false);
+        let fold_key = key(f, &g.group_by, g.fold_repeat_offenders);
+        let open: Option<(i64, String, i64)> = tx
+            .query_row(
+                "SELECT id, severity, last_sent_ms FROM alerts
+                 WHERE fold_key = ?1 AND status != 'closed' ORDER BY id DESC LIMIT 1",
+                [&fold_key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (alert, due, severity) = match open {
+            None => {
+                tx.execute(
+                    "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id,
+                     department, first_ms, last_ms, findings, incidents)
+                     VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?7, 0, 0)",
+                    params![
+                        group_key,
+                        fold_key,
+                        f.category,
+                        f.severity.as_str(),
+                        f.user,
+                        f.department,
+                        now_ms
+                    ],
+                )?;
+                done.opened += 1;
+                let id = tx.last_insert_rowid();
+                (id, now_ms + g.group_wait.as_millis() as i64, f.severity)
+            }
+            Some((id, sev, last_sent)) => {
+                done.updated += 1;
+                let sev = sev.parse().unwrap_or(Severity::Low).max(f.severity);
+                // New evidence reopens an acknowledged alert: someone must look again.
+                tx.execute(
+                    "UPDATE alerts SET status = 'open', severity = ?2, last_ms = ?3 WHERE id = ?1",
+                    params![id, sev.as_str(), now_ms],
+                )?;
+                let due = if last_sent == 0 {
+                    now_ms + g.group_wait.as_millis() as i64
+                } else {
+                    (last_sent + g.group_interval.as_millis() as i64).max(now_ms)
+                };
+                (id, due, sev)
+            }
+        };
+        tx.execute(
+            "INSERT OR IGNORE INTO alert_findings (alert_id, event_id, detector, patient_id)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![alert, f.event_id, f.detector, f.patient],
+        )?;
+        tx.execute(
+            "UPDATE alerts SET
+               findings = (SELECT count(*) FROM alert_findings WHERE alert_id = ?1),
+               incidents = (SELECT count(DISTINCT patient_id) FROM alert_findings WHERE alert_id = ?1)
+             WHERE id = ?1",
+            [alert],
+        )?;
+        let hour = chrono::DateTime::from_timestamp_millis(now_ms)
+            .map(|t| t.with_timezone(&tz).hour())
+            .unwrap_or(0);
+        let receivers = routing.receivers_for(&RouteInput {
+            category: &f.category,
+            severity,
+            department: &f.department,
+            hour,
+        });
+        done.queued += enqueue(tx, alert, &receivers, now_ms, due)?;
+    }
+    Ok(done)
+}
+
+/// Queues one notification per receiver unless one is already waiting (it will carry the
+/// alert as it is when sent). Returns how many rows were added.
+pub fn enqueue(
+    tx: &Transaction<'_>,
+    alert: i64,
+    receivers: &[String],
+    now_ms: i64,
+    due_ms: i64,
+) -> rusqlite::Result<u64> {
+    let mut added = 0;
+    for r in receivers {
+        let waiting: i64 = tx.query_row(
+            "SELECT count(*) FROM outbox WHERE alert_id = ?1 AND receiver = ?2 AND state = 'pending'",
+            params![alert, r],
+            |row| row.get(0),
+        )?;
+        if waiting > 0 {
+            continue;
+        }
+        let seq: i64 = tx.query_row(
+            "UPDATE alerts SET notifications = notifications + 1 WHERE id = ?1 RETURNING notifications",
+            [alert],
+            |row| row.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO outbox (idempotency_key, alert_id, receiver, state, created_ms, due_ms)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+            params![format!("phiwatch-alert-{alert}-{seq}-{r}"), alert, r, now_ms, due_ms],
+        )?;
+        added += 1;
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn finding(event: &str, user: &str, patient: &str, category: &str, sev: Severity) -> Finding {
+        Finding {
+            event_id: event.into(),
+            time: "2026-03-10T14:00:00.000Z".into(),
+            user: user.into(),
+            department: "cardiology".into(),
+            patient: patient.into(),
+            action: "view".into(),
+            category: category.into(),
+            severity: sev,
+            detector: category.into(),
+            explanation: "x".into(),
+            hipaa: "y".into(),
+        }
+    }
+
+    const ROUTING: &str = "[grouping]\ngroup_wait = \"1s\"\ngroup_interval = \"1m\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:9/\"\n[[route]]\nreceivers = [\"siem\"]\n";
+
+    fn rows(db: &std::path::Path, sql: &str) -> i64 {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn repeat_offender_folds_and_one_notification_waits() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("p.db");
+        let mut store = Store::open(&db).unwrap();
+        let routing = Routing::parse(ROUTING).unwrap();
+        let batch = [
+            finding("e1", "dr-a", "pt-1", "vip", Severity::Critical),
+            finding("e2", "dr-a", "pt-2", "vip", Severity::Critical),
+            finding("e3", "dr-a", "pt-2", "vip", Severity::Critical),
+            finding("e4", "dr-b", "pt-1", "vip", Severity::Critical),
+        ];
+        let mut applied = Applied::default();
+        store
+            .insert_batch_then(&[], &batch, |tx, fresh| {
+                applied = apply(tx, fresh, &routing, chrono_tz::UTC, 1_000)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(applied, Applied { opened: 2, updated: 2, queued: 2 });
+        assert_eq!(rows(&db, "SELECT incidents FROM alerts WHERE user_id = 'dr-a'"), 2);
+        assert_eq!(rows(&db, "SELECT findings FROM alerts WHERE user_id = 'dr-a'"), 3);
+        assert_eq!(rows(&db, "SELECT due_ms FROM outbox WHERE alert_id = 1"), 2_000);
+        // Replaying the same findings changes nothing: they are not new to the store.
+        store
+            .insert_batch_then(&[], &batch, |tx, fresh| {
+                assert!(fresh.is_empty());
+                apply(tx, fresh, &routing, chrono_tz::UTC, 5_000).map(|_| ())
+            })
+            .unwrap();
+        assert_eq!(rows(&db, "SELECT count(*) FROM outbox"), 2);
+    }
+
+    #[test]
+    fn growth_after_a_notification_waits_for_the_group_interval() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("p.db");
+        let mut store = Store::open(&db).unwrap();
+        let routing = Routing::parse(ROUTING).unwrap();
+        let f1 = [finding("e1", "dr-a", "pt-1", "family", Severity::High)];
+        store
+            .insert_batch_then(&[], &f1, |tx, fresh| apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ()))
+            .unwrap();
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("UPDATE outbox SET state = 'sent'; UPDATE alerts SET last_sent_ms = 1000;")
+            .unwrap();
+        let f2 = [finding("e2", "dr-a", "pt-3", "family", Severity::High)];
+        store
+            .insert_batch_then(&[], &f2, |tx, fresh| apply(tx, fresh, &routing, chrono_tz::UTC, 2_000).map(|_| ()))
+            .unwrap();
+        assert_eq!(rows(&db, "SELECT count(*) FROM alerts"), 1);
+        assert_eq!(rows(&db, "SELECT max(due_ms) FROM outbox WHERE state = 'pending'"), 61_000);
+        assert_eq!(
+            rows(&db, "SELECT count(DISTINCT idempotency_key) FROM outbox"),
+            2,
+            "each notification has its own key"
+        );
+    }
+}

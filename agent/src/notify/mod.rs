@@ -1,0 +1,311 @@
+//! Delivery of alert notifications from the durable outbox.
+//!
+//! The dispatcher takes due rows, checks acknowledgement, silences and inhibition at send
+//! time, renders the alert as it is now, sends, and records the outcome: sent; transient
+//! failure (SMTP 4xx, HTTP 5xx/429, connection errors) retried with exponential backoff and
+//! jitter; permanent failure (SMTP 5xx, HTTP 4xx) or `give_up_after` exceeded → dead letter.
+//! A crash between sending and recording resends once, with the same idempotency key
+//! (`Message-ID`, `webhook-id`), so the receiver can drop the duplicate.
+
+pub mod email;
+pub mod render;
+pub mod webhook;
+
+use crate::alert::group::enqueue;
+use crate::alert::routing::{Receiver, RouteInput, Routing};
+use crate::finding::Severity;
+use chrono::Timelike;
+use rand::Rng;
+use render::AlertView;
+use rusqlite::{params, Connection};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    Transient(String),
+    Permanent(String),
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct NotifyMetrics {
+    pub sent: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead: AtomicU64,
+    pub suppressed: AtomicU64,
+    pub pending: AtomicU64,
+    pub dead_letters: AtomicU64,
+}
+
+pub struct Dispatcher {
+    db: PathBuf,
+    routing: Arc<Routing>,
+    tz: chrono_tz::Tz,
+    http: reqwest::Client,
+    smtp: HashMap<String, lettre::AsyncSmtpTransport<lettre::Tokio1Executor>>,
+    metrics: Arc<NotifyMetrics>,
+}
+
+struct Due {
+    id: i64,
+    key: String,
+    alert: i64,
+    receiver: String,
+    attempts: i64,
+    created_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Dispatcher {
+    /// Builds every receiver's client now, so a bad TLS file or a missing password variable
+    /// stops the agent at start-up rather than at the first alert.
+    pub fn new(
+        db: &Path,
+        routing: Arc<Routing>,
+        tz: chrono_tz::Tz,
+        metrics: Arc<NotifyMetrics>,
+    ) -> Result<Self, String> {
+        let mut smtp = HashMap::new();
+        for r in &routing.receivers {
+            if let Receiver::Email(e) = r {
+                smtp.insert(e.name.clone(), email::transport(e)?);
+            }
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("phiwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Dispatcher {
+            db: db.to_owned(),
+            routing,
+            tz,
+            http,
+            smtp,
+            metrics,
+        })
+    }
+
+    /// Runs until the task is dropped.
+    pub async fn run(mut self, tick: Duration) {
+        let mut conn = None;
+        loop {
+            if conn.is_none() {
+                match Connection::open(&self.db) {
+                    Ok(c) => {
+                        let _ = c.busy_timeout(Duration::from_secs(5));
+                        conn = Some(c);
+                    }
+                    Err(e) => tracing::error!("notifications: opening the store: {e}"),
+                }
+            }
+            if let Some(c) = conn.as_mut() {
+                if let Err(e) = self.tick(c).await {
+                    tracing::error!("notifications: {e}");
+                }
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// One round: schedule repeats, then send what is due. Returns how many rows it settled.
+    pub async fn tick(&mut self, conn: &mut Connection) -> rusqlite::Result<usize> {
+        self.schedule_repeats(conn)?;
+        let now = now_ms();
+        let due: Vec<Due> = {
+            let mut st = conn.prepare(
+                "SELECT id, idempotency_key, alert_id, receiver, attempts, created_ms FROM outbox
+                 WHERE state = 'pending' AND due_ms <= ?1 ORDER BY due_ms, id LIMIT 50",
+            )?;
+            let rows = st.query_map([now], |r| {
+                Ok(Due {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    alert: r.get(2)?,
+                    receiver: r.get(3)?,
+                    attempts: r.get(4)?,
+                    created_ms: r.get(5)?,
+                })
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let settled = due.len();
+        for d in due {
+            self.deliver(conn, d).await?;
+        }
+        self.refresh_gauges(conn)?;
+        Ok(settled)
+    }
+
+    async fn deliver(&mut self, conn: &mut Connection, d: Due) -> rusqlite::Result<()> {
+        let Some(receiver) = self.routing.receiver(&d.receiver).cloned() else {
+            return self.settle(conn, &d, "dead", Some("receiver no longer configured"), 0);
+        };
+        if let Some(why) = suppressed(conn, d.alert, self.routing.grouping.inhibit_lower_for_critical)? {
+            self.metrics.suppressed.fetch_add(1, Ordering::Relaxed);
+            return self.settle(conn, &d, "suppressed", Some(&why), 0);
+        }
+        let (include, console) = match &receiver {
+            Receiver::Email(e) => (e.include_patient, e.console_url.as_deref()),
+            Receiver::Webhook(w) => (w.include_patient, w.console_url.as_deref()),
+        };
+        let Some(view) = AlertView::load(conn, d.alert, include, console)? else {
+            return self.settle(conn, &d, "dead", Some("alert no longer exists"), 0);
+        };
+        let outcome = match &receiver {
+            Receiver::Email(e) => match self.smtp.get(&e.name) {
+                Some(t) => email::send(e, t, &view, &d.key).await,
+                None => Outcome::Permanent("no SMTP transport".into()),
+            },
+            Receiver::Webhook(w) => webhook::send(w, &self.http, &view, &d.key).await,
+        };
+        let retry = &self.routing.retry;
+        match outcome {
+            Outcome::Sent => {
+                self.metrics.sent.fetch_add(1, Ordering::Relaxed);
+                let now = now_ms();
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "UPDATE outbox SET state = 'sent', sent_ms = ?2, attempts = attempts + 1,
+                     last_error = NULL WHERE id = ?1",
+                    params![d.id, now],
+                )?;
+                tx.execute(
+                    "UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1",
+                    params![d.alert, now],
+                )?;
+                tx.commit()
+            }
+            Outcome::Permanent(e) => {
+                self.metrics.dead.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(receiver = %d.receiver, alert = d.alert, "notification failed permanently: {e}");
+                self.settle(conn, &d, "dead", Some(&e), 1)
+            }
+            Outcome::Transient(e) => {
+                let now = now_ms();
+                if now - d.created_ms > retry.give_up_after.as_millis() as i64 {
+                    self.metrics.dead.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(receiver = %d.receiver, alert = d.alert, "giving up on a notification: {e}");
+                    return self.settle(conn, &d, "dead", Some(&e), 1);
+                }
+                self.metrics.retried.fetch_add(1, Ordering::Relaxed);
+                let exp = retry.initial.as_millis() as f64 * 2f64.powi(d.attempts.min(30) as i32);
+                let jitter = rand::rng().random_range(0.5..1.5);
+                let wait = (exp * jitter).min(retry.max.as_millis() as f64) as i64;
+                tracing::info!(receiver = %d.receiver, alert = d.alert, attempt = d.attempts + 1, "notification will be retried in {wait} ms: {e}");
+                conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, due_ms = ?2, last_error = ?3 WHERE id = ?1",
+                    params![d.id, now + wait, e],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    fn settle(
+        &self,
+        conn: &Connection,
+        d: &Due,
+        state: &str,
+        error: Option<&str>,
+        attempt: i64,
+    ) -> rusqlite::Result<()> {
+        conn.execute(
+            "UPDATE outbox SET state = ?2, last_error = ?3, attempts = attempts + ?4 WHERE id = ?1",
+            params![d.id, state, error, attempt],
+        )?;
+        Ok(())
+    }
+
+    /// Open alerts not notified for `repeat_interval` get another notification.
+    fn schedule_repeats(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        let now = now_ms();
+        let repeat = self.routing.grouping.repeat_interval.as_millis() as i64;
+        let stale: Vec<(i64, String, String, String)> = {
+            let mut st = conn.prepare(
+                "SELECT a.id, a.category, a.severity, a.department FROM alerts a
+                 WHERE a.status = 'open' AND a.last_sent_ms > 0 AND a.last_sent_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = a.id AND o.state = 'pending')",
+            )?;
+            let rows = st.query_map([now - repeat], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let hour = chrono::Utc::now().with_timezone(&self.tz).hour();
+        let tx = conn.transaction()?;
+        for (id, category, severity, department) in stale {
+            let receivers = self.routing.receivers_for(&RouteInput {
+                category: &category,
+                severity: severity.parse().unwrap_or(Severity::Low),
+                department: &department,
+                hour,
+            });
+            enqueue(&tx, id, &receivers, now, now)?;
+            // Counted as notified now so an alert with no receiver is not re-examined forever.
+            tx.execute("UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1", params![id, now])?;
+        }
+        tx.commit()
+    }
+
+    fn refresh_gauges(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let count = |state: &str| -> rusqlite::Result<u64> {
+            conn.query_row("SELECT count(*) FROM outbox WHERE state = ?1", [state], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        };
+        self.metrics.pending.store(count("pending")?, Ordering::Relaxed);
+        self.metrics.dead_letters.store(count("dead")?, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Why an alert's notification must not go out now, if it must not.
+fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<Option<String>> {
+    let (status, user, category, severity, department): (String, String, String, String, String) = conn.query_row(
+        "SELECT status, user_id, category, severity, department FROM alerts WHERE id = ?1",
+        [alert],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    if status != "open" {
+        return Ok(Some(format!("alert is {status}")));
+    }
+    let now = now_ms();
+    let mut st = conn.prepare(
+        "SELECT id, matchers FROM silences WHERE starts_ms <= ?1 AND ends_ms > ?1",
+    )?;
+    let silences = st.query_map([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for s in silences {
+        let (id, matchers) = s?;
+        let m: HashMap<String, String> = serde_json::from_str(&matchers).unwrap_or_default();
+        let value = |k: &str| match k {
+            "user" => Some(user.as_str()),
+            "category" => Some(category.as_str()),
+            "severity" => Some(severity.as_str()),
+            "department" => Some(department.as_str()),
+            _ => None,
+        };
+        if !m.is_empty() && m.iter().all(|(k, v)| value(k) == Some(v.as_str())) {
+            return Ok(Some(format!("silenced by silence #{id}")));
+        }
+    }
+    if inhibit && severity != "critical" {
+        let critical: i64 = conn.query_row(
+            "SELECT count(*) FROM alerts WHERE user_id = ?1 AND severity = 'critical'
+             AND status = 'open' AND id != ?2",
+            params![user, alert],
+            |r| r.get(0),
+        )?;
+        if critical > 0 {
+            return Ok(Some("inhibited by an open critical alert for the same user".into()));
+        }
+    }
+    Ok(None)
+}
