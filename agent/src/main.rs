@@ -46,6 +46,115 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// List and acknowledge alerts in the agent's store.
+    #[command(subcommand)]
+    Alerts(AlertsCmd),
+    /// Silence alerts matching labels for a while (who and why are recorded).
+    #[command(subcommand)]
+    Silence(SilenceCmd),
+    /// Inspect and retry notifications that could not be delivered.
+    #[command(subcommand)]
+    Notify(NotifyCmd),
+    /// Check routing rules.
+    #[command(subcommand)]
+    Rules(RulesCmd),
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The agent's configuration file (its data_dir holds the store).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum AlertsCmd {
+    /// Open alerts (--all: every alert).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Acknowledge an alert: its pending notifications are dropped and it is not repeated
+    /// (new findings reopen it).
+    Ack {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Alert id.
+        id: i64,
+        /// Who acknowledges (recorded with the time).
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCmd {
+    /// Silence alerts whose labels all match, e.g. --match user=dr-ana --match category=family.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// label=value with label one of user, category, severity, department.
+        #[arg(long = "match", required = true)]
+        matchers: Vec<String>,
+        /// How long: 30m, 2h, 1d.
+        #[arg(long = "for", default_value = "2h")]
+        duration: String,
+        #[arg(long)]
+        author: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Active silences.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// End a silence now.
+    Expire {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCmd {
+    /// Notifications given up on (permanent failure or retries exhausted), with the reason.
+    /// Exits 1 when there are any, for monitoring scripts.
+    DeadLetters {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Queue dead letters again, with their original idempotency keys.
+    Retry {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// One dead letter's id; without it, all of them.
+        id: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Which receivers an alert with these labels would reach.
+    Test {
+        /// Routing rules (default: the shipped rules/routing.toml).
+        #[arg(long)]
+        routing: Option<PathBuf>,
+        #[arg(long)]
+        category: String,
+        #[arg(long, default_value = "high")]
+        severity: String,
+        #[arg(long, default_value = "")]
+        department: String,
+        /// Local hour 0-23 (default: now, UTC).
+        #[arg(long)]
+        hour: Option<u32>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -160,6 +269,16 @@ fn main() {
         }
         Command::Bench(a) => phiwatch::bench::run(a.events, a.dir.as_deref()),
         Command::Policies { dir } => policies(dir),
+        Command::Alerts(c) => alerts(c),
+        Command::Silence(c) => silence(c),
+        Command::Notify(c) => notify(c),
+        Command::Rules(RulesCmd::Test {
+            routing,
+            category,
+            severity,
+            department,
+            hour,
+        }) => rules_test(routing, &category, &severity, &department, hour),
     };
     if let Err(e) = result {
         eprintln!("phiwatch: {e:#}");
@@ -264,6 +383,101 @@ fn policies(dir: Option<PathBuf>) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn admin(s: &StoreArgs) -> Result<phiwatch::alert::admin::Admin> {
+    let cfg = phiwatch::config::Config::load(&s.config)?;
+    Ok(phiwatch::alert::admin::Admin::open(
+        &cfg.data_dir.join("phiwatch.db"),
+    )?)
+}
+
+fn alerts(c: AlertsCmd) -> Result<()> {
+    let out = match c {
+        AlertsCmd::List { store, all } => admin(&store)?.list_alerts(all)?,
+        AlertsCmd::Ack {
+            store,
+            id,
+            by,
+            note,
+        } => admin(&store)?.ack(id, &by, &note)?,
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn silence(c: SilenceCmd) -> Result<()> {
+    let out = match c {
+        SilenceCmd::Add {
+            store,
+            matchers,
+            duration,
+            author,
+            reason,
+        } => {
+            let d = phiwatch::alert::routing::parse_duration(&duration)
+                .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+            admin(&store)?.silence(&matchers, d, &author, &reason)?
+        }
+        SilenceCmd::List { store } => admin(&store)?.list_silences()?,
+        SilenceCmd::Expire { store, id } => admin(&store)?.expire_silence(id)?,
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn notify(c: NotifyCmd) -> Result<()> {
+    match c {
+        NotifyCmd::DeadLetters { store } => {
+            let (n, out) = admin(&store)?.dead_letters()?;
+            print!("{out}");
+            if n > 0 {
+                std::process::exit(1);
+            }
+        }
+        NotifyCmd::Retry { store, id } => print!("{}", admin(&store)?.retry(id)?),
+    }
+    Ok(())
+}
+
+fn rules_test(
+    routing: Option<PathBuf>,
+    category: &str,
+    severity: &str,
+    department: &str,
+    hour: Option<u32>,
+) -> Result<()> {
+    use phiwatch::alert::routing::{RouteInput, Routing};
+    let r = match &routing {
+        Some(p) => Routing::load(p)?,
+        None => Routing::parse(Routing::EMBEDDED).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let severity: phiwatch::finding::Severity =
+        severity.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let hour = hour.unwrap_or_else(|| chrono::Timelike::hour(&chrono::Utc::now()));
+    if hour > 23 {
+        anyhow::bail!("--hour {hour}: expected 0-23");
+    }
+    let receivers = r.receivers_for(&RouteInput {
+        category,
+        severity,
+        department,
+        hour,
+    });
+    if receivers.is_empty() {
+        println!("no receiver: this alert would be stored and nobody notified");
+    }
+    for name in receivers {
+        let kind = match r.receiver(&name) {
+            Some(phiwatch::alert::Receiver::Email(e)) => format!("email to {}", e.to.join(", ")),
+            Some(phiwatch::alert::Receiver::Webhook(w)) => {
+                format!("webhook {:?} {}", w.format, w.url)
+            }
+            None => "undefined".into(),
+        };
+        println!("{name}: {kind}");
     }
     Ok(())
 }

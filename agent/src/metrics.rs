@@ -205,14 +205,54 @@ impl Metrics {
         }
         let n = &self.notify;
         for (name, kind, help, v) in [
-            ("phiwatch_alerts_opened_total", "counter", "Alerts opened.", &self.alerts_opened),
-            ("phiwatch_notifications_queued_total", "counter", "Notifications written to the outbox.", &self.notifications_queued),
-            ("phiwatch_notifications_sent_total", "counter", "Notifications delivered.", &n.sent),
-            ("phiwatch_notifications_retried_total", "counter", "Transient delivery failures, retried.", &n.retried),
-            ("phiwatch_notifications_failed_total", "counter", "Notifications that became dead letters.", &n.dead),
-            ("phiwatch_notifications_suppressed_total", "counter", "Notifications not sent: acknowledged, silenced or inhibited.", &n.suppressed),
-            ("phiwatch_notifications_pending", "gauge", "Notifications waiting in the outbox.", &n.pending),
-            ("phiwatch_notifications_dead_letters", "gauge", "Dead letters (phiwatch notify dead-letters).", &n.dead_letters),
+            (
+                "phiwatch_alerts_opened_total",
+                "counter",
+                "Alerts opened.",
+                &self.alerts_opened,
+            ),
+            (
+                "phiwatch_notifications_queued_total",
+                "counter",
+                "Notifications written to the outbox.",
+                &self.notifications_queued,
+            ),
+            (
+                "phiwatch_notifications_sent_total",
+                "counter",
+                "Notifications delivered.",
+                &n.sent,
+            ),
+            (
+                "phiwatch_notifications_retried_total",
+                "counter",
+                "Transient delivery failures, retried.",
+                &n.retried,
+            ),
+            (
+                "phiwatch_notifications_failed_total",
+                "counter",
+                "Notifications that became dead letters.",
+                &n.dead,
+            ),
+            (
+                "phiwatch_notifications_suppressed_total",
+                "counter",
+                "Notifications not sent: acknowledged, silenced or inhibited.",
+                &n.suppressed,
+            ),
+            (
+                "phiwatch_notifications_pending",
+                "gauge",
+                "Notifications waiting in the outbox.",
+                &n.pending,
+            ),
+            (
+                "phiwatch_notifications_dead_letters",
+                "gauge",
+                "Dead letters (phiwatch notify dead-letters).",
+                &n.dead_letters,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",

@@ -4,13 +4,13 @@
 //! commits its checkpoint, so a crash replays at most the batches in flight, and the store's
 //! idempotent keys make that replay invisible.
 
+use crate::alert::{self, Routing};
 use crate::config::{Config, Format, Source};
 use crate::decode::csv::CsvDecoder;
-use crate::alert::{self, Routing};
 use crate::decode::{Item, LineDecoder};
-use crate::notify::Dispatcher;
 use crate::detect::FileDetector;
 use crate::metrics::{now_ms, Metrics, SourceMetrics};
+use crate::notify::Dispatcher;
 use crate::pipeline::{Judged, Pipeline};
 use crate::reload::{Inputs, Loaded};
 use crate::spool::{SharedSpool, Spool, DEFAULT_MAX_BYTES};
@@ -165,8 +165,21 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     let dispatcher = match &routing {
         Some(r) => Some(
-            Dispatcher::new(&db_path, r.clone(), loaded.settings.timezone, metrics.notify.clone())
-                .map_err(|e| anyhow::anyhow!("routing {}: {e}", cfg.routing.as_ref().map(|p| p.display().to_string()).unwrap_or_default()))?,
+            Dispatcher::new(
+                &db_path,
+                r.clone(),
+                loaded.settings.timezone,
+                metrics.notify.clone(),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "routing {}: {e}",
+                    cfg.routing
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            })?,
         ),
         None => None,
     };
@@ -175,7 +188,20 @@ pub fn run(config_path: &Path) -> Result<()> {
     m.detection_alive.store(true, Ordering::Relaxed);
     let detection = std::thread::Builder::new()
         .name("detect".into())
-        .spawn(move || detect_loop(rx, inputs, loaded, stamp, store, folders, routing, m))?;
+        .spawn(move || {
+            detect_loop(
+                rx,
+                Detection {
+                    inputs,
+                    loaded,
+                    stamp,
+                    store,
+                    folders,
+                    routing,
+                },
+                m,
+            )
+        })?;
     if let Some(d) = dispatcher {
         rt.spawn(d.run(DISPATCH_TICK));
     }
@@ -300,16 +326,26 @@ async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>)
 /// How often the detection thread looks for changed inputs.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
-fn detect_loop(
-    rx: Receiver<Batch>,
+/// What the detection thread owns.
+struct Detection {
     inputs: Inputs,
-    mut loaded: Loaded,
-    mut stamp: u64,
-    mut store: Store,
+    loaded: Loaded,
+    /// Stamp of the inputs `loaded` came from.
+    stamp: u64,
+    store: Store,
     folders: Vec<String>,
     routing: Option<Arc<Routing>>,
-    metrics: Arc<Metrics>,
-) {
+}
+
+fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
+    let Detection {
+        inputs,
+        mut loaded,
+        mut stamp,
+        mut store,
+        folders,
+        routing,
+    } = d;
     let mut judged = Judged::default();
     loop {
         // The pipeline borrows the loaded inputs; it is rebuilt after each reload.
@@ -386,7 +422,9 @@ fn judge_batch(
             if let Some((routing, tz)) = alerting {
                 let a = alert::apply(tx, fresh, routing, tz, stored_at)?;
                 metrics.alerts_opened.fetch_add(a.opened, Ordering::Relaxed);
-                metrics.notifications_queued.fetch_add(a.queued, Ordering::Relaxed);
+                metrics
+                    .notifications_queued
+                    .fetch_add(a.queued, Ordering::Relaxed);
             }
             Ok(())
         })

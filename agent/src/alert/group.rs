@@ -18,7 +18,7 @@ pub struct Applied {
     pub queued: u64,
 }
 
-fn label<'f>(f: &'f Finding, l: Label) -> &'f str {
+fn label(f: &Finding, l: Label) -> &str {
     match l {
         Label::User => &f.user,
         Label::Patient => &f.patient,
@@ -152,7 +152,13 @@ pub fn enqueue(
         tx.execute(
             "INSERT INTO outbox (idempotency_key, alert_id, receiver, state, created_ms, due_ms)
              VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
-            params![format!("phiwatch-alert-{alert}-{seq}-{r}"), alert, r, now_ms, due_ms],
+            params![
+                format!("phiwatch-alert-{alert}-{seq}-{r}"),
+                alert,
+                r,
+                now_ms,
+                due_ms
+            ],
         )?;
         added += 1;
     }
@@ -208,10 +214,26 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert_eq!(applied, Applied { opened: 2, updated: 2, queued: 2 });
-        assert_eq!(rows(&db, "SELECT incidents FROM alerts WHERE user_id = 'dr-a'"), 2);
-        assert_eq!(rows(&db, "SELECT findings FROM alerts WHERE user_id = 'dr-a'"), 3);
-        assert_eq!(rows(&db, "SELECT due_ms FROM outbox WHERE alert_id = 1"), 2_000);
+        assert_eq!(
+            applied,
+            Applied {
+                opened: 2,
+                updated: 2,
+                queued: 2
+            }
+        );
+        assert_eq!(
+            rows(&db, "SELECT incidents FROM alerts WHERE user_id = 'dr-a'"),
+            2
+        );
+        assert_eq!(
+            rows(&db, "SELECT findings FROM alerts WHERE user_id = 'dr-a'"),
+            3
+        );
+        assert_eq!(
+            rows(&db, "SELECT due_ms FROM outbox WHERE alert_id = 1"),
+            2_000
+        );
         // Replaying the same findings changes nothing: they are not new to the store.
         store
             .insert_batch_then(&[], &batch, |tx, fresh| {
@@ -230,18 +252,30 @@ mod tests {
         let routing = Routing::parse(ROUTING).unwrap();
         let f1 = [finding("e1", "dr-a", "pt-1", "family", Severity::High)];
         store
-            .insert_batch_then(&[], &f1, |tx, fresh| apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ()))
+            .insert_batch_then(&[], &f1, |tx, fresh| {
+                apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
+            })
             .unwrap();
         rusqlite::Connection::open(&db)
             .unwrap()
-            .execute_batch("UPDATE outbox SET state = 'sent'; UPDATE alerts SET last_sent_ms = 1000;")
+            .execute_batch(
+                "UPDATE outbox SET state = 'sent'; UPDATE alerts SET last_sent_ms = 1000;",
+            )
             .unwrap();
         let f2 = [finding("e2", "dr-a", "pt-3", "family", Severity::High)];
         store
-            .insert_batch_then(&[], &f2, |tx, fresh| apply(tx, fresh, &routing, chrono_tz::UTC, 2_000).map(|_| ()))
+            .insert_batch_then(&[], &f2, |tx, fresh| {
+                apply(tx, fresh, &routing, chrono_tz::UTC, 2_000).map(|_| ())
+            })
             .unwrap();
         assert_eq!(rows(&db, "SELECT count(*) FROM alerts"), 1);
-        assert_eq!(rows(&db, "SELECT max(due_ms) FROM outbox WHERE state = 'pending'"), 61_000);
+        assert_eq!(
+            rows(
+                &db,
+                "SELECT max(due_ms) FROM outbox WHERE state = 'pending'"
+            ),
+            61_000
+        );
         assert_eq!(
             rows(&db, "SELECT count(DISTINCT idempotency_key) FROM outbox"),
             2,

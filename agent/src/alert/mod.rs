@@ -1,5 +1,6 @@
 //! Alerts: findings grouped by `rules/routing.toml`, routed to receivers through the outbox.
 
+pub mod admin;
 pub mod group;
 pub mod routing;
 

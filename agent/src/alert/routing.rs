@@ -294,8 +294,9 @@ impl Routing {
                         return Err(format!("receiver {:?}: `to` is empty", e.name));
                     }
                     for a in e.to.iter().chain([&e.from]) {
-                        a.parse::<lettre::message::Mailbox>()
-                            .map_err(|err| format!("receiver {:?}: address {a:?}: {err}", e.name))?;
+                        a.parse::<lettre::message::Mailbox>().map_err(|err| {
+                            format!("receiver {:?}: address {a:?}: {err}", e.name)
+                        })?;
                     }
                     if e.username.is_some() != e.password_env.is_some() {
                         return Err(format!(
@@ -330,8 +331,9 @@ impl Routing {
                 }
             }
             if let Some(h) = &route.hours {
-                parse_hours(h)
-                    .ok_or_else(|| format!("{at}: hours {h:?}: expected \"HH-HH\", e.g. \"18-08\""))?;
+                parse_hours(h).ok_or_else(|| {
+                    format!("{at}: hours {h:?}: expected \"HH-HH\", e.g. \"18-08\"")
+                })?;
             }
         }
         if self.grouping.group_by.is_empty() {
@@ -344,16 +346,22 @@ impl Routing {
     pub fn receivers_for(&self, a: &RouteInput<'_>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for route in &self.routes {
-            let matched = (route.category.is_empty() || route.category.iter().any(|c| c == a.category))
+            let matched = (route.category.is_empty()
+                || route.category.iter().any(|c| c == a.category))
                 && route.min_severity.is_none_or(|m| a.severity >= m)
-                && (route.department.is_empty() || route.department.iter().any(|d| d == a.department))
-                && route.hours.as_deref().and_then(parse_hours).is_none_or(|(from, to)| {
-                    if from <= to {
-                        (from..to).contains(&a.hour)
-                    } else {
-                        a.hour >= from || a.hour < to
-                    }
-                });
+                && (route.department.is_empty()
+                    || route.department.iter().any(|d| d == a.department))
+                && route
+                    .hours
+                    .as_deref()
+                    .and_then(parse_hours)
+                    .is_none_or(|(from, to)| {
+                        if from <= to {
+                            (from..to).contains(&a.hour)
+                        } else {
+                            a.hour >= from || a.hour < to
+                        }
+                    });
             if matched {
                 for r in &route.receivers {
                     if !out.contains(r) {
@@ -416,19 +424,28 @@ receivers = ["siem"]
 "#;
         let r = Routing::parse(text).unwrap();
         assert_eq!(r.grouping.group_wait, Duration::from_secs(1));
-        let at = |severity, hour| RouteInput { category: "vip", severity, department: "er", hour };
+        let at = |severity, hour| RouteInput {
+            category: "vip",
+            severity,
+            department: "er",
+            hour,
+        };
         assert_eq!(r.receivers_for(&at(Severity::High, 23)), ["night", "siem"]);
         assert_eq!(r.receivers_for(&at(Severity::High, 3)), ["night", "siem"]);
         assert_eq!(r.receivers_for(&at(Severity::High, 12)), ["siem"]);
         assert_eq!(r.receivers_for(&at(Severity::Low, 23)), ["siem"]);
 
         let bad = text.replace("receivers = [\"siem\"]", "receivers = [\"pager\"]");
-        assert!(Routing::parse(&bad).unwrap_err().contains("\"pager\" is not defined"));
+        assert!(Routing::parse(&bad)
+            .unwrap_err()
+            .contains("\"pager\" is not defined"));
         let bad = text.replace("\"1s\"", "\"soon\"");
         let e = Routing::parse(&bad).unwrap_err();
         assert!(e.contains("line 3") && e.contains("soon"), "{e}");
         let bad = text.replace("privacy@example.org", "privacy at example");
-        assert!(Routing::parse(&bad).unwrap_err().contains("privacy at example"));
+        assert!(Routing::parse(&bad)
+            .unwrap_err()
+            .contains("privacy at example"));
         let bad = text.replace("\"18-08\"", "\"evenings\"");
         assert!(Routing::parse(&bad).unwrap_err().contains("evenings"));
     }

@@ -27,8 +27,11 @@ pub fn transport(r: &EmailReceiver) -> Result<AsyncSmtpTransport<Tokio1Executor>
         });
     }
     if let (Some(user), Some(var)) = (&r.username, &r.password_env) {
-        let password = std::env::var(var)
-            .map_err(|_| ctx(&format!("environment variable {var} (password_env) is not set")))?;
+        let password = std::env::var(var).map_err(|_| {
+            ctx(&format!(
+                "environment variable {var} (password_env) is not set"
+            ))
+        })?;
         b = b.credentials(Credentials::new(user.clone(), password));
     }
     Ok(b.build())

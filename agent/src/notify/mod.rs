@@ -148,7 +148,11 @@ impl Dispatcher {
         let Some(receiver) = self.routing.receiver(&d.receiver).cloned() else {
             return self.settle(conn, &d, "dead", Some("receiver no longer configured"), 0);
         };
-        if let Some(why) = suppressed(conn, d.alert, self.routing.grouping.inhibit_lower_for_critical)? {
+        if let Some(why) = suppressed(
+            conn,
+            d.alert,
+            self.routing.grouping.inhibit_lower_for_critical,
+        )? {
             self.metrics.suppressed.fetch_add(1, Ordering::Relaxed);
             return self.settle(conn, &d, "suppressed", Some(&why), 0);
         }
@@ -234,7 +238,9 @@ impl Dispatcher {
                  WHERE a.status = 'open' AND a.last_sent_ms > 0 AND a.last_sent_ms <= ?1
                    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = a.id AND o.state = 'pending')",
             )?;
-            let rows = st.query_map([now - repeat], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = st.query_map([now - repeat], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
         if stale.is_empty() {
@@ -251,36 +257,47 @@ impl Dispatcher {
             });
             enqueue(&tx, id, &receivers, now, now)?;
             // Counted as notified now so an alert with no receiver is not re-examined forever.
-            tx.execute("UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1", params![id, now])?;
+            tx.execute(
+                "UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
         }
         tx.commit()
     }
 
     fn refresh_gauges(&self, conn: &Connection) -> rusqlite::Result<()> {
         let count = |state: &str| -> rusqlite::Result<u64> {
-            conn.query_row("SELECT count(*) FROM outbox WHERE state = ?1", [state], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
+            conn.query_row(
+                "SELECT count(*) FROM outbox WHERE state = ?1",
+                [state],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
         };
-        self.metrics.pending.store(count("pending")?, Ordering::Relaxed);
-        self.metrics.dead_letters.store(count("dead")?, Ordering::Relaxed);
+        self.metrics
+            .pending
+            .store(count("pending")?, Ordering::Relaxed);
+        self.metrics
+            .dead_letters
+            .store(count("dead")?, Ordering::Relaxed);
         Ok(())
     }
 }
 
 /// Why an alert's notification must not go out now, if it must not.
 fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<Option<String>> {
-    let (status, user, category, severity, department): (String, String, String, String, String) = conn.query_row(
-        "SELECT status, user_id, category, severity, department FROM alerts WHERE id = ?1",
-        [alert],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-    )?;
+    let (status, user, category, severity, department): (String, String, String, String, String) =
+        conn.query_row(
+            "SELECT status, user_id, category, severity, department FROM alerts WHERE id = ?1",
+            [alert],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
     if status != "open" {
         return Ok(Some(format!("alert is {status}")));
     }
     let now = now_ms();
-    let mut st = conn.prepare(
-        "SELECT id, matchers FROM silences WHERE starts_ms <= ?1 AND ends_ms > ?1",
-    )?;
+    let mut st =
+        conn.prepare("SELECT id, matchers FROM silences WHERE starts_ms <= ?1 AND ends_ms > ?1")?;
     let silences = st.query_map([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     for s in silences {
         let (id, matchers) = s?;
@@ -304,7 +321,9 @@ fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<
             |r| r.get(0),
         )?;
         if critical > 0 {
-            return Ok(Some("inhibited by an open critical alert for the same user".into()));
+            return Ok(Some(
+                "inhibited by an open critical alert for the same user".into(),
+            ));
         }
     }
     Ok(None)

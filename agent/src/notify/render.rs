@@ -68,7 +68,9 @@ impl AlertView {
                  JOIN findings f ON f.event_id = af.event_id AND f.detector = af.detector
                  WHERE af.alert_id = ?1 ORDER BY f.time LIMIT 50",
             )?;
-            let rows = st.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = st.query_map([id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             for row in rows {
                 let (p, e) = row?;
                 if !view.patients.contains(&p) {

@@ -24,7 +24,9 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Strin
 pub fn body(r: &WebhookReceiver, view: &AlertView) -> Result<serde_json::Value, String> {
     Ok(match r.format {
         WebhookFormat::Standard => json!({ "type": "alert", "alert": view }),
-        WebhookFormat::Slack => json!({ "text": format!("{}\n{}", view.subject(), view.link.clone().unwrap_or_default()) }),
+        WebhookFormat::Slack => {
+            json!({ "text": format!("{}\n{}", view.subject(), view.link.clone().unwrap_or_default()) })
+        }
         WebhookFormat::Teams => json!({
             "@type": "MessageCard",
             "@context": "https://schema.org/extensions",
@@ -77,7 +79,11 @@ pub async fn send(
     if let Some(var) = &r.secret_env {
         let secret = match std::env::var(var) {
             Ok(s) => s,
-            Err(_) => return Outcome::Permanent(format!("environment variable {var} (secret_env) is not set")),
+            Err(_) => {
+                return Outcome::Permanent(format!(
+                    "environment variable {var} (secret_env) is not set"
+                ))
+            }
         };
         match sign(&secret, key, ts, &body) {
             Ok(sig) => req = req.header("webhook-signature", sig),

@@ -1,0 +1,295 @@
+//! What a privacy officer or operator does to alerts and notifications from the command line:
+//! list and acknowledge alerts, silence them, see and retry dead letters. Each action is one
+//! transaction on the agent's store, safe while the agent runs.
+
+use crate::finding::Severity;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AdminError {
+    #[error("store {path}: {source}")]
+    Store {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Admin {
+    conn: Connection,
+    path: String,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Admin {
+    pub fn open(db: &Path) -> Result<Self, AdminError> {
+        let path = db.display().to_string();
+        if !db.exists() {
+            return Err(AdminError::Invalid(format!(
+                "{path} does not exist: has the agent run with this data_dir?"
+            )));
+        }
+        let conn = Connection::open(db).map_err(|source| AdminError::Store {
+            path: path.clone(),
+            source,
+        })?;
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        // Creates the alert tables if this store predates them.
+        drop(crate::store::Store::open(db).map_err(|e| AdminError::Invalid(e.to_string()))?);
+        Ok(Admin { conn, path })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> AdminError + '_ {
+        |source| AdminError::Store {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn list_alerts(&self, all: bool) -> Result<String, AdminError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, status, severity, category, user_id, department, findings, incidents,
+                        last_ms, ack_by FROM alerts WHERE ?1 OR status = 'open' ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let mut out = format!(
+            "{:>6} {:<13} {:<9} {:<18} {:<14} {:<14} {:>8} {:>8}  last change\n",
+            "id", "status", "severity", "category", "user", "department", "findings", "patients"
+        );
+        let rows = st
+            .query_map([all], |r| {
+                Ok(format!(
+                    "{:>6} {:<13} {:<9} {:<18} {:<14} {:<14} {:>8} {:>8}  {}{}\n",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    crate::time::format_ms(r.get(8)?),
+                    r.get::<_, Option<String>>(9)?
+                        .map(|b| format!("  (acknowledged by {b})"))
+                        .unwrap_or_default(),
+                ))
+            })
+            .map_err(self.err())?;
+        for r in rows {
+            out.push_str(&r.map_err(self.err())?);
+        }
+        Ok(out)
+    }
+
+    /// Records who acknowledged the alert and when; its pending notifications are dropped.
+    pub fn ack(&mut self, id: i64, by: &str, note: &str) -> Result<String, AdminError> {
+        if by.trim().is_empty() {
+            return Err(AdminError::Invalid(
+                "--by names the person acknowledging".into(),
+            ));
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| AdminError::Store {
+                path: self.path.clone(),
+                source,
+            })?;
+        let n = tx
+            .execute(
+                "UPDATE alerts SET status = 'acknowledged', ack_by = ?2, ack_ms = ?3, ack_note = ?4
+                 WHERE id = ?1",
+                params![id, by, now_ms(), note],
+            )
+            .map_err(|source| AdminError::Store {
+                path: self.path.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Err(AdminError::Invalid(format!("no alert #{id}")));
+        }
+        tx.execute(
+            "UPDATE outbox SET state = 'suppressed', last_error = 'alert acknowledged'
+             WHERE alert_id = ?1 AND state = 'pending'",
+            [id],
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|source| AdminError::Store {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(format!("alert #{id} acknowledged by {by}\n"))
+    }
+
+    /// `matchers`: `label=value` for user, category, severity, department.
+    pub fn silence(
+        &self,
+        matchers: &[String],
+        duration: std::time::Duration,
+        author: &str,
+        reason: &str,
+    ) -> Result<String, AdminError> {
+        let mut m = BTreeMap::new();
+        for s in matchers {
+            let (k, v) = s.split_once('=').ok_or_else(|| {
+                AdminError::Invalid(format!("matcher {s:?}: expected label=value"))
+            })?;
+            if !["user", "category", "severity", "department"].contains(&k) {
+                return Err(AdminError::Invalid(format!(
+                    "matcher {s:?}: label must be user, category, severity or department"
+                )));
+            }
+            if k == "severity" {
+                v.parse::<Severity>().map_err(AdminError::Invalid)?;
+            }
+            m.insert(k.to_owned(), v.to_owned());
+        }
+        if m.is_empty() {
+            return Err(AdminError::Invalid(
+                "a silence needs at least one --match".into(),
+            ));
+        }
+        if author.trim().is_empty() || reason.trim().is_empty() {
+            return Err(AdminError::Invalid(
+                "a silence needs --author and --reason".into(),
+            ));
+        }
+        let now = now_ms();
+        let ends = now + duration.as_millis() as i64;
+        self.conn
+            .execute(
+                "INSERT INTO silences (matchers, starts_ms, ends_ms, author, reason, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?2)",
+                params![
+                    serde_json::to_string(&m).unwrap_or_default(),
+                    now,
+                    ends,
+                    author,
+                    reason
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(format!(
+            "silence #{} until {}\n",
+            self.conn.last_insert_rowid(),
+            crate::time::format_ms(ends)
+        ))
+    }
+
+    pub fn list_silences(&self) -> Result<String, AdminError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, matchers, ends_ms, author, reason FROM silences WHERE ends_ms > ?1 ORDER BY id")
+            .map_err(self.err())?;
+        let mut out = String::new();
+        let rows = st
+            .query_map([now_ms()], |r| {
+                Ok(format!(
+                    "#{} {} until {} by {}: {}\n",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    crate::time::format_ms(r.get(2)?),
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?
+                ))
+            })
+            .map_err(self.err())?;
+        for r in rows {
+            out.push_str(&r.map_err(self.err())?);
+        }
+        if out.is_empty() {
+            out.push_str("no active silences\n");
+        }
+        Ok(out)
+    }
+
+    pub fn expire_silence(&self, id: i64) -> Result<String, AdminError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE silences SET ends_ms = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )
+            .map_err(self.err())?;
+        if n == 0 {
+            return Err(AdminError::Invalid(format!("no silence #{id}")));
+        }
+        Ok(format!("silence #{id} expired\n"))
+    }
+
+    pub fn dead_letters(&self) -> Result<(usize, String), AdminError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, alert_id, receiver, attempts, idempotency_key, last_error FROM outbox
+                 WHERE state = 'dead' ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let mut out = String::new();
+        let mut n = 0;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .map_err(self.err())?;
+        for r in rows {
+            let (id, alert, receiver, attempts, key, error) = r.map_err(self.err())?;
+            n += 1;
+            let _ = writeln!(
+                out,
+                "#{id} alert #{alert} to {receiver}: {attempts} attempt(s), {} [{key}]",
+                error.unwrap_or_default()
+            );
+        }
+        if n == 0 {
+            out.push_str("no dead letters\n");
+        }
+        Ok((n, out))
+    }
+
+    /// Puts dead letters back in the queue (one, or all with `id = None`); same keys.
+    pub fn retry(&self, id: Option<i64>) -> Result<String, AdminError> {
+        let now = now_ms();
+        let n = self
+            .conn
+            .execute(
+                "UPDATE outbox SET state = 'pending', due_ms = ?1, created_ms = ?1, attempts = 0
+                 WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)",
+                params![now, id],
+            )
+            .map_err(self.err())?;
+        if n == 0 {
+            return Err(AdminError::Invalid(match id {
+                Some(i) => format!("no dead letter #{i}"),
+                None => "no dead letters".into(),
+            }));
+        }
+        Ok(format!("{n} notification(s) queued again\n"))
+    }
+
+    pub fn alert_status(&self, id: i64) -> Result<Option<String>, AdminError> {
+        self.conn
+            .query_row("SELECT status FROM alerts WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())
+    }
+}

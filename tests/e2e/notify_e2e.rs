@@ -1,0 +1,363 @@
+//! Alerts and notifications end to end: the real agent, a real SMTP server (aiosmtpd,
+//! tests/servers/smtp_server.py) and a real HTTP server that checks Standard Webhooks
+//! signatures. Faults: the SMTP server is down at first, a relay answers 451 then 250, a
+//! mailbox answers 550 (dead letter, then retried from the CLI), the webhook answers 500 then
+//! 200. Every notification must arrive exactly once, without patient ids.
+
+mod agent;
+mod common;
+
+use agent::{count, free_port, get, metric, wait_for, Agent};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+struct Smtp(Child);
+
+impl Smtp {
+    fn start(port: u16, maildir: &Path) -> Smtp {
+        let mut child = Command::new("python3")
+            .arg(common::repo().join("tests/servers/smtp_server.py"))
+            .arg(port.to_string())
+            .arg(maildir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (.ci/run installs it)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        Smtp(child)
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Default)]
+struct Hooks {
+    /// Answer 500 to this many requests first.
+    fail_first: usize,
+    seen: usize,
+    /// (webhook-id, body) of requests answered 200 with a valid signature.
+    accepted: Vec<(String, serde_json::Value)>,
+    bad_signatures: usize,
+}
+
+fn verify(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<String> {
+    let h = |n: &str| headers.get(n)?.to_str().ok().map(str::to_owned);
+    let (id, ts, sig) = (
+        h("webhook-id")?,
+        h("webhook-timestamp")?,
+        h("webhook-signature")?,
+    );
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(SECRET.trim_start_matches("whsec_")).ok()?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).ok()?;
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let want = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    (sig.split(' ').any(|s| s == want)).then_some(id)
+}
+
+/// A real HTTP server on loopback, in its own thread and runtime.
+fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(
+                    move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                        let hooks = hooks.clone();
+                        async move {
+                            let mut h = hooks.lock().unwrap();
+                            h.seen += 1;
+                            if h.seen <= h.fail_first {
+                                return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            match verify(&headers, &body) {
+                                Some(id) => {
+                                    let v = serde_json::from_slice(&body).unwrap();
+                                    h.accepted.push((id, v));
+                                    axum::http::StatusCode::OK
+                                }
+                                None => {
+                                    h.bad_signatures += 1;
+                                    axum::http::StatusCode::UNAUTHORIZED
+                                }
+                            }
+                        }
+                    },
+                ),
+            );
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+}
+
+fn mails(dir: &Path) -> Vec<String> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+fn header(mail: &str, name: &str) -> Option<String> {
+    mail.lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .map(|l| l[name.len() + 1..].trim().to_owned())
+}
+
+#[test]
+fn alerts_reach_mail_and_webhooks_exactly_once_through_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let (http, smtp_port, hook_port) = (free_port(), free_port(), free_port());
+    let hooks = Arc::new(Mutex::new(Hooks {
+        fail_first: 2,
+        ..Default::default()
+    }));
+    webhook_server(hook_port, hooks.clone());
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            r#"[grouping]
+group_wait = "0s"
+group_interval = "1s"
+repeat_interval = "1h"
+[retry]
+initial = "100ms"
+max = "400ms"
+give_up_after = "1m"
+[[receiver]]
+kind = "email"
+name = "privacy"
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "phiwatch <phiwatch@example.org>"
+to = ["privacy@example.org"]
+console_url = "https://phiwatch.example.org"
+[[receiver]]
+kind = "email"
+name = "flaky"
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "phiwatch@example.org"
+to = ["tempfail-2@example.org"]
+[[receiver]]
+kind = "email"
+name = "broken"
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "phiwatch@example.org"
+to = ["reject@example.org"]
+[[receiver]]
+kind = "webhook"
+name = "siem"
+url = "http://127.0.0.1:{hook_port}/hook"
+secret_env = "PHIWATCH_TEST_WEBHOOK_SECRET"
+[[route]]
+category = ["vip"]
+receivers = ["privacy", "flaky", "broken", "siem"]
+"#
+        ),
+    )
+    .unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
+    let agent = Agent::start(&config);
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+
+    // The mail server is down while the first alert is notified.
+    std::fs::copy(
+        common::fixtures().join("clinic/events.ndjson"),
+        d.join("logs/ehr.ndjson"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || metric(
+            http,
+            "phiwatch_notifications_retried_total"
+        )
+        .is_some_and(|n| n >= 3.0)),
+        "mail attempts fail while the server is down"
+    );
+    let maildir = d.join("maildir");
+    let _smtp = Smtp::start(smtp_port, &maildir);
+
+    let db = d.join("data/phiwatch.db");
+    assert!(
+        wait_for(Duration::from_secs(30), || count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE state IN ('sent', 'dead')"
+        ) == 4),
+        "outbox: {}",
+        count(&db, "SELECT count(*) FROM outbox WHERE state = 'pending'")
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM alerts WHERE category = 'vip'"),
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox WHERE state = 'sent'"),
+        3
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox WHERE state = 'dead' AND receiver = 'broken' AND last_error LIKE '%550%'"),
+        1
+    );
+
+    let delivered = mails(&maildir);
+    assert_eq!(
+        delivered.len(),
+        2,
+        "privacy and flaky (after two 451s), once each"
+    );
+    let ids: Vec<String> = delivered
+        .iter()
+        .map(|m| header(m, "Message-ID").unwrap())
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    for m in &delivered {
+        assert!(m.contains("rn-ben"), "the user is named");
+        assert!(m.contains("vip"));
+        assert!(!m.contains("pt-star"), "no patient id by default:\n{m}");
+        assert!(m.contains("text/html"), "text and HTML parts");
+    }
+    assert!(delivered
+        .iter()
+        .any(|m| m.contains("https://phiwatch.example.org/alerts/")));
+
+    {
+        let h = hooks.lock().unwrap();
+        assert_eq!(h.seen, 3, "500, 500, then 200");
+        assert_eq!(h.bad_signatures, 0);
+        assert_eq!(h.accepted.len(), 1);
+        let (id, body) = &h.accepted[0];
+        assert!(id.starts_with("phiwatch-alert-"), "{id}");
+        assert_eq!(body["alert"]["category"], "vip");
+        assert_eq!(body["alert"]["incidents"], 1);
+        assert!(!body.to_string().contains("pt-star"));
+    }
+    assert_eq!(
+        metric(http, "phiwatch_notifications_dead_letters"),
+        Some(1.0)
+    );
+
+    // The dead letter is visible and can be retried (it fails again: 550 is permanent).
+    let cfg = config.to_str().unwrap();
+    let out = common::phiwatch(&["notify", "dead-letters", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = common::text(&out.stdout);
+    assert!(text.contains("to broken") && text.contains("550"), "{text}");
+    let out = common::phiwatch(&["notify", "retry", "--config", cfg]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(wait_for(Duration::from_secs(20), || count(
+        &db,
+        "SELECT count(*) FROM outbox WHERE state = 'dead' AND attempts >= 1"
+    ) == 1));
+
+    // Acknowledged by a person: recorded, and listed.
+    let out = common::phiwatch(&["alerts", "ack", "--config", cfg, "1", "--by", "pat.privacy"]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let list =
+        common::text(&common::phiwatch(&["alerts", "list", "--config", cfg, "--all"]).stdout);
+    assert!(list.contains("acknowledged by pat.privacy"), "{list}");
+
+    // Nothing arrives twice after a restart.
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("pt-star"), "no patient ids in the log");
+    let agent = Agent::start(&config);
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(mails(&maildir).len(), 2);
+    assert_eq!(hooks.lock().unwrap().accepted.len(), 1);
+    assert!(agent.stop().0.success());
+}
+
+#[test]
+fn rules_test_shows_receivers_and_bad_rules_are_explained() {
+    let out = common::phiwatch(&[
+        "rules",
+        "test",
+        "--category",
+        "vip",
+        "--severity",
+        "critical",
+    ]);
+    assert!(out.status.success());
+    let text = common::text(&out.stdout);
+    assert!(
+        text.contains("privacy-office: email") && text.contains("siem: webhook"),
+        "{text}"
+    );
+    let out = common::phiwatch(&["rules", "test", "--category", "vip", "--severity", "low"]);
+    let text = common::text(&out.stdout);
+    assert!(
+        !text.contains("privacy-office") && text.contains("siem"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("routing.toml");
+    std::fs::write(&bad, "[[route]]\nreceivers = [\"nobody\"]\n").unwrap();
+    let out = common::phiwatch(&[
+        "rules",
+        "test",
+        "--routing",
+        bad.to_str().unwrap(),
+        "--category",
+        "vip",
+    ]);
+    assert!(!out.status.success());
+    let err = common::text(&out.stderr);
+    assert!(
+        err.contains("routing.toml") && err.contains("\"nobody\" is not defined"),
+        "{err}"
+    );
+}
