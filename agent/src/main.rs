@@ -475,6 +475,9 @@ fn rules_test(
             Some(phiwatch::alert::Receiver::Webhook(w)) => {
                 format!("webhook {:?} {}", w.format, w.url)
             }
+            Some(phiwatch::alert::Receiver::Syslog(r)) => {
+                format!("CEF over syslog {:?} to {}", r.transport, r.address)
+            }
             None => "undefined".into(),
         };
         println!("{name}: {kind}");

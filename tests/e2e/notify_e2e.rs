@@ -148,6 +148,9 @@ fn alerts_reach_mail_and_webhooks_exactly_once_through_faults() {
         ..Default::default()
     }));
     webhook_server(hook_port, hooks.clone());
+    let cef = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    cef.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let cef_port = cef.local_addr().unwrap().port();
     std::fs::write(
         d.join("routing.toml"),
         format!(
@@ -189,9 +192,14 @@ kind = "webhook"
 name = "siem"
 url = "http://127.0.0.1:{hook_port}/hook"
 secret_env = "PHIWATCH_TEST_WEBHOOK_SECRET"
+[[receiver]]
+kind = "syslog"
+name = "cef"
+address = "127.0.0.1:{cef_port}"
+transport = "udp"
 [[route]]
 category = ["vip"]
-receivers = ["privacy", "flaky", "broken", "siem"]
+receivers = ["privacy", "flaky", "broken", "siem", "cef"]
 "#
         ),
     )
@@ -233,7 +241,7 @@ receivers = ["privacy", "flaky", "broken", "siem"]
         wait_for(Duration::from_secs(30), || count(
             &db,
             "SELECT count(*) FROM outbox WHERE state IN ('sent', 'dead')"
-        ) == 4),
+        ) == 5),
         "outbox: {}",
         count(&db, "SELECT count(*) FROM outbox WHERE state = 'pending'")
     );
@@ -243,8 +251,19 @@ receivers = ["privacy", "flaky", "broken", "siem"]
     );
     assert_eq!(
         count(&db, "SELECT count(*) FROM outbox WHERE state = 'sent'"),
-        3
+        4
     );
+    let mut buf = [0u8; 4096];
+    let n = cef.recv(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        line.starts_with("<162>1 ")
+            && line.contains("CEF:0|phiwatch|phiwatch|")
+            && line.contains("|vip|")
+            && line.contains("suser=rn-ben"),
+        "{line}"
+    );
+    assert!(!line.contains("pt-star"), "{line}");
     assert_eq!(
         count(&db, "SELECT count(*) FROM outbox WHERE state = 'dead' AND receiver = 'broken' AND last_error LIKE '%550%'"),
         1

@@ -114,6 +114,8 @@ pub struct Route {
 pub enum Receiver {
     Email(EmailReceiver),
     Webhook(WebhookReceiver),
+    /// CEF over syslog to a SIEM.
+    Syslog(SyslogReceiver),
 }
 
 impl Receiver {
@@ -121,8 +123,45 @@ impl Receiver {
         match self {
             Receiver::Email(r) => &r.name,
             Receiver::Webhook(r) => &r.name,
+            Receiver::Syslog(r) => &r.name,
         }
     }
+
+    pub fn include_patient(&self) -> bool {
+        match self {
+            Receiver::Email(r) => r.include_patient,
+            Receiver::Webhook(r) => r.include_patient,
+            Receiver::Syslog(r) => r.include_patient,
+        }
+    }
+
+    pub fn console_url(&self) -> Option<&str> {
+        match self {
+            Receiver::Email(r) => r.console_url.as_deref(),
+            Receiver::Webhook(r) => r.console_url.as_deref(),
+            Receiver::Syslog(r) => r.console_url.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    Udp,
+    /// Octet-counted frames (RFC 6587).
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogReceiver {
+    pub name: String,
+    /// `host:port` of the SIEM's syslog input.
+    pub address: String,
+    pub transport: SyslogTransport,
+    #[serde(default)]
+    pub include_patient: bool,
+    pub console_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -302,6 +341,18 @@ impl Routing {
                         return Err(format!(
                             "receiver {:?}: username and password_env go together",
                             e.name
+                        ));
+                    }
+                }
+                Receiver::Syslog(r) => {
+                    let ok = r
+                        .address
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                    if !ok {
+                        return Err(format!(
+                            "receiver {:?}: address {:?}: expected host:port",
+                            r.name, r.address
                         ));
                     }
                 }

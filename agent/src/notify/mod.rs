@@ -7,6 +7,7 @@
 //! A crash between sending and recording resends once, with the same idempotency key
 //! (`Message-ID`, `webhook-id`), so the receiver can drop the duplicate.
 
+pub mod cef;
 pub mod email;
 pub mod render;
 pub mod webhook;
@@ -156,11 +157,13 @@ impl Dispatcher {
             self.metrics.suppressed.fetch_add(1, Ordering::Relaxed);
             return self.settle(conn, &d, "suppressed", Some(&why), 0);
         }
-        let (include, console) = match &receiver {
-            Receiver::Email(e) => (e.include_patient, e.console_url.as_deref()),
-            Receiver::Webhook(w) => (w.include_patient, w.console_url.as_deref()),
-        };
-        let Some(view) = AlertView::load(conn, d.alert, include, console)? else {
+        let Some(view) = AlertView::load(
+            conn,
+            d.alert,
+            receiver.include_patient(),
+            receiver.console_url(),
+        )?
+        else {
             return self.settle(conn, &d, "dead", Some("alert no longer exists"), 0);
         };
         let outcome = match &receiver {
@@ -169,6 +172,7 @@ impl Dispatcher {
                 None => Outcome::Permanent("no SMTP transport".into()),
             },
             Receiver::Webhook(w) => webhook::send(w, &self.http, &view, &d.key).await,
+            Receiver::Syslog(s) => cef::send(s, &view, &d.key).await,
         };
         let retry = &self.routing.retry;
         match outcome {
