@@ -22,10 +22,16 @@ struct Smtp(Child);
 
 impl Smtp {
     fn start(port: u16, maildir: &Path) -> Smtp {
+        Smtp::start_with(port, maildir, &[])
+    }
+
+    /// `tls`: certificate and key files, for STARTTLS.
+    fn start_with(port: u16, maildir: &Path, tls: &[&Path]) -> Smtp {
         let mut child = Command::new("python3")
             .arg(common::repo().join("tests/servers/smtp_server.py"))
             .arg(port.to_string())
             .arg(maildir)
+            .args(tls)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -54,6 +60,8 @@ struct Hooks {
     /// (webhook-id, body) of requests answered 200 with a valid signature.
     accepted: Vec<(String, serde_json::Value)>,
     bad_signatures: usize,
+    /// SIGKILL this process on the first accepted request, before answering it.
+    kill_before_answer: Option<u32>,
 }
 
 fn verify(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<String> {
@@ -95,6 +103,12 @@ fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
                                 Some(id) => {
                                     let v = serde_json::from_slice(&body).unwrap();
                                     h.accepted.push((id, v));
+                                    if let Some(pid) = h.kill_before_answer.take() {
+                                        // The agent dies after sending, before it learns the
+                                        // outcome: the same as dying before the commit.
+                                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                                        std::thread::sleep(Duration::from_millis(200));
+                                    }
                                     axum::http::StatusCode::OK
                                 }
                                 None => {
@@ -379,4 +393,133 @@ fn rules_test_shows_receivers_and_bad_rules_are_explained() {
         err.contains("routing.toml") && err.contains("\"nobody\" is not defined"),
         "{err}"
     );
+}
+
+#[test]
+fn killed_between_send_and_commit_resends_once_with_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let (http, hook_port) = (free_port(), free_port());
+    let hooks = Arc::new(Mutex::new(Hooks::default()));
+    webhook_server(hook_port, hooks.clone());
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_wait = \"0s\"\n[retry]\ninitial = \"100ms\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret_env = \"PHIWATCH_TEST_WEBHOOK_SECRET\"\n[[route]]\ncategory = [\"vip\"]\nreceivers = [\"siem\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
+    let mut agent = Agent::start(&config);
+    hooks.lock().unwrap().kill_before_answer = Some(agent.0.id());
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    std::fs::copy(
+        common::fixtures().join("clinic/events.ndjson"),
+        d.join("logs/ehr.ndjson"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || agent
+            .0
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the webhook server killed the agent mid-delivery"
+    );
+    assert_eq!(hooks.lock().unwrap().accepted.len(), 1);
+    let db = d.join("data/phiwatch.db");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox WHERE state = 'pending'"),
+        1,
+        "the delivery was not recorded"
+    );
+
+    let agent = Agent::start(&config);
+    assert!(
+        wait_for(Duration::from_secs(20), || hooks
+            .lock()
+            .unwrap()
+            .accepted
+            .len()
+            == 2),
+        "resent after the restart"
+    );
+    assert!(wait_for(Duration::from_secs(10), || count(
+        &db,
+        "SELECT count(*) FROM outbox WHERE state = 'sent'"
+    ) == 1));
+    std::thread::sleep(Duration::from_millis(800));
+    let h = hooks.lock().unwrap();
+    assert_eq!(h.accepted.len(), 2, "at most one duplicate");
+    assert_eq!(
+        h.accepted[0].0, h.accepted[1].0,
+        "carrying the same webhook-id"
+    );
+    drop(h);
+    assert!(agent.stop().0.success());
+}
+
+#[test]
+fn email_over_starttls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let (http, smtp_port) = (free_port(), free_port());
+    let maildir = d.join("maildir");
+    let _smtp = Smtp::start_with(
+        smtp_port,
+        &maildir,
+        &[&d.join("cert.pem"), &d.join("key.pem")],
+    );
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_wait = \"0s\"\n[retry]\ninitial = \"100ms\"\n[[receiver]]\nkind = \"email\"\nname = \"privacy\"\nhost = \"localhost\"\nport = {smtp_port}\ntls = \"starttls\"\nca_file = \"{d}/cert.pem\"\nfrom = \"phiwatch@example.org\"\nto = [\"privacy@example.org\"]\n[[route]]\ncategory = [\"vip\"]\nreceivers = [\"privacy\"]\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&config);
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    std::fs::copy(
+        common::fixtures().join("clinic/events.ndjson"),
+        d.join("logs/ehr.ndjson"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || mails(&maildir).len() == 1),
+        "outbox: {}",
+        count(
+            &d.join("data/phiwatch.db"),
+            "SELECT count(*) FROM outbox WHERE state = 'pending'"
+        )
+    );
+    assert!(mails(&maildir)[0].contains("rn-ben"));
+    assert!(agent.stop().0.success());
 }

@@ -1,6 +1,8 @@
 """A real SMTP server for phiwatch's notification tests (aiosmtpd), on loopback.
 
-    python3 smtp_server.py PORT MAILDIR
+    python3 smtp_server.py PORT MAILDIR [CERT KEY]
+
+With CERT and KEY (PEM) the server offers STARTTLS and refuses mail before it.
 
 Every accepted message is written to MAILDIR/<n>.eml. Recipients script failures:
   tempfail-N@...   answers 451 to the first N deliveries of a message id, then accepts
@@ -51,7 +53,13 @@ class Scripted:
 def main():
     port, maildir = int(sys.argv[1]), sys.argv[2]
     os.makedirs(maildir, exist_ok=True)
-    controller = Controller(Scripted(maildir), hostname="127.0.0.1", port=port)
+    kwargs = {}
+    if len(sys.argv) == 5:
+        import ssl
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+        kwargs = {"tls_context": ctx, "require_starttls": True}
+    controller = Controller(Scripted(maildir), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     print("ready", flush=True)
     signal.sigwait([signal.SIGTERM, signal.SIGINT])
