@@ -166,6 +166,11 @@ fn alerts_reach_mail_and_webhooks_exactly_once_through_faults() {
     cef.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let cef_port = cef.local_addr().unwrap().port();
     std::fs::write(
+        d.join("alert.txt"),
+        "Alert {alert_id} for user {user}: {findings} finding(s).\nReview: {link}\n",
+    )
+    .unwrap();
+    std::fs::write(
         d.join("routing.toml"),
         format!(
             r#"[grouping]
@@ -185,6 +190,8 @@ tls = "none"
 from = "phiwatch <phiwatch@example.org>"
 to = ["privacy@example.org"]
 console_url = "https://phiwatch.example.org"
+subject = "PHI alert {{alert_id}}: {{category}} ({{severity}})"
+text_template = "{d}/alert.txt"
 [[receiver]]
 kind = "email"
 name = "flaky"
@@ -214,7 +221,8 @@ transport = "udp"
 [[route]]
 category = ["vip"]
 receivers = ["privacy", "flaky", "broken", "siem", "cef"]
-"#
+"#,
+            d = d.display()
         ),
     )
     .unwrap();
@@ -303,6 +311,18 @@ receivers = ["privacy", "flaky", "broken", "siem", "cef"]
     assert!(delivered
         .iter()
         .any(|m| m.contains("https://phiwatch.example.org/alerts/")));
+    let templated = delivered
+        .iter()
+        .find(|m| header(m, "Subject").is_some_and(|s| s.starts_with("PHI alert")))
+        .expect("the privacy receiver's subject template");
+    assert!(
+        header(templated, "Subject")
+            .unwrap()
+            .contains(": vip (critical)")
+            && templated.contains("for user rn-ben: 1 finding(s).")
+            && templated.contains("Review: https://phiwatch.example.org/alerts/"),
+        "{templated}"
+    );
 
     {
         let h = hooks.lock().unwrap();
@@ -614,5 +634,112 @@ fn demo_day_notifies_each_alert_group_once() {
         "at most one more per alert, after the group interval: {later}"
     );
     eprintln!("  {later} alerts grew after their notification and wait for the group interval");
+    assert!(agent.stop().0.success());
+}
+
+#[test]
+fn silenced_alerts_are_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let (http, hook_port) = (free_port(), free_port());
+    let hooks = Arc::new(Mutex::new(Hooks::default()));
+    webhook_server(hook_port, hooks.clone());
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_wait = \"0s\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret_env = \"PHIWATCH_TEST_WEBHOOK_SECRET\"\n[[route]]\nreceivers = [\"siem\"]\n"
+        ),
+    )
+    .unwrap();
+    std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&config);
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    let cfg = config.to_str().unwrap();
+    let out = common::phiwatch(&[
+        "silence",
+        "add",
+        "--config",
+        cfg,
+        "--match",
+        "user=dr-ana",
+        "--for",
+        "1h",
+        "--author",
+        "pat.privacy",
+        "--reason",
+        "HR investigation under way",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let bad = common::phiwatch(&[
+        "silence",
+        "add",
+        "--config",
+        cfg,
+        "--match",
+        "patient=pt-1",
+        "--author",
+        "a",
+        "--reason",
+        "r",
+    ]);
+    assert!(!bad.status.success());
+    assert!(common::text(&bad.stderr).contains("label must be"));
+
+    std::fs::copy(
+        common::fixtures().join("clinic/events.ndjson"),
+        d.join("logs/ehr.ndjson"),
+    )
+    .unwrap();
+    let db = d.join("data/phiwatch.db");
+    assert!(wait_for(Duration::from_secs(20), || count(
+        &db,
+        "SELECT count(*) FROM outbox"
+    ) > 0
+        && count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE state = 'pending'"
+        ) == 0));
+    let silenced = count(
+        &db,
+        "SELECT count(*) FROM outbox o JOIN alerts a ON a.id = o.alert_id
+         WHERE a.user_id = 'dr-ana' AND o.state = 'suppressed' AND o.last_error LIKE 'silenced%'",
+    );
+    assert!(
+        silenced >= 3,
+        "dr-ana's self, family and neighbor alerts: {silenced}"
+    );
+    let h = hooks.lock().unwrap();
+    assert!(!h.accepted.is_empty(), "other users' alerts still go out");
+    assert!(
+        h.accepted
+            .iter()
+            .all(|(_, b)| b["alert"]["user"] != "dr-ana"),
+        "nothing about dr-ana"
+    );
+    drop(h);
+    let list = common::text(&common::phiwatch(&["silence", "list", "--config", cfg]).stdout);
+    assert!(
+        list.contains("dr-ana") && list.contains("pat.privacy"),
+        "{list}"
+    );
+    assert!(
+        common::phiwatch(&["silence", "expire", "--config", cfg, "1"])
+            .status
+            .success()
+    );
+    let list = common::text(&common::phiwatch(&["silence", "list", "--config", cfg]).stdout);
+    assert!(list.contains("no active silences"), "{list}");
     assert!(agent.stop().0.success());
 }

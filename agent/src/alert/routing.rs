@@ -196,6 +196,11 @@ pub struct EmailReceiver {
     pub include_patient: bool,
     /// Base URL of the console for case links.
     pub console_url: Option<String>,
+    /// Subject line with `{placeholders}` (see README, "Alerts and notifications").
+    pub subject: Option<String>,
+    /// Template files for the text and HTML parts; default: the built-in ones.
+    pub text_template: Option<PathBuf>,
+    pub html_template: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -1,7 +1,7 @@
 //! Detect: judges each enriched access, and each PHI folder event, with Cedar policy packs.
 
 pub mod cedar;
-mod explain;
+pub(crate) mod explain;
 pub mod files;
 mod locate;
 

@@ -37,14 +37,54 @@ pub fn transport(r: &EmailReceiver) -> Result<AsyncSmtpTransport<Tokio1Executor>
     Ok(b.build())
 }
 
+/// A receiver's message templates, read once at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+}
+
+impl Templates {
+    pub fn load(r: &EmailReceiver) -> Result<Self, String> {
+        let read = |p: &Option<std::path::PathBuf>| -> Result<Option<String>, String> {
+            p.as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p).map_err(|e| {
+                        format!("receiver {:?}: template {}: {e}", r.name, p.display())
+                    })
+                })
+                .transpose()
+        };
+        Ok(Templates {
+            subject: r.subject.clone(),
+            text: read(&r.text_template)?,
+            html: read(&r.html_template)?,
+        })
+    }
+}
+
 pub async fn send(
     r: &EmailReceiver,
     smtp: &AsyncSmtpTransport<Tokio1Executor>,
+    t: &Templates,
     view: &AlertView,
     key: &str,
 ) -> Outcome {
+    let subject = match &t.subject {
+        Some(s) => view.fill(s, false).replace(['\r', '\n'], " "),
+        None => view.subject(),
+    };
+    let text = t
+        .text
+        .as_deref()
+        .map_or_else(|| view.text(), |s| view.fill(s, false));
+    let html = t
+        .html
+        .as_deref()
+        .map_or_else(|| view.html(), |s| view.fill(s, true));
     let mut builder = Message::builder()
-        .subject(view.subject())
+        .subject(subject)
         .message_id(Some(format!("<{key}@phiwatch>")));
     match r.from.parse::<Mailbox>() {
         Ok(m) => builder = builder.from(m),
@@ -60,12 +100,12 @@ pub async fn send(
         .singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_PLAIN)
-                .body(view.text()),
+                .body(text),
         )
         .singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_HTML)
-                .body(view.html()),
+                .body(html),
         );
     let message = match builder.multipart(body) {
         Ok(m) => m,

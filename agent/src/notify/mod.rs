@@ -48,7 +48,13 @@ pub struct Dispatcher {
     routing: Arc<Routing>,
     tz: chrono_tz::Tz,
     http: reqwest::Client,
-    smtp: HashMap<String, lettre::AsyncSmtpTransport<lettre::Tokio1Executor>>,
+    smtp: HashMap<
+        String,
+        (
+            lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+            email::Templates,
+        ),
+    >,
     metrics: Arc<NotifyMetrics>,
 }
 
@@ -77,7 +83,10 @@ impl Dispatcher {
         let mut smtp = HashMap::new();
         for r in &routing.receivers {
             if let Receiver::Email(e) = r {
-                smtp.insert(e.name.clone(), email::transport(e)?);
+                smtp.insert(
+                    e.name.clone(),
+                    (email::transport(e)?, email::Templates::load(e)?),
+                );
             }
         }
         let http = reqwest::Client::builder()
@@ -168,7 +177,7 @@ impl Dispatcher {
         };
         let outcome = match &receiver {
             Receiver::Email(e) => match self.smtp.get(&e.name) {
-                Some(t) => email::send(e, t, &view, &d.key).await,
+                Some((t, templates)) => email::send(e, t, templates, &view, &d.key).await,
                 None => Outcome::Permanent("no SMTP transport".into()),
             },
             Receiver::Webhook(w) => webhook::send(w, &self.http, &view, &d.key).await,

@@ -152,6 +152,42 @@ impl AlertView {
     }
 }
 
+impl AlertView {
+    /// Fills `{name}` placeholders: alert_id, status, category, severity, user, department,
+    /// first_seen, last_seen, findings, incidents, link, patients, explanations. Values are
+    /// HTML-escaped for HTML templates; unknown names stay as written so a typo shows.
+    pub fn fill(&self, template: &str, html: bool) -> String {
+        let esc = |s: String| {
+            if html {
+                s.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('"', "&quot;")
+            } else {
+                s
+            }
+        };
+        crate::detect::explain::fill_with(template, |name| {
+            Some(esc(match name {
+                "alert_id" => self.alert_id.to_string(),
+                "status" => self.status.clone(),
+                "category" => self.category.clone(),
+                "severity" => self.severity.clone(),
+                "user" => self.user.clone(),
+                "department" => or_unknown(&self.department).to_owned(),
+                "first_seen" => self.first_seen.clone(),
+                "last_seen" => self.last_seen.clone(),
+                "findings" => self.findings.to_string(),
+                "incidents" => self.incidents.to_string(),
+                "link" => self.link.clone().unwrap_or_default(),
+                "patients" => self.patients.join(", "),
+                "explanations" => self.explanations.join("\n"),
+                _ => return None,
+            }))
+        })
+    }
+}
+
 fn plural(n: i64) -> &'static str {
     if n == 1 {
         ""
@@ -165,5 +201,34 @@ fn or_unknown(s: &str) -> &str {
         "unknown"
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_and_escape() {
+        let v = AlertView {
+            alert_id: 9,
+            status: "open".into(),
+            category: "vip".into(),
+            severity: "high".into(),
+            user: "<b>x</b>".into(),
+            department: String::new(),
+            first_seen: String::new(),
+            last_seen: String::new(),
+            findings: 4,
+            incidents: 2,
+            link: None,
+            patients: vec![],
+            explanations: vec![],
+        };
+        assert_eq!(
+            v.fill("#{alert_id} {user} {department} {nope}", false),
+            "#9 <b>x</b> unknown {nope}"
+        );
+        assert_eq!(v.fill("{user}", true), "&lt;b&gt;x&lt;/b&gt;");
     }
 }

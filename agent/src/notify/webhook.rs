@@ -108,6 +108,54 @@ pub async fn send(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn view() -> AlertView {
+        AlertView {
+            alert_id: 3,
+            status: "open".into(),
+            category: "vip".into(),
+            severity: "high".into(),
+            user: "rn-ben".into(),
+            department: "er".into(),
+            first_seen: "t0".into(),
+            last_seen: "t1".into(),
+            findings: 2,
+            incidents: 1,
+            link: Some("https://c/alerts/3".into()),
+            patients: vec![],
+            explanations: vec![],
+        }
+    }
+
+    fn receiver(format: &str, extra: &str) -> WebhookReceiver {
+        toml::from_str(&format!(
+            "name = \"r\"\nurl = \"http://x/\"\nformat = \"{format}\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn bodies_for_each_service() {
+        let v = view();
+        let slack = body(&receiver("slack", ""), &v).unwrap();
+        assert!(slack["text"].as_str().unwrap().contains("alert #3"));
+        let teams = body(&receiver("teams", ""), &v).unwrap();
+        assert_eq!(teams["@type"], "MessageCard");
+        std::env::set_var("PHIWATCH_TEST_PD_KEY", "R0UT1NG");
+        let pd = body(
+            &receiver("pagerduty", "routing_key_env = \"PHIWATCH_TEST_PD_KEY\""),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(pd["routing_key"], "R0UT1NG");
+        assert_eq!(pd["dedup_key"], "phiwatch-alert-3");
+        assert_eq!(pd["payload"]["severity"], "error");
+        let std = body(&receiver("standard", ""), &v).unwrap();
+        assert_eq!(std["alert"]["user"], "rn-ben");
+        assert!(std["alert"].get("patients").is_none(), "minimum necessary");
+    }
+
     #[test]
     fn standard_webhooks_signature() {
         // The example from the Standard Webhooks specification.
