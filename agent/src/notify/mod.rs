@@ -341,3 +341,56 @@ fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_alerts_repeat_after_the_interval_and_acknowledged_ones_do_not() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("p.db");
+        drop(crate::store::Store::open(&db).unwrap());
+        let routing = Routing::parse(
+            "[grouping]\nrepeat_interval = \"1h\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:9/\"\n[[route]]\nreceivers = [\"siem\"]\n",
+        )
+        .unwrap();
+        let dispatcher =
+            Dispatcher::new(&db, Arc::new(routing), chrono_tz::UTC, Default::default()).unwrap();
+        let mut conn = Connection::open(&db).unwrap();
+        let two_hours_ago = now_ms() - 2 * 3_600_000;
+        let ten_minutes_ago = now_ms() - 600_000;
+        for (status, sent) in [
+            ("open", two_hours_ago),
+            ("acknowledged", two_hours_ago),
+            ("open", ten_minutes_ago),
+        ] {
+            conn.execute(
+                "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id, department,
+                 first_ms, last_ms, findings, incidents, last_sent_ms)
+                 VALUES ('k', 'k', ?1, 'vip', 'high', 'u', 'd', 0, 0, 1, 1, ?2)",
+                params![status, sent],
+            )
+            .unwrap();
+        }
+        dispatcher.schedule_repeats(&mut conn).unwrap();
+        let queued: Vec<i64> = conn
+            .prepare("SELECT alert_id FROM outbox WHERE state = 'pending'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            queued,
+            vec![1],
+            "only the open alert notified two hours ago"
+        );
+        // Scheduling again adds nothing while that notification waits.
+        dispatcher.schedule_repeats(&mut conn).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
