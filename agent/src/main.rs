@@ -5,7 +5,7 @@ use phiwatch::reload::{Inputs, Loaded};
 use phiwatch::scan::{expand_event_paths, scan_files, Sinks};
 use phiwatch::store::{default_data_dir, Store};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// phiwatch: privacy monitoring for healthcare. Detects improper access to patient records
 /// (snooping on family, coworkers, neighbours, VIPs, one's own chart) in EHR audit logs.
@@ -58,6 +58,34 @@ enum Command {
     /// Check routing rules.
     #[command(subcommand)]
     Rules(RulesCmd),
+    /// Test policies against cases, or explain the decision on one event.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Run the test cases in DIR (*.toml) against the pack; reports policies without a
+    /// positive or negative case. Exits 1 on any failure.
+    Test {
+        /// Directory of test files (policies/tests/ ships one per policy file).
+        dir: PathBuf,
+        /// Policy directory (default: the built-in pack).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Also fail when a policy has no positive or no negative case.
+        #[arg(long)]
+        require_coverage: bool,
+    },
+    /// Show, for one AuditEvent, the facts detection saw, the decision and every policy that
+    /// determined it, with its explanation.
+    Explain {
+        #[command(flatten)]
+        detection: DetectionArgs,
+        /// A file holding one FHIR AuditEvent (JSON, pretty or on one line).
+        #[arg(long)]
+        event: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -270,6 +298,14 @@ fn main() {
         Command::Bench(a) => phiwatch::bench::run(a.events, a.dir.as_deref()),
         Command::Policies { dir } => policies(dir),
         Command::Alerts(c) => alerts(c),
+        Command::Policy(PolicyCmd::Test {
+            dir,
+            policies,
+            require_coverage,
+        }) => policy_test(&dir, policies, require_coverage),
+        Command::Policy(PolicyCmd::Explain { detection, event }) => {
+            policy_explain(detection, &event)
+        }
         Command::Silence(c) => silence(c),
         Command::Notify(c) => notify(c),
         Command::Rules(RulesCmd::Test {
@@ -481,6 +517,78 @@ fn rules_test(
             None => "undefined".into(),
         };
         println!("{name}: {kind}");
+    }
+    Ok(())
+}
+
+fn policy_test(dir: &Path, policies: Option<PathBuf>, require_coverage: bool) -> Result<()> {
+    let pack = Inputs {
+        policies,
+        ..Inputs::default()
+    }
+    .load()?
+    .pack;
+    let report = phiwatch::detect::policy_test::run(dir, &pack).map_err(|e| anyhow::anyhow!(e))?;
+    print!("{}", report.render());
+    let uncovered = !report.no_positive.is_empty() || !report.no_negative.is_empty();
+    if !report.ok() || (require_coverage && uncovered) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn policy_explain(a: DetectionArgs, event: &Path) -> Result<()> {
+    let loaded = Inputs {
+        rules: a.rules,
+        policies: a.policies,
+        context: a.context,
+    }
+    .load()?;
+    let text = std::fs::read(event).with_context(|| format!("reading {}", event.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}",
+            event.display(),
+            phiwatch::decode::DecodeError::from_json(&e)
+        )
+    })?;
+    let line = serde_json::to_vec(&value)?;
+    let ev = match phiwatch::decode::decode_audit_event(&line)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", event.display()))?
+    {
+        phiwatch::decode::Decoded::Access(ev) => ev,
+        phiwatch::decode::Decoded::NoPatient => {
+            println!("this AuditEvent names no patient: there is nothing to judge");
+            return Ok(());
+        }
+    };
+    let mut enricher = phiwatch::enrich::Enricher::new(&loaded.context, &loaded.settings);
+    let enriched = enricher.enrich(ev);
+    let mut detector = phiwatch::detect::Detector::new(&loaded.pack);
+    print!(
+        "{}",
+        phiwatch::detect::explain::facts(&enriched, &loaded.context)
+    );
+    let (allowed, reasons) = detector
+        .determining(&enriched, &loaded.context)
+        .map_err(|e| anyhow::anyhow!("evaluation error: {e}"))?;
+    let mut findings = Vec::new();
+    detector.findings(&enriched, &loaded.context, &mut findings);
+    if allowed {
+        println!("decision: explained (no finding), by:");
+        for r in &reasons {
+            println!("  permit {r}");
+        }
+    } else if reasons.is_empty() {
+        println!("decision: unexplained: no permit matched and no forbid fired (default-deny)");
+    } else {
+        println!("decision: finding(s)");
+    }
+    for f in &findings {
+        println!(
+            "  {} [{} {}] {}",
+            f.detector, f.category, f.severity, f.explanation
+        );
     }
     Ok(())
 }

@@ -479,6 +479,34 @@ impl<'p> Detector<'p> {
         )
     }
 
+    /// The policies that determined the decision (satisfied forbids when denied, satisfied
+    /// permits when allowed), by `@id`, and whether the access was allowed.
+    pub fn determining(
+        &mut self,
+        a: &EnrichedAccess,
+        store: &ContextStore,
+    ) -> Result<(bool, Vec<String>), String> {
+        let (request, entities) = self.request(
+            &a.facts,
+            store,
+            &a.event.user,
+            a.event.patient.as_deref().unwrap_or(""),
+        )?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.pack.set, &entities);
+        if let Some(e) = response.diagnostics().errors().next() {
+            return Err(e.to_string());
+        }
+        let mut ids: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
+        ids.sort();
+        Ok((response.decision() == Decision::Allow, ids))
+    }
+
     pub fn findings(&mut self, a: &EnrichedAccess, store: &ContextStore, out: &mut Vec<Finding>) {
         let verdict = self.judge(a, store);
         for &ix in verdict.iter() {
