@@ -58,6 +58,13 @@ enum Command {
     /// Check routing rules.
     #[command(subcommand)]
     Rules(RulesCmd),
+    /// Check a configuration without running it: config, sources (TLS material, folders),
+    /// policies against the schema, context, routing rules and receivers. Prints every problem
+    /// with its file and line; exits 1 when there is any.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Test policies against cases, or explain the decision on one event.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -298,6 +305,22 @@ fn main() {
         Command::Bench(a) => phiwatch::bench::run(a.events, a.dir.as_deref()),
         Command::Policies { dir } => policies(dir),
         Command::Alerts(c) => alerts(c),
+        Command::Check { config } => {
+            let c = phiwatch::check::check(&config);
+            for s in &c.summary {
+                println!("ok: {s}");
+            }
+            for w in &c.warnings {
+                println!("warning: {w}");
+            }
+            for p in &c.problems {
+                println!("error: {p}");
+            }
+            if !c.problems.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Policy(PolicyCmd::Test {
             dir,
             policies,

@@ -55,7 +55,7 @@ impl Listener {
     }
 }
 
-fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
+pub fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (Some(cert), Some(key)) = (&src.tls_cert, &src.tls_key) else {

@@ -1,0 +1,213 @@
+//! `phiwatch check --config FILE`: everything the agent would load, checked without running
+//! it, every problem reported (not just the first) with its file and line.
+
+use crate::alert::routing::{Receiver, Routing};
+use crate::config::{Config, Source, Transport};
+use crate::detect::PolicyPack;
+use crate::settings::Settings;
+use std::path::Path;
+
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    pub summary: Vec<String>,
+}
+
+pub fn check(config_path: &Path) -> Checked {
+    let mut c = Checked::default();
+    let cfg = match Config::load(config_path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            c.problems.push(e.to_string());
+            return c;
+        }
+    };
+    c.summary.push(format!(
+        "config {}: {} source(s)",
+        config_path.display(),
+        cfg.sources.len()
+    ));
+
+    let settings = match &cfg.rules {
+        Some(p) => Settings::load(p).unwrap_or_else(|e| {
+            c.problems.push(e.to_string());
+            Settings::default()
+        }),
+        None => Settings::default(),
+    };
+    match &cfg.policies {
+        Some(dir) => {
+            match PolicyPack::load_dir(dir) {
+                Ok(p) => c.summary.push(format!(
+                    "policies {}: {} rules valid",
+                    dir.display(),
+                    p.rules().len()
+                )),
+                Err(e) => c.problems.extend(e.problems),
+            }
+            let files = dir.join("files");
+            if files.is_dir() {
+                match PolicyPack::load_files_dir(&files) {
+                    Ok(p) => c.summary.push(format!(
+                        "folder policies {}: {} rules valid",
+                        files.display(),
+                        p.rules().len()
+                    )),
+                    Err(e) => c.problems.extend(e.problems),
+                }
+            }
+        }
+        None => c.summary.push("policies: the built-in pack".into()),
+    }
+    if let Some(dir) = &cfg.context {
+        match crate::context::load_context(dir, &settings) {
+            Ok((store, stats)) => {
+                c.summary.push(format!(
+                    "context {}: {} users, {} patients",
+                    dir.display(),
+                    store.users.len(),
+                    store.patients.len()
+                ));
+                c.warnings
+                    .extend(stats.problems.iter().map(|p| format!("context: {p}")));
+            }
+            Err(e) => c.problems.push(format!("context {}: {e:#}", dir.display())),
+        }
+    } else {
+        c.warnings
+            .push("no context: every access will be judged without directory facts".into());
+    }
+    check_data_dir(&cfg.data_dir, &mut c);
+    for src in &cfg.sources {
+        check_source(src, &mut c);
+    }
+    if let Some(p) = &cfg.routing {
+        match Routing::load(p) {
+            Ok(r) => {
+                check_receivers(&r, &mut c);
+                c.summary.push(format!(
+                    "routing {}: {} receiver(s), {} route(s)",
+                    p.display(),
+                    r.receivers.len(),
+                    r.routes.len()
+                ));
+            }
+            Err(e) => c.problems.push(e.to_string()),
+        }
+    } else {
+        c.warnings
+            .push("no routing: findings are stored and nobody is notified".into());
+    }
+    c
+}
+
+fn check_data_dir(dir: &Path, c: &mut Checked) {
+    let mut probe = dir;
+    // The agent creates data_dir; its nearest existing ancestor must be a writable directory.
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => break,
+        }
+    }
+    match std::fs::metadata(probe) {
+        Ok(m) if !m.is_dir() => c.problems.push(format!(
+            "data_dir {}: {} is not a directory",
+            dir.display(),
+            probe.display()
+        )),
+        Ok(m) if m.permissions().readonly() => c.problems.push(format!(
+            "data_dir {}: {} is read-only",
+            dir.display(),
+            probe.display()
+        )),
+        Ok(_) => {}
+        Err(e) => c.problems.push(format!("data_dir {}: {e}", dir.display())),
+    }
+}
+
+fn check_source(src: &Source, c: &mut Checked) {
+    match src {
+        Source::File(f) => {
+            let mut matched = 0;
+            for g in &f.paths {
+                matched += glob::glob(g)
+                    .map(|p| p.filter_map(Result::ok).count())
+                    .unwrap_or(0);
+            }
+            if matched == 0 {
+                c.warnings.push(format!(
+                    "source {:?}: no file matches {:?} yet (it will be picked up when it appears)",
+                    f.name, f.paths
+                ));
+            }
+        }
+        Source::Syslog(s) => {
+            if s.transport == Transport::Tls {
+                if let Err(e) = crate::syslog::tls_acceptor(s) {
+                    c.problems.push(format!("source {:?}: TLS: {e:#}", s.name));
+                }
+            }
+            if s.listen.ip().is_unspecified() {
+                c.warnings.push(format!(
+                    "source {:?}: listens on every interface ({})",
+                    s.name, s.listen
+                ));
+            }
+        }
+        Source::Folder(f) => {
+            for p in &f.paths {
+                match std::fs::read_dir(p) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        c.problems
+                            .push(format!("source {:?}: folder {}: {e}", f.name, p.display()))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_receivers(r: &Routing, c: &mut Checked) {
+    for rec in &r.receivers {
+        match rec {
+            Receiver::Email(e) => {
+                if let Err(m) = crate::notify::email::transport(e) {
+                    c.problems.push(m);
+                }
+                if let Err(m) = crate::notify::email::Templates::load(e) {
+                    c.problems.push(m);
+                }
+                if e.tls == crate::alert::routing::SmtpTls::None
+                    && !matches!(e.host.as_str(), "localhost" | "127.0.0.1" | "::1")
+                {
+                    c.warnings.push(format!(
+                        "receiver {:?}: mail to {} without TLS",
+                        e.name, e.host
+                    ));
+                }
+            }
+            Receiver::Webhook(w) => {
+                for var in [&w.secret_env, &w.routing_key_env].into_iter().flatten() {
+                    if std::env::var_os(var).is_none() {
+                        c.problems.push(format!(
+                            "receiver {:?}: environment variable {var} is not set",
+                            w.name
+                        ));
+                    }
+                }
+                if w.secret_env.is_none()
+                    && w.format == crate::alert::routing::WebhookFormat::Standard
+                {
+                    c.warnings.push(format!(
+                        "receiver {:?}: webhooks are unsigned (no secret_env)",
+                        w.name
+                    ));
+                }
+            }
+            Receiver::Syslog(_) => {}
+        }
+    }
+}
