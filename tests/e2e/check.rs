@@ -57,14 +57,11 @@ fn every_problem_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let policies = d.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
     for e in std::fs::read_dir(common::repo().join("policies")).unwrap() {
         let p = e.unwrap().path();
         if p.is_file() {
-            std::fs::copy(&p, policies.join(p.file_name().unwrap())).ok();
-            if !policies.exists() {
-                std::fs::create_dir_all(&policies).unwrap();
-                std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
-            }
+            std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
         }
     }
     write(
