@@ -278,15 +278,28 @@ struct BenchArgs {
     poll_ms: u64,
 }
 
+/// Logs go to stderr (journald, docker logs): rotation is the collector's job. `PHIWATCH_LOG`
+/// sets the filter (default warn); `PHIWATCH_LOG_FORMAT=json` writes one JSON object per line.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PHIWATCH_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("PHIWATCH_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().flatten_event(true).init(),
+        Ok("text") | Err(_) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Ok(other) => {
+            builder.init();
+            tracing::warn!("PHIWATCH_LOG_FORMAT={other:?} is not json or text; using text");
+        }
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PHIWATCH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(a) => scan(a),

@@ -43,9 +43,14 @@ pub struct Agent(pub std::process::Child);
 
 impl Agent {
     pub fn start(config: &std::path::Path) -> Agent {
+        Agent::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &std::path::Path, env: &[(&str, &str)]) -> Agent {
         Agent(
             Command::new(env!("CARGO_BIN_EXE_phiwatch"))
                 .args(["run", "--config", config.to_str().unwrap()])
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
