@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod bench;
 pub mod bench_live;
+pub mod case;
 pub mod check;
 pub mod config;
 pub mod context;

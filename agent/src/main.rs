@@ -65,9 +65,139 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Breach-response cases: open from alerts, assign, assess, determine, close, verify the log.
+    #[command(subcommand)]
+    Case(CaseCmd),
     /// Test policies against cases, or explain the decision on one event.
     #[command(subcommand)]
     Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum CaseCmd {
+    /// All cases.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// One case: facts, evidence timeline, deadlines (once a breach is determined), log.
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        /// State rules (default: the shipped rules/jurisdictions.toml).
+        #[arg(long)]
+        jurisdictions: Option<PathBuf>,
+    },
+    /// Open a case on alerts (or by hand, without --alert).
+    Open {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long = "alert")]
+        alerts: Vec<i64>,
+        #[arg(long, default_value = "")]
+        title: String,
+        /// When the breach was known, or would have been with reasonable diligence
+        /// (YYYY-MM-DD; default today).
+        #[arg(long)]
+        discovered: Option<String>,
+        #[arg(long)]
+        by: String,
+    },
+    Assign {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Facts for the deadline clocks.
+    Facts {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long)]
+        discovered: Option<String>,
+        /// Affected individuals per state: --residents CA=12 --residents TX=300.
+        #[arg(long = "residents")]
+        residents: Vec<String>,
+        /// Law-enforcement delay: written:FROM:UNTIL or oral:FROM:DAYS (dates YYYY-MM-DD).
+        #[arg(long = "delay")]
+        delays: Vec<String>,
+        /// States whose facility licence the organization holds (for California's rule).
+        #[arg(long = "licensed-in")]
+        licensed_in: Vec<String>,
+        #[arg(long)]
+        by: String,
+    },
+    /// The four-factor risk assessment (45 CFR 164.402(2)).
+    Assess {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        /// (i) nature and extent of the PHI and likelihood of re-identification.
+        #[arg(long)]
+        nature: String,
+        /// (ii) the unauthorized person.
+        #[arg(long)]
+        person: String,
+        /// (iii) whether the PHI was actually acquired or viewed.
+        #[arg(long)]
+        viewed: String,
+        /// (iv) extent of mitigation.
+        #[arg(long)]
+        mitigation: String,
+        /// good_faith_workforce, inadvertent_authorized or unable_to_retain.
+        #[arg(long)]
+        exclusion: Option<String>,
+        /// The assessment demonstrates a low probability of compromise.
+        #[arg(long)]
+        low_probability: bool,
+        #[arg(long)]
+        conclusion: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// breach, not_breach or excluded (a breach is presumed without a documented low
+    /// probability of compromise or an exclusion).
+    Determine {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long)]
+        outcome: String,
+        /// Date of the determination (default today).
+        #[arg(long)]
+        on: Option<String>,
+        #[arg(long)]
+        by: String,
+    },
+    Note {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// true_positive, false_positive or duplicate.
+    Close {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long)]
+        resolution: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Check the hash chain of the case log; names the first edited, deleted or moved entry.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +448,7 @@ fn main() {
         Command::Bench(a) => phiwatch::bench::run(a.events, a.dir.as_deref()),
         Command::Policies { dir } => policies(dir),
         Command::Alerts(c) => alerts(c),
+        Command::Case(c) => case(c),
         Command::Check { config } => {
             let c = phiwatch::check::check(&config);
             for s in &c.summary {
@@ -625,6 +756,179 @@ fn policy_explain(a: DetectionArgs, event: &Path) -> Result<()> {
             "  {} [{} {}] {}",
             f.detector, f.category, f.severity, f.explanation
         );
+    }
+    Ok(())
+}
+
+fn date_arg(s: &str, what: &str) -> Result<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("{what} {s:?}: expected YYYY-MM-DD"))
+}
+
+fn cases(s: &StoreArgs) -> Result<phiwatch::case::Cases> {
+    let cfg = phiwatch::config::Config::load(&s.config)?;
+    Ok(phiwatch::case::Cases::open(
+        &cfg.data_dir.join("phiwatch.db"),
+    )?)
+}
+
+fn case(c: CaseCmd) -> Result<()> {
+    use phiwatch::case::clock::{Jurisdictions, LawEnforcementDelay};
+    match c {
+        CaseCmd::List { store } => print!("{}", cases(&store)?.list()?),
+        CaseCmd::Show {
+            store,
+            id,
+            jurisdictions,
+        } => {
+            let j = match jurisdictions {
+                Some(p) => Jurisdictions::load(&p),
+                None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
+            }
+            .map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", cases(&store)?.show(id, &j)?);
+        }
+        CaseCmd::Open {
+            store,
+            alerts,
+            title,
+            discovered,
+            by,
+        } => {
+            let d = discovered
+                .map(|d| date_arg(&d, "--discovered"))
+                .transpose()?;
+            let id = cases(&store)?.create(&by, &title, &alerts, d)?;
+            println!("case #{id} opened");
+        }
+        CaseCmd::Assign { store, id, to, by } => {
+            cases(&store)?.assign(id, &by, &to)?;
+            println!("case #{id} assigned to {to}");
+        }
+        CaseCmd::Facts {
+            store,
+            id,
+            discovered,
+            residents,
+            delays,
+            licensed_in,
+            by,
+        } => {
+            let d = discovered
+                .map(|d| date_arg(&d, "--discovered"))
+                .transpose()?;
+            let mut r = std::collections::BTreeMap::new();
+            for s in &residents {
+                let (st, n) = s
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--residents {s:?}: expected STATE=COUNT"))?;
+                let n: u32 = n
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--residents {s:?}: COUNT is not a number"))?;
+                r.insert(st.to_uppercase(), n);
+            }
+            let mut ds = Vec::new();
+            for s in &delays {
+                let parts: Vec<&str> = s.split(':').collect();
+                ds.push(match parts.as_slice() {
+                    ["written", from, until] => LawEnforcementDelay::Written {
+                        from: date_arg(from, "--delay")?,
+                        until: date_arg(until, "--delay")?,
+                    },
+                    ["oral", from, days] => LawEnforcementDelay::Oral {
+                        from: date_arg(from, "--delay")?,
+                        days: days
+                            .parse()
+                            .map_err(|_| anyhow::anyhow!("--delay {s:?}: DAYS is not a number"))?,
+                    },
+                    _ => anyhow::bail!(
+                        "--delay {s:?}: expected written:FROM:UNTIL or oral:FROM:DAYS"
+                    ),
+                });
+            }
+            cases(&store)?.set_facts(
+                id,
+                &by,
+                d,
+                (!residents.is_empty()).then_some(r),
+                (!delays.is_empty()).then_some(ds),
+                (!licensed_in.is_empty())
+                    .then(|| licensed_in.iter().map(|s| s.to_uppercase()).collect()),
+            )?;
+            println!("case #{id} facts recorded");
+        }
+        CaseCmd::Assess {
+            store,
+            id,
+            nature,
+            person,
+            viewed,
+            mitigation,
+            exclusion,
+            low_probability,
+            conclusion,
+            by,
+        } => {
+            let exclusion = exclusion
+                .map(|e| {
+                    serde_json::from_value(serde_json::Value::String(e.clone())).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--exclusion {e:?}: expected good_faith_workforce, inadvertent_authorized or unable_to_retain"
+                        )
+                    })
+                })
+                .transpose()?;
+            cases(&store)?.assess(
+                id,
+                &by,
+                &phiwatch::case::Assessment {
+                    nature_and_extent: nature,
+                    unauthorized_person: person,
+                    acquired_or_viewed: viewed,
+                    mitigation,
+                    exclusion,
+                    low_probability,
+                    conclusion,
+                },
+            )?;
+            println!("case #{id} risk assessment recorded");
+        }
+        CaseCmd::Determine {
+            store,
+            id,
+            outcome,
+            on,
+            by,
+        } => {
+            let on = on.map(|d| date_arg(&d, "--on")).transpose()?;
+            cases(&store)?.determine(id, &by, &outcome, on)?;
+            println!("case #{id} determined: {outcome}");
+        }
+        CaseCmd::Note {
+            store,
+            id,
+            text,
+            by,
+        } => {
+            cases(&store)?.note(id, &by, &text)?;
+            println!("note added to case #{id}");
+        }
+        CaseCmd::Close {
+            store,
+            id,
+            resolution,
+            by,
+        } => {
+            cases(&store)?.close(id, &by, &resolution)?;
+            println!("case #{id} closed: {resolution}");
+        }
+        CaseCmd::Verify { store } => match cases(&store)?.verify()? {
+            Ok((n, head)) => println!("case log intact: {n} entries, head {head}"),
+            Err(b) => {
+                println!("case log BROKEN at entry #{}: {}", b.seq, b.reason);
+                std::process::exit(1);
+            }
+        },
     }
     Ok(())
 }

@@ -101,6 +101,40 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_ms         INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, due_ms);
+-- Breach-response cases (phiwatch case ...). Every change is also in case_log.
+CREATE TABLE IF NOT EXISTS cases (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    title        TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    assignee     TEXT,
+    resolution   TEXT,
+    discovered   TEXT,
+    determined   TEXT,
+    determination TEXT,
+    residents    TEXT NOT NULL DEFAULT '{}',
+    delays       TEXT NOT NULL DEFAULT '[]',
+    licensed_in  TEXT NOT NULL DEFAULT '[]',
+    assessment   TEXT,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_alerts (
+    case_id  INTEGER NOT NULL,
+    alert_id INTEGER NOT NULL,
+    PRIMARY KEY (case_id, alert_id)
+) WITHOUT ROWID;
+-- Append-only, hash-chained (see case/log.rs).
+CREATE TABLE IF NOT EXISTS case_log (
+    seq       INTEGER PRIMARY KEY,
+    case_id   INTEGER NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    before    TEXT NOT NULL,
+    after     TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS silences (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     matchers   TEXT NOT NULL,

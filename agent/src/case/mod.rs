@@ -1,0 +1,636 @@
+//! Breach-response cases: opened from alerts (or by hand), investigated, risk-assessed under
+//! 45 CFR 164.402, determined, closed. Every change is one transaction that also appends to
+//! the hash-chained case log, so the record of who did what and when cannot be edited quietly.
+
+pub mod clock;
+pub mod log;
+
+use chrono::NaiveDate;
+use clock::{Breach, Jurisdictions, LawEnforcementDelay};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CaseError {
+    #[error("store {path}: {source}")]
+    Store {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(m: impl Into<String>) -> CaseError {
+    CaseError::Invalid(m.into())
+}
+
+/// The case life cycle.
+pub const STATES: [&str; 6] = [
+    "new",
+    "investigating",
+    "risk_assessment",
+    "determined",
+    "notifying",
+    "closed",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    /// 164.402(1)(i): unintentional, good-faith access by a workforce member within scope.
+    GoodFaithWorkforce,
+    /// 164.402(1)(ii): inadvertent disclosure between persons authorized at the same entity.
+    InadvertentAuthorized,
+    /// 164.402(1)(iii): the recipient could not reasonably have retained the information.
+    UnableToRetain,
+}
+
+/// The four-factor risk assessment of 45 CFR 164.402(2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// (i) nature and extent of the PHI, types of identifiers, likelihood of re-identification.
+    pub nature_and_extent: String,
+    /// (ii) the unauthorized person who used the PHI or to whom it was disclosed.
+    pub unauthorized_person: String,
+    /// (iii) whether the PHI was actually acquired or viewed.
+    pub acquired_or_viewed: String,
+    /// (iv) the extent to which the risk has been mitigated.
+    pub mitigation: String,
+    pub exclusion: Option<Exclusion>,
+    /// The assessment demonstrates a low probability that the PHI has been compromised.
+    pub low_probability: bool,
+    pub conclusion: String,
+}
+
+pub struct Cases {
+    conn: Connection,
+    path: String,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Cases {
+    pub fn open(db: &Path) -> Result<Self, CaseError> {
+        let path = db.display().to_string();
+        if !db.exists() {
+            return Err(invalid(format!(
+                "{path} does not exist: has the agent run with this data_dir?"
+            )));
+        }
+        drop(crate::store::Store::open(db).map_err(|e| invalid(e.to_string()))?);
+        let conn = Connection::open(db).map_err(|source| CaseError::Store {
+            path: path.clone(),
+            source,
+        })?;
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        Ok(Cases { conn, path })
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> CaseError + '_ {
+        |source| CaseError::Store {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn state(&self, id: i64) -> Result<String, CaseError> {
+        self.conn
+            .query_row("SELECT state FROM cases WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(self.sql())?
+            .ok_or_else(|| invalid(format!("no case #{id}")))
+    }
+
+    /// Opens a case on alerts (none: by hand). The discovery date defaults to today.
+    pub fn create(
+        &mut self,
+        actor: &str,
+        title: &str,
+        alerts: &[i64],
+        discovered: Option<NaiveDate>,
+    ) -> Result<i64, CaseError> {
+        need(actor, "--by")?;
+        let discovered = discovered.unwrap_or_else(|| chrono::Utc::now().date_naive());
+        let path = self.path.clone();
+        let sql = |source| CaseError::Store {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        for a in alerts {
+            let exists: i64 = tx
+                .query_row("SELECT count(*) FROM alerts WHERE id = ?1", [a], |r| {
+                    r.get(0)
+                })
+                .map_err(sql)?;
+            if exists == 0 {
+                return Err(invalid(format!("no alert #{a}")));
+            }
+        }
+        let title = if title.is_empty() {
+            let summary: Option<String> = match alerts.first() {
+                Some(a) => tx
+                    .query_row(
+                        "SELECT category || ' by ' || user_id FROM alerts WHERE id = ?1",
+                        [a],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?,
+                None => None,
+            };
+            summary.unwrap_or_else(|| "case opened by hand".into())
+        } else {
+            title.to_owned()
+        };
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO cases (title, state, discovered, created_ms, updated_ms)
+             VALUES (?1, 'new', ?2, ?3, ?3)",
+            params![title, discovered.to_string(), now],
+        )
+        .map_err(sql)?;
+        let id = tx.last_insert_rowid();
+        for a in alerts {
+            tx.execute(
+                "INSERT OR IGNORE INTO case_alerts (case_id, alert_id) VALUES (?1, ?2)",
+                params![id, a],
+            )
+            .map_err(sql)?;
+        }
+        log::append(
+            &tx,
+            id,
+            actor,
+            "open",
+            &json!({}),
+            &json!({ "title": title, "alerts": alerts, "discovered": discovered.to_string() }),
+            now,
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(id)
+    }
+
+    /// Sets columns, logging their values before and after, in one transaction.
+    fn change(
+        &mut self,
+        id: i64,
+        actor: &str,
+        action: &str,
+        set: &[(&str, Value)],
+    ) -> Result<(), CaseError> {
+        need(actor, "--by")?;
+        let path = self.path.clone();
+        let sql = |source| CaseError::Store {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut before = serde_json::Map::new();
+        let mut after = serde_json::Map::new();
+        for (col, value) in set {
+            let old: Option<Value> = tx
+                .query_row(
+                    &format!("SELECT {col} FROM cases WHERE id = ?1"),
+                    [id],
+                    |r| {
+                        let v: rusqlite::types::Value = r.get(0)?;
+                        Ok(match v {
+                            rusqlite::types::Value::Null => Value::Null,
+                            rusqlite::types::Value::Integer(i) => json!(i),
+                            rusqlite::types::Value::Text(t) => json!(t),
+                            rusqlite::types::Value::Real(f) => json!(f),
+                            rusqlite::types::Value::Blob(_) => Value::Null,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(sql)?;
+            let Some(old) = old else {
+                return Err(invalid(format!("no case #{id}")));
+            };
+            let stored = match value {
+                Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+                Value::Null => rusqlite::types::Value::Null,
+                other => rusqlite::types::Value::Text(other.to_string()),
+            };
+            tx.execute(
+                &format!("UPDATE cases SET {col} = ?2, updated_ms = ?3 WHERE id = ?1"),
+                params![id, stored, now_ms()],
+            )
+            .map_err(sql)?;
+            before.insert((*col).to_owned(), old);
+            after.insert((*col).to_owned(), value.clone());
+        }
+        log::append(
+            &tx,
+            id,
+            actor,
+            action,
+            &Value::Object(before),
+            &Value::Object(after),
+            now_ms(),
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    fn not_closed(&self, id: i64) -> Result<String, CaseError> {
+        let s = self.state(id)?;
+        if s == "closed" {
+            return Err(invalid(format!("case #{id} is closed")));
+        }
+        Ok(s)
+    }
+
+    /// Assigns the case; a new case moves to investigating.
+    pub fn assign(&mut self, id: i64, actor: &str, assignee: &str) -> Result<(), CaseError> {
+        need(assignee, "the assignee")?;
+        let state = self.not_closed(id)?;
+        let mut set = vec![("assignee", json!(assignee))];
+        if state == "new" {
+            set.push(("state", json!("investigating")));
+        }
+        self.change(id, actor, "assign", &set)
+    }
+
+    /// Records the facts the clocks need.
+    pub fn set_facts(
+        &mut self,
+        id: i64,
+        actor: &str,
+        discovered: Option<NaiveDate>,
+        residents: Option<BTreeMap<String, u32>>,
+        delays: Option<Vec<LawEnforcementDelay>>,
+        licensed_in: Option<Vec<String>>,
+    ) -> Result<(), CaseError> {
+        self.not_closed(id)?;
+        let mut set = Vec::new();
+        if let Some(d) = discovered {
+            set.push(("discovered", json!(d.to_string())));
+        }
+        if let Some(r) = residents {
+            for s in r.keys() {
+                if s.len() != 2 || !s.chars().all(|c| c.is_ascii_uppercase()) {
+                    return Err(invalid(format!(
+                        "state {s:?}: use the two-letter code (CA, TX, ...)"
+                    )));
+                }
+            }
+            set.push(("residents", json!(r)));
+        }
+        if let Some(ds) = delays {
+            let v: Vec<Value> = ds
+                .iter()
+                .map(|d| match d {
+                    LawEnforcementDelay::Written { from, until } => {
+                        json!({ "kind": "written", "from": from.to_string(), "until": until.to_string() })
+                    }
+                    LawEnforcementDelay::Oral { from, days } => {
+                        json!({ "kind": "oral", "from": from.to_string(), "days": days })
+                    }
+                })
+                .collect();
+            set.push(("delays", Value::Array(v)));
+        }
+        if let Some(l) = licensed_in {
+            set.push(("licensed_in", json!(l)));
+        }
+        if set.is_empty() {
+            return Err(invalid("nothing to set"));
+        }
+        self.change(id, actor, "facts", &set)
+    }
+
+    /// Records the four-factor risk assessment; the case moves to risk assessment.
+    pub fn assess(&mut self, id: i64, actor: &str, a: &Assessment) -> Result<(), CaseError> {
+        self.not_closed(id)?;
+        for (name, text) in [
+            (
+                "nature and extent of the PHI (--nature)",
+                &a.nature_and_extent,
+            ),
+            ("the unauthorized person (--person)", &a.unauthorized_person),
+            (
+                "whether the PHI was acquired or viewed (--viewed)",
+                &a.acquired_or_viewed,
+            ),
+            ("the extent of mitigation (--mitigation)", &a.mitigation),
+            ("the conclusion (--conclusion)", &a.conclusion),
+        ] {
+            if text.trim().is_empty() {
+                return Err(invalid(format!(
+                    "the assessment needs {name}: 45 CFR 164.402(2) names four factors"
+                )));
+            }
+        }
+        self.change(
+            id,
+            actor,
+            "assess",
+            &[
+                ("assessment", serde_json::to_value(a).unwrap_or_default()),
+                ("state", json!("risk_assessment")),
+            ],
+        )
+    }
+
+    pub fn assessment(&self, id: i64) -> Result<Option<Assessment>, CaseError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT assessment FROM cases WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.sql())?
+            .flatten();
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// `breach`, `not_breach` or `excluded`. A breach is presumed (164.402): the other two need
+    /// an assessment that shows a low probability of compromise, or an exclusion.
+    pub fn determine(
+        &mut self,
+        id: i64,
+        actor: &str,
+        outcome: &str,
+        on: Option<NaiveDate>,
+    ) -> Result<(), CaseError> {
+        self.not_closed(id)?;
+        let a = self.assessment(id)?;
+        match outcome {
+            "breach" => {}
+            "not_breach" => {
+                if !a.as_ref().is_some_and(|a| a.low_probability) {
+                    return Err(invalid(
+                        "a breach is presumed (45 CFR 164.402) unless the risk assessment demonstrates a low probability that the PHI has been compromised: record it with `case assess ... --low-probability`",
+                    ));
+                }
+            }
+            "excluded" => {
+                if a.as_ref().is_none_or(|a| a.exclusion.is_none()) {
+                    return Err(invalid(
+                        "`excluded` needs an assessment naming the exclusion (--exclusion)",
+                    ));
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "outcome {other:?}: expected breach, not_breach or excluded"
+                )))
+            }
+        }
+        let on = on.unwrap_or_else(|| chrono::Utc::now().date_naive());
+        self.change(
+            id,
+            actor,
+            "determine",
+            &[
+                ("determination", json!(outcome)),
+                ("determined", json!(on.to_string())),
+                ("state", json!("determined")),
+            ],
+        )
+    }
+
+    /// `true_positive`, `false_positive` or `duplicate`.
+    pub fn close(&mut self, id: i64, actor: &str, resolution: &str) -> Result<(), CaseError> {
+        self.not_closed(id)?;
+        if !["true_positive", "false_positive", "duplicate"].contains(&resolution) {
+            return Err(invalid(format!(
+                "resolution {resolution:?}: expected true_positive, false_positive or duplicate"
+            )));
+        }
+        self.change(
+            id,
+            actor,
+            "close",
+            &[
+                ("resolution", json!(resolution)),
+                ("state", json!("closed")),
+            ],
+        )
+    }
+
+    pub fn note(&mut self, id: i64, actor: &str, text: &str) -> Result<(), CaseError> {
+        need(text, "the note")?;
+        self.state(id)?;
+        need(actor, "--by")?;
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|source| CaseError::Store {
+            path: path.clone(),
+            source,
+        })?;
+        log::append(
+            &tx,
+            id,
+            actor,
+            "note",
+            &json!({}),
+            &json!({ "note": text }),
+            now_ms(),
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|source| CaseError::Store { path, source })
+    }
+
+    /// The clock inputs stored on the case.
+    pub fn breach(&self, id: i64) -> Result<Breach, CaseError> {
+        let (discovered, determined, residents, delays, licensed): (Option<String>, Option<String>, String, String, String) = self
+            .conn
+            .query_row(
+                "SELECT discovered, determined, residents, delays, licensed_in FROM cases WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(self.sql())?
+            .ok_or_else(|| invalid(format!("no case #{id}")))?;
+        let date =
+            |s: Option<String>| s.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok());
+        let delays: Vec<Value> = serde_json::from_str(&delays).unwrap_or_default();
+        let delays = delays
+            .iter()
+            .filter_map(|d| {
+                let from = NaiveDate::parse_from_str(d["from"].as_str()?, "%Y-%m-%d").ok()?;
+                Some(match d["kind"].as_str()? {
+                    "written" => LawEnforcementDelay::Written {
+                        from,
+                        until: NaiveDate::parse_from_str(d["until"].as_str()?, "%Y-%m-%d").ok()?,
+                    },
+                    _ => LawEnforcementDelay::Oral {
+                        from,
+                        days: d["days"].as_u64()? as u32,
+                    },
+                })
+            })
+            .collect();
+        Ok(Breach {
+            discovered: date(discovered),
+            determined: date(determined),
+            residents: serde_json::from_str(&residents).unwrap_or_default(),
+            delays,
+            licensed_in: serde_json::from_str(&licensed).unwrap_or_default(),
+        })
+    }
+
+    pub fn list(&self) -> Result<String, CaseError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, state, COALESCE(assignee, '-'), COALESCE(determination, '-'), title FROM cases ORDER BY id")
+            .map_err(self.sql())?;
+        let mut out = format!(
+            "{:>5} {:<16} {:<16} {:<12} title\n",
+            "id", "state", "assignee", "outcome"
+        );
+        let rows = st
+            .query_map([], |r| {
+                Ok(format!(
+                    "{:>5} {:<16} {:<16} {:<12} {}\n",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?
+                ))
+            })
+            .map_err(self.sql())?;
+        for r in rows {
+            out.push_str(&r.map_err(self.sql())?);
+        }
+        Ok(out)
+    }
+
+    /// The case, its evidence timeline, its deadlines and its log.
+    pub fn show(&self, id: i64, j: &Jurisdictions) -> Result<String, CaseError> {
+        let (title, state, assignee, determination, resolution): (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = self
+            .conn
+            .query_row(
+                "SELECT title, state, assignee, determination, resolution FROM cases WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(self.sql())?
+            .ok_or_else(|| invalid(format!("no case #{id}")))?;
+        let b = self.breach(id)?;
+        let mut out = String::new();
+        let _ = writeln!(out, "case #{id}: {title}");
+        let _ = writeln!(
+            out,
+            "state {state}; assignee {}; determination {}; resolution {}",
+            assignee.as_deref().unwrap_or("-"),
+            determination.as_deref().unwrap_or("-"),
+            resolution.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(
+            out,
+            "discovered {}; affected {} ({})",
+            b.discovered.map(|d| d.to_string()).unwrap_or("-".into()),
+            b.affected(),
+            b.residents
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(a) = self.assessment(id)? {
+            let _ = writeln!(
+                out,
+                "risk assessment: low probability of compromise {}; exclusion {}; {}",
+                if a.low_probability {
+                    "shown"
+                } else {
+                    "not shown"
+                },
+                a.exclusion.map(|e| format!("{e:?}")).unwrap_or("-".into()),
+                a.conclusion
+            );
+        }
+        out.push_str("evidence: accesses by the involved users to the involved patients\n");
+        let mut st = self
+            .conn
+            .prepare(
+                "WITH involved AS (
+                   SELECT DISTINCT a.user_id, af.patient_id FROM case_alerts ca
+                   JOIN alerts a ON a.id = ca.alert_id
+                   JOIN alert_findings af ON af.alert_id = a.id WHERE ca.case_id = ?1)
+                 SELECT x.time_ms, x.user_id, x.patient_id, x.action, x.event_id,
+                        (SELECT group_concat(f.detector, ',') FROM findings f WHERE f.event_id = x.event_id)
+                 FROM accesses x
+                 WHERE x.user_id IN (SELECT user_id FROM involved)
+                   AND x.patient_id IN (SELECT patient_id FROM involved)
+                 ORDER BY x.time_ms",
+            )
+            .map_err(self.sql())?;
+        let rows = st
+            .query_map([id], |r| {
+                Ok(format!(
+                    "  {} {} {} {} [{}] {}\n",
+                    crate::time::format_ms(r.get(0)?),
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?.unwrap_or_default()
+                ))
+            })
+            .map_err(self.sql())?;
+        for r in rows {
+            out.push_str(&r.map_err(self.sql())?);
+        }
+        if determination.as_deref() == Some("breach") {
+            out.push_str("deadlines:\n");
+            match clock::deadlines(&b, j) {
+                Ok(ds) => {
+                    for d in ds {
+                        let _ = writeln!(out, "  {} {} ({})", d.due, d.notify, d.basis);
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  cannot compute: {e}");
+                }
+            }
+        }
+        out.push_str("log:\n");
+        for e in log::entries(&self.conn, Some(id)).map_err(self.sql())? {
+            let _ = writeln!(
+                out,
+                "  #{} {} {} {} {} -> {}",
+                e.seq,
+                crate::time::format_ms(e.at_ms),
+                e.actor,
+                e.action,
+                e.before,
+                e.after
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn verify(&self) -> Result<Result<(usize, String), log::Broken>, CaseError> {
+        log::verify(&self.conn).map_err(self.sql())
+    }
+}
+
+fn need(s: &str, what: &str) -> Result<(), CaseError> {
+    if s.trim().is_empty() {
+        return Err(invalid(format!("{what} is required")));
+    }
+    Ok(())
+}
