@@ -82,6 +82,48 @@ pub fn check(config_path: &Path) -> Checked {
     for src in &cfg.sources {
         check_source(src, &mut c);
     }
+    let receivers: Option<Vec<String>> = cfg.routing.as_ref().and_then(|p| {
+        Routing::load(p)
+            .ok()
+            .map(|r| r.receivers.iter().map(|x| x.name().to_owned()).collect())
+    });
+    match &cfg.jurisdictions {
+        Some(p) => match crate::case::clock::Jurisdictions::load(p) {
+            Ok(j) => c.summary.push(format!(
+                "jurisdictions {}: {} state rule(s)",
+                p.display(),
+                j.rules.len()
+            )),
+            Err(e) => c.problems.push(e),
+        },
+        None => c
+            .summary
+            .push("jurisdictions: the built-in rules (CA, TX)".into()),
+    }
+    let response = match &cfg.response {
+        Some(p) => crate::case::response::Response::load(p),
+        None => crate::case::response::Response::parse(crate::case::response::EMBEDDED),
+    };
+    match response {
+        Ok(r) => {
+            if let Err(e) = r.letter() {
+                c.problems.push(format!("response: letter template: {e}"));
+            }
+            for name in r.reminders.receivers.iter().chain(&r.reminders.escalate_to) {
+                match &receivers {
+                    Some(known) if known.contains(name) => {}
+                    Some(_) => c.problems.push(format!(
+                        "response: reminder receiver {name:?} is not defined in the routing rules"
+                    )),
+                    None if cfg.response.is_some() => c.warnings.push(format!(
+                        "response: reminder receiver {name:?}: no routing rules, reminders cannot be sent"
+                    )),
+                    None => {}
+                }
+            }
+        }
+        Err(e) => c.problems.push(e),
+    }
     if let Some(p) = &cfg.routing {
         match Routing::load(p) {
             Ok(r) => {

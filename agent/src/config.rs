@@ -33,6 +33,10 @@ pub struct Config {
     /// Alert grouping, routing and receivers (see rules/routing.toml). Without it findings are
     /// stored and nobody is notified.
     pub routing: Option<PathBuf>,
+    /// State breach rules for case deadlines; default: the built-in rules/jurisdictions.toml.
+    pub jurisdictions: Option<PathBuf>,
+    /// Organization and reminder settings for cases; default: the built-in rules/response.toml.
+    pub response: Option<PathBuf>,
     #[serde(default)]
     pub http: Http,
     /// A TOML file of further `[[source]]` tables (relative paths: next to this file), so

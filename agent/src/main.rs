@@ -183,6 +183,40 @@ enum CaseCmd {
         #[arg(long)]
         by: String,
     },
+    /// Notices are going out: the case moves to notifying.
+    Notify {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+    /// Store a file as evidence (by SHA-256, under data_dir/attachments) and log it.
+    Attach {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        by: String,
+    },
+    /// Outputs: --letters DIR (one per affected patient), --hhs FILE (breach report JSON),
+    /// --annual-log YEAR (CSV of breaches under 500, to stdout), --accounting PATIENT.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The case (for --letters and --hhs).
+        id: Option<i64>,
+        #[arg(long)]
+        letters: Option<PathBuf>,
+        #[arg(long)]
+        hhs: Option<PathBuf>,
+        #[arg(long)]
+        annual_log: Option<i32>,
+        #[arg(long)]
+        accounting: Option<String>,
+    },
     /// true_positive, false_positive or duplicate.
     Close {
         #[command(flatten)]
@@ -901,8 +935,14 @@ fn case(c: CaseCmd) -> Result<()> {
             by,
         } => {
             let on = on.map(|d| date_arg(&d, "--on")).transpose()?;
-            cases(&store)?.determine(id, &by, &outcome, on)?;
+            let (j, r) = plan(&store)?;
+            let queued = cases(&store)?.determine(id, &by, &outcome, on, Some((&j, &r)))?;
             println!("case #{id} determined: {outcome}");
+            if queued > 0 {
+                println!("{queued} deadline reminder(s) queued");
+            } else if outcome == "breach" && r.reminders.receivers.is_empty() {
+                println!("no reminders: response.toml names no [reminders] receivers");
+            }
         }
         CaseCmd::Note {
             store,
@@ -922,6 +962,53 @@ fn case(c: CaseCmd) -> Result<()> {
             cases(&store)?.close(id, &by, &resolution)?;
             println!("case #{id} closed: {resolution}");
         }
+        CaseCmd::Notify { store, id, by } => {
+            cases(&store)?.notifying(id, &by)?;
+            println!("case #{id}: notifying");
+        }
+        CaseCmd::Attach {
+            store,
+            id,
+            file,
+            by,
+        } => {
+            let cfg = phiwatch::config::Config::load(&store.config)?;
+            let sha = cases(&store)?.attach(id, &by, &file, &cfg.data_dir.join("attachments"))?;
+            println!("attached {} to case #{id}: sha256 {sha}", file.display());
+        }
+        CaseCmd::Export {
+            store,
+            id,
+            letters,
+            hhs,
+            annual_log,
+            accounting,
+        } => {
+            use phiwatch::case::output;
+            let (_, r) = plan(&store)?;
+            let c = cases(&store)?;
+            let today = chrono::Utc::now().date_naive();
+            let need_id = || id.ok_or_else(|| anyhow::anyhow!("give the case id"));
+            if let Some(dir) = letters {
+                let cfg = phiwatch::config::Config::load(&store.config)?;
+                let names = patient_names(&cfg)?;
+                let written =
+                    output::letters(&c, need_id()?, &r, &|p| names.get(p).cloned(), today, &dir)?;
+                println!("{} letter(s) written to {}", written.len(), dir.display());
+            }
+            if let Some(file) = hhs {
+                let report = output::hhs_report(&c, need_id()?, &r)?;
+                std::fs::write(&file, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", file.display()))?;
+                println!("HHS breach report written to {}", file.display());
+            }
+            if let Some(year) = annual_log {
+                print!("{}", output::annual_log(&c, year)?);
+            }
+            if let Some(p) = accounting {
+                print!("{}", output::accounting(&c, &p, today)?);
+            }
+        }
         CaseCmd::Verify { store } => match cases(&store)?.verify()? {
             Ok((n, head)) => println!("case log intact: {n} entries, head {head}"),
             Err(b) => {
@@ -931,4 +1018,64 @@ fn case(c: CaseCmd) -> Result<()> {
         },
     }
     Ok(())
+}
+
+fn plan(
+    s: &StoreArgs,
+) -> Result<(
+    phiwatch::case::clock::Jurisdictions,
+    phiwatch::case::response::Response,
+)> {
+    use phiwatch::case::{clock::Jurisdictions, response};
+    let cfg = phiwatch::config::Config::load(&s.config)?;
+    let j = match &cfg.jurisdictions {
+        Some(p) => Jurisdictions::load(p),
+        None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
+    }
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let r = match &cfg.response {
+        Some(p) => response::Response::load(p),
+        None => response::Response::parse(response::EMBEDDED),
+    }
+    .map_err(|e| anyhow::anyhow!(e))?;
+    Ok((j, r))
+}
+
+/// Patient id -> "Given Family" from the configured context, for letters.
+fn patient_names(
+    cfg: &phiwatch::config::Config,
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut names = std::collections::HashMap::new();
+    let Some(dir) = &cfg.context else {
+        return Ok(names);
+    };
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_none_or(|x| x != "ndjson") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p)?;
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["resourceType"] != "Patient" {
+                continue;
+            }
+            let (Some(id), Some(n)) = (v["id"].as_str(), v["name"].get(0)) else {
+                continue;
+            };
+            let given: Vec<&str> = n["given"]
+                .as_array()
+                .map(|g| g.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            let full = format!("{} {}", given.join(" "), n["family"].as_str().unwrap_or(""))
+                .trim()
+                .to_owned();
+            if !full.is_empty() {
+                names.insert(id.to_owned(), full);
+            }
+        }
+    }
+    Ok(names)
 }

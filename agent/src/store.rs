@@ -182,6 +182,9 @@ impl Store {
         for (table, column, decl) in [
             ("accesses", "stored_ms", "INTEGER NOT NULL DEFAULT 0"),
             ("findings", "department", "TEXT NOT NULL DEFAULT ''"),
+            ("outbox", "case_id", "INTEGER"),
+            ("outbox", "subject", "TEXT"),
+            ("outbox", "body", "TEXT"),
         ] {
             let present: i64 = conn
                 .query_row(

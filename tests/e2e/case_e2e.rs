@@ -25,13 +25,23 @@ fn from_alert_to_closed_case_with_a_verified_log() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("logs")).unwrap();
-    std::fs::write(d.join("routing.toml"), "[grouping]\ngroup_wait = \"0s\"\n").unwrap();
+    // One receiver, unreachable: the case reminders are due in the future and only queued here.
+    std::fs::write(
+        d.join("routing.toml"),
+        "[grouping]\ngroup_wait = \"0s\"\n[[receiver]]\nkind = \"webhook\"\nname = \"privacy\"\nurl = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("response.toml"),
+        "[organization]\nname = \"Springfield Clinic\"\naddress = \"1 Main St, Springfield\"\nphone = \"1-800-555-0199\"\n[reminders]\ndays_before = [30, 14, 7, 2]\nreceivers = [\"privacy\"]\nescalate_to = [\"privacy\"]\n",
+    )
+    .unwrap();
     let http = free_port();
     let config = d.join("phiwatch.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\nresponse = \"{d}/response.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
             d = d.display(),
             ctx = common::fixtures().join("clinic/context").display(),
         ),
@@ -160,6 +170,114 @@ fn from_alert_to_closed_case_with_a_verified_log() {
     ] {
         assert!(show.contains(want), "{want:?} not in\n{show}");
     }
+
+    // Reminders: 30, 14, 7 and 2 days before each deadline still ahead, and an escalation the
+    // day after each one, queued in the outbox with the determination.
+    let today = chrono::Utc::now().date_naive();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, i64)> = conn
+        .prepare("SELECT subject, due_ms FROM outbox WHERE case_id = 1 ORDER BY due_ms")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let date = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .date_naive()
+    };
+    for (due, who) in [
+        ("2026-04-01", "California Department of Public Health"),
+        ("2026-04-11", "Texas Attorney General"),
+        ("2026-05-09", "affected individual(s)"),
+        ("2027-03-01", "annual log"),
+    ] {
+        let due = chrono::NaiveDate::parse_from_str(due, "%Y-%m-%d").unwrap();
+        let mut want: Vec<chrono::NaiveDate> = [30, 14, 7, 2]
+            .iter()
+            .map(|n| due - chrono::Duration::days(*n))
+            .filter(|d| *d >= today)
+            .collect();
+        want.push(due + chrono::Duration::days(1));
+        let got: Vec<chrono::NaiveDate> = rows
+            .iter()
+            .filter(|(subj, _)| subj.contains(who))
+            .map(|(_, ms)| date(*ms))
+            .collect();
+        assert_eq!(got, want, "reminders for {who}");
+    }
+    assert!(rows
+        .iter()
+        .any(|(s, _)| s.starts_with("[phiwatch] OVERDUE case #1")));
+
+    // Outputs.
+    let (ok, out) = case(
+        cfg,
+        &[
+            "export",
+            "1",
+            "--letters",
+            d.join("letters").to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("1 letter(s)"), "{out}");
+    let letter = std::fs::read_to_string(d.join("letters/letter-pt-star.txt")).unwrap();
+    for want in [
+        "Dear Sterling",
+        "Springfield Clinic",
+        "We discovered it on 2026-03-10",
+        "What information was involved\nfull chart of a public figure",
+        "What we are doing\naccess revoked",
+        "Call us toll-free at 1-800-555-0199",
+    ] {
+        assert!(letter.contains(want), "{want:?} not in\n{letter}");
+    }
+    let (ok, out) = case(
+        cfg,
+        &["export", "1", "--hhs", d.join("hhs.json").to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    let hhs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("hhs.json")).unwrap()).unwrap();
+    assert_eq!(hhs["breach"]["individuals_affected"], 261);
+    assert_eq!(hhs["breach"]["discovery_date"], "2026-03-10");
+    assert_eq!(hhs["covered_entity"]["name"], "Springfield Clinic");
+    let (ok, csv) = case(cfg, &["export", "--annual-log", "2026"]);
+    assert!(
+        ok && csv
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("1,2026-03-10,")),
+        "{csv}"
+    );
+    let (ok, acc) = case(cfg, &["export", "--accounting", "pt-star"]);
+    assert!(
+        ok && acc.contains("impermissible access, breach case #1")
+            && acc.contains("a nurse of another department"),
+        "{acc}"
+    );
+
+    // Evidence files are kept by their SHA-256.
+    std::fs::write(d.join("interview.txt"), "notes of the interview").unwrap();
+    let (ok, out) = case(
+        cfg,
+        &[
+            "attach",
+            "1",
+            "--file",
+            d.join("interview.txt").to_str().unwrap(),
+            "--by",
+            "sam.investigator",
+        ],
+    );
+    assert!(ok, "{out}");
+    let sha = out.trim().rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(d.join("data/attachments").join(&sha)).unwrap(),
+        "notes of the interview"
+    );
+    assert!(case(cfg, &["notify", "1", "--by", "pat.privacy"]).0);
     assert!(
         case(
             cfg,
@@ -183,7 +301,7 @@ fn from_alert_to_closed_case_with_a_verified_log() {
     );
 
     let (ok, out) = case(cfg, &["verify"]);
-    assert!(ok && out.contains("case log intact: 6 entries"), "{out}");
+    assert!(ok && out.contains("case log intact: 8 entries"), "{out}");
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute("UPDATE case_log SET actor = 'mallory' WHERE seq = 3", [])

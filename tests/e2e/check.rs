@@ -94,6 +94,7 @@ fn every_problem_is_reported() {
         "source \"phi\": folder",
         "no-such-folder",
         "PHIWATCH_CHECK_TEST_UNSET is not set",
+        "reminder receiver \"privacy-office\" is not defined",
     ] {
         assert!(text.contains(want), "{want:?} not in\n{text}");
     }

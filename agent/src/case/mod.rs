@@ -4,12 +4,15 @@
 
 pub mod clock;
 pub mod log;
+pub mod output;
+pub mod response;
 
 use chrono::NaiveDate;
 use clock::{Breach, Jurisdictions, LawEnforcementDelay};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -180,6 +183,10 @@ impl Cases {
         Ok(id)
     }
 
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Sets columns, logging their values before and after, in one transaction.
     fn change(
         &mut self,
@@ -187,6 +194,18 @@ impl Cases {
         actor: &str,
         action: &str,
         set: &[(&str, Value)],
+    ) -> Result<(), CaseError> {
+        self.change_then(id, actor, action, set, |_| Ok(()))
+    }
+
+    /// As [`Cases::change`], then `then` in the same transaction.
+    fn change_then(
+        &mut self,
+        id: i64,
+        actor: &str,
+        action: &str,
+        set: &[(&str, Value)],
+        then: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), CaseError> {
         need(actor, "--by")?;
         let path = self.path.clone();
@@ -241,6 +260,7 @@ impl Cases {
             now_ms(),
         )
         .map_err(sql)?;
+        then(&tx).map_err(sql)?;
         tx.commit().map_err(sql)
     }
 
@@ -358,13 +378,15 @@ impl Cases {
 
     /// `breach`, `not_breach` or `excluded`. A breach is presumed (164.402): the other two need
     /// an assessment that shows a low probability of compromise, or an exclusion.
+    /// With `plan`, a breach determination also queues deadline reminders in the outbox.
     pub fn determine(
         &mut self,
         id: i64,
         actor: &str,
         outcome: &str,
         on: Option<NaiveDate>,
-    ) -> Result<(), CaseError> {
+        plan: Option<(&Jurisdictions, &response::Response)>,
+    ) -> Result<usize, CaseError> {
         self.not_closed(id)?;
         let a = self.assessment(id)?;
         match outcome {
@@ -390,7 +412,25 @@ impl Cases {
             }
         }
         let on = on.unwrap_or_else(|| chrono::Utc::now().date_naive());
-        self.change(
+        let mut reminders = Vec::new();
+        if let (Some((j, r)), "breach") = (plan, outcome) {
+            let mut b = self.breach(id)?;
+            b.determined = Some(on);
+            let deadlines = clock::deadlines(&b, j).map_err(invalid)?;
+            let title: String = self
+                .conn
+                .query_row("SELECT title FROM cases WHERE id = ?1", [id], |r| r.get(0))
+                .map_err(self.sql())?;
+            reminders = reminder_rows(
+                id,
+                &title,
+                &deadlines,
+                &r.reminders,
+                chrono::Utc::now().date_naive(),
+            );
+        }
+        let queued = reminders.len();
+        self.change_then(
             id,
             actor,
             "determine",
@@ -399,7 +439,70 @@ impl Cases {
                 ("determined", json!(on.to_string())),
                 ("state", json!("determined")),
             ],
+            |tx| {
+                let now = now_ms();
+                for (key, receiver, due_ms, subject, body) in &reminders {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO outbox (idempotency_key, alert_id, receiver, state,
+                         created_ms, due_ms, case_id, subject, body)
+                         VALUES (?1, 0, ?2, 'pending', ?3, ?4, ?5, ?6, ?7)",
+                        params![key, receiver, now, due_ms, id, subject, body],
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(queued)
+    }
+
+    /// Moves a determined case to notifying (notices are going out).
+    pub fn notifying(&mut self, id: i64, actor: &str) -> Result<(), CaseError> {
+        if self.state(id)? != "determined" {
+            return Err(invalid(format!("case #{id} is not determined yet")));
+        }
+        self.change(id, actor, "notify", &[("state", json!("notifying"))])
+    }
+
+    /// Stores a file as evidence under `dir` by its SHA-256 and records it in the case log.
+    pub fn attach(
+        &mut self,
+        id: i64,
+        actor: &str,
+        file: &Path,
+        dir: &Path,
+    ) -> Result<String, CaseError> {
+        self.not_closed(id)?;
+        let bytes = std::fs::read(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+        let sha: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::create_dir_all(dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
+        let dest = dir.join(&sha);
+        if !dest.exists() {
+            crate::tail::write_atomically(&dest, &bytes).map_err(|e| invalid(e.to_string()))?;
+        }
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|source| CaseError::Store {
+            path: path.clone(),
+            source,
+        })?;
+        log::append(
+            &tx,
+            id,
+            actor,
+            "attach",
+            &json!({}),
+            &json!({ "file": name, "sha256": sha, "bytes": bytes.len() }),
+            now_ms(),
         )
+        .and_then(|_| tx.commit())
+        .map_err(|source| CaseError::Store { path, source })?;
+        Ok(sha)
     }
 
     /// `true_positive`, `false_positive` or `duplicate`.
@@ -626,6 +729,59 @@ impl Cases {
     pub fn verify(&self) -> Result<Result<(usize, String), log::Broken>, CaseError> {
         log::verify(&self.conn).map_err(self.sql())
     }
+}
+
+type ReminderRow = (String, String, i64, String, String);
+
+/// Outbox rows for a case's deadlines: reminders `days_before` each one (those still ahead of
+/// `today`), and an escalation the day after it.
+fn reminder_rows(
+    case_id: i64,
+    title: &str,
+    deadlines: &[clock::Deadline],
+    r: &response::Reminders,
+    today: NaiveDate,
+) -> Vec<ReminderRow> {
+    let midnight = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis())
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for (i, dl) in deadlines.iter().enumerate() {
+        for days in &r.days_before {
+            let on = dl.due - chrono::Duration::days(i64::from(*days));
+            if on < today {
+                continue;
+            }
+            for rec in &r.receivers {
+                out.push((
+                    format!("case-{case_id}-deadline-{i}-{days}d-{rec}"),
+                    rec.clone(),
+                    midnight(on),
+                    format!(
+                        "[phiwatch] case #{case_id}: notify {} by {} ({days} days left)",
+                        dl.notify, dl.due
+                    ),
+                    format!(
+                        "Case #{case_id} ({title}).\nDeadline {}: notify {}.\nBasis: {}\n",
+                        dl.due, dl.notify, dl.basis
+                    ),
+                ));
+            }
+        }
+        let after = dl.due + chrono::Duration::days(1);
+        for rec in &r.escalate_to {
+            out.push((
+                format!("case-{case_id}-deadline-{i}-overdue-{rec}"),
+                rec.clone(),
+                midnight(after),
+                format!("[phiwatch] OVERDUE case #{case_id}: notify {} was due {}", dl.notify, dl.due),
+                format!("Case #{case_id} ({title}) is still open and its deadline has passed.\nDeadline {}: notify {}.\nBasis: {}\n", dl.due, dl.notify, dl.basis),
+            ));
+        }
+    }
+    out
 }
 
 fn need(s: &str, what: &str) -> Result<(), CaseError> {

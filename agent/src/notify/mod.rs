@@ -9,6 +9,7 @@
 
 pub mod cef;
 pub mod email;
+pub mod reminder;
 pub mod render;
 pub mod webhook;
 
@@ -65,6 +66,8 @@ struct Due {
     receiver: String,
     attempts: i64,
     created_ms: i64,
+    /// A case deadline reminder (rendered when it was queued) instead of an alert.
+    reminder: Option<reminder::Reminder>,
 }
 
 fn now_ms() -> i64 {
@@ -131,10 +134,12 @@ impl Dispatcher {
         let now = now_ms();
         let due: Vec<Due> = {
             let mut st = conn.prepare(
-                "SELECT id, idempotency_key, alert_id, receiver, attempts, created_ms FROM outbox
+                "SELECT id, idempotency_key, alert_id, receiver, attempts, created_ms, case_id,
+                        subject, body FROM outbox
                  WHERE state = 'pending' AND due_ms <= ?1 ORDER BY due_ms, id LIMIT 50",
             )?;
             let rows = st.query_map([now], |r| {
+                let case_id: Option<i64> = r.get(6)?;
                 Ok(Due {
                     id: r.get(0)?,
                     key: r.get(1)?,
@@ -142,6 +147,14 @@ impl Dispatcher {
                     receiver: r.get(3)?,
                     attempts: r.get(4)?,
                     created_ms: r.get(5)?,
+                    reminder: match case_id {
+                        Some(case_id) => Some(reminder::Reminder {
+                            case_id,
+                            subject: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                            body: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                        }),
+                        None => None,
+                    },
                 })
             })?;
             rows.collect::<Result<_, _>>()?
@@ -158,6 +171,28 @@ impl Dispatcher {
         let Some(receiver) = self.routing.receiver(&d.receiver).cloned() else {
             return self.settle(conn, &d, "dead", Some("receiver no longer configured"), 0);
         };
+        if let Some(rem) = &d.reminder {
+            let state: Option<String> = conn
+                .query_row(
+                    "SELECT state FROM cases WHERE id = ?1",
+                    [rem.case_id],
+                    |r| r.get(0),
+                )
+                .ok();
+            if state.as_deref().is_none_or(|s| s == "closed") {
+                self.metrics.suppressed.fetch_add(1, Ordering::Relaxed);
+                return self.settle(conn, &d, "suppressed", Some("case closed"), 0);
+            }
+            let outcome = match &receiver {
+                Receiver::Email(e) => match self.smtp.get(&e.name) {
+                    Some((t, _)) => reminder::email(e, t, rem, &d.key).await,
+                    None => Outcome::Permanent("no SMTP transport".into()),
+                },
+                Receiver::Webhook(w) => reminder::webhook(w, &self.http, rem, &d.key).await,
+                Receiver::Syslog(s) => reminder::syslog(s, rem, &d.key).await,
+            };
+            return self.record(conn, &d, outcome);
+        }
         if let Some(why) = suppressed(
             conn,
             d.alert,
@@ -183,6 +218,11 @@ impl Dispatcher {
             Receiver::Webhook(w) => webhook::send(w, &self.http, &view, &d.key).await,
             Receiver::Syslog(s) => cef::send(s, &view, &d.key).await,
         };
+        self.record(conn, &d, outcome)
+    }
+
+    /// Records a delivery attempt's outcome: sent, retried later, or a dead letter.
+    fn record(&self, conn: &mut Connection, d: &Due, outcome: Outcome) -> rusqlite::Result<()> {
         let retry = &self.routing.retry;
         match outcome {
             Outcome::Sent => {
@@ -194,23 +234,25 @@ impl Dispatcher {
                      last_error = NULL WHERE id = ?1",
                     params![d.id, now],
                 )?;
-                tx.execute(
-                    "UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1",
-                    params![d.alert, now],
-                )?;
+                if d.reminder.is_none() {
+                    tx.execute(
+                        "UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1",
+                        params![d.alert, now],
+                    )?;
+                }
                 tx.commit()
             }
             Outcome::Permanent(e) => {
                 self.metrics.dead.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(receiver = %d.receiver, alert = d.alert, "notification failed permanently: {e}");
-                self.settle(conn, &d, "dead", Some(&e), 1)
+                self.settle(conn, d, "dead", Some(&e), 1)
             }
             Outcome::Transient(e) => {
                 let now = now_ms();
                 if now - d.created_ms > retry.give_up_after.as_millis() as i64 {
                     self.metrics.dead.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(receiver = %d.receiver, alert = d.alert, "giving up on a notification: {e}");
-                    return self.settle(conn, &d, "dead", Some(&e), 1);
+                    return self.settle(conn, d, "dead", Some(&e), 1);
                 }
                 self.metrics.retried.fetch_add(1, Ordering::Relaxed);
                 let exp = retry.initial.as_millis() as f64 * 2f64.powi(d.attempts.min(30) as i32);

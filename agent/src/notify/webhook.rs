@@ -65,9 +65,22 @@ pub async fn send(
     view: &AlertView,
     key: &str,
 ) -> Outcome {
-    let body = match body(r, view).and_then(|b| serde_json::to_vec(&b).map_err(|e| e.to_string())) {
+    match body(r, view) {
+        Ok(b) => post(r, client, &b, key).await,
+        Err(e) => Outcome::Permanent(e),
+    }
+}
+
+/// Posts a JSON body, signed when the receiver has a secret, and classifies the answer.
+pub async fn post(
+    r: &WebhookReceiver,
+    client: &reqwest::Client,
+    body: &serde_json::Value,
+    key: &str,
+) -> Outcome {
+    let body = match serde_json::to_vec(body) {
         Ok(b) => b,
-        Err(e) => return Outcome::Permanent(e),
+        Err(e) => return Outcome::Permanent(e.to_string()),
     };
     let ts = chrono::Utc::now().timestamp();
     let mut req = client

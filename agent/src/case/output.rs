@@ -1,0 +1,306 @@
+//! What a breach case produces: letters to individuals (45 CFR 164.404(c)), the HHS breach
+//! report (164.408), the annual log of breaches under 500, and accountings of disclosures
+//! (164.528, six-year look-back).
+
+use super::response::Response;
+use super::{CaseError, Cases};
+use chrono::NaiveDate;
+use rusqlite::OptionalExtension;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+fn sql(e: rusqlite::Error) -> CaseError {
+    CaseError::Invalid(format!("store: {e}"))
+}
+
+/// Users and patients of the case's alerts.
+pub fn involved(cases: &Cases, id: i64) -> Result<(Vec<String>, Vec<String>), CaseError> {
+    let conn = cases.conn();
+    let mut users = Vec::new();
+    let mut patients = Vec::new();
+    let mut st = conn
+        .prepare(
+            "SELECT DISTINCT a.user_id, af.patient_id FROM case_alerts ca
+             JOIN alerts a ON a.id = ca.alert_id
+             JOIN alert_findings af ON af.alert_id = a.id
+             WHERE ca.case_id = ?1 ORDER BY a.user_id, af.patient_id",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql)?;
+    for row in rows {
+        let (u, p) = row.map_err(sql)?;
+        if !users.contains(&u) {
+            users.push(u);
+        }
+        if !p.is_empty() && !patients.contains(&p) {
+            patients.push(p);
+        }
+    }
+    Ok((users, patients))
+}
+
+/// First and last access of the evidence timeline (epoch ms).
+fn span(cases: &Cases, id: i64) -> Result<Option<(i64, i64)>, CaseError> {
+    cases
+        .conn()
+        .query_row(
+            "WITH involved AS (
+               SELECT DISTINCT a.user_id, af.patient_id FROM case_alerts ca
+               JOIN alerts a ON a.id = ca.alert_id
+               JOIN alert_findings af ON af.alert_id = a.id WHERE ca.case_id = ?1)
+             SELECT min(time_ms), max(time_ms) FROM accesses
+             WHERE user_id IN (SELECT user_id FROM involved)
+               AND patient_id IN (SELECT patient_id FROM involved)",
+            [id],
+            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
+        )
+        .map(|(a, b)| a.zip(b))
+        .map_err(sql)
+}
+
+fn day(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.date_naive().to_string())
+        .unwrap_or_default()
+}
+
+fn dates(span: Option<(i64, i64)>) -> String {
+    match span {
+        Some((a, b)) if day(a) == day(b) => day(a),
+        Some((a, b)) => format!("{} to {}", day(a), day(b)),
+        None => "a date under investigation".into(),
+    }
+}
+
+fn determined_breach(cases: &Cases, id: i64) -> Result<(), CaseError> {
+    let d: Option<String> = cases
+        .conn()
+        .query_row("SELECT determination FROM cases WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql)?
+        .flatten();
+    match d.as_deref() {
+        Some("breach") => Ok(()),
+        _ => Err(CaseError::Invalid(format!(
+            "case #{id} is not determined a breach: there is nothing to notify"
+        ))),
+    }
+}
+
+/// One letter per involved patient in `out` (`letter-<patient>.txt`). `name` gives a patient's
+/// name when the context knows it.
+pub fn letters(
+    cases: &Cases,
+    id: i64,
+    r: &Response,
+    name: &dyn Fn(&str) -> Option<String>,
+    today: NaiveDate,
+    out: &Path,
+) -> Result<Vec<PathBuf>, CaseError> {
+    determined_breach(cases, id)?;
+    let template = r.letter().map_err(CaseError::Invalid)?;
+    let a = cases.assessment(id)?.unwrap_or_default();
+    let b = cases.breach(id)?;
+    let (_, patients) = involved(cases, id)?;
+    let when = dates(span(cases, id)?);
+    std::fs::create_dir_all(out)
+        .map_err(|e| CaseError::Invalid(format!("{}: {e}", out.display())))?;
+    let mut written = Vec::new();
+    for p in patients {
+        let patient = name(&p).unwrap_or_else(|| format!("patient {p}"));
+        let value = |k: &str| {
+            Some(match k {
+                "date" => today.to_string(),
+                "patient" => patient.clone(),
+                "organization" => r.organization.name.clone(),
+                "organization_address" => r.organization.address.clone(),
+                "breach_dates" => when.clone(),
+                "discovery_date" => b.discovered.map(|d| d.to_string()).unwrap_or_default(),
+                "phi_involved" => a.nature_and_extent.clone(),
+                "what_happened" => format!(
+                    "Someone who was not permitted to see your record opened it: {}. {}.",
+                    a.unauthorized_person, a.acquired_or_viewed
+                ),
+                "what_we_are_doing" => a.mitigation.clone(),
+                "contact" => r.contact(),
+                _ => return None,
+            })
+        };
+        let text = crate::detect::explain::fill_with(&template, value);
+        let safe: String = p
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = out.join(format!("letter-{safe}.txt"));
+        std::fs::write(&path, text)
+            .map_err(|e| CaseError::Invalid(format!("{}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The fields of the HHS breach portal form, as JSON.
+pub fn hhs_report(cases: &Cases, id: i64, r: &Response) -> Result<Value, CaseError> {
+    determined_breach(cases, id)?;
+    let a = cases.assessment(id)?.unwrap_or_default();
+    let b = cases.breach(id)?;
+    let s = span(cases, id)?;
+    let affected = b.affected();
+    Ok(json!({
+        "covered_entity": {
+            "name": r.organization.name,
+            "address": r.organization.address,
+            "type": r.organization.entity_type,
+            "contact_phone": r.organization.phone,
+            "contact_email": r.organization.email,
+        },
+        "breach": {
+            "case_id": id,
+            "start_date": s.map(|(x, _)| day(x)),
+            "end_date": s.map(|(_, y)| day(y)),
+            "discovery_date": b.discovered.map(|d| d.to_string()),
+            "individuals_affected": affected,
+            "residents_by_state": b.residents,
+            "type_of_breach": "Unauthorized Access/Disclosure",
+            "location_of_breached_information": "Electronic Medical Record",
+            "type_of_phi_involved": a.nature_and_extent,
+            "unauthorized_person": a.unauthorized_person,
+            "acquired_or_viewed": a.acquired_or_viewed,
+            "safeguards_in_place": "Role-based access to the EHR; access logging and monitoring (phiwatch).",
+            "actions_taken": a.mitigation,
+            "business_associate_involved": false,
+        },
+        "report": if affected >= 500 { "within 60 days of discovery (500 or more)" } else { "annual log (fewer than 500)" },
+    }))
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Breaches under 500 discovered in `year`, one CSV row each, for the annual HHS submission.
+pub fn annual_log(cases: &Cases, year: i32) -> Result<String, CaseError> {
+    let ids: Vec<i64> = {
+        let mut st = cases
+            .conn()
+            .prepare(
+                "SELECT id FROM cases WHERE determination = 'breach' AND substr(discovered, 1, 4) = ?1
+                 ORDER BY id",
+            )
+            .map_err(sql)?;
+        let rows = st
+            .query_map([year.to_string()], |r| r.get(0))
+            .map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)?
+    };
+    let mut out = String::from(
+        "case_id,discovery_date,breach_start,breach_end,individuals_affected,type_of_breach,location,phi_involved,actions_taken\n",
+    );
+    for id in ids {
+        let b = cases.breach(id)?;
+        if b.affected() >= 500 {
+            continue;
+        }
+        let a = cases.assessment(id)?.unwrap_or_default();
+        let s = span(cases, id)?;
+        let row = [
+            id.to_string(),
+            b.discovered.map(|d| d.to_string()).unwrap_or_default(),
+            s.map(|(x, _)| day(x)).unwrap_or_default(),
+            s.map(|(_, y)| day(y)).unwrap_or_default(),
+            b.affected().to_string(),
+            "Unauthorized Access/Disclosure".into(),
+            "Electronic Medical Record".into(),
+            a.nature_and_extent.clone(),
+            a.mitigation.clone(),
+        ];
+        out.push_str(
+            &row.iter()
+                .map(|f| csv_field(f))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The accounting of disclosures owed to one patient (164.528): every breach case involving
+/// them in the six years before `today`.
+pub fn accounting(cases: &Cases, patient: &str, today: NaiveDate) -> Result<String, CaseError> {
+    let since = today - chrono::Duration::days(6 * 365 + 1);
+    let mut st = cases
+        .conn()
+        .prepare(
+            "SELECT DISTINCT c.id, a.user_id, a.category, c.assessment FROM cases c
+             JOIN case_alerts ca ON ca.case_id = c.id
+             JOIN alerts a ON a.id = ca.alert_id
+             JOIN alert_findings af ON af.alert_id = a.id
+             WHERE c.determination = 'breach' AND af.patient_id = ?1 ORDER BY c.id",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([patient], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut out = format!(
+        "Accounting of disclosures for patient {patient}, {since} to {today} (45 CFR 164.528)\n"
+    );
+    out.push_str("date,recipient,description,purpose\n");
+    let mut n = 0;
+    for row in rows {
+        let (id, user, category, assessment) = row.map_err(sql)?;
+        let first: Option<i64> = cases
+            .conn()
+            .query_row(
+                "SELECT min(time_ms) FROM accesses WHERE user_id = ?1 AND patient_id = ?2",
+                [&user, patient],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        let when = first.map(day).unwrap_or_default();
+        if NaiveDate::parse_from_str(&when, "%Y-%m-%d").is_ok_and(|d| d < since) {
+            continue;
+        }
+        let recipient = assessment
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<super::Assessment>(t).ok())
+            .map(|a| a.unauthorized_person)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("workforce member {user}"));
+        out.push_str(&format!(
+            "{},{},{},{}\n",
+            csv_field(&when),
+            csv_field(&recipient),
+            csv_field(&format!("record viewed ({category})")),
+            csv_field(&format!("impermissible access, breach case #{id}")),
+        ));
+        n += 1;
+    }
+    if n == 0 {
+        out.push_str("(no disclosures to account for)\n");
+    }
+    Ok(out)
+}
