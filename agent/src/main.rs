@@ -183,6 +183,18 @@ enum CaseCmd {
         #[arg(long)]
         by: String,
     },
+    /// Add a task (--add TEXT) or mark one done (--done N).
+    Task {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+        #[arg(long, conflicts_with = "done")]
+        add: Option<String>,
+        #[arg(long)]
+        done: Option<i64>,
+        #[arg(long)]
+        by: String,
+    },
     /// Notices are going out: the case moves to notifying.
     Notify {
         #[command(flatten)]
@@ -820,7 +832,9 @@ fn case(c: CaseCmd) -> Result<()> {
                 None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
             }
             .map_err(|e| anyhow::anyhow!(e))?;
-            print!("{}", cases(&store)?.show(id, &j)?);
+            let c = cases(&store)?;
+            print!("{}", c.show(id, &j)?);
+            print!("{}", context_facts(&store, &c, id)?);
         }
         CaseCmd::Open {
             store,
@@ -962,6 +976,23 @@ fn case(c: CaseCmd) -> Result<()> {
             cases(&store)?.close(id, &by, &resolution)?;
             println!("case #{id} closed: {resolution}");
         }
+        CaseCmd::Task {
+            store,
+            id,
+            add,
+            done,
+            by,
+        } => match (add, done) {
+            (Some(text), None) => {
+                let n = cases(&store)?.add_task(id, &by, &text)?;
+                println!("case #{id}: task {n} added");
+            }
+            (None, Some(n)) => {
+                cases(&store)?.finish_task(id, &by, n)?;
+                println!("case #{id}: task {n} done");
+            }
+            _ => anyhow::bail!("give --add TEXT or --done N"),
+        },
         CaseCmd::Notify { store, id, by } => {
             cases(&store)?.notifying(id, &by)?;
             println!("case #{id}: notifying");
@@ -1078,4 +1109,68 @@ fn patient_names(
         }
     }
     Ok(names)
+}
+
+/// The involved users' and patients' directory facts, from the configured context.
+fn context_facts(s: &StoreArgs, c: &phiwatch::case::Cases, id: i64) -> Result<String> {
+    let cfg = phiwatch::config::Config::load(&s.config)?;
+    let Some(dir) = &cfg.context else {
+        return Ok("context facts: no context configured\n".into());
+    };
+    let settings = match &cfg.rules {
+        Some(p) => phiwatch::settings::Settings::load(p)?,
+        None => phiwatch::settings::Settings::default(),
+    };
+    let (store, _) = phiwatch::context::load_context(dir, &settings)
+        .with_context(|| format!("loading context from {}", dir.display()))?;
+    let (users, patients) = phiwatch::case::output::involved(c, id)?;
+    let mut out = String::from("context facts:\n");
+    for u in users {
+        match store.user(&u) {
+            Some(ix) => {
+                let f = store.user_facts(ix);
+                let status = if f.inactive {
+                    "inactive".to_owned()
+                } else if let Some(t) = f.terminated_ms {
+                    format!("roles ended {}", phiwatch::time::format_ms(t))
+                } else {
+                    "active".to_owned()
+                };
+                out.push_str(&format!(
+                    "  user {u}: role {}, department {}, {status}\n",
+                    f.role, f.department
+                ));
+            }
+            None => out.push_str(&format!("  user {u}: not in the directory\n")),
+        }
+    }
+    for p in patients {
+        match store.patient(&p) {
+            Some(ix) => {
+                let f = store.patient_facts(ix);
+                let mut flags = Vec::new();
+                for (on, name) in [
+                    (f.vip, "VIP"),
+                    (f.employee, "workforce member"),
+                    (f.restricted, "restricted"),
+                    (f.deceased_ms.is_some(), "deceased"),
+                    (f.sensitive != 0, "sensitive"),
+                ] {
+                    if on {
+                        flags.push(name);
+                    }
+                }
+                out.push_str(&format!(
+                    "  patient {p}: {}\n",
+                    if flags.is_empty() {
+                        "no special labels".to_owned()
+                    } else {
+                        flags.join(", ")
+                    }
+                ));
+            }
+            None => out.push_str(&format!("  patient {p}: not in the context\n")),
+        }
+    }
+    Ok(out)
 }

@@ -123,6 +123,13 @@ CREATE TABLE IF NOT EXISTS case_alerts (
     alert_id INTEGER NOT NULL,
     PRIMARY KEY (case_id, alert_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS case_tasks (
+    case_id INTEGER NOT NULL,
+    n       INTEGER NOT NULL,
+    text    TEXT NOT NULL,
+    done    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (case_id, n)
+) WITHOUT ROWID;
 -- Append-only, hash-chained (see case/log.rs).
 CREATE TABLE IF NOT EXISTS case_log (
     seq       INTEGER PRIMARY KEY,

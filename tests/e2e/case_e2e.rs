@@ -20,12 +20,15 @@ fn case(cfg: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-#[test]
-fn from_alert_to_closed_case_with_a_verified_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Runs the agent (alerting on, one unreachable receiver for reminders) over `events` with
+/// `context` until `ready` holds on the store; returns the config path.
+fn ingest(
+    d: &std::path::Path,
+    context: &std::path::Path,
+    events: &std::path::Path,
+    ready: &str,
+) -> std::path::PathBuf {
     std::fs::create_dir_all(d.join("logs")).unwrap();
-    // One receiver, unreachable: the case reminders are due in the future and only queued here.
     std::fs::write(
         d.join("routing.toml"),
         "[grouping]\ngroup_wait = \"0s\"\n[[receiver]]\nkind = \"webhook\"\nname = \"privacy\"\nurl = \"http://127.0.0.1:9/\"\n",
@@ -43,24 +46,37 @@ fn from_alert_to_closed_case_with_a_verified_log() {
         format!(
             "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\nresponse = \"{d}/response.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
             d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
+            ctx = context.display(),
         ),
     )
     .unwrap();
     let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+    assert!(wait_for(Duration::from_secs(60), || get(http, "/healthz")
         .is_some_and(|b| b.contains("200 OK"))));
-    std::fs::copy(
-        common::fixtures().join("clinic/events.ndjson"),
-        d.join("logs/ehr.ndjson"),
-    )
-    .unwrap();
+    std::fs::copy(events, d.join("logs/ehr.ndjson")).unwrap();
     let db = d.join("data/phiwatch.db");
-    assert!(wait_for(Duration::from_secs(20), || count(
-        &db,
-        "SELECT count(*) FROM alerts WHERE category = 'vip'"
-    ) == 1));
+    assert!(
+        wait_for(Duration::from_secs(120), || count(&db, ready) > 0),
+        "never: {ready}"
+    );
+    // Let the last batches settle before stopping.
+    std::thread::sleep(Duration::from_millis(300));
     assert!(agent.stop().0.success());
+    config
+}
+
+#[test]
+fn from_alert_to_closed_case_with_a_verified_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fx = common::fixtures().join("clinic");
+    let config = ingest(
+        d,
+        &fx.join("context"),
+        &fx.join("events.ndjson"),
+        "SELECT count(*) FROM alerts WHERE category = 'vip'",
+    );
+    let db = d.join("data/phiwatch.db");
     let vip = count(&db, "SELECT id FROM alerts WHERE category = 'vip'").to_string();
     let cfg = config.to_str().unwrap();
 
@@ -157,9 +173,37 @@ fn from_alert_to_closed_case_with_a_verified_log() {
     );
     assert!(ok, "{out}");
 
+    let (ok, out) = case(
+        cfg,
+        &[
+            "task",
+            "1",
+            "--add",
+            "Interview the nurse",
+            "--by",
+            "sam.investigator",
+        ],
+    );
+    assert!(ok && out.contains("task 1 added"), "{out}");
+    assert!(
+        case(
+            cfg,
+            &["task", "1", "--done", "1", "--by", "sam.investigator"]
+        )
+        .0
+    );
+    let (ok, out) = case(
+        cfg,
+        &["task", "1", "--done", "1", "--by", "sam.investigator"],
+    );
+    assert!(!ok && out.contains("no open task 1"), "{out}");
+
     let (ok, show) = case(cfg, &["show", "1"]);
     assert!(ok, "{show}");
     for want in [
+        "[x] 1. Interview the nurse",
+        "user rn-ben: role nurse, department cardiology, active",
+        "patient pt-star: VIP",
         "state determined",
         "rn-ben view pt-star [vip-pos] vip-record",
         "2026-04-01 California Department of Public Health",
@@ -301,11 +345,103 @@ fn from_alert_to_closed_case_with_a_verified_log() {
     );
 
     let (ok, out) = case(cfg, &["verify"]);
-    assert!(ok && out.contains("case log intact: 8 entries"), "{out}");
+    assert!(ok && out.contains("case log intact: 10 entries"), "{out}");
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute("UPDATE case_log SET actor = 'mallory' WHERE seq = 3", [])
         .unwrap();
     let (ok, out) = case(cfg, &["verify"]);
     assert!(!ok && out.contains("BROKEN at entry #3"), "{out}");
+}
+
+/// The demo's findings: a critical alert from the generated day becomes a breach case with
+/// letters for its patients, the HHS report and reminders.
+#[test]
+fn demo_day_alert_becomes_a_breach_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let set = d.join("set");
+    let out = common::phiwatch(&[
+        "demo",
+        "--generate-only",
+        "--events",
+        "20000",
+        "--out",
+        set.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let config = ingest(
+        d,
+        &set.join("context"),
+        &set.join("events.ndjson"),
+        "SELECT count(*) FROM accesses WHERE (SELECT count(*) FROM accesses) >= 19000",
+    );
+    let db = d.join("data/phiwatch.db");
+    let alert = count(
+        &db,
+        "SELECT min(id) FROM alerts WHERE severity = 'critical'",
+    );
+    assert!(alert > 0, "the demo day raises critical alerts");
+    let patients = count(
+        &db,
+        &format!("SELECT count(DISTINCT patient_id) FROM alert_findings WHERE alert_id = {alert}"),
+    );
+    let cfg = config.to_str().unwrap();
+    let alert = alert.to_string();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "open",
+            "--alert",
+            &alert,
+            "--discovered",
+            &today,
+            "--by",
+            "pat",
+        ],
+        vec!["facts", "1", "--residents", "CA=3", "--by", "pat"],
+        vec![
+            "assess",
+            "1",
+            "--nature",
+            "demographics and diagnoses",
+            "--person",
+            "a coworker",
+            "--viewed",
+            "viewed",
+            "--mitigation",
+            "access removed",
+            "--conclusion",
+            "breach",
+            "--by",
+            "pat",
+        ],
+        vec!["determine", "1", "--outcome", "breach", "--by", "pat"],
+    ];
+    for s in steps {
+        let (ok, out) = case(cfg, &s);
+        assert!(ok, "{s:?}: {out}");
+    }
+    let (ok, out) = case(
+        cfg,
+        &[
+            "export",
+            "1",
+            "--letters",
+            d.join("letters").to_str().unwrap(),
+            "--hhs",
+            d.join("hhs.json").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("{patients} letter(s)")), "{out}");
+    let hhs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("hhs.json")).unwrap()).unwrap();
+    assert_eq!(hhs["breach"]["individuals_affected"], 3);
+    // 60 days ahead: reminders at 30, 14, 7 and 2 days before, and the escalation after.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox WHERE case_id = 1 AND subject LIKE '%affected individual%'"),
+        5
+    );
+    assert!(case(cfg, &["verify"]).0);
 }

@@ -455,6 +455,74 @@ impl Cases {
         Ok(queued)
     }
 
+    /// Adds a task; returns its number.
+    pub fn add_task(&mut self, id: i64, actor: &str, text: &str) -> Result<i64, CaseError> {
+        need(text, "the task")?;
+        need(actor, "--by")?;
+        self.not_closed(id)?;
+        let path = self.path.clone();
+        let sql = |source| CaseError::Store {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let n: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(n), 0) + 1 FROM case_tasks WHERE case_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO case_tasks (case_id, n, text) VALUES (?1, ?2, ?3)",
+            params![id, n, text],
+        )
+        .map_err(sql)?;
+        log::append(
+            &tx,
+            id,
+            actor,
+            "task",
+            &json!({}),
+            &json!({ "task": n, "text": text }),
+            now_ms(),
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(n)
+    }
+
+    pub fn finish_task(&mut self, id: i64, actor: &str, n: i64) -> Result<(), CaseError> {
+        need(actor, "--by")?;
+        self.state(id)?;
+        let path = self.path.clone();
+        let sql = |source| CaseError::Store {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let changed = tx
+            .execute(
+                "UPDATE case_tasks SET done = 1 WHERE case_id = ?1 AND n = ?2 AND done = 0",
+                params![id, n],
+            )
+            .map_err(sql)?;
+        if changed == 0 {
+            return Err(invalid(format!("case #{id} has no open task {n}")));
+        }
+        log::append(
+            &tx,
+            id,
+            actor,
+            "task_done",
+            &json!({ "task": n, "done": false }),
+            &json!({ "task": n, "done": true }),
+            now_ms(),
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
     /// Moves a determined case to notifying (notices are going out).
     pub fn notifying(&mut self, id: i64, actor: &str) -> Result<(), CaseError> {
         if self.state(id)? != "determined" {
@@ -664,6 +732,26 @@ impl Cases {
                 a.exclusion.map(|e| format!("{e:?}")).unwrap_or("-".into()),
                 a.conclusion
             );
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT n, text, done FROM case_tasks WHERE case_id = ?1 ORDER BY n")
+            .map_err(self.sql())?;
+        let tasks = st
+            .query_map([id], |r| {
+                Ok(format!(
+                    "  [{}] {}. {}\n",
+                    if r.get::<_, bool>(2)? { "x" } else { " " },
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?
+                ))
+            })
+            .map_err(self.sql())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.sql())?;
+        if !tasks.is_empty() {
+            out.push_str("tasks:\n");
+            out.extend(tasks);
         }
         out.push_str("evidence: accesses by the involved users to the involved patients\n");
         let mut st = self
