@@ -120,7 +120,8 @@ impl FolderWatch {
                     Ok(ev) => self.handle(ev, &mut out),
                     Err(e) => {
                         self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(source = %self.src.name, "watch error: {e}");
+                        // The error's paths may name patients (PHI folders): log its kind only.
+                        tracing::warn!(source = %self.src.name, "watch error: {:?}", e.kind);
                     }
                 }
             }
