@@ -59,6 +59,10 @@ struct Reader {
 }
 
 pub fn run(config_path: &Path) -> Result<()> {
+    // The store, checkpoints and spools hold PHI: readable by this account only, whatever
+    // umask the agent was started with (systemd sets UMask=0077 too).
+    // SAFETY: umask(2) only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     let cfg = Config::load(config_path)?;
     let inputs = Inputs {
         rules: cfg.rules.clone(),
