@@ -108,7 +108,11 @@ fn install_script_into_a_throwaway_root() {
         "findings from the installed agent"
     );
     assert!(agent.stop().0.success());
-    assert_eq!(mode(&db), 0o600, "the store is the agent's alone, whatever the umask");
+    assert_eq!(
+        mode(&db),
+        0o600,
+        "the store is the agent's alone, whatever the umask"
+    );
     assert_eq!(mode(&lib.join("checkpoints")), 0o700);
 
     // A second install keeps the operator's edits.
