@@ -25,13 +25,13 @@ impl Smtp {
         Smtp::start_with(port, maildir, &[])
     }
 
-    /// `tls`: certificate and key files, for STARTTLS.
-    fn start_with(port: u16, maildir: &Path, tls: &[&Path]) -> Smtp {
+    /// `extra`: the server's options (--starttls CERT KEY, --implicit CERT KEY, --auth U:P).
+    fn start_with(port: u16, maildir: &Path, extra: &[String]) -> Smtp {
         let mut child = Command::new("python3")
             .arg(common::repo().join("tests/servers/smtp_server.py"))
             .arg(port.to_string())
             .arg(maildir)
-            .args(tls)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -504,7 +504,11 @@ fn email_over_starttls_with_a_private_ca() {
     let _smtp = Smtp::start_with(
         smtp_port,
         &maildir,
-        &[&d.join("cert.pem"), &d.join("key.pem")],
+        &[
+            "--starttls".into(),
+            d.join("cert.pem").display().to_string(),
+            d.join("key.pem").display().to_string(),
+        ],
     );
     std::fs::write(
         d.join("routing.toml"),
@@ -742,4 +746,96 @@ fn silenced_alerts_are_not_sent() {
     let list = common::text(&common::phiwatch(&["silence", "list", "--config", cfg]).stdout);
     assert!(list.contains("no active silences"), "{list}");
     assert!(agent.stop().0.success());
+}
+
+#[test]
+fn email_over_implicit_tls_with_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let (http, smtp_port) = (free_port(), free_port());
+    let maildir = d.join("maildir");
+    let _smtp = Smtp::start_with(
+        smtp_port,
+        &maildir,
+        &[
+            "--implicit".into(),
+            d.join("cert.pem").display().to_string(),
+            d.join("key.pem").display().to_string(),
+            "--auth".into(),
+            "phiwatch:s3cret".into(),
+        ],
+    );
+    let receiver = |name: &str, var: &str| {
+        format!(
+            "[[receiver]]\nkind = \"email\"\nname = \"{name}\"\nhost = \"localhost\"\nport = {smtp_port}\ntls = \"implicit\"\nca_file = \"{d}/cert.pem\"\nusername = \"phiwatch\"\npassword_env = \"{var}\"\nfrom = \"phiwatch@example.org\"\nto = [\"privacy@example.org\"]\n",
+            d = d.display()
+        )
+    };
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_wait = \"0s\"\n[retry]\ninitial = \"100ms\"\n{}{}[[route]]\ncategory = [\"vip\"]\nreceivers = [\"good\", \"wrong\"]\n",
+            receiver("good", "PHIWATCH_TEST_SMTP_GOOD"),
+            receiver("wrong", "PHIWATCH_TEST_SMTP_WRONG")
+        ),
+    )
+    .unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with_env(
+        &config,
+        &[
+            ("PHIWATCH_TEST_SMTP_GOOD", "s3cret"),
+            ("PHIWATCH_TEST_SMTP_WRONG", "guess"),
+        ],
+    );
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    std::fs::copy(
+        common::fixtures().join("clinic/events.ndjson"),
+        d.join("logs/ehr.ndjson"),
+    )
+    .unwrap();
+    let db = d.join("data/phiwatch.db");
+    assert!(
+        wait_for(Duration::from_secs(20), || count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE state IN ('sent', 'dead')"
+        ) == 2),
+        "outbox: {:?}",
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT group_concat(receiver || ' ' || state || ' ' || COALESCE(last_error, ''), '; ') FROM outbox",
+                [],
+                |r| r.get::<_, String>(0)
+            )
+    );
+    assert_eq!(mails(&maildir).len(), 1, "the right password delivers");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE receiver = 'wrong' AND state = 'dead' AND last_error LIKE '%535%'"
+        ),
+        1,
+        "a refused login is permanent"
+    );
+    let (status, log) = agent.stop();
+    assert!(status.success());
+    assert!(
+        !log.contains("s3cret") && !log.contains("guess"),
+        "secrets never printed: {log}"
+    );
 }

@@ -1,21 +1,23 @@
 """A real SMTP server for phiwatch's notification tests (aiosmtpd), on loopback.
 
-    python3 smtp_server.py PORT MAILDIR [CERT KEY]
-
-With CERT and KEY (PEM) the server offers STARTTLS and refuses mail before it.
+    python3 smtp_server.py PORT MAILDIR [--starttls CERT KEY | --implicit CERT KEY]
+                                        [--auth USER:PASSWORD]
 
 Every accepted message is written to MAILDIR/<n>.eml. Recipients script failures:
   tempfail-N@...   answers 451 to the first N deliveries of a message id, then accepts
   reject@...       answers 550 (permanent)
+--starttls offers STARTTLS and refuses mail before it; --implicit speaks TLS from the first
+byte (SMTPS); --auth requires AUTH PLAIN/LOGIN with these credentials (535 otherwise).
 The server prints "ready" once it listens, and stops on SIGTERM.
 """
-import asyncio
+import argparse
 import email
 import os
 import signal
-import sys
+import ssl
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Scripted:
@@ -51,15 +53,42 @@ class Scripted:
 
 
 def main():
-    port, maildir = int(sys.argv[1]), sys.argv[2]
-    os.makedirs(maildir, exist_ok=True)
+    p = argparse.ArgumentParser()
+    p.add_argument("port", type=int)
+    p.add_argument("maildir")
+    p.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--implicit", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--auth", metavar="USER:PASSWORD")
+    a = p.parse_args()
+    os.makedirs(a.maildir, exist_ok=True)
     kwargs = {}
-    if len(sys.argv) == 5:
-        import ssl
+    pair = a.starttls or a.implicit
+    if pair:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
-        kwargs = {"tls_context": ctx, "require_starttls": True}
-    controller = Controller(Scripted(maildir), hostname="127.0.0.1", port=port, **kwargs)
+        ctx.load_cert_chain(pair[0], pair[1])
+        if a.starttls:
+            kwargs.update(tls_context=ctx, require_starttls=True)
+        else:
+            kwargs.update(ssl_context=ctx)
+    if a.auth:
+        user, password = a.auth.split(":", 1)
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login.decode() == user
+                and auth_data.password.decode() == password
+            )
+            # handled=False: aiosmtpd itself answers 235, or 535 on failure.
+            return AuthResult(success=ok, handled=False)
+
+        # Implicit TLS is TLS too; aiosmtpd only knows about STARTTLS when deciding.
+        kwargs.update(
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=not a.implicit,
+        )
+    controller = Controller(Scripted(a.maildir), hostname="127.0.0.1", port=a.port, **kwargs)
     controller.start()
     print("ready", flush=True)
     signal.sigwait([signal.SIGTERM, signal.SIGINT])
