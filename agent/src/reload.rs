@@ -83,6 +83,13 @@ impl Inputs {
     }
 }
 
+/// A stamp of one file or directory tree (size and modification times).
+pub fn stamp_of(p: &Path) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stamp_path(p, &mut h);
+    h.finish()
+}
+
 fn stamp_path(p: &Path, h: &mut impl Hasher) {
     let Ok(meta) = std::fs::metadata(p) else {
         p.hash(h);

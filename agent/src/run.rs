@@ -4,7 +4,7 @@
 //! commits its checkpoint, so a crash replays at most the batches in flight, and the store's
 //! idempotent keys make that replay invisible.
 
-use crate::alert::{self, Routing};
+use crate::alert::{self, Routing, SharedRouting};
 use crate::config::{Config, Format, Source};
 use crate::decode::csv::CsvDecoder;
 use crate::decode::{Item, LineDecoder};
@@ -75,8 +75,11 @@ pub fn run(config_path: &Path) -> Result<()> {
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     let db_path = cfg.data_dir.join("phiwatch.db");
     let store = Store::open(&db_path)?;
-    let routing = match &cfg.routing {
-        Some(p) => Some(Arc::new(Routing::load(p)?)),
+    let routing: Option<(PathBuf, SharedRouting)> = match &cfg.routing {
+        Some(p) => {
+            let r = Routing::load(p)?;
+            Some((p.clone(), Arc::new(std::sync::RwLock::new(Arc::new(r)))))
+        }
         None => None,
     };
     let spool_dir = cfg.data_dir.join("spool");
@@ -168,7 +171,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
 
     let dispatcher = match &routing {
-        Some(r) => Some(
+        Some((_, r)) => Some(
             Dispatcher::new(
                 &db_path,
                 r.clone(),
@@ -338,7 +341,8 @@ struct Detection {
     stamp: u64,
     store: Store,
     folders: Vec<String>,
-    routing: Option<Arc<Routing>>,
+    /// The routing file and the rules in force (shared with the dispatcher).
+    routing: Option<(PathBuf, SharedRouting)>,
 }
 
 fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
@@ -351,6 +355,9 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
         routing,
     } = d;
     let mut judged = Judged::default();
+    let mut routing_stamp = routing
+        .as_ref()
+        .map_or(0, |(p, _)| crate::reload::stamp_of(p));
     loop {
         // The pipeline borrows the loaded inputs; it is rebuilt after each reload.
         let mut pipeline = Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack);
@@ -363,7 +370,11 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                     &mut files,
                     &mut judged,
                     &mut store,
-                    routing.as_deref().map(|r| (r, loaded.settings.timezone)),
+                    routing
+                        .as_ref()
+                        .map(|(_, r)| (alert::current(r), loaded.settings.timezone))
+                        .as_ref()
+                        .map(|(r, tz)| (r.as_ref(), *tz)),
                     &metrics,
                     batch,
                 ),
@@ -375,6 +386,7 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                 continue;
             }
             last_check = std::time::Instant::now();
+            reload_routing(routing.as_ref(), &mut routing_stamp, asked, &metrics);
             let now = inputs.stamp();
             if !asked && now == stamp {
                 continue;
@@ -401,6 +413,41 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
         }
     }
     metrics.detection_alive.store(false, Ordering::Relaxed);
+}
+
+/// Swaps in changed routing rules once they load and their receivers can be built; a bad
+/// file is rejected and the rules in force stay.
+fn reload_routing(
+    routing: Option<&(PathBuf, SharedRouting)>,
+    stamp: &mut u64,
+    asked: bool,
+    metrics: &Metrics,
+) {
+    let Some((path, shared)) = routing else {
+        return;
+    };
+    let now = crate::reload::stamp_of(path);
+    if !asked && now == *stamp {
+        return;
+    }
+    *stamp = now;
+    let candidate = Routing::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|r| crate::notify::transports(&r).map(|_| r));
+    match candidate {
+        Ok(r) => {
+            match shared.write() {
+                Ok(mut g) => *g = Arc::new(r),
+                Err(p) => *p.into_inner() = Arc::new(r),
+            }
+            metrics.reloads.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("reloaded routing rules");
+        }
+        Err(e) => {
+            metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("routing reload rejected, the rules in force stay: {e}");
+        }
+    }
 }
 
 fn judge_batch(

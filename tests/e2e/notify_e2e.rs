@@ -839,3 +839,87 @@ fn email_over_implicit_tls_with_authentication() {
         "secrets never printed: {log}"
     );
 }
+
+#[test]
+fn routing_reloads_while_running_and_a_broken_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let (http, hook_port) = (free_port(), free_port());
+    let hooks = Arc::new(Mutex::new(Hooks::default()));
+    webhook_server(hook_port, hooks.clone());
+    let routing = |route: &str| {
+        format!(
+            "[grouping]\ngroup_wait = \"0s\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret_env = \"PHIWATCH_TEST_WEBHOOK_SECRET\"\n[[route]]\n{route}\n"
+        )
+    };
+    std::fs::write(
+        d.join("routing.toml"),
+        routing("category = [\"vip\"]\nreceivers = [\"siem\"]"),
+    )
+    .unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
+    let agent = Agent::start(&config);
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    let events = std::fs::read_to_string(common::fixtures().join("clinic/events.ndjson")).unwrap();
+    std::fs::write(d.join("logs/a.ndjson"), &events).unwrap();
+    assert!(wait_for(Duration::from_secs(20), || hooks
+        .lock()
+        .unwrap()
+        .accepted
+        .len()
+        == 1));
+
+    std::fs::write(d.join("routing.toml"), routing("receivers = [\"nobody\"]")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || metric(
+            http,
+            "phiwatch_reload_failures_total"
+        )
+        .is_some_and(|n| n >= 1.0)),
+        "the broken rules are rejected"
+    );
+    assert!(get(http, "/healthz").is_some_and(|b| b.contains("200 OK")));
+
+    std::fs::write(d.join("routing.toml"), routing("receivers = [\"siem\"]")).unwrap();
+    assert!(wait_for(Duration::from_secs(20), || metric(
+        http,
+        "phiwatch_reloads_total"
+    )
+    .is_some_and(|n| n >= 1.0)));
+    // The same day again under new event ids: every category now reaches the webhook.
+    std::fs::write(
+        d.join("logs/b.ndjson"),
+        events.replace("\"id\":\"", "\"id\":\"b-"),
+    )
+    .unwrap();
+    let db = d.join("data/phiwatch.db");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let n = hooks.lock().unwrap().accepted.len() as i64;
+            n > 1 && n == count(&db, "SELECT count(*) FROM outbox WHERE state = 'sent'")
+        }),
+        "sent {}",
+        hooks.lock().unwrap().accepted.len()
+    );
+    let h = hooks.lock().unwrap();
+    assert!(
+        h.accepted
+            .iter()
+            .any(|(_, b)| b["alert"]["category"] == "family"),
+        "new routes apply"
+    );
+    drop(h);
+    assert!(agent.stop().0.success());
+}

@@ -46,16 +46,11 @@ pub struct NotifyMetrics {
 
 pub struct Dispatcher {
     db: PathBuf,
+    shared: crate::alert::SharedRouting,
     routing: Arc<Routing>,
     tz: chrono_tz::Tz,
     http: reqwest::Client,
-    smtp: HashMap<
-        String,
-        (
-            lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
-            email::Templates,
-        ),
-    >,
+    smtp: Transports,
     metrics: Arc<NotifyMetrics>,
 }
 
@@ -79,25 +74,19 @@ impl Dispatcher {
     /// stops the agent at start-up rather than at the first alert.
     pub fn new(
         db: &Path,
-        routing: Arc<Routing>,
+        shared: crate::alert::SharedRouting,
         tz: chrono_tz::Tz,
         metrics: Arc<NotifyMetrics>,
     ) -> Result<Self, String> {
-        let mut smtp = HashMap::new();
-        for r in &routing.receivers {
-            if let Receiver::Email(e) = r {
-                smtp.insert(
-                    e.name.clone(),
-                    (email::transport(e)?, email::Templates::load(e)?),
-                );
-            }
-        }
+        let routing = crate::alert::current(&shared);
+        let smtp = transports(&routing)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("phiwatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Dispatcher {
             db: db.to_owned(),
+            shared,
             routing,
             tz,
             http,
@@ -128,8 +117,20 @@ impl Dispatcher {
         }
     }
 
-    /// One round: schedule repeats, then send what is due. Returns how many rows it settled.
+    /// One round: pick up reloaded rules, schedule repeats, then send what is due. Returns
+    /// how many rows it settled.
     pub async fn tick(&mut self, conn: &mut Connection) -> rusqlite::Result<usize> {
+        let latest = crate::alert::current(&self.shared);
+        if !Arc::ptr_eq(&latest, &self.routing) {
+            match transports(&latest) {
+                Ok(t) => {
+                    self.smtp = t;
+                    self.routing = latest;
+                }
+                // The reload validated these already; keep sending with the previous ones.
+                Err(e) => tracing::error!("routing reload: {e}"),
+            }
+        }
         self.schedule_repeats(conn)?;
         let now = now_ms();
         let due: Vec<Due> = {
@@ -339,6 +340,28 @@ impl Dispatcher {
     }
 }
 
+type Transports = HashMap<
+    String,
+    (
+        lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+        email::Templates,
+    ),
+>;
+
+/// An SMTP transport and templates per email receiver.
+pub fn transports(routing: &Routing) -> Result<Transports, String> {
+    let mut smtp = HashMap::new();
+    for r in &routing.receivers {
+        if let Receiver::Email(e) = r {
+            smtp.insert(
+                e.name.clone(),
+                (email::transport(e)?, email::Templates::load(e)?),
+            );
+        }
+    }
+    Ok(smtp)
+}
+
 /// Why an alert's notification must not go out now, if it must not.
 fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<Option<String>> {
     let (status, user, category, severity, department): (String, String, String, String, String) =
@@ -397,8 +420,8 @@ mod tests {
             "[grouping]\nrepeat_interval = \"1h\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:9/\"\n[[route]]\nreceivers = [\"siem\"]\n",
         )
         .unwrap();
-        let dispatcher =
-            Dispatcher::new(&db, Arc::new(routing), chrono_tz::UTC, Default::default()).unwrap();
+        let shared = Arc::new(std::sync::RwLock::new(Arc::new(routing)));
+        let dispatcher = Dispatcher::new(&db, shared, chrono_tz::UTC, Default::default()).unwrap();
         let mut conn = Connection::open(&db).unwrap();
         let two_hours_ago = now_ms() - 2 * 3_600_000;
         let ten_minutes_ago = now_ms() - 600_000;
