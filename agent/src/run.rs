@@ -365,19 +365,19 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
         let mut last_check = std::time::Instant::now();
         let next = loop {
             match rx.recv_timeout(RELOAD_CHECK) {
-                Ok(batch) => judge_batch(
-                    &mut pipeline,
-                    &mut files,
-                    &mut judged,
-                    &mut store,
-                    routing
-                        .as_ref()
-                        .map(|(_, r)| (alert::current(r), loaded.settings.timezone))
-                        .as_ref()
-                        .map(|(r, tz)| (r.as_ref(), *tz)),
-                    &metrics,
-                    batch,
-                ),
+                Ok(batch) => {
+                    // The rules in force for this batch (a reload swaps them between batches).
+                    let rules = routing.as_ref().map(|(_, r)| alert::current(r));
+                    judge_batch(
+                        &mut pipeline,
+                        &mut files,
+                        &mut judged,
+                        &mut store,
+                        rules.as_deref().map(|r| (r, loaded.settings.timezone)),
+                        &metrics,
+                        batch,
+                    )
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
             }
