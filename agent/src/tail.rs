@@ -71,6 +71,12 @@ struct Tracked {
     /// Committed offset: everything before it is stored.
     offset: u64,
     line: u64,
+    /// The first bytes as read (up to the fingerprint length): the committed fingerprint is
+    /// computed from these, never by reading the file again, which may have been truncated
+    /// and rewritten since.
+    read_head: Vec<u8>,
+    /// Incremented when the file is found truncated: chunks read before belong to old bytes.
+    generation: u64,
     /// Read cursor, ahead of the committed offset while chunks are being judged.
     read_offset: u64,
     read_line: u64,
@@ -92,6 +98,10 @@ pub struct Chunk {
     pub n_lines: u64,
     /// Offset just past the last whole line.
     pub end: u64,
+    /// Fingerprint of the file's first bytes as read up to `end`.
+    head_len: u64,
+    head: String,
+    generation: u64,
 }
 
 pub struct Tailer {
@@ -102,7 +112,8 @@ pub struct Tailer {
     max_chunk_bytes: usize,
 }
 
-fn fingerprint(file: &mut File, len: u64) -> std::io::Result<Option<String>> {
+/// The first `len` bytes, or `None` when the file is shorter.
+fn read_prefix(file: &mut File, len: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; len as usize];
     file.seek(SeekFrom::Start(0))?;
     let mut got = 0;
@@ -112,8 +123,14 @@ fn fingerprint(file: &mut File, len: u64) -> std::io::Result<Option<String>> {
             n => got += n,
         }
     }
-    let d = Sha256::digest(&buf);
-    Ok(Some(d.iter().map(|b| format!("{b:02x}")).collect()))
+    Ok(Some(buf))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Tailer {
@@ -183,14 +200,14 @@ impl Tailer {
             };
             // Resume only where the saved fingerprint still matches: same inode, same bytes.
             let mut start = (0, 0, 0, String::new());
+            let mut read_head = Vec::new();
             if let Some(c) = self.saved.get(&key) {
-                if fingerprint(&mut file, c.head_len)
-                    .map_err(io_err(&path))?
-                    .as_deref()
-                    == Some(c.head_sha256.as_str())
-                    && meta.len() >= c.offset
-                {
-                    start = (c.offset, c.line, c.head_len, c.head_sha256.clone());
+                let prefix = read_prefix(&mut file, c.head_len).map_err(io_err(&path))?;
+                if let Some(prefix) = prefix.filter(|p| sha256_hex(p) == c.head_sha256) {
+                    if meta.len() >= c.offset {
+                        start = (c.offset, c.line, c.head_len, c.head_sha256.clone());
+                        read_head = prefix;
+                    }
                 }
             }
             self.files.insert(
@@ -204,6 +221,8 @@ impl Tailer {
                     read_line: start.1,
                     head_len: start.2,
                     head: start.3,
+                    read_head,
+                    generation: 0,
                     orphan_polls: 0,
                 },
             );
@@ -214,12 +233,14 @@ impl Tailer {
             let len = t.file.metadata().map_err(io_err(&t.path))?.len();
             // Truncated in place, or truncated and rewritten past the old offset between two
             // polls: either way the first bytes are no longer the ones committed.
+            // The bytes read so far (committed or in flight) are checked, not just the
+            // committed ones: a chunk being judged must not be continued on new content.
             let rewritten = len < t.read_offset
-                || (t.head_len > 0
-                    && fingerprint(&mut t.file, t.head_len)
+                || (!t.read_head.is_empty()
+                    && read_prefix(&mut t.file, t.read_head.len() as u64)
                         .map_err(io_err(&t.path))?
                         .as_deref()
-                        != Some(t.head.as_str()));
+                        != Some(t.read_head.as_slice()));
             if rewritten {
                 tracing::info!(path = %t.path.display(), "file truncated in place; reading it again from the start");
                 t.offset = 0;
@@ -228,6 +249,8 @@ impl Tailer {
                 t.read_line = 0;
                 t.head_len = 0;
                 t.head.clear();
+                t.read_head.clear();
+                t.generation += 1;
             }
             let chunk = read_lines(*key, t, len, self.max_chunk_bytes)?;
             // Dropped only once everything is committed, never with a chunk still in flight.
@@ -255,6 +278,7 @@ impl Tailer {
         for t in self.files.values_mut() {
             t.read_offset = t.offset;
             t.read_line = t.line;
+            t.read_head.truncate(t.offset.min(FINGERPRINT_LEN) as usize);
         }
     }
 
@@ -264,18 +288,13 @@ impl Tailer {
             return Ok(());
         };
         // A truncation seen since the chunk was read makes its offset meaningless.
-        if chunk.first_line != t.line + 1 {
+        if chunk.generation != t.generation || chunk.first_line != t.line + 1 {
             return Ok(());
         }
         t.offset = chunk.end;
         t.line += chunk.n_lines;
-        let want = t.offset.min(FINGERPRINT_LEN);
-        if want != t.head_len {
-            if let Some(h) = fingerprint(&mut t.file, want).map_err(io_err(&t.path))? {
-                t.head_len = want;
-                t.head = h;
-            }
-        }
+        t.head_len = chunk.head_len;
+        t.head = chunk.head.clone();
         Ok(())
     }
 
@@ -355,13 +374,18 @@ fn read_lines(
     let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
         if got == max {
             // A single line longer than a whole chunk: hand it out rather than stall forever.
+            let end = t.read_offset + got as u64;
+            let (head_len, head) = remember_head(t, &buf, end);
             let chunk = Chunk {
                 key,
                 path: t.path.clone(),
                 first_line: t.read_line + 1,
-                end: t.read_offset + got as u64,
+                end,
                 lines: vec![buf],
                 n_lines: 1,
+                head_len,
+                head,
+                generation: t.generation,
             };
             t.read_offset = chunk.end;
             t.read_line += 1;
@@ -371,6 +395,7 @@ fn read_lines(
     };
     buf.truncate(last_nl + 1);
     let end = t.read_offset + buf.len() as u64;
+    let (head_len, head) = remember_head(t, &buf, end);
     let lines: Vec<Vec<u8>> = buf[..buf.len() - 1]
         .split(|&b| b == b'\n')
         .map(<[u8]>::to_vec)
@@ -385,7 +410,22 @@ fn read_lines(
         n_lines: lines.len() as u64,
         lines,
         end,
+        head_len,
+        head,
+        generation: t.generation,
     }))
+}
+
+/// Extends the bytes-as-read head with `buf` (read at `read_offset`, ending at `end`) and
+/// returns the fingerprint a commit up to `end` records.
+fn remember_head(t: &mut Tracked, buf: &[u8], end: u64) -> (u64, String) {
+    let need = (FINGERPRINT_LEN as usize).saturating_sub(t.read_head.len());
+    t.read_head.extend_from_slice(&buf[..need.min(buf.len())]);
+    let head_len = end.min(FINGERPRINT_LEN);
+    (
+        head_len,
+        sha256_hex(&t.read_head[..(head_len as usize).min(t.read_head.len())]),
+    )
 }
 
 /// Temp file in the same directory, fsync, rename over the target, fsync the directory.

@@ -297,3 +297,31 @@ fn copytruncate_then_short_write() {
     let stored = w.sync(Duration::from_secs(20));
     assert_eq!(stored, w.written);
 }
+
+/// Found by the model test: a file truncated and rewritten between reading a chunk and
+/// committing it must not lend its new first bytes to the old offset.
+#[test]
+fn copytruncate_three_times_with_partial_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = World::new(dir.path());
+    w.start();
+    for op in [
+        Op::Write(9),
+        Op::CopyTruncate,
+        Op::Write(13),
+        Op::DeleteRotated,
+        Op::CopyTruncate,
+        Op::WritePartial(3),
+        Op::CopyTruncate,
+        Op::WritePartial(3),
+        Op::Write(2),
+        Op::Pause(125),
+        Op::WritePartial(9),
+    ] {
+        w.apply(&op);
+    }
+    w.finish_pending();
+    let stored = w.sync(Duration::from_secs(20));
+    assert!(w.stalled.is_none(), "{:?}", w.stalled);
+    assert_eq!(stored, w.written);
+}
