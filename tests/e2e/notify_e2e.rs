@@ -923,3 +923,71 @@ fn routing_reloads_while_running_and_a_broken_file_is_rejected() {
     drop(h);
     assert!(agent.stop().0.success());
 }
+
+/// A relay that accepts connections and never answers must not hold up other receivers.
+#[test]
+fn a_hanging_mail_relay_does_not_delay_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in silent.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let (http, hook_port) = (free_port(), free_port());
+    let hooks = Arc::new(Mutex::new(Hooks::default()));
+    webhook_server(hook_port, hooks.clone());
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_wait = \"0s\"\n[[receiver]]\nkind = \"email\"\nname = \"stuck\"\nhost = \"127.0.0.1\"\nport = {silent_port}\ntls = \"none\"\nfrom = \"phiwatch@example.org\"\nto = [\"privacy@example.org\"]\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret_env = \"PHIWATCH_TEST_WEBHOOK_SECRET\"\n[[route]]\nreceivers = [\"stuck\", \"siem\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            ctx = common::fixtures().join("clinic/context").display(),
+        ),
+    )
+    .unwrap();
+    std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
+    let agent = Agent::start(&config);
+    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    std::fs::copy(
+        common::fixtures().join("clinic/events.ndjson"),
+        d.join("logs/ehr.ndjson"),
+    )
+    .unwrap();
+    let db = d.join("data/phiwatch.db");
+    let alerts = || count(&db, "SELECT count(*) FROM alerts");
+    assert!(wait_for(Duration::from_secs(10), || alerts() > 5));
+    // Every alert reaches the webhook well before the relay's 20 s timeout.
+    assert!(
+        wait_for(
+            Duration::from_secs(8),
+            || hooks.lock().unwrap().accepted.len() as i64 == alerts()
+        ),
+        "webhook got {} of {}",
+        hooks.lock().unwrap().accepted.len(),
+        alerts()
+    );
+    assert!(!held.lock().unwrap().is_empty(), "the mail relay was tried");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE receiver = 'stuck' AND state = 'sent'"
+        ),
+        0
+    );
+    assert!(agent.stop().0.success());
+}

@@ -26,6 +26,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+enum Payload {
+    Alert(Box<AlertView>),
+    Reminder(reminder::Reminder),
+}
+
+/// One notification ready to send, owning everything the send needs.
+struct Job {
+    due: Due,
+    receiver: Receiver,
+    payload: Payload,
+    smtp: Option<(
+        lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+        email::Templates,
+    )>,
+    http: reqwest::Client,
+}
+
+impl Job {
+    async fn send(&self) -> Outcome {
+        let key = &self.due.key;
+        match (&self.receiver, &self.payload) {
+            (Receiver::Email(e), payload) => {
+                let Some((t, templates)) = &self.smtp else {
+                    return Outcome::Permanent("no SMTP transport".into());
+                };
+                match payload {
+                    Payload::Alert(v) => email::send(e, t, templates, v, key).await,
+                    Payload::Reminder(r) => reminder::email(e, t, r, key).await,
+                }
+            }
+            (Receiver::Webhook(w), Payload::Alert(v)) => webhook::send(w, &self.http, v, key).await,
+            (Receiver::Webhook(w), Payload::Reminder(r)) => {
+                reminder::webhook(w, &self.http, r, key).await
+            }
+            (Receiver::Syslog(s), Payload::Alert(v)) => cef::send(s, v, key).await,
+            (Receiver::Syslog(s), Payload::Reminder(r)) => reminder::syslog(s, r, key).await,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
@@ -161,16 +201,53 @@ impl Dispatcher {
             rows.collect::<Result<_, _>>()?
         };
         let settled = due.len();
+        // Receivers are sent to concurrently (one slow or hanging relay must not hold up the
+        // others), each receiver's notifications in order; outcomes are recorded afterwards.
+        let mut groups: HashMap<String, Vec<Job>> = HashMap::new();
         for d in due {
-            self.deliver(conn, d).await?;
+            if let Some(job) = self.prepare(conn, d)? {
+                groups
+                    .entry(job.due.receiver.clone())
+                    .or_default()
+                    .push(job);
+            }
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        for (_, jobs) in groups {
+            sends.spawn(async move {
+                let mut done = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    let outcome = job.send().await;
+                    done.push((job.due, outcome));
+                }
+                done
+            });
+        }
+        while let Some(result) = sends.join_next().await {
+            match result {
+                Ok(done) => {
+                    for (d, outcome) in done {
+                        self.record(conn, &d, outcome)?;
+                    }
+                }
+                // A panicking send leaves its rows pending: they are tried again next tick.
+                Err(e) => tracing::error!("a notification send failed to complete: {e}"),
+            }
         }
         self.refresh_gauges(conn)?;
         Ok(settled)
     }
 
-    async fn deliver(&mut self, conn: &mut Connection, d: Due) -> rusqlite::Result<()> {
+    /// Checks a due row (acknowledged, silenced, inhibited, closed case, gone receiver) and
+    /// renders it; rows that must not be sent are settled here.
+    fn prepare(&mut self, conn: &mut Connection, d: Due) -> rusqlite::Result<Option<Job>> {
         let Some(receiver) = self.routing.receiver(&d.receiver).cloned() else {
-            return self.settle(conn, &d, "dead", Some("receiver no longer configured"), 0);
+            self.settle(conn, &d, "dead", Some("receiver no longer configured"), 0)?;
+            return Ok(None);
+        };
+        let smtp = match &receiver {
+            Receiver::Email(e) => self.smtp.get(&e.name).cloned(),
+            _ => None,
         };
         if let Some(rem) = &d.reminder {
             let state: Option<String> = conn
@@ -182,17 +259,17 @@ impl Dispatcher {
                 .ok();
             if state.as_deref().is_none_or(|s| s == "closed") {
                 self.metrics.suppressed.fetch_add(1, Ordering::Relaxed);
-                return self.settle(conn, &d, "suppressed", Some("case closed"), 0);
+                self.settle(conn, &d, "suppressed", Some("case closed"), 0)?;
+                return Ok(None);
             }
-            let outcome = match &receiver {
-                Receiver::Email(e) => match self.smtp.get(&e.name) {
-                    Some((t, _)) => reminder::email(e, t, rem, &d.key).await,
-                    None => Outcome::Permanent("no SMTP transport".into()),
-                },
-                Receiver::Webhook(w) => reminder::webhook(w, &self.http, rem, &d.key).await,
-                Receiver::Syslog(s) => reminder::syslog(s, rem, &d.key).await,
-            };
-            return self.record(conn, &d, outcome);
+            let payload = Payload::Reminder(rem.clone());
+            return Ok(Some(Job {
+                due: d,
+                receiver,
+                payload,
+                smtp,
+                http: self.http.clone(),
+            }));
         }
         if let Some(why) = suppressed(
             conn,
@@ -200,7 +277,8 @@ impl Dispatcher {
             self.routing.grouping.inhibit_lower_for_critical,
         )? {
             self.metrics.suppressed.fetch_add(1, Ordering::Relaxed);
-            return self.settle(conn, &d, "suppressed", Some(&why), 0);
+            self.settle(conn, &d, "suppressed", Some(&why), 0)?;
+            return Ok(None);
         }
         let Some(view) = AlertView::load(
             conn,
@@ -209,17 +287,16 @@ impl Dispatcher {
             receiver.console_url(),
         )?
         else {
-            return self.settle(conn, &d, "dead", Some("alert no longer exists"), 0);
+            self.settle(conn, &d, "dead", Some("alert no longer exists"), 0)?;
+            return Ok(None);
         };
-        let outcome = match &receiver {
-            Receiver::Email(e) => match self.smtp.get(&e.name) {
-                Some((t, templates)) => email::send(e, t, templates, &view, &d.key).await,
-                None => Outcome::Permanent("no SMTP transport".into()),
-            },
-            Receiver::Webhook(w) => webhook::send(w, &self.http, &view, &d.key).await,
-            Receiver::Syslog(s) => cef::send(s, &view, &d.key).await,
-        };
-        self.record(conn, &d, outcome)
+        Ok(Some(Job {
+            due: d,
+            receiver,
+            payload: Payload::Alert(Box::new(view)),
+            smtp,
+            http: self.http.clone(),
+        }))
     }
 
     /// Records a delivery attempt's outcome: sent, retried later, or a dead letter.
