@@ -18,6 +18,8 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path} does not exist: has the agent run with this data_dir?")]
+    Missing { path: String },
 }
 
 pub struct Store {
@@ -206,6 +208,17 @@ impl Store {
             }
         }
         Ok(Store { conn, path: p })
+    }
+
+    /// Opens the agent's store for a command that works on what the agent stored (alerts,
+    /// cases): it must exist already; its tables are brought up to date.
+    pub fn open_existing(path: &Path) -> Result<Connection, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        Ok(Store::open(path)?.conn)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

@@ -31,20 +31,12 @@ fn now_ms() -> i64 {
 
 impl Admin {
     pub fn open(db: &Path) -> Result<Self, AdminError> {
-        let path = db.display().to_string();
-        if !db.exists() {
-            return Err(AdminError::Invalid(format!(
-                "{path} does not exist: has the agent run with this data_dir?"
-            )));
-        }
-        let conn = Connection::open(db).map_err(|source| AdminError::Store {
-            path: path.clone(),
-            source,
-        })?;
-        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-        // Creates the alert tables if this store predates them.
-        drop(crate::store::Store::open(db).map_err(|e| AdminError::Invalid(e.to_string()))?);
-        Ok(Admin { conn, path })
+        let conn = crate::store::Store::open_existing(db)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        Ok(Admin {
+            conn,
+            path: db.display().to_string(),
+        })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> AdminError + '_ {

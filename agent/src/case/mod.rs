@@ -82,19 +82,30 @@ fn now_ms() -> i64 {
 
 impl Cases {
     pub fn open(db: &Path) -> Result<Self, CaseError> {
-        let path = db.display().to_string();
-        if !db.exists() {
-            return Err(invalid(format!(
-                "{path} does not exist: has the agent run with this data_dir?"
-            )));
-        }
-        drop(crate::store::Store::open(db).map_err(|e| invalid(e.to_string()))?);
-        let conn = Connection::open(db).map_err(|source| CaseError::Store {
+        let conn = crate::store::Store::open_existing(db).map_err(|e| invalid(e.to_string()))?;
+        Ok(Cases {
+            conn,
+            path: db.display().to_string(),
+        })
+    }
+
+    /// A transaction, and the error mapper that names this store.
+    fn begin(
+        &mut self,
+    ) -> Result<
+        (
+            rusqlite::Transaction<'_>,
+            impl Fn(rusqlite::Error) -> CaseError,
+        ),
+        CaseError,
+    > {
+        let path = self.path.clone();
+        let sql = move |source| CaseError::Store {
             path: path.clone(),
             source,
-        })?;
-        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-        Ok(Cases { conn, path })
+        };
+        let tx = self.conn.transaction().map_err(&sql)?;
+        Ok((tx, sql))
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> CaseError + '_ {
@@ -122,18 +133,13 @@ impl Cases {
     ) -> Result<i64, CaseError> {
         need(actor, "--by")?;
         let discovered = discovered.unwrap_or_else(|| chrono::Utc::now().date_naive());
-        let path = self.path.clone();
-        let sql = |source| CaseError::Store {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let (tx, sql) = self.begin()?;
         for a in alerts {
             let exists: i64 = tx
                 .query_row("SELECT count(*) FROM alerts WHERE id = ?1", [a], |r| {
                     r.get(0)
                 })
-                .map_err(sql)?;
+                .map_err(&sql)?;
             if exists == 0 {
                 return Err(invalid(format!("no alert #{a}")));
             }
@@ -147,7 +153,7 @@ impl Cases {
                         |r| r.get(0),
                     )
                     .optional()
-                    .map_err(sql)?,
+                    .map_err(&sql)?,
                 None => None,
             };
             summary.unwrap_or_else(|| "case opened by hand".into())
@@ -160,14 +166,14 @@ impl Cases {
              VALUES (?1, 'new', ?2, ?3, ?3)",
             params![title, discovered.to_string(), now],
         )
-        .map_err(sql)?;
+        .map_err(&sql)?;
         let id = tx.last_insert_rowid();
         for a in alerts {
             tx.execute(
                 "INSERT OR IGNORE INTO case_alerts (case_id, alert_id) VALUES (?1, ?2)",
                 params![id, a],
             )
-            .map_err(sql)?;
+            .map_err(&sql)?;
         }
         log::append(
             &tx,
@@ -178,8 +184,8 @@ impl Cases {
             &json!({ "title": title, "alerts": alerts, "discovered": discovered.to_string() }),
             now,
         )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
+        .map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
         Ok(id)
     }
 
@@ -208,12 +214,7 @@ impl Cases {
         then: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), CaseError> {
         need(actor, "--by")?;
-        let path = self.path.clone();
-        let sql = |source| CaseError::Store {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let (tx, sql) = self.begin()?;
         let mut before = serde_json::Map::new();
         let mut after = serde_json::Map::new();
         for (col, value) in set {
@@ -233,7 +234,7 @@ impl Cases {
                     },
                 )
                 .optional()
-                .map_err(sql)?;
+                .map_err(&sql)?;
             let Some(old) = old else {
                 return Err(invalid(format!("no case #{id}")));
             };
@@ -246,7 +247,7 @@ impl Cases {
                 &format!("UPDATE cases SET {col} = ?2, updated_ms = ?3 WHERE id = ?1"),
                 params![id, stored, now_ms()],
             )
-            .map_err(sql)?;
+            .map_err(&sql)?;
             before.insert((*col).to_owned(), old);
             after.insert((*col).to_owned(), value.clone());
         }
@@ -259,9 +260,9 @@ impl Cases {
             &Value::Object(after),
             now_ms(),
         )
-        .map_err(sql)?;
-        then(&tx).map_err(sql)?;
-        tx.commit().map_err(sql)
+        .map_err(&sql)?;
+        then(&tx).map_err(&sql)?;
+        tx.commit().map_err(&sql)
     }
 
     fn not_closed(&self, id: i64) -> Result<String, CaseError> {
@@ -460,24 +461,19 @@ impl Cases {
         need(text, "the task")?;
         need(actor, "--by")?;
         self.not_closed(id)?;
-        let path = self.path.clone();
-        let sql = |source| CaseError::Store {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let (tx, sql) = self.begin()?;
         let n: i64 = tx
             .query_row(
                 "SELECT COALESCE(MAX(n), 0) + 1 FROM case_tasks WHERE case_id = ?1",
                 [id],
                 |r| r.get(0),
             )
-            .map_err(sql)?;
+            .map_err(&sql)?;
         tx.execute(
             "INSERT INTO case_tasks (case_id, n, text) VALUES (?1, ?2, ?3)",
             params![id, n, text],
         )
-        .map_err(sql)?;
+        .map_err(&sql)?;
         log::append(
             &tx,
             id,
@@ -487,26 +483,21 @@ impl Cases {
             &json!({ "task": n, "text": text }),
             now_ms(),
         )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
+        .map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
         Ok(n)
     }
 
     pub fn finish_task(&mut self, id: i64, actor: &str, n: i64) -> Result<(), CaseError> {
         need(actor, "--by")?;
         self.state(id)?;
-        let path = self.path.clone();
-        let sql = |source| CaseError::Store {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let (tx, sql) = self.begin()?;
         let changed = tx
             .execute(
                 "UPDATE case_tasks SET done = 1 WHERE case_id = ?1 AND n = ?2 AND done = 0",
                 params![id, n],
             )
-            .map_err(sql)?;
+            .map_err(&sql)?;
         if changed == 0 {
             return Err(invalid(format!("case #{id} has no open task {n}")));
         }
@@ -519,8 +510,8 @@ impl Cases {
             &json!({ "task": n, "done": true }),
             now_ms(),
         )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)
+        .map_err(&sql)?;
+        tx.commit().map_err(&sql)
     }
 
     /// Moves a determined case to notifying (notices are going out).
@@ -554,11 +545,7 @@ impl Cases {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|source| CaseError::Store {
-            path: path.clone(),
-            source,
-        })?;
+        let (tx, sql) = self.begin()?;
         log::append(
             &tx,
             id,
@@ -569,7 +556,7 @@ impl Cases {
             now_ms(),
         )
         .and_then(|_| tx.commit())
-        .map_err(|source| CaseError::Store { path, source })?;
+        .map_err(&sql)?;
         Ok(sha)
     }
 
@@ -596,11 +583,7 @@ impl Cases {
         need(text, "the note")?;
         self.state(id)?;
         need(actor, "--by")?;
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|source| CaseError::Store {
-            path: path.clone(),
-            source,
-        })?;
+        let (tx, sql) = self.begin()?;
         log::append(
             &tx,
             id,
@@ -611,7 +594,7 @@ impl Cases {
             now_ms(),
         )
         .and_then(|_| tx.commit())
-        .map_err(|source| CaseError::Store { path, source })
+        .map_err(&sql)
     }
 
     /// The clock inputs stored on the case.
