@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,4 +92,33 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
     body.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l[name.len()..].trim().parse().ok())
+}
+
+/// Writes `D/phiwatch.toml`: the agent tails FHIR AuditEvents from `D/logs/*.ndjson` into
+/// `D/data`, judges them with `context`, serves metrics on `http`; `extra` adds top-level keys
+/// (`routing = "..."`, one per line).
+pub fn write_config(d: &Path, http: u16, context: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n{extra}[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = 20\n",
+            d = d.display(),
+            ctx = context.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Starts the agent with `env` and waits up to `limit` for /healthz to answer 200.
+pub fn start_healthy(config: &Path, http: u16, env: &[(&str, &str)], limit: Duration) -> Agent {
+    let agent = Agent::start_with_env(config, env);
+    assert!(
+        wait_for(limit, || get(http, "/healthz")
+            .is_some_and(|b| b.contains("200 OK"))),
+        "agent never became healthy"
+    );
+    agent
 }

@@ -7,7 +7,7 @@
 mod agent;
 mod common;
 
-use agent::{count, free_port, get, wait_for, Agent};
+use agent::{count, free_port, start_healthy, wait_for, write_config};
 use std::time::Duration;
 
 fn case(cfg: &str, args: &[&str]) -> (bool, String) {
@@ -28,7 +28,6 @@ fn ingest(
     events: &std::path::Path,
     ready: &str,
 ) -> std::path::PathBuf {
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     std::fs::write(
         d.join("routing.toml"),
         "[grouping]\ngroup_wait = \"0s\"\n[[receiver]]\nkind = \"webhook\"\nname = \"privacy\"\nurl = \"http://127.0.0.1:9/\"\n",
@@ -40,19 +39,16 @@ fn ingest(
     )
     .unwrap();
     let http = free_port();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\nresponse = \"{d}/response.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = context.display(),
+    let config = write_config(
+        d,
+        http,
+        context,
+        &format!(
+            "routing = \"{d}/routing.toml\"\nresponse = \"{d}/response.toml\"\n",
+            d = d.display()
         ),
-    )
-    .unwrap();
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(60), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    );
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
     std::fs::copy(events, d.join("logs/ehr.ndjson")).unwrap();
     let db = d.join("data/phiwatch.db");
     assert!(

@@ -5,7 +5,7 @@
 mod agent;
 mod common;
 
-use agent::{count, free_port, get, wait_for, Agent};
+use agent::{count, free_port, start_healthy, wait_for};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -91,9 +91,7 @@ fn install_script_into_a_throwaway_root() {
         std::fs::copy(&p, lib.join("context").join(p.file_name().unwrap())).unwrap();
     }
     let config = etc.join("phiwatch.toml");
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(port, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    let agent = start_healthy(&config, port, &[], Duration::from_secs(20));
     std::fs::copy(
         common::fixtures().join("clinic/events.ndjson"),
         root.join("var/log/ehr/audit.ndjson"),

@@ -7,7 +7,7 @@
 mod agent;
 mod common;
 
-use agent::{count, free_port, get, metric, wait_for, Agent};
+use agent::{count, free_port, get, metric, start_healthy, wait_for, write_config, Agent};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use std::io::BufRead;
@@ -128,6 +128,20 @@ fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
     });
 }
 
+/// The clinic fixture's events, appended to the log the agent tails.
+fn feed_clinic_day(d: &Path) {
+    std::fs::copy(
+        common::fixtures().join("clinic/events.ndjson"),
+        d.join("logs/ehr.ndjson"),
+    )
+    .unwrap();
+}
+
+/// The `routing = ...` line for `D/routing.toml`.
+fn routing_in(d: &Path) -> String {
+    format!("routing = \"{}/routing.toml\"\n", d.display())
+}
+
 fn mails(dir: &Path) -> Vec<String> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -155,7 +169,6 @@ fn header(mail: &str, name: &str) -> Option<String> {
 fn alerts_reach_mail_and_webhooks_exactly_once_through_faults() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let (http, smtp_port, hook_port) = (free_port(), free_port(), free_port());
     let hooks = Arc::new(Mutex::new(Hooks {
         fail_first: 2,
@@ -226,27 +239,17 @@ receivers = ["privacy", "flaky", "broken", "siem", "cef"]
         ),
     )
     .unwrap();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        d,
+        http,
+        &common::fixtures().join("clinic/context"),
+        &routing_in(d),
+    );
     std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(20));
 
     // The mail server is down while the first alert is notified.
-    std::fs::copy(
-        common::fixtures().join("clinic/events.ndjson"),
-        d.join("logs/ehr.ndjson"),
-    )
-    .unwrap();
+    feed_clinic_day(d);
     assert!(
         wait_for(Duration::from_secs(20), || metric(
             http,
@@ -364,9 +367,7 @@ receivers = ["privacy", "flaky", "broken", "siem", "cef"]
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
     assert!(!log.contains("pt-star"), "no patient ids in the log");
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(mails(&maildir).len(), 2);
     assert_eq!(hooks.lock().unwrap().accepted.len(), 1);
@@ -419,7 +420,6 @@ fn rules_test_shows_receivers_and_bad_rules_are_explained() {
 fn killed_between_send_and_commit_resends_once_with_the_same_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let (http, hook_port) = (free_port(), free_port());
     let hooks = Arc::new(Mutex::new(Hooks::default()));
     webhook_server(hook_port, hooks.clone());
@@ -430,26 +430,16 @@ fn killed_between_send_and_commit_resends_once_with_the_same_key() {
         ),
     )
     .unwrap();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        d,
+        http,
+        &common::fixtures().join("clinic/context"),
+        &routing_in(d),
+    );
     std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
-    let mut agent = Agent::start(&config);
+    let mut agent = start_healthy(&config, http, &[], Duration::from_secs(20));
     hooks.lock().unwrap().kill_before_answer = Some(agent.0.id());
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
-    std::fs::copy(
-        common::fixtures().join("clinic/events.ndjson"),
-        d.join("logs/ehr.ndjson"),
-    )
-    .unwrap();
+    feed_clinic_day(d);
     assert!(
         wait_for(Duration::from_secs(20), || agent
             .0
@@ -495,7 +485,6 @@ fn killed_between_send_and_commit_resends_once_with_the_same_key() {
 fn email_over_starttls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
@@ -518,24 +507,14 @@ fn email_over_starttls_with_a_private_ca() {
         ),
     )
     .unwrap();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
-    std::fs::copy(
-        common::fixtures().join("clinic/events.ndjson"),
-        d.join("logs/ehr.ndjson"),
-    )
-    .unwrap();
+    let config = write_config(
+        d,
+        http,
+        &common::fixtures().join("clinic/context"),
+        &routing_in(d),
+    );
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(20));
+    feed_clinic_day(d);
     assert!(
         wait_for(Duration::from_secs(20), || mails(&maildir).len() == 1),
         "outbox: {}",
@@ -564,7 +543,6 @@ fn demo_day_notifies_each_alert_group_once() {
         set.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let (http, hook_port) = (free_port(), free_port());
     let hooks = Arc::new(Mutex::new(Hooks::default()));
     webhook_server(hook_port, hooks.clone());
@@ -575,20 +553,9 @@ fn demo_day_notifies_each_alert_group_once() {
         ),
     )
     .unwrap();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = set.join("context").display(),
-        ),
-    )
-    .unwrap();
+    let config = write_config(d, http, &set.join("context"), &routing_in(d));
     std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(60), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
     std::fs::copy(set.join("events.ndjson"), d.join("logs/day.ndjson")).unwrap();
     let db = d.join("data/phiwatch.db");
     assert!(
@@ -645,7 +612,6 @@ fn demo_day_notifies_each_alert_group_once() {
 fn silenced_alerts_are_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let (http, hook_port) = (free_port(), free_port());
     let hooks = Arc::new(Mutex::new(Hooks::default()));
     webhook_server(hook_port, hooks.clone());
@@ -657,19 +623,13 @@ fn silenced_alerts_are_not_sent() {
     )
     .unwrap();
     std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    let config = write_config(
+        d,
+        http,
+        &common::fixtures().join("clinic/context"),
+        &routing_in(d),
+    );
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(20));
     let cfg = config.to_str().unwrap();
     let out = common::phiwatch(&[
         "silence",
@@ -701,11 +661,7 @@ fn silenced_alerts_are_not_sent() {
     assert!(!bad.status.success());
     assert!(common::text(&bad.stderr).contains("label must be"));
 
-    std::fs::copy(
-        common::fixtures().join("clinic/events.ndjson"),
-        d.join("logs/ehr.ndjson"),
-    )
-    .unwrap();
+    feed_clinic_day(d);
     let db = d.join("data/phiwatch.db");
     assert!(wait_for(Duration::from_secs(20), || count(
         &db,
@@ -752,7 +708,6 @@ fn silenced_alerts_are_not_sent() {
 fn email_over_implicit_tls_with_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
@@ -784,30 +739,22 @@ fn email_over_implicit_tls_with_authentication() {
         ),
     )
     .unwrap();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
+    let config = write_config(
+        d,
+        http,
+        &common::fixtures().join("clinic/context"),
+        &routing_in(d),
+    );
+    let agent = start_healthy(
         &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start_with_env(
-        &config,
+        http,
         &[
             ("PHIWATCH_TEST_SMTP_GOOD", "s3cret"),
             ("PHIWATCH_TEST_SMTP_WRONG", "guess"),
         ],
+        Duration::from_secs(20),
     );
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
-    std::fs::copy(
-        common::fixtures().join("clinic/events.ndjson"),
-        d.join("logs/ehr.ndjson"),
-    )
-    .unwrap();
+    feed_clinic_day(d);
     let db = d.join("data/phiwatch.db");
     assert!(
         wait_for(Duration::from_secs(20), || count(
@@ -844,7 +791,6 @@ fn email_over_implicit_tls_with_authentication() {
 fn routing_reloads_while_running_and_a_broken_file_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let (http, hook_port) = (free_port(), free_port());
     let hooks = Arc::new(Mutex::new(Hooks::default()));
     webhook_server(hook_port, hooks.clone());
@@ -858,20 +804,14 @@ fn routing_reloads_while_running_and_a_broken_file_is_rejected() {
         routing("category = [\"vip\"]\nreceivers = [\"siem\"]"),
     )
     .unwrap();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        d,
+        http,
+        &common::fixtures().join("clinic/context"),
+        &routing_in(d),
+    );
     std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(20));
     let events = std::fs::read_to_string(common::fixtures().join("clinic/events.ndjson")).unwrap();
     std::fs::write(d.join("logs/a.ndjson"), &events).unwrap();
     assert!(wait_for(Duration::from_secs(20), || hooks
@@ -929,7 +869,6 @@ fn routing_reloads_while_running_and_a_broken_file_is_rejected() {
 fn a_hanging_mail_relay_does_not_delay_the_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("logs")).unwrap();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
     let held = Arc::new(Mutex::new(Vec::new()));
@@ -949,25 +888,15 @@ fn a_hanging_mail_relay_does_not_delay_the_webhook() {
         ),
     )
     .unwrap();
-    let config = d.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n",
-            d = d.display(),
-            ctx = common::fixtures().join("clinic/context").display(),
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        d,
+        http,
+        &common::fixtures().join("clinic/context"),
+        &routing_in(d),
+    );
     std::env::set_var("PHIWATCH_TEST_WEBHOOK_SECRET", SECRET);
-    let agent = Agent::start(&config);
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
-    std::fs::copy(
-        common::fixtures().join("clinic/events.ndjson"),
-        d.join("logs/ehr.ndjson"),
-    )
-    .unwrap();
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(20));
+    feed_clinic_day(d);
     let db = d.join("data/phiwatch.db");
     let alerts = || count(&db, "SELECT count(*) FROM alerts");
     assert!(wait_for(Duration::from_secs(10), || alerts() > 5));

@@ -4,31 +4,10 @@
 mod agent;
 mod common;
 
-use agent::{count, free_port, get, metric, wait_for, Agent};
+use agent::{count, free_port, get, metric, wait_for, write_config, Agent};
 
 use std::io::Write;
 use std::time::Duration;
-
-/// An agent config tailing `D/logs/*.ndjson` into `D/data`, metrics on `port`.
-fn write_config(
-    d: &std::path::Path,
-    port: u16,
-    context: &std::path::Path,
-    policies: Option<&std::path::Path>,
-) {
-    let policies = policies
-        .map(|p| format!("policies = \"{}\"\n", p.display()))
-        .unwrap_or_default();
-    std::fs::write(
-        d.join("phiwatch.toml"),
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n{policies}[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = 20\n",
-            d = d.display(),
-            ctx = context.display(),
-        ),
-    )
-    .unwrap();
-}
 
 #[test]
 fn tails_a_log_and_stops_cleanly() {
@@ -37,7 +16,7 @@ fn tails_a_log_and_stops_cleanly() {
     let port = free_port();
     let fx = common::fixtures().join("clinic");
     std::fs::create_dir_all(d.join("logs")).unwrap();
-    write_config(d, port, &fx.join("context"), None);
+    write_config(d, port, &fx.join("context"), "");
     // Info level, JSON lines: what an operator would ship to a log collector.
     let agent = Agent::start_with_env(
         &d.join("phiwatch.toml"),
@@ -170,7 +149,12 @@ fn broken_policy_keeps_the_previous_pack_running() {
         }
     }
     std::fs::create_dir_all(d.join("logs")).unwrap();
-    write_config(d, port, &fx.join("context"), Some(&policies));
+    write_config(
+        d,
+        port,
+        &fx.join("context"),
+        &format!("policies = \"{}\"\n", policies.display()),
+    );
     let agent = Agent::start(&d.join("phiwatch.toml"));
     assert!(wait_for(Duration::from_secs(20), || get(port, "/healthz").is_some()));
     let events = std::fs::read_to_string(fx.join("events.ndjson")).unwrap();

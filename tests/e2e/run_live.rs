@@ -7,7 +7,7 @@
 mod agent;
 mod common;
 
-use agent::{count, free_port, get, metric, wait_for, Agent};
+use agent::{count, free_port, metric, start_healthy, wait_for, Agent};
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -181,12 +181,7 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
 
     let (http, udp, tcp, tls) = (free_port(), free_udp_port(), free_port(), free_port());
     std::fs::write(d.join("phiwatch.toml"), config(d, http, udp, tcp, tls)).unwrap();
-    let agent = Agent::start(&d.join("phiwatch.toml"));
-    assert!(
-        wait_for(Duration::from_secs(20), || get(http, "/healthz")
-            .is_some_and(|b| b.contains("200 OK"))),
-        "agent never became healthy"
-    );
+    let agent = start_healthy(&d.join("phiwatch.toml"), http, &[], Duration::from_secs(20));
 
     let msgs = messages();
     let by = |t: &str| msgs.iter().filter(|m| m.transport == t).collect::<Vec<_>>();
@@ -423,9 +418,7 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         ),
     )
     .unwrap();
-    let agent = Agent::start(&d.join("phiwatch.toml"));
-    assert!(wait_for(Duration::from_secs(20), || get(http, "/healthz")
-        .is_some_and(|b| b.contains("200 OK"))));
+    let agent = start_healthy(&d.join("phiwatch.toml"), http, &[], Duration::from_secs(20));
     let msgs = messages();
     let vip = msgs
         .iter()
