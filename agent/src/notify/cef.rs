@@ -75,7 +75,11 @@ fn hostname() -> String {
 }
 
 pub async fn send(r: &SyslogReceiver, view: &AlertView, key: &str) -> Outcome {
-    let msg = message(view, key);
+    transmit(r, &message(view, key)).await
+}
+
+/// Sends one syslog message: a datagram, or an octet-counted frame on a fresh connection.
+pub async fn transmit(r: &SyslogReceiver, msg: &str) -> Outcome {
     let result = match r.transport {
         SyslogTransport::Udp => {
             async {

@@ -64,6 +64,38 @@ impl Templates {
     }
 }
 
+/// From, to, subject and the idempotency key as `Message-ID`.
+pub fn envelope(
+    r: &EmailReceiver,
+    subject: String,
+    key: &str,
+) -> Result<lettre::message::MessageBuilder, Outcome> {
+    let mut builder = Message::builder()
+        .subject(subject)
+        .message_id(Some(format!("<{key}@phiwatch>")));
+    let from = r
+        .from
+        .parse::<Mailbox>()
+        .map_err(|e| Outcome::Permanent(format!("from: {e}")))?;
+    builder = builder.from(from);
+    for to in &r.to {
+        let m = to
+            .parse::<Mailbox>()
+            .map_err(|e| Outcome::Permanent(format!("to {to:?}: {e}")))?;
+        builder = builder.to(m);
+    }
+    Ok(builder)
+}
+
+/// Sends and classifies the answer: SMTP 5xx is permanent, everything else worth a retry.
+pub async fn submit(smtp: &AsyncSmtpTransport<Tokio1Executor>, message: Message) -> Outcome {
+    match smtp.send(message).await {
+        Ok(_) => Outcome::Sent,
+        Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP: {e}")),
+        Err(e) => Outcome::Transient(format!("SMTP: {e}")),
+    }
+}
+
 pub async fn send(
     r: &EmailReceiver,
     smtp: &AsyncSmtpTransport<Tokio1Executor>,
@@ -83,19 +115,10 @@ pub async fn send(
         .html
         .as_deref()
         .map_or_else(|| view.html(), |s| view.fill(s, true));
-    let mut builder = Message::builder()
-        .subject(subject)
-        .message_id(Some(format!("<{key}@phiwatch>")));
-    match r.from.parse::<Mailbox>() {
-        Ok(m) => builder = builder.from(m),
-        Err(e) => return Outcome::Permanent(format!("from: {e}")),
-    }
-    for to in &r.to {
-        match to.parse::<Mailbox>() {
-            Ok(m) => builder = builder.to(m),
-            Err(e) => return Outcome::Permanent(format!("to {to:?}: {e}")),
-        }
-    }
+    let builder = match envelope(r, subject, key) {
+        Ok(b) => b,
+        Err(o) => return o,
+    };
     let body = MultiPart::alternative()
         .singlepart(
             SinglePart::builder()
@@ -107,13 +130,8 @@ pub async fn send(
                 .header(ContentType::TEXT_HTML)
                 .body(html),
         );
-    let message = match builder.multipart(body) {
-        Ok(m) => m,
-        Err(e) => return Outcome::Permanent(format!("building the message: {e}")),
-    };
-    match smtp.send(message).await {
-        Ok(_) => Outcome::Sent,
-        Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP: {e}")),
-        Err(e) => Outcome::Transient(format!("SMTP: {e}")),
+    match builder.multipart(body) {
+        Ok(m) => submit(smtp, m).await,
+        Err(e) => Outcome::Permanent(format!("building the message: {e}")),
     }
 }

@@ -2,11 +2,10 @@
 //! the alert), sent to the same receivers as alerts.
 
 use super::Outcome;
-use crate::alert::routing::{EmailReceiver, SyslogReceiver, SyslogTransport, WebhookReceiver};
-use lettre::message::{header::ContentType, Mailbox};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use crate::alert::routing::{EmailReceiver, SyslogReceiver, WebhookReceiver};
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reminder {
@@ -21,27 +20,16 @@ pub async fn email(
     rem: &Reminder,
     key: &str,
 ) -> Outcome {
-    let mut b = Message::builder()
-        .subject(rem.subject.clone())
-        .message_id(Some(format!("<{key}@phiwatch>")));
-    match r.from.parse::<Mailbox>() {
-        Ok(m) => b = b.from(m),
-        Err(e) => return Outcome::Permanent(format!("from: {e}")),
-    }
-    for to in &r.to {
-        match to.parse::<Mailbox>() {
-            Ok(m) => b = b.to(m),
-            Err(e) => return Outcome::Permanent(format!("to {to:?}: {e}")),
-        }
-    }
-    let msg = match b.header(ContentType::TEXT_PLAIN).body(rem.body.clone()) {
-        Ok(m) => m,
-        Err(e) => return Outcome::Permanent(format!("building the message: {e}")),
+    let builder = match super::email::envelope(r, rem.subject.clone(), key) {
+        Ok(b) => b,
+        Err(o) => return o,
     };
-    match smtp.send(msg).await {
-        Ok(_) => Outcome::Sent,
-        Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP: {e}")),
-        Err(e) => Outcome::Transient(format!("SMTP: {e}")),
+    match builder
+        .header(ContentType::TEXT_PLAIN)
+        .body(rem.body.clone())
+    {
+        Ok(m) => super::email::submit(smtp, m).await,
+        Err(e) => Outcome::Permanent(format!("building the message: {e}")),
     }
 }
 
@@ -73,18 +61,5 @@ pub async fn syslog(r: &SyslogReceiver, rem: &Reminder, key: &str) -> Outcome {
         rem.subject.replace('|', "\\|"),
         esc(&rem.case_id.to_string()),
     );
-    let result = match r.transport {
-        SyslogTransport::Udp => match tokio::net::UdpSocket::bind("0.0.0.0:0").await {
-            Ok(s) => s.send_to(msg.as_bytes(), &r.address).await.map(|_| ()),
-            Err(e) => Err(e),
-        },
-        SyslogTransport::Tcp => match tokio::net::TcpStream::connect(&r.address).await {
-            Ok(mut s) => s.write_all(format!("{} {msg}", msg.len()).as_bytes()).await,
-            Err(e) => Err(e),
-        },
-    };
-    match result {
-        Ok(()) => Outcome::Sent,
-        Err(e) => Outcome::Transient(format!("syslog {}: {e}", r.address)),
-    }
+    super::cef::transmit(r, &msg).await
 }
