@@ -82,8 +82,9 @@ pub fn check(config_path: &Path) -> Checked {
     for src in &cfg.sources {
         check_source(src, &mut c);
     }
-    let receivers: Option<Vec<String>> = cfg.routing.as_ref().and_then(|p| {
-        Routing::load(p)
+    let routing = cfg.routing.as_ref().map(|p| (p, Routing::load(p)));
+    let receivers: Option<Vec<String>> = routing.as_ref().and_then(|(_, r)| {
+        r.as_ref()
             .ok()
             .map(|r| r.receivers.iter().map(|x| x.name().to_owned()).collect())
     });
@@ -124,8 +125,8 @@ pub fn check(config_path: &Path) -> Checked {
         }
         Err(e) => c.problems.push(e),
     }
-    if let Some(p) = &cfg.routing {
-        match Routing::load(p) {
+    if let Some((p, loaded)) = routing {
+        match loaded {
             Ok(r) => {
                 check_receivers(&r, &mut c);
                 c.summary.push(format!(

@@ -171,40 +171,38 @@ impl Metrics {
                 out.push_str(&format!("{name}{{source=\"{}\"}} {}\n", m.name, get(m)));
             }
         }
-        for (name, help, v) in [
+        let n = &self.notify;
+        for (name, kind, help, v) in [
             (
                 "phiwatch_findings_total",
+                "counter",
                 "Findings raised (including replays).",
                 &self.findings,
             ),
             (
                 "phiwatch_findings_stored_total",
+                "counter",
                 "Findings new to the store.",
                 &self.findings_new,
             ),
             (
                 "phiwatch_store_errors_total",
+                "counter",
                 "Store transactions that failed.",
                 &self.store_errors,
             ),
             (
                 "phiwatch_reloads_total",
-                "Successful reloads of settings, policies and context.",
+                "counter",
+                "Successful reloads of settings, policies, context and routing.",
                 &self.reloads,
             ),
             (
                 "phiwatch_reload_failures_total",
+                "counter",
                 "Rejected reloads (the previous version keeps running).",
                 &self.reload_failures,
             ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-        let n = &self.notify;
-        for (name, kind, help, v) in [
             (
                 "phiwatch_alerts_opened_total",
                 "counter",

@@ -58,6 +58,28 @@ struct Reader {
     spool_active: Option<PathBuf>,
 }
 
+impl Reader {
+    /// A source that receives (syslog, folder events): its spool, and the reader following it.
+    fn spooled(
+        ix: usize,
+        name: &str,
+        decoder: LineDecoder,
+        spool_dir: &Path,
+    ) -> Result<(Reader, Spool)> {
+        let spool = Spool::open(spool_dir, name, DEFAULT_MAX_BYTES)
+            .with_context(|| format!("opening the spool of source {name:?}"))?;
+        let reader = Reader {
+            ix,
+            name: name.to_owned(),
+            patterns: vec![Spool::pattern(spool_dir, name)],
+            decoder,
+            poll: SPOOL_POLL,
+            spool_active: Some(spool.active().to_owned()),
+        };
+        Ok((reader, spool))
+    }
+}
+
 pub fn run(config_path: &Path) -> Result<()> {
     // The store, checkpoints and spools hold PHI: readable by this account only, whatever
     // umask the agent was started with (systemd sets UMask=0077 too).
@@ -125,18 +147,10 @@ pub fn run(config_path: &Path) -> Result<()> {
                 spool_active: None,
             }),
             Source::Syslog(s) => {
-                let spool = Spool::open(&spool_dir, &name, DEFAULT_MAX_BYTES)
-                    .with_context(|| format!("opening the spool of source {name:?}"))?;
+                let (reader, spool) = Reader::spooled(ix, &name, LineDecoder::Atna, &spool_dir)?;
                 let listener = rt.block_on(syslog::bind(&s))?;
                 tracing::info!(source = %name, listen = %listener.local_addr()?, transport = ?s.transport, "receiving ATNA syslog");
-                readers.push(Reader {
-                    ix,
-                    name: name.clone(),
-                    patterns: vec![Spool::pattern(&spool_dir, &name)],
-                    decoder: LineDecoder::Atna,
-                    poll: SPOOL_POLL,
-                    spool_active: Some(spool.active().to_owned()),
-                });
+                readers.push(reader);
                 let spool = spool.shared();
                 spools.push(spool.clone());
                 listeners.push((
@@ -148,17 +162,10 @@ pub fn run(config_path: &Path) -> Result<()> {
                 ));
             }
             Source::Folder(f) => {
-                let spool = Spool::open(&spool_dir, &name, DEFAULT_MAX_BYTES)
-                    .with_context(|| format!("opening the spool of source {name:?}"))?;
+                let (reader, spool) =
+                    Reader::spooled(ix, &name, LineDecoder::FileEvents, &spool_dir)?;
                 folders.extend(f.paths.iter().map(|p| p.display().to_string()));
-                readers.push(Reader {
-                    ix,
-                    name: name.clone(),
-                    patterns: vec![Spool::pattern(&spool_dir, &name)],
-                    decoder: LineDecoder::FileEvents,
-                    poll: SPOOL_POLL,
-                    spool_active: Some(spool.active().to_owned()),
-                });
+                readers.push(reader);
                 let snapshot = spool_dir.join(format!("{name}.snapshot.json"));
                 watchers.push(FolderWatch::new(
                     f,
