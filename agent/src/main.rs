@@ -812,7 +812,10 @@ fn date_arg(s: &str, what: &str) -> Result<chrono::NaiveDate> {
 }
 
 fn cases(s: &StoreArgs) -> Result<phiwatch::case::Cases> {
-    let cfg = phiwatch::config::Config::load(&s.config)?;
+    cases_in(&phiwatch::config::Config::load(&s.config)?)
+}
+
+fn cases_in(cfg: &phiwatch::config::Config) -> Result<phiwatch::case::Cases> {
     Ok(phiwatch::case::Cases::open(
         &cfg.data_dir.join("phiwatch.db"),
     )?)
@@ -832,9 +835,10 @@ fn case(c: CaseCmd) -> Result<()> {
                 None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
             }
             .map_err(|e| anyhow::anyhow!(e))?;
-            let c = cases(&store)?;
+            let cfg = phiwatch::config::Config::load(&store.config)?;
+            let c = cases_in(&cfg)?;
             print!("{}", c.show(id, &j)?);
-            print!("{}", context_facts(&store, &c, id)?);
+            print!("{}", context_facts(&cfg, &c, id)?);
         }
         CaseCmd::Open {
             store,
@@ -949,8 +953,9 @@ fn case(c: CaseCmd) -> Result<()> {
             by,
         } => {
             let on = on.map(|d| date_arg(&d, "--on")).transpose()?;
-            let (j, r) = plan(&store)?;
-            let queued = cases(&store)?.determine(id, &by, &outcome, on, Some((&j, &r)))?;
+            let cfg = phiwatch::config::Config::load(&store.config)?;
+            let (j, r) = plan(&cfg)?;
+            let queued = cases_in(&cfg)?.determine(id, &by, &outcome, on, Some((&j, &r)))?;
             println!("case #{id} determined: {outcome}");
             if queued > 0 {
                 println!("{queued} deadline reminder(s) queued");
@@ -1004,7 +1009,7 @@ fn case(c: CaseCmd) -> Result<()> {
             by,
         } => {
             let cfg = phiwatch::config::Config::load(&store.config)?;
-            let sha = cases(&store)?.attach(id, &by, &file, &cfg.data_dir.join("attachments"))?;
+            let sha = cases_in(&cfg)?.attach(id, &by, &file, &cfg.data_dir.join("attachments"))?;
             println!("attached {} to case #{id}: sha256 {sha}", file.display());
         }
         CaseCmd::Export {
@@ -1016,12 +1021,12 @@ fn case(c: CaseCmd) -> Result<()> {
             accounting,
         } => {
             use phiwatch::case::output;
-            let (_, r) = plan(&store)?;
-            let c = cases(&store)?;
+            let cfg = phiwatch::config::Config::load(&store.config)?;
+            let (_, r) = plan(&cfg)?;
+            let c = cases_in(&cfg)?;
             let today = chrono::Utc::now().date_naive();
             let need_id = || id.ok_or_else(|| anyhow::anyhow!("give the case id"));
             if let Some(dir) = letters {
-                let cfg = phiwatch::config::Config::load(&store.config)?;
                 let names = patient_names(&cfg)?;
                 let written =
                     output::letters(&c, need_id()?, &r, &|p| names.get(p).cloned(), today, &dir)?;
@@ -1052,13 +1057,12 @@ fn case(c: CaseCmd) -> Result<()> {
 }
 
 fn plan(
-    s: &StoreArgs,
+    cfg: &phiwatch::config::Config,
 ) -> Result<(
     phiwatch::case::clock::Jurisdictions,
     phiwatch::case::response::Response,
 )> {
     use phiwatch::case::{clock::Jurisdictions, response};
-    let cfg = phiwatch::config::Config::load(&s.config)?;
     let j = match &cfg.jurisdictions {
         Some(p) => Jurisdictions::load(p),
         None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
@@ -1112,8 +1116,11 @@ fn patient_names(
 }
 
 /// The involved users' and patients' directory facts, from the configured context.
-fn context_facts(s: &StoreArgs, c: &phiwatch::case::Cases, id: i64) -> Result<String> {
-    let cfg = phiwatch::config::Config::load(&s.config)?;
+fn context_facts(
+    cfg: &phiwatch::config::Config,
+    c: &phiwatch::case::Cases,
+    id: i64,
+) -> Result<String> {
     let Some(dir) = &cfg.context else {
         return Ok("context facts: no context configured\n".into());
     };
