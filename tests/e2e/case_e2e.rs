@@ -356,16 +356,7 @@ fn from_alert_to_closed_case_with_a_verified_log() {
 fn demo_day_alert_becomes_a_breach_case() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let set = d.join("set");
-    let out = common::phiwatch(&[
-        "demo",
-        "--generate-only",
-        "--events",
-        "20000",
-        "--out",
-        set.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let set = common::demo_set(&d.join("set"), 20_000);
     let config = ingest(
         d,
         &set.join("context"),

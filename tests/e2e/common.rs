@@ -31,3 +31,17 @@ pub fn findings(stdout: &[u8]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("finding {l}: {e}")))
         .collect()
 }
+
+/// Generates a demo data set of `events` AuditEvents into `dir` (context/, events.ndjson).
+pub fn demo_set(dir: &Path, events: usize) -> PathBuf {
+    let out = phiwatch(&[
+        "demo",
+        "--generate-only",
+        "--events",
+        &events.to_string(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dir.to_owned()
+}

@@ -128,6 +128,13 @@ fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
     });
 }
 
+/// A self-signed certificate for "localhost": `D/cert.pem`, `D/key.pem`.
+fn write_localhost_cert(d: &Path) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+}
+
 /// The clinic fixture's events, appended to the log the agent tails.
 fn feed_clinic_day(d: &Path) {
     std::fs::copy(
@@ -485,9 +492,7 @@ fn killed_between_send_and_commit_resends_once_with_the_same_key() {
 fn email_over_starttls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    write_localhost_cert(d);
     let (http, smtp_port) = (free_port(), free_port());
     let maildir = d.join("maildir");
     let _smtp = Smtp::start_with(
@@ -533,16 +538,7 @@ fn email_over_starttls_with_a_private_ca() {
 fn demo_day_notifies_each_alert_group_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let set = d.join("set");
-    let out = common::phiwatch(&[
-        "demo",
-        "--generate-only",
-        "--events",
-        "20000",
-        "--out",
-        set.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let set = common::demo_set(&d.join("set"), 20_000);
     let (http, hook_port) = (free_port(), free_port());
     let hooks = Arc::new(Mutex::new(Hooks::default()));
     webhook_server(hook_port, hooks.clone());
@@ -708,9 +704,7 @@ fn silenced_alerts_are_not_sent() {
 fn email_over_implicit_tls_with_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    write_localhost_cert(d);
     let (http, smtp_port) = (free_port(), free_port());
     let maildir = d.join("maildir");
     let _smtp = Smtp::start_with(
