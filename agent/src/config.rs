@@ -44,6 +44,13 @@ pub struct Config {
     pub sources_file: Option<PathBuf>,
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
+    /// Run the plugins shipped in the binary (volume-anomaly, break-glass, family-match,
+    /// first-access) besides any `[[plugin]]`. A `[[plugin]] builtin = NAME` entry replaces
+    /// that shipped plugin's defaults.
+    #[serde(default = "yes")]
+    pub shipped_plugins: bool,
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<crate::plugin::PluginSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +175,15 @@ fn default_poll_ms() -> u64 {
 }
 
 impl Config {
+    /// The plugins to run, with their compiled code cached under the data directory.
+    pub fn plugin_inputs(&self) -> crate::plugin::PluginInputs {
+        crate::plugin::PluginInputs {
+            shipped: self.shipped_plugins,
+            specs: self.plugins.clone(),
+            cache_dir: Some(self.data_dir.join("plugin-cache")),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -190,6 +206,12 @@ impl Config {
                 message: e.to_string(),
             })?;
             c.sources.extend(more.sources);
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for spec in &mut c.plugins {
+            if let Some(f) = spec.path.as_mut().filter(|f| f.is_relative()) {
+                *f = base.join(&*f);
+            }
         }
         let invalid = |message: String| ConfigError::Invalid {
             path: p.clone(),

@@ -22,6 +22,7 @@ pub mod finding;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod plugin;
 pub mod reload;
 pub mod run;
 pub mod scan;

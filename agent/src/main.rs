@@ -1,6 +1,7 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use phiwatch::pipeline::Pipeline;
+use phiwatch::plugin::{PluginInputs, PluginSet};
 use phiwatch::reload::{Inputs, Loaded};
 use phiwatch::scan::{expand_event_paths, scan_files, Sinks};
 use phiwatch::store::{default_data_dir, Store};
@@ -71,6 +72,43 @@ enum Command {
     /// Test policies against cases, or explain the decision on one event.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// WASM detection plugins: list the shipped ones, export them, or test one over events.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// The plugins shipped in this binary, with version, categories and SHA-256.
+    List,
+    /// Write the shipped plugin components to DIR (NAME.wasm), to inspect or pin them.
+    Export { dir: PathBuf },
+    /// Run one plugin over AuditEvent NDJSON and print its findings (NDJSON on stdout, a
+    /// summary with failures and cost per access on stderr). For plugin authors: no sha256
+    /// pin is needed here. Exits 1 when a call failed.
+    Test {
+        /// The component (.wasm), or builtin:NAME for a shipped plugin.
+        plugin: String,
+        /// AuditEvent NDJSON files.
+        #[arg(long, num_args = 1.., required = true)]
+        events: Vec<PathBuf>,
+        #[command(flatten)]
+        detection: DetectionArgs,
+        /// TOML file holding the plugin's settings (the keys of [plugin.settings]).
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        /// Facts to expose: names, addresses (comma-separated). Default: none for a file,
+        /// what a shipped plugin declares it needs.
+        #[arg(long, value_delimiter = ',')]
+        expose: Option<Vec<String>>,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 64)]
+        memory_mb: u64,
+        /// Accesses per call.
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -406,6 +444,9 @@ struct ScanArgs {
     /// Write every rejected line as `file:line: reason` here.
     #[arg(long)]
     rejects: Option<PathBuf>,
+    /// Judge with the Cedar pack only, without the shipped WASM plugins.
+    #[arg(long)]
+    no_plugins: bool,
 }
 
 #[derive(clap::Args)]
@@ -519,6 +560,7 @@ fn main() {
         Command::Policy(PolicyCmd::Explain { detection, event }) => {
             policy_explain(detection, &event)
         }
+        Command::Plugin(c) => plugin(c),
         Command::Silence(c) => silence(c),
         Command::Notify(c) => notify(c),
         Command::Rules(RulesCmd::Test {
@@ -535,17 +577,85 @@ fn main() {
     }
 }
 
+fn plugin(c: PluginCmd) -> Result<()> {
+    use phiwatch::plugin::{trial, Exposed, PluginSpec};
+    match c {
+        PluginCmd::List => print!("{}", trial::list()?),
+        PluginCmd::Export { dir } => {
+            for p in trial::export(&dir)? {
+                println!("{}", p.display());
+            }
+        }
+        PluginCmd::Test {
+            plugin,
+            events,
+            detection,
+            settings,
+            expose,
+            timeout_ms,
+            memory_mb,
+            batch,
+        } => {
+            let expose = expose
+                .map(|v| {
+                    v.iter()
+                        .map(|e| match e.trim() {
+                            "names" => Ok(Exposed::Names),
+                            "addresses" => Ok(Exposed::Addresses),
+                            other => bail!("--expose {other:?}: use names, addresses"),
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .transpose()?;
+            let mut spec = PluginSpec::builtin("");
+            spec.builtin = None;
+            spec.expose = expose;
+            spec.timeout_ms = timeout_ms;
+            spec.memory_mb = memory_mb;
+            spec.batch = batch;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let summary = trial::run(
+                trial::TrialOptions {
+                    plugin,
+                    events,
+                    inputs: Inputs {
+                        rules: detection.rules,
+                        policies: detection.policies,
+                        context: detection.context,
+                        plugins: PluginInputs::default(),
+                    },
+                    settings,
+                    spec,
+                },
+                &mut out,
+            )?;
+            out.flush()?;
+            eprint!("{}", summary.text);
+            if !summary.failures.is_empty() {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn scan(a: ScanArgs) -> Result<()> {
     let Loaded {
         settings,
         pack,
         context,
         context_stats,
+        plugins,
         ..
     } = Inputs {
         rules: a.detection.rules.clone(),
         policies: a.detection.policies.clone(),
         context: a.detection.context.clone(),
+        plugins: if a.no_plugins {
+            PluginInputs::default()
+        } else {
+            PluginInputs::shipped()
+        },
     }
     .load()?;
     if a.detection.context.is_some() {
@@ -578,7 +688,9 @@ fn scan(a: ScanArgs) -> Result<()> {
         )),
         None => None,
     };
-    let mut pipeline = Pipeline::new(&context, &settings, &pack);
+    let plugin_state = store.as_ref().map(|s| s.conn());
+    let plugins = PluginSet::new(&plugins, plugin_state, Default::default())?;
+    let mut pipeline = Pipeline::new(&context, &settings, &pack).with_plugins(plugins);
     let summary = scan_files(
         &paths,
         &mut pipeline,
@@ -755,6 +867,7 @@ fn policy_explain(a: DetectionArgs, event: &Path) -> Result<()> {
         rules: a.rules,
         policies: a.policies,
         context: a.context,
+        plugins: PluginInputs::default(),
     }
     .load()?;
     let text = std::fs::read(event).with_context(|| format!("reading {}", event.display()))?;

@@ -84,6 +84,7 @@ pub struct Metrics {
     pub alerts_opened: AtomicU64,
     pub notifications_queued: AtomicU64,
     pub notify: Arc<crate::notify::NotifyMetrics>,
+    pub plugins: Arc<crate::plugin::PluginMetrics>,
 }
 
 impl Metrics {
@@ -258,6 +259,67 @@ impl Metrics {
             ));
         }
         self.delay.render(&mut out);
+        render_plugins(&self.plugins.snapshot(), &mut out);
         out
+    }
+}
+
+fn render_plugins(
+    plugins: &std::collections::BTreeMap<String, crate::plugin::Counters>,
+    out: &mut String,
+) {
+    type Get = fn(&crate::plugin::Counters) -> f64;
+    let series: [(&str, &str, &str, Get); 6] = [
+        (
+            "phiwatch_plugin_calls_total",
+            "counter",
+            "Calls per plugin.",
+            |c| c.calls as f64,
+        ),
+        (
+            "phiwatch_plugin_accesses_total",
+            "counter",
+            "Accesses handed to each plugin.",
+            |c| c.accesses as f64,
+        ),
+        (
+            "phiwatch_plugin_findings_total",
+            "counter",
+            "Findings kept from each plugin.",
+            |c| c.findings as f64,
+        ),
+        (
+            "phiwatch_plugin_busy_seconds_total",
+            "counter",
+            "Time spent in each plugin's calls.",
+            |c| c.busy.as_secs_f64(),
+        ),
+        (
+            "phiwatch_plugin_logs_dropped_total",
+            "counter",
+            "Plugin log lines over the per-call budget.",
+            |c| c.logs_dropped as f64,
+        ),
+        (
+            "phiwatch_plugin_state_bytes",
+            "gauge",
+            "Bytes of state each plugin keeps.",
+            |c| c.state_bytes as f64,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (p, c) in plugins {
+            out.push_str(&format!("{name}{{plugin=\"{p}\"}} {}\n", get(c)));
+        }
+    }
+    let name = "phiwatch_plugin_failures_total";
+    out.push_str(&format!(
+        "# HELP {name} Failed plugin calls by kind (deadline, memory, stack_overflow, trap, output, instantiate).\n# TYPE {name} counter\n"
+    ));
+    for (p, c) in plugins {
+        for (kind, n) in &c.failures {
+            out.push_str(&format!("{name}{{plugin=\"{p}\",kind=\"{kind}\"}} {n}\n"));
+        }
     }
 }

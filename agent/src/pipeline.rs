@@ -7,6 +7,7 @@ use crate::detect::{Detector, PolicyPack};
 use crate::enrich::Enricher;
 use crate::event::AccessEvent;
 use crate::finding::Finding;
+use crate::plugin::{state::Change, CallFailure, Pending, PluginSet};
 use crate::settings::Settings;
 
 /// What a batch of lines produced, ready to be stored in one transaction.
@@ -14,12 +15,23 @@ use crate::settings::Settings;
 pub struct Judged {
     pub accesses: Vec<AccessEvent>,
     pub findings: Vec<Finding>,
+    /// Plugin state to write in the same transaction: (plugin, change).
+    pub plugin_state: Vec<(String, Change)>,
+    /// Plugin calls that failed on this batch.
+    pub plugin_failures: Vec<CallFailure>,
 }
 
 impl Judged {
     pub fn clear(&mut self) {
         self.accesses.clear();
         self.findings.clear();
+        self.plugin_state.clear();
+        self.plugin_failures.clear();
+    }
+
+    /// Writes the plugin state inside the store transaction that stores the batch.
+    pub fn write_plugin_state(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        crate::plugin::state::write(tx, &self.plugin_state)
     }
 }
 
@@ -34,6 +46,9 @@ pub struct Pipeline<'c> {
     pub context: &'c ContextStore,
     pub enricher: Enricher<'c>,
     pub detector: Detector<'c>,
+    /// WASM plugins, called per batch in [`Pipeline::finish`].
+    pub plugins: Option<PluginSet>,
+    pending: Vec<Pending>,
 }
 
 impl<'c> Pipeline<'c> {
@@ -42,7 +57,14 @@ impl<'c> Pipeline<'c> {
             context,
             enricher: Enricher::new(context, settings),
             detector: Detector::new(pack),
+            plugins: None,
+            pending: Vec::new(),
         }
+    }
+
+    pub fn with_plugins(mut self, plugins: PluginSet) -> Self {
+        self.plugins = (!plugins.is_empty()).then_some(plugins);
+        self
     }
 
     /// Judges one AuditEvent line, appending the access and its findings to `out`.
@@ -61,6 +83,30 @@ impl<'c> Pipeline<'c> {
         let enriched = self.enricher.enrich(ev);
         self.detector
             .findings(&enriched, self.context, &mut out.findings);
+        if self.plugins.is_some() {
+            self.pending.push(Pending {
+                ix: out.accesses.len(),
+                user: enriched.user,
+                patient: enriched.patient,
+                facts: enriched.facts,
+            });
+        }
         out.accesses.push(enriched.event);
+    }
+
+    /// Runs the plugins over the accesses judged since the last call. Call before storing
+    /// `out`: plugin findings and state go into the same transaction.
+    pub fn finish(&mut self, out: &mut Judged) {
+        if let Some(p) = self.plugins.as_mut() {
+            p.run(
+                self.context,
+                &self.pending,
+                &out.accesses,
+                &mut out.findings,
+                &mut out.plugin_state,
+                &mut out.plugin_failures,
+            );
+        }
+        self.pending.clear();
     }
 }

@@ -4,16 +4,19 @@
 
 use crate::context::{load_context, ContextStats, ContextStore};
 use crate::detect::PolicyPack;
+use crate::plugin::{Compiled, PluginInputs};
 use crate::settings::Settings;
 use anyhow::{Context as _, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     pub rules: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     pub context: Option<PathBuf>,
+    pub plugins: PluginInputs,
 }
 
 pub struct Loaded {
@@ -24,6 +27,8 @@ pub struct Loaded {
     pub context: ContextStore,
     /// What the context load saw (empty without a context directory).
     pub context_stats: ContextStats,
+    /// Verified, compiled plugins whose settings they accepted.
+    pub plugins: Vec<Arc<Compiled>>,
 }
 
 impl Inputs {
@@ -61,12 +66,18 @@ impl Inputs {
         for p in &context_stats.problems {
             tracing::warn!("context: {p}");
         }
+        let plugins = self.plugins.load()?;
+        if !plugins.is_empty() {
+            let names: Vec<&str> = plugins.iter().map(|p| &*p.name).collect();
+            tracing::info!(plugins = %names.join(", "), "plugins loaded");
+        }
         Ok(Loaded {
             settings,
             pack,
             file_pack,
             context,
             context_stats,
+            plugins,
         })
     }
 
@@ -78,6 +89,9 @@ impl Inputs {
             .flatten()
         {
             stamp_path(p, &mut h);
+        }
+        for p in self.plugins.files() {
+            stamp_path(&p, &mut h);
         }
         h.finish()
     }

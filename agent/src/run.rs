@@ -12,6 +12,7 @@ use crate::detect::FileDetector;
 use crate::metrics::{now_ms, Metrics, SourceMetrics};
 use crate::notify::Dispatcher;
 use crate::pipeline::{Judged, Pipeline};
+use crate::plugin::PluginSet;
 use crate::reload::{Inputs, Loaded};
 use crate::spool::{SharedSpool, Spool, DEFAULT_MAX_BYTES};
 use crate::store::Store;
@@ -90,6 +91,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         rules: cfg.rules.clone(),
         policies: cfg.policies.clone(),
         context: cfg.context.clone(),
+        plugins: cfg.plugin_inputs(),
     };
     let stamp = inputs.stamp();
     let loaded = inputs.load()?;
@@ -367,7 +369,19 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
         .map_or(0, |(p, _)| crate::reload::stamp_of(p));
     loop {
         // The pipeline borrows the loaded inputs; it is rebuilt after each reload.
-        let mut pipeline = Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack);
+        let plugins =
+            match PluginSet::new(&loaded.plugins, Some(store.conn()), metrics.plugins.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Without its state a plugin would start from scratch and alert on everything.
+                    tracing::error!(
+                        "reading plugin state from the store failed; detection stops: {e}"
+                    );
+                    break;
+                }
+            };
+        let mut pipeline =
+            Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack).with_plugins(plugins);
         let mut files = FileDetector::new(&loaded.file_pack, &folders);
         let mut last_check = std::time::Instant::now();
         let next = loop {
@@ -474,9 +488,11 @@ fn judge_batch(
             Item::Nothing => {}
         }
     }
+    pipeline.finish(judged);
     let stored_at = now_ms();
     let result = store
         .insert_batch_then(&judged.accesses, &judged.findings, |tx, fresh| {
+            judged.write_plugin_state(tx)?;
             if let Some((routing, tz)) = alerting {
                 let a = alert::apply(tx, fresh, routing, tz, stored_at)?;
                 metrics.alerts_opened.fetch_add(a.opened, Ordering::Relaxed);

@@ -48,6 +48,8 @@ pub struct ScanSummary {
     pub store_enabled: bool,
     pub cedar_evaluations: u64,
     pub cedar_errors: u64,
+    /// Failed plugin calls per plugin.
+    pub plugin_failures: BTreeMap<String, u64>,
     pub elapsed: Duration,
 }
 
@@ -95,6 +97,11 @@ impl ScanSummary {
         }
         for (k, v) in &self.by_category {
             s.push_str(&format!("  {k:<16} {v}\n"));
+        }
+        for (p, n) in &self.plugin_failures {
+            s.push_str(&format!(
+                "plugin {p}: {n} failed call(s), their findings dropped\n"
+            ));
         }
         if self.cedar_errors > 0 {
             s.push_str(&format!(
@@ -167,10 +174,12 @@ pub fn scan_files(
                 }
             }
             if batch.accesses.len() >= BATCH {
+                pipeline.finish(&mut batch);
                 flush(&mut batch, &mut sum, sinks)?;
             }
         }
     }
+    pipeline.finish(&mut batch);
     flush(&mut batch, &mut sum, sinks)?;
     sinks.findings.flush().map_err(ScanError::Write)?;
     sum.unknown_users = pipeline.enricher.stats.unknown_users;
@@ -193,8 +202,13 @@ fn flush(
         } else {
             &[]
         };
-        let (_, new_findings) = store.insert_batch(accesses, &batch.findings)?;
+        let (_, new_findings) = store.insert_batch_then(accesses, &batch.findings, |tx, _| {
+            batch.write_plugin_state(tx)
+        })?;
         sum.stored_new += new_findings as u64;
+    }
+    for f in &batch.plugin_failures {
+        *sum.plugin_failures.entry(f.plugin.clone()).or_default() += 1;
     }
     for f in &batch.findings {
         sum.findings += 1;

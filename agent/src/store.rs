@@ -187,6 +187,8 @@ impl Store {
         )
         .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch(crate::plugin::state::SCHEMA)
+            .map_err(sql)?;
         // Stores created by 0.1 pre-releases lack these columns.
         for (table, column, decl) in [
             ("accesses", "stored_ms", "INTEGER NOT NULL DEFAULT 0"),
@@ -311,6 +313,11 @@ impl Store {
         after(&tx, &fresh).map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok((new_accesses, fresh.len()))
+    }
+
+    /// The connection, for readers that live beside the store (plugin state).
+    pub fn conn(&self) -> &rusqlite::Connection {
+        &self.conn
     }
 
     pub fn count(&self) -> Result<u64, StoreError> {

@@ -3,7 +3,7 @@
 //! with file and line; they never stop the load.
 
 use super::normalize;
-use super::{ContextStore, EncounterSpan, PatientIx, UserIx, Window};
+use super::{ContextStore, EncounterSpan, PatientIx, UserIx, Window, Written};
 use crate::context::{rel, sensitive};
 use crate::fhir::{
     family_name, home_address, Address, CodeableConcept, HumanName, Meta, Period, Reference, Str,
@@ -339,6 +339,7 @@ impl<'s> Builder<'s> {
         u.inactive |= p.active == Some(false);
         u.family = family_name(&p.name).and_then(normalize::family);
         u.address = home_address(&p.address).and_then(normalize::address);
+        u.written = Written::of(&p.name, &p.address);
         Ok(())
     }
 
@@ -390,6 +391,7 @@ impl<'s> Builder<'s> {
         f.known = true;
         f.family = family_name(&p.name).and_then(normalize::family);
         f.address = home_address(&p.address).and_then(normalize::address);
+        f.written = Written::of(&p.name, &p.address);
         f.deceased_ms = match (p.deceased_date_time.as_deref(), p.deceased_boolean) {
             (Some(t), _) => parse_fhir_time(t).or(Some(i64::MIN)),
             (None, Some(true)) => Some(i64::MIN),

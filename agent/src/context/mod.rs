@@ -50,6 +50,7 @@ pub struct UserFacts {
     pub terminated_ms: Option<i64>,
     /// The user's own patient record, from a Person resource linking both.
     pub self_patient: Option<PatientIx>,
+    pub written: Written,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +69,42 @@ pub struct PatientFacts {
     pub restricted: bool,
     /// The workforce member this patient is (Person link).
     pub employee_user: Option<UserIx>,
+    pub written: Written,
+}
+
+/// Family name and home address as the record writes them, for plugins that do their own
+/// fuzzy matching (and only when the operator exposes them).
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub family: Box<str>,
+    /// "line, city, postal code".
+    pub address: Box<str>,
+}
+
+impl Written {
+    pub fn of(
+        names: &[crate::fhir::HumanName<'_>],
+        addresses: &[crate::fhir::Address<'_>],
+    ) -> Self {
+        let family = crate::fhir::family_name(names).unwrap_or("").into();
+        let address = crate::fhir::home_address(addresses)
+            .map(|a| {
+                let mut parts: Vec<&str> = vec![];
+                let line: Vec<&str> = a.line.iter().map(|l| l.as_ref()).collect();
+                let line = line.join(" ");
+                parts.push(&line);
+                if let Some(c) = a.city.as_deref() {
+                    parts.push(c);
+                }
+                if let Some(z) = a.postal_code.as_deref() {
+                    parts.push(z);
+                }
+                parts.join(", ")
+            })
+            .unwrap_or_default()
+            .into();
+        Written { family, address }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

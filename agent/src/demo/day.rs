@@ -24,6 +24,15 @@ pub const CATEGORIES: &[&str] = &[
     "unexplained",
 ];
 
+/// Scenarios only the shipped WASM plugins catch (volume, repeated or unusual break-the-glass,
+/// spelling-variant relatives, first-time sensitive access), injected the same way.
+pub const PLUGIN_CATEGORIES: &[&str] = &[
+    "volume_anomaly",
+    "break_glass_misuse",
+    "family_fuzzy",
+    "first_time_sensitive",
+];
+
 pub const HARD_NEGATIVES: &[&str] = &["common_name_treated", "night_shift_nurse", "break_glass_ed"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +103,7 @@ impl DayPlan {
     ) -> DayPlan {
         let mut acc = Vec::with_capacity(events);
         inject(h, rng, per_category, &mut acc);
+        inject_plugin_scenarios(h, rng, per_category, &mut acc);
         hard_negatives(h, rng, per_category, &mut acc);
         normal(h, rng, events.saturating_sub(acc.len()), &mut acc);
         acc.sort_by_key(|a| a.t);
@@ -320,6 +330,186 @@ fn inject(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>)
             });
             made += 1;
         }
+    }
+}
+
+/// A spelling variant of a family name that sounds the same: one vowel changed.
+fn variant(family: &str) -> Option<String> {
+    let chars: Vec<char> = family.chars().collect();
+    let i = (1..chars.len()).find(|&i| "aeiou".contains(chars[i]))?;
+    let swap = match chars[i] {
+        'a' => 'e',
+        'e' => 'a',
+        'i' => 'y',
+        'o' => 'u',
+        _ => 'o',
+    };
+    let mut v = chars.clone();
+    v[i] = swap;
+    Some(v.into_iter().collect())
+}
+
+fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>) {
+    let clinical = active_staff(h, |s| s.clinical());
+    let day_clinical = active_staff(h, |s| s.clinical() && s.shift == Shift::Day);
+    let plain = |h: &Hospital, s: usize, p: usize| {
+        let pt = &h.patients[p];
+        !pt.vip
+            && pt.sensitive.is_none()
+            && pt.deceased_ms.is_none()
+            && pt.employee_of.is_none()
+            && pt.family != h.staff[s].family
+            && !pt.addr.is_some_and(|a| a.same_street(&h.staff[s].addr))
+    };
+
+    // Volume: a user opens 45 of their department's patients within about 40 minutes.
+    let bursts = (k / 10).max(2);
+    for _ in 0..bursts * 20 {
+        if acc
+            .iter()
+            .filter(|a| a.label == Label::Violation("volume_anomaly"))
+            .count()
+            >= bursts * 45
+        {
+            break;
+        }
+        let Some(s) = pick(rng, &day_clinical) else {
+            break;
+        };
+        let mut pool: Vec<usize> = h.dept_patients[h.staff[s].dept]
+            .iter()
+            .copied()
+            .filter(|&p| plain(h, s, p))
+            .collect();
+        if pool.len() < 45 {
+            continue;
+        }
+        let t0 = time_in(h, rng, 10..15);
+        for j in 0..45 {
+            let p = pool.swap_remove(rng.random_range(0..pool.len()));
+            acc.push(Access {
+                t: t0 + j * 55_000,
+                staff: s,
+                patient: p,
+                kind: 0,
+                break_glass: false,
+                label: Label::Violation("volume_anomaly"),
+            });
+        }
+    }
+
+    // Break-the-glass: an Emergency colleague breaks the glass three times on one visit
+    // (the third is the misuse); staff from other departments break it on an Emergency visit.
+    let ed_staff = active_staff(h, |s| s.dept == EMERGENCY && s.clinical());
+    let other_staff: Vec<usize> = clinical
+        .iter()
+        .copied()
+        .filter(|&s| h.staff[s].dept != EMERGENCY && h.staff[s].shift == Shift::Day)
+        .collect();
+    let ed_visits: Vec<usize> = (0..h.encounters.len())
+        .filter(|&e| {
+            let enc = &h.encounters[e];
+            enc.class == EncounterClass::Emergency
+                && enc.start >= h.day_start + 11 * MS_PER_HOUR
+                && enc.start < h.day_start + 17 * MS_PER_HOUR
+        })
+        .collect();
+    let mut made = 0;
+    for _ in 0..k * 50 {
+        if made == k {
+            break;
+        }
+        let Some(e) = pick(rng, &ed_visits) else {
+            break;
+        };
+        let (patient, start, participants) = {
+            let enc = &h.encounters[e];
+            (enc.patient, enc.start, enc.participants.clone())
+        };
+        let repeat = made % 2 == 0;
+        let Some(s) = pick(rng, if repeat { &ed_staff } else { &other_staff }) else {
+            continue;
+        };
+        if participants.contains(&s)
+            || h.related(s, patient) && !repeat
+            || h.staff[s].self_patient == Some(patient)
+        {
+            continue;
+        }
+        let first = start + rng.random_range(0..30 * 60_000);
+        let times: Vec<i64> = if repeat {
+            vec![first, first + 2 * MS_PER_HOUR, first + 4 * MS_PER_HOUR]
+        } else {
+            vec![first]
+        };
+        let last = times.len() - 1;
+        for (i, t) in times.into_iter().enumerate() {
+            acc.push(Access {
+                t,
+                staff: s,
+                patient,
+                kind: 0,
+                break_glass: true,
+                label: if i == last {
+                    Label::Violation("break_glass_misuse")
+                } else {
+                    Label::Normal
+                },
+            });
+        }
+        made += 1;
+    }
+
+    // Fuzzy family: a relative whose family name is spelt differently, at the user's home
+    // address written another way.
+    let mut made = 0;
+    for _ in 0..k * 20 {
+        if made == k {
+            break;
+        }
+        let Some(s) = pick(rng, &clinical) else { break };
+        let Some(fam) = variant(&h.staff[s].family) else {
+            continue;
+        };
+        let addr = h.staff[s].addr;
+        let p = h.add_special_patient(fam, Some(addr));
+        h.patients[p].alt_address = true;
+        acc.push(Access {
+            t: shift_time(h, rng, h.staff[s].shift),
+            staff: s,
+            patient: p,
+            kind: kind(rng),
+            break_glass: false,
+            label: Label::Violation("family_fuzzy"),
+        });
+        made += 1;
+    }
+
+    // First-time sensitive or VIP record, by a user from outside the patient's departments.
+    let pool: Vec<usize> = (0..h.patients.len())
+        .filter(|&p| h.patients[p].vip || h.patients[p].sensitive.is_some())
+        .collect();
+    let mut used = std::collections::HashSet::new();
+    let mut made = 0;
+    for _ in 0..k * 50 {
+        if made == k {
+            break;
+        }
+        let (Some(s), Some(p)) = (pick(rng, &clinical), pick(rng, &pool)) else {
+            break;
+        };
+        if h.related(s, p) || h.staff[s].self_patient == Some(p) || !used.insert((s, p)) {
+            continue;
+        }
+        acc.push(Access {
+            t: shift_time(h, rng, h.staff[s].shift),
+            staff: s,
+            patient: p,
+            kind: kind(rng),
+            break_glass: false,
+            label: Label::Violation("first_time_sensitive"),
+        });
+        made += 1;
     }
 }
 

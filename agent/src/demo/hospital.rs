@@ -128,6 +128,25 @@ impl Addr {
         self.street == other.street && self.kind == other.kind && self.city == other.city
     }
 
+    /// As [`Addr::json`], the way another clerk types it: "12 OAK ST.".
+    fn json_abbreviated(&self) -> String {
+        let (city, zip) = CITIES[self.city as usize];
+        let kind = match STREET_KINDS[self.kind as usize] {
+            "Street" => "ST.",
+            "Avenue" => "AVE",
+            "Road" => "RD.",
+            "Lane" => "LN",
+            "Drive" => "DR.",
+            "Court" => "CT",
+            other => other,
+        };
+        format!(
+            r#"[{{"use":"home","line":["{} {} {kind}"],"city":"{city}","postalCode":"{zip}"}}]"#,
+            self.number,
+            STREETS[self.street as usize].to_uppercase()
+        )
+    }
+
     fn json(&self) -> String {
         let (city, zip) = CITIES[self.city as usize];
         format!(
@@ -168,6 +187,8 @@ pub struct Patient {
     pub employee_of: Option<usize>,
     /// Created for an injection (household, neighbour): no encounters, no normal traffic.
     pub special: bool,
+    /// The address is written the other way (abbreviated, upper case), as another clerk would.
+    pub alt_address: bool,
     pub encounters: Vec<usize>,
 }
 
@@ -570,7 +591,14 @@ impl Hospital {
                 .unwrap_or_default();
             let addr = p
                 .addr
-                .map(|a| format!(r#","address":{}"#, a.json()))
+                .map(|a| {
+                    let json = if p.alt_address {
+                        a.json_abbreviated()
+                    } else {
+                        a.json()
+                    };
+                    format!(r#","address":{json}"#)
+                })
                 .unwrap_or_default();
             writeln!(
                 pt,

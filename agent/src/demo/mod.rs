@@ -9,7 +9,7 @@ mod hospital;
 mod names;
 pub mod score;
 
-pub use day::{CATEGORIES, HARD_NEGATIVES};
+pub use day::{CATEGORIES, HARD_NEGATIVES, PLUGIN_CATEGORIES};
 
 use crate::context::load_context;
 use crate::detect::PolicyPack;
@@ -123,8 +123,22 @@ pub fn run(o: &DemoOptions) -> Result<()> {
         std::fs::File::create(&findings_path)
             .with_context(|| format!("creating {}", findings_path.display()))?,
     );
-    let mut store = Store::open(&dir.join("phiwatch.db"))?;
-    let mut pipeline = Pipeline::new(&context, &settings, &pack);
+    // A fresh store each run: plugin state (baselines, first-seen pairs) from an earlier run
+    // over the same day would make this run's accesses look familiar.
+    let db = dir.join("phiwatch.db");
+    for f in [
+        db.clone(),
+        dir.join("phiwatch.db-wal"),
+        dir.join("phiwatch.db-shm"),
+    ] {
+        if f.exists() {
+            std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+        }
+    }
+    let mut store = Store::open(&db)?;
+    let plugins = crate::plugin::PluginInputs::shipped().load()?;
+    let plugins = crate::plugin::PluginSet::new(&plugins, Some(store.conn()), Default::default())?;
+    let mut pipeline = Pipeline::new(&context, &settings, &pack).with_plugins(plugins);
     let summary = scan_files(
         std::slice::from_ref(&ds.events),
         &mut pipeline,
@@ -140,7 +154,8 @@ pub fn run(o: &DemoOptions) -> Result<()> {
 
     let findings = read_findings(&findings_path)?;
     let truth = std::fs::read_to_string(&ds.truth)?;
-    let score = score::score(&truth, &findings)?;
+    let mut score = score::score(&truth, &findings)?;
+    score.set_total_events(summary.events as usize);
     print!("{}", score.render());
     if o.out.is_some() {
         println!(

@@ -24,6 +24,12 @@ pub struct Score {
     pub hard_negatives: BTreeMap<String, (usize, usize)>,
     pub findings: usize,
     pub by_severity: BTreeMap<Severity, usize>,
+    /// Labelled events (violations and hard negatives).
+    pub labelled: usize,
+    /// Unlabelled (normal) events, once the total is known ([`Score::set_total_events`]).
+    pub normal_events: usize,
+    /// Normal events a plugin flagged high or critical.
+    pub plugin_false_high: usize,
 }
 
 impl Score {
@@ -33,6 +39,15 @@ impl Score {
         } else {
             self.high_true as f64 / self.high_findings as f64
         }
+    }
+
+    pub fn set_total_events(&mut self, total: usize) {
+        self.normal_events = total.saturating_sub(self.labelled);
+    }
+
+    /// False high-severity plugin findings per 10,000 normal events.
+    pub fn plugin_false_high_per_10k(&self) -> f64 {
+        10_000.0 * self.plugin_false_high as f64 / self.normal_events.max(1) as f64
     }
 
     pub fn min_recall(&self) -> f64 {
@@ -58,6 +73,14 @@ impl Score {
             self.high_true,
             self.high_findings
         ));
+        if self.normal_events > 0 {
+            s.push_str(&format!(
+                "  plugins: {} normal events of {} flagged high or critical ({:.2} per 10,000)\n",
+                self.plugin_false_high,
+                self.normal_events,
+                self.plugin_false_high_per_10k()
+            ));
+        }
         for (sc, &(n, f)) in &self.hard_negatives {
             s.push_str(&format!(
                 "  hard negative {sc:<20} {n:>5} events, {f} flagged high or critical\n"
@@ -89,6 +112,8 @@ pub fn score(truth_ndjson: &str, findings: &[Finding]) -> anyhow::Result<Score> 
             _ => anyhow::bail!("truth line {}: unknown kind", i + 1),
         }
     }
+    sc.labelled = expected.len() + negatives.len();
+    let mut plugin_false: HashSet<&str> = HashSet::new();
     let mut caught: HashSet<(&str, &str)> = HashSet::new();
     let mut negative_flagged: HashSet<&str> = HashSet::new();
     for f in findings {
@@ -107,8 +132,15 @@ pub fn score(truth_ndjson: &str, findings: &[Finding]) -> anyhow::Result<Score> 
             if negatives.contains_key(&f.event_id) {
                 negative_flagged.insert(f.event_id.as_str());
             }
+            if f.detector.starts_with("plugin:")
+                && !expected.contains_key(&f.event_id)
+                && !negatives.contains_key(&f.event_id)
+            {
+                plugin_false.insert(f.event_id.as_str());
+            }
         }
     }
+    sc.plugin_false_high = plugin_false.len();
     for (_, c) in caught {
         sc.recall.entry(c.to_owned()).or_default().1 += 1;
     }
