@@ -8,14 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
-/// Crates built, and whether the agent embeds them.
-const PLUGINS: &[(&str, bool)] = &[
-    ("volume-anomaly", true),
-    ("break-glass", true),
-    ("family-match", true),
-    ("first-access", true),
-    ("night-export", false),
-    ("hostile-plugin", false),
+/// Crates built, and whether the agent embeds them: shipped detection plugins, the tutorial
+/// plugin (`phiwatch bench --plugins` measures it), test-only plugins.
+#[derive(PartialEq)]
+enum Use {
+    Shipped,
+    Tutorial,
+    TestOnly,
+}
+
+const PLUGINS: &[(&str, Use)] = &[
+    ("volume-anomaly", Use::Shipped),
+    ("break-glass", Use::Shipped),
+    ("family-match", Use::Shipped),
+    ("first-access", Use::Shipped),
+    ("night-export", Use::Tutorial),
+    ("hostile-plugin", Use::TestOnly),
 ];
 
 fn main() {
@@ -67,21 +75,24 @@ fn main() {
     }
     let built = target_dir.join(TARGET).join("release");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    let mut embedded = String::from("&[\n");
-    for (name, embed) in PLUGINS {
+    let mut shipped = String::from("&[\n");
+    for (name, role) in PLUGINS {
+        if *role == Use::TestOnly {
+            continue;
+        }
         let file = format!("{}.wasm", name.replace('-', "_"));
         let src = built.join(&file);
-        if *embed {
-            let dst = out.join(&file);
-            std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
-            embedded.push_str(&format!(
-                "    ({name:?}, include_bytes!({:?}).as_slice()),\n",
-                dst.display().to_string()
-            ));
+        let dst = out.join(&file);
+        std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+        let include = format!("include_bytes!({:?}).as_slice()", dst.display().to_string());
+        match role {
+            Use::Shipped => shipped.push_str(&format!("    ({name:?}, {include}),\n")),
+            _ => std::fs::write(out.join("tutorial_plugin.rs"), include)
+                .expect("writing tutorial_plugin.rs"),
         }
     }
-    embedded.push_str("]\n");
-    std::fs::write(out.join("shipped_plugins.rs"), embedded).expect("writing shipped_plugins.rs");
+    shipped.push_str("]\n");
+    std::fs::write(out.join("shipped_plugins.rs"), shipped).expect("writing shipped_plugins.rs");
     println!("cargo:rustc-env=PHIWATCH_WASM_DIR={}", built.display());
 }
 

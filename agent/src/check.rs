@@ -60,6 +60,7 @@ pub fn check(config_path: &Path) -> Checked {
         }
         None => c.summary.push("policies: the built-in pack".into()),
     }
+    check_plugins(&cfg, &mut c);
     if let Some(dir) = &cfg.context {
         match crate::context::load_context(dir, &settings) {
             Ok((store, stats)) => {
@@ -252,5 +253,68 @@ fn check_receivers(r: &Routing, c: &mut Checked) {
             }
             Receiver::Syslog(_) => {}
         }
+    }
+}
+
+/// Every plugin is verified (pin, exports, settings, exposure) one by one, so one bad plugin
+/// does not hide the next. Nothing is cached: `check` writes nothing.
+fn check_plugins(cfg: &Config, c: &mut Checked) {
+    let inputs = cfg.plugin_inputs();
+    let mut names = std::collections::HashSet::new();
+    for spec in inputs.resolved() {
+        match crate::plugin::Compiled::load(&spec, None) {
+            Ok(p) => {
+                if !names.insert(p.name.to_string()) {
+                    c.problems.push(format!(
+                        "plugin {}: the name is used by another plugin",
+                        p.name
+                    ));
+                }
+                let d = &p.description;
+                c.summary.push(format!(
+                    "plugin {} {} ({}): categories {}; timeout {} ms, memory {} MiB{}",
+                    d.name,
+                    d.version,
+                    p.source,
+                    d.categories.join(", "),
+                    p.spec.timeout_ms,
+                    p.spec.memory_mb,
+                    grants(&p.spec.grant)
+                ));
+            }
+            Err(e) => c.problems.push(e.to_string()),
+        }
+    }
+    if !inputs.shipped && inputs.specs.is_empty() {
+        c.summary
+            .push("plugins: none (shipped_plugins = false)".into());
+    }
+}
+
+fn grants(g: &crate::plugin::Grant) -> String {
+    let mut parts = Vec::new();
+    if !g.dirs.is_empty() {
+        parts.push(format!("{} read-only dir(s)", g.dirs.len()));
+    }
+    if !g.env.is_empty() {
+        parts.push(format!("env {}", g.env.join(",")));
+    }
+    if g.clock {
+        parts.push("clock".into());
+    }
+    if !g.connect.is_empty() {
+        parts.push(format!(
+            "connect to {}",
+            g.connect
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; granted {}", parts.join(", "))
     }
 }

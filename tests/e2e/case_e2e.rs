@@ -201,7 +201,7 @@ fn from_alert_to_closed_case_with_a_verified_log() {
         "user rn-ben: role nurse, department cardiology, active",
         "patient pt-star: VIP",
         "state determined",
-        "rn-ben view pt-star [vip-pos] vip-record",
+        "rn-ben view pt-star [vip-pos] plugin:first-access,vip-record",
         "2026-04-01 California Department of Public Health",
         "2026-04-11 Texas Attorney General",
         "2026-05-09 261 affected individual(s)",

@@ -103,9 +103,12 @@ fn demo_catches_every_injected_category() {
     );
     assert!(negatives.len() >= 60, "hard negatives: {}", negatives.len());
 
-    // The same data set scanned by hand gives the same findings (and a replay stores none).
+    // The same data set scanned by hand gives the same policy findings (and a replay stores
+    // none). Plugins are left out: their state from the demo run rightly changes their view
+    // of a second pass over the same day (first accesses are no longer first).
     let again = common::phiwatch(&[
         "scan",
+        "--no-plugins",
         "--store",
         dir.path().join("phiwatch.db").to_str().unwrap(),
         "--context",
@@ -114,6 +117,10 @@ fn demo_catches_every_injected_category() {
         dir.path().join("events.ndjson").to_str().unwrap(),
     ]);
     assert!(again.status.success());
-    assert_eq!(common::findings(&again.stdout).len(), findings.len());
+    let policy_findings = findings
+        .iter()
+        .filter(|f| !f["detector"].as_str().unwrap_or("").starts_with("plugin:"))
+        .count();
+    assert_eq!(common::findings(&again.stdout).len(), policy_findings);
     assert!(common::text(&again.stderr).contains("(0 new in store)"));
 }

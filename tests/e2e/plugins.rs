@@ -75,11 +75,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let mut settings = Settings::default();
-        settings.timezone = chrono_tz::UTC;
         Harness {
             ctx: ContextStore::default(),
-            settings,
+            settings: Settings {
+                timezone: chrono_tz::UTC,
+                ..Settings::default()
+            },
             pack: PolicyPack::embedded(),
             metrics: Arc::new(PluginMetrics::default()),
         }

@@ -9,8 +9,10 @@ fn clinic_scan(extra: &[&str]) -> (std::process::Output, Vec<serde_json::Value>)
     let fx = common::fixtures().join("clinic");
     let ctx = fx.join("context");
     let events = fx.join("events.ndjson");
+    // The clinic fixture specifies the Cedar pack; the plugins' view is tested apart.
     let mut args = vec![
         "scan",
+        "--no-plugins",
         "--context",
         ctx.to_str().unwrap(),
         "--events",
@@ -180,4 +182,28 @@ fn missing_event_file_is_a_clear_error() {
     assert!(!out.status.success());
     let err = common::text(&out.stderr);
     assert!(err.contains("/nonexistent/events.ndjson"), "{err}");
+}
+
+#[test]
+fn scan_runs_the_shipped_plugins_unless_told_not_to() {
+    let fx = common::fixtures().join("clinic");
+    let out = common::phiwatch(&[
+        "scan",
+        "--no-store",
+        "--context",
+        fx.join("context").to_str().unwrap(),
+        "--events",
+        fx.join("events.ndjson").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let plugin: Vec<_> = common::findings(&out.stdout)
+        .into_iter()
+        .filter(|f| f["detector"].as_str().unwrap().starts_with("plugin:"))
+        .collect();
+    // rn-ben's first look at the VIP chart, from another department with no relationship;
+    // ed-dee's (an appointment explains it) is not reported.
+    assert_eq!(plugin.len(), 1, "{plugin:?}");
+    assert_eq!(plugin[0]["event_id"], "vip-pos");
+    assert_eq!(plugin[0]["category"], "first_time_sensitive");
+    assert_eq!(plugin[0]["detector"], "plugin:first-access");
 }

@@ -27,13 +27,18 @@ pub struct Pending {
     pub facts: FactKey,
 }
 
-/// Builds batches, interning users and patients so each appears once per batch.
+/// Builds batches, interning users, patients and role and department names so each crosses
+/// into the sandbox once per batch.
 pub struct Builder<'c> {
     ctx: &'c ContextStore,
     batch: t::Batch,
-    users: AHashMap<&'c str, u32>,
+    /// Context index (or, for ids the context lacks, the id) → index in the batch.
+    users: AHashMap<UserIx, u32>,
     unknown_users: AHashMap<String, u32>,
-    patients: AHashMap<String, u32>,
+    patients: AHashMap<PatientIx, u32>,
+    unknown_patients: AHashMap<String, u32>,
+    /// (is a department, interner index) → index into `batch.names`.
+    names: AHashMap<(bool, u32), u32>,
 }
 
 impl<'c> Builder<'c> {
@@ -41,6 +46,7 @@ impl<'c> Builder<'c> {
         Builder {
             ctx,
             batch: t::Batch {
+                names: Vec::new(),
                 users: Vec::new(),
                 patients: Vec::new(),
                 accesses: Vec::new(),
@@ -48,6 +54,8 @@ impl<'c> Builder<'c> {
             users: AHashMap::new(),
             unknown_users: AHashMap::new(),
             patients: AHashMap::new(),
+            unknown_patients: AHashMap::new(),
+            names: AHashMap::new(),
         }
     }
 
@@ -59,12 +67,16 @@ impl<'c> Builder<'c> {
         names: bool,
         addresses: bool,
     ) -> &t::Batch {
+        self.batch.names.clear();
+        self.batch.names.push(String::new());
         self.batch.users.clear();
         self.batch.patients.clear();
         self.batch.accesses.clear();
         self.users.clear();
         self.unknown_users.clear();
         self.patients.clear();
+        self.unknown_patients.clear();
+        self.names.clear();
         for (i, p) in chunk.iter().enumerate() {
             let Some(ev) = accesses.get(p.ix) else {
                 continue;
@@ -90,10 +102,27 @@ impl<'c> Builder<'c> {
                 department_encounter: f.has(ctx_flag::DEPARTMENT_ENCOUNTER),
                 encounter_near: f.has(ctx_flag::ENCOUNTER_NEAR),
                 succeeded: f.has(ctx_flag::SUCCEEDED),
-                workstation: ev.workstation.clone(),
+                workstation: (!ev.workstation.is_empty()).then(|| ev.workstation.clone()),
             });
         }
         &self.batch
+    }
+
+    fn name(&mut self, department: bool, ix: u32) -> u32 {
+        if ix == NONE {
+            return 0;
+        }
+        let next = self.batch.names.len() as u32;
+        let slot = *self.names.entry((department, ix)).or_insert(next);
+        if slot == next {
+            let interner = if department {
+                &self.ctx.departments
+            } else {
+                &self.ctx.roles
+            };
+            self.batch.names.push(interner.name(ix).to_owned());
+        }
+        slot
     }
 
     fn user(&mut self, p: &Pending, ev: &AccessEvent, names: bool, addresses: bool) -> u32 {
@@ -104,33 +133,27 @@ impl<'c> Builder<'c> {
             if slot == next {
                 self.batch.users.push(t::User {
                     id: ev.user.clone(),
-                    role: String::new(),
-                    department: String::new(),
+                    role: 0,
+                    department: 0,
                     clinical: false,
-                    family_name: String::new(),
-                    address: String::new(),
+                    family_name: None,
+                    address: None,
                 });
             }
             return slot;
         };
         let u = ctx.user_facts(ix);
-        let slot = *self.users.entry(u.id.as_str()).or_insert(next);
+        let slot = *self.users.entry(ix).or_insert(next);
         if slot == next {
+            let role = self.name(false, ctx.user_role_ix(ix));
+            let department = self.name(true, ctx.user_department_ix(ix));
             self.batch.users.push(t::User {
                 id: u.id.clone(),
-                role: ctx.roles.name(ctx.user_role_ix(ix)).to_owned(),
-                department: ctx.departments.name(ctx.user_department_ix(ix)).to_owned(),
+                role,
+                department,
                 clinical: p.facts.user & user_flag::CLINICAL != 0,
-                family_name: if names {
-                    u.written.family.to_string()
-                } else {
-                    String::new()
-                },
-                address: if addresses {
-                    u.written.address.to_string()
-                } else {
-                    String::new()
-                },
+                family_name: written(names, &u.written.family),
+                address: written(addresses, &u.written.address),
             });
         }
         slot
@@ -140,10 +163,19 @@ impl<'c> Builder<'c> {
         let ctx = self.ctx;
         let id = ev.patient.as_deref().unwrap_or("");
         let next = self.batch.patients.len() as u32;
-        if let Some(&slot) = self.patients.get(id) {
+        let slot = match p.patient {
+            Some(ix) => *self.patients.entry(ix).or_insert(next),
+            None => match self.unknown_patients.get(id) {
+                Some(&slot) => slot,
+                None => {
+                    self.unknown_patients.insert(id.to_owned(), next);
+                    next
+                }
+            },
+        };
+        if slot != next {
             return slot;
         }
-        self.patients.insert(id.to_owned(), next);
         let f = &p.facts;
         let mut patient = t::Patient {
             id: id.to_owned(),
@@ -152,29 +184,27 @@ impl<'c> Builder<'c> {
             sensitive: f.sensitive != 0,
             restricted: f.patient & patient_flag::RESTRICTED != 0,
             employee: f.patient & patient_flag::EMPLOYEE != 0,
-            family_name: String::new(),
-            address: String::new(),
+            family_name: None,
+            address: None,
         };
         if let Some(ix) = p.patient {
             let pf = ctx.patient_facts(ix);
             for e in ctx.encounters_of(ix) {
-                if e.department != NONE {
-                    let d = ctx.departments.name(e.department);
-                    if !patient.departments.iter().any(|x| x == d) {
-                        patient.departments.push(d.to_owned());
-                    }
+                let d = self.name(true, e.department);
+                if d != 0 && !patient.departments.contains(&d) {
+                    patient.departments.push(d);
                 }
             }
-            if names {
-                patient.family_name = pf.written.family.to_string();
-            }
-            if addresses {
-                patient.address = pf.written.address.to_string();
-            }
+            patient.family_name = written(names, &pf.written.family);
+            patient.address = written(addresses, &pf.written.address);
         }
         self.batch.patients.push(patient);
         next
     }
+}
+
+fn written(exposed: bool, text: &str) -> Option<String> {
+    (exposed && !text.is_empty()).then(|| text.to_owned())
 }
 
 fn relationships(bits: u8) -> t::Relationships {
@@ -191,14 +221,21 @@ fn relationships(bits: u8) -> t::Relationships {
     r
 }
 
-/// What a finding needs of an access that may have left the current batch.
+/// What a finding needs of an access that may have left the current batch. Users and
+/// patients known to the context are kept as indexes (a reload builds a new plugin set, and
+/// with it a new ring); only unknown ones keep their id.
 struct Recent {
     event_id: String,
     time_ms: i64,
-    user: String,
-    department: String,
-    patient: String,
+    user: Who,
+    patient: Who,
     action: Action,
+}
+
+enum Who {
+    User(UserIx),
+    Patient(PatientIx),
+    Unknown(String),
 }
 
 /// The most recent accesses by id: ids are consecutive, so lookup is an index.
@@ -217,7 +254,7 @@ impl Ring {
         }
     }
 
-    pub fn push(&mut self, id: u64, ev: &AccessEvent, ctx: &ContextStore, p: &Pending) {
+    pub fn push(&mut self, id: u64, ev: &AccessEvent, p: &Pending) {
         if self.items.is_empty() || id != self.first + self.items.len() as u64 {
             self.items.clear();
             self.first = id;
@@ -229,12 +266,13 @@ impl Ring {
         self.items.push_back(Recent {
             event_id: ev.id.clone(),
             time_ms: ev.time_ms,
-            user: ev.user.clone(),
-            department: p
+            user: p
                 .user
-                .map(|u| ctx.departments.name(ctx.user_department_ix(u)).to_owned())
-                .unwrap_or_default(),
-            patient: ev.patient.clone().unwrap_or_default(),
+                .map_or_else(|| Who::Unknown(ev.user.clone()), Who::User),
+            patient: p.patient.map_or_else(
+                || Who::Unknown(ev.patient.clone().unwrap_or_default()),
+                Who::Patient,
+            ),
             action: ev.action,
         });
     }
@@ -245,7 +283,13 @@ impl Ring {
     }
 
     /// One agent finding per access the plugin's finding names (alerts fold them together).
-    pub fn findings(&self, c: &Compiled, f: t::Finding, out: &mut Vec<Finding>) {
+    pub fn findings(
+        &self,
+        ctx: &ContextStore,
+        c: &Compiled,
+        f: t::Finding,
+        out: &mut Vec<Finding>,
+    ) {
         if !c.description.categories.contains(&f.category) {
             tracing::warn!(plugin = %c.name, category = %f.category, "plugin reported a category it did not declare; finding dropped");
             return;
@@ -273,12 +317,25 @@ impl Ring {
             let Some(r) = self.get(*id) else {
                 continue;
             };
+            let (user, department) = match &r.user {
+                Who::User(u) => (
+                    ctx.user_facts(*u).id.clone(),
+                    ctx.departments.name(ctx.user_department_ix(*u)).to_owned(),
+                ),
+                Who::Patient(_) => (String::new(), String::new()),
+                Who::Unknown(id) => (id.clone(), String::new()),
+            };
+            let patient = match &r.patient {
+                Who::Patient(p) => ctx.patient_facts(*p).id.clone(),
+                Who::User(_) => String::new(),
+                Who::Unknown(id) => id.clone(),
+            };
             out.push(Finding {
                 event_id: r.event_id.clone(),
                 time: crate::time::format_ms(r.time_ms),
-                user: r.user.clone(),
-                department: r.department.clone(),
-                patient: r.patient.clone(),
+                user,
+                department,
+                patient,
                 action: r.action.as_str().to_owned(),
                 category: f.category.clone(),
                 severity,

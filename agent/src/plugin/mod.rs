@@ -8,6 +8,7 @@
 //! never wait on a failed plugin for longer than its deadline.
 
 mod batch;
+pub mod bench;
 mod cache;
 pub mod sandbox;
 pub mod state;
@@ -32,6 +33,9 @@ use thiserror::Error;
 
 /// The plugins built from `plugins/` and embedded in the binary: (name, component).
 pub const SHIPPED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/shipped_plugins.rs"));
+
+/// The tutorial plugin (plugins/night-export), which `phiwatch bench --plugins` measures.
+pub const TUTORIAL: &[u8] = include!(concat!(env!("OUT_DIR"), "/tutorial_plugin.rs"));
 
 /// Where the build put every plugin component, the test plugins included.
 pub const BUILD_DIR: &str = env!("PHIWATCH_WASM_DIR");
@@ -260,6 +264,7 @@ impl Compiled {
             }
             (Some(b), None) => SHIPPED
                 .iter()
+                .chain(std::iter::once(&("night-export", TUTORIAL)))
                 .find(|(n, _)| n == b)
                 .map(|(_, bytes)| bytes.to_vec())
                 .ok_or_else(|| {
@@ -563,7 +568,7 @@ impl PluginSet {
         self.next_id += pending.len() as u64;
         for (i, p) in pending.iter().enumerate() {
             if let Some(ev) = accesses.get(p.ix) {
-                self.ring.push(first_id + i as u64, ev, ctx, p);
+                self.ring.push(first_id + i as u64, ev, p);
             }
         }
         let mut builder = batch::Builder::new(ctx);
@@ -582,7 +587,7 @@ impl PluginSet {
                     Ok(out) => {
                         let before = findings.len();
                         for f in out {
-                            self.ring.findings(&c, f, findings);
+                            self.ring.findings(ctx, &c, f, findings);
                         }
                         let n = (findings.len() - before) as u64;
                         self.metrics.update(&c.name, |m| m.findings += n);

@@ -76,10 +76,11 @@ impl Detector for BreakGlass {
             let patient = batch.patient_of(a);
             // Peers: same role and department; while that group is too small to trust, the
             // department, then the role.
+            let (role, department) = (batch.role_of(user), batch.department_of(user));
             let groups = [
-                format!("{}|{}", user.role, user.department),
-                format!("|{}", user.department),
-                format!("{}|", user.role),
+                format!("{role}|{department}"),
+                format!("|{department}"),
+                format!("{role}|"),
             ];
             // The rate before this access: the question is whether peers needed it before.
             let before = groups
@@ -114,7 +115,7 @@ impl Detector for BreakGlass {
                         Severity::High,
                         format!(
                             "User {} ({}, {}) broke the glass on patient {}'s record {} times within {} hours; emergency access is for a one-off emergency, not a standing way in.",
-                            user.id, user.role, user.department, patient.id, times.len(), self.s.repeat_window_hours
+                            user.id, role, department, patient.id, times.len(), self.s.repeat_window_hours
                         ),
                         a.id,
                     )
@@ -133,7 +134,7 @@ impl Detector for BreakGlass {
                         Severity::Medium,
                         format!(
                             "User {} ({}, {}) broke the glass on patient {}'s record; users in this role and department break the glass in {per_thousand:.2} of 1,000 accesses and this user had not before.",
-                            user.id, user.role, user.department, patient.id
+                            user.id, role, department, patient.id
                         ),
                         a.id,
                     )
@@ -160,7 +161,7 @@ mod tests {
     use phiwatch_plugin_sdk::testing::{access, batch_of};
 
     fn radiology(t: i64, user: &str, patient: &str) -> phiwatch_plugin_sdk::testing::TestAccess {
-        access(t, user, patient).user(|u| u.department = "Radiology".into())
+        access(t, user, patient).department("Radiology")
     }
 
     #[test]
@@ -171,7 +172,7 @@ mod tests {
         let b: Vec<_> = (0..3)
             .map(|i| {
                 access(i * 4 * HOUR, "ed1", "p1")
-                    .user(|u| u.department = "Emergency".into())
+                    .department("Emergency")
                     .with(|a| a.break_glass = true)
             })
             .collect();
@@ -202,13 +203,13 @@ mod tests {
         let mut e: Vec<_> = (0..200)
             .map(|i| {
                 access(i * 1000, "e1", &format!("q{i}"))
-                    .user(|u| u.department = "Emergency".into())
+                    .department("Emergency")
                     .with(|a| a.break_glass = i % 20 == 0)
             })
             .collect();
         e.push(
             access(400_000, "e2", "qx")
-                .user(|u| u.department = "Emergency".into())
+                .department("Emergency")
                 .with(|a| a.break_glass = true),
         );
         d.detect(&batch_of(e), &mut out);

@@ -36,17 +36,19 @@ pub struct FamilyMatch {
 
 /// Score of a user-patient pair and why, or `None` when nothing links them.
 pub fn assess(s: &Settings, user: &User, patient: &Patient) -> Option<(f64, Nearness, f64)> {
-    if user.family_name.is_empty() || patient.family_name.is_empty() {
+    let (Some(user_name), Some(patient_name)) = (&user.family_name, &patient.family_name) else {
         return None;
-    }
-    let exact_name = text::fold_name(&user.family_name) == text::fold_name(&patient.family_name);
-    let sim = text::name_similarity(&user.family_name, &patient.family_name);
+    };
+    let user_address = user.address.as_deref().unwrap_or("");
+    let patient_address = patient.address.as_deref().unwrap_or("");
+    let exact_name = text::fold_name(user_name) == text::fold_name(patient_name);
+    let sim = text::name_similarity(user_name, patient_name);
     if sim < s.name_threshold {
         return None;
     }
     let near = match (
-        text::parse_address(&user.address),
-        text::parse_address(&patient.address),
+        text::parse_address(user_address),
+        text::parse_address(patient_address),
     ) {
         (Some(ua), Some(pa)) => text::nearness(&ua, &pa),
         _ => Nearness::Unrelated,
@@ -54,12 +56,12 @@ pub fn assess(s: &Settings, user: &User, patient: &Patient) -> Option<(f64, Near
     if near == Nearness::Unrelated {
         return None;
     }
-    let exact_address = near == Nearness::SameHousehold
-        && user.address.to_lowercase() == patient.address.to_lowercase();
-    if exact_name && exact_address {
+    // The Cedar pack already judges the same name at the same (normalised) address: family,
+    // or the user's own chart.
+    if exact_name && near == Nearness::SameHousehold {
         return None;
     }
-    let rarity = text::name_rarity(&patient.family_name).min(text::name_rarity(&user.family_name));
+    let rarity = text::name_rarity(patient_name).min(text::name_rarity(user_name));
     let place = if near == Nearness::SameHousehold {
         1.0
     } else {
@@ -118,7 +120,7 @@ impl Detector for FamilyMatch {
                     severity,
                     format!(
                         "User {} ({}, {}) opened the record of patient {}, whose family name closely matches the user's (similarity {sim:.2}) and who lives {place}, with no care relationship.",
-                        user.id, user.role, user.department, patient.id
+                        user.id, batch.role_of(user), batch.department_of(user), patient.id
                     ),
                     a.id,
                 )
@@ -139,12 +141,12 @@ mod tests {
         let mut d = FamilyMatch::configure("{}").unwrap();
         let a = access(1, "u1", "p1")
             .user(|u| {
-                u.family_name = user_name.into();
-                u.address = user_addr.into();
+                u.family_name = Some(user_name.into());
+                u.address = Some(user_addr.into());
             })
             .patient(|p| {
-                p.family_name = pt_name.into();
-                p.address = pt_addr.into();
+                p.family_name = Some(pt_name.into());
+                p.address = Some(pt_addr.into());
             });
         let mut out = Vec::new();
         d.detect(&batch_of(vec![a]), &mut out);

@@ -1,5 +1,5 @@
 //! First-time access to a sensitive or VIP record by a user from outside the patient's
-//! departments who is not treating the patient. The pairs already seen are kept in plugin
+//! departments with no care relationship to the patient. The pairs already seen are kept in plugin
 //! state, so a restart does not make every user "new" again.
 
 use phiwatch_plugin_sdk::prelude::*;
@@ -68,30 +68,25 @@ impl Detector for FirstAccess {
                 continue;
             }
             let _ = state::set(&key, &[1]);
-            let treating = a
-                .relationships
-                .intersects(Relationships::CARE_TEAM | Relationships::ENCOUNTER);
-            let own_department = !user.department.is_empty()
-                && patient.departments.iter().any(|d| *d == user.department);
-            if treating || own_department || a.department_encounter {
+            // Any care relationship (an appointment too) or the patient's own department
+            // explains a first look.
+            let related = !a.relationships.is_empty();
+            let own_department = batch.in_patient_departments(user, patient);
+            if related || own_department || a.department_encounter {
                 continue;
             }
-            let severity = if a.relationships.is_empty() {
-                Severity::High
-            } else {
-                Severity::Medium
-            };
+            let severity = Severity::High;
             out.push(
                 Finding::new(
                     "first_time_sensitive",
                     severity,
                     format!(
                         "User {} ({}, {}) opened {kind} record (patient {}) for the first time, from outside the patient's departments and without treating the patient.",
-                        user.id, user.role, user.department, patient.id
+                        user.id, batch.role_of(user), batch.department_of(user), patient.id
                     ),
                     a.id,
                 )
-                .with_score(if severity == Severity::High { 0.9 } else { 0.6 }),
+                .with_score(0.9),
             );
         }
     }
@@ -109,10 +104,9 @@ mod tests {
         state::clear_for_tests();
         let mut d = FirstAccess::configure("{}").unwrap();
         let vip = |t, u: &str| {
-            access(t, u, "vip1").patient(|p| {
-                p.vip = true;
-                p.departments = vec!["Cardiology".into()];
-            })
+            access(t, u, "vip1")
+                .patient(|p| p.vip = true)
+                .patient_departments(&["Cardiology"])
         };
         let mut out = Vec::new();
         d.detect(&batch_of(vec![vip(1, "n1"), vip(2, "n1")]), &mut out);
@@ -120,7 +114,7 @@ mod tests {
         assert_eq!(out[0].severity, Severity::High);
         // The patient's own department and the care team are not flagged.
         let mut out = Vec::new();
-        let cardio = vip(3, "c1").user(|u| u.department = "Cardiology".into());
+        let cardio = vip(3, "c1").department("Cardiology");
         let team = vip(4, "n2").with(|a| a.relationships = Relationships::CARE_TEAM);
         let plain = access(5, "n3", "p-plain");
         d.detect(&batch_of(vec![cardio, team, plain]), &mut out);

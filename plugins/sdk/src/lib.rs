@@ -24,6 +24,7 @@
 //! unit-tested with plain `cargo test`; there [`state`] is an in-memory map.
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code: state-set's lowering takes 8 words
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -110,10 +111,22 @@ impl Finding {
     }
 }
 
-/// Lookups from an access to the user and patient it names.
+/// Lookups from an access to the user and patient it names, and of role and department names.
 pub trait BatchExt {
     fn user_of(&self, a: &Access) -> &User;
     fn patient_of(&self, a: &Access) -> &Patient;
+    /// A name from `names` ("" when out of range).
+    fn name(&self, ix: u32) -> &str;
+    fn role_of(&self, u: &User) -> &str {
+        self.name(u.role)
+    }
+    fn department_of(&self, u: &User) -> &str {
+        self.name(u.department)
+    }
+    /// Whether the patient has encounters in the user's department.
+    fn in_patient_departments(&self, u: &User, p: &Patient) -> bool {
+        u.department != 0 && p.departments.contains(&u.department)
+    }
 }
 
 impl BatchExt for Batch {
@@ -122,6 +135,9 @@ impl BatchExt for Batch {
     }
     fn patient_of(&self, a: &Access) -> &Patient {
         &self.patients[a.patient as usize]
+    }
+    fn name(&self, ix: u32) -> &str {
+        self.names.get(ix as usize).map_or("", String::as_str)
     }
 }
 

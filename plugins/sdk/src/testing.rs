@@ -12,6 +12,10 @@ pub struct TestAccess {
     pub user: User,
     pub patient: Patient,
     pub access: Access,
+    /// Role, department and patient departments by name; interned by `batch_of`.
+    pub role: String,
+    pub department: String,
+    pub patient_departments: Vec<String>,
 }
 
 /// A view by a nurse in Medicine at `t` (ms), no relationship, local hour from `t`.
@@ -24,11 +28,11 @@ pub fn access(t: i64, user: &str, patient: &str) -> TestAccess {
     TestAccess {
         user: User {
             id: user.to_owned(),
-            role: "nurse".to_owned(),
-            department: "Medicine".to_owned(),
+            role: 0,
+            department: 0,
             clinical: true,
-            family_name: String::new(),
-            address: String::new(),
+            family_name: None,
+            address: None,
         },
         patient: Patient {
             id: patient.to_owned(),
@@ -37,9 +41,12 @@ pub fn access(t: i64, user: &str, patient: &str) -> TestAccess {
             sensitive: false,
             restricted: false,
             employee: false,
-            family_name: String::new(),
-            address: String::new(),
+            family_name: None,
+            address: None,
         },
+        role: "nurse".to_owned(),
+        department: "Medicine".to_owned(),
+        patient_departments: Vec::new(),
         access: Access {
             id,
             time_ms: t,
@@ -52,12 +59,24 @@ pub fn access(t: i64, user: &str, patient: &str) -> TestAccess {
             department_encounter: false,
             encounter_near: false,
             succeeded: true,
-            workstation: String::new(),
+            workstation: None,
         },
     }
 }
 
 impl TestAccess {
+    pub fn department(mut self, d: &str) -> Self {
+        self.department = d.to_owned();
+        self
+    }
+    pub fn role(mut self, r: &str) -> Self {
+        self.role = r.to_owned();
+        self
+    }
+    pub fn patient_departments(mut self, ds: &[&str]) -> Self {
+        self.patient_departments = ds.iter().map(|d| (*d).to_owned()).collect();
+        self
+    }
     pub fn user(mut self, f: impl FnOnce(&mut User)) -> Self {
         f(&mut self.user);
         self
@@ -74,11 +93,28 @@ impl TestAccess {
 
 pub fn batch_of(items: Vec<TestAccess>) -> Batch {
     let mut b = Batch {
+        names: vec![String::new()],
         users: Vec::new(),
         patients: Vec::new(),
         accesses: Vec::new(),
     };
+    fn intern(names: &mut Vec<String>, n: &str) -> u32 {
+        match names.iter().position(|x| x == n) {
+            Some(i) => i as u32,
+            None => {
+                names.push(n.to_owned());
+                (names.len() - 1) as u32
+            }
+        }
+    }
     for mut it in items {
+        it.user.role = intern(&mut b.names, &it.role);
+        it.user.department = intern(&mut b.names, &it.department);
+        it.patient.departments = it
+            .patient_departments
+            .iter()
+            .map(|d| intern(&mut b.names, d))
+            .collect();
         let u = match b.users.iter().position(|u| u.id == it.user.id) {
             Some(i) => i,
             None => {

@@ -397,7 +397,7 @@ mod tests {
         let b = parse_address("12 N. Oak St #4, springfield, 01101").unwrap();
         assert_eq!(a, b);
         assert_eq!(nearness(&a, &b), Nearness::SameHousehold);
-        let c = parse_address("40 Oak St, Springfield, 01101").unwrap();
+        let c = parse_address("40 N Oak St, Springfield, 01101").unwrap();
         assert_eq!(nearness(&a, &c), Nearness::SameStreet);
         let d = parse_address("12 Oak St, Riverton, 01102").unwrap();
         assert_eq!(nearness(&a, &d), Nearness::Unrelated);

@@ -152,12 +152,12 @@ impl Detector for Volume {
         for a in &batch.accesses {
             let user = batch.user_of(a);
             let patient = &batch.patient_of(a).id;
-            let group = format!("{}|{}", user.role, user.department);
+            let group = format!("{}|{}", batch.role_of(user), batch.department_of(user));
             let hour = a.time_ms.div_euclid(HOUR);
             let w = self.users.entry(user.id.clone()).or_default();
             w.group.clone_from(&group);
             let finished = (w.hour != hour && !w.hour_patients.is_empty())
-                .then(|| (w.hour_patients.len(), w.hour_flagged));
+                .then_some((w.hour_patients.len(), w.hour_flagged));
             if w.hour != hour {
                 w.hour = hour;
                 w.hour_patients.clear();
@@ -220,7 +220,7 @@ impl Detector for Volume {
                     severity,
                     format!(
                         "User {} ({}, {}) opened {n} distinct patients' records within an hour; their baseline allows about {:.0}.",
-                        user.id, user.role, user.department, limit
+                        user.id, batch.role_of(user), batch.department_of(user), limit
                     ),
                     a.id,
                 )

@@ -1,0 +1,125 @@
+//! `phiwatch bench --plugins`: what calling a plugin costs per access, beside the same rule
+//! written in native Rust, in the same run over the same enriched accesses.
+//!
+//! The plugin is the tutorial's night-export rule (exports and prints before 6 a.m.): so
+//! trivial that nearly all of its time is the host's work of handing accesses over (building
+//! the WIT batch, copying it into the sandbox, the call, reading findings back).
+
+use super::{Compiled, PluginMetrics, PluginSet, PluginSpec};
+use crate::context::load_context;
+use crate::decode::{decode_audit_event, Decoded};
+use crate::demo;
+use crate::enrich::Enricher;
+use crate::event::{AccessEvent, Action};
+use crate::settings::Settings;
+use anyhow::{Context as _, Result};
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs `f` over all accesses until at least `min` has passed; ns per access.
+fn per_access(accesses: usize, min: Duration, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let started = Instant::now();
+    let mut rounds = 0u64;
+    while rounds == 0 || started.elapsed() < min {
+        f();
+        rounds += 1;
+    }
+    started.elapsed().as_nanos() as f64 / (rounds as f64 * accesses as f64)
+}
+
+pub fn run(events: usize) -> Result<String> {
+    let settings = Settings::default();
+    let dir = tempfile::tempdir()?;
+    let ds = demo::generate(dir.path(), events, 7, &settings)?;
+    let (context, _) = load_context(&ds.context, &settings).context("loading context")?;
+    let mut enricher = Enricher::new(&context, &settings);
+    let mut accesses: Vec<AccessEvent> = Vec::new();
+    let mut pending = Vec::new();
+    for line in std::io::BufReader::new(std::fs::File::open(&ds.events)?).lines() {
+        if let Ok(Decoded::Access(ev)) = decode_audit_event(line?.as_bytes()) {
+            let e = enricher.enrich(ev);
+            pending.push(super::Pending {
+                ix: accesses.len(),
+                user: e.user,
+                patient: e.patient,
+                facts: e.facts,
+            });
+            accesses.push(e.event);
+        }
+    }
+    let n = accesses.len();
+    let min = Duration::from_millis(1500);
+
+    // The same rule natively, over the same facts.
+    let mut flagged = 0usize;
+    let native = per_access(n, min, || {
+        for p in &pending {
+            let a = &accesses[p.ix];
+            if matches!(a.action, Action::Export | Action::Print) && p.facts.hour < 6 {
+                flagged += 1;
+            }
+        }
+        std::hint::black_box(&mut flagged);
+    });
+
+    let mut out = format!(
+        "plugin call cost over {n} enriched accesses (the night-export rule; release build, one thread)\n  {:<28} {:>10} {:>12} {:>10}\n",
+        "path", "ns/access", "overhead ns", "findings"
+    );
+    out.push_str(&format!(
+        "  {:<28} {native:>10.1} {:>12} {:>10}\n",
+        "native Rust (baseline)", "-", "-"
+    ));
+    let mut builder = super::batch::Builder::new(&context);
+    let build = per_access(n, min, || {
+        for (i, chunk) in pending.chunks(1024).enumerate() {
+            std::hint::black_box(builder.build(chunk, &accesses, (i * 1024) as u64, false, false));
+        }
+    });
+    out.push_str(&format!(
+        "  {:<28} {build:>10.1} {:>12} {:>10}\n",
+        "building batches of 1024", "-", "-"
+    ));
+    let mut ring = super::batch::Ring::new(super::batch::RING_CAPACITY);
+    let ring_ns = per_access(n, min, || {
+        for (i, p) in pending.iter().enumerate() {
+            ring.push(i as u64, &accesses[p.ix], p);
+        }
+    });
+    out.push_str(&format!(
+        "  {:<28} {ring_ns:>10.1} {:>12} {:>10}\n",
+        "recent-access ring", "-", "-"
+    ));
+    for batch in [1usize, 64, 1024] {
+        let mut spec = PluginSpec::builtin("night-export");
+        spec.batch = batch;
+        spec.timeout_ms = 10_000;
+        let compiled = Arc::new(Compiled::load(&spec, None)?);
+        let mut set = PluginSet::new(&[compiled], None, Arc::new(PluginMetrics::default()))?;
+        let mut findings = Vec::new();
+        let (mut changes, mut failures) = (Vec::new(), Vec::new());
+        let mut count = 0usize;
+        let ns = per_access(n, min, || {
+            findings.clear();
+            set.run(
+                &context,
+                &pending,
+                &accesses,
+                &mut findings,
+                &mut changes,
+                &mut failures,
+            );
+            count = findings.len();
+        });
+        anyhow::ensure!(failures.is_empty(), "plugin calls failed: {failures:?}");
+        out.push_str(&format!(
+            "  {:<28} {ns:>10.1} {:>12.1} {count:>10}\n",
+            format!("plugin, batches of {batch}"),
+            ns - native
+        ));
+    }
+    out.push_str("  overhead = plugin path minus the native baseline, per access (target: under 1,000 ns at batches of 64 and 1024)\n");
+    Ok(out)
+}

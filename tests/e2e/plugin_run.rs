@@ -1,0 +1,233 @@
+//! Plugins in the real agent: `check` reports each plugin (and each bad one with its reason),
+//! `run` refuses an unpinned or altered plugin, keeps detecting while a hostile plugin hangs,
+//! counts the failure in /metrics, and keeps plugin state in the store across a restart.
+//! `plugin test` runs one plugin over events for its author.
+
+mod agent;
+mod common;
+
+use agent::{count, metric, start_healthy, wait_for, write_config};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn hostile_wasm() -> PathBuf {
+    PathBuf::from(phiwatch::plugin::BUILD_DIR).join("hostile_plugin.wasm")
+}
+
+fn sha(path: &Path) -> String {
+    use sha2::Digest;
+    phiwatch::plugin::hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn hostile_table(settings: &str, extra: &str) -> String {
+    let p = hostile_wasm();
+    format!(
+        "[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n{extra}[plugin.settings]\n{settings}\n",
+        p.display(),
+        sha(&p)
+    )
+}
+
+#[test]
+fn check_reports_every_plugin_and_every_bad_one() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let good = write_config(
+        d.path(),
+        1,
+        &ctx,
+        &hostile_table("mode = \"trap\"", "timeout_ms = 300\n"),
+    );
+    let out = common::phiwatch(&["check", "--config", good.to_str().unwrap()]);
+    let text = common::text(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for name in [
+        "volume-anomaly",
+        "break-glass",
+        "family-match",
+        "first-access",
+        "hostile",
+    ] {
+        assert!(
+            text.contains(&format!("ok: plugin {name} ")),
+            "{name} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("timeout 300 ms"), "{text}");
+
+    let bad_dir = d.path().join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let wat = common::repo().join("tests/plugins/wrong-exports.wat");
+    let tables = format!(
+        "[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n[[plugin]]\nbuiltin = \"no-such\"\n[[plugin]]\npath = \"{}\"\n",
+        hostile_wasm().display(),
+        "ab".repeat(32),
+        wat.display(),
+        sha(&wat),
+        hostile_wasm().display(),
+    );
+    let bad = write_config(&bad_dir, 1, &ctx, &tables);
+    let out = common::phiwatch(&["check", "--config", bad.to_str().unwrap()]);
+    let text = common::text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("sha256 mismatch"), "{text}");
+    assert!(
+        text.contains("wrong-exports.wat") && text.contains("phiwatch:detector"),
+        "{text}"
+    );
+    assert!(text.contains("no such shipped plugin"), "{text}");
+    assert!(text.contains("must be pinned"), "{text}");
+    assert_eq!(text.matches("error: ").count(), 4, "{text}");
+
+    // The agent refuses to start on an altered plugin, naming it.
+    let out = common::phiwatch(&["run", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        common::text(&out.stderr).contains("sha256 mismatch"),
+        "{}",
+        common::text(&out.stderr)
+    );
+}
+
+#[test]
+fn agent_keeps_detecting_past_a_hanging_plugin_and_keeps_plugin_state() {
+    let d = tempfile::tempdir().unwrap();
+    let set = common::demo_set(&d.path().join("set"), 20_000);
+    let http = agent::free_port();
+    // Hangs on its first call (stopped at the 300 ms deadline), then flags every access.
+    let config = write_config(
+        d.path(),
+        http,
+        &set.join("context"),
+        &hostile_table(
+            "mode = \"loop\"\nfail_first = 1",
+            "timeout_ms = 300\nbatch = 4096\n",
+        ),
+    );
+    let db = d.path().join("data/phiwatch.db");
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
+    std::fs::copy(set.join("events.ndjson"), d.path().join("logs/a.ndjson")).unwrap();
+    let judged = |n: f64| {
+        move || {
+            metric(http, "phiwatch_plugin_accesses_total{plugin=\"hostile\"}")
+                .is_some_and(|v| v >= n)
+        }
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), judged(20_000.0)),
+        "the day was never judged"
+    );
+    let failures = metric(
+        http,
+        "phiwatch_plugin_failures_total{plugin=\"hostile\",kind=\"deadline\"}",
+    );
+    assert_eq!(failures, Some(1.0), "{:?}", agent::get(http, "/metrics"));
+    // Cedar and the shipped plugins judged every batch, the hung one included.
+    for detector in [
+        "plugin:first-access",
+        "plugin:family-match",
+        "plugin:volume-anomaly",
+    ] {
+        let n = count(
+            &db,
+            &format!("SELECT count(*) FROM findings WHERE detector = '{detector}'"),
+        );
+        assert!(n > 0, "{detector}: {n}");
+    }
+    assert!(
+        count(
+            &db,
+            "SELECT count(*) FROM findings WHERE detector NOT LIKE 'plugin:%'"
+        ) > 100
+    );
+    // The hung batch's accesses have no hostile finding; every other access has one.
+    let hostile = count(
+        &db,
+        "SELECT count(DISTINCT event_id) FROM findings WHERE detector = 'plugin:hostile'",
+    );
+    let accesses = count(&db, "SELECT count(*) FROM accesses");
+    assert!(
+        hostile > 0 && hostile < accesses,
+        "hostile {hostile} of {accesses}"
+    );
+    let (status, _) = agent.stop();
+    assert!(status.success());
+
+    // State persisted with the batches: the call counter and the first-seen pairs.
+    let calls = count(
+        &db,
+        "SELECT count(*) FROM plugin_state WHERE plugin = 'hostile' AND key = 'calls'",
+    );
+    assert_eq!(calls, 1);
+    let seen = count(
+        &db,
+        "SELECT count(*) FROM plugin_state WHERE plugin = 'first-access'",
+    );
+    assert!(seen > 0);
+
+    // After a restart the same events arrive again (a copy): first-access knows the pairs.
+    let before = count(
+        &db,
+        "SELECT count(*) FROM findings WHERE detector = 'plugin:first-access'",
+    );
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
+    std::fs::copy(set.join("events.ndjson"), d.path().join("logs/b.ndjson")).unwrap();
+    assert!(wait_for(Duration::from_secs(120), judged(20_000.0)));
+    let (status, _) = agent.stop();
+    assert!(status.success());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM findings WHERE detector = 'plugin:first-access'"
+        ),
+        before
+    );
+}
+
+#[test]
+fn plugin_test_prints_findings_and_failures() {
+    let d = tempfile::tempdir().unwrap();
+    let set = common::demo_set(&d.path().join("set"), 20_000);
+    let ctx = set.join("context");
+    let events = set.join("events.ndjson");
+    let out = common::phiwatch(&[
+        "plugin",
+        "test",
+        "builtin:first-access",
+        "--context",
+        ctx.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let findings = common::findings(&out.stdout);
+    assert!(!findings.is_empty());
+    assert!(findings
+        .iter()
+        .all(|f| f["detector"] == "plugin:first-access"));
+    let summary = common::text(&out.stderr);
+    assert!(
+        summary.contains("20000 accesses") && summary.contains("µs per access"),
+        "{summary}"
+    );
+
+    let settings = d.path().join("hostile.toml");
+    std::fs::write(&settings, "mode = \"trap\"\n").unwrap();
+    let out = common::phiwatch(&[
+        "plugin",
+        "test",
+        hostile_wasm().to_str().unwrap(),
+        "--settings",
+        settings.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let summary = common::text(&out.stderr);
+    assert!(summary.contains("failed (trap)"), "{summary}");
+    assert!(
+        summary.contains(&sha(&hostile_wasm())),
+        "the summary gives the pin: {summary}"
+    );
+}
