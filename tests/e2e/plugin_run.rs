@@ -20,7 +20,10 @@ fn sha(path: &Path) -> String {
 }
 
 fn hostile_table(settings: &str, extra: &str) -> String {
-    let p = hostile_wasm();
+    hostile_table_at(&hostile_wasm(), settings, extra)
+}
+
+fn hostile_table_at(p: &Path, settings: &str, extra: &str) -> String {
     format!(
         "[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n{extra}[plugin.settings]\n{settings}\n",
         p.display(),
@@ -95,12 +98,15 @@ fn agent_keeps_detecting_past_a_hanging_plugin_and_keeps_plugin_state() {
     let d = tempfile::tempdir().unwrap();
     let set = common::demo_set(&d.path().join("set"), 20_000);
     let http = agent::free_port();
+    let plugin = d.path().join("hostile.wasm");
+    std::fs::copy(hostile_wasm(), &plugin).unwrap();
     // Hangs on its first call (stopped at the 300 ms deadline), then flags every access.
     let config = write_config(
         d.path(),
         http,
         &set.join("context"),
-        &hostile_table(
+        &hostile_table_at(
+            &plugin,
             "mode = \"loop\"\nfail_first = 1",
             "timeout_ms = 300\nbatch = 4096\n",
         ),
@@ -151,8 +157,28 @@ fn agent_keeps_detecting_past_a_hanging_plugin_and_keeps_plugin_state() {
         hostile > 0 && hostile < accesses,
         "hostile {hostile} of {accesses}"
     );
-    let (status, _) = agent.stop();
+    // The plugin file swapped under the running agent: the pin no longer matches, so the
+    // reload is refused and the loaded plugin keeps running.
+    std::fs::copy(
+        PathBuf::from(phiwatch::plugin::BUILD_DIR).join("night_export.wasm"),
+        &plugin,
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || metric(
+            http,
+            "phiwatch_reload_failures_total"
+        ) == Some(1.0)),
+        "a swapped plugin file was not refused"
+    );
+    assert_eq!(
+        metric(http, "phiwatch_plugin_calls_total{plugin=\"hostile\"}").map(|v| v > 0.0),
+        Some(true)
+    );
+    let (status, log) = agent.stop();
     assert!(status.success());
+    assert!(log.contains("sha256 mismatch"), "{log}");
+    std::fs::copy(hostile_wasm(), &plugin).unwrap();
 
     // State persisted with the batches: the call counter and the first-seen pairs.
     let calls = count(
