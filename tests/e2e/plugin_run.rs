@@ -27,7 +27,7 @@ fn hostile_table_at(p: &Path, settings: &str, extra: &str) -> String {
     format!(
         "[[plugin]]\npath = \"{}\"\nsha256 = \"{}\"\n{extra}[plugin.settings]\n{settings}\n",
         p.display(),
-        sha(&p)
+        sha(p)
     )
 }
 
