@@ -446,3 +446,33 @@ fn plugin_state_survives_a_restart_through_the_store() {
     }
     assert_eq!(failures, vec![1, 1, 0]);
 }
+
+#[test]
+fn plugins_side_by_side_on_large_batches_are_contained_too() {
+    // 600 accesses: above the size from which plugins run on threads of their own.
+    let h = Harness::new();
+    let plugins = [
+        hostile("mode = \"loop\"\nfail_first = 1", |s| s.timeout_ms = 200),
+        neighbour(),
+    ];
+    let set = PluginSet::new(&plugins, None, h.metrics.clone()).unwrap();
+    let mut p = Pipeline::new(&h.ctx, &h.settings, &h.pack).with_plugins(set);
+    for round in 0..2 {
+        let mut j = Judged::default();
+        for ev in events(round, 600) {
+            p.access(ev, &mut j);
+        }
+        p.finish(&mut j);
+        assert_eq!(by(&j, "plugin:night-export"), 600, "round {round}");
+        let hostile_findings = by(&j, "plugin:hostile");
+        if round == 0 {
+            assert_eq!(j.plugin_failures.len(), 1);
+            assert_eq!(j.plugin_failures[0].kind, FailureKind::Deadline);
+            // Batches of 512: the first hung, the second ran on a fresh instance.
+            assert_eq!(hostile_findings, 88);
+        } else {
+            assert!(j.plugin_failures.is_empty());
+            assert_eq!(hostile_findings, 600);
+        }
+    }
+}

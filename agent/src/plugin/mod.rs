@@ -571,47 +571,34 @@ impl PluginSet {
                 self.ring.push(first_id + i as u64, ev, p);
             }
         }
-        let mut builder = batch::Builder::new(ctx);
-        for r in &mut self.runners {
-            let c = r.compiled.clone();
-            for (chunk_no, chunk) in pending.chunks(c.spec.batch).enumerate() {
-                let base = first_id + (chunk_no * c.spec.batch) as u64;
-                let b = builder.build(chunk, accesses, base, c.names, c.addresses);
-                let event_time = chunk
-                    .iter()
-                    .filter_map(|p| accesses.get(p.ix))
-                    .map(|a| a.time_ms)
-                    .max()
-                    .unwrap_or(0);
-                match r.call(b, event_time, &self.metrics) {
-                    Ok(out) => {
-                        let before = findings.len();
-                        for f in out {
-                            self.ring.findings(ctx, &c, f, findings);
-                        }
-                        let n = (findings.len() - before) as u64;
-                        self.metrics.update(&c.name, |m| m.findings += n);
-                    }
-                    Err(f) => {
-                        tracing::warn!(plugin = %c.name, kind = f.kind.as_str(), "plugin call failed; its findings for this batch are dropped and a fresh instance takes the next one");
-                        tracing::debug!(plugin = %c.name, "plugin failure: {}", f.message);
-                        failures.push(CallFailure {
-                            plugin: c.name.to_string(),
-                            kind: f.kind,
-                            message: f.message,
-                        });
+        let (ring, metrics) = (&self.ring, &self.metrics);
+        let judge = |r: &mut Runner| r.judge(ctx, ring, pending, accesses, first_id, metrics);
+        // Plugins are independent (each its own store): with a batch worth the threads, they
+        // run side by side, so the slowest plugin, not the sum of all, sets the pace.
+        let outs: Vec<RunnerOut> = if self.runners.len() > 1 && pending.len() >= PARALLEL_FROM {
+            std::thread::scope(|scope| {
+                let (first, rest) = self.runners.split_at_mut(1);
+                let handles: Vec<_> = rest
+                    .iter_mut()
+                    .map(|r| scope.spawn(move || judge(r)))
+                    .collect();
+                let mut outs = vec![judge(&mut first[0])];
+                for h in handles {
+                    match h.join() {
+                        Ok(o) => outs.push(o),
+                        // A host-side panic is a bug in the agent, not in a plugin: surface it.
+                        Err(p) => std::panic::resume_unwind(p),
                     }
                 }
-            }
-            if let Some(s) = r.state_mut() {
-                let bytes = s.bytes() as u64;
-                changes.extend(
-                    s.take_changes()
-                        .into_iter()
-                        .map(|ch| (c.name.to_string(), ch)),
-                );
-                self.metrics.update(&c.name, |m| m.state_bytes = bytes);
-            }
+                outs
+            })
+        } else {
+            self.runners.iter_mut().map(judge).collect()
+        };
+        for o in outs {
+            findings.extend(o.findings);
+            changes.extend(o.changes);
+            failures.extend(o.failures);
         }
         if self.next_id != self.id_saved {
             self.id_saved = self.next_id;
@@ -626,7 +613,72 @@ impl PluginSet {
     }
 }
 
+/// Accesses in a batch from which plugins run on threads of their own.
+const PARALLEL_FROM: usize = 256;
+
+/// What one plugin made of a batch.
+#[derive(Default)]
+struct RunnerOut {
+    findings: Vec<Finding>,
+    changes: Vec<(String, Change)>,
+    failures: Vec<CallFailure>,
+}
+
 impl Runner {
+    /// Calls the plugin on every chunk of `pending` (ids from `first_id`).
+    fn judge(
+        &mut self,
+        ctx: &ContextStore,
+        ring: &batch::Ring,
+        pending: &[Pending],
+        accesses: &[AccessEvent],
+        first_id: u64,
+        metrics: &PluginMetrics,
+    ) -> RunnerOut {
+        let c = self.compiled.clone();
+        let mut out = RunnerOut::default();
+        let mut builder = batch::Builder::new(ctx);
+        for (chunk_no, chunk) in pending.chunks(c.spec.batch).enumerate() {
+            let base = first_id + (chunk_no * c.spec.batch) as u64;
+            let b = builder.build(chunk, accesses, base, c.names, c.addresses);
+            let event_time = chunk
+                .iter()
+                .filter_map(|p| accesses.get(p.ix))
+                .map(|a| a.time_ms)
+                .max()
+                .unwrap_or(0);
+            match self.call(b, event_time, metrics) {
+                Ok(found) => {
+                    let before = out.findings.len();
+                    for f in found {
+                        ring.findings(ctx, &c, f, &mut out.findings);
+                    }
+                    let n = (out.findings.len() - before) as u64;
+                    metrics.update(&c.name, |m| m.findings += n);
+                }
+                Err(f) => {
+                    tracing::warn!(plugin = %c.name, kind = f.kind.as_str(), "plugin call failed; its findings for this batch are dropped and a fresh instance takes the next one");
+                    tracing::debug!(plugin = %c.name, "plugin failure: {}", f.message);
+                    out.failures.push(CallFailure {
+                        plugin: c.name.to_string(),
+                        kind: f.kind,
+                        message: f.message,
+                    });
+                }
+            }
+        }
+        if let Some(s) = self.state_mut() {
+            let bytes = s.bytes() as u64;
+            out.changes.extend(
+                s.take_changes()
+                    .into_iter()
+                    .map(|ch| (c.name.to_string(), ch)),
+            );
+            metrics.update(&c.name, |m| m.state_bytes = bytes);
+        }
+        out
+    }
+
     fn state_mut(&mut self) -> Option<&mut PluginState> {
         match &mut self.instance {
             Some(i) => Some(&mut i.store.data_mut().state),
