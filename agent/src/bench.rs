@@ -160,6 +160,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
                 rejects: None,
                 store: Some(&mut store),
                 store_accesses,
+                only_detector: None,
             },
         )?;
         rows.push(Row {

@@ -149,6 +149,7 @@ pub fn run(o: &LiveOptions) -> Result<()> {
             rejects: None,
             store: Some(&mut store),
             store_accesses: true,
+            only_detector: None,
         },
     )?;
     let scan_secs = t.elapsed().as_secs_f64();

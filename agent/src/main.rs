@@ -639,7 +639,7 @@ fn plugin(c: PluginCmd) -> Result<()> {
             )?;
             out.flush()?;
             eprint!("{}", summary.text);
-            if !summary.failures.is_empty() {
+            if summary.failed > 0 {
                 std::process::exit(1);
             }
         }
@@ -707,6 +707,7 @@ fn scan(a: ScanArgs) -> Result<()> {
             rejects: rejects.as_mut().map(|r| r as &mut dyn Write),
             store: store.as_mut(),
             store_accesses: a.store_accesses,
+            only_detector: None,
         },
     )?;
     if let Some(mut r) = rejects {

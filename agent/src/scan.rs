@@ -50,6 +50,8 @@ pub struct ScanSummary {
     pub cedar_errors: u64,
     /// Failed plugin calls per plugin.
     pub plugin_failures: BTreeMap<String, u64>,
+    /// `plugin (kind): first line of the message` for the first failed calls.
+    pub plugin_failure_examples: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -126,6 +128,8 @@ pub struct Sinks<'a> {
     pub store: Option<&'a mut Store>,
     /// Also keep every access in the store (the access log case timelines read).
     pub store_accesses: bool,
+    /// Emit and count only this detector's findings (`plugin test`); the store gets all.
+    pub only_detector: Option<&'a str>,
 }
 
 pub fn scan_files(
@@ -209,8 +213,20 @@ fn flush(
     }
     for f in &batch.plugin_failures {
         *sum.plugin_failures.entry(f.plugin.clone()).or_default() += 1;
+        if sum.plugin_failure_examples.len() < MAX_REPORTED {
+            sum.plugin_failure_examples.push(format!(
+                "{} ({}): {}",
+                f.plugin,
+                f.kind.as_str(),
+                f.message.lines().next().unwrap_or("")
+            ));
+        }
     }
-    for f in &batch.findings {
+    for f in batch
+        .findings
+        .iter()
+        .filter(|f| sinks.only_detector.is_none_or(|d| f.detector == d))
+    {
         sum.findings += 1;
         *sum.by_category.entry(f.category.clone()).or_default() += 1;
         *sum.by_severity.entry(f.severity).or_default() += 1;

@@ -147,6 +147,7 @@ pub fn run(o: &DemoOptions) -> Result<()> {
             rejects: None,
             store: Some(&mut store),
             store_accesses: false,
+            only_detector: None,
         },
     )?;
     drop(out);

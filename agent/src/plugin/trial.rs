@@ -3,13 +3,13 @@
 //! access, state kept.
 
 use super::{Compiled, PluginMetrics, PluginSet, PluginSpec, SHIPPED};
-use crate::pipeline::{Judged, LineKind, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::reload::Inputs;
+use crate::scan::{scan_files, Sinks};
 use anyhow::{Context as _, Result};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub struct TrialOptions {
     /// A component file, or `builtin:NAME`.
@@ -24,7 +24,8 @@ pub struct TrialOptions {
 pub struct TrialSummary {
     pub accesses: u64,
     pub findings: u64,
-    pub failures: Vec<super::CallFailure>,
+    /// Failed calls.
+    pub failed: u64,
     pub text: String,
 }
 
@@ -53,53 +54,23 @@ pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
     let mut pipeline =
         Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack).with_plugins(set);
     let detector = format!("plugin:{}", compiled.name);
-    let mut judged = Judged::default();
-    let mut summary = TrialSummary {
-        accesses: 0,
-        findings: 0,
-        failures: Vec::new(),
-        text: String::new(),
-    };
-    let started = Instant::now();
-    let mut flush = |judged: &mut Judged,
-                     pipeline: &mut Pipeline<'_>,
-                     summary: &mut TrialSummary|
-     -> Result<()> {
-        pipeline.finish(judged);
-        for f in judged.findings.iter().filter(|f| f.detector == detector) {
-            serde_json::to_writer(&mut *out, f)?;
-            out.write_all(b"\n")?;
-            summary.findings += 1;
-        }
-        summary.failures.append(&mut judged.plugin_failures);
-        judged.clear();
-        Ok(())
-    };
-    for path in &o.events {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("reading {}", path.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match pipeline.line(line.as_bytes(), &mut judged) {
-                Ok(LineKind::Access) => summary.accesses += 1,
-                Ok(LineKind::NoPatient) => {}
-                Err(e) => eprintln!("{}:{}: skipped: {e}", path.display(), n + 1),
-            }
-            if judged.accesses.len() >= 10_000 {
-                flush(&mut judged, &mut pipeline, &mut summary)?;
-            }
-        }
-    }
-    flush(&mut judged, &mut pipeline, &mut summary)?;
-    let elapsed = started.elapsed();
+    let scanned = scan_files(
+        &o.events,
+        &mut pipeline,
+        &mut Sinks {
+            findings: out,
+            rejects: None,
+            store: None,
+            store_accesses: false,
+            only_detector: Some(&detector),
+        },
+    )?;
     let c = metrics
         .snapshot()
         .remove(&*compiled.name)
         .unwrap_or_default();
     let d = &compiled.description;
+    let failed: u64 = scanned.plugin_failures.values().sum();
     let mut t = format!(
         "plugin {} {} ({}), sha256 {}\n  categories: {}\n",
         d.name,
@@ -108,33 +79,32 @@ pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
         compiled.sha256,
         d.categories.join(", ")
     );
+    for p in &scanned.problems {
+        t.push_str(&format!("  skipped line {p}\n"));
+    }
     t.push_str(&format!(
-        "  {} accesses in {} calls: {} findings, {} failed calls\n",
-        summary.accesses,
-        c.calls,
-        summary.findings,
-        summary.failures.len()
+        "  {} accesses in {} calls: {} findings, {failed} failed calls\n",
+        scanned.events, c.calls, scanned.findings
     ));
-    for f in summary.failures.iter().take(5) {
+    for f in scanned.plugin_failure_examples.iter().take(5) {
         t.push_str(&format!(
-            "  failed ({}): {}\n",
-            f.kind.as_str(),
-            first_line(&f.message)
+            "  failed {}\n",
+            f.split_once(' ').map_or(f.as_str(), |(_, rest)| rest)
         ));
     }
     t.push_str(&format!(
         "  {:.2} µs per access inside the plugin, {:.1} s in all; state {} bytes; {} log lines over budget\n",
-        c.busy.as_secs_f64() * 1e6 / summary.accesses.max(1) as f64,
-        elapsed.as_secs_f64(),
+        c.busy.as_secs_f64() * 1e6 / scanned.events.max(1) as f64,
+        scanned.elapsed.as_secs_f64(),
         c.state_bytes,
         c.logs_dropped
     ));
-    summary.text = t;
-    Ok(summary)
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
+    Ok(TrialSummary {
+        accesses: scanned.events,
+        findings: scanned.findings,
+        failed,
+        text: t,
+    })
 }
 
 /// `phiwatch plugin list`: the shipped plugins with their pins.
