@@ -39,6 +39,8 @@ pub struct Config {
     pub response: Option<PathBuf>,
     #[serde(default)]
     pub http: Http,
+    /// The privacy officer's web console and HTTP API; off unless configured.
+    pub console: Option<ConsoleConfig>,
     /// A TOML file of further `[[source]]` tables (relative paths: next to this file), so
     /// source lists can be managed apart from the agent's settings.
     pub sources_file: Option<PathBuf>,
@@ -66,6 +68,83 @@ pub struct Http {
     /// Address for `/healthz` and `/metrics`. Loopback by default: metrics are not public.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+}
+
+/// `[console]`: where the console listens and how it protects itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Address to serve on, e.g. "127.0.0.1:8443".
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key: serve HTTPS (rustls). Required off loopback unless
+    /// `allow_plaintext` says a TLS proxy sits in front.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Mark cookies Secure without `tls_cert` (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// Sign out after this many idle minutes.
+    #[serde(default = "default_idle")]
+    pub idle_minutes: u64,
+    /// Sign out this many hours after sign-in, active or not.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+    /// Failed sign-ins allowed per client address and per user name within the window.
+    #[serde(default = "default_login_failures")]
+    pub login_failures: u32,
+    #[serde(default = "default_login_window")]
+    pub login_window_minutes: u64,
+}
+
+fn default_idle() -> u64 {
+    30
+}
+fn default_session_hours() -> u64 {
+    12
+}
+fn default_login_failures() -> u32 {
+    5
+}
+fn default_login_window() -> u64 {
+    15
+}
+
+impl ConsoleConfig {
+    /// For tests and benchmarks: loopback, plain HTTP, the defaults.
+    pub fn loopback(listen: SocketAddr) -> Self {
+        ConsoleConfig {
+            listen,
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext: false,
+            secure_cookies: false,
+            idle_minutes: default_idle(),
+            session_hours: default_session_hours(),
+            login_failures: default_login_failures(),
+            login_window_minutes: default_login_window(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("[console] tls_cert and tls_key go together".into());
+        }
+        if self.tls_cert.is_none() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
+            return Err(format!(
+                "[console] listen = \"{}\" is not loopback: set tls_cert and tls_key (the console shows PHI), or allow_plaintext = true behind a TLS proxy",
+                self.listen
+            ));
+        }
+        if self.idle_minutes == 0 || self.session_hours == 0 || self.login_failures == 0 {
+            return Err(
+                "[console] idle_minutes, session_hours and login_failures must be above 0".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for Http {
@@ -219,6 +298,18 @@ impl Config {
         };
         if c.sources.is_empty() {
             return Err(invalid("no [[source]] declared: nothing to watch".into()));
+        }
+        if let Some(console) = &c.console {
+            console.validate().map_err(&invalid)?;
+            if c.sources
+                .iter()
+                .any(|s| s.name() == crate::console::audit::SOURCE)
+            {
+                return Err(invalid(format!(
+                    "source name {:?} is reserved for the console's own access log",
+                    crate::console::audit::SOURCE
+                )));
+            }
         }
         let mut names = std::collections::HashSet::new();
         let mut listens = std::collections::HashSet::new();

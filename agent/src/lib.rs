@@ -11,6 +11,7 @@ pub mod bench_live;
 pub mod case;
 pub mod check;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod decode;
 pub mod demo;

@@ -75,6 +75,13 @@ enum Command {
     /// WASM detection plugins: list the shipped ones, export them, or test one over events.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Console accounts: add, list, remove, change a password.
+    ///
+    /// Roles: privacy-officer (everything), investigator (triage alerts, open and work cases;
+    /// not the breach decision, silences or assignment), auditor (read everything, change
+    /// nothing), admin (agent status only; no PHI). Passwords are stored as Argon2id hashes.
+    #[command(subcommand)]
+    User(UserCmd),
 }
 
 #[derive(Subcommand)]
@@ -317,6 +324,46 @@ struct StoreArgs {
 }
 
 #[derive(Subcommand)]
+enum UserCmd {
+    /// Add an account. The password is asked on the terminal (twice), or read from the first
+    /// line of standard input with --password-stdin; at least 12 characters.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// User name (letters, digits, - _ . @).
+        name: String,
+        #[arg(long, value_parser = ["privacy-officer", "investigator", "auditor", "admin"])]
+        role: String,
+        /// The person's id in the staff directory: what they view in the console is judged as
+        /// their access (self, family, coworker...). Without it views are recorded as
+        /// console:NAME.
+        #[arg(long)]
+        staff_id: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts with role and staff id.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove an account; its sessions end at once.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+    },
+    /// Set a new password; the account's sessions end at once.
+    Passwd {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AlertsCmd {
     /// Open alerts (--all: every alert).
     List {
@@ -476,8 +523,18 @@ struct BenchArgs {
     dir: Option<PathBuf>,
     /// Benchmark the running daemon instead: detection latency at a steady rate, tail
     /// throughput beside scan, and peak memory with the generated context.
-    #[arg(long, conflicts_with = "plugins")]
+    #[arg(long, conflicts_with_all = ["plugins", "console"])]
     live: bool,
+    /// Benchmark the console instead: server and client time of the alert queue and other
+    /// pages with --alerts open alerts, beside a trivial signed-in request.
+    #[arg(long, conflicts_with = "plugins")]
+    console: bool,
+    /// --console: open alerts in the store.
+    #[arg(long, default_value_t = 10_000)]
+    alerts: usize,
+    /// --console: requests per page.
+    #[arg(long, default_value_t = 50)]
+    rounds: usize,
     /// Benchmark plugin calls instead: ns per access of a trivial plugin at batches of 1, 64
     /// and 1024, beside the same rule in native Rust (--events sets the day, default 1,000,000;
     /// 100,000 is plenty).
@@ -537,6 +594,9 @@ fn main() {
                 dir: a.dir,
             })
         }
+        Command::Bench(a) if a.console => {
+            phiwatch::console::bench::run(a.alerts, a.rounds.max(1)).map(|r| print!("{r}"))
+        }
         Command::Bench(a) if a.plugins => {
             phiwatch::plugin::bench::run(a.events).map(|report| print!("{report}"))
         }
@@ -569,6 +629,7 @@ fn main() {
             policy_explain(detection, &event)
         }
         Command::Plugin(c) => plugin(c),
+        Command::User(c) => user(c),
         Command::Silence(c) => silence(c),
         Command::Notify(c) => notify(c),
         Command::Rules(RulesCmd::Test {
@@ -1076,7 +1137,7 @@ fn case(c: CaseCmd) -> Result<()> {
         } => {
             let on = on.map(|d| date_arg(&d, "--on")).transpose()?;
             let cfg = phiwatch::config::Config::load(&store.config)?;
-            let (j, r) = plan(&cfg)?;
+            let (j, r) = phiwatch::case::plan_for(&cfg)?;
             let queued = cases_in(&cfg)?.determine(id, &by, &outcome, on, Some((&j, &r)))?;
             println!("case #{id} determined: {outcome}");
             if queued > 0 {
@@ -1144,12 +1205,12 @@ fn case(c: CaseCmd) -> Result<()> {
         } => {
             use phiwatch::case::output;
             let cfg = phiwatch::config::Config::load(&store.config)?;
-            let (_, r) = plan(&cfg)?;
+            let (_, r) = phiwatch::case::plan_for(&cfg)?;
             let c = cases_in(&cfg)?;
             let today = chrono::Utc::now().date_naive();
             let need_id = || id.ok_or_else(|| anyhow::anyhow!("give the case id"));
             if let Some(dir) = letters {
-                let names = patient_names(&cfg)?;
+                let names = phiwatch::case::output::patient_names(cfg.context.as_deref())?;
                 let written =
                     output::letters(&c, need_id()?, &r, &|p| names.get(p).cloned(), today, &dir)?;
                 println!("{} letter(s) written to {}", written.len(), dir.display());
@@ -1176,65 +1237,6 @@ fn case(c: CaseCmd) -> Result<()> {
         },
     }
     Ok(())
-}
-
-fn plan(
-    cfg: &phiwatch::config::Config,
-) -> Result<(
-    phiwatch::case::clock::Jurisdictions,
-    phiwatch::case::response::Response,
-)> {
-    use phiwatch::case::{clock::Jurisdictions, response};
-    let j = match &cfg.jurisdictions {
-        Some(p) => Jurisdictions::load(p),
-        None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
-    }
-    .map_err(|e| anyhow::anyhow!(e))?;
-    let r = match &cfg.response {
-        Some(p) => response::Response::load(p),
-        None => response::Response::parse(response::EMBEDDED),
-    }
-    .map_err(|e| anyhow::anyhow!(e))?;
-    Ok((j, r))
-}
-
-/// Patient id -> "Given Family" from the configured context, for letters.
-fn patient_names(
-    cfg: &phiwatch::config::Config,
-) -> Result<std::collections::HashMap<String, String>> {
-    let mut names = std::collections::HashMap::new();
-    let Some(dir) = &cfg.context else {
-        return Ok(names);
-    };
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e?.path();
-        if p.extension().is_none_or(|x| x != "ndjson") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&p)?;
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if v["resourceType"] != "Patient" {
-                continue;
-            }
-            let (Some(id), Some(n)) = (v["id"].as_str(), v["name"].get(0)) else {
-                continue;
-            };
-            let given: Vec<&str> = n["given"]
-                .as_array()
-                .map(|g| g.iter().filter_map(|x| x.as_str()).collect())
-                .unwrap_or_default();
-            let full = format!("{} {}", given.join(" "), n["family"].as_str().unwrap_or(""))
-                .trim()
-                .to_owned();
-            if !full.is_empty() {
-                names.insert(id.to_owned(), full);
-            }
-        }
-    }
-    Ok(names)
 }
 
 /// The involved users' and patients' directory facts, from the configured context.
@@ -1302,4 +1304,78 @@ fn context_facts(
         }
     }
     Ok(out)
+}
+
+/// The store of the configured agent, created if the agent has not run yet.
+fn user_store(s: &StoreArgs) -> Result<rusqlite::Connection> {
+    // SAFETY: umask(2) only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    let cfg = phiwatch::config::Config::load(&s.config)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    let db = cfg.data_dir.join("phiwatch.db");
+    Store::open(&db)?;
+    Ok(Store::open_existing(&db)?)
+}
+
+fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = rpassword::prompt_password("password: ").context("reading the password")?;
+    let again = rpassword::prompt_password("again: ").context("reading the password")?;
+    if first != again {
+        bail!("the passwords differ");
+    }
+    Ok(first)
+}
+
+fn user(c: UserCmd) -> Result<()> {
+    use phiwatch::console::{accounts, authz::Role};
+    match c {
+        UserCmd::Add {
+            store,
+            name,
+            role,
+            staff_id,
+            password_stdin,
+        } => {
+            let conn = user_store(&store)?;
+            let role = Role::parse(&role).context("unknown role")?;
+            let password = read_password(password_stdin)?;
+            accounts::add(&conn, &name, role, staff_id.as_deref(), &password)?;
+            println!("user {name} added ({})", role.as_str());
+        }
+        UserCmd::List { store } => {
+            let conn = user_store(&store)?;
+            println!("{:<24} {:<16} staff id", "user", "role");
+            for a in accounts::list(&conn)? {
+                println!(
+                    "{:<24} {:<16} {}",
+                    a.name,
+                    a.role.as_str(),
+                    a.staff_id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UserCmd::Remove { store, name } => {
+            accounts::remove(&mut user_store(&store)?, &name)?;
+            println!("user {name} removed; their sessions ended");
+        }
+        UserCmd::Passwd {
+            store,
+            name,
+            password_stdin,
+        } => {
+            let mut conn = user_store(&store)?;
+            let password = read_password(password_stdin)?;
+            accounts::set_password(&mut conn, &name, &password)?;
+            println!("password of {name} changed; their sessions ended");
+        }
+    }
+    Ok(())
 }

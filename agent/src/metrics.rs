@@ -85,9 +85,64 @@ pub struct Metrics {
     pub notifications_queued: AtomicU64,
     pub notify: Arc<crate::notify::NotifyMetrics>,
     pub plugins: Arc<crate::plugin::PluginMetrics>,
+    /// What the detection thread has loaded (set at start and on each reload).
+    pub loaded: std::sync::RwLock<Option<crate::reload::LoadedSummary>>,
 }
 
 impl Metrics {
+    /// The counters an operator looks at first, as JSON (the console's status page).
+    pub fn summary(&self) -> serde_json::Value {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sources: Vec<serde_json::Value> = self
+            .sources
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "lines": n(&s.lines),
+                    "events": n(&s.accesses),
+                    "bad_lines": n(&s.bad_lines),
+                    "lag_bytes": n(&s.lag_bytes),
+                    "errors": n(&s.errors),
+                    "last_checkpoint": match s.last_checkpoint_ms.load(Ordering::Relaxed) {
+                        0 => None,
+                        ms => Some(crate::time::format_ms(ms)),
+                    },
+                })
+            })
+            .collect();
+        let plugins: serde_json::Map<String, serde_json::Value> = self
+            .plugins
+            .snapshot()
+            .into_iter()
+            .map(|(name, c)| {
+                (
+                    name,
+                    serde_json::json!({
+                        "calls": c.calls,
+                        "accesses": c.accesses,
+                        "findings": c.findings,
+                        "failures": c.failures.values().sum::<u64>(),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "up": self.detection_alive.load(Ordering::Relaxed),
+            "findings": n(&self.findings),
+            "findings_new": n(&self.findings_new),
+            "alerts_opened": n(&self.alerts_opened),
+            "notifications_queued": n(&self.notifications_queued),
+            "notifications_sent": n(&self.notify.sent),
+            "dead_letters": n(&self.notify.dead_letters),
+            "store_errors": n(&self.store_errors),
+            "reloads": n(&self.reloads),
+            "reload_failures": n(&self.reload_failures),
+            "sources": sources,
+            "plugins": plugins,
+        })
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::from(
             "# HELP phiwatch_up 1 while the detection thread runs.\n# TYPE phiwatch_up gauge\n",

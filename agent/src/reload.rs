@@ -31,6 +31,66 @@ pub struct Loaded {
     pub plugins: Vec<Arc<Compiled>>,
 }
 
+/// What is loaded, for the console's status page: no PHI, names and versions only.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoadedSummary {
+    pub loaded_at: String,
+    pub policies: Vec<PolicySummary>,
+    pub file_policies: Vec<PolicySummary>,
+    pub plugins: Vec<PluginSummary>,
+    pub context: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicySummary {
+    pub id: String,
+    pub category: String,
+    pub severity: String,
+    pub file: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginSummary {
+    pub name: String,
+    pub version: String,
+    pub categories: Vec<String>,
+    pub source: String,
+    pub sha256: String,
+}
+
+impl Loaded {
+    pub fn summary(&self) -> LoadedSummary {
+        let rules = |p: &PolicyPack| {
+            p.rules()
+                .iter()
+                .map(|r| PolicySummary {
+                    id: r.id.clone(),
+                    category: r.category.clone(),
+                    severity: r.severity.as_str().to_owned(),
+                    file: r.file.clone(),
+                })
+                .collect()
+        };
+        LoadedSummary {
+            loaded_at: crate::time::format_ms(crate::metrics::now_ms()),
+            policies: rules(&self.pack),
+            file_policies: rules(&self.file_pack),
+            plugins: self
+                .plugins
+                .iter()
+                .map(|c| PluginSummary {
+                    name: c.name.to_string(),
+                    version: c.description.version.clone(),
+                    categories: c.description.categories.clone(),
+                    source: c.source.clone(),
+                    sha256: c.sha256.clone(),
+                })
+                .collect(),
+            context: self.context_stats.render().trim().to_owned(),
+        }
+    }
+}
+
 impl Inputs {
     pub fn load(&self) -> Result<Loaded> {
         let settings = match &self.rules {

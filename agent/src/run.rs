@@ -108,17 +108,28 @@ pub fn run(config_path: &Path) -> Result<()> {
     };
     let spool_dir = cfg.data_dir.join("spool");
 
+    let console_ix = cfg.sources.len();
+    let mut plan = match cfg.console {
+        Some(_) => Some(crate::case::plan_for(&cfg)?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics {
         sources: cfg
             .sources
             .iter()
-            .map(|s| SourceMetrics {
-                name: s.name().to_owned(),
+            .map(|s| s.name())
+            // Console views are read back like any other source.
+            .chain(cfg.console.as_ref().map(|_| crate::console::audit::SOURCE))
+            .map(|name| SourceMetrics {
+                name: name.to_owned(),
                 ..Default::default()
             })
             .collect(),
         ..Default::default()
     });
+    if let Ok(mut l) = metrics.loaded.write() {
+        *l = Some(loaded.summary());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -179,6 +190,34 @@ pub fn run(config_path: &Path) -> Result<()> {
         }
     }
 
+    let console = match &cfg.console {
+        Some(c) => {
+            let (reader, spool) = Reader::spooled(
+                console_ix,
+                crate::console::audit::SOURCE,
+                LineDecoder::Fhir,
+                &spool_dir,
+            )?;
+            readers.push(reader);
+            let spool = spool.shared();
+            spools.push(spool.clone());
+            let (jurisdictions, response) = plan.take().context("case rules")?;
+            let inputs = crate::console::ConsoleInputs {
+                db: db_path.clone(),
+                evidence_dir: cfg.data_dir.join("evidence"),
+                jurisdictions,
+                response,
+                context: cfg.context.clone(),
+                metrics: Some(metrics.clone()),
+                views: Some(spool),
+            };
+            let (addr, serve) = rt.block_on(crate::console::bind(c, inputs))?;
+            tracing::info!(listen = %addr, "console ready");
+            Some(serve)
+        }
+        None => None,
+    };
+
     let dispatcher = match &routing {
         Some((_, r)) => Some(
             Dispatcher::new(
@@ -220,6 +259,13 @@ pub fn run(config_path: &Path) -> Result<()> {
         })?;
     if let Some(d) = dispatcher {
         rt.spawn(d.run(DISPATCH_TICK));
+    }
+    if let Some(serve) = console {
+        rt.spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!("console stopped: {e:#}");
+            }
+        });
     }
 
     let mut threads = Vec::new();
@@ -427,6 +473,9 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
         match next {
             Some(new) => {
                 loaded = new;
+                if let Ok(mut l) = metrics.loaded.write() {
+                    *l = Some(loaded.summary());
+                }
                 metrics.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("reloaded settings, policies and context");
             }

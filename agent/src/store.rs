@@ -153,6 +153,24 @@ CREATE TABLE IF NOT EXISTS silences (
     reason     TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
+-- Console accounts (phiwatch user add) and their sessions. Session tokens are stored as
+-- SHA-256 digests: a copy of the store does not hand out live sessions.
+CREATE TABLE IF NOT EXISTS console_users (
+    name       TEXT PRIMARY KEY,
+    role       TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    staff_id   TEXT,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS console_sessions (
+    token_hash TEXT PRIMARY KEY,
+    user       TEXT NOT NULL,
+    csrf       TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    seen_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+-- The alert queue sorts open alerts by severity, then by their latest change.
+CREATE INDEX IF NOT EXISTS alerts_queue ON alerts (status, last_ms);
 ";
 
 /// `$PHIWATCH_DATA_DIR`, else `$XDG_DATA_HOME/phiwatch`, else `~/.local/share/phiwatch`.

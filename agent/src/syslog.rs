@@ -56,11 +56,22 @@ impl Listener {
 }
 
 pub fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (Some(cert), Some(key)) = (&src.tls_cert, &src.tls_key) else {
         bail!("tls_cert and tls_key are required");
     };
+    server_tls(cert, key, src.tls_client_ca.as_deref(), &[])
+}
+
+/// A TLS acceptor from PEM files: the certificate chain, its key, optionally a CA that client
+/// certificates must chain to, and the ALPN protocols offered.
+pub fn server_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -74,7 +85,7 @@ pub fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = match &src.tls_client_ca {
+    let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in read_certs(ca)? {
@@ -92,9 +103,10 @@ pub fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(certs, key)
         .context("certificate and key do not match")?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

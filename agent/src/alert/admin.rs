@@ -39,6 +39,18 @@ impl Admin {
         })
     }
 
+    /// Wraps an open store connection (the console's pool); [`Admin::into_conn`] gives it back.
+    pub fn from_conn(conn: Connection, path: &Path) -> Self {
+        Admin {
+            conn,
+            path: path.display().to_string(),
+        }
+    }
+
+    pub fn into_conn(self) -> Connection {
+        self.conn
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> AdminError + '_ {
         |source| AdminError::Store {
             path: self.path.clone(),

@@ -89,6 +89,18 @@ impl Cases {
         })
     }
 
+    /// Wraps an open store connection (the console's pool); [`Cases::into_conn`] gives it back.
+    pub fn from_conn(conn: Connection, path: &Path) -> Self {
+        Cases {
+            conn,
+            path: path.display().to_string(),
+        }
+    }
+
+    pub fn into_conn(self) -> Connection {
+        self.conn
+    }
+
     /// A transaction, and the error mapper that names this store.
     fn begin(
         &mut self,
@@ -532,19 +544,33 @@ impl Cases {
     ) -> Result<String, CaseError> {
         self.not_closed(id)?;
         let bytes = std::fs::read(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
-        let sha: String = sha2::Sha256::digest(&bytes)
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.attach_bytes(id, actor, &name, &bytes, dir)
+    }
+
+    /// As [`Cases::attach`], for bytes that arrived by other means (a console upload).
+    pub fn attach_bytes(
+        &mut self,
+        id: i64,
+        actor: &str,
+        name: &str,
+        bytes: &[u8],
+        dir: &Path,
+    ) -> Result<String, CaseError> {
+        need(actor, "--by")?;
+        self.not_closed(id)?;
+        let sha: String = sha2::Sha256::digest(bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
         std::fs::create_dir_all(dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
         let dest = dir.join(&sha);
         if !dest.exists() {
-            crate::tail::write_atomically(&dest, &bytes).map_err(|e| invalid(e.to_string()))?;
+            crate::tail::write_atomically(&dest, bytes).map_err(|e| invalid(e.to_string()))?;
         }
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let (tx, sql) = self.begin()?;
         log::append(
             &tx,
@@ -737,36 +763,17 @@ impl Cases {
             out.extend(tasks);
         }
         out.push_str("evidence: accesses by the involved users to the involved patients\n");
-        let mut st = self
-            .conn
-            .prepare(
-                "WITH involved AS (
-                   SELECT DISTINCT a.user_id, af.patient_id FROM case_alerts ca
-                   JOIN alerts a ON a.id = ca.alert_id
-                   JOIN alert_findings af ON af.alert_id = a.id WHERE ca.case_id = ?1)
-                 SELECT x.time_ms, x.user_id, x.patient_id, x.action, x.event_id,
-                        (SELECT group_concat(f.detector, ',') FROM findings f WHERE f.event_id = x.event_id)
-                 FROM accesses x
-                 WHERE x.user_id IN (SELECT user_id FROM involved)
-                   AND x.patient_id IN (SELECT patient_id FROM involved)
-                 ORDER BY x.time_ms",
-            )
-            .map_err(self.sql())?;
-        let rows = st
-            .query_map([id], |r| {
-                Ok(format!(
-                    "  {} {} {} {} [{}] {}\n",
-                    crate::time::format_ms(r.get(0)?),
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?.unwrap_or_default()
-                ))
-            })
-            .map_err(self.sql())?;
-        for r in rows {
-            out.push_str(&r.map_err(self.sql())?);
+        for t in crate::console::data::case_timeline(&self.conn, id).map_err(self.sql())? {
+            let _ = writeln!(
+                out,
+                "  {} {} {} {} [{}] {}",
+                t.time,
+                t.user,
+                t.action,
+                t.patient,
+                t.event_id,
+                t.flagged_by.join(",")
+            );
         }
         if determination.as_deref() == Some("breach") {
             out.push_str("deadlines:\n");
@@ -800,6 +807,23 @@ impl Cases {
     pub fn verify(&self) -> Result<Result<(usize, String), log::Broken>, CaseError> {
         log::verify(&self.conn).map_err(self.sql())
     }
+}
+
+/// The deadline rules and response settings a configuration names (else the built-in ones).
+pub fn plan_for(
+    cfg: &crate::config::Config,
+) -> anyhow::Result<(Jurisdictions, response::Response)> {
+    let j = match &cfg.jurisdictions {
+        Some(p) => Jurisdictions::load(p),
+        None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
+    }
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let r = match &cfg.response {
+        Some(p) => response::Response::load(p),
+        None => response::Response::parse(response::EMBEDDED),
+    }
+    .map_err(|e| anyhow::anyhow!(e))?;
+    Ok((j, r))
 }
 
 type ReminderRow = (String, String, i64, String, String);

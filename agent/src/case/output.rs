@@ -103,15 +103,44 @@ pub fn letters(
     today: NaiveDate,
     out: &Path,
 ) -> Result<Vec<PathBuf>, CaseError> {
+    let texts = letter_texts(cases, id, r, name, today)?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| CaseError::Invalid(format!("{}: {e}", out.display())))?;
+    let mut written = Vec::new();
+    for (p, text) in texts {
+        let safe: String = p
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = out.join(format!("letter-{safe}.txt"));
+        std::fs::write(&path, text)
+            .map_err(|e| CaseError::Invalid(format!("{}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The letters of [`letters`] as (patient id, text).
+pub fn letter_texts(
+    cases: &Cases,
+    id: i64,
+    r: &Response,
+    name: &dyn Fn(&str) -> Option<String>,
+    today: NaiveDate,
+) -> Result<Vec<(String, String)>, CaseError> {
     determined_breach(cases, id)?;
     let template = r.letter().map_err(CaseError::Invalid)?;
     let a = cases.assessment(id)?.unwrap_or_default();
     let b = cases.breach(id)?;
     let (_, patients) = involved(cases, id)?;
     let when = dates(span(cases, id)?);
-    std::fs::create_dir_all(out)
-        .map_err(|e| CaseError::Invalid(format!("{}: {e}", out.display())))?;
-    let mut written = Vec::new();
+    let mut out = Vec::new();
     for p in patients {
         let patient = name(&p).unwrap_or_else(|| format!("patient {p}"));
         let value = |k: &str| {
@@ -132,23 +161,12 @@ pub fn letters(
                 _ => return None,
             })
         };
-        let text = crate::detect::explain::fill_with(&template, value);
-        let safe: String = p
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = out.join(format!("letter-{safe}.txt"));
-        std::fs::write(&path, text)
-            .map_err(|e| CaseError::Invalid(format!("{}: {e}", path.display())))?;
-        written.push(path);
+        out.push((
+            p.clone(),
+            crate::detect::explain::fill_with(&template, value),
+        ));
     }
-    Ok(written)
+    Ok(out)
 }
 
 /// The fields of the HHS breach portal form, as JSON.
@@ -303,4 +321,45 @@ pub fn accounting(cases: &Cases, patient: &str, today: NaiveDate) -> Result<Stri
         out.push_str("(no disclosures to account for)\n");
     }
     Ok(out)
+}
+
+/// Patient id -> "Given Family" from a context directory's Patient resources, for letters.
+pub fn patient_names(
+    context: Option<&Path>,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    use anyhow::Context as _;
+    let mut names = std::collections::HashMap::new();
+    let Some(dir) = context else {
+        return Ok(names);
+    };
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_none_or(|x| x != "ndjson") {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["resourceType"] != "Patient" {
+                continue;
+            }
+            let (Some(id), Some(n)) = (v["id"].as_str(), v["name"].get(0)) else {
+                continue;
+            };
+            let given: Vec<&str> = n["given"]
+                .as_array()
+                .map(|g| g.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            let full = format!("{} {}", given.join(" "), n["family"].as_str().unwrap_or(""))
+                .trim()
+                .to_owned();
+            if !full.is_empty() {
+                names.insert(id.to_owned(), full);
+            }
+        }
+    }
+    Ok(names)
 }
