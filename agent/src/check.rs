@@ -80,6 +80,7 @@ pub fn check(config_path: &Path) -> Checked {
             .push("no context: every access will be judged without directory facts".into());
     }
     check_data_dir(&cfg.data_dir, &mut c);
+    check_console(&cfg, &mut c);
     for src in &cfg.sources {
         check_source(src, &mut c);
     }
@@ -169,6 +170,41 @@ fn check_data_dir(dir: &Path, c: &mut Checked) {
         Ok(_) => {}
         Err(e) => c.problems.push(format!("data_dir {}: {e}", dir.display())),
     }
+}
+
+/// The console: its certificate and key load and match, and someone can sign in.
+fn check_console(cfg: &Config, c: &mut Checked) {
+    let Some(console) = &cfg.console else {
+        return;
+    };
+    let scheme = match (&console.tls_cert, &console.tls_key) {
+        (Some(cert), Some(key)) => {
+            if let Err(e) = crate::syslog::server_tls(cert, key, None, &[b"http/1.1"]) {
+                c.problems.push(format!("[console] TLS: {e:#}"));
+            }
+            "https"
+        }
+        _ => "http",
+    };
+    let db = cfg.data_dir.join("phiwatch.db");
+    let accounts = if db.exists() {
+        crate::store::Store::open_existing(&db)
+            .ok()
+            .and_then(|conn| crate::console::accounts::list(&conn).ok())
+            .map_or(0, |a| a.len())
+    } else {
+        0
+    };
+    if accounts == 0 {
+        c.warnings.push(
+            "[console] no accounts yet: add one with `phiwatch user add NAME --role privacy-officer --config ...`"
+                .into(),
+        );
+    }
+    c.summary.push(format!(
+        "console {scheme}://{}: {accounts} account(s)",
+        console.listen
+    ));
 }
 
 fn check_source(src: &Source, c: &mut Checked) {

@@ -204,7 +204,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             let (jurisdictions, response) = plan.take().context("case rules")?;
             let inputs = crate::console::ConsoleInputs {
                 db: db_path.clone(),
-                evidence_dir: cfg.data_dir.join("evidence"),
+                evidence_dir: cfg.data_dir.join("attachments"),
                 jurisdictions,
                 response,
                 context: cfg.context.clone(),

@@ -246,7 +246,9 @@ fn browser_walkthrough_on_demo_data() {
         "document.querySelector('#facts-form [name=discovered]').value = '{discovered}'"
     ));
     b.click("#save-facts");
-    b.find("#determine");
+    assert!(wait_for(Duration::from_secs(10), || b
+        .text("#log")
+        .contains("facts")));
     b.click("#determine");
     assert!(wait_for(Duration::from_secs(10), || b.text("#outcome") == "breach"));
     assert!(
@@ -393,7 +395,10 @@ fn api_refuses_anonymous_and_underprivileged_on_every_endpoint() {
                 .replace("{id}", &case.to_string())
                 .replace("{n}", "1");
             let concrete = match concrete.as_str() {
-                "/api/v1/timeline" => format!("{concrete}?patient=pt-self"),
+                "/api/v1/timeline" | "/api/v1/reports/accounting" => {
+                    format!("{concrete}?patient=pt-self")
+                }
+                "/api/v1/reports/annual-log" => format!("{concrete}?year=2026"),
                 p if p.ends_with("/evidence") => format!("{concrete}?name=note.txt"),
                 _ => concrete,
             };
@@ -863,6 +868,34 @@ fn console_config_is_checked() {
         let err = common::text(&out.stderr);
         assert!(err.contains(want), "{extra}: {err}");
     }
+    // `check` reports the console, a missing certificate, and the lack of accounts.
+    std::fs::write(
+        &config,
+        format!("{base}[console]\nlisten = \"127.0.0.1:8443\"\n"),
+    )
+    .unwrap();
+    let out = common::phiwatch(&["check", "--config", config.to_str().unwrap()]);
+    let text = common::text(&out.stdout);
+    assert!(
+        text.contains("ok: console http://127.0.0.1:8443: 0 account(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: [console] no accounts yet"),
+        "{text}"
+    );
+    std::fs::write(
+        &config,
+        format!("{base}[console]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"{0}/none.crt\"\ntls_key = \"{0}/none.key\"\n", d.display()),
+    )
+    .unwrap();
+    let out = common::phiwatch(&["check", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        common::text(&out.stdout).contains("error: [console] TLS:"),
+        "{}",
+        common::text(&out.stdout)
+    );
     std::fs::write(&config, &base).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
         .args([

@@ -79,7 +79,7 @@ impl Browser {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let r = request(
             self.port,
@@ -89,13 +89,19 @@ impl Browser {
             body.as_bytes(),
         );
         let v = r.json();
-        assert!(
-            r.status == 200,
-            "{method} {path}: {} {}",
-            r.status,
-            v["value"]["message"]
-        );
-        v["value"].clone()
+        if r.status == 200 {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!(
+                "{method} {path}: {} {}",
+                r.status, v["value"]["message"]
+            ))
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn goto(&self, url: &str) {
@@ -149,9 +155,17 @@ impl Browser {
         .collect()
     }
 
+    /// Clicks the element, looking it up again if the page replaced it meanwhile.
     pub fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = self.find(css);
+            match self.try_call("POST", &format!("/element/{e}/click"), Some(json!({}))) {
+                Ok(_) => return,
+                Err(err) if Instant::now() > deadline => panic!("{css}: {err}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     pub fn click_element(&self, e: &str) {
@@ -168,9 +182,18 @@ impl Browser {
         );
     }
 
+    /// The element's text. A page that is being replaced (after a form post) can take the
+    /// element away between finding and reading it: then it is looked up again.
     pub fn text(&self, css: &str) -> String {
-        let e = self.find(css);
-        self.element_text(&e)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = self.find(css);
+            match self.try_call("GET", &format!("/element/{e}/text"), None) {
+                Ok(v) => return v.as_str().unwrap_or("").to_owned(),
+                Err(err) if Instant::now() > deadline => panic!("{css}: {err}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     pub fn element_text(&self, e: &str) -> String {

@@ -705,9 +705,11 @@ pub async fn assess(
         None => None,
         Some(e) => match serde_json::from_value::<Exclusion>(json!(e)) {
             Ok(x) => Some(x),
-            Err(_) => return input.fail(Fail::bad(format!(
+            Err(_) => {
+                return input.fail(Fail::bad(format!(
                 "exclusion {e:?}: good_faith_workforce, inadvertent_authorized or unable_to_retain"
-            ))),
+            )))
+            }
         },
     };
     let a = Assessment {
@@ -872,6 +874,51 @@ pub async fn verify_log(State(app): State<App>) -> Result<Json<Value>, Fail> {
     })
     .await
     .map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YearQuery {
+    pub year: i32,
+}
+
+/// The CSV annual log of breaches under 500 discovered in `year` (164.408(c)).
+pub async fn annual_log(
+    State(app): State<App>,
+    Query(q): Query<YearQuery>,
+) -> Result<Response, Fail> {
+    let csv = app
+        .cases(move |c, _| Ok(crate::case::output::annual_log(c, q.year)?))
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientQuery {
+    pub patient: String,
+}
+
+/// A patient's accounting of disclosures (164.528): recorded as a view of that patient.
+pub async fn accounting(
+    State(app): State<App>,
+    Extension(s): Extension<Signed>,
+    Query(q): Query<PatientQuery>,
+) -> Result<Json<Value>, Fail> {
+    if q.patient.trim().is_empty() {
+        return Err(Fail::bad("patient is required"));
+    }
+    app.record_view(
+        &s.account,
+        "accounting of disclosures",
+        std::slice::from_ref(&q.patient),
+    )?;
+    let today = chrono::Utc::now().date_naive();
+    let p = q.patient.clone();
+    let text = app
+        .cases(move |c, _| Ok(crate::case::output::accounting(c, &p, today)?))
+        .await?;
+    Ok(Json(json!({ "patient": q.patient, "accounting": text })))
 }
 
 pub async fn dashboard(State(app): State<App>) -> Result<Json<data::Dashboard>, Fail> {

@@ -64,6 +64,8 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/v1/cases/{id}/notes", WorkCase),
     r("POST", "/api/v1/cases/{id}/evidence", WorkCase),
     r("GET", "/api/v1/case-log/verify", ReadCases),
+    r("GET", "/api/v1/reports/annual-log", ReadCases),
+    r("GET", "/api/v1/reports/accounting", ReadCases),
     r("GET", "/api/v1/dashboard", ReadAlerts),
     r("GET", "/api/v1/status", ReadStatus),
     r("GET", "/api/v1/metrics/summary", ReadStatus),
@@ -120,6 +122,8 @@ pub fn build(_app: App) -> axum::Router<App> {
             post(api::attach).layer(DefaultBodyLimit::max(EVIDENCE_LIMIT)),
         )
         .route("/api/v1/case-log/verify", get(api::verify_log))
+        .route("/api/v1/reports/annual-log", get(api::annual_log))
+        .route("/api/v1/reports/accounting", get(api::accounting))
         .route("/api/v1/dashboard", get(api::dashboard))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/metrics/summary", get(api::metrics_summary))
