@@ -120,6 +120,17 @@ fn clinic(d: &Path) -> Console {
     c
 }
 
+/// Opens a case on one alert through the API; its id.
+fn open_case(c: &Client, alert: i64) -> i64 {
+    let r = c.send(
+        "POST",
+        "/api/v1/cases",
+        &json!({ "alerts": [alert.to_string()] }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["case"].as_i64().unwrap()
+}
+
 fn shots() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -366,15 +377,7 @@ fn api_refuses_anonymous_and_underprivileged_on_every_endpoint() {
     // Something for the path parameters to name.
     let po = Client::login(c.port, "olivia", PASSWORD);
     let alert = count(&c.db, "SELECT min(id) FROM alerts");
-    let case = po
-        .send(
-            "POST",
-            "/api/v1/cases",
-            &json!({ "alerts": [alert.to_string()] }),
-        )
-        .json()["case"]
-        .as_i64()
-        .unwrap();
+    let case = open_case(&po, alert);
     po.send(
         "POST",
         &format!("/api/v1/cases/{case}/tasks"),
@@ -606,15 +609,7 @@ fn console_views_are_judged_like_ehr_accesses() {
     let alerts = po.get("/api/v1/alerts?category=self_access").json();
     let alert = alerts["alerts"][0]["id"].as_i64().unwrap();
     assert_eq!(alerts["alerts"][0]["user"], "dr-ana");
-    let case = po
-        .send(
-            "POST",
-            "/api/v1/cases",
-            &json!({ "alerts": [alert.to_string()] }),
-        )
-        .json()["case"]
-        .as_i64()
-        .unwrap();
+    let case = open_case(&po, alert);
     let before = count(
         &c.db,
         "SELECT count(*) FROM findings WHERE category = 'self_access'",

@@ -489,20 +489,7 @@ pub async fn case(
 ) -> Page {
     let (d, timeline) = app.case_detail(id, &s.account).await?;
     let letters = if d.case.determination.as_deref() == Some("breach") {
-        // Shown to whoever sees the case: the view above is already recorded.
-        let today = chrono::Utc::now().date_naive();
-        app.cases(move |c, i| {
-            let names = crate::case::output::patient_names(i.context.as_deref())
-                .map_err(|e| Fail::internal(format!("{e:#}")))?;
-            Ok(crate::case::output::letter_texts(
-                c,
-                id,
-                &i.response,
-                &|p| names.get(p).cloned(),
-                today,
-            )?)
-        })
-        .await?
+        app.letters_of(id, None).await?
     } else {
         Vec::new()
     };
