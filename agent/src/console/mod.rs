@@ -297,9 +297,13 @@ fn is_form(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-/// A path on this site: `/x`, never `//host` or a scheme.
+/// A path on this site: `/x`, never `//host`, a scheme, a backslash, or whitespace and control
+/// characters (browsers drop tabs and newlines, which turns `/\t/host` into `//host`).
 pub fn local_path(p: &str) -> bool {
-    p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.contains("://")
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.contains("://")
+        && p.chars().all(|c| c.is_ascii_graphic() && c != '\\')
 }
 
 pub fn cookie_value<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -525,4 +529,26 @@ pub async fn bind(
             }
         };
     Ok((local, serve))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_paths_stay_on_the_site() {
+        for ok in ["/alerts", "/cases/3?x=1", "/alerts?next=%2F%2Fa"] {
+            assert!(super::local_path(ok), "{ok}");
+        }
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "evil",
+            "/a b",
+            "/\u{2028}x",
+            "",
+        ] {
+            assert!(!super::local_path(bad), "{bad:?}");
+        }
+    }
 }

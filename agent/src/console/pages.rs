@@ -375,7 +375,7 @@ pub async fn alert(
             &back,
             "silence-form",
             &format!(
-                "<label>Silence alerts matching<input name=\"matchers\" value=\"user={}, category={}\"></label>\
+                "<label>Silence alerts matching<input name=\"matchers\" size=\"36\" value=\"user={}, category={}\"></label>\
 <label>for hours<input name=\"hours\" value=\"24\" size=\"4\"></label>\
 <label>because<input name=\"reason\" required></label><button type=\"submit\">Silence</button>",
                 esc(&a.user),
@@ -391,7 +391,7 @@ pub async fn alert(
     for f in &d.findings {
         let _ = write!(
             b,
-            "<tr><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+            "<tr><td class=\"t\">{}</td><td class=\"id\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
             esc(&f.time),
             esc(&f.patient),
             esc(&f.action),
