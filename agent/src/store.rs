@@ -169,8 +169,12 @@ CREATE TABLE IF NOT EXISTS console_sessions (
     created_ms INTEGER NOT NULL,
     seen_ms    INTEGER NOT NULL
 ) WITHOUT ROWID;
--- The alert queue sorts open alerts by severity, then by their latest change.
-CREATE INDEX IF NOT EXISTS alerts_queue ON alerts (status, last_ms);
+-- The console's alert queue: most severe first, then newest. The expression must stay the
+-- one in console/data.rs (SEVERITY_RANK) for SQLite to read the first screen off this index
+-- instead of sorting every alert.
+CREATE INDEX IF NOT EXISTS alerts_rank ON alerts (
+    (CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END),
+    last_ms DESC, id DESC);
 ";
 
 /// `$PHIWATCH_DATA_DIR`, else `$XDG_DATA_HOME/phiwatch`, else `~/.local/share/phiwatch`.
