@@ -8,7 +8,7 @@ use crate::alert::admin::Admin;
 use crate::case::{Assessment, Cases, Exclusion};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::NaiveDate;
@@ -850,10 +850,8 @@ pub async fn attach(
     Extension(s): Extension<Signed>,
     Path(id): Path<i64>,
     Query(q): Query<EvidenceQuery>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, Fail> {
-    let _ = headers;
     if q.name.trim().is_empty() || q.name.contains(['/', '\\']) {
         return Err(Fail::bad("name: a file name without directories"));
     }

@@ -486,7 +486,7 @@ pub fn client(ci: &ConnectInfo<tls::Peer>) -> String {
 }
 
 pub fn router(app: App) -> axum::Router {
-    routes::build(app.clone())
+    routes::build()
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }

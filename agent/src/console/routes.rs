@@ -78,7 +78,7 @@ pub fn permission(method: &Method, path: &str) -> Option<Perm> {
         .map(|r| r.perm)
 }
 
-pub fn build(_app: App) -> axum::Router<App> {
+pub fn build() -> axum::Router<App> {
     axum::Router::new()
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
