@@ -57,23 +57,23 @@ fn start(d: &Path, context: &Path, events: &Path, console_extra: &str) -> Consol
     }
     std::fs::copy(events, d.join("logs/events.ndjson")).unwrap();
     let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
-    assert!(
-        wait_for(Duration::from_secs(20), || request(
-            port,
-            "GET",
-            "/login",
-            &[],
-            b""
-        )
-        .status
-            == 200),
-        "console never answered"
-    );
+    wait_console(port);
     Console {
         _agent: agent,
         port,
         db: d.join("data/phiwatch.db"),
     }
+}
+
+/// Waits for the console to answer its sign-in page.
+fn wait_console(port: u16) {
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && request(port, "GET", "/login", &[], b"").status == 200
+        }),
+        "console never answered"
+    );
 }
 
 fn add_user(config: &Path, name: &str, role: &str, staff: Option<&str>) {
@@ -724,15 +724,7 @@ fn login_limits_and_sessions_across_restart() {
         &[],
         Duration::from_secs(60),
     );
-    assert!(wait_for(Duration::from_secs(20), || request(
-        port,
-        "GET",
-        "/login",
-        &[],
-        b""
-    )
-    .status
-        == 200));
+    wait_console(port);
     let me = po.get("/api/v1/session");
     assert_eq!(me.status, 200, "{}", me.text());
     assert_eq!(me.json()["user"], "olivia");
