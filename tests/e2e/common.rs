@@ -45,3 +45,13 @@ pub fn demo_set(dir: &Path, events: usize) -> PathBuf {
     assert!(out.status.success(), "{}", text(&out.stderr));
     dir.to_owned()
 }
+
+/// A self-signed certificate for "localhost": `D/cert.pem`, `D/key.pem`. Returns the
+/// certificate's PEM, for clients to trust.
+pub fn write_localhost_cert(d: &Path) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem = cert.cert.pem();
+    std::fs::write(d.join("cert.pem"), &pem).unwrap();
+    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    pem
+}

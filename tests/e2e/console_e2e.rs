@@ -760,10 +760,7 @@ fn agent_http_port(d: &Path) -> u16 {
 fn console_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    std::fs::write(d.join("console.crt"), ck.cert.pem()).unwrap();
-    std::fs::write(d.join("console.key"), ck.key_pair.serialize_pem()).unwrap();
+    let cert_pem = common::write_localhost_cert(d);
     let fx = common::fixtures().join("clinic");
     let c = {
         let (http, port) = (free_port(), free_port());
@@ -774,7 +771,7 @@ fn console_over_tls() {
             .unwrap();
         writeln!(
             f,
-            "[console]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{0}/console.crt\"\ntls_key = \"{0}/console.key\"",
+            "[console]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"",
             d.display()
         )
         .unwrap();
@@ -789,7 +786,7 @@ fn console_over_tls() {
         .unwrap();
     rt.block_on(async {
         let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
             .build()
             .unwrap();
         let url = format!("https://localhost:{port}");

@@ -128,13 +128,6 @@ fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
     });
 }
 
-/// A self-signed certificate for "localhost": `D/cert.pem`, `D/key.pem`.
-fn write_localhost_cert(d: &Path) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
-}
-
 /// The clinic fixture's events, appended to the log the agent tails.
 fn feed_clinic_day(d: &Path) {
     std::fs::copy(
@@ -492,7 +485,7 @@ fn killed_between_send_and_commit_resends_once_with_the_same_key() {
 fn email_over_starttls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_localhost_cert(d);
+    common::write_localhost_cert(d);
     let (http, smtp_port) = (free_port(), free_port());
     let maildir = d.join("maildir");
     let _smtp = Smtp::start_with(
@@ -704,7 +697,7 @@ fn silenced_alerts_are_not_sent() {
 fn email_over_implicit_tls_with_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_localhost_cert(d);
+    common::write_localhost_cert(d);
     let (http, smtp_port) = (free_port(), free_port());
     let maildir = d.join("maildir");
     let _smtp = Smtp::start_with(

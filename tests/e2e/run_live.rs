@@ -174,10 +174,7 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
         std::fs::write(&p, format!("chart {i}")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
     }
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_pem = cert.cert.pem();
-    std::fs::write(d.join("tls/cert.pem"), &cert_pem).unwrap();
-    std::fs::write(d.join("tls/key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let cert_pem = common::write_localhost_cert(&d.join("tls"));
 
     let (http, udp, tcp, tls) = (free_port(), free_udp_port(), free_port(), free_port());
     std::fs::write(d.join("phiwatch.toml"), config(d, http, udp, tcp, tls)).unwrap();
@@ -392,10 +389,7 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("tls")).unwrap();
-    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let server_pem = server.cert.pem();
-    std::fs::write(d.join("tls/cert.pem"), &server_pem).unwrap();
-    std::fs::write(d.join("tls/key.pem"), server.key_pair.serialize_pem()).unwrap();
+    let server_pem = common::write_localhost_cert(&d.join("tls"));
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
