@@ -151,8 +151,7 @@ impl Metrics {
             "phiwatch_up {}\n",
             u8::from(self.detection_alive.load(Ordering::Relaxed))
         ));
-        type Gauge = fn(&SourceMetrics) -> f64;
-        let per_source: [(&str, &str, &str, Gauge); 10] = [
+        let per_source: [Series<SourceMetrics>; 10] = [
             (
                 "phiwatch_source_lines_total",
                 "counter",
@@ -221,12 +220,9 @@ impl Metrics {
                 },
             ),
         ];
-        for (name, kind, help, get) in per_source {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for m in &self.sources {
-                out.push_str(&format!("{name}{{source=\"{}\"}} {}\n", m.name, get(m)));
-            }
-        }
+        let sources: Vec<(&str, &SourceMetrics)> =
+            self.sources.iter().map(|m| (m.name.as_str(), m)).collect();
+        labelled(&mut out, &per_source, "source", &sources);
         let n = &self.notify;
         for (name, kind, help, v) in [
             (
@@ -319,12 +315,24 @@ impl Metrics {
     }
 }
 
+/// Series with one line per item, labelled `label="item name"`: each as HELP and TYPE, then
+/// its lines.
+type Series<'a, T> = (&'a str, &'a str, &'a str, fn(&T) -> f64);
+
+fn labelled<T>(out: &mut String, series: &[Series<'_, T>], label: &str, items: &[(&str, &T)]) {
+    for (name, kind, help, get) in series {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (item, v) in items {
+            out.push_str(&format!("{name}{{{label}=\"{item}\"}} {}\n", get(v)));
+        }
+    }
+}
+
 fn render_plugins(
     plugins: &std::collections::BTreeMap<String, crate::plugin::Counters>,
     out: &mut String,
 ) {
-    type Get = fn(&crate::plugin::Counters) -> f64;
-    let series: [(&str, &str, &str, Get); 6] = [
+    let series: [Series<crate::plugin::Counters>; 6] = [
         (
             "phiwatch_plugin_calls_total",
             "counter",
@@ -362,12 +370,9 @@ fn render_plugins(
             |c| c.state_bytes as f64,
         ),
     ];
-    for (name, kind, help, get) in series {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (p, c) in plugins {
-            out.push_str(&format!("{name}{{plugin=\"{p}\"}} {}\n", get(c)));
-        }
-    }
+    let items: Vec<(&str, &crate::plugin::Counters)> =
+        plugins.iter().map(|(p, c)| (p.as_str(), c)).collect();
+    labelled(out, &series, "plugin", &items);
     let name = "phiwatch_plugin_failures_total";
     out.push_str(&format!(
         "# HELP {name} Failed plugin calls by kind (deadline, memory, stack_overflow, trap, output, instantiate).\n# TYPE {name} counter\n"
