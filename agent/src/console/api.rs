@@ -124,7 +124,8 @@ impl super::Console {
             .db(move |c| Ok(data::alert(c, id)?))
             .await?
             .ok_or_else(|| Fail::not_found(format!("no alert #{id}")))?;
-        self.record_view(who, &format!("alert {id}"), &d.patients())?;
+        let patients = d.findings.iter().map(|f| f.patient.as_str());
+        self.record_view(who, &format!("alert {id}"), patients)?;
         Ok(d)
     }
 
@@ -143,11 +144,8 @@ impl super::Console {
             })
             .await?;
         let d = d.ok_or_else(|| Fail::not_found(format!("no case #{id}")))?;
-        let mut patients = d.patients.clone();
-        patients.extend(t.iter().map(|r| r.patient.clone()));
-        patients.sort();
-        patients.dedup();
-        self.record_view(who, &format!("case {id}"), &patients)?;
+        let patients = d.patients.iter().chain(t.iter().map(|r| &r.patient));
+        self.record_view(who, &format!("case {id}"), patients.map(String::as_str))?;
         Ok((d, t))
     }
 
@@ -173,8 +171,8 @@ impl super::Console {
             })
             .await?;
         if let Some(who) = who {
-            let patients: Vec<String> = letters.iter().map(|(p, _)| p.clone()).collect();
-            self.record_view(who, &format!("letters of case {id}"), &patients)?;
+            let patients = letters.iter().map(|(p, _)| p.as_str());
+            self.record_view(who, &format!("letters of case {id}"), patients)?;
         }
         Ok(letters)
     }
@@ -438,11 +436,11 @@ pub async fn findings(
     Query(f): Query<FindingFilter>,
 ) -> Result<Json<Value>, Fail> {
     let rows = app.db(move |c| Ok(data::findings(c, &f)?)).await?;
-    let mut patients: Vec<String> = rows.iter().map(|r| r.patient.clone()).collect();
-    patients.sort();
-    patients.dedup();
-    patients.retain(|p| !p.is_empty());
-    app.record_view(&s.account, "findings", &patients)?;
+    app.record_view(
+        &s.account,
+        "findings",
+        rows.iter().map(|r| r.patient.as_str()),
+    )?;
     Ok(Json(json!({ "findings": rows })))
 }
 
@@ -454,11 +452,11 @@ pub async fn timeline(
     let rows = app
         .db(move |c| data::timeline(c, &f).map_err(Fail::bad))
         .await?;
-    let mut patients: Vec<String> = rows.iter().map(|r| r.patient.clone()).collect();
-    patients.sort();
-    patients.dedup();
-    patients.retain(|p| !p.is_empty());
-    app.record_view(&s.account, "timeline", &patients)?;
+    app.record_view(
+        &s.account,
+        "timeline",
+        rows.iter().map(|r| r.patient.as_str()),
+    )?;
     Ok(Json(json!({ "accesses": rows })))
 }
 
@@ -913,7 +911,7 @@ pub async fn accounting(
     app.record_view(
         &s.account,
         "accounting of disclosures",
-        std::slice::from_ref(&q.patient),
+        [q.patient.as_str()],
     )?;
     let today = chrono::Utc::now().date_naive();
     let p = q.patient.clone();

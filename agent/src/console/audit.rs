@@ -39,12 +39,20 @@ impl ViewLog {
             .unwrap_or_else(|| format!("console:{}", a.name))
     }
 
-    /// Records a view of `patients` (what: "case 12", "alert 7", ...). Made durable before
-    /// it returns: a view that cannot be recorded is not shown.
-    pub fn record(&self, a: &Account, what: &str, patients: &[String]) -> std::io::Result<()> {
+    /// Records a view of `patients` (what: "case 12", "alert 7", ...): one event per distinct
+    /// patient, however often a page lists them. Made durable before it returns: a view that
+    /// cannot be recorded is not shown.
+    pub fn record<'p>(
+        &self,
+        a: &Account,
+        what: &str,
+        patients: impl IntoIterator<Item = &'p str>,
+    ) -> std::io::Result<()> {
         let Some(spool) = &self.spool else {
             return Ok(());
         };
+        let patients: std::collections::BTreeSet<&str> =
+            patients.into_iter().filter(|p| !p.is_empty()).collect();
         if patients.is_empty() {
             return Ok(());
         }
@@ -103,7 +111,8 @@ mod tests {
             role: super::super::authz::Role::PrivacyOfficer,
             staff_id: Some("dr-ana".into()),
         };
-        log.record(&a, "case 3", &["pt-1".into(), "pt-2".into()])
+        // Repeats and blanks are one event per distinct patient.
+        log.record(&a, "case 3", ["pt-1", "pt-2", "pt-1", ""])
             .unwrap();
         let text = std::fs::read_to_string(active).unwrap();
         let lines: Vec<&str> = text.lines().collect();

@@ -215,16 +215,6 @@ pub struct AlertDetail {
     pub findings: Vec<FindingRow>,
 }
 
-impl AlertDetail {
-    pub fn patients(&self) -> Vec<String> {
-        let mut p: Vec<String> = self.findings.iter().map(|f| f.patient.clone()).collect();
-        p.sort();
-        p.dedup();
-        p.retain(|p| !p.is_empty());
-        p
-    }
-}
-
 pub fn alert(conn: &Connection, id: i64) -> rusqlite::Result<Option<AlertDetail>> {
     let Some(alert) = conn
         .query_row(

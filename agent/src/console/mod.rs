@@ -122,7 +122,12 @@ impl Console {
     }
 
     /// Records that `who` is shown these patients; refuses the view if that cannot be done.
-    pub fn record_view(&self, who: &Account, what: &str, patients: &[String]) -> Result<(), Fail> {
+    pub fn record_view<'p>(
+        &self,
+        who: &Account,
+        what: &str,
+        patients: impl IntoIterator<Item = &'p str>,
+    ) -> Result<(), Fail> {
         self.views.record(who, what, patients).map_err(|e| {
             tracing::error!("recording a console view failed; the view is refused: {e}");
             Fail::new(
