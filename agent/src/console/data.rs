@@ -490,24 +490,10 @@ pub fn case(
     else {
         return Ok(None);
     };
-    let mut b = cases.breach(id).map_err(|e| e.to_string())?;
+    let b = cases.breach(id).map_err(|e| e.to_string())?;
     let (users, patients) = crate::case::output::involved(cases, id).map_err(|e| e.to_string())?;
-    let residents = b.residents.clone();
-    let provisional = case.determination.as_deref() != Some("breach") || residents.is_empty();
-    if b.residents.is_empty() {
-        // Residence unknown: every involved patient counts, under "??".
-        b.residents
-            .insert("??".into(), patients.len().max(1) as u32);
-    }
-    let (deadlines, deadline_error) =
-        if case.determination.as_deref().is_some_and(|d| d != "breach") {
-            (Vec::new(), None)
-        } else {
-            match clock::deadlines(&b, j) {
-                Ok(ds) => (deadline_rows(ds, today), None),
-                Err(e) => (Vec::new(), Some(e)),
-            }
-        };
+    let (residents, licensed_in) = (b.residents.clone(), b.licensed_in.clone());
+    let clocks = Clocks::of(b, case.determination.as_deref(), patients.len(), j, today);
     let mut st = conn
         .prepare_cached("SELECT n, text, done FROM case_tasks WHERE case_id = ?1 ORDER BY n")
         .map_err(sql)?;
@@ -536,17 +522,55 @@ pub fn case(
         .collect();
     Ok(Some(CaseDetail {
         assessment: cases.assessment(id).map_err(|e| e.to_string())?,
-        licensed_in: b.licensed_in.clone(),
+        licensed_in,
         residents,
         case,
         tasks,
         users,
         patients,
-        deadlines,
-        deadlines_provisional: provisional,
-        deadline_error,
+        deadlines: clocks.deadlines,
+        deadlines_provisional: clocks.provisional,
+        deadline_error: clocks.error,
         log,
     }))
+}
+
+/// A case's notification deadlines: what the case page shows and the dashboard lists.
+struct Clocks {
+    deadlines: Vec<DeadlineRow>,
+    provisional: bool,
+    error: Option<String>,
+}
+
+impl Clocks {
+    /// From the case's stored clock inputs, its determination and how many patients it
+    /// involves. None once the case is determined not to be a breach.
+    fn of(
+        mut b: clock::Breach,
+        determination: Option<&str>,
+        patients: usize,
+        j: &Jurisdictions,
+        today: NaiveDate,
+    ) -> Clocks {
+        let provisional = determination != Some("breach") || b.residents.is_empty();
+        if b.residents.is_empty() {
+            // Residence unknown: every involved patient counts, under "??".
+            b.residents.insert("??".into(), patients.max(1) as u32);
+        }
+        let (deadlines, error) = if determination.is_some_and(|d| d != "breach") {
+            (Vec::new(), None)
+        } else {
+            match clock::deadlines(&b, j) {
+                Ok(ds) => (deadline_rows(ds, today), None),
+                Err(e) => (Vec::new(), Some(e)),
+            }
+        };
+        Clocks {
+            deadlines,
+            provisional,
+            error,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -645,29 +669,32 @@ pub fn dashboard(cases: &Cases, j: &Jurisdictions, today: NaiveDate) -> Result<D
         .collect::<Result<_, _>>()
         .map_err(sql)?;
     let mut due_this_week = Vec::new();
-    let open: Vec<(i64, String)> = {
+    let open: Vec<(i64, String, Option<String>)> = {
         let mut st = conn
             .prepare_cached(
-                "SELECT id, title FROM cases WHERE state NOT IN ('closed', 'notifying')",
+                "SELECT id, title, determination FROM cases
+                 WHERE state NOT IN ('closed', 'notifying')",
             )
             .map_err(sql)?;
         let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(sql)?;
         rows.collect::<Result<_, _>>().map_err(sql)?
     };
-    for (id, title) in open {
-        if let Some(c) = case(cases, id, j, today)? {
-            for d in c.deadlines.into_iter().filter(|d| d.days_left <= 7) {
-                due_this_week.push(Due {
-                    case_id: id,
-                    title: title.clone(),
-                    notify: d.notify,
-                    due: d.due,
-                    days_left: d.days_left,
-                    provisional: c.deadlines_provisional,
-                });
-            }
+    // Only the clocks: the case page's tasks, assessment and log are not needed here.
+    for (id, title, determination) in open {
+        let b = cases.breach(id).map_err(|e| e.to_string())?;
+        let (_, patients) = crate::case::output::involved(cases, id).map_err(|e| e.to_string())?;
+        let c = Clocks::of(b, determination.as_deref(), patients.len(), j, today);
+        for d in c.deadlines.into_iter().filter(|d| d.days_left <= 7) {
+            due_this_week.push(Due {
+                case_id: id,
+                title: title.clone(),
+                notify: d.notify,
+                due: d.due,
+                days_left: d.days_left,
+                provisional: c.provisional,
+            });
         }
     }
     due_this_week.sort_by(|a, b| a.due.cmp(&b.due));
