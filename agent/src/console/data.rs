@@ -152,15 +152,11 @@ pub fn alerts(conn: &Connection, f: &AlertFilter) -> Result<AlertPage, String> {
         .map_err(sql)?;
     let alerts = st
         .query_map(
-            params![
-                status,
-                nonempty(&f.severity),
-                nonempty(&f.category),
-                nonempty(&f.user),
-                nonempty(&f.department),
-                f.limit(),
-                f.offset.unwrap_or(0)
-            ],
+            rusqlite::params_from_iter(
+                args.iter()
+                    .copied()
+                    .chain(params![f.limit(), f.offset.unwrap_or(0)].iter().copied()),
+            ),
             alert_row,
         )
         .map_err(sql)?
