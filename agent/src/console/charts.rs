@@ -26,27 +26,34 @@ pub fn stacked(title: &str, columns: &[(String, Vec<(String, i64)>)]) -> String 
         }
     }
     totals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // Slots 0..named have colours of their own; a slot after them is "other". Known by
+    // position, not by name: a category may itself be called "other".
+    let named = if totals.len() > PALETTE {
+        PALETTE - 1
+    } else {
+        totals.len()
+    };
     let mut merged = String::new();
-    if totals.len() > PALETTE {
-        let rest = totals.split_off(PALETTE - 1);
+    if named < totals.len() {
+        let rest = totals.split_off(named);
         merged = rest
             .iter()
-            .map(|(s, v)| format!("{} {v}", s.replace('_', " ")))
+            .map(|(s, v)| format!("{} {v}", spaced(s)))
             .collect::<Vec<_>>()
             .join(", ");
         totals.push((OTHER.into(), rest.iter().map(|(_, v)| v).sum()));
     }
     let slot = |s: &str| {
-        totals
+        totals[..named]
             .iter()
             .position(|(x, _)| x == s)
-            .unwrap_or(totals.len() - 1)
+            .unwrap_or(named)
     };
     let class = |k: usize| {
-        if totals[k].0 == OTHER {
-            "cother".to_owned()
-        } else {
+        if k < named {
             format!("c{k}")
+        } else {
+            "cother".to_owned()
         }
     };
     let max = columns
@@ -112,17 +119,22 @@ pub fn stacked(title: &str, columns: &[(String, Vec<(String, i64)>)]) -> String 
         let _ = write!(
             legend,
             "<li{}><span class=\"swatch {}\"></span>{} <span class=\"muted\">{total}</span></li>",
-            if s == OTHER {
+            if k == named {
                 format!(" title=\"{}\"", esc(&merged))
             } else {
                 String::new()
             },
             class(k),
-            esc(&s.replace('_', " "))
+            esc(&spaced(s))
         );
     }
     legend.push_str("</ul>");
     svg + &legend
+}
+
+/// A category as people read it: `break_glass` → "break glass".
+fn spaced(category: &str) -> String {
+    category.replace('_', " ")
 }
 
 /// Horizontal bars with their values, largest first as given, all in one colour: the length
@@ -179,7 +191,7 @@ mod tests {
     #[test]
     fn many_series_keep_distinct_colours_and_merge_the_smallest() {
         let names: Vec<String> = (0..14).map(|i| format!("cat{i:02}")).collect();
-        // cat00 is the largest, cat11 the smallest.
+        // cat00 is the largest, cat13 the smallest.
         let segs: Vec<(&str, i64)> = names
             .iter()
             .enumerate()
@@ -225,5 +237,12 @@ mod tests {
             assert!(svg[rect..].starts_with("<rect class=\"c0\""));
         }
         assert_eq!(stacked("t", &[]), "<p class=\"muted\">No alerts yet.</p>");
+    }
+
+    #[test]
+    fn a_category_called_other_keeps_its_colour_when_nothing_is_merged() {
+        let svg = stacked("t", &[day("2026-12-01", &[("other", 3), ("vip", 1)])]);
+        assert!(svg.contains("<rect class=\"c0\"") && svg.contains("12-01 other: 3"));
+        assert!(!svg.contains("cother") && !svg.contains("<li title"));
     }
 }
