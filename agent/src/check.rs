@@ -179,7 +179,7 @@ fn check_console(cfg: &Config, c: &mut Checked) {
     };
     let scheme = match (&console.tls_cert, &console.tls_key) {
         (Some(cert), Some(key)) => {
-            if let Err(e) = crate::syslog::server_tls(cert, key, None, &[b"http/1.1"]) {
+            if let Err(e) = crate::tls::server_tls(cert, key, None, &[b"http/1.1"]) {
                 c.problems.push(format!("[console] TLS: {e:#}"));
             }
             "https"

@@ -39,6 +39,8 @@ pub struct Config {
     pub response: Option<PathBuf>,
     #[serde(default)]
     pub http: Http,
+    #[serde(default)]
+    pub limits: Limits,
     /// The privacy officer's web console and HTTP API; off unless configured.
     pub console: Option<ConsoleConfig>,
     /// A TOML file of further `[[source]]` tables (relative paths: next to this file), so
@@ -68,6 +70,16 @@ pub struct Http {
     /// Address for `/healthz` and `/metrics`. Loopback by default: metrics are not public.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// `/healthz` answers 503 once a batch has waited this long to be judged and stored.
+    #[serde(default = "default_max_lag")]
+    pub max_detection_lag_seconds: u64,
+    /// Time a client has to send a request's headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+}
+
+fn default_max_lag() -> u64 {
+    120
 }
 
 /// `[console]`: where the console listens and how it protects itself.
@@ -97,6 +109,17 @@ pub struct ConsoleConfig {
     pub login_failures: u32,
     #[serde(default = "default_login_window")]
     pub login_window_minutes: u64,
+    /// Connections held at once; more are closed on arrival.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and an idle keep-alive connection to
+    /// send its next request): slow-loris clients are cut off after it.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+}
+
+fn default_header_timeout() -> u64 {
+    10
 }
 
 fn default_idle() -> u64 {
@@ -125,6 +148,8 @@ impl ConsoleConfig {
             session_hours: default_session_hours(),
             login_failures: default_login_failures(),
             login_window_minutes: default_login_window(),
+            max_connections: default_max_connections(),
+            header_timeout_seconds: default_header_timeout(),
         }
     }
 
@@ -138,9 +163,14 @@ impl ConsoleConfig {
                 self.listen
             ));
         }
-        if self.idle_minutes == 0 || self.session_hours == 0 || self.login_failures == 0 {
+        if self.idle_minutes == 0
+            || self.session_hours == 0
+            || self.login_failures == 0
+            || self.max_connections == 0
+            || self.header_timeout_seconds == 0
+        {
             return Err(
-                "[console] idle_minutes, session_hours and login_failures must be above 0".into(),
+                "[console] idle_minutes, session_hours, login_failures, max_connections and header_timeout_seconds must be above 0".into(),
             );
         }
         Ok(())
@@ -151,6 +181,8 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             listen: default_listen(),
+            max_detection_lag_seconds: default_max_lag(),
+            header_timeout_seconds: default_header_timeout(),
         }
     }
 }
@@ -194,6 +226,18 @@ pub struct FileSource {
     /// How often to look for new data, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// Longer lines are reported as one bad line each (with their line number) and skipped.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// IANA zone for times written without an offset (default UTC). CSV sources set it in
+    /// `[source.csv]`.
+    pub timezone: Option<chrono_tz::Tz>,
+}
+
+impl FileSource {
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.timezone.unwrap_or(chrono_tz::UTC)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -220,6 +264,30 @@ pub struct SyslogSource {
     /// Larger messages are rejected (and a TCP/TLS connection sending one is closed).
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
+    /// IANA zone for `EventDateTime` values written without an offset (default UTC).
+    pub timezone: Option<chrono_tz::Tz>,
+    /// TCP/TLS connections held at once; more are closed on arrival (and counted).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A TCP/TLS connection that sends nothing for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    /// A frame, once its first byte has arrived, must arrive whole within this time.
+    #[serde(default = "default_frame_timeout")]
+    pub frame_timeout_seconds: u64,
+    /// UDP: the socket's receive buffer (SO_RCVBUF). The kernel's default (about 200 KiB)
+    /// starts losing datagrams near 10,000/s; the kernel caps it at net.core.rmem_max.
+    pub recv_buffer_bytes: Option<usize>,
+    /// Bytes the source's spool may hold on disk while detection catches up. At the cap,
+    /// TCP/TLS senders are held back and UDP datagrams are dropped and counted.
+    #[serde(default = "default_spool_cap")]
+    pub spool_max_bytes: u64,
+}
+
+impl SyslogSource {
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.timezone.unwrap_or(chrono_tz::UTC)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +308,39 @@ pub struct FolderSource {
 fn yes() -> bool {
     true
 }
+fn default_max_connections() -> usize {
+    256
+}
+fn default_idle_timeout() -> u64 {
+    600
+}
+fn default_frame_timeout() -> u64 {
+    30
+}
+fn default_spool_cap() -> u64 {
+    crate::spool::DEFAULT_CAP_BYTES
+}
+fn default_inflight() -> usize {
+    64 << 20
+}
+
+/// `[limits]`: budgets shared by every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes of partly received stream frames (syslog, MLLP) held at once, over every
+    /// connection: a frame's announced length is reserved before it is read.
+    #[serde(default = "default_inflight")]
+    pub inflight_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            inflight_bytes: default_inflight(),
+        }
+    }
+}
 fn default_max_message() -> usize {
     1 << 20
 }
@@ -251,6 +352,9 @@ fn default_burst_seconds() -> u32 {
 }
 fn default_poll_ms() -> u64 {
     250
+}
+fn default_max_line() -> usize {
+    4 << 20
 }
 
 impl Config {
@@ -333,6 +437,11 @@ impl Config {
                     if s.paths.is_empty() {
                         return Err(fail("no paths".into()));
                     }
+                    if s.max_line_bytes < 1024 {
+                        return Err(fail(
+                            "max_line_bytes below 1024 would reject ordinary records".into(),
+                        ));
+                    }
                     for g in &s.paths {
                         glob::Pattern::new(g).map_err(|e| fail(format!("glob {g:?}: {e}")))?;
                     }
@@ -373,6 +482,23 @@ impl Config {
                             "max_message_bytes below 1024 would reject ordinary audit messages"
                                 .into(),
                         ));
+                    }
+                    if s.max_message_bytes > c.limits.inflight_bytes {
+                        return Err(fail(format!(
+                            "max_message_bytes {} is above [limits] inflight_bytes {}: such a message could never be received",
+                            s.max_message_bytes, c.limits.inflight_bytes
+                        )));
+                    }
+                    if s.max_connections == 0
+                        || s.idle_timeout_seconds == 0
+                        || s.frame_timeout_seconds == 0
+                    {
+                        return Err(fail(
+                            "max_connections, idle_timeout_seconds and frame_timeout_seconds must be above 0".into(),
+                        ));
+                    }
+                    if s.spool_max_bytes < (1 << 20) {
+                        return Err(fail("spool_max_bytes must be at least 1048576".into()));
                     }
                 }
                 Source::Folder(s) => {

@@ -953,6 +953,8 @@ fn policy_explain(a: DetectionArgs, event: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", event.display()))?
     {
         phiwatch::decode::Decoded::Access(ev) => ev,
+        // The first patient's access: the others are judged the same way.
+        phiwatch::decode::Decoded::Many { mut accesses, .. } => accesses.swap_remove(0),
         phiwatch::decode::Decoded::NoPatient => {
             println!("this AuditEvent names no patient: there is nothing to judge");
             return Ok(());
@@ -998,16 +1000,71 @@ fn cases(s: &StoreArgs) -> Result<phiwatch::case::Cases> {
     cases_in(&phiwatch::config::Config::load(&s.config)?)
 }
 
+/// The agent's cases, kept to the configuration's deadline rules and reminder settings: a
+/// change that moves a clock requeues the case's reminders.
 fn cases_in(cfg: &phiwatch::config::Config) -> Result<phiwatch::case::Cases> {
-    Ok(phiwatch::case::Cases::open(
-        &cfg.data_dir.join("phiwatch.db"),
-    )?)
+    let (jurisdictions, response) = phiwatch::case::plan_for(cfg)?;
+    Ok(
+        phiwatch::case::Cases::open(&cfg.data_dir.join("phiwatch.db"))?.with_plan(
+            std::sync::Arc::new(phiwatch::case::schedule::Plan {
+                jurisdictions,
+                response,
+            }),
+        ),
+    )
+}
+
+/// `case list`: open cases by urgency, with their next deadline.
+fn case_list(rows: &[phiwatch::console::data::CaseRow]) -> String {
+    let mut out = format!(
+        "{:>5} {:<16} {:<16} {:<12} {:<28} title\n",
+        "id", "state", "assignee", "outcome", "next deadline"
+    );
+    for r in rows {
+        let next = match &r.next_deadline {
+            Some(d) => format!(
+                "{} ({}{})",
+                d.due,
+                if d.days_left < 0 {
+                    format!("overdue {} d", -d.days_left)
+                } else {
+                    format!("{} d", d.days_left)
+                },
+                if d.provisional { ", prov." } else { "" }
+            ),
+            None => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:>5} {:<16} {:<16} {:<12} {:<28} {}\n",
+            r.id,
+            r.state,
+            r.assignee.as_deref().unwrap_or("-"),
+            r.determination.as_deref().unwrap_or("-"),
+            next,
+            r.title
+        ));
+    }
+    out
+}
+
+/// What the change did to the case's reminders.
+fn reminders_note(c: &phiwatch::case::Cases, id: i64) -> Result<()> {
+    let n = c.pending_reminders(id)?;
+    println!("{n} deadline reminder(s) pending for case #{id}");
+    Ok(())
 }
 
 fn case(c: CaseCmd) -> Result<()> {
     use phiwatch::case::clock::{Jurisdictions, LawEnforcementDelay};
     match c {
-        CaseCmd::List { store } => print!("{}", cases(&store)?.list()?),
+        CaseCmd::List { store } => {
+            let cfg = phiwatch::config::Config::load(&store.config)?;
+            let (j, _) = phiwatch::case::plan_for(&cfg)?;
+            let today = chrono::Utc::now().date_naive();
+            let rows = phiwatch::console::data::cases(&cases_in(&cfg)?, &j, today)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", case_list(&rows));
+        }
         CaseCmd::Show {
             store,
             id,
@@ -1033,8 +1090,10 @@ fn case(c: CaseCmd) -> Result<()> {
             let d = discovered
                 .map(|d| date_arg(&d, "--discovered"))
                 .transpose()?;
-            let id = cases(&store)?.create(&by, &title, &alerts, d)?;
+            let mut c = cases(&store)?;
+            let id = c.create(&by, &title, &alerts, d)?;
             println!("case #{id} opened");
+            reminders_note(&c, id)?;
         }
         CaseCmd::Assign { store, id, to, by } => {
             cases(&store)?.assign(id, &by, &to)?;
@@ -1081,7 +1140,8 @@ fn case(c: CaseCmd) -> Result<()> {
                     ),
                 });
             }
-            cases(&store)?.set_facts(
+            let mut c = cases(&store)?;
+            c.set_facts(
                 id,
                 &by,
                 d,
@@ -1091,6 +1151,7 @@ fn case(c: CaseCmd) -> Result<()> {
                     .then(|| licensed_in.iter().map(|s| s.to_uppercase()).collect()),
             )?;
             println!("case #{id} facts recorded");
+            reminders_note(&c, id)?;
         }
         CaseCmd::Assess {
             store,
@@ -1136,15 +1197,10 @@ fn case(c: CaseCmd) -> Result<()> {
             by,
         } => {
             let on = on.map(|d| date_arg(&d, "--on")).transpose()?;
-            let cfg = phiwatch::config::Config::load(&store.config)?;
-            let (j, r) = phiwatch::case::plan_for(&cfg)?;
-            let queued = cases_in(&cfg)?.determine(id, &by, &outcome, on, Some((&j, &r)))?;
+            let mut c = cases(&store)?;
+            c.determine(id, &by, &outcome, on)?;
             println!("case #{id} determined: {outcome}");
-            if queued > 0 {
-                println!("{queued} deadline reminder(s) queued");
-            } else if outcome == "breach" && r.reminders.receivers.is_empty() {
-                println!("no reminders: response.toml names no [reminders] receivers");
-            }
+            reminders_note(&c, id)?;
         }
         CaseCmd::Note {
             store,

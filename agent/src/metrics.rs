@@ -4,9 +4,7 @@ use crate::spool::IntakeMetrics;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use crate::time::now_ms;
 
 /// Upper bounds (seconds) of the delay histogram's buckets.
 const DELAY_BUCKETS: [f64; 14] = [
@@ -65,6 +63,10 @@ pub struct SourceMetrics {
     pub files: AtomicU64,
     pub last_checkpoint_ms: AtomicI64,
     pub errors: AtomicU64,
+    /// Lines skipped because decoding them panicked or killed the process before.
+    pub quarantined: AtomicU64,
+    /// Patients of multi-patient records past the per-record cap (counted, not judged).
+    pub patients_over_cap: AtomicU64,
     /// Messages or folder events taken into the spool (syslog and folder sources).
     pub intake: Arc<IntakeMetrics>,
 }
@@ -78,6 +80,10 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     pub detection_alive: AtomicBool,
+    /// When the batch being judged was handed over (0: none in hand).
+    pub detect_batch_sent_ms: AtomicI64,
+    /// Hand-over to stored, for the last batch.
+    pub detect_last_lag_ms: AtomicI64,
     /// Set by SIGHUP: reload settings, policies and context now.
     pub reload_requested: AtomicBool,
     pub delay: DelayHistogram,
@@ -90,6 +96,36 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// What `/healthz` reports: detection running, not lagging, and no spool at its cap.
+    pub fn health(&self, max_lag: std::time::Duration) -> Result<(), String> {
+        if !self.detection_alive.load(Ordering::Relaxed) {
+            return Err("detection stopped".into());
+        }
+        let lag = self.detection_lag_ms();
+        if lag > max_lag.as_millis() as i64 {
+            return Err(format!(
+                "detection is {:.0} s behind (max_detection_lag_seconds {})",
+                lag as f64 / 1000.0,
+                max_lag.as_secs()
+            ));
+        }
+        if let Some(s) = self
+            .sources
+            .iter()
+            .find(|s| s.intake.spool_full.load(Ordering::Relaxed))
+        {
+            return Err(format!("the spool of source {:?} is full", s.name));
+        }
+        Ok(())
+    }
+
+    /// How long the batch in hand has waited, or the last one took.
+    pub fn detection_lag_ms(&self) -> i64 {
+        let sent = self.detect_batch_sent_ms.load(Ordering::Relaxed);
+        let current = if sent == 0 { 0 } else { now_ms() - sent };
+        current.max(self.detect_last_lag_ms.load(Ordering::Relaxed))
+    }
+
     /// The counters an operator looks at first, as JSON (the console's status page).
     pub fn summary(&self) -> serde_json::Value {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -151,7 +187,11 @@ impl Metrics {
             "phiwatch_up {}\n",
             u8::from(self.detection_alive.load(Ordering::Relaxed))
         ));
-        let per_source: [Series<SourceMetrics>; 10] = [
+        out.push_str(&format!(
+            "# HELP phiwatch_detection_lag_seconds How long the batch being judged has waited, or the last batch took, from hand-over to stored.\n# TYPE phiwatch_detection_lag_seconds gauge\nphiwatch_detection_lag_seconds {}\n",
+            self.detection_lag_ms() as f64 / 1000.0
+        ));
+        let per_source: [Series<SourceMetrics>; 19] = [
             (
                 "phiwatch_source_lines_total",
                 "counter",
@@ -169,6 +209,18 @@ impl Metrics {
                 "counter",
                 "Lines rejected by the decoder per source.",
                 |m| m.bad_lines.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_quarantined_total",
+                "counter",
+                "Lines skipped because decoding them panicked or killed the agent (see data_dir/rejects).",
+                |m| m.quarantined.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_patients_over_cap_total",
+                "counter",
+                "Patients of one record beyond the 1,000 judged per record.",
+                |m| m.patients_over_cap.load(Ordering::Relaxed) as f64,
             ),
             (
                 "phiwatch_source_lag_bytes",
@@ -205,6 +257,51 @@ impl Metrics {
                 "counter",
                 "TCP and TLS connections accepted.",
                 |m| m.intake.connections.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_connections_refused_total",
+                "counter",
+                "Connections closed on arrival at the listener's max_connections.",
+                |m| m.intake.refused.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_timeouts_total",
+                "counter",
+                "Connections closed for idling, a frame not completed in time, or a TLS handshake not finished.",
+                |m| m.intake.timeouts.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_accept_errors_total",
+                "counter",
+                "Failed accepts (descriptors exhausted and the like), each followed by a back-off.",
+                |m| m.intake.accept_errors.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_spool_bytes",
+                "gauge",
+                "Bytes the source's spool holds on disk.",
+                |m| m.intake.spool_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_spool_full",
+                "gauge",
+                "1 while the source's spool is at spool_max_bytes.",
+                |m| u8::from(m.intake.spool_full.load(Ordering::Relaxed)) as f64,
+            ),
+            (
+                "phiwatch_spool_dropped_total",
+                "counter",
+                "UDP messages dropped because the spool was at its cap.",
+                |m| m.intake.spool_dropped.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "phiwatch_source_kernel_drops_total",
+                "counter",
+                "UDP datagrams the kernel dropped for the source's socket (receive buffer full).",
+                |m| match m.intake.udp_inode.load(Ordering::Relaxed) {
+                    0 => 0.0,
+                    inode => udp_drops(inode).unwrap_or(0) as f64,
+                },
             ),
             (
                 "phiwatch_checkpoint_age_seconds",
@@ -315,6 +412,25 @@ impl Metrics {
     }
 }
 
+/// The kernel's drop counter for the UDP socket with this inode (`/proc/net/udp`, `udp6`:
+/// the last column). Linux only; `None` elsewhere or when the socket is gone.
+pub fn udp_drops(inode: u64) -> Option<u64> {
+    let want = inode.to_string();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:tm retrnsmt uid timeout inode ref pointer drops
+            if cols.get(9) == Some(&want.as_str()) {
+                return cols.last()?.parse().ok();
+            }
+        }
+    }
+    None
+}
+
 /// Series with one line per item, labelled `label="item name"`: each as HELP and TYPE, then
 /// its lines.
 type Series<'a, T> = (&'a str, &'a str, &'a str, fn(&T) -> f64);
@@ -381,5 +497,38 @@ fn render_plugins(
         for (kind, n) in &c.failures {
             out.push_str(&format!("{name}{{plugin=\"{p}\",kind=\"{kind}\"}} {n}\n"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_degrades_with_lag_and_a_full_spool() {
+        let m = Metrics {
+            sources: vec![SourceMetrics {
+                name: "atna".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let max = std::time::Duration::from_secs(60);
+        assert_eq!(m.health(max), Err("detection stopped".into()));
+        m.detection_alive.store(true, Ordering::Relaxed);
+        assert_eq!(m.health(max), Ok(()));
+        // A batch in hand for two minutes.
+        m.detect_batch_sent_ms
+            .store(now_ms() - 120_000, Ordering::Relaxed);
+        assert!(m.health(max).unwrap_err().contains("behind"));
+        m.detect_batch_sent_ms.store(0, Ordering::Relaxed);
+        m.detect_last_lag_ms.store(61_000, Ordering::Relaxed);
+        assert!(m.health(max).is_err(), "the last batch took too long");
+        m.detect_last_lag_ms.store(10, Ordering::Relaxed);
+        m.sources[0]
+            .intake
+            .spool_full
+            .store(true, Ordering::Relaxed);
+        assert!(m.health(max).unwrap_err().contains("spool"));
     }
 }

@@ -69,10 +69,21 @@ impl<'c> Pipeline<'c> {
 
     /// Judges one AuditEvent line, appending the access and its findings to `out`.
     pub fn line(&mut self, line: &[u8], out: &mut Judged) -> Result<LineKind, DecodeError> {
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         match decode_audit_event(line)? {
             Decoded::NoPatient => Ok(LineKind::NoPatient),
             Decoded::Access(ev) => {
+                crate::decode::check(&ev)?;
                 self.access(ev, out);
+                Ok(LineKind::Access)
+            }
+            Decoded::Many { accesses, .. } => {
+                for ev in &accesses {
+                    crate::decode::check(ev)?;
+                }
+                for ev in accesses {
+                    self.access(ev, out);
+                }
                 Ok(LineKind::Access)
             }
         }

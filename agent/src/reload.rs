@@ -72,7 +72,7 @@ impl Loaded {
                 .collect()
         };
         LoadedSummary {
-            loaded_at: crate::time::format_ms(crate::metrics::now_ms()),
+            loaded_at: crate::time::format_ms(crate::time::now_ms()),
             policies: rules(&self.pack),
             file_policies: rules(&self.file_pack),
             plugins: self

@@ -9,15 +9,17 @@ use crate::config::{Config, Format, Source};
 use crate::decode::csv::CsvDecoder;
 use crate::decode::{Item, LineDecoder};
 use crate::detect::FileDetector;
-use crate::metrics::{now_ms, Metrics, SourceMetrics};
+use crate::metrics::{Metrics, SourceMetrics};
 use crate::notify::Dispatcher;
 use crate::pipeline::{Judged, Pipeline};
 use crate::plugin::PluginSet;
+use crate::quarantine::{self, Quarantine, Verdict};
 use crate::reload::{Inputs, Loaded};
 use crate::spool::{SharedSpool, Spool, DEFAULT_MAX_BYTES};
 use crate::store::Store;
 use crate::syslog;
 use crate::tail::{Chunk, Tailer};
+use crate::time::now_ms;
 use crate::watch::FolderWatch;
 use anyhow::{Context as _, Result};
 use std::collections::VecDeque;
@@ -31,6 +33,8 @@ use std::time::Duration;
 const QUEUE: usize = 4;
 /// Bytes a source reads per file per poll.
 const CHUNK_BYTES: usize = 4 << 20;
+/// Longest line a spooled source (syslog, folder events) hands to its decoder.
+const DEFAULT_MAX_LINE_BYTES: usize = 4 << 20;
 /// Spools are local and appended by the agent itself: poll them often.
 const SPOOL_POLL: Duration = Duration::from_millis(50);
 /// Checkpoint writes while a source is catching up.
@@ -43,6 +47,8 @@ const SPOOL_SYNC: Duration = Duration::from_millis(200);
 struct Batch {
     items: Vec<Item>,
     reply: SyncSender<Result<(), String>>,
+    /// When the source handed it over: detection lag is measured from here.
+    sent_ms: i64,
 }
 
 /// A chunk handed to detection, and where the answer comes (`None`: nothing to store).
@@ -57,6 +63,48 @@ struct Reader {
     poll: Duration,
     /// Spool sources: the file still being appended to (drained rotated segments are deleted).
     spool_active: Option<PathBuf>,
+    max_line_bytes: usize,
+    bad_log: BadLog,
+}
+
+/// Bad lines logged one by one per interval; past that, one summary line per interval.
+const BAD_LOG_EVERY: Duration = Duration::from_secs(10);
+const BAD_LOG_LINES: u32 = 10;
+
+#[derive(Default)]
+struct BadLog(std::cell::Cell<(Option<std::time::Instant>, u32, u64)>);
+
+enum LogBudget {
+    Log,
+    /// Say how many went unlogged.
+    Summarise(u64),
+    Quiet,
+}
+
+impl BadLog {
+    fn take(&self) -> LogBudget {
+        let (start, logged, quiet) = self.0.get();
+        let now = std::time::Instant::now();
+        match start {
+            Some(t) if now.duration_since(t) < BAD_LOG_EVERY => {
+                if logged < BAD_LOG_LINES {
+                    self.0.set((start, logged + 1, quiet));
+                    LogBudget::Log
+                } else {
+                    self.0.set((start, logged, quiet + 1));
+                    LogBudget::Quiet
+                }
+            }
+            _ => {
+                self.0.set((Some(now), 1, 0));
+                if quiet > 0 {
+                    LogBudget::Summarise(quiet + 1)
+                } else {
+                    LogBudget::Log
+                }
+            }
+        }
+    }
 }
 
 impl Reader {
@@ -66,9 +114,12 @@ impl Reader {
         name: &str,
         decoder: LineDecoder,
         spool_dir: &Path,
+        cap: u64,
+        intake: Arc<crate::spool::IntakeMetrics>,
     ) -> Result<(Reader, Spool)> {
         let spool = Spool::open(spool_dir, name, DEFAULT_MAX_BYTES)
-            .with_context(|| format!("opening the spool of source {name:?}"))?;
+            .with_context(|| format!("opening the spool of source {name:?}"))?
+            .with_cap(cap, intake);
         let reader = Reader {
             ix,
             name: name.to_owned(),
@@ -76,6 +127,8 @@ impl Reader {
             decoder,
             poll: SPOOL_POLL,
             spool_active: Some(spool.active().to_owned()),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            bad_log: BadLog::default(),
         };
         Ok((reader, spool))
     }
@@ -136,6 +189,28 @@ pub fn run(config_path: &Path) -> Result<()> {
         .enable_all()
         .build()?;
 
+    let open_files = crate::net::raise_open_files();
+    let wanted: usize = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Syslog(s) if s.transport != crate::config::Transport::Udp => {
+                Some(s.max_connections)
+            }
+            _ => None,
+        })
+        .sum::<usize>()
+        + cfg.console.as_ref().map_or(0, |c| c.max_connections)
+        + 64;
+    if (wanted as u64) + 256 > open_files {
+        tracing::warn!(
+            open_files,
+            connections = wanted,
+            "the connection caps add up to more than the descriptor limit leaves room for: raise LimitNOFILE or lower max_connections"
+        );
+    }
+    let inflight = Arc::new(tokio::sync::Semaphore::new(cfg.limits.inflight_bytes));
+
     // Everything that can fail on bad configuration happens before any thread starts.
     let mut readers = Vec::new();
     let mut listeners = Vec::new();
@@ -147,20 +222,30 @@ pub fn run(config_path: &Path) -> Result<()> {
         match src {
             Source::File(f) => readers.push(Reader {
                 ix,
-                name,
-                patterns: f.paths,
                 decoder: match f.format {
-                    Format::FhirAuditevent => LineDecoder::Fhir,
-                    Format::AtnaXml => LineDecoder::Atna,
+                    Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
+                    Format::AtnaXml => LineDecoder::Atna(f.zone()),
                     Format::Csv => LineDecoder::Csv(Box::new(CsvDecoder::new(
                         f.csv.context("format = \"csv\" without a mapping")?,
                     ))),
                 },
+                name,
+                patterns: f.paths,
                 poll: Duration::from_millis(f.poll_ms.max(10)),
                 spool_active: None,
+                max_line_bytes: f.max_line_bytes,
+                bad_log: BadLog::default(),
             }),
             Source::Syslog(s) => {
-                let (reader, spool) = Reader::spooled(ix, &name, LineDecoder::Atna, &spool_dir)?;
+                let intake = metrics.sources[ix].intake.clone();
+                let (reader, spool) = Reader::spooled(
+                    ix,
+                    &name,
+                    LineDecoder::Atna(s.zone()),
+                    &spool_dir,
+                    s.spool_max_bytes,
+                    intake.clone(),
+                )?;
                 let listener = rt.block_on(syslog::bind(&s))?;
                 tracing::info!(source = %name, listen = %listener.local_addr()?, transport = ?s.transport, "receiving ATNA syslog");
                 readers.push(reader);
@@ -169,14 +254,20 @@ pub fn run(config_path: &Path) -> Result<()> {
                 listeners.push((
                     listener,
                     name,
-                    s.max_message_bytes,
+                    syslog::StreamLimits::of(&s, inflight.clone()),
                     spool,
-                    metrics.sources[ix].intake.clone(),
+                    intake,
                 ));
             }
             Source::Folder(f) => {
-                let (reader, spool) =
-                    Reader::spooled(ix, &name, LineDecoder::FileEvents, &spool_dir)?;
+                let (reader, spool) = Reader::spooled(
+                    ix,
+                    &name,
+                    LineDecoder::FileEvents,
+                    &spool_dir,
+                    crate::spool::DEFAULT_CAP_BYTES,
+                    metrics.sources[ix].intake.clone(),
+                )?;
                 folders.extend(f.paths.iter().map(|p| p.display().to_string()));
                 readers.push(reader);
                 let snapshot = spool_dir.join(format!("{name}.snapshot.json"));
@@ -195,18 +286,23 @@ pub fn run(config_path: &Path) -> Result<()> {
             let (reader, spool) = Reader::spooled(
                 console_ix,
                 crate::console::audit::SOURCE,
-                LineDecoder::Fhir,
+                LineDecoder::Fhir(chrono_tz::UTC),
                 &spool_dir,
+                crate::spool::DEFAULT_CAP_BYTES,
+                metrics.sources[console_ix].intake.clone(),
             )?;
             readers.push(reader);
             let spool = spool.shared();
             spools.push(spool.clone());
             let (jurisdictions, response) = plan.take().context("case rules")?;
+            let plan = Arc::new(crate::case::schedule::Plan {
+                jurisdictions,
+                response,
+            });
             let inputs = crate::console::ConsoleInputs {
                 db: db_path.clone(),
                 evidence_dir: cfg.data_dir.join("attachments"),
-                jurisdictions,
-                response,
+                plan,
                 context: cfg.context.clone(),
                 metrics: Some(metrics.clone()),
                 views: Some(spool),
@@ -274,12 +370,20 @@ pub fn run(config_path: &Path) -> Result<()> {
             .data_dir
             .join("checkpoints")
             .join(format!("{}.json", r.name));
-        let tailer = Tailer::new(r.patterns.clone(), cp, CHUNK_BYTES)?;
+        let tailer = Tailer::new(r.patterns.clone(), cp, CHUNK_BYTES, r.max_line_bytes)?;
+        let quarantine = Quarantine::open(
+            cfg.data_dir
+                .join("checkpoints")
+                .join(format!("{}.decoding", r.name)),
+            cfg.data_dir
+                .join("rejects")
+                .join(format!("{}.ndjson", r.name)),
+        );
         let (tx, stop, m) = (tx.clone(), stop.clone(), metrics.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tail-{}", r.name))
-                .spawn(move || tail_loop(r, tailer, tx, stop, m))?,
+                .spawn(move || tail_loop(r, tailer, quarantine, tx, stop, m))?,
         );
     }
     drop(tx);
@@ -295,8 +399,8 @@ pub fn run(config_path: &Path) -> Result<()> {
                 })?,
         );
     }
-    for (listener, name, max, spool, m) in listeners {
-        rt.spawn(syslog::serve(listener, name, max, spool, m));
+    for (listener, name, limits, spool, m) in listeners {
+        rt.spawn(syslog::serve(listener, name, limits, spool, m));
     }
     let syncing = spools.clone();
     rt.spawn(async move {
@@ -307,7 +411,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         }
     });
 
-    let served = rt.block_on(serve_until_signal(cfg.http.listen, metrics.clone()));
+    let served = rt.block_on(serve_until_signal(&cfg.http, metrics.clone()));
     // Receivers stop first so nothing arrives after the spools' last sync.
     rt.shutdown_timeout(Duration::from_secs(2));
     sync_spools(&spools);
@@ -330,23 +434,24 @@ fn sync_spools(spools: &[SharedSpool]) {
     }
 }
 
-async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
+async fn serve_until_signal(http: &crate::config::Http, metrics: Arc<Metrics>) -> Result<()> {
     use axum::routing::get;
+    let listen = http.listen;
+    let max_lag = Duration::from_secs(http.max_detection_lag_seconds);
     let health = metrics.clone();
     let metrics_for_hup = metrics.clone();
     let app = axum::Router::new()
         .route(
             "/healthz",
             get(move || {
-                let alive = health.detection_alive.load(Ordering::Relaxed);
+                let verdict = health.health(max_lag);
                 async move {
-                    if alive {
-                        (axum::http::StatusCode::OK, "ok\n")
-                    } else {
-                        (
+                    match verdict {
+                        Ok(()) => (axum::http::StatusCode::OK, "ok\n".to_owned()),
+                        Err(why) => (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "detection stopped\n",
-                        )
+                            format!("{why}\n"),
+                        ),
                     }
                 }
             }),
@@ -379,10 +484,22 @@ async fn serve_until_signal(listen: std::net::SocketAddr, metrics: Arc<Metrics>)
         }
         tracing::info!("shutting down: finishing in-flight batches");
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("metrics server")
+    let limits = crate::net::HttpLimits {
+        max_connections: 64,
+        header_timeout: Duration::from_secs(http.header_timeout_seconds),
+        ..Default::default()
+    };
+    crate::net::serve_http(
+        listener,
+        None,
+        app,
+        limits,
+        Arc::new(crate::net::HttpCounters::default()),
+        "metrics",
+        shutdown,
+    )
+    .await;
+    Ok(())
 }
 
 /// How often the detection thread looks for changed inputs.
@@ -529,10 +646,19 @@ fn judge_batch(
     metrics: &Metrics,
     batch: Batch,
 ) {
+    metrics
+        .detect_batch_sent_ms
+        .store(batch.sent_ms, Ordering::Relaxed);
+    crate::fault::pause_detection();
     judged.clear();
     for item in batch.items {
         match item {
             Item::Access(ev) => pipeline.access(ev, judged),
+            Item::Many { accesses, .. } => {
+                for ev in accesses {
+                    pipeline.access(ev, judged);
+                }
+            }
             Item::File(ev) => files.findings(&ev, &mut judged.findings),
             Item::Nothing => {}
         }
@@ -566,12 +692,17 @@ fn judge_batch(
             metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             e.to_string()
         });
+    metrics
+        .detect_last_lag_ms
+        .store(now_ms() - batch.sent_ms, Ordering::Relaxed);
+    metrics.detect_batch_sent_ms.store(0, Ordering::Relaxed);
     let _ = batch.reply.send(result);
 }
 
 fn tail_loop(
     mut r: Reader,
     mut tailer: Tailer,
+    mut quarantine: Quarantine,
     tx: SyncSender<Batch>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -598,7 +729,7 @@ fn tail_loop(
         let mut progressed = false;
         let mut failed = false;
         for mut chunk in chunks {
-            let items = decode_chunk(&mut r, &chunk, m);
+            let items = decode_chunk(&mut r, &mut quarantine, &chunk, m);
             chunk.lines = Vec::new();
             let answer = match send(items, &tx) {
                 Ok(a) => a,
@@ -752,36 +883,98 @@ fn finish(
 }
 
 /// Decodes a chunk's lines in the source's own thread, so sources decode in parallel and
-/// the detection thread only enriches and judges.
-fn decode_chunk(r: &mut Reader, chunk: &Chunk, m: &SourceMetrics) -> Vec<Item> {
+/// the detection thread only enriches and judges. A line that cannot be decoded, is too
+/// long, panics the decoder or killed the process before is counted, reported with its
+/// place, written to the rejects file and skipped: it never stops the source.
+fn decode_chunk(r: &mut Reader, q: &mut Quarantine, chunk: &Chunk, m: &SourceMetrics) -> Vec<Item> {
     let file = (chunk.key.dev, chunk.key.ino);
     if chunk.first_line == 1 {
         r.decoder.forget(file);
     }
+    let name = r.name.clone();
+    let budget = &r.bad_log;
+    let reject = |q: &Quarantine, line_no: u64, offset: u64, reason: &str, line: &[u8]| {
+        m.bad_lines.fetch_add(1, Ordering::Relaxed);
+        // A flood of bad records must not become a flood of log lines: the first few per
+        // interval are logged, every one is counted and kept in the rejects file.
+        match budget.take() {
+            LogBudget::Log => tracing::warn!(
+                source = %name,
+                "bad line {}:{line_no}: {reason}",
+                chunk.path.display(),
+            ),
+            LogBudget::Summarise(n) => tracing::warn!(
+                source = %name,
+                "{n} more bad lines in the last {} s, each in {}",
+                BAD_LOG_EVERY.as_secs(),
+                q.rejects_path().display()
+            ),
+            LogBudget::Quiet => {}
+        }
+        q.reject(&chunk.path, line_no, offset, reason, line);
+    };
+    if let Some(bytes) = chunk.oversized {
+        m.lines.fetch_add(1, Ordering::Relaxed);
+        let reason = format!(
+            "line of {bytes} bytes exceeds max_line_bytes {}",
+            r.max_line_bytes
+        );
+        reject(q, chunk.first_line, chunk.start, &reason, &chunk.lines[0]);
+        return Vec::new();
+    }
     let mut items = Vec::with_capacity(chunk.lines.len());
+    q.begin(chunk);
+    let mut offset = chunk.start;
     for (i, line) in chunk.lines.iter().enumerate() {
+        let at = offset;
+        offset += line.len() as u64 + 1;
         if line.trim_ascii().is_empty() {
             continue;
         }
         m.lines.fetch_add(1, Ordering::Relaxed);
-        match r.decoder.decode(&chunk.path, file, line) {
-            Ok(item) => {
-                if matches!(item, Item::Access(_) | Item::File(_)) {
-                    m.accesses.fetch_add(1, Ordering::Relaxed);
+        let line_no = chunk.first_line + i as u64;
+        if q.line(chunk, at) == Verdict::Poison {
+            m.quarantined.fetch_add(1, Ordering::Relaxed);
+            reject(
+                q,
+                line_no,
+                at,
+                "quarantined: the agent died decoding this line",
+                line,
+            );
+            continue;
+        }
+        crate::fault::abort_on(line);
+        match quarantine::contain(|| r.decoder.decode(&chunk.path, file, line)) {
+            Ok(Ok(item)) => {
+                match &item {
+                    Item::Access(_) | Item::File(_) => {
+                        m.accesses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Item::Many { accesses, over_cap } => {
+                        m.accesses
+                            .fetch_add(accesses.len() as u64, Ordering::Relaxed);
+                        m.patients_over_cap.fetch_add(*over_cap, Ordering::Relaxed);
+                    }
+                    Item::Nothing => {}
                 }
                 items.push(item);
             }
-            Err(e) => {
-                m.bad_lines.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    source = %r.name,
-                    "bad line {}:{}: {e}",
-                    chunk.path.display(),
-                    chunk.first_line + i as u64
+            Ok(Err(e)) => reject(q, line_no, at, &e.to_string(), line),
+            Err(_panic) => {
+                m.quarantined.fetch_add(1, Ordering::Relaxed);
+                // The panic message may quote the input: it is not logged.
+                reject(
+                    q,
+                    line_no,
+                    at,
+                    "quarantined: the decoder panicked on this line",
+                    line,
                 );
             }
         }
     }
+    q.end(chunk);
     items
 }
 
@@ -795,7 +988,11 @@ fn send(
         return Ok(None);
     }
     let (reply, answer) = sync_channel(1);
-    tx.send(Batch { items, reply })
-        .map_err(|_| "detection thread stopped".to_owned())?;
+    tx.send(Batch {
+        items,
+        reply,
+        sent_ms: now_ms(),
+    })
+    .map_err(|_| "detection thread stopped".to_owned())?;
     Ok(Some(answer))
 }

@@ -26,6 +26,56 @@ pub enum ScanError {
 const MAX_REPORTED: usize = 20;
 /// Accesses per store transaction.
 const BATCH: usize = 10_000;
+/// Longest line judged; a longer one is one bad line, read past without holding it.
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// One line of a file, read with a bound on memory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRead {
+    Eof,
+    /// The line is in the buffer, without its newline.
+    Line,
+    /// The line had this many bytes: too many. The buffer holds its first `max`.
+    TooLong(u64),
+}
+
+/// Reads up to the next newline, keeping at most `max` bytes of the line in `buf`.
+pub fn read_line_bounded(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    buf.clear();
+    let mut total: u64 = 0;
+    let mut any = false;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        any = true;
+        let (n, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(p) => (p, true),
+            None => (chunk.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+        total += n as u64;
+        r.consume(if done { n + 1 } else { n });
+        if done {
+            break;
+        }
+    }
+    Ok(match (any, total > max as u64) {
+        (false, _) => LineRead::Eof,
+        (true, false) => LineRead::Line,
+        (true, true) => LineRead::TooLong(total),
+    })
+}
 
 #[derive(Debug, Default)]
 pub struct ScanSummary {
@@ -154,8 +204,9 @@ pub fn scan_files(
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut line_no = 0u64;
         loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
+            let read =
+                read_line_bounded(&mut reader, &mut line, MAX_LINE_BYTES).map_err(read_err)?;
+            if read == LineRead::Eof {
                 break;
             }
             line_no += 1;
@@ -163,7 +214,16 @@ pub fn scan_files(
                 continue;
             }
             sum.lines += 1;
-            match pipeline.line(&line, &mut batch) {
+            let judged = match read {
+                LineRead::TooLong(n) => Err(format!(
+                    "line of {n} bytes exceeds max_line_bytes {MAX_LINE_BYTES}"
+                )),
+                _ => match crate::quarantine::contain(|| pipeline.line(&line, &mut batch)) {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("the decoder panicked on this line".to_owned()),
+                },
+            };
+            match judged {
                 Ok(LineKind::Access) => sum.events += 1,
                 Ok(LineKind::NoPatient) => sum.no_patient += 1,
                 Err(e) => {
@@ -261,4 +321,39 @@ fn is_ndjson(p: &Path) -> bool {
             p.extension().and_then(|e| e.to_str()),
             Some("ndjson" | "jsonl")
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_with_bounded_memory() {
+        let data = format!("a\n{}\nb\n{}", "x".repeat(100), "y".repeat(50));
+        let mut r = std::io::BufReader::with_capacity(16, data.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match read_line_bounded(&mut r, &mut buf, 10).unwrap() {
+                LineRead::Eof => break,
+                x => got.push((x, buf.len())),
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                (LineRead::Line, 1),
+                (LineRead::TooLong(100), 10),
+                (LineRead::Line, 1),
+                (LineRead::TooLong(50), 10)
+            ]
+        );
+        // An endless stream without a newline holds only `max` bytes.
+        let mut zeros = std::io::BufReader::new(std::io::Read::take(std::io::repeat(0), 1 << 24));
+        assert_eq!(
+            read_line_bounded(&mut zeros, &mut buf, 1024).unwrap(),
+            LineRead::TooLong(1 << 24)
+        );
+        assert_eq!(buf.len(), 1024);
+    }
 }

@@ -6,6 +6,11 @@
 //! One record per line: line breaks inside a record become spaces (XML and JSON treat them
 //! alike). The active file `NAME.log` is renamed to `NAME.log.<millis>` when it passes the
 //! size limit; the tailer reads the renamed file to its end and then deletes it.
+//!
+//! The spool has a cap on the bytes it holds on disk (active and rotated files): when
+//! detection falls that far behind, [`Spool::append`] refuses with [`Full`] instead of
+//! filling the disk. Stream receivers then stop reading (the sender's TCP window closes, so
+//! nothing is lost); datagrams cannot wait and are dropped, counted and alarmed on.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -13,13 +18,46 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// Bytes a spool may hold on disk before it refuses records.
+pub const DEFAULT_CAP_BYTES: u64 = 1 << 30;
+
+use std::sync::atomic::AtomicU64;
 
 /// What a listener or watcher took into its spool, for `/metrics`.
 #[derive(Default)]
 pub struct IntakeMetrics {
-    pub received: std::sync::atomic::AtomicU64,
-    pub rejected: std::sync::atomic::AtomicU64,
-    pub connections: std::sync::atomic::AtomicU64,
+    pub received: AtomicU64,
+    pub rejected: AtomicU64,
+    pub connections: AtomicU64,
+    /// Connections closed on arrival because the listener was at its cap.
+    pub refused: std::sync::Arc<AtomicU64>,
+    /// Connections closed for sending nothing, or not finishing a frame, in time.
+    pub timeouts: AtomicU64,
+    pub accept_errors: AtomicU64,
+    /// Records dropped because the spool was at its cap (datagrams only).
+    pub spool_dropped: AtomicU64,
+    /// Bytes the spool holds on disk, and 1 while it is at its cap.
+    pub spool_bytes: AtomicU64,
+    pub spool_full: std::sync::atomic::AtomicBool,
+    /// Datagrams the kernel dropped for this socket (`/proc/net/udp*` drops), and the
+    /// socket's inode to find them by.
+    pub udp_inode: AtomicU64,
+}
+
+/// The spool is at its cap: detection is that far behind.
+#[derive(Debug, thiserror::Error)]
+#[error("spool {path} holds {bytes} bytes, its cap: detection is behind")]
+pub struct Full {
+    pub path: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Full(#[from] Full),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 pub struct Spool {
@@ -28,6 +66,10 @@ pub struct Spool {
     size: u64,
     max_bytes: u64,
     dirty: bool,
+    cap_bytes: u64,
+    /// Bytes of rotated segments not yet deleted, as of the last look.
+    rotated_bytes: u64,
+    metrics: Option<std::sync::Arc<IntakeMetrics>>,
 }
 
 pub type SharedSpool = Arc<Mutex<Spool>>;
@@ -50,13 +92,66 @@ impl Spool {
         let active = Self::active_path(dir, name);
         let file = OpenOptions::new().create(true).append(true).open(&active)?;
         let size = file.metadata()?.len();
-        Ok(Spool {
+        let mut s = Spool {
             active,
             file,
             size,
             max_bytes,
             dirty: false,
-        })
+            cap_bytes: DEFAULT_CAP_BYTES,
+            rotated_bytes: 0,
+            metrics: None,
+        };
+        s.measure();
+        Ok(s)
+    }
+
+    /// Sets the on-disk cap and the counters that report it.
+    pub fn with_cap(mut self, cap_bytes: u64, metrics: std::sync::Arc<IntakeMetrics>) -> Self {
+        self.cap_bytes = cap_bytes;
+        // Segments small enough that deleting read ones frees the cap in steps.
+        self.max_bytes = self.max_bytes.min((cap_bytes / 4).max(4096));
+        self.metrics = Some(metrics);
+        self.report();
+        self
+    }
+
+    /// Bytes on disk: the active file and the rotated segments still there.
+    pub fn bytes(&self) -> u64 {
+        self.size + self.rotated_bytes
+    }
+
+    /// Looks at the rotated segments again (the tailer deletes them once read).
+    fn measure(&mut self) {
+        let Some(dir) = self.active.parent() else {
+            return;
+        };
+        let Some(prefix) = self.active.file_name().map(|n| {
+            let mut p = n.to_os_string();
+            p.push(".");
+            p
+        }) else {
+            return;
+        };
+        let prefix = prefix.to_string_lossy().into_owned();
+        self.rotated_bytes = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.report();
+    }
+
+    fn report(&self) {
+        if let Some(m) = &self.metrics {
+            use std::sync::atomic::Ordering::Relaxed;
+            m.spool_bytes.store(self.bytes(), Relaxed);
+            m.spool_full.store(self.bytes() >= self.cap_bytes, Relaxed);
+        }
     }
 
     pub fn shared(self) -> SharedSpool {
@@ -64,7 +159,22 @@ impl Spool {
     }
 
     /// Appends one record as one line (a single write, so records never interleave).
-    pub fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+    /// Refuses with [`AppendError::Full`] at the cap; nothing is written then.
+    pub fn append(&mut self, record: &[u8]) -> Result<(), AppendError> {
+        if self.bytes() + record.len() as u64 >= self.cap_bytes {
+            // Detection may have deleted segments since the last look.
+            self.measure();
+            if self.bytes() + record.len() as u64 >= self.cap_bytes {
+                if let Some(m) = &self.metrics {
+                    m.spool_full
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(AppendError::Full(Full {
+                    path: self.active.display().to_string(),
+                    bytes: self.bytes(),
+                }));
+            }
+        }
         let mut line = Vec::with_capacity(record.len() + 1);
         line.extend(
             record
@@ -79,6 +189,30 @@ impl Spool {
             self.rotate()?;
         }
         Ok(())
+    }
+
+    /// Appends, waiting while the spool is full: for receivers that can hold the sender
+    /// back (streams), so a full spool slows the sender instead of losing records. Gives up
+    /// after `patience`.
+    pub fn append_waiting(
+        spool: &SharedSpool,
+        record: &[u8],
+        patience: std::time::Duration,
+    ) -> Result<(), AppendError> {
+        let until = std::time::Instant::now() + patience;
+        loop {
+            let r = spool
+                .lock()
+                .map_err(|_| std::io::Error::other("spool lock poisoned"))?
+                .append(record);
+            match r {
+                Err(AppendError::Full(f)) if std::time::Instant::now() < until => {
+                    let _ = f;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -100,15 +234,18 @@ impl Spool {
         if let Some(dir) = self.active.parent() {
             File::open(dir)?.sync_all()?;
         }
+        self.measure();
         Ok(())
     }
 
     /// Makes appended records survive a power loss (a process crash cannot lose them).
+    /// Also refreshes the on-disk size, so the cap frees up as detection deletes segments.
     pub fn sync(&mut self) -> std::io::Result<()> {
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
         }
+        self.measure();
         Ok(())
     }
 
@@ -140,5 +277,31 @@ mod tests {
         assert_eq!(std::fs::read(s.active()).unwrap(), b"");
         let pattern = Spool::pattern(d.path(), "atna");
         assert_eq!(glob::glob(&pattern).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_full_spool_refuses_until_segments_are_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let m = std::sync::Arc::new(IntakeMetrics::default());
+        let mut s = Spool::open(d.path(), "udp", 100)
+            .unwrap()
+            .with_cap(240, m.clone());
+        let rec = [b'x'; 49];
+        for _ in 0..4 {
+            s.append(&rec).unwrap();
+        }
+        // 200 bytes on disk (two rotated segments of 100): the next record passes the cap.
+        assert!(matches!(s.append(&rec), Err(AppendError::Full(_))));
+        assert!(m.spool_full.load(std::sync::atomic::Ordering::Relaxed));
+        // Detection catches up and deletes the segments.
+        for e in std::fs::read_dir(d.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p != s.active() {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        s.append(&rec).unwrap();
+        s.sync().unwrap();
+        assert!(!m.spool_full.load(std::sync::atomic::Ordering::Relaxed));
     }
 }

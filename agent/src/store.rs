@@ -78,7 +78,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     last_sent_ms  INTEGER NOT NULL DEFAULT 0,
     ack_by        TEXT,
     ack_ms        INTEGER,
-    ack_note      TEXT
+    ack_note      TEXT,
+    -- The access times of the alert's earliest and latest findings (epoch ms): what an
+    -- officer replaying last month's logs charts by, where first_ms is when it was stored.
+    first_access_ms INTEGER,
+    last_access_ms  INTEGER
 );
 CREATE INDEX IF NOT EXISTS alerts_fold ON alerts (fold_key, status);
 CREATE TABLE IF NOT EXISTS alert_findings (
@@ -88,6 +92,8 @@ CREATE TABLE IF NOT EXISTS alert_findings (
     patient_id TEXT NOT NULL,
     PRIMARY KEY (alert_id, event_id, detector)
 ) WITHOUT ROWID;
+-- Whether a finding brings a new patient to its alert: one index probe, not a recount.
+CREATE INDEX IF NOT EXISTS alert_findings_patient ON alert_findings (alert_id, patient_id);
 -- The durable outbox: written in the transaction that changes the alert, sent by the
 -- dispatcher, keyed for idempotency so a resend after a crash carries the same key.
 CREATE TABLE IF NOT EXISTS outbox (
@@ -103,6 +109,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_ms         INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, due_ms);
+-- Whether an alert already has a notification waiting for a receiver (one per finding).
+CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (alert_id, receiver, state);
 -- Breach-response cases (phiwatch case ...). Every change is also in case_log.
 CREATE TABLE IF NOT EXISTS cases (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -218,6 +226,8 @@ impl Store {
             ("outbox", "case_id", "INTEGER"),
             ("outbox", "subject", "TEXT"),
             ("outbox", "body", "TEXT"),
+            ("alerts", "first_access_ms", "INTEGER"),
+            ("alerts", "last_access_ms", "INTEGER"),
         ] {
             let present: i64 = conn
                 .query_row(

@@ -4,16 +4,25 @@
 //!
 //! A received message's MSG part (the AuditMessage XML) is appended to the source's spool, so
 //! it is on disk before the next frame is read; detection reads it from there.
+//!
+//! Hostile peers are bounded: connections per listener (`max_connections`), a connection
+//! quiet for `idle_timeout_seconds` is closed, a frame must arrive whole within
+//! `frame_timeout_seconds`, partly received frames of every connection share one in-flight
+//! byte budget (`[limits] inflight_bytes`) reserved before the bytes are read, and the TLS
+//! handshake has 10 s. A full spool holds stream senders back; datagrams are dropped and
+//! counted (`phiwatch_spool_dropped_total`), as are kernel drops of the UDP socket.
 
 use crate::config::{SyslogSource, Transport};
-use crate::spool::{IntakeMetrics, SharedSpool};
+use crate::net::{self, ConnLimit, RateLimited};
+use crate::spool::{AppendError, IntakeMetrics, SharedSpool, Spool};
 use anyhow::{bail, Context as _, Result};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub enum Listener {
     Udp(UdpSocket),
@@ -26,8 +35,7 @@ pub async fn bind(src: &SyslogSource) -> Result<Listener> {
     let at = src.listen;
     Ok(match src.transport {
         Transport::Udp => Listener::Udp(
-            UdpSocket::bind(at)
-                .await
+            bind_udp(at, src.recv_buffer_bytes)
                 .with_context(|| format!("source {:?}: binding UDP {at}", src.name))?,
         ),
         Transport::Tcp => Listener::Tcp(
@@ -46,6 +54,28 @@ pub async fn bind(src: &SyslogSource) -> Result<Listener> {
     })
 }
 
+/// A UDP socket with the receive buffer asked for: the kernel default (~200 KiB) starts
+/// dropping near 10,000 messages/s while detection is busy.
+fn bind_udp(at: SocketAddr, recv_buffer: Option<usize>) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some(want) = recv_buffer {
+        sock.set_recv_buffer_size(want)?;
+        // Linux doubles the value asked for, and caps it at net.core.rmem_max.
+        let got = sock.recv_buffer_size()?;
+        if got < want {
+            tracing::warn!(
+                asked = want,
+                got,
+                "UDP receive buffer capped by the kernel: raise net.core.rmem_max"
+            );
+        }
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&at.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
 impl Listener {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match self {
@@ -59,140 +89,349 @@ pub fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
     let (Some(cert), Some(key)) = (&src.tls_cert, &src.tls_key) else {
         bail!("tls_cert and tls_key are required");
     };
-    server_tls(cert, key, src.tls_client_ca.as_deref(), &[])
+    crate::tls::server_tls(cert, key, src.tls_client_ca.as_deref(), &[])
 }
 
-/// A TLS acceptor from PEM files: the certificate chain, its key, optionally a CA that client
-/// certificates must chain to, and the ALPN protocols offered.
-pub fn server_tls(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-    alpn: &[&[u8]],
-) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
-    if certs.is_empty() {
-        bail!("{}: no certificate in it", cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("{}: no PEM private key in it", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in read_certs(ca)? {
-                roots
-                    .add(c)
-                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .context("client certificate verifier")?;
-            builder.with_client_cert_verifier(verifier)
+/// Limits of one syslog listener, from its source's configuration.
+#[derive(Clone)]
+pub struct StreamLimits {
+    pub max_message: usize,
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle: Duration,
+    /// A frame, once started, must arrive whole within this time.
+    pub frame: Duration,
+    pub handshake: Duration,
+    /// Bytes of partly received frames, shared by every stream listener of the agent.
+    pub inflight: Arc<Semaphore>,
+}
+
+impl StreamLimits {
+    pub fn of(src: &SyslogSource, inflight: Arc<Semaphore>) -> Self {
+        StreamLimits {
+            max_message: src.max_message_bytes,
+            max_connections: src.max_connections,
+            idle: Duration::from_secs(src.idle_timeout_seconds),
+            frame: Duration::from_secs(src.frame_timeout_seconds),
+            handshake: Duration::from_secs(src.frame_timeout_seconds),
+            inflight,
         }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .context("certificate and key do not match")?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: not PEM certificates", path.display()))
+    }
 }
 
 /// Serves until the task is dropped (the runtime shuts down with the agent).
 pub async fn serve(
     listener: Listener,
     name: String,
-    max: usize,
+    limits: StreamLimits,
     spool: SharedSpool,
     metrics: Arc<IntakeMetrics>,
 ) {
     match listener {
-        Listener::Udp(sock) => {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                match sock.recv_from(&mut buf).await {
-                    Ok((n, _peer)) => accept(&buf[..n], max, &name, &spool, &metrics),
-                    Err(e) => tracing::warn!(source = %name, "UDP receive: {e}"),
+        Listener::Udp(sock) => serve_udp(sock, &name, limits.max_message, &spool, &metrics).await,
+        Listener::Tcp(l) => serve_streams(l, None, name, limits, spool, metrics).await,
+        Listener::Tls(l, acceptor) => {
+            serve_streams(l, Some(acceptor), name, limits, spool, metrics).await
+        }
+    }
+}
+
+async fn serve_udp(
+    sock: UdpSocket,
+    name: &str,
+    max: usize,
+    spool: &SharedSpool,
+    metrics: &IntakeMetrics,
+) {
+    use std::os::fd::AsRawFd as _;
+    // The socket's inode finds its kernel drop counter in /proc/net/udp.
+    // SAFETY: fstat only fills the struct for a descriptor this socket owns.
+    let inode = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(sock.as_raw_fd(), &mut st) == 0 {
+            st.st_ino
+        } else {
+            0
+        }
+    };
+    metrics.udp_inode.store(inode, Ordering::Relaxed);
+    let errors = RateLimited::new(Duration::from_secs(10));
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, _peer)) => {
+                if let Some(msg) = admit(&buf[..n], max, name, metrics) {
+                    // A datagram cannot be held back: at the cap it is dropped, counted
+                    // and alarmed on (never silently).
+                    let r = spool
+                        .lock()
+                        .map_err(|_| AppendError::Io(std::io::Error::other("spool lock poisoned")))
+                        .and_then(|mut s| s.append(msg));
+                    spooled(r, name, metrics);
+                }
+            }
+            Err(e) => {
+                if let Some(n) = errors.hit() {
+                    tracing::warn!(source = %name, "UDP receive failed {n} time(s): {e}");
                 }
             }
         }
-        Listener::Tcp(l) => loop {
-            match l.accept().await {
-                Ok((stream, peer)) => {
-                    metrics.connections.fetch_add(1, Ordering::Relaxed);
-                    let (name, spool, m) = (name.clone(), spool.clone(), metrics.clone());
-                    tokio::spawn(
-                        async move { read_stream(stream, peer, max, name, spool, m).await },
-                    );
-                }
-                Err(e) => tracing::warn!(source = %name, "TCP accept: {e}"),
-            }
-        },
-        Listener::Tls(l, acceptor) => loop {
-            match l.accept().await {
-                Ok((stream, peer)) => {
-                    metrics.connections.fetch_add(1, Ordering::Relaxed);
-                    let (name, spool, m) = (name.clone(), spool.clone(), metrics.clone());
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        match acceptor.accept(stream).await {
-                            Ok(tls) => read_stream(tls, peer, max, name, spool, m).await,
-                            Err(e) => {
-                                m.rejected.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(source = %name, %peer, "TLS handshake failed: {e}");
-                            }
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(source = %name, "TLS accept: {e}"),
-            }
-        },
     }
+}
+
+fn spooled(r: Result<(), AppendError>, name: &str, m: &IntakeMetrics) {
+    static FULL: RateLimited = RateLimited::new(Duration::from_secs(10));
+    static FAILED: RateLimited = RateLimited::new(Duration::from_secs(10));
+    match r {
+        Ok(()) => {
+            m.received.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(AppendError::Full(f)) => {
+            m.spool_dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = FULL.hit() {
+                tracing::error!(source = %name, "{f}; {n} message(s) dropped (phiwatch_spool_dropped_total)");
+            }
+        }
+        Err(AppendError::Io(e)) => {
+            m.rejected.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = FAILED.hit() {
+                tracing::error!(source = %name, "writing the spool failed {n} time(s): {e}");
+            }
+        }
+    }
+}
+
+async fn serve_streams(
+    l: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    name: String,
+    limits: StreamLimits,
+    spool: SharedSpool,
+    metrics: Arc<IntakeMetrics>,
+) {
+    let cap = ConnLimit::with_counter(limits.max_connections, metrics.refused.clone());
+    let accept_log = RateLimited::new(Duration::from_secs(10));
+    let cap_log = RateLimited::new(Duration::from_secs(10));
+    loop {
+        let (stream, peer) = net::accept(&l, &name, &metrics.accept_errors, &accept_log).await;
+        let Some(slot) = cap.admit() else {
+            if let Some(n) = cap_log.hit() {
+                tracing::warn!(source = %name, "{n} connection(s) refused at the cap of {} (max_connections)", limits.max_connections);
+            }
+            drop(stream);
+            continue;
+        };
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let (name, spool, m, limits, tls) = (
+            name.clone(),
+            spool.clone(),
+            metrics.clone(),
+            limits.clone(),
+            tls.clone(),
+        );
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tls {
+                None => read_stream(stream, peer, &limits, &name, &spool, &m).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => read_stream(s, peer, &limits, &name, &spool, &m).await,
+                        Ok(Err(e)) => {
+                            m.rejected.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(source = %name, %peer, "TLS handshake failed: {e}");
+                        }
+                        Err(_) => {
+                            m.timeouts.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(source = %name, %peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Why a stream connection was closed.
+enum Closed {
+    Clean,
+    Idle,
+    FrameTimeout,
+    Bad(std::io::Error),
 }
 
 async fn read_stream<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
-    max: usize,
-    name: String,
-    spool: SharedSpool,
-    metrics: Arc<IntakeMetrics>,
+    limits: &StreamLimits,
+    name: &str,
+    spool: &SharedSpool,
+    metrics: &IntakeMetrics,
 ) {
     let mut r = BufReader::new(stream);
-    loop {
-        match read_frame(&mut r, max).await {
-            Ok(Some(frame)) => accept(&frame, max, &name, &spool, &metrics),
-            Ok(None) => {
-                // A clean end: answer the sender's close (TLS close_notify) before closing.
-                let _ = r.into_inner().shutdown().await;
-                return;
-            }
-            Err(e) => {
-                metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(source = %name, %peer, "closing the connection: {e}");
-                return;
+    let why = loop {
+        // Between frames a sender may be quiet, but not forever.
+        match tokio::time::timeout(limits.idle, r.fill_buf()).await {
+            Err(_) => break Closed::Idle,
+            Ok(Err(e)) => break Closed::Bad(e),
+            Ok(Ok([])) => break Closed::Clean,
+            Ok(Ok(_)) => {}
+        }
+        let frame = tokio::time::timeout(
+            limits.frame,
+            read_frame_budgeted(&mut r, limits.max_message, &limits.inflight),
+        )
+        .await;
+        match frame {
+            Err(_) => break Closed::FrameTimeout,
+            Ok(Err(e)) => break Closed::Bad(e),
+            Ok(Ok(None)) => break Closed::Clean,
+            Ok(Ok(Some((frame, budget)))) => {
+                if let Some(msg) = admit(&frame, limits.max_message, name, metrics) {
+                    // A full spool holds this sender back (its TCP window closes) rather
+                    // than losing what it sent.
+                    let msg = msg.to_vec();
+                    let spool = spool.clone();
+                    let patience = limits.frame.max(Duration::from_secs(60));
+                    let r = tokio::task::spawn_blocking(move || {
+                        Spool::append_waiting(&spool, &msg, patience)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(AppendError::Io(std::io::Error::other(e))));
+                    let full = matches!(r, Err(AppendError::Full(_)));
+                    spooled(r, name, metrics);
+                    if full {
+                        break Closed::Bad(std::io::Error::other("spool full"));
+                    }
+                }
+                drop(budget);
             }
         }
+    };
+    match why {
+        Closed::Clean => {
+            // A clean end: answer the sender's close (TLS close_notify) before closing.
+            let _ = r.into_inner().shutdown().await;
+        }
+        Closed::Idle => {
+            metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(source = %name, %peer, "closing an idle connection");
+        }
+        Closed::FrameTimeout => {
+            metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(source = %name, %peer, "closing the connection: a frame did not arrive whole in time");
+        }
+        Closed::Bad(e) => {
+            metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(source = %name, %peer, "closing the connection: {e}");
+        }
+    }
+}
+
+/// Reads one frame while holding its bytes against the shared in-flight budget: an
+/// octet-counted frame reserves its announced length before any of it is read, a
+/// newline-framed one reserves as it grows. The permit is returned with the frame, so the
+/// bytes count until the frame is spooled.
+pub async fn read_frame_budgeted<R: AsyncBufReadExt + Unpin>(
+    r: &mut R,
+    max: usize,
+    budget: &Arc<Semaphore>,
+) -> std::io::Result<Option<(Vec<u8>, Option<OwnedSemaphorePermit>)>> {
+    use std::io::{Error, ErrorKind};
+    let first = loop {
+        let buf = r.fill_buf().await?;
+        match buf.first() {
+            None => return Ok(None),
+            Some(b'\n' | b'\r' | b' ') => r.consume(1),
+            Some(&b) => break b,
+        }
+    };
+    let reserve = |n: usize| {
+        let budget = budget.clone();
+        async move {
+            budget
+                .acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+                .await
+                .map_err(|_| Error::other("in-flight budget closed"))
+        }
+    };
+    if first.is_ascii_digit() {
+        let len = read_length(r).await?;
+        if len > max {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("message of {len} bytes exceeds max_message_bytes {max}"),
+            ));
+        }
+        let permit = reserve(len).await?;
+        let mut msg = Vec::with_capacity(len.min(64 << 10));
+        let got = (&mut *r).take(len as u64).read_to_end(&mut msg).await?;
+        if got < len {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "connection closed inside a frame",
+            ));
+        }
+        Ok(Some((msg, Some(permit))))
+    } else if first == b'<' {
+        let mut msg = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        loop {
+            let buf = r.fill_buf().await?;
+            if buf.is_empty() {
+                break;
+            }
+            let (n, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(p) => (p + 1, true),
+                None => (buf.len(), false),
+            };
+            if msg.len() + n > max + 1 {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    format!("newline-framed message exceeds max_message_bytes {max}"),
+                ));
+            }
+            // Reserve before copying; the buffered bytes stay in the reader meanwhile.
+            let more = reserve(n).await?;
+            match held.as_mut() {
+                Some(h) => h.merge(more),
+                None => held = Some(more),
+            }
+            let buf = r.fill_buf().await?;
+            msg.extend_from_slice(&buf[..n]);
+            r.consume(n);
+            if done {
+                break;
+            }
+        }
+        while matches!(msg.last(), Some(b'\n' | b'\r')) {
+            msg.pop();
+        }
+        Ok(Some((msg, held)))
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidData,
+            "frame starts with neither a length nor '<'",
+        ))
+    }
+}
+
+async fn read_length<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<usize> {
+    use std::io::{Error, ErrorKind};
+    let mut len: usize = 0;
+    let mut digits = 0;
+    loop {
+        let b = r.read_u8().await?;
+        if b == b' ' {
+            return Ok(len);
+        }
+        if !b.is_ascii_digit() || digits >= 9 {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                "bad octet-counting length",
+            ));
+        }
+        len = len * 10 + usize::from(b - b'0');
+        digits += 1;
     }
 }
 
@@ -202,88 +441,29 @@ pub async fn read_frame<R: AsyncBufReadExt + Unpin>(
     r: &mut R,
     max: usize,
 ) -> std::io::Result<Option<Vec<u8>>> {
-    use std::io::{Error, ErrorKind};
-    // Skip stray line ends between frames.
-    let first = loop {
-        let buf = r.fill_buf().await?;
-        match buf.first() {
-            None => return Ok(None),
-            Some(b'\n' | b'\r' | b' ') => r.consume(1),
-            Some(&b) => break b,
-        }
-    };
-    if first.is_ascii_digit() {
-        let mut len: usize = 0;
-        let mut digits = 0;
-        loop {
-            let b = r.read_u8().await?;
-            if b == b' ' {
-                break;
-            }
-            if !b.is_ascii_digit() || digits >= 9 {
-                return Err(Error::new(
-                    ErrorKind::InvalidData,
-                    "bad octet-counting length",
-                ));
-            }
-            len = len * 10 + usize::from(b - b'0');
-            digits += 1;
-        }
-        if len > max {
-            return Err(Error::new(
-                ErrorKind::InvalidData,
-                format!("message of {len} bytes exceeds max_message_bytes {max}"),
-            ));
-        }
-        let mut msg = vec![0u8; len];
-        r.read_exact(&mut msg).await?;
-        Ok(Some(msg))
-    } else if first == b'<' {
-        let mut msg = Vec::new();
-        let n = (&mut *r)
-            .take(max as u64 + 1)
-            .read_until(b'\n', &mut msg)
-            .await?;
-        if n > max {
-            return Err(Error::new(
-                ErrorKind::InvalidData,
-                format!("newline-framed message exceeds max_message_bytes {max}"),
-            ));
-        }
-        while matches!(msg.last(), Some(b'\n' | b'\r')) {
-            msg.pop();
-        }
-        Ok(Some(msg))
-    } else {
-        Err(Error::new(
-            ErrorKind::InvalidData,
-            "frame starts with neither a length nor '<'",
-        ))
-    }
+    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+    Ok(read_frame_budgeted(r, max, &unlimited)
+        .await?
+        .map(|(f, _)| f))
 }
 
-fn accept(frame: &[u8], max: usize, name: &str, spool: &SharedSpool, m: &IntakeMetrics) {
-    if frame.len() > max {
-        m.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(source = %name, bytes = frame.len(), "message exceeds max_message_bytes; dropped");
-        return;
-    }
-    let msg = match message_body(frame) {
-        Ok(b) => b,
+/// The MSG part of a frame worth spooling; `None` (counted, logged) for one that is not.
+fn admit<'f>(frame: &'f [u8], max: usize, name: &str, m: &IntakeMetrics) -> Option<&'f [u8]> {
+    static BAD: RateLimited = RateLimited::new(Duration::from_secs(10));
+    let why = if frame.len() > max {
+        Err("message exceeds max_message_bytes; dropped")
+    } else {
+        message_body(frame)
+    };
+    match why {
+        Ok(b) => Some(b),
         Err(why) => {
             m.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(source = %name, "not a syslog message: {why}");
-            return;
+            if let Some(n) = BAD.hit() {
+                tracing::warn!(source = %name, "not a syslog message ({n} since last said): {why}");
+            }
+            None
         }
-    };
-    m.received.fetch_add(1, Ordering::Relaxed);
-    let result = spool
-        .lock()
-        .map_err(|_| "spool lock poisoned".to_owned())
-        .and_then(|mut s| s.append(msg).map_err(|e| e.to_string()));
-    if let Err(e) = result {
-        m.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(source = %name, "writing the spool: {e}");
     }
 }
 

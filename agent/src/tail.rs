@@ -84,6 +84,9 @@ struct Tracked {
     head: String,
     /// Polls in a row at end of file while no glob matched this inode.
     orphan_polls: u32,
+    /// A line longer than the limit is being skipped: where it starts, and how far the
+    /// search for its end has got.
+    skipping: Option<(u64, u64)>,
 }
 
 /// Lines read from one file, not yet committed.
@@ -93,7 +96,12 @@ pub struct Chunk {
     pub path: PathBuf,
     /// Line number (1-based) of the first line.
     pub first_line: u64,
+    /// Offset of the first line.
+    pub start: u64,
     pub lines: Vec<Vec<u8>>,
+    /// The chunk is one line longer than the line limit, of this many bytes (without its
+    /// newline); `lines` holds only its first bytes. It is reported once, as one bad line.
+    pub oversized: Option<u64>,
     /// How many lines were read (kept when `lines` is moved out for processing).
     pub n_lines: u64,
     /// Offset just past the last whole line.
@@ -104,12 +112,33 @@ pub struct Chunk {
     generation: u64,
 }
 
+#[cfg(test)]
+impl Chunk {
+    /// An empty chunk over a byte range, for tests of what consumes chunks.
+    pub fn for_test(key: FileKey, start: u64, end: u64) -> Self {
+        Chunk {
+            key,
+            path: PathBuf::from("test.log"),
+            first_line: 1,
+            start,
+            lines: Vec::new(),
+            oversized: None,
+            n_lines: 0,
+            end,
+            head_len: 0,
+            head: String::new(),
+            generation: 0,
+        }
+    }
+}
+
 pub struct Tailer {
     patterns: Vec<String>,
     checkpoint_path: PathBuf,
     files: HashMap<FileKey, Tracked>,
     saved: HashMap<FileKey, Checkpoint>,
     max_chunk_bytes: usize,
+    max_line_bytes: usize,
 }
 
 /// The first `len` bytes, or `None` when the file is shorter.
@@ -134,10 +163,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Tailer {
+    /// Lines longer than `max_line_bytes` are handed out as one oversized line each.
     pub fn new(
         patterns: Vec<String>,
         checkpoint_path: PathBuf,
         max_chunk_bytes: usize,
+        max_line_bytes: usize,
     ) -> Result<Self, TailError> {
         for p in &patterns {
             glob::Pattern::new(p).map_err(|e| TailError::Glob {
@@ -162,7 +193,9 @@ impl Tailer {
             checkpoint_path,
             files: HashMap::new(),
             saved,
-            max_chunk_bytes,
+            // A chunk always has room for a line of the limit and its newline.
+            max_chunk_bytes: max_chunk_bytes.max(max_line_bytes + 1),
+            max_line_bytes,
         })
     }
 
@@ -224,6 +257,7 @@ impl Tailer {
                     read_head,
                     generation: 0,
                     orphan_polls: 0,
+                    skipping: None,
                 },
             );
         }
@@ -251,8 +285,9 @@ impl Tailer {
                 t.head.clear();
                 t.read_head.clear();
                 t.generation += 1;
+                t.skipping = None;
             }
-            let chunk = read_lines(*key, t, len, self.max_chunk_bytes)?;
+            let chunk = read_lines(*key, t, len, self.max_chunk_bytes, self.max_line_bytes)?;
             // Dropped only once everything is committed, never with a chunk still in flight.
             let at_end = chunk.is_none() && t.offset >= len;
             if let Some(c) = chunk {
@@ -279,6 +314,7 @@ impl Tailer {
             t.read_offset = t.offset;
             t.read_line = t.line;
             t.read_head.truncate(t.offset.min(FINGERPRINT_LEN) as usize);
+            t.skipping = None;
         }
     }
 
@@ -354,7 +390,11 @@ fn read_lines(
     t: &mut Tracked,
     len: u64,
     max: usize,
+    max_line: usize,
 ) -> Result<Option<Chunk>, TailError> {
+    if t.skipping.is_some() {
+        return skip_long_line(key, t, len, max_line);
+    }
     if len <= t.read_offset {
         return Ok(None);
     }
@@ -371,29 +411,30 @@ fn read_lines(
         }
     }
     buf.truncate(got);
+    let first_nl = buf.iter().position(|&b| b == b'\n');
+    if first_nl.map_or(got > max_line, |p| p > max_line) {
+        // The first line is over the limit: remember the file's head, keep the line's first
+        // bytes for the report, and look for its end without holding the rest in memory.
+        remember_head(t, &buf, t.read_offset + got as u64);
+        t.skipping = Some((t.read_offset, t.read_offset));
+        return skip_long_line(key, t, len, max_line);
+    }
     let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
-        if got == max {
-            // A single line longer than a whole chunk: hand it out rather than stall forever.
-            let end = t.read_offset + got as u64;
-            let (head_len, head) = remember_head(t, &buf, end);
-            let chunk = Chunk {
-                key,
-                path: t.path.clone(),
-                first_line: t.read_line + 1,
-                end,
-                lines: vec![buf],
-                n_lines: 1,
-                head_len,
-                head,
-                generation: t.generation,
-            };
-            t.read_offset = chunk.end;
-            t.read_line += 1;
-            return Ok(Some(chunk));
-        }
         return Ok(None);
     };
-    buf.truncate(last_nl + 1);
+    // Stop before any later line that is over the limit: it gets a chunk of its own.
+    let mut cut = last_nl + 1;
+    let mut at = 0;
+    for (i, &b) in buf[..=last_nl].iter().enumerate() {
+        if b == b'\n' {
+            if i - at > max_line {
+                cut = at;
+                break;
+            }
+            at = i + 1;
+        }
+    }
+    buf.truncate(cut);
     let end = t.read_offset + buf.len() as u64;
     let (head_len, head) = remember_head(t, &buf, end);
     let lines: Vec<Vec<u8>> = buf[..buf.len() - 1]
@@ -401,14 +442,79 @@ fn read_lines(
         .map(<[u8]>::to_vec)
         .collect();
     let first_line = t.read_line + 1;
+    let start = t.read_offset;
     t.read_offset = end;
     t.read_line += lines.len() as u64;
     Ok(Some(Chunk {
         key,
         path: t.path.clone(),
         first_line,
+        start,
         n_lines: lines.len() as u64,
         lines,
+        oversized: None,
+        end,
+        head_len,
+        head,
+        generation: t.generation,
+    }))
+}
+
+/// Bytes searched for the end of an over-long line per poll, so one poll never stalls.
+const SKIP_SCAN_PER_POLL: u64 = 64 << 20;
+
+/// Looks for the newline that ends the over-long line starting at `t.skipping`. Once found,
+/// the whole line is one chunk holding its first `max_line` bytes, flagged oversized.
+fn skip_long_line(
+    key: FileKey,
+    t: &mut Tracked,
+    len: u64,
+    max_line: usize,
+) -> Result<Option<Chunk>, TailError> {
+    let Some((line_start, mut scanned)) = t.skipping else {
+        return Ok(None);
+    };
+    let stop = len.min(scanned.saturating_add(SKIP_SCAN_PER_POLL));
+    let mut block = vec![0u8; 64 << 10];
+    t.file
+        .seek(SeekFrom::Start(scanned))
+        .map_err(io_err(&t.path))?;
+    let mut newline = None;
+    while scanned < stop {
+        let want = block.len().min((stop - scanned) as usize);
+        let n = t.file.read(&mut block[..want]).map_err(io_err(&t.path))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(p) = block[..n].iter().position(|&b| b == b'\n') {
+            newline = Some(scanned + p as u64);
+            break;
+        }
+        scanned += n as u64;
+    }
+    let Some(nl) = newline else {
+        t.skipping = Some((line_start, scanned));
+        return Ok(None);
+    };
+    let mut first = vec![0u8; max_line.min((nl - line_start) as usize)];
+    t.file
+        .seek(SeekFrom::Start(line_start))
+        .map_err(io_err(&t.path))?;
+    t.file.read_exact(&mut first).map_err(io_err(&t.path))?;
+    let end = nl + 1;
+    let (head_len, head) = remember_head(t, &[], end);
+    t.skipping = None;
+    let first_line = t.read_line + 1;
+    t.read_offset = end;
+    t.read_line += 1;
+    Ok(Some(Chunk {
+        key,
+        path: t.path.clone(),
+        first_line,
+        start: line_start,
+        lines: vec![first],
+        n_lines: 1,
+        oversized: Some(nl - line_start),
         end,
         head_len,
         head,
@@ -478,6 +584,7 @@ mod tests {
             vec![format!("{}/app.log*", dir.display())],
             dir.join("state/checkpoints.json"),
             1 << 16,
+            1 << 10,
         )
         .unwrap()
     }
@@ -522,6 +629,7 @@ mod tests {
             vec![format!("{}/app.log", d.path().display())],
             d.path().join("cp.json"),
             1 << 16,
+            1 << 10,
         )
         .unwrap();
         assert_eq!(drain(&mut t), ["1"]);
@@ -570,6 +678,58 @@ mod tests {
             drain(&mut tailer(d.path())),
             ["other line", "more lines here"]
         );
+    }
+
+    #[test]
+    fn long_lines_are_one_oversized_line_each_and_numbering_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        let big = "x".repeat(5000);
+        append(&log, &format!("a\n{big}\nb\n{big}"));
+        let mut t = tailer(d.path());
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            for c in t.poll().unwrap() {
+                seen.push((c.first_line, c.oversized, c.n_lines, c.lines[0].len()));
+                t.commit(&c).unwrap();
+            }
+        }
+        // The second long line has no newline yet: it waits, unreported.
+        assert_eq!(
+            seen,
+            [(1, None, 1, 1), (2, Some(5000), 1, 1024), (3, None, 1, 1)]
+        );
+        append(&log, "tail\nc\n");
+        seen.clear();
+        for _ in 0..3 {
+            for c in t.poll().unwrap() {
+                seen.push((c.first_line, c.oversized, c.n_lines, c.lines[0].len()));
+                t.commit(&c).unwrap();
+            }
+        }
+        assert_eq!(seen, [(4, Some(5004), 1, 1024), (5, None, 1, 1)]);
+        t.save().unwrap();
+        // A restart resumes after the long lines, at the right line number.
+        append(&log, "d\n");
+        let mut t2 = tailer(d.path());
+        let c = t2.poll().unwrap();
+        assert_eq!((c[0].first_line, c[0].lines.len()), (6, 1));
+    }
+
+    #[test]
+    fn a_long_line_within_a_chunk_ends_the_chunk_before_it() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("app.log");
+        append(&log, &format!("1\n2\n{}\n3\n", "y".repeat(3000)));
+        let mut t = tailer(d.path());
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            for c in t.poll().unwrap() {
+                got.push((c.first_line, c.n_lines, c.oversized));
+                t.commit(&c).unwrap();
+            }
+        }
+        assert_eq!(got, [(1, 2, None), (3, 1, Some(3000)), (4, 1, None)]);
     }
 
     #[test]

@@ -4,22 +4,49 @@
 //! `2024-05-01`). Partial values resolve to their earliest instant in UTC, which is what a
 //! window comparison needs for `period.start` and is conservative for `period.end`.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone as _};
 
 pub const MS_PER_HOUR: i64 = 3_600_000;
 pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
+/// Access times outside `[PLAUSIBLE_FROM_MS, PLAUSIBLE_UNTIL_MS)` (1980-01-01 to 2100-01-01
+/// UTC) are refused as bad lines: a year 0000 or 9999 is a broken or hostile sender, and
+/// such times would sort and window every other access wrongly. The window does not depend
+/// on the system clock, so replaying old logs or a clock fault never rejects real events.
+pub const PLAUSIBLE_FROM_MS: i64 = 315_532_800_000;
+pub const PLAUSIBLE_UNTIL_MS: i64 = 4_102_444_800_000;
+
+/// Whether an access time is inside the plausibility window.
+pub fn plausible(ms: i64) -> bool {
+    (PLAUSIBLE_FROM_MS..PLAUSIBLE_UNTIL_MS).contains(&ms)
+}
+
+/// The current time in epoch milliseconds (the one clock every module reads).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Parses a FHIR instant/dateTime/date. Returns `None` when the text is not one of those forms.
+/// A date-time without an offset is read as UTC; see [`parse_time_in`].
 pub fn parse_fhir_time(s: &str) -> Option<i64> {
+    parse_time_in(s, chrono_tz::UTC)
+}
+
+/// Like [`parse_fhir_time`], reading a date-time without an offset as local time in `zone`
+/// (a source's `timezone`: some senders write local wall-clock time without an offset).
+/// An ambiguous local time (the repeated hour when clocks go back) takes the earlier instant.
+pub fn parse_time_in(s: &str, zone: chrono_tz::Tz) -> Option<i64> {
     let s = s.trim();
     if s.len() > 10 {
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Some(t.timestamp_millis());
         }
-        // Lenient: a time without an offset is read as UTC rather than rejected.
         for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
             if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-                return Some(t.and_utc().timestamp_millis());
+                return zone
+                    .from_local_datetime(&t)
+                    .earliest()
+                    .map(|t| t.timestamp_millis());
             }
         }
         return None;
@@ -58,6 +85,35 @@ mod tests {
         assert_eq!(parse_fhir_time("1970-01-02"), Some(MS_PER_DAY));
         assert_eq!(parse_fhir_time("1970-02"), Some(31 * MS_PER_DAY));
         assert_eq!(parse_fhir_time("1970"), Some(0));
+    }
+
+    #[test]
+    fn times_without_offset_follow_the_zone() {
+        let chicago: chrono_tz::Tz = "America/Chicago".parse().unwrap();
+        assert_eq!(
+            parse_time_in("2026-03-10T14:00:00", chicago),
+            parse_fhir_time("2026-03-10T19:00:00Z"),
+            "CDT is UTC-5"
+        );
+        assert_eq!(
+            parse_time_in("2026-03-10T14:00:00+00:00", chicago),
+            parse_fhir_time("2026-03-10T14:00:00Z"),
+            "an explicit offset wins"
+        );
+        // 02:30 on 8 March 2026 does not exist in Chicago (clocks spring forward).
+        assert_eq!(parse_time_in("2026-03-08T02:30:00", chicago), None);
+    }
+
+    #[test]
+    fn plausibility_window() {
+        assert!(!plausible(
+            parse_fhir_time("0000-01-01T00:00:00Z").unwrap_or(i64::MIN)
+        ));
+        assert!(!plausible(parse_fhir_time("9999-12-31T23:59:59Z").unwrap()));
+        assert!(!plausible(parse_fhir_time("1979-12-31T23:59:59Z").unwrap()));
+        assert!(plausible(parse_fhir_time("1980-01-01T00:00:00Z").unwrap()));
+        assert!(plausible(parse_fhir_time("2099-12-31T23:59:59Z").unwrap()));
+        assert!(!plausible(parse_fhir_time("2100-01-01T00:00:00Z").unwrap()));
     }
 
     #[test]

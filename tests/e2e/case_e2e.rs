@@ -212,11 +212,16 @@ fn from_alert_to_closed_case_with_a_verified_log() {
     }
 
     // Reminders: 30, 14, 7 and 2 days before each deadline still ahead, and an escalation the
-    // day after each one, queued in the outbox with the determination.
+    // day after each one, pending in the outbox once the breach is determined (the
+    // provisional ones of a clock that moved, Texas's from discovery to determination, are
+    // cancelled).
     let today = chrono::Utc::now().date_naive();
     let conn = rusqlite::Connection::open(&db).unwrap();
     let rows: Vec<(String, i64)> = conn
-        .prepare("SELECT subject, due_ms FROM outbox WHERE case_id = 1 ORDER BY due_ms")
+        .prepare(
+            "SELECT subject, due_ms FROM outbox WHERE case_id = 1 AND state = 'pending'
+             ORDER BY due_ms",
+        )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -431,4 +436,205 @@ fn demo_day_alert_becomes_a_breach_case() {
         5
     );
     assert!(case(cfg, &["verify"]).0);
+}
+
+/// The Tuesday before the next Thanksgiving (fourth Thursday of November) at least `after`
+/// days ahead, and that Thanksgiving.
+fn tuesday_before_thanksgiving(after: i64) -> (chrono::NaiveDate, chrono::NaiveDate) {
+    use chrono::Datelike;
+    let earliest = chrono::Utc::now().date_naive() + chrono::Duration::days(after);
+    let mut year = earliest.year();
+    loop {
+        let thanksgiving =
+            chrono::NaiveDate::from_weekday_of_month_opt(year, 11, chrono::Weekday::Thu, 4)
+                .unwrap();
+        let tuesday = thanksgiving - chrono::Duration::days(2);
+        if tuesday >= earliest {
+            return (tuesday, thanksgiving);
+        }
+        year += 1;
+    }
+}
+
+/// Clocks run from discovery, before any determination: a California-licensed case
+/// discovered on the Tuesday before Thanksgiving shows its provisional CDPH deadline (15
+/// business days, Thanksgiving and the day after not counted) and has its reminders queued;
+/// a determination of "not a breach" cancels them; 499 affected becoming 500 adds the HHS
+/// clock once.
+#[test]
+fn provisional_clocks_and_reminders_from_discovery() {
+    use chrono::Datelike;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fx = common::fixtures().join("clinic");
+    let config = ingest(
+        d,
+        &fx.join("context"),
+        &fx.join("events.ndjson"),
+        "SELECT count(*) FROM alerts WHERE category = 'vip'",
+    );
+    let db = d.join("data/phiwatch.db");
+    let vip = count(&db, "SELECT id FROM alerts WHERE category = 'vip'").to_string();
+    let cfg = config.to_str().unwrap();
+    let (discovered, thanksgiving) = tuesday_before_thanksgiving(10);
+    // 15 business days, counted independently: weekends, Thanksgiving and the day after off.
+    let mut cdph = discovered;
+    let mut left = 15;
+    while left > 0 {
+        cdph += chrono::Duration::days(1);
+        let off = matches!(cdph.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun)
+            || cdph == thanksgiving
+            || cdph == thanksgiving + chrono::Duration::days(1);
+        if !off {
+            left -= 1;
+        }
+    }
+    let disc = discovered.to_string();
+    let (ok, out) = case(
+        cfg,
+        &[
+            "open",
+            "--alert",
+            &vip,
+            "--discovered",
+            &disc,
+            "--by",
+            "pat",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = case(
+        cfg,
+        &[
+            "facts",
+            "1",
+            "--residents",
+            "CA=1",
+            "--licensed-in",
+            "CA",
+            "--by",
+            "pat",
+        ],
+    );
+    assert!(ok && out.contains("reminder(s) pending"), "{out}");
+    let (ok, show) = case(cfg, &["show", "1"]);
+    assert!(ok, "{show}");
+    assert!(show.contains("deadlines (provisional"), "{show}");
+    let line = show
+        .lines()
+        .find(|l| l.contains("California Department of Public Health"))
+        .unwrap_or_else(|| panic!("no CDPH clock in\n{show}"));
+    assert!(line.contains(&cdph.to_string()), "{line} (want {cdph})");
+    assert!(line.contains("might apply"), "{line}");
+    let (ok, list) = case(cfg, &["list"]);
+    assert!(ok && list.contains("next deadline"), "{list}");
+    let row = list
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    assert!(
+        row.contains(&cdph.to_string()) && row.contains("prov."),
+        "{row}"
+    );
+
+    let pending_cdph = || {
+        count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE case_id = 1 AND state = 'pending'
+             AND subject LIKE '%California Department of Public Health%'",
+        )
+    };
+    // 30, 14, 7 and 2 days before, and the escalation the day after.
+    assert_eq!(pending_cdph(), 5);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE case_id = 1 AND state = 'pending'
+             AND subject NOT LIKE '%provisional%'"
+        ),
+        0,
+        "every reminder is marked provisional"
+    );
+    // Recording the same facts again queues nothing twice.
+    assert!(case(cfg, &["facts", "1", "--residents", "CA=1", "--by", "pat"]).0);
+    assert_eq!(pending_cdph(), 5);
+
+    // Not a breach, with the documented low probability: the reminders are cancelled.
+    assert!(
+        case(
+            cfg,
+            &[
+                "assess",
+                "1",
+                "--nature",
+                "name only",
+                "--person",
+                "a colleague on the care team's floor",
+                "--viewed",
+                "closed without viewing",
+                "--mitigation",
+                "confirmed in writing",
+                "--low-probability",
+                "--conclusion",
+                "low probability of compromise",
+                "--by",
+                "pat",
+            ]
+        )
+        .0
+    );
+    let (ok, out) = case(
+        cfg,
+        &["determine", "1", "--outcome", "not_breach", "--by", "pat"],
+    );
+    assert!(
+        ok && out.contains("0 deadline reminder(s) pending"),
+        "{out}"
+    );
+    assert_eq!(pending_cdph(), 0);
+    let (_, show) = case(cfg, &["show", "1"]);
+    assert!(show.contains("none: determined not_breach"), "{show}");
+
+    // A second case: 499 affected, then 500 — HHS with the individual notices, once.
+    let (ok, out) = case(
+        cfg,
+        &[
+            "open",
+            "--alert",
+            &vip,
+            "--discovered",
+            &disc,
+            "--by",
+            "pat",
+        ],
+    );
+    assert!(ok, "{out}");
+    let hhs = |kind: &str| {
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM outbox WHERE case_id = 2 AND state = 'pending'
+                 AND subject LIKE '%{kind}%'"
+            ),
+        )
+    };
+    assert!(case(cfg, &["facts", "2", "--residents", "NY=499", "--by", "pat"]).0);
+    assert_eq!(hhs("breach portal"), 0);
+    assert!(hhs("annual log") > 0);
+    for _ in 0..2 {
+        assert!(case(cfg, &["facts", "2", "--residents", "NY=500", "--by", "pat"]).0);
+        assert_eq!(hhs("breach portal"), 5, "queued once");
+        assert_eq!(
+            hhs("annual log"),
+            0,
+            "the annual-log clock no longer applies"
+        );
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) - count(DISTINCT idempotency_key) FROM outbox"
+        ),
+        0
+    );
 }

@@ -16,7 +16,7 @@ fn decode(name: &str) -> Decoded {
 fn access(name: &str) -> phiwatch::event::AccessEvent {
     match decode(name) {
         Decoded::Access(a) => a,
-        Decoded::NoPatient => panic!("{name}: expected a patient access"),
+        other => panic!("{name}: expected one patient access, got {other:?}"),
     }
 }
 

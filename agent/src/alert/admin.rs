@@ -25,9 +25,7 @@ pub struct Admin {
     path: String,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use crate::time::now_ms;
 
 impl Admin {
     pub fn open(db: &Path) -> Result<Self, AdminError> {

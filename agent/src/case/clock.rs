@@ -58,6 +58,10 @@ impl Breach {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadline {
+    /// Which clock this is, stable while the facts that make it apply hold
+    /// (`individuals`, `media-CA`, `hhs`, `hhs-annual-2026`, `rule-<name>`): reminders are
+    /// keyed by it, so recomputing the clocks never queues one twice.
+    pub key: String,
     /// Who must be notified.
     pub notify: String,
     pub due: NaiveDate,
@@ -224,6 +228,19 @@ fn paused(start: NaiveDate, days: i64, delays: &[LawEnforcementDelay]) -> NaiveD
     due
 }
 
+/// Lowercase letters and digits, other runs as one `-`.
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
+
 /// Every deadline that applies to `b`, earliest first.
 pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String> {
     let discovered = b.discovered.ok_or("the discovery date is not set")?;
@@ -235,6 +252,7 @@ pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String>
     }
     let sixty = paused(discovered, 60, &b.delays);
     out.push(Deadline {
+        key: "individuals".into(),
         notify: format!("{affected} affected individual(s)"),
         due: sixty,
         basis: "45 CFR 164.404(b): without unreasonable delay, no later than 60 calendar days after discovery".into(),
@@ -242,6 +260,7 @@ pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String>
     for (state, n) in &b.residents {
         if *n > 500 {
             out.push(Deadline {
+                key: format!("media-{state}"),
                 notify: format!("prominent media outlets serving {state}"),
                 due: sixty,
                 basis: format!("45 CFR 164.406: {n} residents of {state}, more than 500"),
@@ -250,6 +269,7 @@ pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String>
     }
     if affected >= 500 {
         out.push(Deadline {
+            key: "hhs".into(),
             notify: "HHS (Secretary), breach portal".into(),
             due: sixty,
             basis: format!(
@@ -259,6 +279,7 @@ pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String>
     } else {
         let year_end = NaiveDate::from_ymd_opt(discovered.year(), 12, 31).ok_or("bad year")?;
         out.push(Deadline {
+            key: format!("hhs-annual-{}", discovered.year()),
             notify: "HHS (Secretary), annual log of breaches under 500".into(),
             due: year_end + Duration::days(60),
             basis: format!("45 CFR 164.408(c): {affected} affected, under 500: within 60 days after the end of {}", discovered.year()),
@@ -293,6 +314,7 @@ pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String>
             }
         };
         out.push(Deadline {
+            key: format!("rule-{}", slug(&r.name)),
             notify: r.notify.join(", "),
             due,
             basis: format!(

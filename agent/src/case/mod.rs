@@ -6,6 +6,7 @@ pub mod clock;
 pub mod log;
 pub mod output;
 pub mod response;
+pub mod schedule;
 
 use chrono::NaiveDate;
 use clock::{Breach, Jurisdictions, LawEnforcementDelay};
@@ -74,11 +75,11 @@ pub struct Assessment {
 pub struct Cases {
     conn: Connection,
     path: String,
+    /// With a plan, every change that can move a clock brings the case's reminders in line.
+    plan: Option<std::sync::Arc<schedule::Plan>>,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use crate::time::now_ms;
 
 impl Cases {
     pub fn open(db: &Path) -> Result<Self, CaseError> {
@@ -86,7 +87,15 @@ impl Cases {
         Ok(Cases {
             conn,
             path: db.display().to_string(),
+            plan: None,
         })
+    }
+
+    /// Keeps the cases' reminders to `plan`: every change that can move a clock (discovery,
+    /// facts, determination, closing) requeues them in its transaction.
+    pub fn with_plan(mut self, plan: std::sync::Arc<schedule::Plan>) -> Self {
+        self.plan = Some(plan);
+        self
     }
 
     /// Wraps an open store connection (the console's pool); [`Cases::into_conn`] gives it back.
@@ -94,6 +103,7 @@ impl Cases {
         Cases {
             conn,
             path: path.display().to_string(),
+            plan: None,
         }
     }
 
@@ -145,6 +155,7 @@ impl Cases {
     ) -> Result<i64, CaseError> {
         need(actor, "--by")?;
         let discovered = discovered.unwrap_or_else(|| chrono::Utc::now().date_naive());
+        let plan = self.plan.clone();
         let (tx, sql) = self.begin()?;
         for a in alerts {
             let exists: i64 = tx
@@ -197,6 +208,9 @@ impl Cases {
             now,
         )
         .map_err(&sql)?;
+        if let Some(p) = &plan {
+            requeue_case(&tx, id, p)?;
+        }
         tx.commit().map_err(&sql)?;
         Ok(id)
     }
@@ -226,6 +240,7 @@ impl Cases {
         then: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), CaseError> {
         need(actor, "--by")?;
+        let plan = self.plan.clone();
         let (tx, sql) = self.begin()?;
         let mut before = serde_json::Map::new();
         let mut after = serde_json::Map::new();
@@ -274,6 +289,9 @@ impl Cases {
         )
         .map_err(&sql)?;
         then(&tx).map_err(&sql)?;
+        if let Some(p) = &plan {
+            requeue_case(&tx, id, p)?;
+        }
         tx.commit().map_err(&sql)
     }
 
@@ -390,15 +408,15 @@ impl Cases {
     }
 
     /// `breach`, `not_breach` or `excluded`. A breach is presumed (164.402): the other two need
-    /// an assessment that shows a low probability of compromise, or an exclusion.
-    /// With `plan`, a breach determination also queues deadline reminders in the outbox.
+    /// an assessment that shows a low probability of compromise, or an exclusion. With a plan,
+    /// the reminders follow (a breach makes them firm, the others cancel them); returns how
+    /// many reminders of the case are pending afterwards.
     pub fn determine(
         &mut self,
         id: i64,
         actor: &str,
         outcome: &str,
         on: Option<NaiveDate>,
-        plan: Option<(&Jurisdictions, &response::Response)>,
     ) -> Result<usize, CaseError> {
         self.not_closed(id)?;
         let a = self.assessment(id)?;
@@ -425,25 +443,7 @@ impl Cases {
             }
         }
         let on = on.unwrap_or_else(|| chrono::Utc::now().date_naive());
-        let mut reminders = Vec::new();
-        if let (Some((j, r)), "breach") = (plan, outcome) {
-            let mut b = self.breach(id)?;
-            b.determined = Some(on);
-            let deadlines = clock::deadlines(&b, j).map_err(invalid)?;
-            let title: String = self
-                .conn
-                .query_row("SELECT title FROM cases WHERE id = ?1", [id], |r| r.get(0))
-                .map_err(self.sql())?;
-            reminders = reminder_rows(
-                id,
-                &title,
-                &deadlines,
-                &r.reminders,
-                chrono::Utc::now().date_naive(),
-            );
-        }
-        let queued = reminders.len();
-        self.change_then(
+        self.change(
             id,
             actor,
             "determine",
@@ -452,20 +452,20 @@ impl Cases {
                 ("determined", json!(on.to_string())),
                 ("state", json!("determined")),
             ],
-            |tx| {
-                let now = now_ms();
-                for (key, receiver, due_ms, subject, body) in &reminders {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO outbox (idempotency_key, alert_id, receiver, state,
-                         created_ms, due_ms, case_id, subject, body)
-                         VALUES (?1, 0, ?2, 'pending', ?3, ?4, ?5, ?6, ?7)",
-                        params![key, receiver, now, due_ms, id, subject, body],
-                    )?;
-                }
-                Ok(())
-            },
         )?;
-        Ok(queued)
+        self.pending_reminders(id)
+    }
+
+    /// Reminders of the case waiting in the outbox.
+    pub fn pending_reminders(&self, id: i64) -> Result<usize, CaseError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE case_id = ?1 AND state = 'pending'",
+                [id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(self.sql())
     }
 
     /// Adds a task; returns its number.
@@ -625,16 +625,77 @@ impl Cases {
 
     /// The clock inputs stored on the case.
     pub fn breach(&self, id: i64) -> Result<Breach, CaseError> {
-        let (discovered, determined, residents, delays, licensed): (Option<String>, Option<String>, String, String, String) = self
-            .conn
+        breach_in(&self.conn, id).map_err(self.sql())?
+    }
+
+    /// The case's clocks, firm or provisional, from what is recorded so far.
+    pub fn clocks(&self, id: i64, j: &Jurisdictions) -> Result<schedule::Clocks, CaseError> {
+        clocks_in(&self.conn, id, j)
+    }
+}
+
+/// The clocks of case `id` as stored (on a connection or inside a transaction).
+fn clocks_in(conn: &Connection, id: i64, j: &Jurisdictions) -> Result<schedule::Clocks, CaseError> {
+    let store = |e: rusqlite::Error| invalid(format!("store: {e}"));
+    let b = breach_in(conn, id).map_err(store)??;
+    let determination: Option<String> = conn
+        .query_row("SELECT determination FROM cases WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .map_err(store)?;
+    let (_, patients) = output::involved_in(conn, id)?;
+    Ok(schedule::clocks(
+        b,
+        determination.as_deref(),
+        patients.len(),
+        j,
+    ))
+}
+
+/// Brings case `id`'s reminders in line with its clocks, inside `tx`; a closed case keeps
+/// none pending.
+fn requeue_case(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    plan: &schedule::Plan,
+) -> Result<schedule::Requeued, CaseError> {
+    let store = |e: rusqlite::Error| invalid(format!("store: {e}"));
+    let (title, state): (String, String) = tx
+        .query_row("SELECT title, state FROM cases WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(store)?;
+    let rows = if state == "closed" {
+        Vec::new()
+    } else {
+        let clocks = clocks_in(tx, id, &plan.jurisdictions)?;
+        schedule::reminder_rows(
+            id,
+            &title,
+            &clocks,
+            &plan.response.reminders,
+            chrono::Utc::now().date_naive(),
+        )
+    };
+    schedule::requeue(tx, id, &rows, now_ms()).map_err(store)
+}
+
+/// discovered, determined, residents, delays, licensed_in as stored.
+type BreachRow = (Option<String>, Option<String>, String, String, String);
+
+/// The clock inputs stored on case `id`.
+fn breach_in(conn: &Connection, id: i64) -> rusqlite::Result<Result<Breach, CaseError>> {
+    {
+        let row: Option<BreachRow> = conn
             .query_row(
                 "SELECT discovered, determined, residents, delays, licensed_in FROM cases WHERE id = ?1",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
-            .optional()
-            .map_err(self.sql())?
-            .ok_or_else(|| invalid(format!("no case #{id}")))?;
+            .optional()?;
+        let Some((discovered, determined, residents, delays, licensed)) = row else {
+            return Ok(Err(invalid(format!("no case #{id}"))));
+        };
         let date =
             |s: Option<String>| s.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok());
         let delays: Vec<Value> = serde_json::from_str(&delays).unwrap_or_default();
@@ -654,42 +715,17 @@ impl Cases {
                 })
             })
             .collect();
-        Ok(Breach {
+        Ok(Ok(Breach {
             discovered: date(discovered),
             determined: date(determined),
             residents: serde_json::from_str(&residents).unwrap_or_default(),
             delays,
             licensed_in: serde_json::from_str(&licensed).unwrap_or_default(),
-        })
+        }))
     }
+}
 
-    pub fn list(&self) -> Result<String, CaseError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, state, COALESCE(assignee, '-'), COALESCE(determination, '-'), title FROM cases ORDER BY id")
-            .map_err(self.sql())?;
-        let mut out = format!(
-            "{:>5} {:<16} {:<16} {:<12} title\n",
-            "id", "state", "assignee", "outcome"
-        );
-        let rows = st
-            .query_map([], |r| {
-                Ok(format!(
-                    "{:>5} {:<16} {:<16} {:<12} {}\n",
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?
-                ))
-            })
-            .map_err(self.sql())?;
-        for r in rows {
-            out.push_str(&r.map_err(self.sql())?);
-        }
-        Ok(out)
-    }
-
+impl Cases {
     /// The case, its evidence timeline, its deadlines and its log.
     pub fn show(&self, id: i64, j: &Jurisdictions) -> Result<String, CaseError> {
         let (title, state, assignee, determination, resolution): (
@@ -775,18 +811,33 @@ impl Cases {
                 t.flagged_by.join(",")
             );
         }
-        if determination.as_deref() == Some("breach") {
+        let clocks = clocks_in(&self.conn, id, j)?;
+        if clocks.provisional {
+            out.push_str(
+                "deadlines (provisional: they run from discovery; a determination of not_breach stops them):\n",
+            );
+        } else {
             out.push_str("deadlines:\n");
-            match clock::deadlines(&b, j) {
-                Ok(ds) => {
-                    for d in ds {
-                        let _ = writeln!(out, "  {} {} ({})", d.due, d.notify, d.basis);
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "  cannot compute: {e}");
-                }
-            }
+        }
+        if let Some(why) = &clocks.none_because {
+            let _ = writeln!(out, "  none: {why}");
+        }
+        let today = chrono::Utc::now().date_naive();
+        for c in &clocks.clocks {
+            let left = (c.due - today).num_days();
+            let _ = writeln!(
+                out,
+                "  {} {} ({}; {})\n    {}",
+                c.due,
+                c.notify,
+                if left < 0 {
+                    format!("overdue {} d", -left)
+                } else {
+                    format!("{left} d left")
+                },
+                c.why,
+                c.basis
+            );
         }
         out.push_str("log:\n");
         for e in log::entries(&self.conn, Some(id)).map_err(self.sql())? {
@@ -824,59 +875,6 @@ pub fn plan_for(
     }
     .map_err(|e| anyhow::anyhow!(e))?;
     Ok((j, r))
-}
-
-type ReminderRow = (String, String, i64, String, String);
-
-/// Outbox rows for a case's deadlines: reminders `days_before` each one (those still ahead of
-/// `today`), and an escalation the day after it.
-fn reminder_rows(
-    case_id: i64,
-    title: &str,
-    deadlines: &[clock::Deadline],
-    r: &response::Reminders,
-    today: NaiveDate,
-) -> Vec<ReminderRow> {
-    let midnight = |d: NaiveDate| {
-        d.and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_millis())
-            .unwrap_or(0)
-    };
-    let mut out = Vec::new();
-    for (i, dl) in deadlines.iter().enumerate() {
-        for days in &r.days_before {
-            let on = dl.due - chrono::Duration::days(i64::from(*days));
-            if on < today {
-                continue;
-            }
-            for rec in &r.receivers {
-                out.push((
-                    format!("case-{case_id}-deadline-{i}-{days}d-{rec}"),
-                    rec.clone(),
-                    midnight(on),
-                    format!(
-                        "[phiwatch] case #{case_id}: notify {} by {} ({days} days left)",
-                        dl.notify, dl.due
-                    ),
-                    format!(
-                        "Case #{case_id} ({title}).\nDeadline {}: notify {}.\nBasis: {}\n",
-                        dl.due, dl.notify, dl.basis
-                    ),
-                ));
-            }
-        }
-        let after = dl.due + chrono::Duration::days(1);
-        for rec in &r.escalate_to {
-            out.push((
-                format!("case-{case_id}-deadline-{i}-overdue-{rec}"),
-                rec.clone(),
-                midnight(after),
-                format!("[phiwatch] OVERDUE case #{case_id}: notify {} was due {}", dl.notify, dl.due),
-                format!("Case #{case_id} ({title}) is still open and its deadline has passed.\nDeadline {}: notify {}.\nBasis: {}\n", dl.due, dl.notify, dl.basis),
-            ));
-        }
-    }
-    out
 }
 
 fn need(s: &str, what: &str) -> Result<(), CaseError> {

@@ -15,7 +15,14 @@ fn sql(e: rusqlite::Error) -> CaseError {
 
 /// Users and patients of the case's alerts.
 pub fn involved(cases: &Cases, id: i64) -> Result<(Vec<String>, Vec<String>), CaseError> {
-    let conn = cases.conn();
+    involved_in(cases.conn(), id)
+}
+
+/// [`involved`], on a connection (or a transaction).
+pub fn involved_in(
+    conn: &rusqlite::Connection,
+    id: i64,
+) -> Result<(Vec<String>, Vec<String>), CaseError> {
     let mut users = Vec::new();
     let mut patients = Vec::new();
     let mut st = conn

@@ -91,13 +91,7 @@ pub fn add(
     let n = conn.execute(
         "INSERT OR IGNORE INTO console_users (name, role, hash, staff_id, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            name,
-            role.as_str(),
-            hash,
-            staff_id,
-            crate::metrics::now_ms()
-        ],
+        params![name, role.as_str(), hash, staff_id, crate::time::now_ms()],
     )?;
     if n == 0 {
         return Err(AccountError::Invalid(format!(
@@ -169,6 +163,22 @@ pub fn get(conn: &Connection, name: &str) -> Result<Option<Account>, AccountErro
             staff_id,
         })
     }))
+}
+
+/// The stored hash of `name`, or a decoy nobody's password matches (so an unknown name costs
+/// the same check), and whether the name exists. Verify it with [`super::hashing`].
+pub fn hash_of(conn: &Connection, name: &str) -> Result<(String, bool), AccountError> {
+    let hash: Option<String> = conn
+        .query_row(
+            "SELECT hash FROM console_users WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(match hash {
+        Some(h) => (h, true),
+        None => (decoy().to_owned(), false),
+    })
 }
 
 /// The account when the password is right. Always spends one Argon2 verification.

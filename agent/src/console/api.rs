@@ -30,21 +30,42 @@ impl super::Console {
         user: String,
         password: String,
     ) -> Result<(Account, String, String), Fail> {
-        if let Err(wait) = self.limiter.check(&client, &user) {
-            return Err(Fail::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many failed sign-ins; try again in {} minute(s)",
-                    wait.as_secs().div_ceil(60)
-                ),
-            ));
-        }
+        let attempt = match self.limiter.begin(&client, &user) {
+            Ok(a) => a,
+            Err(wait) => {
+                return Err(Fail::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "too many failed sign-ins; try again in {} second(s)",
+                        wait.as_secs().max(1)
+                    ),
+                ))
+            }
+        };
         let u = user.clone();
-        let found = self
-            .db(move |c| {
-                let a = super::accounts::authenticate(c, &u, &password)
-                    .map_err(|e| Fail::internal(e.to_string()))?;
-                match a {
+        let (hash, exists) = self
+            .db(move |c| super::accounts::hash_of(c, &u).map_err(|e| Fail::internal(e.to_string())))
+            .await?;
+        // Each Argon2id check takes ~19 MiB and a core: a few workers do them, the rest are
+        // told to come back.
+        let matched = match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.hashing.verify(hash, password),
+        )
+        .await
+        {
+            Ok(Ok(m)) => m,
+            _ => {
+                return Err(Fail::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many sign-ins at once; try again in a few seconds",
+                ))
+            }
+        };
+        let found = if matched && exists {
+            let u = user.clone();
+            self.db(move |c| {
+                match super::accounts::get(c, &u).map_err(|e| Fail::internal(e.to_string()))? {
                     Some(a) => {
                         let (t, csrf) = session::start(c, &a.name)?;
                         Ok(Some((a, t, csrf)))
@@ -52,15 +73,18 @@ impl super::Console {
                     None => Ok(None),
                 }
             })
-            .await?;
+            .await?
+        } else {
+            None
+        };
         match found {
             Some(x) => {
-                self.limiter.succeeded(&user);
+                attempt.succeeded();
                 tracing::info!(user = %x.0.name, role = x.0.role.as_str(), "console sign-in");
                 Ok(x)
             }
             None => {
-                self.limiter.failed(&client, &user);
+                attempt.failed();
                 tracing::warn!(%client, "console sign-in failed");
                 Err(Fail::new(
                     StatusCode::UNAUTHORIZED,
@@ -90,7 +114,8 @@ impl super::Console {
         let app = self.clone();
         self.db(move |conn| {
             let owned = std::mem::replace(conn, rusqlite::Connection::open_in_memory()?);
-            let mut cases = Cases::from_conn(owned, &app.inputs.db);
+            let mut cases =
+                Cases::from_conn(owned, &app.inputs.db).with_plan(app.inputs.plan.clone());
             let out = f(&mut cases, &app.inputs);
             *conn = cases.into_conn();
             out
@@ -138,7 +163,7 @@ impl super::Console {
         let today = chrono::Utc::now().date_naive();
         let (d, t) = self
             .cases(move |c, i| {
-                let d = data::case(c, id, &i.jurisdictions, today).map_err(Fail::internal)?;
+                let d = data::case(c, id, &i.plan.jurisdictions, today).map_err(Fail::internal)?;
                 let t = data::case_timeline(c.conn(), id)?;
                 Ok((d, t))
             })
@@ -164,7 +189,7 @@ impl super::Console {
                 Ok(crate::case::output::letter_texts(
                     c,
                     id,
-                    &i.response,
+                    &i.plan.response,
                     &|p| names.get(p).cloned(),
                     today,
                 )?)
@@ -187,7 +212,7 @@ pub struct LoginBody {
 
 pub async fn login(
     State(app): State<App>,
-    ci: ConnectInfo<super::tls::Peer>,
+    ci: ConnectInfo<crate::net::Peer>,
     Json(b): Json<LoginBody>,
 ) -> Response {
     match app.sign_in(client(&ci), b.user, b.password).await {
@@ -294,7 +319,7 @@ pub async fn silences(State(app): State<App>) -> Result<Json<Value>, Fail> {
              WHERE ends_ms > ?1 ORDER BY id",
         )?;
         let rows = st
-            .query_map([crate::metrics::now_ms()], |r| {
+            .query_map([crate::time::now_ms()], |r| {
                 let m: String = r.get(1)?;
                 Ok(json!({
                     "id": r.get::<_, i64>(0)?,
@@ -461,7 +486,10 @@ pub async fn timeline(
 }
 
 pub async fn cases(State(app): State<App>) -> Result<Json<Value>, Fail> {
-    let rows = app.db(|c| Ok(data::cases(c)?)).await?;
+    let today = chrono::Utc::now().date_naive();
+    let rows = app
+        .cases(move |c, i| data::cases(c, &i.plan.jurisdictions, today).map_err(Fail::internal))
+        .await?;
     Ok(Json(json!({ "cases": rows })))
 }
 
@@ -533,7 +561,7 @@ pub async fn letters(
 }
 
 pub async fn hhs_report(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Value>, Fail> {
-    app.cases(move |c, i| Ok(crate::case::output::hhs_report(c, id, &i.response)?))
+    app.cases(move |c, i| Ok(crate::case::output::hhs_report(c, id, &i.plan.response)?))
         .await
         .map(Json)
 }
@@ -749,8 +777,8 @@ pub async fn determine(
         Err(f) => return input.fail(f),
     };
     let outcome = input.value.outcome.clone();
-    act(&app, &s, &input, id, "determine", move |c, i, by| {
-        let queued = c.determine(id, by, &outcome, on, Some((&i.jurisdictions, &i.response)))?;
+    act(&app, &s, &input, id, "determine", move |c, _i, by| {
+        let queued = c.determine(id, by, &outcome, on)?;
         Ok(json!({ "outcome": outcome, "reminders_queued": queued }))
     })
     .await
@@ -921,11 +949,17 @@ pub async fn accounting(
     Ok(Json(json!({ "patient": q.patient, "accounting": text })))
 }
 
-pub async fn dashboard(State(app): State<App>) -> Result<Json<data::Dashboard>, Fail> {
+pub async fn dashboard(
+    State(app): State<App>,
+    Query(q): Query<data::DashboardQuery>,
+) -> Result<Json<data::Dashboard>, Fail> {
     let today = chrono::Utc::now().date_naive();
-    app.cases(move |c, i| data::dashboard(c, &i.jurisdictions, today).map_err(Fail::internal))
-        .await
-        .map(Json)
+    let by = q.by;
+    app.cases(move |c, i| {
+        data::dashboard(c, &i.plan.jurisdictions, today, by).map_err(Fail::internal)
+    })
+    .await
+    .map(Json)
 }
 
 pub async fn status(State(app): State<App>) -> Json<Value> {

@@ -88,7 +88,7 @@ impl ViewLog {
             .lock()
             .map_err(|_| std::io::Error::other("console spool lock poisoned"))?;
         for l in lines {
-            s.append(l.as_bytes())?;
+            s.append(l.as_bytes()).map_err(std::io::Error::other)?;
         }
         s.sync()
     }

@@ -27,7 +27,7 @@ const SEVERITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 fn fill(db: &std::path::Path, alerts: usize) -> Result<()> {
     let mut conn = crate::store::Store::open_existing(db)?;
     let tx = conn.transaction()?;
-    let now = crate::metrics::now_ms();
+    let now = crate::time::now_ms();
     for i in 0..alerts {
         let (cat, sev) = (CATEGORIES[i % 8], SEVERITIES[(i / 8 + i) % 4]);
         let user = format!("pr-{:05}", i % 2_000);
@@ -108,8 +108,10 @@ pub fn run(alerts: usize, rounds: usize) -> Result<String> {
         let inputs = super::ConsoleInputs {
             db: db.clone(),
             evidence_dir: dir.path().join("evidence"),
-            jurisdictions: j,
-            response: r,
+            plan: std::sync::Arc::new(crate::case::schedule::Plan {
+                jurisdictions: j,
+                response: r,
+            }),
             context: None,
             metrics: None,
             views: None,

@@ -1,7 +1,7 @@
 //! What the console and the API read from the store, as plain structures: both render the
 //! same answers, one as HTML, one as JSON.
 
-use crate::case::clock::{self, Jurisdictions};
+use crate::case::clock::Jurisdictions;
 use crate::case::{Assessment, Cases};
 use crate::time::format_ms;
 use chrono::NaiveDate;
@@ -374,6 +374,8 @@ pub struct CaseRow {
     pub created: String,
     pub updated: String,
     pub alerts: Vec<i64>,
+    /// The soonest deadline of an open case (firm or provisional).
+    pub next_deadline: Option<DeadlineRow>,
 }
 
 fn case_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CaseRow> {
@@ -387,6 +389,7 @@ fn case_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CaseRow> {
         discovered: r.get(6)?,
         created: format_ms(r.get(7)?),
         updated: format_ms(r.get(8)?),
+        next_deadline: None,
         alerts: r
             .get::<_, Option<String>>(9)?
             .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
@@ -398,12 +401,34 @@ const CASE_COLUMNS: &str = "c.id, c.title, c.state, c.assignee, c.determination,
     c.discovered, c.created_ms, c.updated_ms,
     (SELECT group_concat(alert_id, ',') FROM case_alerts WHERE case_id = c.id)";
 
-pub fn cases(conn: &Connection) -> rusqlite::Result<Vec<CaseRow>> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {CASE_COLUMNS} FROM cases c ORDER BY c.state = 'closed', c.id DESC"
-    ))?;
-    let rows = st.query_map([], case_row)?;
-    rows.collect()
+/// Every case, open ones first by their soonest deadline (the most urgent on top), then
+/// open ones without a clock, then closed ones, newest first.
+pub fn cases(cases: &Cases, j: &Jurisdictions, today: NaiveDate) -> Result<Vec<CaseRow>, String> {
+    let sql = |e: rusqlite::Error| format!("store: {e}");
+    let mut st = cases
+        .conn()
+        .prepare_cached(&format!(
+            "SELECT {CASE_COLUMNS} FROM cases c ORDER BY c.state = 'closed', c.id DESC"
+        ))
+        .map_err(sql)?;
+    let mut rows: Vec<CaseRow> = st
+        .query_map([], case_row)
+        .map_err(sql)?
+        .collect::<Result<_, _>>()
+        .map_err(sql)?;
+    for r in rows.iter_mut().filter(|r| r.state != "closed") {
+        let c = cases.clocks(r.id, j).map_err(|e| e.to_string())?;
+        r.next_deadline = c.next().map(|c| deadline_row(c, today));
+    }
+    rows.sort_by_key(|r| {
+        (
+            r.state == "closed",
+            r.next_deadline.is_none(),
+            r.next_deadline.as_ref().map(|d| d.due.clone()),
+            std::cmp::Reverse(r.id),
+        )
+    });
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -411,6 +436,10 @@ pub struct DeadlineRow {
     pub notify: String,
     pub due: String,
     pub basis: String,
+    /// Until a breach is determined and the residents are recorded.
+    pub provisional: bool,
+    /// Why the clock applies, or might.
+    pub why: String,
     /// Days from today (negative: overdue).
     pub days_left: i64,
     /// Midnight UTC at the end of the due day, for the console's countdown.
@@ -452,19 +481,23 @@ pub struct CaseDetail {
     pub log: Vec<LogRow>,
 }
 
-fn deadline_rows(ds: Vec<clock::Deadline>, today: NaiveDate) -> Vec<DeadlineRow> {
-    ds.into_iter()
-        .map(|d| DeadlineRow {
-            days_left: (d.due - today).num_days(),
-            due_end_ms: (d.due + chrono::Duration::days(1))
-                .and_hms_opt(0, 0, 0)
-                .map(|t| t.and_utc().timestamp_millis())
-                .unwrap_or(0),
-            due: d.due.to_string(),
-            notify: d.notify,
-            basis: d.basis,
-        })
-        .collect()
+fn deadline_rows(cs: &[crate::case::schedule::Clock], today: NaiveDate) -> Vec<DeadlineRow> {
+    cs.iter().map(|c| deadline_row(c, today)).collect()
+}
+
+fn deadline_row(c: &crate::case::schedule::Clock, today: NaiveDate) -> DeadlineRow {
+    DeadlineRow {
+        days_left: (c.due - today).num_days(),
+        due_end_ms: (c.due + chrono::Duration::days(1))
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis())
+            .unwrap_or(0),
+        due: c.due.to_string(),
+        notify: c.notify.clone(),
+        basis: c.basis.clone(),
+        provisional: c.provisional,
+        why: c.why.clone(),
+    }
 }
 
 pub fn case(
@@ -489,7 +522,12 @@ pub fn case(
     let b = cases.breach(id).map_err(|e| e.to_string())?;
     let (users, patients) = crate::case::output::involved(cases, id).map_err(|e| e.to_string())?;
     let (residents, licensed_in) = (b.residents.clone(), b.licensed_in.clone());
-    let clocks = Clocks::of(b, case.determination.as_deref(), patients.len(), j, today);
+    let clocks = cases.clocks(id, j).map_err(|e| e.to_string())?;
+    // A case determined not to be a breach has no clocks, which is no error.
+    let deadline_error = clocks
+        .none_because
+        .clone()
+        .filter(|_| case.determination.is_none());
     let mut st = conn
         .prepare_cached("SELECT n, text, done FROM case_tasks WHERE case_id = ?1 ORDER BY n")
         .map_err(sql)?;
@@ -524,49 +562,11 @@ pub fn case(
         tasks,
         users,
         patients,
-        deadlines: clocks.deadlines,
+        deadlines: deadline_rows(&clocks.clocks, today),
         deadlines_provisional: clocks.provisional,
-        deadline_error: clocks.error,
+        deadline_error,
         log,
     }))
-}
-
-/// A case's notification deadlines: what the case page shows and the dashboard lists.
-struct Clocks {
-    deadlines: Vec<DeadlineRow>,
-    provisional: bool,
-    error: Option<String>,
-}
-
-impl Clocks {
-    /// From the case's stored clock inputs, its determination and how many patients it
-    /// involves. None once the case is determined not to be a breach.
-    fn of(
-        mut b: clock::Breach,
-        determination: Option<&str>,
-        patients: usize,
-        j: &Jurisdictions,
-        today: NaiveDate,
-    ) -> Clocks {
-        let provisional = determination != Some("breach") || b.residents.is_empty();
-        if b.residents.is_empty() {
-            // Residence unknown: every involved patient counts, under "??".
-            b.residents.insert("??".into(), patients.max(1) as u32);
-        }
-        let (deadlines, error) = if determination.is_some_and(|d| d != "breach") {
-            (Vec::new(), None)
-        } else {
-            match clock::deadlines(&b, j) {
-                Ok(ds) => (deadline_rows(ds, today), None),
-                Err(e) => (Vec::new(), Some(e)),
-            }
-        };
-        Clocks {
-            deadlines,
-            provisional,
-            error,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -595,8 +595,10 @@ pub struct Due {
 
 #[derive(Debug, Serialize)]
 pub struct Dashboard {
-    /// Alerts opened per day (by first finding), per category, over the last 30 days of data.
+    /// Alerts per day, per category, over the last 30 days of data: by the day they were
+    /// stored, or (`by = access`) by the day of their first access.
     pub alerts_by_day: Vec<DayCount>,
+    pub by: ChartBy,
     pub top_users: Vec<(String, i64)>,
     pub accesses: i64,
     pub per_policy: Vec<PolicyRate>,
@@ -604,19 +606,48 @@ pub struct Dashboard {
     pub due_this_week: Vec<Due>,
 }
 
-pub fn dashboard(cases: &Cases, j: &Jurisdictions, today: NaiveDate) -> Result<Dashboard, String> {
+/// Which time the alerts chart plots an alert at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChartBy {
+    /// When the alert was stored: what the queue saw arrive.
+    #[default]
+    Stored,
+    /// When its first access happened: what an officer replaying old logs expects.
+    Access,
+}
+
+/// `?by=stored|access` on the dashboard.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardQuery {
+    #[serde(default)]
+    pub by: ChartBy,
+}
+
+pub fn dashboard(
+    cases: &Cases,
+    j: &Jurisdictions,
+    today: NaiveDate,
+    by: ChartBy,
+) -> Result<Dashboard, String> {
     let conn = cases.conn();
     let sql = |e: rusqlite::Error| format!("store: {e}");
+    // Alerts stored before access times were kept fall back to their storage time.
+    let at = match by {
+        ChartBy::Stored => "first_ms",
+        ChartBy::Access => "coalesce(first_access_ms, first_ms)",
+    };
     let last: Option<i64> = conn
-        .query_row("SELECT max(first_ms) FROM alerts", [], |r| r.get(0))
+        .query_row(&format!("SELECT max({at}) FROM alerts"), [], |r| r.get(0))
         .map_err(sql)?;
     let mut by_day: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     if let Some(last) = last {
         let mut st = conn
-            .prepare_cached(
-                "SELECT date(first_ms / 1000, 'unixepoch'), category, count(*) FROM alerts
-                 WHERE first_ms > ?1 GROUP BY 1, 2",
-            )
+            .prepare_cached(&format!(
+                "SELECT date({at} / 1000, 'unixepoch'), category, count(*) FROM alerts
+                 WHERE {at} > ?1 GROUP BY 1, 2"
+            ))
             .map_err(sql)?;
         let rows = st
             .query_map([last - 30 * 86_400_000], |r| {
@@ -678,18 +709,19 @@ pub fn dashboard(cases: &Cases, j: &Jurisdictions, today: NaiveDate) -> Result<D
         rows.collect::<Result<_, _>>().map_err(sql)?
     };
     // Only the clocks: the case page's tasks, assessment and log are not needed here.
-    for (id, title, determination) in open {
-        let b = cases.breach(id).map_err(|e| e.to_string())?;
-        let (_, patients) = crate::case::output::involved(cases, id).map_err(|e| e.to_string())?;
-        let c = Clocks::of(b, determination.as_deref(), patients.len(), j, today);
-        for d in c.deadlines.into_iter().filter(|d| d.days_left <= 7) {
+    for (id, title, _) in open {
+        let c = cases.clocks(id, j).map_err(|e| e.to_string())?;
+        for d in deadline_rows(&c.clocks, today)
+            .into_iter()
+            .filter(|d| d.days_left <= 7)
+        {
             due_this_week.push(Due {
                 case_id: id,
                 title: title.clone(),
                 notify: d.notify,
                 due: d.due,
                 days_left: d.days_left,
-                provisional: c.provisional,
+                provisional: d.provisional,
             });
         }
     }
@@ -699,9 +731,67 @@ pub fn dashboard(cases: &Cases, j: &Jurisdictions, today: NaiveDate) -> Result<D
             .into_iter()
             .map(|(day, by_category)| DayCount { day, by_category })
             .collect(),
+        by,
         top_users,
         accesses,
         per_policy,
         due_this_week,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Findings from last month's logs, stored today: charted on the day stored by default,
+    /// on the day of the access with `by = access`.
+    #[test]
+    fn alerts_chart_by_storage_or_access_day() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("p.db");
+        let mut store = crate::store::Store::open(&db).unwrap();
+        let routing = crate::alert::Routing::parse(
+            "[grouping]\ngroup_wait = \"1s\"\nfold_repeat_offenders = false\n",
+        )
+        .unwrap();
+        let finding = |id: &str, time: &str| crate::finding::Finding {
+            event_id: id.into(),
+            time: time.into(),
+            user: "dr-a".into(),
+            department: "cardiology".into(),
+            patient: format!("pt-{id}"),
+            action: "view".into(),
+            category: "family".into(),
+            severity: crate::finding::Severity::High,
+            detector: "family-member".into(),
+            explanation: "x".into(),
+            hipaa: "y".into(),
+        };
+        let stored = crate::time::parse_fhir_time("2026-12-01T12:00:00Z").unwrap();
+        let batch = [
+            finding("a", "2026-11-02T09:00:00Z"),
+            finding("b", "2026-11-03T09:00:00Z"),
+        ];
+        store
+            .insert_batch_then(&[], &batch, |tx, fresh| {
+                crate::alert::apply(tx, fresh, &routing, chrono_tz::UTC, stored).map(|_| ())
+            })
+            .unwrap();
+        let cases = Cases::open(&db).unwrap();
+        let j = Jurisdictions::parse(Jurisdictions::EMBEDDED).unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let days = |by| {
+            dashboard(&cases, &j, today, by)
+                .unwrap()
+                .alerts_by_day
+                .into_iter()
+                .map(|d| (d.day, d.by_category["family"]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(days(ChartBy::Stored), [("2026-12-01".to_owned(), 2)]);
+        assert_eq!(
+            days(ChartBy::Access),
+            [("2026-11-02".to_owned(), 1), ("2026-11-03".to_owned(), 1)]
+        );
+    }
 }

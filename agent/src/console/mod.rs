@@ -12,14 +12,12 @@ pub mod authz;
 pub mod bench;
 mod charts;
 pub mod data;
+mod hashing;
 mod html;
 mod pages;
 pub mod routes;
 pub mod session;
-mod tls;
 
-use crate::case::clock::Jurisdictions;
-use crate::case::response::Response as ResponseConfig;
 use crate::config::ConsoleConfig;
 use crate::metrics::Metrics;
 use accounts::Account;
@@ -43,13 +41,16 @@ pub const LOGIN_COOKIE: &str = "phiwatch_login";
 /// Form bodies are small; evidence uploads have their own limit.
 const FORM_LIMIT: usize = 1 << 20;
 pub const EVIDENCE_LIMIT: usize = 64 << 20;
+/// Password hashes computed at once, and waiting.
+const HASHING_AT_ONCE: usize = 4;
+const HASHING_QUEUE: usize = 32;
 
 /// What the console needs besides the store.
 pub struct ConsoleInputs {
     pub db: PathBuf,
     pub evidence_dir: PathBuf,
-    pub jurisdictions: Jurisdictions,
-    pub response: ResponseConfig,
+    /// Deadline rules and reminder settings: case changes made here requeue reminders.
+    pub plan: Arc<crate::case::schedule::Plan>,
     /// The context directory, for patient names in letters.
     pub context: Option<PathBuf>,
     /// The running agent's counters and loaded inputs (`None` outside the agent).
@@ -63,6 +64,8 @@ pub struct Console {
     pool: Mutex<Vec<Connection>>,
     lifetimes: Lifetimes,
     limiter: LoginLimiter,
+    /// Password checks, on workers of their own (Argon2id is memory-hard on purpose).
+    hashing: hashing::Hashing,
     views: ViewLog,
     /// Cookies carry `Secure`: the console is on HTTPS (or configured as behind it).
     secure: bool,
@@ -94,6 +97,7 @@ impl Console {
                 Duration::from_secs(cfg.login_window_minutes * 60),
             ),
             secure: cfg.tls_cert.is_some() || cfg.secure_cookies,
+            hashing: hashing::Hashing::new(HASHING_AT_ONCE, HASHING_QUEUE),
         }
     }
 
@@ -486,7 +490,7 @@ fn refuse(path: &str, status: StatusCode, message: &str) -> Response {
 }
 
 /// The client address for login rate limiting.
-pub fn client(ci: &ConnectInfo<tls::Peer>) -> String {
+pub fn client(ci: &ConnectInfo<crate::net::Peer>) -> String {
     ci.0 .0.ip().to_string()
 }
 
@@ -518,22 +522,31 @@ pub async fn bind(
         .await
         .with_context(|| format!("binding the console listener {}", cfg.listen))?;
     let local = tcp.local_addr()?;
-    let make = router(app).into_make_service_with_connect_info::<tls::Peer>();
-    let serve: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> =
-        match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => {
-                let acceptor = crate::syslog::server_tls(cert, key, None, &[b"http/1.1"])
-                    .context("console TLS")?;
-                let l = tls::TlsListener::new(tcp, acceptor)?;
-                tracing::info!(listen = %local, "serving the console over HTTPS");
-                Box::pin(async move { axum::serve(l, make).await.context("console server") })
-            }
-            _ => {
-                tracing::info!(listen = %local, "serving the console over plain HTTP");
-                Box::pin(async move { axum::serve(tcp, make).await.context("console server") })
-            }
-        };
-    Ok((local, serve))
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::server_tls(cert, key, None, &[b"http/1.1"]).context("console TLS")?)
+        }
+        _ => None,
+    };
+    tracing::info!(listen = %local, tls = tls.is_some(), "serving the console");
+    let limits = crate::net::HttpLimits {
+        max_connections: cfg.max_connections,
+        header_timeout: Duration::from_secs(cfg.header_timeout_seconds),
+        ..Default::default()
+    };
+    let serve = crate::net::serve_http(
+        tcp,
+        tls,
+        router(app),
+        limits,
+        Arc::new(crate::net::HttpCounters::default()),
+        "console",
+        std::future::pending(),
+    );
+    Ok((local, async move {
+        serve.await;
+        Ok(())
+    }))
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub struct LoginForm {
 
 pub async fn login(
     State(app): State<App>,
-    ci: ConnectInfo<super::tls::Peer>,
+    ci: ConnectInfo<crate::net::Peer>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -411,7 +411,10 @@ pub async fn alert(
 }
 
 pub async fn cases(State(app): State<App>, Extension(s): Extension<Signed>) -> Page {
-    let rows = app.db(|c| Ok(data::cases(c)?)).await?;
+    let today = chrono::Utc::now().date_naive();
+    let rows = app
+        .cases(move |c, i| data::cases(c, &i.plan.jurisdictions, today).map_err(Fail::internal))
+        .await?;
     let mut b = String::from("<h1>Cases</h1>");
     if s.account.role.may(Perm::OpenCase) {
         b.push_str(&form(
@@ -770,11 +773,22 @@ Record the affected residents in the facts, and the determination, for the final
     layout(&format!("Case #{id}"), Some(s), "/cases", &b)
 }
 
-pub async fn dashboard(State(app): State<App>, Extension(s): Extension<Signed>) -> Page {
+pub async fn dashboard(
+    State(app): State<App>,
+    Extension(s): Extension<Signed>,
+    Query(q): Query<data::DashboardQuery>,
+) -> Page {
     let today = chrono::Utc::now().date_naive();
+    let by = q.by;
     let d = app
-        .cases(move |c, i| data::dashboard(c, &i.jurisdictions, today).map_err(Fail::internal))
+        .cases(move |c, i| {
+            data::dashboard(c, &i.plan.jurisdictions, today, by).map_err(Fail::internal)
+        })
         .await?;
+    let toggle = match by {
+        data::ChartBy::Stored => "<p class=\"muted\">by the day each alert was stored · <a id=\"by-access\" href=\"/dashboard?by=access\">by the day of its first access</a></p>",
+        data::ChartBy::Access => "<p class=\"muted\"><a id=\"by-stored\" href=\"/dashboard?by=stored\">by the day each alert was stored</a> · by the day of its first access</p>",
+    };
     let columns: Vec<(String, Vec<(String, i64)>)> = d
         .alerts_by_day
         .iter()
@@ -825,10 +839,11 @@ pub async fn dashboard(State(app): State<App>, Extension(s): Extension<Signed>) 
     }
     let b = format!(
         "<h1>Dashboard</h1><div class=\"grid\">\
-<section class=\"card\" id=\"chart-alerts\"><h2>Alerts over time, by category</h2>{}</section>\
+<section class=\"card\" id=\"chart-alerts\"><h2>Alerts over time, by category</h2>{}{}</section>\
 <section class=\"card\" id=\"chart-users\"><h2>Top users by findings</h2>{}</section>\
 <section class=\"card\" id=\"chart-policies\"><h2>Detection rate per policy</h2><p class=\"muted\">findings per 10,000 of {} stored accesses</p>{}</section>\
 <section class=\"card\" id=\"chart-due\"><h2>Deadlines due this week</h2>{}</section></div>",
+        toggle,
         charts::stacked("alerts per day by category", &columns),
         charts::bars("findings per user", &users, ""),
         d.accesses,

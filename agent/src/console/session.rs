@@ -33,7 +33,7 @@ fn digest(token: &str) -> String {
 /// Starts a session; returns its token (for the cookie) and its CSRF token.
 pub fn start(conn: &Connection, user: &str) -> rusqlite::Result<(String, String)> {
     let (t, csrf) = (token(), token());
-    let now = crate::metrics::now_ms();
+    let now = crate::time::now_ms();
     conn.execute(
         "INSERT INTO console_sessions (token_hash, user, csrf, created_ms, seen_ms)
          VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -63,7 +63,7 @@ pub fn lookup(conn: &Connection, token: &str, l: Lifetimes) -> rusqlite::Result<
     let Some((user, csrf, created, seen)) = row else {
         return Ok(None);
     };
-    let now = crate::metrics::now_ms();
+    let now = crate::time::now_ms();
     let expired =
         now - seen > l.idle.as_millis() as i64 || now - created > l.max.as_millis() as i64;
     let account = if expired {
@@ -95,7 +95,7 @@ pub fn end(conn: &Connection, token: &str) -> rusqlite::Result<()> {
 
 /// Deletes sessions past either lifetime.
 pub fn purge(conn: &Connection, l: Lifetimes) -> rusqlite::Result<usize> {
-    let now = crate::metrics::now_ms();
+    let now = crate::time::now_ms();
     conn.execute(
         "DELETE FROM console_sessions WHERE seen_ms < ?1 OR created_ms < ?2",
         params![
@@ -111,13 +111,37 @@ pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Failed logins per client address and per account name within a window; past the limit,
-/// further attempts are refused without checking the password until the oldest failure ages
-/// out. Kept in memory: a restart forgets failures, which costs an attacker a restart.
+/// The sign-in rate limit. Failures are counted within a window per (address, name) pair,
+/// per address, and per name:
+/// - a pair is locked after `limit` failures: one client guessing one account;
+/// - an address after `4 × limit`: one client spraying many accounts;
+/// - a name is never locked (anyone could then lock the privacy officer out from anywhere);
+///   past `limit` failures from all addresses it backs off instead: one attempt at a time,
+///   each at least 2^(failures − limit) seconds (at most 30) after the last failure.
+///
+/// An attempt is reserved before the password is checked and counts until it is decided, so
+/// concurrent guesses cannot slip past the limit while the hashes run. Kept in memory: a
+/// restart forgets failures, which costs an attacker a restart.
 pub struct LoginLimiter {
     limit: usize,
     window: Duration,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    state: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    failures: HashMap<String, VecDeque<Instant>>,
+    inflight: HashMap<String, usize>,
+}
+
+/// Longest back-off between attempts on one name.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A reserved sign-in attempt: record its outcome; dropping it undecided frees the slot.
+pub struct Attempt<'l> {
+    limiter: &'l LoginLimiter,
+    keys: [String; 3],
+    decided: bool,
 }
 
 impl LoginLimiter {
@@ -125,59 +149,114 @@ impl LoginLimiter {
         LoginLimiter {
             limit: limit.max(1),
             window,
-            failures: Mutex::new(HashMap::new()),
+            state: Mutex::new(Counts::default()),
         }
     }
 
-    fn keys(client: &str, user: &str) -> [String; 2] {
+    fn keys(client: &str, user: &str) -> [String; 3] {
+        let user = user.to_lowercase();
         [
+            format!("pair {client} {user}"),
             format!("addr {client}"),
-            format!("user {}", user.to_lowercase()),
+            format!("user {user}"),
         ]
     }
 
-    /// `Err(wait)` while either key is over the limit.
-    pub fn check(&self, client: &str, user: &str) -> Result<(), Duration> {
+    /// Reserves an attempt, or `Err(wait)` while it would break the limit.
+    pub fn begin(&self, client: &str, user: &str) -> Result<Attempt<'_>, Duration> {
         let now = Instant::now();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = Self::keys(client, user);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Counts { failures, inflight } = &mut *st;
         let mut wait = Duration::ZERO;
-        for k in Self::keys(client, user) {
-            if let Some(q) = f.get_mut(&k) {
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    q.pop_front();
+        for (i, k) in keys.iter().enumerate() {
+            let q = failures.entry(k.clone()).or_default();
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= self.window)
+            {
+                q.pop_front();
+            }
+            let busy = inflight.get(k).copied().unwrap_or(0);
+            let oldest_ages_out = || {
+                let oldest = q.front().copied().unwrap_or(now);
+                self.window.saturating_sub(now.duration_since(oldest))
+            };
+            match i {
+                0 if q.len() + busy >= self.limit => wait = wait.max(oldest_ages_out()),
+                1 if q.len() + busy >= 4 * self.limit => wait = wait.max(oldest_ages_out()),
+                2 if q.len() >= self.limit => {
+                    let over = (q.len() - self.limit).min(5) as u32;
+                    let gap = Duration::from_secs(1 << over).min(MAX_BACKOFF);
+                    let since = q.back().map_or(gap, |t| now.duration_since(*t));
+                    if busy > 0 {
+                        wait = wait.max(Duration::from_secs(1));
+                    } else if since < gap {
+                        wait = wait.max(gap - since);
+                    }
                 }
-                if q.len() >= self.limit {
-                    let oldest = q.front().copied().unwrap_or(now);
-                    wait = wait.max(self.window.saturating_sub(now.duration_since(oldest)));
-                }
+                _ => {}
             }
         }
+        failures.retain(|_, q| !q.is_empty());
         if wait > Duration::ZERO {
-            Err(wait.max(Duration::from_secs(1)))
-        } else {
-            Ok(())
+            return Err(wait.max(Duration::from_secs(1)));
         }
-    }
-
-    pub fn failed(&self, client: &str, user: &str) {
-        let now = Instant::now();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if f.len() > 100_000 {
+        if failures.len() + inflight.len() > 100_000 {
             // A spray from many addresses must not grow memory without bound.
             let window = self.window;
-            f.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+            failures.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
-        for k in Self::keys(client, user) {
-            f.entry(k).or_default().push_back(now);
+        for k in &keys {
+            *inflight.entry(k.clone()).or_default() += 1;
         }
+        Ok(Attempt {
+            limiter: self,
+            keys,
+            decided: false,
+        })
+    }
+}
+
+impl Attempt<'_> {
+    /// A wrong password: counts against the pair, the address and the name.
+    pub fn failed(mut self) {
+        let now = Instant::now();
+        let mut st = self.limiter.state.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            st.failures.entry(k.clone()).or_default().push_back(now);
+        }
+        release(&mut st, &self.keys);
+        self.decided = true;
     }
 
-    pub fn succeeded(&self, user: &str) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        f.remove(&Self::keys("", user)[1]);
+    /// Signed in: the name's and the pair's failures are forgiven.
+    pub fn succeeded(mut self) {
+        let mut st = self.limiter.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.failures.remove(&self.keys[0]);
+        st.failures.remove(&self.keys[2]);
+        release(&mut st, &self.keys);
+        self.decided = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.decided {
+            let mut st = self.limiter.state.lock().unwrap_or_else(|e| e.into_inner());
+            release(&mut st, &self.keys);
+        }
+    }
+}
+
+fn release(st: &mut Counts, keys: &[String; 3]) {
+    for k in keys {
+        if let Some(n) = st.inflight.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                st.inflight.remove(k);
+            }
+        }
     }
 }
 
@@ -186,27 +265,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_blocks_after_limit_per_address_and_per_user() {
+    fn a_pair_is_locked_and_an_address_spraying_names_too() {
         let l = LoginLimiter::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(l.check("10.0.0.1", "olivia").is_ok());
-            l.failed("10.0.0.1", "olivia");
+            l.begin("10.0.0.1", "olivia").unwrap().failed();
         }
-        assert!(l.check("10.0.0.1", "olivia").is_err());
-        // Same name from elsewhere: the name is over its limit.
-        assert!(l.check("10.0.0.2", "OLIVIA").is_err());
-        // Same address, another name: the address is over its limit.
-        assert!(l.check("10.0.0.1", "bob").is_err());
-        assert!(l.check("10.0.0.2", "bob").is_ok());
+        assert!(l.begin("10.0.0.1", "OLIVIA").is_err(), "the pair is locked");
+        // The same address may still try others, up to four times the limit in all.
+        for n in 0..9 {
+            l.begin("10.0.0.1", &format!("user{n}")).unwrap().failed();
+        }
+        assert!(l.begin("10.0.0.1", "bob").is_err(), "the address sprayed");
+        assert!(l.begin("10.0.0.2", "bob").is_ok());
+    }
+
+    #[test]
+    fn nobody_can_lock_a_name_out_from_everywhere() {
+        let l = LoginLimiter::new(3, Duration::from_secs(60));
+        for a in 0..3 {
+            l.begin(&format!("10.0.1.{a}"), "olivia").unwrap().failed();
+        }
+        // Past the limit the name backs off (2 s after the last failure), then opens again.
+        assert!(l.begin("10.0.2.9", "olivia").is_err());
+        let fresh = LoginLimiter::new(1, Duration::from_secs(60));
+        fresh.begin("10.0.1.1", "olivia").unwrap().failed();
+        let wait = fresh.begin("10.0.2.9", "olivia").err().unwrap();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        std::thread::sleep(Duration::from_millis(1050));
+        let ok = fresh.begin("10.0.2.9", "olivia").unwrap();
+        ok.succeeded();
+        assert!(fresh.begin("10.0.2.9", "olivia").is_ok(), "forgiven");
+    }
+
+    #[test]
+    fn concurrent_attempts_count_before_they_are_decided() {
+        let l = LoginLimiter::new(5, Duration::from_secs(60));
+        let held: Vec<_> = (0..5)
+            .map(|_| l.begin("10.0.0.9", "olivia").unwrap())
+            .collect();
+        assert!(
+            l.begin("10.0.0.9", "olivia").is_err(),
+            "five already in flight"
+        );
+        drop(held);
+        assert!(
+            l.begin("10.0.0.9", "olivia").is_ok(),
+            "undecided attempts free their slot"
+        );
     }
 
     #[test]
     fn limiter_forgets_after_window() {
         let l = LoginLimiter::new(1, Duration::from_millis(50));
-        l.failed("a", "u");
-        assert!(l.check("a", "u").is_err());
+        l.begin("a", "u").unwrap().failed();
+        assert!(l.begin("a", "u").is_err());
         std::thread::sleep(Duration::from_millis(60));
-        assert!(l.check("a", "u").is_ok());
+        assert!(l.begin("a", "u").is_ok());
     }
 
     #[test]

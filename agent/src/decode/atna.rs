@@ -14,19 +14,33 @@
 use super::audit_event::{classify_action, line_hash, truncate};
 use super::{DecodeError, Decoded};
 use crate::event::AccessEvent;
+#[cfg(test)]
 use crate::time::parse_fhir_time;
+use crate::time::parse_time_in;
 use roxmltree::{Document, Node};
 
 /// Roles of a participant that is software or a network node rather than a person.
 const SYSTEM_ROLES: [&str; 6] = ["110150", "110151", "110152", "110153", "110154", "110155"];
 const BREAK_GLASS_PURPOSES: [&str; 2] = ["ETREAT", "BTG"];
 const EMERGENCY_OVERRIDE: &str = "110127";
+/// Deepest element nesting accepted. A real AuditMessage nests four levels.
+pub const MAX_DEPTH: usize = 64;
 
 pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_atna_in(message, chrono_tz::UTC)
+}
+
+/// Decodes one message, reading an `EventDateTime` without an offset as local time in `zone`.
+pub fn decode_atna_in(message: &[u8], zone: chrono_tz::Tz) -> Result<Decoded, DecodeError> {
     let text = std::str::from_utf8(message).map_err(|e| DecodeError::Xml {
         reason: format!("not UTF-8 after byte {}", e.valid_up_to()),
     })?;
     let text = text.trim_start_matches('\u{feff}').trim();
+    // roxmltree descends one call per open element: bound the nesting before parsing, so a
+    // hostile message is a bad line rather than a stack overflow.
+    if xml_depth_exceeds(text.as_bytes(), MAX_DEPTH) {
+        return Err(DecodeError::TooDeep { max: MAX_DEPTH });
+    }
     let doc = Document::parse(text).map_err(|e| DecodeError::Xml {
         reason: super::redact_quoted(&e.to_string()),
     })?;
@@ -42,7 +56,7 @@ pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
     let when = event
         .attribute("EventDateTime")
         .ok_or(DecodeError::Missing("EventDateTime"))?;
-    let time_ms = parse_fhir_time(when).ok_or(DecodeError::BadTime("EventDateTime"))?;
+    let time_ms = parse_time_in(when, zone).ok_or(DecodeError::BadTime("EventDateTime"))?;
     let action_code = match event.attribute("EventActionCode") {
         None => 'E',
         Some(a @ ("C" | "R" | "U" | "D" | "E")) => a.chars().next().unwrap_or('E'),
@@ -54,22 +68,43 @@ pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
     let Some(patient) = find_patient(root) else {
         return Ok(Decoded::NoPatient);
     };
-    let requestor = find_requestor(root).ok_or(DecodeError::NoRequestor)?;
-    let user = requestor
-        .attribute("UserID")
-        .filter(|u| !u.trim().is_empty())
-        .ok_or(DecodeError::NoRequestor)?;
+    let requestor = find_requestor(root);
+    // A patient's record opened by someone the message does not identify is still an
+    // access: judged as an unidentified user, never dropped.
+    let user = match requestor.and_then(|r| r.attribute("UserID").filter(|u| !u.trim().is_empty()))
+    {
+        Some(u) => u.trim().to_owned(),
+        None => {
+            let display = requestor
+                .and_then(|r| r.attribute("UserName"))
+                .or_else(|| child(root, "AuditSourceIdentification")?.attribute("AuditSourceID"))
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .unwrap_or("unknown");
+            format!(
+                "{}{}",
+                super::audit_event::UNIDENTIFIED,
+                truncate(display, 120)
+            )
+        }
+    };
 
     let break_glass = event_id == EMERGENCY_OVERRIDE
         || children(event, "PurposeOfUse")
-            .chain(children(requestor, "PurposeOfUse"))
+            .chain(
+                requestor
+                    .into_iter()
+                    .flat_map(|r| children(r, "PurposeOfUse")),
+            )
             .any(|p| BREAK_GLASS_PURPOSES.contains(&code(p)));
-    let workstation = requestor.attribute("NetworkAccessPointID").unwrap_or("");
+    let workstation = requestor
+        .and_then(|r| r.attribute("NetworkAccessPointID"))
+        .unwrap_or("");
 
     Ok(Decoded::Access(AccessEvent {
         id: line_hash(text.as_bytes()),
         time_ms,
-        user: user.trim().to_owned(),
+        user,
         patient: Some(patient.to_owned()),
         action: classify_action(action_code, event_id, |needle| {
             type_codes.iter().any(|c| c.eq_ignore_ascii_case(needle))
@@ -84,6 +119,65 @@ pub fn decode_atna(message: &[u8]) -> Result<Decoded, DecodeError> {
             None | Some("0" | "")
         ),
     }))
+}
+
+/// Whether elements nest deeper than `max`. Counts open tags minus closing ones, skipping
+/// comments, CDATA, processing instructions and declarations and honouring quotes in
+/// attribute values (which may hold `>` but never `<`). It may only over-count on malformed
+/// input, which the parser rejects anyway.
+fn xml_depth_exceeds(s: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let skip_to = |from: usize, end: &[u8]| {
+        s[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(s.len(), |p| from + p + end.len())
+    };
+    while let Some(p) = s[i..].iter().position(|&b| b == b'<') {
+        i += p;
+        let rest = &s[i..];
+        if rest.starts_with(b"<!--") {
+            i = skip_to(i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_to(i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_to(i + 2, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = skip_to(i + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = skip_to(i + 2, b">");
+        } else {
+            // An opening tag: find its end outside quotes; `/>` closes it at once.
+            let mut j = i + 1;
+            let mut quote = None;
+            let mut self_closing = false;
+            while j < s.len() {
+                match (s[j], quote) {
+                    (b'"' | b'\'', None) => quote = Some(s[j]),
+                    (q, Some(open)) if q == open => quote = None,
+                    (b'>', None) => {
+                        self_closing = s[j - 1] == b'/';
+                        break;
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            if !self_closing {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            i = j + 1;
+        }
+        if i >= s.len() {
+            break;
+        }
+    }
+    false
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &'static str) -> Option<Node<'a, 'i>> {
@@ -176,7 +270,7 @@ mod tests {
     fn access(xml: &str) -> AccessEvent {
         match decode_atna(xml.as_bytes()).unwrap() {
             Decoded::Access(a) => a,
-            Decoded::NoPatient => panic!("no patient"),
+            other => panic!("not one access: {other:?}"),
         }
     }
 
@@ -241,6 +335,49 @@ mod tests {
     }
 
     #[test]
+    fn a_record_without_a_requestor_is_an_unidentified_access() {
+        let xml = r#"<AuditMessage><EventIdentification EventDateTime="2026-03-01T10:15:00Z"/><AuditSourceIdentification AuditSourceID="lab-system"/><ParticipantObjectIdentification ParticipantObjectID="pt-4" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"/></AuditMessage>"#;
+        let a = access(xml);
+        assert_eq!(a.user, "unidentified:lab-system");
+        assert_eq!(a.patient.as_deref(), Some("pt-4"));
+        let named = PATIENT_RECORD
+            .replace(r#"UserID="pr-17" "#, "")
+            .replace(r#"UserID="ehr-app" "#, "");
+        assert_eq!(access(&named).user, "unidentified:Alice Carter");
+    }
+
+    #[test]
+    fn deep_nesting_is_a_bad_line_not_a_stack_overflow() {
+        // The adversarial message: ~4,000 levels in 28 KB overflowed the tailer's stack.
+        let deep = format!(
+            "<AuditMessage>{}{}</AuditMessage>",
+            "<a x='>'>".repeat(4000),
+            "</a>".repeat(4000)
+        );
+        let e = decode_atna(deep.as_bytes()).unwrap_err();
+        assert_eq!(e, DecodeError::TooDeep { max: MAX_DEPTH });
+        // Unclosed is as bad as closed.
+        let open = format!("<AuditMessage>{}", "<a>".repeat(100_000));
+        assert!(matches!(
+            decode_atna(open.as_bytes()),
+            Err(DecodeError::TooDeep { .. })
+        ));
+        // 63 levels inside the root, with comments, CDATA and quoted brackets, still parse
+        // far enough to be judged on their content.
+        let ok = format!(
+            "<AuditMessage><!-- <x> --><![CDATA[<y>]]>{}<b v=\"a>b\"/>{}</AuditMessage>",
+            "<a>".repeat(MAX_DEPTH - 1),
+            "</a>".repeat(MAX_DEPTH - 1)
+        );
+        assert!(!xml_depth_exceeds(ok.as_bytes(), MAX_DEPTH));
+        assert!(xml_depth_exceeds(
+            format!("<r>{}", "<a>".repeat(MAX_DEPTH)).as_bytes(),
+            MAX_DEPTH
+        ));
+        assert!(!xml_depth_exceeds(PATIENT_RECORD.as_bytes(), 4));
+    }
+
+    #[test]
     fn bad_messages_are_errors_that_do_not_echo_phi() {
         let cases = [
             ("<AuditMessage><EventIdentification", "XML"),
@@ -249,10 +386,6 @@ mod tests {
             (
                 r#"<AuditMessage><EventIdentification EventDateTime="yesterday"/></AuditMessage>"#,
                 "EventDateTime",
-            ),
-            (
-                r#"<AuditMessage><EventIdentification EventDateTime="2026-03-01T10:15:00Z"/><ParticipantObjectIdentification ParticipantObjectID="DOE^JANE" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"/></AuditMessage>"#,
-                "requesting",
             ),
         ];
         for (xml, expect) in cases {

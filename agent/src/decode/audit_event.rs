@@ -8,7 +8,9 @@
 use super::DecodeError;
 use crate::event::{AccessEvent, Action};
 use crate::fhir::{CodeableConcept, Coding, Reference, Str};
+#[cfg(test)]
 use crate::time::parse_fhir_time;
+use crate::time::parse_time_in;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -33,11 +35,23 @@ struct AuditEventJson<'a> {
     #[serde(borrow, default)]
     agent: Vec<Agent<'a>>,
     #[serde(borrow, default)]
+    source: Option<Source<'a>>,
+    #[serde(borrow, default)]
     entity: Vec<Entity<'a>>,
 }
 
 #[derive(Deserialize)]
+struct Source<'a> {
+    #[serde(borrow, default)]
+    observer: Option<Reference<'a>>,
+}
+
+#[derive(Deserialize)]
 struct Agent<'a> {
+    #[serde(borrow, default, rename = "type")]
+    type_: Option<CodeableConcept<'a>>,
+    #[serde(borrow, default)]
+    role: Vec<CodeableConcept<'a>>,
     #[serde(borrow, default)]
     who: Option<Reference<'a>>,
     #[serde(default)]
@@ -62,17 +76,47 @@ struct Entity<'a> {
     role: Option<Coding<'a>>,
 }
 
-/// A decoded line: a patient access, or a valid AuditEvent that touches no patient record
-/// (login, logout, application start), which detection has nothing to judge.
+/// A decoded line: a patient access, one access per patient for a record that names several,
+/// or a valid AuditEvent that touches no patient record (login, logout, application start),
+/// which detection has nothing to judge.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
     Access(AccessEvent),
+    /// Several patients: the first access keeps the event's id, the others `<id>#<n>`.
+    /// `over_cap` patients past [`MAX_PATIENTS`] were counted, not judged.
+    Many {
+        accesses: Vec<AccessEvent>,
+        over_cap: u64,
+    },
     NoPatient,
 }
 
 const BREAK_GLASS: &str = "ETREAT";
+/// Accesses made from one AuditEvent at most; a bulk export of more patients is judged on
+/// these and the rest counted (`phiwatch_source_patients_over_cap_total`).
+pub const MAX_PATIENTS: usize = 1000;
+/// The prefix of a user that the record names only by display text, or not at all.
+pub const UNIDENTIFIED: &str = "unidentified:";
+/// Agent roles and types of software and devices rather than people (DICOM 110150-110155,
+/// and the security role types of systems).
+const SYSTEM_ROLES: [&str; 9] = [
+    "110150",
+    "110151",
+    "110152",
+    "110153",
+    "110154",
+    "110155",
+    "dataprocessor",
+    "datacollector",
+    "application",
+];
 
 pub fn decode_audit_event(line: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_audit_event_in(line, chrono_tz::UTC)
+}
+
+/// Decodes one AuditEvent, reading a `recorded` without an offset as local time in `zone`.
+pub fn decode_audit_event_in(line: &[u8], zone: chrono_tz::Tz) -> Result<Decoded, DecodeError> {
     let ae: AuditEventJson<'_> =
         serde_json::from_slice(line).map_err(|e| DecodeError::from_json(&e))?;
     match ae.resource_type.as_deref() {
@@ -81,41 +125,44 @@ pub fn decode_audit_event(line: &[u8]) -> Result<Decoded, DecodeError> {
         None => return Err(DecodeError::MissingResourceType),
     }
     let recorded = ae.recorded.as_deref().ok_or(DecodeError::MissingRecorded)?;
-    let time_ms = parse_fhir_time(recorded).ok_or(DecodeError::BadRecorded)?;
+    let time_ms = parse_time_in(recorded, zone).ok_or(DecodeError::BadRecorded)?;
     let action_code = match ae.action.as_deref() {
         None => 'E',
         Some(a @ ("C" | "R" | "U" | "D" | "E")) => a.chars().next().unwrap_or('E'),
         Some(_) => return Err(DecodeError::BadAction),
     };
 
-    let Some(patient) = find_patient(&ae.entity) else {
+    let (patients, over_cap) = find_patients(&ae.entity);
+    if patients.is_empty() {
         return Ok(Decoded::NoPatient);
+    }
+    let requestor = find_requestor(&ae.agent);
+    // A record of a patient's chart being opened is an access even when it does not say by
+    // whom: it is judged as an unidentified user rather than dropped.
+    let user = match requestor.and_then(agent_identity) {
+        Some(u) => u.to_owned(),
+        None => unidentified(requestor, ae.source.as_ref()),
     };
-    let requestor = find_requestor(&ae.agent).ok_or(DecodeError::NoRequestor)?;
-    let user = agent_identity(requestor).ok_or(DecodeError::NoRequestor)?;
 
     let break_glass = ae.purpose_of_event.iter().any(|c| c.has_code(BREAK_GLASS))
-        || requestor
-            .purpose_of_use
-            .iter()
-            .any(|c| c.has_code(BREAK_GLASS));
+        || requestor.is_some_and(|r| r.purpose_of_use.iter().any(|c| c.has_code(BREAK_GLASS)));
     let workstation = requestor
-        .network
-        .as_ref()
+        .and_then(|r| r.network.as_ref())
         .or_else(|| ae.agent.iter().find_map(|a| a.network.as_ref()))
         .and_then(|n| n.address.as_deref())
         .unwrap_or("");
     let subtype = ae.subtype.first().map(Coding::code).unwrap_or("");
     let type_code = ae.type_.as_ref().map(Coding::code).unwrap_or("");
 
-    Ok(Decoded::Access(AccessEvent {
-        id: match ae.id.as_deref() {
-            Some(id) if !id.is_empty() => id.to_owned(),
-            _ => line_hash(line),
-        },
+    let id = match ae.id.as_deref() {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => line_hash(line),
+    };
+    let first = AccessEvent {
+        id: id.clone(),
         time_ms,
-        user: user.to_owned(),
-        patient: Some(patient.to_owned()),
+        user,
+        patient: Some(patients[0].to_owned()),
         action: classify_action(action_code, type_code, |needle| {
             ae.subtype
                 .iter()
@@ -126,47 +173,133 @@ pub fn decode_audit_event(line: &[u8]) -> Result<Decoded, DecodeError> {
         break_glass,
         workstation: workstation.to_owned(),
         succeeded: matches!(ae.outcome.as_deref(), None | Some("0")),
-    }))
+    };
+    if patients.len() == 1 {
+        return Ok(Decoded::Access(first));
+    }
+    let mut accesses = Vec::with_capacity(patients.len());
+    for (n, p) in patients.iter().enumerate().skip(1) {
+        let mut a = first.clone();
+        a.id = format!("{id}#{}", n + 1);
+        a.patient = Some((*p).to_owned());
+        accesses.push(a);
+    }
+    accesses.insert(0, first);
+    Ok(Decoded::Many { accesses, over_cap })
 }
 
-fn find_patient<'e>(entities: &'e [Entity<'_>]) -> Option<&'e str> {
-    let by_role = entities.iter().find_map(|e| {
+/// The user of a record that names the requestor only by display text, or names none: the
+/// requestor's display, else the reporting system's, so accesses from one place group.
+fn unidentified(requestor: Option<&Agent<'_>>, source: Option<&Source<'_>>) -> String {
+    let display = requestor
+        .and_then(|r| r.who.as_ref())
+        .and_then(|w| w.display.as_deref())
+        .or_else(|| {
+            let o = source?.observer.as_ref()?;
+            o.display
+                .as_deref()
+                .or_else(|| o.identifier.as_ref()?.value.as_deref())
+                .or_else(|| o.target().map(|(_, id)| id))
+        })
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("unknown");
+    format!("{UNIDENTIFIED}{}", truncate(display, 120))
+}
+
+/// Every patient the record names, in order, without repeats: entities with object-role 1
+/// (by reference or identifier) and entities whose `what` references a Patient.
+fn find_patients<'e>(entities: &'e [Entity<'_>]) -> (Vec<&'e str>, u64) {
+    let mut out: Vec<&str> = Vec::new();
+    let mut over = 0u64;
+    for e in entities {
+        let Some(what) = e.what.as_ref() else {
+            continue;
+        };
         let is_patient_role = e.role.as_ref().is_some_and(|r| r.code() == "1");
-        let what = e.what.as_ref()?;
-        if is_patient_role {
-            what.id_of("Patient")
-                .or_else(|| what.identifier.as_ref()?.value.as_deref())
-        } else {
-            None
+        let id = what.id_of("Patient").or_else(|| {
+            if is_patient_role {
+                what.identifier.as_ref()?.value.as_deref()
+            } else {
+                None
+            }
+        });
+        let Some(id) = id.filter(|i| !i.trim().is_empty()) else {
+            continue;
+        };
+        if out.contains(&id) {
+            continue;
         }
-    });
-    by_role.or_else(|| {
-        entities
-            .iter()
-            .find_map(|e| e.what.as_ref()?.id_of("Patient"))
+        if out.len() >= MAX_PATIENTS {
+            over += 1;
+        } else {
+            out.push(id);
+        }
+    }
+    (out, over)
+}
+
+/// The requesting agent: among agents marked `requestor`, a person before software (an
+/// application listed first must not hide the clinician it acted for); the first listed wins
+/// ties. Without a marked requestor, the first agent that references a Practitioner.
+fn find_requestor<'g, 'a>(agents: &'g [Agent<'a>]) -> Option<&'g Agent<'a>> {
+    let mut best: Option<(i32, &Agent<'a>)> = None;
+    for a in agents.iter().filter(|a| a.requestor) {
+        let s = person_score(a);
+        if best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, a));
+        }
+    }
+    best.map(|(_, a)| a).or_else(|| {
+        agents.iter().find(|a| {
+            a.who
+                .as_ref()
+                .is_some_and(|w| w.id_of("Practitioner").is_some())
+        })
     })
 }
 
-fn find_requestor<'g, 'a>(agents: &'g [Agent<'a>]) -> Option<&'g Agent<'a>> {
-    agents
+fn person_score(a: &Agent<'_>) -> i32 {
+    let target = a
+        .who
+        .as_ref()
+        .and_then(|w| w.target().map(|(t, _)| t).or(w.type_.as_deref()));
+    let person_ref = matches!(
+        target,
+        Some("Practitioner" | "PractitionerRole" | "RelatedPerson" | "Patient" | "Person")
+    );
+    let system_ref = matches!(target, Some("Device" | "Organization"));
+    let codes = a
+        .type_
         .iter()
-        .find(|a| a.requestor && a.who.is_some())
-        .or_else(|| {
-            agents.iter().find(|a| {
-                a.who
-                    .as_ref()
-                    .is_some_and(|w| w.id_of("Practitioner").is_some())
-            })
-        })
+        .chain(&a.role)
+        .flat_map(|c| c.coding.iter().map(Coding::code));
+    let mut human = false;
+    let mut system = false;
+    for c in codes {
+        if c.eq_ignore_ascii_case("humanuser") {
+            human = true;
+        } else if SYSTEM_ROLES.iter().any(|s| s.eq_ignore_ascii_case(c)) {
+            system = true;
+        }
+    }
+    let identified = a
+        .who
+        .as_ref()
+        .is_some_and(|w| agent_identity_of(w).is_some());
+    i32::from(person_ref || human) * 2 - i32::from(system_ref || system) * 2 + i32::from(identified)
 }
 
 fn agent_identity<'g>(agent: &'g Agent<'_>) -> Option<&'g str> {
-    let who = agent.who.as_ref()?;
+    agent_identity_of(agent.who.as_ref()?)
+}
+
+fn agent_identity_of<'g>(who: &'g Reference<'_>) -> Option<&'g str> {
     who.id_of("Practitioner")
         .or_else(|| who.id_of("PractitionerRole"))
         .or_else(|| who.identifier.as_ref()?.value.as_deref())
         .or_else(|| who.target().map(|(_, id)| id))
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.trim().is_empty())
 }
 
 /// `sub(code)` says whether any subtype (event type) code equals `code`, ignoring case.
@@ -217,7 +350,7 @@ mod tests {
     fn access(line: &str) -> AccessEvent {
         match decode_audit_event(line.as_bytes()).unwrap() {
             Decoded::Access(a) => a,
-            Decoded::NoPatient => panic!("no patient in {line}"),
+            other => panic!("not one access in {line}: {other:?}"),
         }
     }
 
@@ -280,6 +413,70 @@ mod tests {
     }
 
     #[test]
+    fn display_only_or_missing_requestors_are_unidentified_accesses() {
+        // IHE BALP examples name the user by display alone ("Betty Jones").
+        let display = balp("").replace(
+            r#""who":{"reference":"Practitioner/pr-7"}"#,
+            r#""who":{"display":"Betty Jones"}"#,
+        );
+        let a = access(&display);
+        assert_eq!(a.user, "unidentified:Betty Jones");
+        assert_eq!(a.patient.as_deref(), Some("pt-9"));
+        let none = balp(r#","source":{"observer":{"display":"ehr.example.org"}}"#)
+            .replace(r#""who":{"reference":"Practitioner/pr-7"},"#, "");
+        assert_eq!(access(&none).user, "unidentified:ehr.example.org");
+        let bare = balp("").replace(r#""who":{"reference":"Practitioner/pr-7"},"#, "");
+        assert_eq!(access(&bare).user, "unidentified:unknown");
+    }
+
+    #[test]
+    fn every_patient_of_a_record_is_judged() {
+        let line = balp("").replace(
+            r#""entity":[{"what":{"reference":"Patient/pt-9"},"role":{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"1"}}]"#,
+            r#""entity":[{"what":{"reference":"Patient/pt-9"},"role":{"code":"1"}},{"what":{"reference":"Practitioner/pr-7"}},{"what":{"reference":"Patient/pt-7"},"role":{"code":"1"}},{"what":{"reference":"Patient/pt-9"}}]"#,
+        );
+        let Decoded::Many { accesses, over_cap } = decode_audit_event(line.as_bytes()).unwrap()
+        else {
+            panic!("expected one access per patient")
+        };
+        assert_eq!(over_cap, 0);
+        let got: Vec<(&str, &str)> = accesses
+            .iter()
+            .map(|a| (a.id.as_str(), a.patient.as_deref().unwrap()))
+            .collect();
+        assert_eq!(got, [("ae1", "pt-9"), ("ae1#2", "pt-7")]);
+        assert!(accesses.iter().all(|a| a.user == "pr-7"));
+
+        let many: Vec<String> = (0..MAX_PATIENTS + 5)
+            .map(|i| format!(r#"{{"what":{{"reference":"Patient/p{i}"}},"role":{{"code":"1"}}}}"#))
+            .collect();
+        let bulk = balp("").replace(
+            r#"{"what":{"reference":"Patient/pt-9"},"role":{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"1"}}"#,
+            &many.join(","),
+        );
+        let Decoded::Many { accesses, over_cap } = decode_audit_event(bulk.as_bytes()).unwrap()
+        else {
+            panic!("expected many")
+        };
+        assert_eq!((accesses.len(), over_cap), (MAX_PATIENTS, 5));
+    }
+
+    #[test]
+    fn a_person_requestor_wins_over_an_application_listed_first() {
+        let line = balp("").replace(
+            r#""agent":["#,
+            r#""agent":[{"type":{"coding":[{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110150"}]},"who":{"reference":"Device/ehr-app"},"requestor":true},"#,
+        );
+        assert_eq!(access(&line).user, "pr-7");
+        // Two people: the first listed.
+        let two = balp("").replace(
+            r#""agent":["#,
+            r#""agent":[{"who":{"reference":"Practitioner/pr-1"},"requestor":true},"#,
+        );
+        assert_eq!(access(&two).user, "pr-1");
+    }
+
+    #[test]
     fn bad_lines_are_errors_not_panics() {
         type Check = fn(&DecodeError) -> bool;
         let cases: [(&str, Check); 6] = [
@@ -302,11 +499,6 @@ mod tests {
             let err = decode_audit_event(line.as_bytes()).unwrap_err();
             assert!(ok(&err), "{line}: {err}");
         }
-        let no_agent = balp("").replace(r#""who":{"reference":"Practitioner/pr-7"},"#, "");
-        assert_eq!(
-            decode_audit_event(no_agent.as_bytes()).unwrap_err(),
-            DecodeError::NoRequestor
-        );
         let bad_action = balp("").replace(r#""action":"R""#, r#""action":"X""#);
         assert_eq!(
             decode_audit_event(bad_action.as_bytes()).unwrap_err(),

@@ -5,7 +5,7 @@ pub mod audit_event;
 pub mod csv;
 
 pub use atna::decode_atna;
-pub use audit_event::{decode_audit_event, Decoded};
+pub use audit_event::{decode_audit_event, decode_audit_event_in, Decoded};
 
 use crate::event::{AccessEvent, FileEvent};
 use serde::Deserialize;
@@ -30,6 +30,8 @@ pub enum DecodeError {
     NoRequestor,
     #[error("action code is not one of C, R, U, D, E")]
     BadAction,
+    #[error("XML nests deeper than {max} elements")]
+    TooDeep { max: usize },
     #[error("malformed XML: {reason}")]
     Xml { reason: String },
     #[error("root element is <{0}>, not an AuditMessage")]
@@ -42,6 +44,12 @@ pub enum DecodeError {
     Csv(String),
     #[error("file event: {0}")]
     FileEvent(String),
+    #[error("{field} is longer than {max} bytes")]
+    IdTooLong { field: &'static str, max: usize },
+    #[error("{field} contains control or bidirectional formatting characters")]
+    IdUnsafe { field: &'static str },
+    #[error("time is outside 1980-2099: a broken clock or a forged record")]
+    ImplausibleTime,
 }
 
 impl DecodeError {
@@ -70,6 +78,11 @@ pub enum Format {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Item {
     Access(AccessEvent),
+    /// One record naming several patients: an access each (see [`Decoded::Many`]).
+    Many {
+        accesses: Vec<AccessEvent>,
+        over_cap: u64,
+    },
     File(FileEvent),
     /// A valid record with nothing to judge: no patient, or a CSV header.
     Nothing,
@@ -79,15 +92,69 @@ impl From<Decoded> for Item {
     fn from(d: Decoded) -> Self {
         match d {
             Decoded::Access(a) => Item::Access(a),
+            Decoded::Many { accesses, over_cap } => Item::Many { accesses, over_cap },
             Decoded::NoPatient => Item::Nothing,
         }
     }
 }
 
+impl Item {
+    /// The accesses this item holds, in order.
+    pub fn accesses(&self) -> &[AccessEvent] {
+        match self {
+            Item::Access(a) => std::slice::from_ref(a),
+            Item::Many { accesses, .. } => accesses,
+            Item::File(_) | Item::Nothing => &[],
+        }
+    }
+}
+
+/// Longest id, user, patient or workstation accepted, in bytes. Real ids are a few dozen
+/// bytes; a megabyte id is an attack on every page and log that shows it.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Refuses ids that would be shown wrongly or enormously (control characters, bidirectional
+/// overrides that make `dr-ana\u{202E}gnp.exe` read as `dr-anaexe.png`) and times outside
+/// the plausibility window. Every decoder's accesses pass here.
+pub fn check(a: &AccessEvent) -> Result<(), DecodeError> {
+    if !crate::time::plausible(a.time_ms) {
+        return Err(DecodeError::ImplausibleTime);
+    }
+    let fields = [
+        ("event id", a.id.as_str()),
+        ("user id", a.user.as_str()),
+        ("patient id", a.patient.as_deref().unwrap_or("")),
+        ("workstation", a.workstation.as_str()),
+        ("subtype", a.subtype.as_str()),
+    ];
+    for (field, v) in fields {
+        if v.len() > MAX_ID_BYTES {
+            return Err(DecodeError::IdTooLong {
+                field,
+                max: MAX_ID_BYTES,
+            });
+        }
+        if v.chars().any(unsafe_char) {
+            return Err(DecodeError::IdUnsafe { field });
+        }
+    }
+    Ok(())
+}
+
+/// Control characters and the invisible formatting characters that reorder or hide text.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// A source's decoder, with whatever per-file state its format needs.
 pub enum LineDecoder {
-    Fhir,
-    Atna,
+    /// FHIR AuditEvent; times without an offset are read in the zone.
+    Fhir(chrono_tz::Tz),
+    /// ATNA AuditMessage; times without an offset are read in the zone.
+    Atna(chrono_tz::Tz),
     Csv(Box<csv::CsvDecoder>),
     /// The folder watcher's own spool lines.
     FileEvents,
@@ -101,14 +168,20 @@ impl LineDecoder {
         file: (u64, u64),
         line: &[u8],
     ) -> Result<Item, DecodeError> {
-        match self {
-            LineDecoder::Fhir => decode_audit_event(line).map(Item::from),
-            LineDecoder::Atna => decode_atna(line).map(Item::from),
+        // Editors and Windows tools start files (and some senders every record) with a BOM.
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        let item = match self {
+            LineDecoder::Fhir(zone) => decode_audit_event_in(line, *zone).map(Item::from),
+            LineDecoder::Atna(zone) => atna::decode_atna_in(line, *zone).map(Item::from),
             LineDecoder::Csv(d) => d.decode(path, file, line),
             LineDecoder::FileEvents => serde_json::from_slice::<FileEvent>(line)
                 .map(Item::File)
                 .map_err(|e| DecodeError::FileEvent(redact_quoted(&e.to_string()))),
+        }?;
+        for a in item.accesses() {
+            check(a)?;
         }
+        Ok(item)
     }
 
     /// The file was truncated or replaced: per-file state learned from it is stale.
@@ -142,6 +215,54 @@ pub(crate) fn redact_quoted(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn access() -> AccessEvent {
+        AccessEvent {
+            id: "e1".into(),
+            time_ms: crate::time::parse_fhir_time("2026-03-01T10:00:00Z").unwrap(),
+            user: "dr-ana".into(),
+            patient: Some("pt-1".into()),
+            action: crate::event::Action::View,
+            action_code: 'R',
+            subtype: String::new(),
+            break_glass: false,
+            workstation: String::new(),
+            succeeded: true,
+        }
+    }
+
+    #[test]
+    fn ids_that_display_wrongly_or_hugely_are_refused() {
+        assert_eq!(check(&access()), Ok(()));
+        let mut a = access();
+        a.user = "dr-ana\u{202E}gnp.exe".into();
+        assert_eq!(check(&a), Err(DecodeError::IdUnsafe { field: "user id" }));
+        a.user = "dr\u{7}ana".into();
+        assert!(check(&a).is_err());
+        let mut a = access();
+        a.patient = Some("p".repeat(1 << 20));
+        assert!(matches!(
+            check(&a),
+            Err(DecodeError::IdTooLong {
+                field: "patient id",
+                ..
+            })
+        ));
+        let mut a = access();
+        a.user = "Dr. Zoë O'Brien-Łukasz 医生".into();
+        assert_eq!(check(&a), Ok(()), "names in any script are fine");
+        let mut a = access();
+        a.time_ms = crate::time::parse_fhir_time("9999-01-01T00:00:00Z").unwrap();
+        assert_eq!(check(&a), Err(DecodeError::ImplausibleTime));
+    }
+
+    #[test]
+    fn a_byte_order_mark_does_not_make_a_bad_line() {
+        let line = "\u{feff}{\"resourceType\":\"AuditEvent\",\"recorded\":\"2026-03-01T10:00:00Z\",\"agent\":[{\"who\":{\"reference\":\"Practitioner/a\"},\"requestor\":true}],\"entity\":[{\"what\":{\"reference\":\"Patient/b\"}}]}";
+        let mut d = LineDecoder::Fhir(chrono_tz::UTC);
+        let item = d.decode(Path::new("x"), (0, 0), line.as_bytes()).unwrap();
+        assert_eq!(item.accesses()[0].user, "a");
+    }
 
     #[test]
     fn json_errors_do_not_echo_values() {

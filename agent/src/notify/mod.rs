@@ -105,9 +105,7 @@ struct Due {
     reminder: Option<reminder::Reminder>,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use crate::time::now_ms;
 
 impl Dispatcher {
     /// Builds every receiver's client now, so a bad TLS file or a missing password variable
