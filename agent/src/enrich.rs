@@ -4,7 +4,7 @@
 //! policy decision a pure function of the key, which detection exploits to evaluate each
 //! distinct situation once (see `detect::cedar`).
 
-use crate::context::{rel, ContextStore, PatientIx, UserIx, NONE};
+use crate::context::{rel, ContextStore, PatientIx, Resolved, UserIx, NONE};
 use crate::event::{AccessEvent, Action};
 use crate::settings::Settings;
 use crate::time::{MS_PER_DAY, MS_PER_HOUR};
@@ -16,6 +16,8 @@ pub mod user_flag {
     /// Neither terminated at the access time nor marked inactive.
     pub const ACTIVE: u8 = 4;
     pub const BUSINESS_NEED_ROLE: u8 = 8;
+    /// The log names the user by an id (not only by display text, or not at all).
+    pub const IDENTIFIED: u8 = 16;
 }
 
 pub mod patient_flag {
@@ -84,6 +86,11 @@ pub struct EnrichedAccess {
 pub struct EnrichStats {
     pub unknown_users: u64,
     pub unknown_patients: u64,
+    /// Named by an alias that names two or more people (judged as unresolved).
+    pub ambiguous_users: u64,
+    pub ambiguous_patients: u64,
+    /// Named only by display text, or not at all.
+    pub unidentified_users: u64,
 }
 
 pub struct Enricher<'c> {
@@ -128,19 +135,38 @@ impl<'c> Enricher<'c> {
         (local.hour() as u8, local.weekday())
     }
 
-    pub fn enrich(&mut self, event: AccessEvent) -> EnrichedAccess {
+    pub fn enrich(&mut self, mut event: AccessEvent) -> EnrichedAccess {
         let t = event.time_ms;
         let s = self.settings;
         let store = self.store;
-        let user = store
-            .user(&event.user)
-            .filter(|&u| store.user_facts(u).known);
-        let patient = event
-            .patient
-            .as_deref()
-            .and_then(|p| store.patient(p))
-            .filter(|&p| store.patient_facts(p).known);
-        if user.is_none() {
+        let identified = !event.user.starts_with(crate::decode::audit_event::UNIDENTIFIED);
+        // Logs name people by login, NPI, MRN or reference; what resolves is recorded under
+        // the person's one canonical id, so findings and alerts group by person.
+        let user = match store.resolve_user(&event.user) {
+            Resolved::Found(u) if store.user_facts(u).known => {
+                event.user.clone_from(&store.user_facts(u).id);
+                Some(u)
+            }
+            Resolved::Ambiguous => {
+                self.stats.ambiguous_users += 1;
+                None
+            }
+            _ => None,
+        };
+        let patient = match event.patient.as_deref().map(|p| store.resolve_patient(p)) {
+            Some(Resolved::Found(p)) if store.patient_facts(p).known => {
+                event.patient = Some(store.patient_facts(p).id.clone());
+                Some(p)
+            }
+            Some(Resolved::Ambiguous) => {
+                self.stats.ambiguous_patients += 1;
+                None
+            }
+            _ => None,
+        };
+        if !identified {
+            self.stats.unidentified_users += 1;
+        } else if user.is_none() {
             self.stats.unknown_users += 1;
         }
         if patient.is_none() {
@@ -164,6 +190,9 @@ impl<'c> Enricher<'c> {
         set(ctx_flag::SUCCEEDED, event.succeeded);
 
         let (mut role, mut department, mut user_bits) = (NONE, NONE, 0u8);
+        if identified {
+            user_bits |= user_flag::IDENTIFIED;
+        }
         if let Some(u) = user {
             let uf = store.user_facts(u);
             role = store.user_role_ix(u);

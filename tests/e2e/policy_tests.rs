@@ -13,7 +13,7 @@ fn shipped_policy_tests_pass_with_full_coverage() {
     ]);
     let text = common::text(&out.stdout);
     assert!(out.status.success(), "{text}{}", common::text(&out.stderr));
-    assert!(text.contains("30 passed, 0 failed"), "{text}");
+    assert!(text.contains("33 passed, 0 failed"), "{text}");
     assert!(
         !text.contains("no positive") && !text.contains("no negative"),
         "{text}"

@@ -2,11 +2,12 @@
 //! one resource type per file or mixed). Bad lines and unknown types are counted and reported
 //! with file and line; they never stop the load.
 
-use super::normalize;
+use super::{identity, normalize, Resolved};
 use super::{ContextStore, EncounterSpan, PatientIx, UserIx, Window, Written};
 use crate::context::{rel, sensitive};
 use crate::fhir::{
-    family_name, home_address, Address, CodeableConcept, HumanName, Meta, Period, Reference, Str,
+    family_name, home_address, Address, CodeableConcept, HumanName, Identifier, Meta, Period,
+    Reference, Str,
 };
 use crate::settings::Settings;
 use crate::time::parse_fhir_time;
@@ -26,6 +27,11 @@ pub struct ContextStats {
     pub problems: Vec<String>,
     pub unresolved_users: usize,
     pub unresolved_patients: usize,
+    /// Aliases (identifiers, logins, MRNs) that name two or more people.
+    pub ambiguous_users: usize,
+    pub ambiguous_patients: usize,
+    /// References that resolved to an ambiguous alias.
+    pub ambiguous_references: usize,
 }
 
 const MAX_REPORTED: usize = 20;
@@ -54,6 +60,12 @@ impl ContextStats {
             out.push_str(&format!(
                 "  unresolved references: {} to practitioners, {} to patients not in the context\n",
                 s.unresolved_users, s.unresolved_patients
+            ));
+        }
+        if s.ambiguous_users + s.ambiguous_patients > 0 {
+            out.push_str(&format!(
+                "  ambiguous aliases (naming two or more people, never used): {} of users, {} of patients\n",
+                s.ambiguous_users, s.ambiguous_patients
             ));
         }
         out
@@ -120,6 +132,8 @@ struct Envelope<'a> {
 struct PractitionerJson<'a> {
     #[serde(borrow)]
     id: Str<'a>,
+    #[serde(borrow, default)]
+    identifier: Vec<Identifier<'a>>,
     #[serde(default)]
     active: Option<bool>,
     #[serde(borrow, default)]
@@ -132,6 +146,8 @@ struct PractitionerJson<'a> {
 struct PractitionerRoleJson<'a> {
     #[serde(borrow, default)]
     id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    identifier: Vec<Identifier<'a>>,
     #[serde(default)]
     active: Option<bool>,
     #[serde(borrow, default)]
@@ -150,6 +166,8 @@ struct PractitionerRoleJson<'a> {
 struct PatientJson<'a> {
     #[serde(borrow)]
     id: Str<'a>,
+    #[serde(borrow, default)]
+    identifier: Vec<Identifier<'a>>,
     #[serde(borrow, default)]
     meta: Option<Meta<'a>>,
     #[serde(borrow, default)]
@@ -228,11 +246,12 @@ struct AppointmentParticipant<'a> {
     actor: Option<Reference<'a>>,
 }
 
-/// A care-team member or encounter participant may be a Practitioner or a PractitionerRole;
-/// roles can arrive after the encounters that name them, so they resolve in `finish`.
-enum Member {
-    User(UserIx),
-    Role(String),
+/// A person a context resource refers to: by literal id (interned at once), or by an
+/// identifier, conditional reference or role id, resolved once every alias is known.
+#[derive(Debug, Clone)]
+enum Who {
+    Ix(u32),
+    Key(String),
 }
 
 struct Role {
@@ -244,9 +263,21 @@ struct Role {
 }
 
 struct PendingRelationship {
-    member: Member,
-    patient: PatientIx,
+    member: Who,
+    patient: Who,
     window: Window,
+}
+
+struct PendingRole {
+    practitioner: Who,
+    id: Option<String>,
+    identifiers: Vec<String>,
+    role: Role,
+}
+
+struct PendingEncounter {
+    patient: String,
+    span: EncounterSpan,
 }
 
 struct Builder<'s> {
@@ -254,8 +285,10 @@ struct Builder<'s> {
     store: ContextStore,
     stats: ContextStats,
     roles_by_user: Vec<Vec<Role>>,
-    role_owner: ahash::AHashMap<String, UserIx>,
+    pending_roles: Vec<PendingRole>,
     pending: Vec<PendingRelationship>,
+    pending_encounters: Vec<PendingEncounter>,
+    pending_people: Vec<(Vec<Who>, Vec<Who>)>,
     user_defined: Vec<bool>,
     patient_defined: Vec<bool>,
 }
@@ -267,8 +300,10 @@ impl<'s> Builder<'s> {
             store: ContextStore::default(),
             stats: ContextStats::default(),
             roles_by_user: Vec::new(),
-            role_owner: Default::default(),
+            pending_roles: Vec::new(),
             pending: Vec::new(),
+            pending_encounters: Vec::new(),
+            pending_people: Vec::new(),
             user_defined: Vec::new(),
             patient_defined: Vec::new(),
         }
@@ -334,6 +369,9 @@ impl<'s> Builder<'s> {
         let p: PractitionerJson<'_> = serde_json::from_slice(line)?;
         let ix = self.user(&p.id);
         self.user_defined[ix as usize] = true;
+        for i in &p.identifier {
+            alias_identifier(&mut self.store.user_alias, i, ix);
+        }
         let u = &mut self.store.users[ix as usize];
         u.known = true;
         u.inactive |= p.active == Some(false);
@@ -345,17 +383,10 @@ impl<'s> Builder<'s> {
 
     fn practitioner_role(&mut self, line: &[u8]) -> serde_json::Result<()> {
         let r: PractitionerRoleJson<'_> = serde_json::from_slice(line)?;
-        let Some(pid) = r
-            .practitioner
-            .as_ref()
-            .and_then(|p| p.id_of("Practitioner"))
+        let Some(practitioner) = r.practitioner.as_ref().and_then(|p| self.who(p, "Practitioner"))
         else {
             return Ok(());
         };
-        let ix = self.user(pid);
-        if let Some(id) = r.id.as_deref() {
-            self.role_owner.insert(id.to_owned(), ix);
-        }
         let department = r
             .organization
             .as_ref()
@@ -364,7 +395,7 @@ impl<'s> Builder<'s> {
             .unwrap_or("")
             .to_owned();
         let period = r.period.as_ref();
-        self.roles_by_user[ix as usize].push(Role {
+        let role = Role {
             role: r
                 .code
                 .iter()
@@ -379,6 +410,18 @@ impl<'s> Builder<'s> {
                 .and_then(|p| p.end.as_deref())
                 .and_then(parse_fhir_time),
             inactive: r.active == Some(false),
+        };
+        let identifiers = r
+            .identifier
+            .iter()
+            .flat_map(|i| identity::identifier_keys(i.system.as_deref(), i.value.as_deref().unwrap_or("")))
+            .flatten()
+            .collect();
+        self.pending_roles.push(PendingRole {
+            practitioner,
+            id: r.id.as_deref().map(str::to_owned),
+            identifiers,
+            role,
         });
         Ok(())
     }
@@ -387,6 +430,9 @@ impl<'s> Builder<'s> {
         let p: PatientJson<'_> = serde_json::from_slice(line)?;
         let ix = self.patient(&p.id);
         self.patient_defined[ix as usize] = true;
+        for i in &p.identifier {
+            alias_identifier(&mut self.store.patient_alias, i, ix);
+        }
         let f = &mut self.store.patients[ix as usize];
         f.known = true;
         f.family = family_name(&p.name).and_then(normalize::family);
@@ -411,41 +457,54 @@ impl<'s> Builder<'s> {
         Ok(())
     }
 
-    fn person(&mut self, line: &[u8]) -> serde_json::Result<()> {
-        let p: PersonJson<'_> = serde_json::from_slice(line)?;
-        let users: Vec<UserIx> = p
-            .link
-            .iter()
-            .filter_map(|l| l.target.id_of("Practitioner").map(str::to_owned))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|id| self.user(id))
-            .collect();
-        let patients: Vec<PatientIx> = p
-            .link
-            .iter()
-            .filter_map(|l| l.target.id_of("Patient").map(str::to_owned))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|id| self.patient(id))
-            .collect();
-        for &u in &users {
-            for &pt in &patients {
-                self.store.users[u as usize].self_patient = Some(pt);
-                let pf = &mut self.store.patients[pt as usize];
-                pf.employee = true;
-                pf.employee_user = Some(u);
+    /// A reference to a person of resource type `ty` ("Practitioner" or "Patient"); a
+    /// PractitionerRole counts as its practitioner.
+    fn who(&mut self, r: &Reference<'_>, ty: &str) -> Option<Who> {
+        if let Some(lit) = r.reference.as_deref() {
+            if lit.starts_with('#') {
+                // A contained resource: it has no identity outside the resource.
+                return None;
             }
+            if let Some(id) = r.id_of(ty).filter(|_| !lit.contains('?')) {
+                return Some(Who::Ix(match ty {
+                    "Patient" => self.patient(id),
+                    _ => self.user(id),
+                }));
+            }
+            let role_ref = ty == "Practitioner" && r.id_of("PractitionerRole").is_some();
+            if lit.contains("?identifier=") || role_ref {
+                return Some(Who::Key(lit.to_owned()));
+            }
+            return None;
         }
-        Ok(())
+        let i = r.identifier.as_ref()?;
+        let value = i.value.as_deref().filter(|v| !v.trim().is_empty())?;
+        if r.type_.as_deref().is_some_and(|t| t != ty && !(ty == "Practitioner" && t == "PractitionerRole")) {
+            return None;
+        }
+        Some(Who::Key(match i.system.as_deref() {
+            Some(s) if !s.is_empty() => format!("{s}|{value}"),
+            _ => value.to_owned(),
+        }))
     }
 
-    fn member(&mut self, r: &Reference<'_>) -> Option<Member> {
-        if let Some(id) = r.id_of("Practitioner") {
-            return Some(Member::User(self.user(id)));
+    fn person(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let p: PersonJson<'_> = serde_json::from_slice(line)?;
+        let mut users = Vec::new();
+        let mut patients = Vec::new();
+        for l in &p.link {
+            let t = &l.target;
+            let is_patient = t.id_of("Patient").is_some()
+                || t.reference.as_deref().is_some_and(|r| r.starts_with("Patient?"))
+                || t.type_.as_deref() == Some("Patient");
+            if is_patient {
+                patients.extend(self.who(t, "Patient"));
+            } else {
+                users.extend(self.who(t, "Practitioner"));
+            }
         }
-        r.id_of("PractitionerRole")
-            .map(|id| Member::Role(id.to_owned()))
+        self.pending_people.push((users, patients));
+        Ok(())
     }
 
     fn window(&self, period: Option<&Period<'_>>, fallback: (i64, i64)) -> (i64, i64) {
@@ -470,10 +529,9 @@ impl<'s> Builder<'s> {
 
     fn encounter(&mut self, line: &[u8]) -> serde_json::Result<()> {
         let e: EncounterJson<'_> = serde_json::from_slice(line)?;
-        let Some(pid) = e.subject.as_ref().and_then(|s| s.id_of("Patient")) else {
+        let Some(patient) = e.subject.as_ref().and_then(|s| self.who(s, "Patient")) else {
             return Ok(());
         };
-        let patient = self.patient(pid);
         let start = e
             .period
             .as_ref()
@@ -488,20 +546,31 @@ impl<'s> Builder<'s> {
             .and_then(|o| o.id_of("Organization"))
             .unwrap_or("");
         let department = self.store.departments.intern(dept);
-        self.store.encounters[patient as usize].push(EncounterSpan {
+        let es = EncounterSpan {
             start: span.0,
             end: span.1,
             department,
-        });
+        };
+        match &patient {
+            Who::Ix(p) => self.store.encounters[*p as usize].push(es),
+            Who::Key(k) => self.pending_encounters.push(PendingEncounter {
+                patient: k.clone(),
+                span: es,
+            }),
+        }
         for part in &e.participant {
-            let Some(member) = part.individual.as_ref().and_then(|r| self.member(r)) else {
+            let Some(member) = part
+                .individual
+                .as_ref()
+                .and_then(|r| self.who(r, "Practitioner"))
+            else {
                 continue;
             };
             let own = self.window(part.period.as_ref(), span);
             let window = self.widen(own, rel::ENCOUNTER);
             self.pending.push(PendingRelationship {
                 member,
-                patient,
+                patient: patient.clone(),
                 window,
             });
         }
@@ -510,20 +579,23 @@ impl<'s> Builder<'s> {
 
     fn care_team(&mut self, line: &[u8]) -> serde_json::Result<()> {
         let c: CareTeamJson<'_> = serde_json::from_slice(line)?;
-        let Some(pid) = c.subject.as_ref().and_then(|s| s.id_of("Patient")) else {
+        let Some(patient) = c.subject.as_ref().and_then(|s| self.who(s, "Patient")) else {
             return Ok(());
         };
-        let patient = self.patient(pid);
         let team = self.window(c.period.as_ref(), (i64::MIN, i64::MAX));
         for part in &c.participant {
-            let Some(member) = part.member.as_ref().and_then(|r| self.member(r)) else {
+            let Some(member) = part
+                .member
+                .as_ref()
+                .and_then(|r| self.who(r, "Practitioner"))
+            else {
                 continue;
             };
             let own = self.window(part.period.as_ref(), team);
             let window = self.widen(own, rel::CARE_TEAM);
             self.pending.push(PendingRelationship {
                 member,
-                patient,
+                patient: patient.clone(),
                 window,
             });
         }
@@ -541,34 +613,73 @@ impl<'s> Builder<'s> {
             .and_then(parse_fhir_time)
             .unwrap_or(start)
             .max(start);
-        let patient = a
-            .participant
+        let actors: Vec<&Reference<'_>> =
+            a.participant.iter().filter_map(|p| p.actor.as_ref()).collect();
+        let is_patient = |r: &Reference<'_>| {
+            r.id_of("Patient").is_some()
+                || r.type_.as_deref() == Some("Patient")
+                || r.reference.as_deref().is_some_and(|x| x.starts_with("Patient?"))
+        };
+        let Some(patient) = actors
             .iter()
-            .find_map(|p| p.actor.as_ref()?.id_of("Patient"))
-            .map(str::to_owned);
-        let Some(patient) = patient.map(|p| self.patient(&p)) else {
+            .find(|r| is_patient(r))
+            .and_then(|r| self.who(r, "Patient"))
+        else {
             return Ok(());
         };
         let window = self.widen((start, end), rel::APPOINTMENT);
-        let members: Vec<Member> = a
-            .participant
-            .iter()
-            .filter_map(|p| p.actor.as_ref())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|r| self.member(r))
-            .collect();
-        for member in members {
-            self.pending.push(PendingRelationship {
-                member,
-                patient,
-                window,
-            });
+        for r in actors.into_iter().filter(|r| !is_patient(r)) {
+            if let Some(member) = self.who(r, "Practitioner") {
+                self.pending.push(PendingRelationship {
+                    member,
+                    patient: patient.clone(),
+                    window,
+                });
+            }
         }
         Ok(())
     }
 
+    /// The index a deferred reference resolves to, once every alias is known.
+    fn resolve(&mut self, w: &Who, patient: bool) -> Option<u32> {
+        match w {
+            Who::Ix(ix) => Some(*ix),
+            Who::Key(k) => {
+                let r = if patient {
+                    self.store.resolve_patient(k)
+                } else {
+                    self.store.resolve_user(k)
+                };
+                match r {
+                    Resolved::Found(ix) => Some(ix),
+                    Resolved::Ambiguous => {
+                        self.stats.ambiguous_references += 1;
+                        None
+                    }
+                    Resolved::Missing => None,
+                }
+            }
+        }
+    }
+
     fn finish(mut self) -> (ContextStore, ContextStats) {
+        // Roles first: their ids are aliases that encounters and care teams may use.
+        for r in std::mem::take(&mut self.pending_roles) {
+            let Some(u) = self.resolve(&r.practitioner, false) else {
+                self.stats.unresolved_users += 1;
+                continue;
+            };
+            if let Some(id) = &r.id {
+                self.store.user_alias.add(&format!("PractitionerRole/{id}"), u);
+            }
+            for k in &r.identifiers {
+                self.store.user_alias.add(k, u);
+            }
+            if self.roles_by_user.len() <= u as usize {
+                self.roles_by_user.resize_with(u as usize + 1, Vec::new);
+            }
+            self.roles_by_user[u as usize].push(r.role);
+        }
         // Primary role: the open one that started last, else the one that ended last.
         for (ix, roles) in self.roles_by_user.iter().enumerate() {
             let open = roles
@@ -586,27 +697,51 @@ impl<'s> Builder<'s> {
                 u.terminated_ms = roles.iter().filter_map(|r| r.end).max();
             }
         }
-        for i in 0..self.store.users.len() {
-            let d = self.store.users[i].department.clone();
-            let dept = self.store.departments.intern(&d);
-            let r = self.store.users[i].role.clone();
-            let role = self.store.roles.intern(&r);
-            self.store.user_department.push(dept);
-            self.store.user_role.push(role);
-        }
+        self.store.index_users();
 
+        for (users, patients) in std::mem::take(&mut self.pending_people) {
+            let users: Vec<u32> = users.iter().filter_map(|w| self.resolve(w, false)).collect();
+            let patients: Vec<u32> = patients
+                .iter()
+                .filter_map(|w| self.resolve(w, true))
+                .collect();
+            for &u in &users {
+                for &pt in &patients {
+                    self.store.link_same_person(u, pt);
+                }
+            }
+        }
+        for e in std::mem::take(&mut self.pending_encounters) {
+            match self.store.resolve_patient(&e.patient) {
+                Resolved::Found(p) => self.store.encounters[p as usize].push(e.span),
+                _ => self.stats.unresolved_patients += 1,
+            }
+        }
         for p in std::mem::take(&mut self.pending) {
-            let user = match p.member {
-                Member::User(u) => Some(u),
-                Member::Role(id) => self.role_owner.get(&id).copied(),
-            };
-            match user {
-                Some(u) => self.store.add_relationship(u, p.patient, p.window),
-                None => self.stats.unresolved_users += 1,
+            let (user, patient) = (self.resolve(&p.member, false), self.resolve(&p.patient, true));
+            match (user, patient) {
+                (Some(u), Some(pt)) => self.store.add_relationship(u, pt, p.window),
+                (None, _) => self.stats.unresolved_users += 1,
+                (_, None) => self.stats.unresolved_patients += 1,
             }
         }
         self.stats.unresolved_users += self.user_defined.iter().filter(|d| !**d).count();
         self.stats.unresolved_patients += self.patient_defined.iter().filter(|d| !**d).count();
+        self.stats.ambiguous_users = self.store.user_alias.ambiguous_count;
+        self.stats.ambiguous_patients = self.store.patient_alias.ambiguous_count;
         (self.store, self.stats)
+    }
+}
+
+/// Registers an identifier's keys as aliases of `ix`.
+fn alias_identifier(aliases: &mut identity::Aliases, i: &Identifier<'_>, ix: u32) {
+    let Some(value) = i.value.as_deref() else {
+        return;
+    };
+    for k in identity::identifier_keys(i.system.as_deref(), value)
+        .into_iter()
+        .flatten()
+    {
+        aliases.add(&k, ix);
     }
 }

@@ -5,9 +5,11 @@
 //! and is counted, never fatal. Relationships are indexed by (user, patient) so the question
 //! "does user U have a relationship with patient P around time T" is one hash lookup.
 
+pub mod identity;
 mod load;
 pub mod normalize;
 
+pub use identity::Resolved;
 pub use load::{load_context, ContextStats};
 
 use ahash::AHashMap;
@@ -128,6 +130,9 @@ pub struct ContextStore {
     pub patients: Vec<PatientFacts>,
     user_ix: AHashMap<String, UserIx>,
     patient_ix: AHashMap<String, PatientIx>,
+    /// Every other name of a user or patient (identifiers, role ids, crosswalk ids).
+    pub user_alias: identity::Aliases,
+    pub patient_alias: identity::Aliases,
     /// Care relationships with their windows, already widened by the configured lead and lag.
     relationships: AHashMap<(UserIx, PatientIx), Vec<Window>>,
     /// Every encounter per patient, unwidened, for department and break-the-glass questions.
@@ -187,6 +192,22 @@ impl ContextStore {
 
     pub fn patient(&self, id: &str) -> Option<PatientIx> {
         self.patient_ix.get(id).copied()
+    }
+
+    /// The user a log names, by id, reference, identifier or alias (see [`identity::keys`]).
+    pub fn resolve_user(&self, raw: &str) -> Resolved {
+        if let Some(&ix) = self.user_ix.get(raw) {
+            return Resolved::Found(ix);
+        }
+        resolve(raw, &self.user_ix, &self.user_alias)
+    }
+
+    /// The patient a log names, by id, reference, identifier, MRN or alias.
+    pub fn resolve_patient(&self, raw: &str) -> Resolved {
+        if let Some(&ix) = self.patient_ix.get(raw) {
+            return Resolved::Found(ix);
+        }
+        resolve(raw, &self.patient_ix, &self.patient_alias)
     }
 
     pub fn user_facts(&self, ix: UserIx) -> &UserFacts {
@@ -259,10 +280,116 @@ impl ContextStore {
         ix
     }
 
+    /// Department and role indexes per user, from their role and department names.
+    fn index_users(&mut self) {
+        self.user_department.clear();
+        self.user_role.clear();
+        for i in 0..self.users.len() {
+            let d = self.users[i].department.clone();
+            let dept = self.departments.intern(&d);
+            let r = self.users[i].role.clone();
+            let role = self.roles.intern(&r);
+            self.user_department.push(dept);
+            self.user_role.push(role);
+        }
+    }
+
+    /// The user and the patient are one human (a Person resource or a crosswalk row):
+    /// self-access, coworkers and the user's household follow.
+    fn link_same_person(&mut self, user: UserIx, patient: PatientIx) {
+        self.users[user as usize].self_patient = Some(patient);
+        let pf = &mut self.patients[patient as usize];
+        pf.employee = true;
+        pf.employee_user = Some(user);
+    }
+
     fn add_relationship(&mut self, user: UserIx, patient: PatientIx, w: Window) {
         self.relationships
             .entry((user, patient))
             .or_default()
             .push(w);
+    }
+}
+
+fn resolve(raw: &str, ids: &AHashMap<String, u32>, aliases: &identity::Aliases) -> Resolved {
+    for key in identity::keys(raw) {
+        match key {
+            identity::Key::Id(id) => {
+                if let Some(&ix) = ids.get(&id) {
+                    return Resolved::Found(ix);
+                }
+            }
+            identity::Key::Alias(a) => match aliases.get(&a) {
+                Some(identity::Alias::One(ix)) => return Resolved::Found(ix),
+                Some(identity::Alias::Ambiguous) => return Resolved::Ambiguous,
+                None => {}
+            },
+        }
+    }
+    Resolved::Missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(lines: &[&str]) -> (ContextStore, ContextStats) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("all.ndjson"), lines.join("\n")).unwrap();
+        let settings = crate::settings::Settings::default();
+        load_context(d.path(), &settings).unwrap()
+    }
+
+    /// Third-party shapes: identifiers on Practitioner and Patient, a role that names its
+    /// practitioner by identifier, encounter participants named by conditional reference
+    /// (as Synthea writes them) and by PractitionerRole, a subject named by MRN.
+    #[test]
+    fn people_resolve_by_every_name_a_log_or_feed_uses() {
+        let (c, stats) = load(&[
+            r#"{"resourceType":"Practitioner","id":"pr-1","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"9999941"},{"system":"urn:ehr:login","value":"jsmith42"}],"name":[{"family":"Smith"}]}"#,
+            r#"{"resourceType":"PractitionerRole","id":"role-1","practitioner":{"identifier":{"system":"urn:ehr:login","value":"jsmith42"}},"code":[{"coding":[{"code":"doctor"}]}],"organization":{"reference":"Organization/cardiology"}}"#,
+            r#"{"resourceType":"Patient","id":"pt-1","identifier":[{"system":"urn:oid:1.2.3","value":"MRN-77"}],"name":[{"family":"Doe"}]}"#,
+            r#"{"resourceType":"Encounter","subject":{"reference":"Patient?identifier=urn:oid:1.2.3|MRN-77"},"participant":[{"individual":{"reference":"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999941"}}],"period":{"start":"2026-03-10T08:00:00Z","end":"2026-03-10T18:00:00Z"},"serviceProvider":{"reference":"Organization/cardiology"}}"#,
+            r#"{"resourceType":"CareTeam","subject":{"reference":"Patient/pt-1"},"participant":[{"member":{"reference":"PractitionerRole/role-1"}}]}"#,
+        ]);
+        let u = c.user("pr-1").unwrap();
+        let p = c.patient("pt-1").unwrap();
+        for name in [
+            "pr-1",
+            "Practitioner/pr-1",
+            "https://ehr.example.org/fhir/Practitioner/pr-1/_history/2",
+            "urn:ehr:login|jsmith42",
+            "jsmith42",
+            "http://hl7.org/fhir/sid/us-npi|9999941",
+            "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999941",
+            "PractitionerRole/role-1",
+        ] {
+            assert_eq!(c.resolve_user(name), Resolved::Found(u), "{name}");
+        }
+        for name in ["pt-1", "urn:oid:1.2.3|MRN-77", "MRN-77", "MRN-77^^^1.2.3^MR"] {
+            assert_eq!(c.resolve_patient(name), Resolved::Found(p), "{name}");
+        }
+        assert_eq!(c.resolve_user("nobody"), Resolved::Missing);
+        let t = crate::time::parse_fhir_time("2026-03-10T12:00:00Z").unwrap();
+        assert_eq!(
+            c.relationship_at(u, p, t),
+            rel::ENCOUNTER | rel::CARE_TEAM,
+            "both the conditional and the role reference resolve"
+        );
+        assert_eq!(c.user_facts(u).role, "doctor");
+        assert_eq!(c.encounters_of(p).len(), 1);
+        assert_eq!(stats.unresolved_users + stats.unresolved_patients, 0, "{stats:?}");
+    }
+
+    #[test]
+    fn an_identifier_shared_by_two_people_resolves_to_nobody() {
+        let (c, stats) = load(&[
+            r#"{"resourceType":"Practitioner","id":"a","identifier":[{"system":"urn:ad","value":"jdoe"}]}"#,
+            r#"{"resourceType":"Practitioner","id":"b","identifier":[{"system":"urn:ehr","value":"jdoe"}]}"#,
+        ]);
+        assert_eq!(c.resolve_user("jdoe"), Resolved::Ambiguous);
+        assert_eq!(c.resolve_user("urn:ad|jdoe"), Resolved::Found(c.user("a").unwrap()));
+        assert_eq!(stats.ambiguous_users, 1);
+        assert_eq!(c.user_alias.ambiguous, ["jdoe"]);
     }
 }

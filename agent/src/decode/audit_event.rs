@@ -7,7 +7,7 @@
 
 use super::DecodeError;
 use crate::event::{AccessEvent, Action};
-use crate::fhir::{CodeableConcept, Coding, Reference, Str};
+use crate::fhir::{CodeableConcept, Coding, Identifier, Reference, Str};
 #[cfg(test)]
 use crate::time::parse_fhir_time;
 use crate::time::parse_time_in;
@@ -38,6 +38,17 @@ struct AuditEventJson<'a> {
     source: Option<Source<'a>>,
     #[serde(borrow, default)]
     entity: Vec<Entity<'a>>,
+    #[serde(borrow, default)]
+    contained: Vec<Contained<'a>>,
+}
+
+/// A resource carried inside the AuditEvent (`"reference": "#pr1"`).
+#[derive(Deserialize)]
+struct Contained<'a> {
+    #[serde(borrow, default)]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    identifier: Vec<Identifier<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -132,15 +143,18 @@ pub fn decode_audit_event_in(line: &[u8], zone: chrono_tz::Tz) -> Result<Decoded
         Some(_) => return Err(DecodeError::BadAction),
     };
 
-    let (patients, over_cap) = find_patients(&ae.entity);
+    let (patients, over_cap) = find_patients(&ae.entity, &ae.contained);
     if patients.is_empty() {
         return Ok(Decoded::NoPatient);
     }
     let requestor = find_requestor(&ae.agent);
     // A record of a patient's chart being opened is an access even when it does not say by
     // whom: it is judged as an unidentified user rather than dropped.
-    let user = match requestor.and_then(agent_identity) {
-        Some(u) => u.to_owned(),
+    let user = match requestor
+        .and_then(|r| r.who.as_ref())
+        .and_then(|w| person_key(w, "Practitioner", &ae.contained))
+    {
+        Some(u) => u,
         None => unidentified(requestor, ae.source.as_ref()),
     };
 
@@ -162,7 +176,7 @@ pub fn decode_audit_event_in(line: &[u8], zone: chrono_tz::Tz) -> Result<Decoded
         id: id.clone(),
         time_ms,
         user,
-        patient: Some(patients[0].to_owned()),
+        patient: Some(patients[0].clone()),
         action: classify_action(action_code, type_code, |needle| {
             ae.subtype
                 .iter()
@@ -181,7 +195,7 @@ pub fn decode_audit_event_in(line: &[u8], zone: chrono_tz::Tz) -> Result<Decoded
     for (n, p) in patients.iter().enumerate().skip(1) {
         let mut a = first.clone();
         a.id = format!("{id}#{}", n + 1);
-        a.patient = Some((*p).to_owned());
+        a.patient = Some(p.clone());
         accesses.push(a);
     }
     accesses.insert(0, first);
@@ -209,22 +223,24 @@ fn unidentified(requestor: Option<&Agent<'_>>, source: Option<&Source<'_>>) -> S
 
 /// Every patient the record names, in order, without repeats: entities with object-role 1
 /// (by reference or identifier) and entities whose `what` references a Patient.
-fn find_patients<'e>(entities: &'e [Entity<'_>]) -> (Vec<&'e str>, u64) {
-    let mut out: Vec<&str> = Vec::new();
+fn find_patients(entities: &[Entity<'_>], contained: &[Contained<'_>]) -> (Vec<String>, u64) {
+    let mut out: Vec<String> = Vec::new();
     let mut over = 0u64;
     for e in entities {
         let Some(what) = e.what.as_ref() else {
             continue;
         };
         let is_patient_role = e.role.as_ref().is_some_and(|r| r.code() == "1");
-        let id = what.id_of("Patient").or_else(|| {
-            if is_patient_role {
-                what.identifier.as_ref()?.value.as_deref()
-            } else {
-                None
-            }
-        });
-        let Some(id) = id.filter(|i| !i.trim().is_empty()) else {
+        let names_patient = what.id_of("Patient").is_some()
+            || what.type_.as_deref() == Some("Patient")
+            || what
+                .reference
+                .as_deref()
+                .is_some_and(|r| r.starts_with("Patient?"));
+        if !is_patient_role && !names_patient {
+            continue;
+        }
+        let Some(id) = person_key(what, "Patient", contained) else {
             continue;
         };
         if out.contains(&id) {
@@ -237,6 +253,43 @@ fn find_patients<'e>(entities: &'e [Entity<'_>]) -> (Vec<&'e str>, u64) {
         }
     }
     (out, over)
+}
+
+/// How the record names a person, as a key identity resolution understands (see
+/// `context::identity`): the id of a literal reference (relative, absolute or versioned),
+/// `PractitionerRole/<id>` for a role, `system|value` for an identifier or a conditional
+/// reference, and a contained resource's identifier.
+fn person_key(r: &Reference<'_>, ty: &str, contained: &[Contained<'_>]) -> Option<String> {
+    if let Some(lit) = r.reference.as_deref().map(str::trim) {
+        if let Some(local) = lit.strip_prefix('#') {
+            let c = contained.iter().find(|c| c.id.as_deref() == Some(local))?;
+            return c.identifier.iter().find_map(identifier_key);
+        }
+        if let Some((_, query)) = lit.split_once("?identifier=") {
+            let v = query.split('&').next().unwrap_or(query).replace("%7C", "|");
+            return (!v.trim().is_empty()).then(|| v.trim().to_owned());
+        }
+        if let Some(id) = r.id_of(ty) {
+            return Some(id.to_owned());
+        }
+        if ty == "Practitioner" {
+            if let Some(id) = r.id_of("PractitionerRole") {
+                return Some(format!("PractitionerRole/{id}"));
+            }
+        }
+        if let Some((_, id)) = r.target() {
+            return (!id.is_empty()).then(|| id.to_owned());
+        }
+    }
+    r.identifier.as_ref().and_then(identifier_key)
+}
+
+fn identifier_key(i: &Identifier<'_>) -> Option<String> {
+    let value = i.value.as_deref().map(str::trim).filter(|v| !v.is_empty())?;
+    Some(match i.system.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => format!("{s}|{value}"),
+        _ => value.to_owned(),
+    })
 }
 
 /// The requesting agent: among agents marked `requestor`, a person before software (an
@@ -286,20 +339,8 @@ fn person_score(a: &Agent<'_>) -> i32 {
     let identified = a
         .who
         .as_ref()
-        .is_some_and(|w| agent_identity_of(w).is_some());
+        .is_some_and(|w| w.reference.is_some() || w.identifier.is_some());
     i32::from(person_ref || human) * 2 - i32::from(system_ref || system) * 2 + i32::from(identified)
-}
-
-fn agent_identity<'g>(agent: &'g Agent<'_>) -> Option<&'g str> {
-    agent_identity_of(agent.who.as_ref()?)
-}
-
-fn agent_identity_of<'g>(who: &'g Reference<'_>) -> Option<&'g str> {
-    who.id_of("Practitioner")
-        .or_else(|| who.id_of("PractitionerRole"))
-        .or_else(|| who.identifier.as_ref()?.value.as_deref())
-        .or_else(|| who.target().map(|(_, id)| id))
-        .filter(|s| !s.trim().is_empty())
 }
 
 /// `sub(code)` says whether any subtype (event type) code equals `code`, ignoring case.
@@ -427,6 +468,54 @@ mod tests {
         assert_eq!(access(&none).user, "unidentified:ehr.example.org");
         let bare = balp("").replace(r#""who":{"reference":"Practitioner/pr-7"},"#, "");
         assert_eq!(access(&bare).user, "unidentified:unknown");
+    }
+
+    #[test]
+    fn people_named_by_identifier_conditional_role_or_contained_reference() {
+        let who = |w: &str| {
+            access(&balp("").replace(r#""who":{"reference":"Practitioner/pr-7"}"#, w)).user
+        };
+        assert_eq!(
+            who(r#""who":{"identifier":{"system":"urn:ehr:login","value":"jsmith42"}}"#),
+            "urn:ehr:login|jsmith42"
+        );
+        assert_eq!(
+            who(r#""who":{"identifier":{"value":"jsmith42"}}"#),
+            "jsmith42"
+        );
+        assert_eq!(
+            who(r#""who":{"reference":"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999941"}"#),
+            "http://hl7.org/fhir/sid/us-npi|9999941"
+        );
+        assert_eq!(
+            who(r#""who":{"reference":"PractitionerRole/role-3"}"#),
+            "PractitionerRole/role-3"
+        );
+        assert_eq!(
+            who(r#""who":{"reference":"https://ehr.example.org/fhir/Practitioner/pr-9/_history/4"}"#),
+            "pr-9"
+        );
+        let contained = balp(
+            r#","contained":[{"resourceType":"Practitioner","id":"pr1","identifier":[{"system":"urn:ehr:login","value":"bjones"}]}]"#,
+        )
+        .replace(
+            r#""who":{"reference":"Practitioner/pr-7"}"#,
+            r##""who":{"reference":"#pr1"}"##,
+        );
+        assert_eq!(access(&contained).user, "urn:ehr:login|bjones");
+        let patient = |e: &str| {
+            access(&balp("").replace(r#""what":{"reference":"Patient/pt-9"}"#, e))
+                .patient
+                .unwrap()
+        };
+        assert_eq!(
+            patient(r#""what":{"identifier":{"system":"urn:mrn","value":"MRN-1"}}"#),
+            "urn:mrn|MRN-1"
+        );
+        assert_eq!(
+            patient(r#""what":{"reference":"Patient?identifier=urn:mrn|MRN-2"}"#),
+            "urn:mrn|MRN-2"
+        );
     }
 
     #[test]

@@ -584,6 +584,7 @@ impl<'p> Detector<'p> {
             principal.clone(),
             HashMap::from([
                 ("known".into(), ub(user_flag::KNOWN)),
+                ("identified".into(), ub(user_flag::IDENTIFIED)),
                 ("clinical".into(), ub(user_flag::CLINICAL)),
                 ("active".into(), ub(user_flag::ACTIVE)),
                 (

@@ -92,6 +92,7 @@ pub fn facts(a: &EnrichedAccess, store: &ContextStore) -> String {
         dept = or_unknown(store.departments.name(f.department)),
         uflags = on(&[
             ("known", u(user_flag::KNOWN)),
+            ("identified", u(user_flag::IDENTIFIED)),
             ("clinical", u(user_flag::CLINICAL)),
             ("active", u(user_flag::ACTIVE)),
             ("business_need_role", u(user_flag::BUSINESS_NEED_ROLE)),

@@ -73,6 +73,9 @@ struct UserFacts {
     department: String,
     #[serde(default = "yes")]
     known: bool,
+    /// The log names the user by an id (false: only by display text, or not at all).
+    #[serde(default = "yes")]
+    identified: bool,
     #[serde(default)]
     clinical: bool,
     #[serde(default = "yes")]
@@ -226,6 +229,7 @@ fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, String> {
         role: store.roles.intern(&u.role),
         department: store.departments.intern(&u.department),
         user: bit(u.known, user_flag::KNOWN)
+            | bit(u.identified, user_flag::IDENTIFIED)
             | bit(u.clinical, user_flag::CLINICAL)
             | bit(u.active, user_flag::ACTIVE)
             | bit(u.business_need_role, user_flag::BUSINESS_NEED_ROLE),
