@@ -106,10 +106,13 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
         secs: t.elapsed().as_secs_f64(),
     });
 
-    let mut enricher = Enricher::new(&context, &settings);
+    let mut enricher = Enricher::new(&settings);
     let n = decoded.len() as u64;
     let t = Instant::now();
-    let enriched: Vec<EnrichedAccess> = decoded.into_iter().map(|a| enricher.enrich(a)).collect();
+    let enriched: Vec<EnrichedAccess> = decoded
+        .into_iter()
+        .map(|a| enricher.enrich(&context, a))
+        .collect();
     rows.push(Row {
         stage: "enrich",
         events: n,
@@ -149,11 +152,12 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
         ("whole pipeline + access log in SQLite", true),
     ] {
         let mut store = Store::open(&store_dir.path().join(format!("bench-{store_accesses}.db")))?;
-        let mut pipeline = Pipeline::new(&context, &settings, &pack);
+        let mut pipeline = Pipeline::new(&settings, &pack);
         let mut sink = std::io::sink();
         let t = Instant::now();
         let s = scan_files(
             std::slice::from_ref(&ds.events),
+            &context,
             &mut pipeline,
             &mut Sinks {
                 findings: &mut sink,

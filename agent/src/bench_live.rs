@@ -139,10 +139,11 @@ pub fn run(o: &LiveOptions) -> Result<()> {
     let (context, _) = load_context(&ds.context, &settings)?;
     let pack = PolicyPack::embedded();
     let mut store = Store::open(&dir.join("scan-baseline.db"))?;
-    let mut pipeline = Pipeline::new(&context, &settings, &pack);
+    let mut pipeline = Pipeline::new(&settings, &pack);
     let t = Instant::now();
     let s = scan_files(
         std::slice::from_ref(&block_file),
+        &context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut std::io::sink(),

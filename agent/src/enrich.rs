@@ -94,7 +94,6 @@ pub struct EnrichStats {
 }
 
 pub struct Enricher<'c> {
-    store: &'c ContextStore,
     settings: &'c Settings,
     clinical_role: Vec<bool>,
     business_need_role: Vec<bool>,
@@ -105,13 +104,11 @@ pub struct Enricher<'c> {
 }
 
 impl<'c> Enricher<'c> {
-    pub fn new(store: &'c ContextStore, settings: &'c Settings) -> Self {
-        let roles = (0..store.roles.len() as u32).map(|r| store.roles.name(r));
+    pub fn new(settings: &'c Settings) -> Self {
         Enricher {
-            store,
             settings,
-            clinical_role: roles.clone().map(|r| settings.is_clinical(r)).collect(),
-            business_need_role: roles.map(|r| settings.has_business_need_role(r)).collect(),
+            clinical_role: Vec::new(),
+            business_need_role: Vec::new(),
             offset_hour: i64::MIN,
             offset_ms: 0,
             stats: EnrichStats::default(),
@@ -135,11 +132,26 @@ impl<'c> Enricher<'c> {
         (local.hour() as u8, local.weekday())
     }
 
-    pub fn enrich(&mut self, mut event: AccessEvent) -> EnrichedAccess {
+    /// Role facts per interned role, extended as feeds add roles.
+    fn learn_roles(&mut self, store: &ContextStore) {
+        for r in self.clinical_role.len() as u32..store.roles.len() as u32 {
+            let name = store.roles.name(r);
+            self.clinical_role.push(self.settings.is_clinical(name));
+            self.business_need_role
+                .push(self.settings.has_business_need_role(name));
+        }
+    }
+
+    /// The facts of `event` in `store`, which may change between calls (ADT feeds).
+    pub fn enrich(&mut self, store: &ContextStore, mut event: AccessEvent) -> EnrichedAccess {
         let t = event.time_ms;
+        if self.clinical_role.len() != store.roles.len() {
+            self.learn_roles(store);
+        }
         let s = self.settings;
-        let store = self.store;
-        let identified = !event.user.starts_with(crate::decode::audit_event::UNIDENTIFIED);
+        let identified = !event
+            .user
+            .starts_with(crate::decode::audit_event::UNIDENTIFIED);
         // Logs name people by login, NPI, MRN or reference; what resolves is recorded under
         // the person's one canonical id, so findings and alerts group by person.
         let user = match store.resolve_user(&event.user) {

@@ -34,6 +34,7 @@ pub mod settings;
 pub mod spool;
 pub mod store;
 pub mod syslog;
+pub mod tabular;
 pub mod tail;
 pub mod time;
 pub mod tls;

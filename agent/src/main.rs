@@ -759,9 +759,10 @@ fn scan(a: ScanArgs) -> Result<()> {
     };
     let plugin_state = store.as_ref().map(|s| s.conn());
     let plugins = PluginSet::new(&plugins, plugin_state, Default::default())?;
-    let mut pipeline = Pipeline::new(&context, &settings, &pack).with_plugins(plugins);
+    let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
     let summary = scan_files(
         &paths,
+        &context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut out,
@@ -960,8 +961,8 @@ fn policy_explain(a: DetectionArgs, event: &Path) -> Result<()> {
             return Ok(());
         }
     };
-    let mut enricher = phiwatch::enrich::Enricher::new(&loaded.context, &loaded.settings);
-    let enriched = enricher.enrich(ev);
+    let mut enricher = phiwatch::enrich::Enricher::new(&loaded.settings);
+    let enriched = enricher.enrich(&loaded.context, ev);
     let mut detector = phiwatch::detect::Detector::new(&loaded.pack);
     print!(
         "{}",

@@ -42,8 +42,9 @@ pub enum LineKind {
     NoPatient,
 }
 
+/// The context is passed to each call rather than held: feeds (HL7 v2 ADT, inline
+/// demographics) change it between batches while the pipeline, its memo and its plugins live on.
 pub struct Pipeline<'c> {
-    pub context: &'c ContextStore,
     pub enricher: Enricher<'c>,
     pub detector: Detector<'c>,
     /// WASM plugins, called per batch in [`Pipeline::finish`].
@@ -52,10 +53,9 @@ pub struct Pipeline<'c> {
 }
 
 impl<'c> Pipeline<'c> {
-    pub fn new(context: &'c ContextStore, settings: &'c Settings, pack: &'c PolicyPack) -> Self {
+    pub fn new(settings: &'c Settings, pack: &'c PolicyPack) -> Self {
         Pipeline {
-            context,
-            enricher: Enricher::new(context, settings),
+            enricher: Enricher::new(settings),
             detector: Detector::new(pack),
             plugins: None,
             pending: Vec::new(),
@@ -68,13 +68,18 @@ impl<'c> Pipeline<'c> {
     }
 
     /// Judges one AuditEvent line, appending the access and its findings to `out`.
-    pub fn line(&mut self, line: &[u8], out: &mut Judged) -> Result<LineKind, DecodeError> {
+    pub fn line(
+        &mut self,
+        ctx: &ContextStore,
+        line: &[u8],
+        out: &mut Judged,
+    ) -> Result<LineKind, DecodeError> {
         let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         match decode_audit_event(line)? {
             Decoded::NoPatient => Ok(LineKind::NoPatient),
             Decoded::Access(ev) => {
                 crate::decode::check(&ev)?;
-                self.access(ev, out);
+                self.access(ctx, ev, out);
                 Ok(LineKind::Access)
             }
             Decoded::Many { accesses, .. } => {
@@ -82,7 +87,7 @@ impl<'c> Pipeline<'c> {
                     crate::decode::check(ev)?;
                 }
                 for ev in accesses {
-                    self.access(ev, out);
+                    self.access(ctx, ev, out);
                 }
                 Ok(LineKind::Access)
             }
@@ -90,10 +95,9 @@ impl<'c> Pipeline<'c> {
     }
 
     /// Judges one decoded access: enrich → detect.
-    pub fn access(&mut self, ev: AccessEvent, out: &mut Judged) {
-        let enriched = self.enricher.enrich(ev);
-        self.detector
-            .findings(&enriched, self.context, &mut out.findings);
+    pub fn access(&mut self, ctx: &ContextStore, ev: AccessEvent, out: &mut Judged) {
+        let enriched = self.enricher.enrich(ctx, ev);
+        self.detector.findings(&enriched, ctx, &mut out.findings);
         if self.plugins.is_some() {
             self.pending.push(Pending {
                 ix: out.accesses.len(),
@@ -107,10 +111,10 @@ impl<'c> Pipeline<'c> {
 
     /// Runs the plugins over the accesses judged since the last call. Call before storing
     /// `out`: plugin findings and state go into the same transaction.
-    pub fn finish(&mut self, out: &mut Judged) {
+    pub fn finish(&mut self, ctx: &ContextStore, out: &mut Judged) {
         if let Some(p) = self.plugins.as_mut() {
             p.run(
-                self.context,
+                ctx,
                 &self.pending,
                 &out.accesses,
                 &mut out.findings,

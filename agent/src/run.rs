@@ -543,9 +543,11 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                     break;
                 }
             };
-        let mut pipeline =
-            Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack).with_plugins(plugins);
-        let mut files = FileDetector::new(&loaded.file_pack, &folders);
+        let mut judges = Judges {
+            pipeline: Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(plugins),
+            files: FileDetector::new(&loaded.file_pack, &folders),
+            judged: std::mem::take(&mut judged),
+        };
         let mut last_check = std::time::Instant::now();
         let next = loop {
             match rx.recv_timeout(RELOAD_CHECK) {
@@ -553,9 +555,8 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                     // The rules in force for this batch (a reload swaps them between batches).
                     let rules = routing.as_ref().map(|(_, r)| alert::current(r));
                     judge_batch(
-                        &mut pipeline,
-                        &mut files,
-                        &mut judged,
+                        &mut judges,
+                        &loaded.context,
                         &mut store,
                         rules.as_deref().map(|r| (r, loaded.settings.timezone)),
                         &metrics,
@@ -585,8 +586,8 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                 }
             }
         };
-        drop(pipeline);
-        drop(files);
+        judged = std::mem::take(&mut judges.judged);
+        drop(judges);
         match next {
             Some(new) => {
                 loaded = new;
@@ -637,15 +638,23 @@ fn reload_routing(
     }
 }
 
+/// What judges a batch, rebuilt after each reload: the access pipeline (its memo and
+/// plugins), the folder-event detector, and the reusable output buffers.
+struct Judges<'l> {
+    pipeline: Pipeline<'l>,
+    files: FileDetector<'l>,
+    judged: Judged,
+}
+
 fn judge_batch(
-    pipeline: &mut Pipeline<'_>,
-    files: &mut FileDetector<'_>,
-    judged: &mut Judged,
+    j: &mut Judges<'_>,
+    ctx: &crate::context::ContextStore,
     store: &mut Store,
     alerting: Option<(&Routing, chrono_tz::Tz)>,
     metrics: &Metrics,
     batch: Batch,
 ) {
+    let (pipeline, files, judged) = (&mut j.pipeline, &mut j.files, &mut j.judged);
     metrics
         .detect_batch_sent_ms
         .store(batch.sent_ms, Ordering::Relaxed);
@@ -653,17 +662,17 @@ fn judge_batch(
     judged.clear();
     for item in batch.items {
         match item {
-            Item::Access(ev) => pipeline.access(ev, judged),
+            Item::Access(ev) => pipeline.access(ctx, ev, judged),
             Item::Many { accesses, .. } => {
                 for ev in accesses {
-                    pipeline.access(ev, judged);
+                    pipeline.access(ctx, ev, judged);
                 }
             }
             Item::File(ev) => files.findings(&ev, &mut judged.findings),
             Item::Nothing => {}
         }
     }
-    pipeline.finish(judged);
+    pipeline.finish(ctx, judged);
     let stored_at = now_ms();
     let result = store
         .insert_batch_then(&judged.accesses, &judged.findings, |tx, fresh| {

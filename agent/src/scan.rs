@@ -184,6 +184,7 @@ pub struct Sinks<'a> {
 
 pub fn scan_files(
     paths: &[PathBuf],
+    ctx: &crate::context::ContextStore,
     pipeline: &mut Pipeline<'_>,
     sinks: &mut Sinks<'_>,
 ) -> Result<ScanSummary, ScanError> {
@@ -218,7 +219,7 @@ pub fn scan_files(
                 LineRead::TooLong(n) => Err(format!(
                     "line of {n} bytes exceeds max_line_bytes {MAX_LINE_BYTES}"
                 )),
-                _ => match crate::quarantine::contain(|| pipeline.line(&line, &mut batch)) {
+                _ => match crate::quarantine::contain(|| pipeline.line(ctx, &line, &mut batch)) {
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(_) => Err("the decoder panicked on this line".to_owned()),
                 },
@@ -238,12 +239,12 @@ pub fn scan_files(
                 }
             }
             if batch.accesses.len() >= BATCH {
-                pipeline.finish(&mut batch);
+                pipeline.finish(ctx, &mut batch);
                 flush(&mut batch, &mut sum, sinks)?;
             }
         }
     }
-    pipeline.finish(&mut batch);
+    pipeline.finish(ctx, &mut batch);
     flush(&mut batch, &mut sum, sinks)?;
     sinks.findings.flush().map_err(ScanError::Write)?;
     sum.unknown_users = pipeline.enricher.stats.unknown_users;

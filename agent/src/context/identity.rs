@@ -89,10 +89,7 @@ pub fn identifier_keys(system: Option<&str>, value: &str) -> [Option<String>; 2]
         return [None, None];
     }
     let sys = system.map(str::trim).filter(|s| !s.is_empty());
-    [
-        sys.map(|s| format!("{s}|{value}")),
-        Some(value.to_owned()),
-    ]
+    [sys.map(|s| format!("{s}|{value}")), Some(value.to_owned())]
 }
 
 /// How to look a name up, most specific first: each is `Id` (a canonical id) or `Alias`.
@@ -141,7 +138,11 @@ pub fn keys(raw: &str) -> Vec<Key> {
         if !id.is_empty() {
             // CX puts the assigning authority in component 4, XCN in component 9.
             for at in [3, 8] {
-                if let Some(auth) = comps.get(at).map(|a| hd_namespace(a)).filter(|a| !a.is_empty()) {
+                if let Some(auth) = comps
+                    .get(at)
+                    .map(|a| hd_namespace(a))
+                    .filter(|a| !a.is_empty())
+                {
                     out.push(Key::Alias(format!("{auth}|{id}")));
                 }
             }
@@ -253,7 +254,11 @@ mod tests {
     fn identifiers_and_hl7_strings() {
         assert_eq!(
             ids("urn:ehr:login|jsmith42"),
-            ["alias:urn:ehr:login|jsmith42", "id:jsmith42", "alias:jsmith42"]
+            [
+                "alias:urn:ehr:login|jsmith42",
+                "id:jsmith42",
+                "alias:jsmith42"
+            ]
         );
         assert_eq!(ids("jsmith42"), ["id:jsmith42", "alias:jsmith42"]);
         assert_eq!(

@@ -383,7 +383,10 @@ impl<'s> Builder<'s> {
 
     fn practitioner_role(&mut self, line: &[u8]) -> serde_json::Result<()> {
         let r: PractitionerRoleJson<'_> = serde_json::from_slice(line)?;
-        let Some(practitioner) = r.practitioner.as_ref().and_then(|p| self.who(p, "Practitioner"))
+        let Some(practitioner) = r
+            .practitioner
+            .as_ref()
+            .and_then(|p| self.who(p, "Practitioner"))
         else {
             return Ok(());
         };
@@ -414,7 +417,9 @@ impl<'s> Builder<'s> {
         let identifiers = r
             .identifier
             .iter()
-            .flat_map(|i| identity::identifier_keys(i.system.as_deref(), i.value.as_deref().unwrap_or("")))
+            .flat_map(|i| {
+                identity::identifier_keys(i.system.as_deref(), i.value.as_deref().unwrap_or(""))
+            })
             .flatten()
             .collect();
         self.pending_roles.push(PendingRole {
@@ -479,7 +484,10 @@ impl<'s> Builder<'s> {
         }
         let i = r.identifier.as_ref()?;
         let value = i.value.as_deref().filter(|v| !v.trim().is_empty())?;
-        if r.type_.as_deref().is_some_and(|t| t != ty && !(ty == "Practitioner" && t == "PractitionerRole")) {
+        if r.type_
+            .as_deref()
+            .is_some_and(|t| t != ty && !(ty == "Practitioner" && t == "PractitionerRole"))
+        {
             return None;
         }
         Some(Who::Key(match i.system.as_deref() {
@@ -495,7 +503,9 @@ impl<'s> Builder<'s> {
         for l in &p.link {
             let t = &l.target;
             let is_patient = t.id_of("Patient").is_some()
-                || t.reference.as_deref().is_some_and(|r| r.starts_with("Patient?"))
+                || t.reference
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("Patient?"))
                 || t.type_.as_deref() == Some("Patient");
             if is_patient {
                 patients.extend(self.who(t, "Patient"));
@@ -613,12 +623,17 @@ impl<'s> Builder<'s> {
             .and_then(parse_fhir_time)
             .unwrap_or(start)
             .max(start);
-        let actors: Vec<&Reference<'_>> =
-            a.participant.iter().filter_map(|p| p.actor.as_ref()).collect();
+        let actors: Vec<&Reference<'_>> = a
+            .participant
+            .iter()
+            .filter_map(|p| p.actor.as_ref())
+            .collect();
         let is_patient = |r: &Reference<'_>| {
             r.id_of("Patient").is_some()
                 || r.type_.as_deref() == Some("Patient")
-                || r.reference.as_deref().is_some_and(|x| x.starts_with("Patient?"))
+                || r.reference
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("Patient?"))
         };
         let Some(patient) = actors
             .iter()
@@ -670,7 +685,9 @@ impl<'s> Builder<'s> {
                 continue;
             };
             if let Some(id) = &r.id {
-                self.store.user_alias.add(&format!("PractitionerRole/{id}"), u);
+                self.store
+                    .user_alias
+                    .add(&format!("PractitionerRole/{id}"), u);
             }
             for k in &r.identifiers {
                 self.store.user_alias.add(k, u);
@@ -700,7 +717,10 @@ impl<'s> Builder<'s> {
         self.store.index_users();
 
         for (users, patients) in std::mem::take(&mut self.pending_people) {
-            let users: Vec<u32> = users.iter().filter_map(|w| self.resolve(w, false)).collect();
+            let users: Vec<u32> = users
+                .iter()
+                .filter_map(|w| self.resolve(w, false))
+                .collect();
             let patients: Vec<u32> = patients
                 .iter()
                 .filter_map(|w| self.resolve(w, true))
@@ -718,7 +738,10 @@ impl<'s> Builder<'s> {
             }
         }
         for p in std::mem::take(&mut self.pending) {
-            let (user, patient) = (self.resolve(&p.member, false), self.resolve(&p.patient, true));
+            let (user, patient) = (
+                self.resolve(&p.member, false),
+                self.resolve(&p.patient, true),
+            );
             match (user, patient) {
                 (Some(u), Some(pt)) => self.store.add_relationship(u, pt, p.window),
                 (None, _) => self.stats.unresolved_users += 1,

@@ -5,6 +5,7 @@
 //! and is counted, never fatal. Relationships are indexed by (user, patient) so the question
 //! "does user U have a relationship with patient P around time T" is one hash lookup.
 
+pub mod adt;
 pub mod identity;
 mod load;
 pub mod normalize;
@@ -142,6 +143,18 @@ pub struct ContextStore {
     /// Department and role index per user, parallel to `users`.
     user_department: Vec<u32>,
     user_role: Vec<u32>,
+    /// Visits known by number (HL7 v2 PV1-19), so a transfer, discharge or cancellation
+    /// finds the encounter and the relationships an admission made.
+    visits: AHashMap<String, Visit>,
+}
+
+/// What one visit added to the store.
+#[derive(Debug, Clone, Default)]
+struct Visit {
+    patient: PatientIx,
+    encounter: usize,
+    /// (user, patient, index into that pair's windows).
+    windows: Vec<(UserIx, PatientIx, usize)>,
 }
 
 /// Dense indices for repeated names (departments, roles), so facts compare as integers.
@@ -280,6 +293,181 @@ impl ContextStore {
         ix
     }
 
+    /// The patient any of `keys` names, else a new one with canonical id `id`; every key
+    /// becomes an alias of the patient (a feed's MRN, account number, EHR id).
+    pub fn upsert_patient(&mut self, id: &str, keys: &[String]) -> PatientIx {
+        let found = std::iter::once(id)
+            .chain(keys.iter().map(String::as_str))
+            .find_map(|k| match self.resolve_patient(k) {
+                Resolved::Found(ix) => Some(ix),
+                _ => None,
+            });
+        let ix = found.unwrap_or_else(|| self.intern_patient(id));
+        self.patients[ix as usize].known = true;
+        for k in keys {
+            self.patient_alias.add(k, ix);
+        }
+        ix
+    }
+
+    pub fn patient_mut(&mut self, ix: PatientIx) -> &mut PatientFacts {
+        &mut self.patients[ix as usize]
+    }
+
+    pub fn user_mut(&mut self, ix: UserIx) -> &mut UserFacts {
+        &mut self.users[ix as usize]
+    }
+
+    /// Adds or replaces the encounter of visit `visit` (a transfer moves it, an update
+    /// re-times it) with relationships to `staff`, windows widened by `lead`/`lag`.
+    pub fn upsert_visit(
+        &mut self,
+        visit: &str,
+        patient: PatientIx,
+        span: EncounterSpan,
+        staff: &[UserIx],
+        lead_lag: (i64, i64),
+    ) {
+        let window = |kind| Window {
+            start: span.start.saturating_sub(lead_lag.0),
+            end: span.end.saturating_add(lead_lag.1),
+            kind,
+        };
+        let v = match self.visits.get(visit).cloned() {
+            Some(v) if v.patient == patient => {
+                self.encounters[patient as usize][v.encounter] = span;
+                for &(u, p, i) in &v.windows {
+                    if let Some(w) = self
+                        .relationships
+                        .get_mut(&(u, p))
+                        .and_then(|ws| ws.get_mut(i))
+                    {
+                        *w = window(rel::ENCOUNTER);
+                    }
+                }
+                v
+            }
+            _ => {
+                let encounters = &mut self.encounters[patient as usize];
+                encounters.push(span);
+                Visit {
+                    patient,
+                    encounter: encounters.len() - 1,
+                    windows: Vec::new(),
+                }
+            }
+        };
+        let mut v = v;
+        for &u in staff {
+            if v.windows.iter().any(|&(wu, _, _)| wu == u) {
+                continue;
+            }
+            let ws = self.relationships.entry((u, patient)).or_default();
+            ws.push(window(rel::ENCOUNTER));
+            v.windows.push((u, patient, ws.len() - 1));
+        }
+        self.visits.insert(visit.to_owned(), v);
+    }
+
+    /// The encounter of a visit, to re-time it (discharge, cancelled discharge).
+    pub fn visit_span(&self, visit: &str) -> Option<EncounterSpan> {
+        let v = self.visits.get(visit)?;
+        self.encounters
+            .get(v.patient as usize)?
+            .get(v.encounter)
+            .copied()
+    }
+
+    /// Undoes a visit (cancelled admission or registration): its encounter and the
+    /// relationships it made explain nothing any more.
+    pub fn cancel_visit(&mut self, visit: &str) -> bool {
+        let Some(v) = self.visits.remove(visit) else {
+            return false;
+        };
+        let never = EncounterSpan {
+            start: i64::MAX,
+            end: i64::MIN,
+            department: NONE,
+        };
+        if let Some(e) = self.encounters[v.patient as usize].get_mut(v.encounter) {
+            *e = never;
+        }
+        for (u, p, i) in v.windows {
+            if let Some(w) = self
+                .relationships
+                .get_mut(&(u, p))
+                .and_then(|ws| ws.get_mut(i))
+            {
+                w.start = i64::MAX;
+                w.end = i64::MIN;
+            }
+        }
+        true
+    }
+
+    /// Two records of one patient become one (HL7 v2 A40): every name of `from` resolves to
+    /// `into`, and its encounters and relationships move there.
+    pub fn merge_patients(&mut self, from: PatientIx, into: PatientIx) {
+        if from == into {
+            return;
+        }
+        self.patient_alias.redirect(from, into);
+        let old_id = self.patients[from as usize].id.clone();
+        self.patient_ix.insert(old_id.clone(), into);
+        self.patient_alias.add(&old_id, into);
+        let moved = std::mem::take(&mut self.encounters[from as usize]);
+        let base = self.encounters[into as usize].len();
+        self.encounters[into as usize].extend(moved);
+        let pairs: Vec<(UserIx, PatientIx)> = self
+            .relationships
+            .keys()
+            .filter(|(_, p)| *p == from)
+            .copied()
+            .collect();
+        let mut remap: AHashMap<(UserIx, usize), usize> = AHashMap::new();
+        for (u, p) in pairs {
+            if let Some(ws) = self.relationships.remove(&(u, p)) {
+                let into_ws = self.relationships.entry((u, into)).or_default();
+                for (i, w) in ws.into_iter().enumerate() {
+                    into_ws.push(w);
+                    remap.insert((u, i), into_ws.len() - 1);
+                }
+            }
+        }
+        for v in self.visits.values_mut().filter(|v| v.patient == from) {
+            v.patient = into;
+            v.encounter += base;
+            for w in &mut v.windows {
+                if let Some(&ni) = remap.get(&(w.0, w.2)) {
+                    *w = (w.0, into, ni);
+                }
+            }
+        }
+        let f = self.patients[from as usize].clone();
+        let t = &mut self.patients[into as usize];
+        t.family = t.family.take().or(f.family);
+        t.address = t.address.take().or(f.address);
+        t.vip |= f.vip;
+        t.restricted |= f.restricted;
+        t.sensitive |= f.sensitive;
+        t.employee |= f.employee;
+        t.employee_user = t.employee_user.or(f.employee_user);
+        t.deceased_ms = t.deceased_ms.or(f.deceased_ms);
+        t.known = true;
+        if let Some(u) = f.employee_user {
+            self.users[u as usize].self_patient = Some(into);
+        }
+        self.patients[from as usize].known = false;
+    }
+
+    /// The user any of `keys` names, if one does.
+    pub fn find_user(&self, keys: &[String]) -> Option<UserIx> {
+        keys.iter().find_map(|k| match self.resolve_user(k) {
+            Resolved::Found(ix) => Some(ix),
+            _ => None,
+        })
+    }
+
     /// Department and role indexes per user, from their role and department names.
     fn index_users(&mut self) {
         self.user_department.clear();
@@ -366,7 +554,12 @@ mod tests {
         ] {
             assert_eq!(c.resolve_user(name), Resolved::Found(u), "{name}");
         }
-        for name in ["pt-1", "urn:oid:1.2.3|MRN-77", "MRN-77", "MRN-77^^^1.2.3^MR"] {
+        for name in [
+            "pt-1",
+            "urn:oid:1.2.3|MRN-77",
+            "MRN-77",
+            "MRN-77^^^1.2.3^MR",
+        ] {
             assert_eq!(c.resolve_patient(name), Resolved::Found(p), "{name}");
         }
         assert_eq!(c.resolve_user("nobody"), Resolved::Missing);
@@ -378,7 +571,11 @@ mod tests {
         );
         assert_eq!(c.user_facts(u).role, "doctor");
         assert_eq!(c.encounters_of(p).len(), 1);
-        assert_eq!(stats.unresolved_users + stats.unresolved_patients, 0, "{stats:?}");
+        assert_eq!(
+            stats.unresolved_users + stats.unresolved_patients,
+            0,
+            "{stats:?}"
+        );
     }
 
     #[test]
@@ -388,7 +585,10 @@ mod tests {
             r#"{"resourceType":"Practitioner","id":"b","identifier":[{"system":"urn:ehr","value":"jdoe"}]}"#,
         ]);
         assert_eq!(c.resolve_user("jdoe"), Resolved::Ambiguous);
-        assert_eq!(c.resolve_user("urn:ad|jdoe"), Resolved::Found(c.user("a").unwrap()));
+        assert_eq!(
+            c.resolve_user("urn:ad|jdoe"),
+            Resolved::Found(c.user("a").unwrap())
+        );
         assert_eq!(stats.ambiguous_users, 1);
         assert_eq!(c.user_alias.ambiguous, ["jdoe"]);
     }

@@ -285,7 +285,11 @@ fn person_key(r: &Reference<'_>, ty: &str, contained: &[Contained<'_>]) -> Optio
 }
 
 fn identifier_key(i: &Identifier<'_>) -> Option<String> {
-    let value = i.value.as_deref().map(str::trim).filter(|v| !v.is_empty())?;
+    let value = i
+        .value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())?;
     Some(match i.system.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => format!("{s}|{value}"),
         _ => value.to_owned(),
@@ -484,7 +488,9 @@ mod tests {
             "jsmith42"
         );
         assert_eq!(
-            who(r#""who":{"reference":"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999941"}"#),
+            who(
+                r#""who":{"reference":"Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999941"}"#
+            ),
             "http://hl7.org/fhir/sid/us-npi|9999941"
         );
         assert_eq!(
@@ -492,7 +498,9 @@ mod tests {
             "PractitionerRole/role-3"
         );
         assert_eq!(
-            who(r#""who":{"reference":"https://ehr.example.org/fhir/Practitioner/pr-9/_history/4"}"#),
+            who(
+                r#""who":{"reference":"https://ehr.example.org/fhir/Practitioner/pr-9/_history/4"}"#
+            ),
             "pr-9"
         );
         let contained = balp(

@@ -3,6 +3,7 @@
 pub mod atna;
 pub mod audit_event;
 pub mod csv;
+pub mod hl7v2;
 
 pub use atna::decode_atna;
 pub use audit_event::{decode_audit_event, decode_audit_event_in, Decoded};

@@ -138,9 +138,10 @@ pub fn run(o: &DemoOptions) -> Result<()> {
     let mut store = Store::open(&db)?;
     let plugins = crate::plugin::PluginInputs::shipped().load()?;
     let plugins = crate::plugin::PluginSet::new(&plugins, Some(store.conn()), Default::default())?;
-    let mut pipeline = Pipeline::new(&context, &settings, &pack).with_plugins(plugins);
+    let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
     let summary = scan_files(
         std::slice::from_ref(&ds.events),
+        &context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut out,

@@ -34,12 +34,12 @@ pub fn run(events: usize) -> Result<String> {
     let dir = tempfile::tempdir()?;
     let ds = demo::generate(dir.path(), events, 7, &settings)?;
     let (context, _) = load_context(&ds.context, &settings).context("loading context")?;
-    let mut enricher = Enricher::new(&context, &settings);
+    let mut enricher = Enricher::new(&settings);
     let mut accesses: Vec<AccessEvent> = Vec::new();
     let mut pending = Vec::new();
     for line in std::io::BufReader::new(std::fs::File::open(&ds.events)?).lines() {
         if let Ok(Decoded::Access(ev)) = decode_audit_event(line?.as_bytes()) {
-            let e = enricher.enrich(ev);
+            let e = enricher.enrich(&context, ev);
             pending.push(super::Pending {
                 ix: accesses.len(),
                 user: e.user,

@@ -51,11 +51,11 @@ pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
     let loaded = o.inputs.load()?;
     let metrics = Arc::new(PluginMetrics::default());
     let set = PluginSet::new(std::slice::from_ref(&compiled), None, metrics.clone())?;
-    let mut pipeline =
-        Pipeline::new(&loaded.context, &loaded.settings, &loaded.pack).with_plugins(set);
+    let mut pipeline = Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(set);
     let detector = format!("plugin:{}", compiled.name);
     let scanned = scan_files(
         &o.events,
+        &loaded.context,
         &mut pipeline,
         &mut Sinks {
             findings: out,
