@@ -51,8 +51,11 @@ fn decoded() -> Vec<AccessEvent> {
 }
 
 fn enriched() -> Vec<EnrichedAccess> {
-    let mut e = Enricher::new(&FX.context, &FX.settings);
-    decoded().into_iter().map(|a| e.enrich(a)).collect()
+    let mut e = Enricher::new(&FX.settings);
+    decoded()
+        .into_iter()
+        .map(|a| e.enrich(&FX.context, a))
+        .collect()
 }
 
 #[divan::bench]
@@ -74,8 +77,8 @@ fn decode() -> usize {
 #[divan::bench]
 fn enrich(b: divan::Bencher) {
     b.with_inputs(decoded).bench_local_values(|events| {
-        let mut e = Enricher::new(&FX.context, &FX.settings);
-        events.into_iter().map(|a| e.enrich(a)).count()
+        let mut e = Enricher::new(&FX.settings);
+        events.into_iter().map(|a| e.enrich(&FX.context, a)).count()
     });
 }
 

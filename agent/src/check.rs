@@ -61,19 +61,20 @@ pub fn check(config_path: &Path) -> Checked {
         None => c.summary.push("policies: the built-in pack".into()),
     }
     check_plugins(&cfg, &mut c);
-    if let Some(dir) = &cfg.context {
-        match crate::context::load_context(dir, &settings) {
+    let feeds = cfg.context_feeds();
+    if !feeds.is_empty() {
+        match crate::context::load_feeds(&feeds, &settings, &[]) {
             Ok((store, stats)) => {
                 c.summary.push(format!(
-                    "context {}: {} users, {} patients",
-                    dir.display(),
+                    "context: {} feed(s), {} users, {} patients",
+                    feeds.len(),
                     store.users.len(),
                     store.patients.len()
                 ));
                 c.warnings
                     .extend(stats.problems.iter().map(|p| format!("context: {p}")));
             }
-            Err(e) => c.problems.push(format!("context {}: {e:#}", dir.display())),
+            Err(e) => c.problems.push(format!("context: {e:#}")),
         }
     } else {
         c.warnings

@@ -1,5 +1,6 @@
 //! The daemon's configuration file (`phiwatch run --config FILE`).
 
+pub use crate::context::feeds::ContextFeed;
 pub use crate::decode::csv::CsvMapping;
 pub use crate::decode::Format;
 use serde::Deserialize;
@@ -24,8 +25,10 @@ pub enum ConfigError {
 pub struct Config {
     /// Store (`phiwatch.db`) and source checkpoints live here.
     pub data_dir: PathBuf,
-    /// FHIR NDJSON context directory; without it every access is judged without directory facts.
-    pub context: Option<PathBuf>,
+    /// Who is who: a FHIR NDJSON directory (`context = "/var/lib/ehr/fhir"`), or `[[context]]`
+    /// feeds (FHIR, HR roster, crosswalk, disabled accounts, HL7 v2 files, an MLLP listener).
+    /// Without it every access is judged without directory facts.
+    pub context: Option<ContextSetting>,
     /// Policy directory; default: the built-in pack.
     pub policies: Option<PathBuf>,
     /// Detection settings; default: the built-in rules/detection.toml.
@@ -55,6 +58,38 @@ pub struct Config {
     pub shipped_plugins: bool,
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<crate::plugin::PluginSpec>,
+}
+
+/// `context = "DIR"` or `[[context]]` tables.
+#[derive(Debug, Clone)]
+pub enum ContextSetting {
+    Dir(PathBuf),
+    Feeds(Vec<ContextFeed>),
+}
+
+impl<'de> Deserialize<'de> for ContextSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ContextSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a FHIR context directory, or [[context]] feed tables")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ContextSetting::Dir(PathBuf::from(v)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                // Through the sequence's own deserializer, so a bad feed table keeps its
+                // line and field in the message.
+                Vec::<ContextFeed>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(ContextSetting::Feeds)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +393,39 @@ fn default_max_line() -> usize {
 }
 
 impl Config {
+    /// The context feeds: `context = "DIR"` is one FHIR feed.
+    pub fn context_feeds(&self) -> Vec<ContextFeed> {
+        match &self.context {
+            None => Vec::new(),
+            Some(ContextSetting::Dir(d)) => {
+                vec![ContextFeed::Fhir(crate::context::feeds::FhirFeed {
+                    path: d.clone(),
+                    max_age_hours: None,
+                })]
+            }
+            Some(ContextSetting::Feeds(f)) => f.clone(),
+        }
+    }
+
+    /// The first FHIR context directory (patient names for letters).
+    pub fn fhir_context(&self) -> Option<PathBuf> {
+        self.context_feeds().into_iter().find_map(|f| match f {
+            ContextFeed::Fhir(f) => Some(f.path),
+            _ => None,
+        })
+    }
+
+    /// The MLLP listeners among the context feeds.
+    pub fn mllp_feeds(&self) -> Vec<crate::context::feeds::MllpFeed> {
+        self.context_feeds()
+            .into_iter()
+            .filter_map(|f| match f {
+                ContextFeed::Mllp(m) => Some(*m),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The plugins to run, with their compiled code cached under the data directory.
     pub fn plugin_inputs(&self) -> crate::plugin::PluginInputs {
         crate::plugin::PluginInputs {
@@ -391,6 +459,11 @@ impl Config {
             c.sources.extend(more.sources);
         }
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(ContextSetting::Feeds(feeds)) = &mut c.context {
+            for f in feeds.iter_mut() {
+                f.rebase(base);
+            }
+        }
         for spec in &mut c.plugins {
             if let Some(f) = spec.path.as_mut().filter(|f| f.is_relative()) {
                 *f = base.join(&*f);
@@ -417,6 +490,16 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         let mut listens = std::collections::HashSet::new();
+        for (i, f) in c.context_feeds().iter().enumerate() {
+            f.validate()
+                .map_err(|e| invalid(format!("[[context]] #{} ({}): {e}", i + 1, f.kind())))?;
+            if let ContextFeed::Mllp(m) = f {
+                if !names.insert(m.name.clone()) {
+                    return Err(invalid(format!("name {:?} is used twice", m.name)));
+                }
+                listens.insert((m.listen, false));
+            }
+        }
         for src in &c.sources {
             let name = src.name();
             if name.is_empty()

@@ -124,6 +124,8 @@ pub struct Address<'a> {
     pub line: Vec<Str<'a>>,
     #[serde(borrow, default)]
     pub city: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub state: Option<Str<'a>>,
     #[serde(borrow, default, rename = "postalCode")]
     pub postal_code: Option<Str<'a>>,
 }

@@ -22,6 +22,7 @@ pub mod fault;
 pub mod fhir;
 pub mod finding;
 pub mod metrics;
+pub mod mllp;
 pub mod net;
 pub mod notify;
 pub mod pipeline;

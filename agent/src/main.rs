@@ -690,7 +690,8 @@ fn plugin(c: PluginCmd) -> Result<()> {
                     inputs: Inputs {
                         rules: detection.rules,
                         policies: detection.policies,
-                        context: detection.context,
+                        context: Inputs::fhir_dir(detection.context),
+                        journal: None,
                         plugins: PluginInputs::default(),
                     },
                     settings,
@@ -719,7 +720,8 @@ fn scan(a: ScanArgs) -> Result<()> {
     } = Inputs {
         rules: a.detection.rules.clone(),
         policies: a.detection.policies.clone(),
-        context: a.detection.context.clone(),
+        context: Inputs::fhir_dir(a.detection.context.clone()),
+        journal: None,
         plugins: if a.no_plugins {
             PluginInputs::default()
         } else {
@@ -937,7 +939,8 @@ fn policy_explain(a: DetectionArgs, event: &Path) -> Result<()> {
     let loaded = Inputs {
         rules: a.rules,
         policies: a.policies,
-        context: a.context,
+        context: Inputs::fhir_dir(a.context),
+        journal: None,
         plugins: PluginInputs::default(),
     }
     .load()?;
@@ -1267,7 +1270,7 @@ fn case(c: CaseCmd) -> Result<()> {
             let today = chrono::Utc::now().date_naive();
             let need_id = || id.ok_or_else(|| anyhow::anyhow!("give the case id"));
             if let Some(dir) = letters {
-                let names = phiwatch::case::output::patient_names(cfg.context.as_deref())?;
+                let names = phiwatch::case::output::patient_names(cfg.fhir_context().as_deref())?;
                 let written =
                     output::letters(&c, need_id()?, &r, &|p| names.get(p).cloned(), today, &dir)?;
                 println!("{} letter(s) written to {}", written.len(), dir.display());
@@ -1302,15 +1305,17 @@ fn context_facts(
     c: &phiwatch::case::Cases,
     id: i64,
 ) -> Result<String> {
-    let Some(dir) = &cfg.context else {
+    let feeds = cfg.context_feeds();
+    if feeds.is_empty() {
         return Ok("context facts: no context configured\n".into());
-    };
+    }
     let settings = match &cfg.rules {
         Some(p) => phiwatch::settings::Settings::load(p)?,
         None => phiwatch::settings::Settings::default(),
     };
-    let (store, _) = phiwatch::context::load_context(dir, &settings)
-        .with_context(|| format!("loading context from {}", dir.display()))?;
+    let journal = phiwatch::store::journal(&cfg.data_dir.join("phiwatch.db")).unwrap_or_default();
+    let (store, _) = phiwatch::context::load_feeds(&feeds, &settings, &journal)
+        .context("loading the context feeds")?;
     let (users, patients) = phiwatch::case::output::involved(c, id)?;
     let mut out = String::from("context facts:\n");
     for u in users {

@@ -19,6 +19,8 @@ pub struct Judged {
     pub plugin_state: Vec<(String, Change)>,
     /// Plugin calls that failed on this batch.
     pub plugin_failures: Vec<CallFailure>,
+    /// Context messages (feed, message) to journal with the batch and then apply.
+    pub journal: Vec<(String, String)>,
 }
 
 impl Judged {
@@ -27,6 +29,7 @@ impl Judged {
         self.findings.clear();
         self.plugin_state.clear();
         self.plugin_failures.clear();
+        self.journal.clear();
     }
 
     /// Writes the plugin state inside the store transaction that stores the batch.

@@ -2,7 +2,8 @@
 //! A change is noticed by a stamp over the files' sizes and modification times (and on
 //! SIGHUP); a candidate that fails to load is rejected whole and the running one stays.
 
-use crate::context::{load_context, ContextStats, ContextStore};
+use crate::context::feeds::{ContextFeed, FhirFeed};
+use crate::context::{load_feeds, ContextStats, ContextStore};
 use crate::detect::PolicyPack;
 use crate::plugin::{Compiled, PluginInputs};
 use crate::settings::Settings;
@@ -15,8 +16,26 @@ use std::sync::Arc;
 pub struct Inputs {
     pub rules: Option<PathBuf>,
     pub policies: Option<PathBuf>,
-    pub context: Option<PathBuf>,
+    /// The context feeds (files; an MLLP feed's messages come from `journal`).
+    pub context: Vec<ContextFeed>,
+    /// The store whose context journal (ADT messages received live) is replayed after the
+    /// feeds' files.
+    pub journal: Option<PathBuf>,
     pub plugins: PluginInputs,
+}
+
+impl Inputs {
+    /// The feeds of a `--context DIR` option: one FHIR directory.
+    pub fn fhir_dir(dir: Option<PathBuf>) -> Vec<ContextFeed> {
+        dir.map(|path| {
+            ContextFeed::Fhir(FhirFeed {
+                path,
+                max_age_hours: None,
+            })
+        })
+        .into_iter()
+        .collect()
+    }
 }
 
 pub struct Loaded {
@@ -111,10 +130,15 @@ impl Inputs {
             }
             _ => PolicyPack::embedded_files(),
         };
-        let (context, context_stats) = match &self.context {
-            Some(dir) => load_context(dir, &settings)
-                .with_context(|| format!("loading context from {}", dir.display()))?,
-            None => Default::default(),
+        let journal = match &self.journal {
+            Some(db) if db.exists() => crate::store::journal(db)
+                .with_context(|| format!("reading the context journal of {}", db.display()))?,
+            _ => Vec::new(),
+        };
+        let (context, context_stats) = if self.context.is_empty() && journal.is_empty() {
+            Default::default()
+        } else {
+            load_feeds(&self.context, &settings, &journal).context("loading the context feeds")?
         };
         tracing::info!(
             users = context.users.len(),
@@ -144,11 +168,13 @@ impl Inputs {
     /// Changes whenever a file under the inputs is added, removed, resized or touched.
     pub fn stamp(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        for p in [&self.rules, &self.policies, &self.context]
-            .into_iter()
-            .flatten()
-        {
+        for p in [&self.rules, &self.policies].into_iter().flatten() {
             stamp_path(p, &mut h);
+        }
+        for f in &self.context {
+            for p in f.watched() {
+                stamp_path(&p, &mut h);
+            }
         }
         for p in self.plugins.files() {
             stamp_path(&p, &mut h);

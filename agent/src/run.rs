@@ -6,6 +6,7 @@
 
 use crate::alert::{self, Routing, SharedRouting};
 use crate::config::{Config, Format, Source};
+use crate::context::adt::Adt;
 use crate::decode::csv::CsvDecoder;
 use crate::decode::{Item, LineDecoder};
 use crate::detect::FileDetector;
@@ -143,7 +144,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     let inputs = Inputs {
         rules: cfg.rules.clone(),
         policies: cfg.policies.clone(),
-        context: cfg.context.clone(),
+        context: cfg.context_feeds(),
+        journal: Some(cfg.data_dir.join("phiwatch.db")),
         plugins: cfg.plugin_inputs(),
     };
     let stamp = inputs.stamp();
@@ -160,8 +162,12 @@ pub fn run(config_path: &Path) -> Result<()> {
         None => None,
     };
     let spool_dir = cfg.data_dir.join("spool");
+    let fhir_context = cfg.fhir_context();
 
     let console_ix = cfg.sources.len();
+    // MLLP context feeds are read back from their spools like sources, after the console.
+    let mllp_feeds = cfg.mllp_feeds();
+    let mllp_ix = console_ix + usize::from(cfg.console.is_some());
     let mut plan = match cfg.console {
         Some(_) => Some(crate::case::plan_for(&cfg)?),
         None => None,
@@ -173,6 +179,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             .map(|s| s.name())
             // Console views are read back like any other source.
             .chain(cfg.console.as_ref().map(|_| crate::console::audit::SOURCE))
+            .chain(mllp_feeds.iter().map(|f| f.name.as_str()))
             .map(|name| SourceMetrics {
                 name: name.to_owned(),
                 ..Default::default()
@@ -303,7 +310,7 @@ pub fn run(config_path: &Path) -> Result<()> {
                 db: db_path.clone(),
                 evidence_dir: cfg.data_dir.join("attachments"),
                 plan,
-                context: cfg.context.clone(),
+                context: fhir_context.clone(),
                 metrics: Some(metrics.clone()),
                 views: Some(spool),
             };
@@ -313,6 +320,26 @@ pub fn run(config_path: &Path) -> Result<()> {
         }
         None => None,
     };
+
+    let mut mllp_listeners = Vec::new();
+    for (i, f) in mllp_feeds.iter().enumerate() {
+        let ix = mllp_ix + i;
+        let intake = metrics.sources[ix].intake.clone();
+        let (reader, spool) = Reader::spooled(
+            ix,
+            &f.name,
+            LineDecoder::Hl7(f.name.clone()),
+            &spool_dir,
+            crate::spool::DEFAULT_CAP_BYTES,
+            intake.clone(),
+        )?;
+        readers.push(reader);
+        let spool = spool.shared();
+        spools.push(spool.clone());
+        let l = rt.block_on(crate::mllp::bind(f))?;
+        tracing::info!(feed = %f.name, listen = %l.local_addr()?, "receiving HL7 v2 over MLLP");
+        mllp_listeners.push((l, f.clone(), spool, intake));
+    }
 
     let dispatcher = match &routing {
         Some((_, r)) => Some(
@@ -349,6 +376,15 @@ pub fn run(config_path: &Path) -> Result<()> {
                     store,
                     folders,
                     routing,
+                    adt: mllp_feeds
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.name.clone(),
+                                crate::context::adt_options(&f.departments, f.timezone),
+                            )
+                        })
+                        .collect(),
                 },
                 m,
             )
@@ -401,6 +437,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     }
     for (listener, name, limits, spool, m) in listeners {
         rt.spawn(syslog::serve(listener, name, limits, spool, m));
+    }
+    for (l, f, spool, m) in mllp_listeners {
+        rt.spawn(crate::mllp::serve(l, f, inflight.clone(), spool, m));
     }
     let syncing = spools.clone();
     rt.spawn(async move {
@@ -515,6 +554,8 @@ struct Detection {
     folders: Vec<String>,
     /// The routing file and the rules in force (shared with the dispatcher).
     routing: Option<(PathBuf, SharedRouting)>,
+    /// How each MLLP feed's messages map onto the context.
+    adt: std::collections::HashMap<String, crate::context::adt::AdtOptions>,
 }
 
 fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
@@ -525,6 +566,7 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
         mut store,
         folders,
         routing,
+        adt,
     } = d;
     let mut judged = Judged::default();
     let mut routing_stamp = routing
@@ -547,6 +589,10 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
             pipeline: Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(plugins),
             files: FileDetector::new(&loaded.file_pack, &folders),
             judged: std::mem::take(&mut judged),
+            adt: adt
+                .iter()
+                .map(|(feed, o)| (feed.clone(), Adt::new(&loaded.settings, o.clone())))
+                .collect(),
         };
         let mut last_check = std::time::Instant::now();
         let next = loop {
@@ -556,7 +602,7 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                     let rules = routing.as_ref().map(|(_, r)| alert::current(r));
                     judge_batch(
                         &mut judges,
-                        &loaded.context,
+                        &mut loaded.context,
                         &mut store,
                         rules.as_deref().map(|r| (r, loaded.settings.timezone)),
                         &metrics,
@@ -644,11 +690,13 @@ struct Judges<'l> {
     pipeline: Pipeline<'l>,
     files: FileDetector<'l>,
     judged: Judged,
+    /// The ADT applier of each MLLP feed.
+    adt: std::collections::HashMap<String, Adt<'l>>,
 }
 
 fn judge_batch(
     j: &mut Judges<'_>,
-    ctx: &crate::context::ContextStore,
+    ctx: &mut crate::context::ContextStore,
     store: &mut Store,
     alerting: Option<(&Routing, chrono_tz::Tz)>,
     metrics: &Metrics,
@@ -669,14 +717,19 @@ fn judge_batch(
                 }
             }
             Item::File(ev) => files.findings(&ev, &mut judged.findings),
+            Item::Context { feed, message } => judged.journal.push((feed, message)),
             Item::Nothing => {}
         }
     }
     pipeline.finish(ctx, judged);
     let stored_at = now_ms();
+    let mut fresh_context = Vec::new();
     let result = store
         .insert_batch_then(&judged.accesses, &judged.findings, |tx, fresh| {
             judged.write_plugin_state(tx)?;
+            // Journaled in the batch's transaction, applied once it commits: a message read
+            // again after a crash finds its key and is not applied twice.
+            fresh_context = crate::store::journal_new(tx, &judged.journal, stored_at)?;
             if let Some((routing, tz)) = alerting {
                 let a = alert::apply(tx, fresh, routing, tz, stored_at)?;
                 metrics.alerts_opened.fetch_add(a.opened, Ordering::Relaxed);
@@ -687,6 +740,15 @@ fn judge_batch(
             Ok(())
         })
         .map(|(_, new)| {
+            for &i in &fresh_context {
+                let (feed, message) = &judged.journal[i];
+                if let Some(adt) = j.adt.get_mut(feed) {
+                    if let crate::context::adt::Applied::Refused(why) = adt.apply_text(ctx, message)
+                    {
+                        tracing::warn!(feed = %feed, "HL7 v2 message not applied: {why}");
+                    }
+                }
+            }
             for a in &judged.accesses {
                 metrics.delay.observe(stored_at - a.time_ms);
             }
@@ -957,7 +1019,7 @@ fn decode_chunk(r: &mut Reader, q: &mut Quarantine, chunk: &Chunk, m: &SourceMet
         match quarantine::contain(|| r.decoder.decode(&chunk.path, file, line)) {
             Ok(Ok(item)) => {
                 match &item {
-                    Item::Access(_) | Item::File(_) => {
+                    Item::Access(_) | Item::File(_) | Item::Context { .. } => {
                         m.accesses.fetch_add(1, Ordering::Relaxed);
                     }
                     Item::Many { accesses, over_cap } => {

@@ -152,6 +152,17 @@ CREATE TABLE IF NOT EXISTS case_log (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
+-- Context messages received live (HL7 v2 ADT over MLLP), in arrival order: stored in the
+-- transaction that applies them, replayed after the feeds' files whenever the context is
+-- (re)loaded, so nothing received is lost on restart or reload.
+CREATE TABLE IF NOT EXISTS context_journal (
+    seq         INTEGER PRIMARY KEY,
+    feed        TEXT NOT NULL,
+    -- SHA-256 of the message: a message read again after a crash is journaled once.
+    key         TEXT NOT NULL UNIQUE,
+    received_ms INTEGER NOT NULL,
+    message     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS silences (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     matchers   TEXT NOT NULL,
@@ -184,6 +195,47 @@ CREATE INDEX IF NOT EXISTS alerts_rank ON alerts (
     (CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END),
     last_ms DESC, id DESC);
 ";
+
+/// Journals `(feed, message)` pairs not journaled before; returns the indexes of those that
+/// are new (to apply to the context once the transaction commits).
+pub fn journal_new(
+    tx: &rusqlite::Transaction<'_>,
+    messages: &[(String, String)],
+    now_ms: i64,
+) -> rusqlite::Result<Vec<usize>> {
+    use sha2::Digest as _;
+    let mut fresh = Vec::new();
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO context_journal (feed, key, received_ms, message)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (i, (feed, message)) in messages.iter().enumerate() {
+        let key: String = sha2::Sha256::digest(message.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if st.execute(params![feed, key, now_ms, message])? == 1 {
+            fresh.push(i);
+        }
+    }
+    Ok(fresh)
+}
+
+/// The context journal's messages in arrival order (read through a connection of its own).
+pub fn journal(db: &Path) -> rusqlite::Result<Vec<String>> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let present: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'context_journal'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present == 0 {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare("SELECT message FROM context_journal ORDER BY seq")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
 
 /// `$PHIWATCH_DATA_DIR`, else `$XDG_DATA_HOME/phiwatch`, else `~/.local/share/phiwatch`.
 pub fn default_data_dir() -> PathBuf {

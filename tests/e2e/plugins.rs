@@ -89,14 +89,14 @@ impl Harness {
     /// Runs `batches` batches of 20 accesses through a pipeline holding `plugins`.
     fn run(&self, plugins: &[Arc<Compiled>], batches: usize) -> Vec<Judged> {
         let set = PluginSet::new(plugins, None, self.metrics.clone()).unwrap();
-        let mut p = Pipeline::new(&self.ctx, &self.settings, &self.pack).with_plugins(set);
+        let mut p = Pipeline::new(&self.settings, &self.pack).with_plugins(set);
         (0..batches)
             .map(|b| {
                 let mut j = Judged::default();
                 for ev in events(b, 20) {
-                    p.access(ev, &mut j);
+                    p.access(&self.ctx, ev, &mut j);
                 }
-                p.finish(&mut j);
+                p.finish(&self.ctx, &mut j);
                 j
             })
             .collect()
@@ -433,12 +433,12 @@ fn plugin_state_survives_a_restart_through_the_store() {
             h.metrics.clone(),
         )
         .unwrap();
-        let mut pipe = Pipeline::new(&h.ctx, &h.settings, &h.pack).with_plugins(set);
+        let mut pipe = Pipeline::new(&h.settings, &h.pack).with_plugins(set);
         let mut j = Judged::default();
         for ev in events(b, 5) {
-            pipe.access(ev, &mut j);
+            pipe.access(&h.ctx, ev, &mut j);
         }
-        pipe.finish(&mut j);
+        pipe.finish(&h.ctx, &mut j);
         store
             .insert_batch_then(&j.accesses, &j.findings, |tx, _| j.write_plugin_state(tx))
             .unwrap();
@@ -456,13 +456,13 @@ fn plugins_side_by_side_on_large_batches_are_contained_too() {
         neighbour(),
     ];
     let set = PluginSet::new(&plugins, None, h.metrics.clone()).unwrap();
-    let mut p = Pipeline::new(&h.ctx, &h.settings, &h.pack).with_plugins(set);
+    let mut p = Pipeline::new(&h.settings, &h.pack).with_plugins(set);
     for round in 0..2 {
         let mut j = Judged::default();
         for ev in events(round, 600) {
-            p.access(ev, &mut j);
+            p.access(&h.ctx, ev, &mut j);
         }
-        p.finish(&mut j);
+        p.finish(&h.ctx, &mut j);
         assert_eq!(by(&j, "plugin:night-export"), 600, "round {round}");
         let hostile_findings = by(&j, "plugin:hostile");
         if round == 0 {

@@ -206,6 +206,7 @@ impl<'s> Adt<'s> {
         let street = m.component(pid.field(11), 1);
         let other = m.component(pid.field(11), 2);
         let city = m.component(pid.field(11), 3);
+        let state = m.component(pid.field(11), 4);
         let zip = m.component(pid.field(11), 5);
         let died = self.time(&m.component(pid.field(29), 1));
         let death_flag = m.value(pid.field(30)) == "Y";
@@ -230,12 +231,13 @@ impl<'s> Adt<'s> {
                 use_: None,
                 line: lines,
                 city: Some(std::borrow::Cow::Borrowed(city.as_str())),
+                state: Some(std::borrow::Cow::Borrowed(state.as_str())),
                 postal_code: Some(std::borrow::Cow::Borrowed(zip.as_str())),
             };
             f.address = normalize::address(&a);
             f.written = Written {
                 family: family.as_str().into(),
-                address: format!("{street}, {city}, {zip}").into(),
+                address: format!("{street}, {city}, {state} {zip}").into(),
             };
         }
         if let Some(t) = died {
@@ -489,10 +491,8 @@ mod tests {
         adt.apply_text(&mut s, &msg("A04", "NEW1^^^HOSP^MR", "PV1|1|O"));
         let old = s.patient("OLD9").unwrap();
         let new = s.patient("NEW1").unwrap();
-        let a40 = format!(
-            "MSH|^~\\&|EHR|HOSP|X|Y|20260310090000||ADT^A40|m40|P|2.5\rEVN|A40|20260310090000\rPID|1||NEW1^^^HOSP^MR||DOE^JANE\rMRG|OLD9^^^HOSP^MR\r"
-        );
-        assert_eq!(adt.apply_text(&mut s, &a40), Applied::Done);
+        let a40 = "MSH|^~\\&|EHR|HOSP|X|Y|20260310090000||ADT^A40|m40|P|2.5\rEVN|A40|20260310090000\rPID|1||NEW1^^^HOSP^MR||DOE^JANE\rMRG|OLD9^^^HOSP^MR\r";
+        assert_eq!(adt.apply_text(&mut s, a40), Applied::Done);
         assert_eq!(s.resolve_patient("OLD9"), Resolved::Found(new));
         assert_eq!(s.resolve_patient("HOSP|OLD9"), Resolved::Found(new));
         assert!(!s.patient_facts(old).known);

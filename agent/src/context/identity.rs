@@ -69,6 +69,14 @@ impl Aliases {
         }
     }
 
+    /// Every key that names exactly one person, with that person.
+    pub fn unique(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.map.iter().filter_map(|(k, a)| match a {
+            Alias::One(ix) => Some((&**k, *ix)),
+            Alias::Ambiguous => None,
+        })
+    }
+
     pub fn get(&self, key: &str) -> Option<Alias> {
         self.map.get(key).copied()
     }
@@ -126,7 +134,9 @@ pub fn keys(raw: &str) -> Vec<Key> {
             if ty == "PractitionerRole" {
                 out.push(Key::Alias(format!("PractitionerRole/{id}")));
             } else {
+                // The EHR's resource id; a crosswalk or an ADT feed may know it as an alias.
                 out.push(Key::Id(id.to_owned()));
+                out.push(Key::Alias(id.to_owned()));
             }
             return out;
         }
@@ -232,9 +242,12 @@ mod tests {
 
     #[test]
     fn reference_forms() {
-        assert_eq!(ids("Practitioner/pr-1"), ["id:pr-1"]);
-        assert_eq!(ids("Patient/x/_history/1"), ["id:x"]);
-        assert_eq!(ids("https://ehr.example.org/fhir/Patient/x"), ["id:x"]);
+        assert_eq!(ids("Practitioner/pr-1"), ["id:pr-1", "alias:pr-1"]);
+        assert_eq!(ids("Patient/x/_history/1"), ["id:x", "alias:x"]);
+        assert_eq!(
+            ids("https://ehr.example.org/fhir/Patient/x"),
+            ["id:x", "alias:x"]
+        );
         assert_eq!(ids("PractitionerRole/r7"), ["alias:PractitionerRole/r7"]);
         assert_eq!(
             ids("Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999941"),

@@ -2,6 +2,9 @@
 //! one resource type per file or mixed). Bad lines and unknown types are counted and reported
 //! with file and line; they never stop the load.
 
+use super::adt::{Adt, AdtOptions, Applied};
+use super::feeds::ContextFeed;
+use super::roster::{self, Account, Link, Name, Worker};
 use super::{identity, normalize, Resolved};
 use super::{ContextStore, EncounterSpan, PatientIx, UserIx, Window, Written};
 use crate::context::{rel, sensitive};
@@ -32,6 +35,18 @@ pub struct ContextStats {
     pub ambiguous_patients: usize,
     /// References that resolved to an ambiguous alias.
     pub ambiguous_references: usize,
+    /// HR rows, crosswalk rows and directory accounts read.
+    pub workers: usize,
+    pub links: usize,
+    pub accounts: usize,
+    /// Job titles the feed's role table does not map.
+    pub unmapped_titles: usize,
+    /// Records of one person found twice (by two feeds, or twice in one) and merged.
+    pub merged_users: usize,
+    pub merged_patients: usize,
+    /// HL7 v2 messages applied, ignored (other types) and refused, from files and the
+    /// store's journal.
+    pub adt: super::adt::AdtStats,
 }
 
 const MAX_REPORTED: usize = 20;
@@ -62,6 +77,28 @@ impl ContextStats {
                 s.unresolved_users, s.unresolved_patients
             ));
         }
+        if s.workers + s.links + s.accounts > 0 {
+            out.push_str(&format!(
+                "  {} HR row(s), {} crosswalk row(s), {} directory account(s); {} record(s) of one person merged\n",
+                s.workers,
+                s.links,
+                s.accounts,
+                s.merged_users + s.merged_patients
+            ));
+        }
+        if s.unmapped_titles > 0 {
+            out.push_str(&format!(
+                "  {} HR row(s) with a job title the roles table does not map (used as the role)\n",
+                s.unmapped_titles
+            ));
+        }
+        let a = &s.adt;
+        if a.applied + a.ignored + a.refused > 0 {
+            out.push_str(&format!(
+                "  HL7 v2: {} message(s) applied, {} ignored, {} refused; {} merge(s), {} cancellation(s); {} staff id(s) unresolved\n",
+                a.applied, a.ignored, a.refused, a.merges, a.cancelled, a.unresolved_staff
+            ));
+        }
         if s.ambiguous_users + s.ambiguous_patients > 0 {
             out.push_str(&format!(
                 "  ambiguous aliases (naming two or more people, never used): {} of users, {} of patients\n",
@@ -71,7 +108,7 @@ impl ContextStats {
         out
     }
 
-    fn problem(&mut self, file: &Path, line: usize, reason: impl std::fmt::Display) {
+    pub(super) fn problem(&mut self, file: &Path, line: usize, reason: impl std::fmt::Display) {
         self.bad_lines += 1;
         if self.problems.len() < MAX_REPORTED {
             self.problems
@@ -89,18 +126,118 @@ pub fn load_context(
     let mut b = Builder::new(settings);
     for file in &files {
         b.stats.files += 1;
-        let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
-        let mut line_no = 0;
-        for line in reader.split(b'\n') {
-            line_no += 1;
-            let line = line?;
-            if line.trim_ascii().is_empty() {
-                continue;
-            }
-            b.line(file, line_no, &line);
-        }
+        b.fhir_file(file)?;
     }
     Ok(b.finish())
+}
+
+/// Loads every context feed: FHIR first, then the HR roster, crosswalk and directory
+/// accounts merged with it by identity (one person per human, whichever feeds name them),
+/// then HL7 v2 files in name order, then `journal`: ADT messages received live (kept in the
+/// store) in the order they came.
+pub fn load_feeds(
+    feeds: &[ContextFeed],
+    settings: &Settings,
+    journal: &[String],
+) -> std::io::Result<(ContextStore, ContextStats)> {
+    let mut b = Builder::new(settings);
+    let zone = settings.timezone;
+    for feed in feeds {
+        match feed {
+            ContextFeed::Fhir(f) => {
+                for file in super::feeds::fhir_files(&f.path) {
+                    b.stats.files += 1;
+                    b.fhir_file(&file)?;
+                }
+                if !f.path.exists() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{}: no such file or directory", f.path.display()),
+                    ));
+                }
+            }
+            ContextFeed::HrCsv(f) => {
+                for file in feed.files() {
+                    b.stats.files += 1;
+                    let w = roster::workers(f, &file, zone, &mut b.stats);
+                    b.stats.workers += w.len();
+                    b.workers.extend(w);
+                }
+            }
+            ContextFeed::CrosswalkCsv(f) => {
+                for file in feed.files() {
+                    b.stats.files += 1;
+                    let l = roster::links(f, &file, &mut b.stats);
+                    b.stats.links += l.len();
+                    b.links.extend(l);
+                }
+            }
+            ContextFeed::DisabledAccountsCsv(f) => {
+                for file in feed.files() {
+                    b.stats.files += 1;
+                    let a = roster::accounts(f, &file, zone, &mut b.stats);
+                    b.stats.accounts += a.len();
+                    b.accounts.extend(a);
+                }
+            }
+            ContextFeed::Hl7v2(_) | ContextFeed::Mllp(_) => {}
+        }
+    }
+    let (mut store, mut stats) = b.finish();
+    for feed in feeds {
+        let ContextFeed::Hl7v2(f) = feed else {
+            continue;
+        };
+        let mut adt = Adt::new(settings, adt_options(&f.departments, f.timezone));
+        for file in feed.files() {
+            stats.files += 1;
+            let text = std::fs::read(&file)?;
+            let text = String::from_utf8_lossy(&text);
+            for (line, msg) in crate::decode::hl7v2::split_messages(&text) {
+                if let Applied::Refused(why) = adt.apply_text(&mut store, &msg) {
+                    stats.problem(&file, line, why);
+                }
+            }
+        }
+        merge_adt_stats(&mut stats.adt, &adt.stats);
+    }
+    if !journal.is_empty() {
+        let options = feeds
+            .iter()
+            .find_map(|f| match f {
+                ContextFeed::Mllp(m) => Some(adt_options(&m.departments, m.timezone)),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let mut adt = Adt::new(settings, options);
+        for msg in journal {
+            adt.apply_text(&mut store, msg);
+        }
+        merge_adt_stats(&mut stats.adt, &adt.stats);
+    }
+    Ok((store, stats))
+}
+
+pub fn adt_options(
+    departments: &std::collections::BTreeMap<String, String>,
+    zone: Option<chrono_tz::Tz>,
+) -> AdtOptions {
+    AdtOptions {
+        departments: departments
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        zone,
+    }
+}
+
+fn merge_adt_stats(into: &mut super::adt::AdtStats, s: &super::adt::AdtStats) {
+    into.applied += s.applied;
+    into.ignored += s.ignored;
+    into.refused += s.refused;
+    into.merges += s.merges;
+    into.cancelled += s.cancelled;
+    into.unresolved_staff += s.unresolved_staff;
 }
 
 fn context_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -291,6 +428,14 @@ struct Builder<'s> {
     pending_people: Vec<(Vec<Who>, Vec<Who>)>,
     user_defined: Vec<bool>,
     patient_defined: Vec<bool>,
+    workers: Vec<Worker>,
+    links: Vec<Link>,
+    accounts: Vec<Account>,
+    /// Users and patients found to be another record of someone already loaded.
+    user_redirect: ahash::AHashMap<u32, u32>,
+    patient_redirect: ahash::AHashMap<u32, u32>,
+    /// What the HR roster says about each user it describes (applied after roles).
+    from_hr: Vec<(u32, usize)>,
 }
 
 impl<'s> Builder<'s> {
@@ -306,7 +451,27 @@ impl<'s> Builder<'s> {
             pending_people: Vec::new(),
             user_defined: Vec::new(),
             patient_defined: Vec::new(),
+            workers: Vec::new(),
+            links: Vec::new(),
+            accounts: Vec::new(),
+            user_redirect: Default::default(),
+            patient_redirect: Default::default(),
+            from_hr: Vec::new(),
         }
+    }
+
+    fn fhir_file(&mut self, file: &Path) -> std::io::Result<()> {
+        let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
+        let mut line_no = 0;
+        for line in reader.split(b'\n') {
+            line_no += 1;
+            let line = line?;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            self.line(file, line_no, &line);
+        }
+        Ok(())
     }
 
     fn user(&mut self, id: &str) -> UserIx {
@@ -657,8 +822,13 @@ impl<'s> Builder<'s> {
 
     /// The index a deferred reference resolves to, once every alias is known.
     fn resolve(&mut self, w: &Who, patient: bool) -> Option<u32> {
+        let redirect = if patient {
+            &self.patient_redirect
+        } else {
+            &self.user_redirect
+        };
         match w {
-            Who::Ix(ix) => Some(*ix),
+            Who::Ix(ix) => Some(redirect.get(ix).copied().unwrap_or(*ix)),
             Who::Key(k) => {
                 let r = if patient {
                     self.store.resolve_patient(k)
@@ -697,6 +867,7 @@ impl<'s> Builder<'s> {
             }
             self.roles_by_user[u as usize].push(r.role);
         }
+        self.merge_identities();
         // Primary role: the open one that started last, else the one that ended last.
         for (ix, roles) in self.roles_by_user.iter().enumerate() {
             let open = roles
@@ -712,6 +883,27 @@ impl<'s> Builder<'s> {
             }
             if open.is_none() && !roles.is_empty() {
                 u.terminated_ms = roles.iter().filter_map(|r| r.end).max();
+            }
+        }
+        // The roster is the authority on employment: its termination and status apply
+        // whatever the EHR's directory still says.
+        for &(u, w) in &self.from_hr {
+            let w = &self.workers[w];
+            let f = &mut self.store.users[u as usize];
+            if let Some(end) = w.terminated_ms {
+                f.terminated_ms = Some(f.terminated_ms.map_or(end, |t| t.min(end)));
+            }
+            f.inactive |= w.inactive;
+        }
+        for a in std::mem::take(&mut self.accounts) {
+            let Some(u) = self.store.find_user(&a.keys) else {
+                self.stats.unresolved_users += 1;
+                continue;
+            };
+            let f = &mut self.store.users[u as usize];
+            f.inactive |= a.disabled;
+            if let Some(end) = a.expires_ms {
+                f.terminated_ms = Some(f.terminated_ms.map_or(end, |t| t.min(end)));
             }
         }
         self.store.index_users();
@@ -766,5 +958,451 @@ fn alias_identifier(aliases: &mut identity::Aliases, i: &Identifier<'_>, ix: u32
         .flatten()
     {
         aliases.add(&k, ix);
+    }
+}
+
+/// Disjoint sets over string nodes: which names belong to one human.
+#[derive(Default)]
+struct Sets {
+    ix: ahash::AHashMap<String, usize>,
+    parent: Vec<usize>,
+}
+
+impl Sets {
+    fn node(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.ix.get(name) {
+            return i;
+        }
+        let i = self.parent.len();
+        self.parent.push(i);
+        self.ix.insert(name.to_owned(), i);
+        i
+    }
+
+    fn root(&mut self, mut i: usize) -> usize {
+        while self.parent[i] != i {
+            self.parent[i] = self.parent[self.parent[i]];
+            i = self.parent[i];
+        }
+        i
+    }
+
+    fn union(&mut self, a: &str, b: &str) {
+        let (a, b) = (self.node(a), self.node(b));
+        let (ra, rb) = (self.root(a), self.root(b));
+        if ra != rb {
+            self.parent[rb] = ra;
+        }
+    }
+
+    /// Nodes grouped by set.
+    fn groups(&mut self) -> Vec<Vec<String>> {
+        let names: Vec<(String, usize)> = self.ix.iter().map(|(k, &v)| (k.clone(), v)).collect();
+        let mut by_root: ahash::AHashMap<usize, Vec<String>> = Default::default();
+        for (name, i) in names {
+            let r = self.root(i);
+            by_root.entry(r).or_default().push(name);
+        }
+        let mut groups: Vec<Vec<String>> = by_root.into_values().collect();
+        for g in &mut groups {
+            g.sort();
+        }
+        groups.sort();
+        groups
+    }
+}
+
+impl Builder<'_> {
+    /// One person per human: records of the HR roster, the crosswalk's links and the FHIR
+    /// context's identifiers are grouped by the `system|value` names they share; a group
+    /// holding two records of the context merges them (the first loaded survives), a group
+    /// holding only roster rows becomes a new user, and every name in a group becomes an
+    /// alias of its person (bare values too, where they name one person only).
+    fn merge_identities(&mut self) {
+        if self.workers.is_empty() && self.links.is_empty() {
+            return;
+        }
+        self.merge_users();
+        self.merge_patients();
+        for l in std::mem::take(&mut self.links) {
+            if l.user.is_empty() || l.patient.is_empty() {
+                continue;
+            }
+            let u = l.user.iter().find_map(|n| self.named_user(n));
+            let p = l.patient.iter().find_map(|n| self.named_patient(n));
+            if let (Some(u), Some(p)) = (u, p) {
+                self.store.link_same_person(u, p);
+            }
+        }
+    }
+
+    fn named_user(&self, n: &Name) -> Option<u32> {
+        match n {
+            Name::Id(id) => self.store.user(id),
+            Name::Key(k) => match self.store.user_alias.get(k) {
+                Some(identity::Alias::One(ix)) => Some(ix),
+                _ => None,
+            },
+        }
+    }
+
+    fn named_patient(&self, n: &Name) -> Option<u32> {
+        match n {
+            Name::Id(id) => self.store.patient(id),
+            Name::Key(k) => match self.store.patient_alias.get(k) {
+                Some(identity::Alias::One(ix)) => Some(ix),
+                _ => None,
+            },
+        }
+    }
+
+    fn merge_users(&mut self) {
+        let mut sets = Sets::default();
+        for ix in 0..self.store.users.len() {
+            sets.node(&format!("#u{ix}"));
+        }
+        let qualified: Vec<(String, u32)> = self
+            .store
+            .user_alias
+            .unique()
+            .filter(|(k, _)| k.contains('|'))
+            .map(|(k, ix)| (k.to_owned(), ix))
+            .collect();
+        for (k, ix) in &qualified {
+            sets.union(&format!("#u{ix}"), k);
+        }
+        for (w, worker) in self.workers.iter().enumerate() {
+            let node = format!("#w{w}");
+            sets.node(&node);
+            for k in &worker.keys {
+                sets.union(&node, k);
+            }
+        }
+        for l in &self.links {
+            let names: Vec<String> = l
+                .user
+                .iter()
+                .map(|n| match n {
+                    Name::Id(id) => match self.store.user(id) {
+                        Some(ix) => format!("#u{ix}"),
+                        None => format!("#id:{id}"),
+                    },
+                    Name::Key(k) => k.clone(),
+                })
+                .collect();
+            for pair in names.windows(2) {
+                sets.union(&pair[0], &pair[1]);
+            }
+            if let Some(only) = names.first() {
+                sets.node(only);
+            }
+        }
+        for group in sets.groups() {
+            let mut users: Vec<u32> = group
+                .iter()
+                .filter_map(|n| n.strip_prefix("#u")?.parse().ok())
+                .collect();
+            users.sort_unstable();
+            let workers: Vec<usize> = group
+                .iter()
+                .filter_map(|n| n.strip_prefix("#w")?.parse().ok())
+                .collect();
+            let keys: Vec<&String> = group.iter().filter(|n| !n.starts_with('#')).collect();
+            let user = match (users.first(), workers.first()) {
+                (Some(&u), _) => u,
+                (None, Some(&w)) => {
+                    let id = self.workers[w].id.clone();
+                    self.user(&id)
+                }
+                (None, None) => continue,
+            };
+            for &other in users.iter().skip(1) {
+                self.merge_user(other, user);
+            }
+            for k in keys {
+                self.store.user_alias.add(k, user);
+                if let Some((_, bare)) = k.rsplit_once('|') {
+                    self.store.user_alias.add(bare, user);
+                }
+            }
+            for &w in &workers {
+                self.apply_worker(user, w);
+            }
+        }
+    }
+
+    /// `from` is another record of `into`: its names, roles and references go there.
+    fn merge_user(&mut self, from: u32, into: u32) {
+        self.stats.merged_users += 1;
+        self.user_redirect.insert(from, into);
+        self.store.user_alias.redirect(from, into);
+        let old = self.store.users[from as usize].clone();
+        self.store.user_alias.add(&old.id, into);
+        let roles = std::mem::take(&mut self.roles_by_user[from as usize]);
+        self.roles_by_user[into as usize].extend(roles);
+        let u = &mut self.store.users[into as usize];
+        u.known |= old.known;
+        u.inactive |= old.inactive;
+        u.family = u.family.take().or(old.family);
+        u.address = u.address.take().or(old.address);
+        self.store.users[from as usize].known = false;
+        self.user_defined[from as usize] = true;
+    }
+
+    /// What the roster says about `user`: facts the FHIR directory lacks, and (applied after
+    /// roles are settled) its termination and status.
+    fn apply_worker(&mut self, user: u32, w: usize) {
+        if self.roles_by_user.len() <= user as usize {
+            self.roles_by_user.resize_with(user as usize + 1, Vec::new);
+        }
+        self.user_defined[user as usize] = true;
+        let worker = &self.workers[w];
+        if self.roles_by_user[user as usize].is_empty()
+            && !(worker.role.is_empty() && worker.department.is_empty())
+        {
+            self.roles_by_user[user as usize].push(Role {
+                role: worker.role.clone(),
+                department: worker.department.clone(),
+                start: worker.hired_ms,
+                end: None,
+                inactive: false,
+            });
+        }
+        let u = &mut self.store.users[user as usize];
+        u.known = true;
+        if u.family.is_none() {
+            u.family = worker.family.clone();
+            u.written.family = worker.written.family.clone();
+        }
+        if u.address.is_none() {
+            u.address = worker.address.clone();
+            u.written.address = worker.written.address.clone();
+        }
+        self.from_hr.push((user, w));
+    }
+
+    fn merge_patients(&mut self) {
+        let mut sets = Sets::default();
+        let qualified: Vec<(String, u32)> = self
+            .store
+            .patient_alias
+            .unique()
+            .filter(|(k, _)| k.contains('|'))
+            .map(|(k, ix)| (k.to_owned(), ix))
+            .collect();
+        for (k, ix) in &qualified {
+            sets.union(&format!("#p{ix}"), k);
+        }
+        for l in &self.links {
+            let names: Vec<String> = l
+                .patient
+                .iter()
+                .map(|n| match n {
+                    Name::Id(id) => match self.store.patient(id) {
+                        Some(ix) => format!("#p{ix}"),
+                        None => format!("#id:{id}"),
+                    },
+                    Name::Key(k) => k.clone(),
+                })
+                .collect();
+            for pair in names.windows(2) {
+                sets.union(&pair[0], &pair[1]);
+            }
+            if let Some(only) = names.first() {
+                sets.node(only);
+            }
+        }
+        for group in sets.groups() {
+            let mut patients: Vec<u32> = group
+                .iter()
+                .filter_map(|n| n.strip_prefix("#p")?.parse().ok())
+                .collect();
+            patients.sort_unstable();
+            let patient = match patients.first() {
+                Some(&p) => p,
+                None => {
+                    // Named only by the crosswalk so far: a placeholder that an ADT feed
+                    // (applied after) finds by one of these names and fills in.
+                    let id = group
+                        .iter()
+                        .find_map(|n| n.strip_prefix("#id:"))
+                        .or_else(|| {
+                            group
+                                .iter()
+                                .find(|n| !n.starts_with('#'))
+                                .and_then(|k| k.rsplit_once('|').map(|(_, v)| v))
+                        })
+                        .map(str::to_owned);
+                    let Some(id) = id else { continue };
+                    let ix = self.patient(&id);
+                    self.patient_defined[ix as usize] = true;
+                    ix
+                }
+            };
+            for &other in patients.iter().skip(1) {
+                self.stats.merged_patients += 1;
+                self.patient_redirect.insert(other, patient);
+                self.store.merge_patients(other, patient);
+                self.patient_defined[other as usize] = true;
+            }
+            for k in group.iter().filter(|n| !n.starts_with('#')) {
+                self.store.patient_alias.add(k, patient);
+                if let Some((_, bare)) = k.rsplit_once('|') {
+                    self.store.patient_alias.add(bare, patient);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{rel, Resolved};
+
+    fn feeds(d: &Path, toml_text: &str) -> Vec<ContextFeed> {
+        #[derive(serde::Deserialize)]
+        struct T {
+            context: Vec<ContextFeed>,
+        }
+        let mut t: T = toml::from_str(toml_text).unwrap();
+        for f in &mut t.context {
+            f.rebase(d);
+        }
+        t.context
+    }
+
+    /// A hospital without FHIR: an HR roster, a crosswalk, a directory export and ADT
+    /// files. Logs name users by login or the EHR's id, patients by MRN or the EHR's id.
+    #[test]
+    fn a_hospital_from_roster_crosswalk_directory_and_adt() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("roster.csv"),
+            "\u{feff}Worker ID,Last Name,First Name,Home Address,City,ZIP,Dept,Job Title,Termination Date,Status,EHR Login\r\n\
+             E1,Smith,Ann,12 Oak Street,Springfield,62701,Cardiology Nursing,Registered Nurse,,Active,asmith\r\n\
+             E2,Jones,Bob,4 Elm St,Springfield,62701,Billing,Billing Specialist,2026-02-01,Terminated,bjones\r\n\
+             E3,Wu,Cy,9 Pine Rd,Springfield,62701,Cardiology,Cardiologist,,Active,cwu\r\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("xwalk.tsv"),
+            "EHR User\tEmployee\tMRN\n\
+             pr-ann\tE1\t\n\
+             pr-cy\tE3\tM-900\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("ad.csv"),
+            "sAMAccountName;userAccountControl;accountExpires\ncwu;514;0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("adt.hl7"),
+            "MSH|^~\\&|EHR|H|PW|H|20260310080000||ADT^A01|1|P|2.5\r\
+             PID|1||M-100^^^HOSP^MR~pt-100^^^EHR^PI||DOE^JANE||||||12 Oak St^^Springfield^IL^62701-4444\r\
+             PV1|1|I|CARD||||cwu^Wu^Cy|||CAR|||||||||V1|||||||||||||||||||||||||20260310080000\r\
+             MSH|^~\\&|EHR|H|PW|H|20260310080000||ADT^A04|2|P|2.5\r\
+             PID|1||M-900^^^HOSP^MR||WU^CY\r",
+        )
+        .unwrap();
+        let f = feeds(
+            d,
+            r#"
+[[context]]
+kind = "hr-csv"
+path = "roster.csv"
+id_system = "urn:hr"
+[context.columns]
+id = ["Employee ID", "Worker ID"]
+family = "Last Name"
+address = "Home Address"
+city = "City"
+postal_code = "ZIP"
+department = "Dept"
+job_title = "Job Title"
+termination_date = "Termination Date"
+status = "Status"
+[context.identifiers]
+"EHR Login" = "urn:login"
+[context.roles]
+"Registered Nurse" = "nurse"
+"Cardiologist" = "doctor"
+"Billing Specialist" = "billing"
+[context.departments]
+"Cardiology Nursing" = "cardiology"
+
+[[context]]
+kind = "crosswalk-csv"
+path = "xwalk.tsv"
+[context.users]
+"EHR User" = "urn:ehr"
+"Employee" = "urn:hr"
+[context.patients]
+"MRN" = "HOSP"
+
+[[context]]
+kind = "disabled-accounts-csv"
+path = "ad.csv"
+system = "urn:login"
+[context.columns]
+account = "sAMAccountName"
+user_account_control = "userAccountControl"
+account_expires = "accountExpires"
+
+[[context]]
+kind = "hl7v2"
+paths = ["*.hl7"]
+[context.departments]
+CAR = "cardiology"
+"#,
+        );
+        let settings = Settings::default();
+        let (c, stats) = load_feeds(&f, &settings, &[]).unwrap();
+        assert_eq!(stats.bad_lines, 0, "{:?}", stats.problems);
+        let ann = c.user("E1").unwrap();
+        for name in [
+            "asmith",
+            "urn:login|asmith",
+            "pr-ann",
+            "Practitioner/pr-ann",
+            "urn:hr|E1",
+        ] {
+            assert_eq!(c.resolve_user(name), Resolved::Found(ann), "{name}");
+        }
+        let af = c.user_facts(ann);
+        assert_eq!(
+            (af.role.as_str(), af.department.as_str()),
+            ("nurse", "cardiology")
+        );
+        assert!(af.family.is_some() && af.address.is_some());
+        let bob = c.user("E2").unwrap();
+        assert!(c.user_facts(bob).terminated_ms.is_some() && c.user_facts(bob).inactive);
+        let cy = c.user("E3").unwrap();
+        assert!(
+            c.user_facts(cy).inactive,
+            "disabled in the directory (UAC 514)"
+        );
+        // The ADT admission names the attending by login; the visit explains access.
+        let jane = match c.resolve_patient("pt-100") {
+            Resolved::Found(p) => p,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.resolve_patient("M-100"), Resolved::Found(jane));
+        let t = crate::time::parse_fhir_time("2026-03-10T12:00:00Z").unwrap();
+        assert_eq!(c.relationship_at(cy, jane, t), rel::ENCOUNTER);
+        // Ann's household is Jane's: "12 Oak Street, 62701" is "12 Oak St, 62701-4444".
+        assert_eq!(
+            c.patient_facts(jane).address.as_ref().map(|a| &a.full),
+            af.address.as_ref().map(|a| &a.full)
+        );
+        // Cy is also patient M-900 (crosswalk): self-access and coworkers follow.
+        let cy_patient = match c.resolve_patient("M-900") {
+            Resolved::Found(p) => p,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.user_facts(cy).self_patient, Some(cy_patient));
+        assert!(c.patient_facts(cy_patient).employee && c.patient_facts(cy_patient).known);
     }
 }

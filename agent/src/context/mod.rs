@@ -6,12 +6,14 @@
 //! "does user U have a relationship with patient P around time T" is one hash lookup.
 
 pub mod adt;
+pub mod feeds;
 pub mod identity;
 mod load;
 pub mod normalize;
+mod roster;
 
 pub use identity::Resolved;
-pub use load::{load_context, ContextStats};
+pub use load::{adt_options, load_context, load_feeds, ContextStats};
 
 use ahash::AHashMap;
 
@@ -99,8 +101,13 @@ impl Written {
                 if let Some(c) = a.city.as_deref() {
                     parts.push(c);
                 }
-                if let Some(z) = a.postal_code.as_deref() {
-                    parts.push(z);
+                let place = [a.state.as_deref(), a.postal_code.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if !place.is_empty() {
+                    parts.push(&place);
                 }
                 parts.join(", ")
             })

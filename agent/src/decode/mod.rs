@@ -85,6 +85,12 @@ pub enum Item {
         over_cap: u64,
     },
     File(FileEvent),
+    /// A context message (HL7 v2 ADT received over MLLP) for the detection thread to apply
+    /// and journal.
+    Context {
+        feed: String,
+        message: String,
+    },
     /// A valid record with nothing to judge: no patient, or a CSV header.
     Nothing,
 }
@@ -105,7 +111,7 @@ impl Item {
         match self {
             Item::Access(a) => std::slice::from_ref(a),
             Item::Many { accesses, .. } => accesses,
-            Item::File(_) | Item::Nothing => &[],
+            Item::File(_) | Item::Context { .. } | Item::Nothing => &[],
         }
     }
 }
@@ -159,6 +165,8 @@ pub enum LineDecoder {
     Csv(Box<csv::CsvDecoder>),
     /// The folder watcher's own spool lines.
     FileEvents,
+    /// An MLLP feed's spool: one JSON-escaped HL7 v2 message per line.
+    Hl7(String),
 }
 
 impl LineDecoder {
@@ -178,6 +186,12 @@ impl LineDecoder {
             LineDecoder::FileEvents => serde_json::from_slice::<FileEvent>(line)
                 .map(Item::File)
                 .map_err(|e| DecodeError::FileEvent(redact_quoted(&e.to_string()))),
+            LineDecoder::Hl7(feed) => crate::mllp::from_spool_line(line)
+                .map(|message| Item::Context {
+                    feed: feed.clone(),
+                    message,
+                })
+                .ok_or_else(|| DecodeError::FileEvent("not an MLLP spool line".into())),
         }?;
         for a in item.accesses() {
             check(a)?;

@@ -244,92 +244,15 @@ pub fn name_rarity(name: &str) -> f64 {
     }
 }
 
-const USPS: &[(&str, &str)] = &[
-    ("street", "st"),
-    ("str", "st"),
-    ("avenue", "ave"),
-    ("av", "ave"),
-    ("road", "rd"),
-    ("drive", "dr"),
-    ("lane", "ln"),
-    ("boulevard", "blvd"),
-    ("court", "ct"),
-    ("place", "pl"),
-    ("terrace", "ter"),
-    ("circle", "cir"),
-    ("parkway", "pkwy"),
-    ("highway", "hwy"),
-    ("square", "sq"),
-    ("north", "n"),
-    ("south", "s"),
-    ("east", "e"),
-    ("west", "w"),
-    ("northeast", "ne"),
-    ("northwest", "nw"),
-    ("southeast", "se"),
-    ("southwest", "sw"),
-    ("apartment", "apt"),
-    ("suite", "ste"),
-    ("unit", "apt"),
-    ("number", "apt"),
-    ("no", "apt"),
-];
+/// An address broken into the parts households are compared on: the agent's own USPS
+/// Publication 28 normalisation (`phiwatch-usps`), so a plugin and the Cedar pack agree on
+/// what one household is.
+pub type Address = phiwatch_usps::Address;
 
-/// An address broken into the parts households are compared on.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Address {
-    pub number: String,
-    /// Street words, USPS-abbreviated.
-    pub street: String,
-    pub unit: String,
-    /// City and postal code, normalised.
-    pub place: String,
-}
-
-/// Parses "12 North Oak Street Apt 4, Springfield, 01101" (or with `#4`) into parts.
+/// Parses "12 North Oak Street Apt 4, Springfield, IL 62701-1234" (or with `#4`) into
+/// parts: standard suffixes and directionals, the unit number, the 5-digit ZIP.
 pub fn parse_address(text: &str) -> Option<Address> {
-    let mut parts = text.splitn(2, ',');
-    let line = parts.next()?.to_lowercase();
-    let place: String = parts
-        .next()
-        .unwrap_or("")
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let words: Vec<String> = line
-        .replace('#', " apt ")
-        .split(|c: char| c.is_whitespace() || c == '.' || c == ',')
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            USPS.iter()
-                .find(|(long, _)| *long == w)
-                .map_or_else(|| w.to_owned(), |(_, short)| (*short).to_owned())
-        })
-        .collect();
-    let mut a = Address {
-        place,
-        ..Address::default()
-    };
-    let mut street = Vec::new();
-    let mut i = 0;
-    while i < words.len() {
-        let w = &words[i];
-        if i == 0 && w.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            a.number = w.clone();
-        } else if w == "apt" || w == "ste" || w == "fl" || w == "rm" {
-            if let Some(u) = words.get(i + 1) {
-                a.unit = u.clone();
-                i += 1;
-            }
-        } else {
-            street.push(w.as_str());
-        }
-        i += 1;
-    }
-    a.street = street.join(" ");
-    (!a.street.is_empty()).then_some(a)
+    phiwatch_usps::parse_text(text)
 }
 
 /// How two addresses relate.
@@ -394,7 +317,7 @@ mod tests {
     #[test]
     fn addresses_normalise_like_usps() {
         let a = parse_address("12 North Oak Street Apt 4, Springfield, 01101").unwrap();
-        let b = parse_address("12 N. Oak St #4, springfield, 01101").unwrap();
+        let b = parse_address("12 N. Oak St #4, springfield, 01101-7777").unwrap();
         assert_eq!(a, b);
         assert_eq!(nearness(&a, &b), Nearness::SameHousehold);
         let c = parse_address("40 N Oak St, Springfield, 01101").unwrap();
