@@ -51,7 +51,7 @@ pub fn run(o: &LiveOptions) -> Result<()> {
         o.patients,
         dir.display()
     );
-    let ds = demo::generate_sized(&dir.join("set"), events, 11, &settings, o.patients)?;
+    let ds = demo::generate_sized(&dir.join("set"), events, 11, &settings, o.patients, 0)?;
     let lines: Vec<String> = std::fs::read_to_string(&ds.events)?
         .lines()
         .map(str::to_owned)

@@ -63,7 +63,8 @@ pub fn check(config_path: &Path) -> Checked {
     check_plugins(&cfg, &mut c);
     let feeds = cfg.context_feeds();
     if !feeds.is_empty() {
-        match crate::context::load_feeds(&feeds, &settings, &[]) {
+        let journal = crate::store::journal(&cfg.data_dir.join("phiwatch.db")).unwrap_or_default();
+        match crate::context::load_feeds(&feeds, &settings, &journal) {
             Ok((store, stats)) => {
                 c.summary.push(format!(
                     "context: {} feed(s), {} users, {} patients",
@@ -71,8 +72,20 @@ pub fn check(config_path: &Path) -> Checked {
                     store.users.len(),
                     store.patients.len()
                 ));
+                c.summary.push(stats.render().trim_end().to_owned());
                 c.warnings
                     .extend(stats.problems.iter().map(|p| format!("context: {p}")));
+                let cov = crate::coverage::measure(&cfg, &store);
+                for s in &cov.stale {
+                    c.warnings.push(format!(
+                        "context: {} feed {} is {} h old (max_age_hours {})",
+                        s.0,
+                        s.1.display(),
+                        s.2,
+                        s.3
+                    ));
+                }
+                c.summary.push(cov.render(&store).trim_end().to_owned());
             }
             Err(e) => c.problems.push(format!("context: {e:#}")),
         }

@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod console;
 pub mod context;
+pub mod coverage;
 pub mod decode;
 pub mod demo;
 pub mod detect;

@@ -473,8 +473,17 @@ struct ScanArgs {
     #[command(flatten)]
     detection: DetectionArgs,
     /// AuditEvent NDJSON files, or directories of *.ndjson files.
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "config")]
     events: Vec<PathBuf>,
+    /// Replay with an agent's configuration instead: its context feeds (with the ADT
+    /// messages its store journaled), settings, policies and plugins, over the files its
+    /// file sources match (every format: FHIR, ATNA XML, CSV). Stores nothing unless
+    /// --store is given.
+    #[arg(long, conflicts_with_all = ["events", "context", "policies", "rules"])]
+    config: Option<PathBuf>,
+    /// With --config: only these file sources (by name).
+    #[arg(long, requires = "config")]
+    source: Vec<String>,
     /// Write findings here instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -511,6 +520,14 @@ struct DemoArgs {
     /// Only generate the data set; do not scan it.
     #[arg(long)]
     generate_only: bool,
+    /// Judge with the hospital's context as a hospital without FHIR hands it over: an HR
+    /// roster CSV, an identity crosswalk CSV and HL7 v2 ADT messages (feeds/ in the data set).
+    #[arg(long)]
+    feeds: bool,
+    /// Percent of the day's AuditEvents that name the user by EHR login and the patient by
+    /// MRN (identifiers) rather than by FHIR reference.
+    #[arg(long, default_value_t = phiwatch::demo::DEFAULT_IDENTIFIER_PERCENT, value_parser = clap::value_parser!(u32).range(0..=100))]
+    identifiers: u32,
 }
 
 #[derive(clap::Args)]
@@ -710,6 +727,9 @@ fn plugin(c: PluginCmd) -> Result<()> {
 }
 
 fn scan(a: ScanArgs) -> Result<()> {
+    if let Some(cfg) = &a.config {
+        return scan_config(cfg, &a);
+    }
     let Loaded {
         settings,
         pack,
@@ -781,12 +801,116 @@ fn scan(a: ScanArgs) -> Result<()> {
     Ok(())
 }
 
+/// `scan --config`: a day of logs judged against an agent's real feeds and rules.
+fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
+    use phiwatch::config::{Config, Format, Source};
+    use phiwatch::decode::LineDecoder;
+    let cfg = Config::load(path)?;
+    let Loaded {
+        settings,
+        pack,
+        context,
+        context_stats,
+        plugins,
+        ..
+    } = Inputs {
+        rules: cfg.rules.clone(),
+        policies: cfg.policies.clone(),
+        context: cfg.context_feeds(),
+        journal: Some(cfg.data_dir.join("phiwatch.db")),
+        plugins: if a.no_plugins {
+            PluginInputs::default()
+        } else {
+            cfg.plugin_inputs()
+        },
+    }
+    .load()?;
+    eprint!("{}", context_stats.render());
+    let mut sources = Vec::new();
+    for src in &cfg.sources {
+        let Source::File(f) = src else { continue };
+        if !a.source.is_empty() && !a.source.contains(&f.name) {
+            continue;
+        }
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for g in &f.paths {
+            paths.extend(
+                glob::glob(g)
+                    .with_context(|| format!("source {:?}: glob {g:?}", f.name))?
+                    .filter_map(Result::ok)
+                    .filter(|p| p.is_file()),
+            );
+        }
+        paths.sort();
+        paths.dedup();
+        let decoder = match f.format {
+            Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
+            Format::AtnaXml => LineDecoder::Atna(f.zone()),
+            Format::Csv => LineDecoder::Csv(Box::new(phiwatch::decode::csv::CsvDecoder::new(
+                f.csv
+                    .clone()
+                    .context("format = \"csv\" without a mapping")?,
+            ))),
+        };
+        eprintln!("source {}: {} file(s)", f.name, paths.len());
+        sources.push(phiwatch::scan::ScanSource {
+            paths,
+            decoder,
+            max_line_bytes: f.max_line_bytes,
+        });
+    }
+    if sources.is_empty() {
+        bail!(
+            "{}: no file source to replay (--source names none, or the config has only listeners)",
+            path.display()
+        );
+    }
+    let mut store = match &a.store {
+        Some(p) => Some(Store::open(p)?),
+        None => None,
+    };
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut rejects = match &a.rejects {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let plugin_state = store.as_ref().map(|s| s.conn());
+    let plugins = PluginSet::new(&plugins, plugin_state, Default::default())?;
+    let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
+    let summary = phiwatch::scan::scan_sources(
+        &mut sources,
+        &context,
+        &mut pipeline,
+        &mut Sinks {
+            findings: &mut out,
+            rejects: rejects.as_mut().map(|r| r as &mut dyn Write),
+            store: store.as_mut(),
+            store_accesses: a.store_accesses,
+            only_detector: None,
+        },
+    )?;
+    if let Some(mut r) = rejects {
+        r.flush()?;
+    }
+    eprint!("{}", summary.render());
+    Ok(())
+}
+
 fn demo(a: DemoArgs) -> Result<()> {
     phiwatch::demo::run(&phiwatch::demo::DemoOptions {
         out: a.out,
         events: a.events,
         seed: a.seed,
         generate_only: a.generate_only,
+        feeds: a.feeds,
+        identifier_percent: a.identifiers,
     })
 }
 

@@ -381,7 +381,11 @@ pub fn run(config_path: &Path) -> Result<()> {
                         .map(|f| {
                             (
                                 f.name.clone(),
-                                crate::context::adt_options(&f.departments, f.timezone),
+                                crate::context::adt_options(
+                                    &f.departments,
+                                    f.timezone,
+                                    f.labels.as_deref(),
+                                ),
                             )
                         })
                         .collect(),

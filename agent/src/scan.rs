@@ -182,8 +182,36 @@ pub struct Sinks<'a> {
     pub only_detector: Option<&'a str>,
 }
 
+/// Files of one format, and the decoder that reads them.
+pub struct ScanSource {
+    pub paths: Vec<PathBuf>,
+    pub decoder: crate::decode::LineDecoder,
+    pub max_line_bytes: usize,
+}
+
+/// Replays FHIR AuditEvent NDJSON files.
 pub fn scan_files(
     paths: &[PathBuf],
+    ctx: &crate::context::ContextStore,
+    pipeline: &mut Pipeline<'_>,
+    sinks: &mut Sinks<'_>,
+) -> Result<ScanSummary, ScanError> {
+    scan_sources(
+        &mut [ScanSource {
+            paths: paths.to_vec(),
+            decoder: crate::decode::LineDecoder::Fhir(chrono_tz::UTC),
+            max_line_bytes: MAX_LINE_BYTES,
+        }],
+        ctx,
+        pipeline,
+        sinks,
+    )
+}
+
+/// Replays files of every format once (a configuration's file sources): each line decoded
+/// by its source's decoder, judged, stored and emitted as `run` would.
+pub fn scan_sources(
+    sources: &mut [ScanSource],
     ctx: &crate::context::ContextStore,
     pipeline: &mut Pipeline<'_>,
     sinks: &mut Sinks<'_>,
@@ -195,52 +223,75 @@ pub fn scan_files(
     };
     let mut batch = Judged::default();
     let mut line = Vec::with_capacity(4096);
-    for path in paths {
-        let read_err = |source| ScanError::Read {
-            path: path.display().to_string(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        sum.files += 1;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut line_no = 0u64;
-        loop {
-            let read =
-                read_line_bounded(&mut reader, &mut line, MAX_LINE_BYTES).map_err(read_err)?;
-            if read == LineRead::Eof {
-                break;
-            }
-            line_no += 1;
-            if line.trim_ascii().is_empty() {
-                continue;
-            }
-            sum.lines += 1;
-            let judged = match read {
-                LineRead::TooLong(n) => Err(format!(
-                    "line of {n} bytes exceeds max_line_bytes {MAX_LINE_BYTES}"
-                )),
-                _ => match crate::quarantine::contain(|| pipeline.line(ctx, &line, &mut batch)) {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err("the decoder panicked on this line".to_owned()),
-                },
+    for src in sources.iter_mut() {
+        let max_line = src.max_line_bytes;
+        for path in &src.paths {
+            let read_err = |source| ScanError::Read {
+                path: path.display().to_string(),
+                source,
             };
-            match judged {
-                Ok(LineKind::Access) => sum.events += 1,
-                Ok(LineKind::NoPatient) => sum.no_patient += 1,
-                Err(e) => {
-                    sum.bad_lines += 1;
-                    let msg = format!("{}:{line_no}: {e}", path.display());
-                    if let Some(r) = sinks.rejects.as_deref_mut() {
-                        writeln!(r, "{msg}").map_err(ScanError::Write)?;
+            let file = std::fs::File::open(path).map_err(read_err)?;
+            let key = {
+                use std::os::unix::fs::MetadataExt as _;
+                let m = file.metadata().map_err(read_err)?;
+                (m.dev(), m.ino())
+            };
+            src.decoder.forget(key);
+            sum.files += 1;
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            let mut line_no = 0u64;
+            loop {
+                let read = read_line_bounded(&mut reader, &mut line, max_line).map_err(read_err)?;
+                if read == LineRead::Eof {
+                    break;
+                }
+                line_no += 1;
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                sum.lines += 1;
+                let decoded = match read {
+                    LineRead::TooLong(n) => Err(format!(
+                        "line of {n} bytes exceeds max_line_bytes {max_line}"
+                    )),
+                    _ => {
+                        match crate::quarantine::contain(|| src.decoder.decode(path, key, &line)) {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err("the decoder panicked on this line".to_owned()),
+                        }
                     }
-                    if sum.problems.len() < MAX_REPORTED {
-                        sum.problems.push(msg);
+                };
+                let judged = decoded.map(|item| match item {
+                    crate::decode::Item::Access(ev) => {
+                        pipeline.access(ctx, ev, &mut batch);
+                        LineKind::Access
+                    }
+                    crate::decode::Item::Many { accesses, .. } => {
+                        for ev in accesses {
+                            pipeline.access(ctx, ev, &mut batch);
+                        }
+                        LineKind::Access
+                    }
+                    _ => LineKind::NoPatient,
+                });
+                match judged {
+                    Ok(LineKind::Access) => sum.events += 1,
+                    Ok(LineKind::NoPatient) => sum.no_patient += 1,
+                    Err(e) => {
+                        sum.bad_lines += 1;
+                        let msg = format!("{}:{line_no}: {e}", path.display());
+                        if let Some(r) = sinks.rejects.as_deref_mut() {
+                            writeln!(r, "{msg}").map_err(ScanError::Write)?;
+                        }
+                        if sum.problems.len() < MAX_REPORTED {
+                            sum.problems.push(msg);
+                        }
                     }
                 }
-            }
-            if batch.accesses.len() >= BATCH {
-                pipeline.finish(ctx, &mut batch);
-                flush(&mut batch, &mut sum, sinks)?;
+                if batch.accesses.len() >= BATCH {
+                    pipeline.finish(ctx, &mut batch);
+                    flush(&mut batch, &mut sum, sinks)?;
+                }
             }
         }
     }

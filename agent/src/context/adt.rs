@@ -29,6 +29,8 @@ pub struct AdtOptions {
     pub departments: HashMap<String, String>,
     /// Zone of times written without an offset.
     pub zone: Option<chrono_tz::Tz>,
+    /// The site's field of security labels: segment and field number (`ZPD`, 1).
+    pub labels: Option<(String, usize)>,
 }
 
 /// What applying one message did.
@@ -96,7 +98,8 @@ impl<'s> Adt<'s> {
             return Applied::Ignored(format!("message type {kind:?} is not ADT"));
         }
         match event.as_str() {
-            "A01" | "A02" | "A04" | "A05" | "A08" | "A03" | "A11" | "A13" | "A40" => {}
+            "A01" | "A02" | "A04" | "A05" | "A08" | "A03" | "A11" | "A13" | "A40" | "A28"
+            | "A31" => {}
             other => return Applied::Ignored(format!("ADT event {other:?} changes no context")),
         }
         let Some(patient) = self.patient(store, m) else {
@@ -124,6 +127,8 @@ impl<'s> Adt<'s> {
                 self.stats.merges += 1;
                 Applied::Done
             }
+            // Person information only: the patient is recorded, no visit.
+            "A28" | "A31" => Applied::Done,
             "A11" => {
                 if let Some(v) = self.visit_id(m, patient) {
                     if store.cancel_visit(&v) {
@@ -247,6 +252,21 @@ impl<'s> Adt<'s> {
         }
         f.restricted |= protected;
         f.vip |= vip;
+        if let Some((seg, n)) = &self.options.labels {
+            if let Some(s) = m.segment(seg) {
+                for rep in m.repetitions(s.field(*n)) {
+                    match m.component(rep, 1).to_ascii_uppercase().as_str() {
+                        "CEL" | "VIP" => f.vip = true,
+                        "EMP" => f.employee = true,
+                        "PSY" | "PSYTHPN" => f.sensitive |= super::sensitive::PSY,
+                        "ETH" => f.sensitive |= super::sensitive::ETH,
+                        "HIV" => f.sensitive |= super::sensitive::HIV,
+                        "R" | "V" => f.restricted = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
         Some(ix)
     }
 

@@ -156,6 +156,10 @@ pub struct Hl7Feed {
     pub departments: BTreeMap<String, String>,
     /// IANA zone of times written without an offset; default: detection settings' zone.
     pub timezone: Option<chrono_tz::Tz>,
+    /// A site-defined field holding the patient's security labels (CEL/VIP, EMP, PSY, ETH,
+    /// HIV, R, V), as `SEG-N` (e.g. `ZPD-1`, repeated with `~`). HL7 v2 has no standard
+    /// field for them; sites that send them use a Z-segment of their own.
+    pub labels: Option<String>,
     pub max_age_hours: Option<u64>,
 }
 
@@ -172,6 +176,8 @@ pub struct MllpFeed {
     #[serde(default)]
     pub departments: BTreeMap<String, String>,
     pub timezone: Option<chrono_tz::Tz>,
+    /// As for `hl7v2` files: the site's field of security labels (`ZPD-1`).
+    pub labels: Option<String>,
     /// Larger messages are answered AR and the connection closed.
     #[serde(default = "default_mllp_max")]
     pub max_message_bytes: usize,
@@ -298,6 +304,9 @@ impl ContextFeed {
             }
             ContextFeed::DisabledAccountsCsv(f) => delim(f.delimiter),
             ContextFeed::Hl7v2(f) if f.paths.is_empty() => Err("hl7v2: no paths".into()),
+            ContextFeed::Hl7v2(Hl7Feed {
+                labels: Some(l), ..
+            }) if !valid_field(l) => Err(format!("labels {l:?}: expected SEG-N, e.g. ZPD-1")),
             ContextFeed::Mllp(f) => {
                 if f.tls_cert.is_some() != f.tls_key.is_some() {
                     return Err("mllp: tls_cert and tls_key go together".into());
@@ -324,6 +333,14 @@ impl ContextFeed {
             _ => Ok(()),
         }
     }
+}
+
+fn valid_field(spec: &str) -> bool {
+    spec.split_once('-').is_some_and(|(s, n)| {
+        s.len() == 3
+            && s.chars().all(|c| c.is_ascii_alphanumeric())
+            && n.parse::<usize>().is_ok_and(|n| n > 0)
+    })
 }
 
 /// The FHIR files of a context directory (or the one file).

@@ -188,7 +188,10 @@ pub fn load_feeds(
         let ContextFeed::Hl7v2(f) = feed else {
             continue;
         };
-        let mut adt = Adt::new(settings, adt_options(&f.departments, f.timezone));
+        let mut adt = Adt::new(
+            settings,
+            adt_options(&f.departments, f.timezone, f.labels.as_deref()),
+        );
         for file in feed.files() {
             stats.files += 1;
             let text = std::fs::read(&file)?;
@@ -205,7 +208,9 @@ pub fn load_feeds(
         let options = feeds
             .iter()
             .find_map(|f| match f {
-                ContextFeed::Mllp(m) => Some(adt_options(&m.departments, m.timezone)),
+                ContextFeed::Mllp(m) => {
+                    Some(adt_options(&m.departments, m.timezone, m.labels.as_deref()))
+                }
                 _ => None,
             })
             .unwrap_or_default();
@@ -218,9 +223,11 @@ pub fn load_feeds(
     Ok((store, stats))
 }
 
+/// How a feed's configuration maps its messages onto the context.
 pub fn adt_options(
     departments: &std::collections::BTreeMap<String, String>,
     zone: Option<chrono_tz::Tz>,
+    labels: Option<&str>,
 ) -> AdtOptions {
     AdtOptions {
         departments: departments
@@ -228,6 +235,10 @@ pub fn adt_options(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         zone,
+        labels: labels.and_then(|l| {
+            let (seg, n) = l.split_once('-')?;
+            Some((seg.to_owned(), n.parse().ok()?))
+        }),
     }
 }
 
@@ -1111,7 +1122,13 @@ impl Builder<'_> {
             let user = match (users.first(), workers.first()) {
                 (Some(&u), _) => u,
                 (None, Some(&w)) => {
-                    let id = self.workers[w].id.clone();
+                    // The id the EHR's logs use (a crosswalk `id` column) is the one to keep;
+                    // else the roster's.
+                    let id = group
+                        .iter()
+                        .find_map(|n| n.strip_prefix("#id:"))
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| self.workers[w].id.clone());
                     self.user(&id)
                 }
                 (None, None) => continue,

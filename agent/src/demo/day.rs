@@ -110,12 +110,23 @@ impl DayPlan {
         DayPlan { accesses: acc }
     }
 
-    pub fn write(&self, h: &Hospital, events: &Path, truth: &Path) -> std::io::Result<()> {
+    /// Writes the day. `identifier_percent` of the events name the user by EHR login and the
+    /// patient by MRN (identifiers) instead of by FHIR reference, as many real logs do.
+    pub fn write(
+        &self,
+        h: &Hospital,
+        events: &Path,
+        truth: &Path,
+        identifier_percent: u32,
+    ) -> std::io::Result<()> {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(events)?);
         let mut tw = std::io::BufWriter::new(std::fs::File::create(truth)?);
         for (i, a) in self.accesses.iter().enumerate() {
             let id = format!("ae-{i:08}");
-            write_event(&mut w, &id, a, h)?;
+            // Spread over the day, independent of the injection order.
+            let by_identifier =
+                (i as u64).wrapping_mul(2_654_435_761) % 100 < u64::from(identifier_percent);
+            write_event(&mut w, &id, a, h, by_identifier)?;
             match a.label {
                 Label::Normal => {}
                 Label::Violation(c) => writeln!(
@@ -133,10 +144,35 @@ impl DayPlan {
     }
 }
 
-fn write_event(w: &mut impl Write, id: &str, a: &Access, h: &Hospital) -> std::io::Result<()> {
+fn write_event(
+    w: &mut impl Write,
+    id: &str,
+    a: &Access,
+    h: &Hospital,
+    by_identifier: bool,
+) -> std::io::Result<()> {
     let (code, subtype, _) = KINDS[a.kind];
     let staff = &h.staff[a.staff];
     let patient = &h.patients[a.patient];
+    let (who, what) = if by_identifier {
+        (
+            format!(
+                r#"{{"identifier":{{"system":"{}","value":"{}"}}}}"#,
+                super::feeds::LOGIN_SYSTEM,
+                h.login(a.staff)
+            ),
+            format!(
+                r#"{{"identifier":{{"system":"{}","value":"{}"}}}}"#,
+                super::feeds::MRN_SYSTEM,
+                h.mrn(a.patient)
+            ),
+        )
+    } else {
+        (
+            format!(r#"{{"reference":"Practitioner/{}"}}"#, staff.id),
+            format!(r#"{{"reference":"Patient/{}"}}"#, patient.id),
+        )
+    };
     let purpose = if a.break_glass {
         r#","purposeOfEvent":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActReason","code":"ETREAT","display":"Emergency Treatment"}]}]"#
     } else {
@@ -151,12 +187,10 @@ fn write_event(w: &mut impl Write, id: &str, a: &Access, h: &Hospital) -> std::i
     };
     writeln!(
         w,
-        r#"{{"resourceType":"AuditEvent","id":"{id}","meta":{{"profile":["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"]}},"type":{{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest","display":"Restful Operation"}},"subtype":[{{"system":"http://hl7.org/fhir/restful-interaction","code":"{subtype}"}}],"action":"{code}","recorded":"{}","outcome":"0"{purpose},"agent":[{{"type":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/v3-ParticipationType","code":"IRCP","display":"information recipient"}}]}},"who":{{"reference":"Practitioner/{}"}},"requestor":true,"network":{{"address":"ws-{}-{:03}","type":"1"}}}},{{"type":{{"coding":[{{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110153","display":"Source Role ID"}}]}},"who":{{"display":"ehr.demo.hospital"}},"requestor":false}}],"source":{{"observer":{{"display":"ehr.demo.hospital"}},"type":[{{"system":"http://terminology.hl7.org/CodeSystem/security-source-type","code":"4","display":"Application Server"}}]}},"entity":[{{"what":{{"reference":"Patient/{}"}},"type":{{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"1"}},"role":{{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"1","display":"Patient"}}}}{data}]}}"#,
+        r#"{{"resourceType":"AuditEvent","id":"{id}","meta":{{"profile":["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"]}},"type":{{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest","display":"Restful Operation"}},"subtype":[{{"system":"http://hl7.org/fhir/restful-interaction","code":"{subtype}"}}],"action":"{code}","recorded":"{}","outcome":"0"{purpose},"agent":[{{"type":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/v3-ParticipationType","code":"IRCP","display":"information recipient"}}]}},"who":{who},"requestor":true,"network":{{"address":"ws-{}-{:03}","type":"1"}}}},{{"type":{{"coding":[{{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110153","display":"Source Role ID"}}]}},"who":{{"display":"ehr.demo.hospital"}},"requestor":false}}],"source":{{"observer":{{"display":"ehr.demo.hospital"}},"type":[{{"system":"http://terminology.hl7.org/CodeSystem/security-source-type","code":"4","display":"Application Server"}}]}},"entity":[{{"what":{what},"type":{{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"1"}},"role":{{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"1","display":"Patient"}}}}{data}]}}"#,
         format_ms(a.t),
-        staff.id,
         staff.dept,
         a.staff % 997,
-        patient.id,
     )
 }
 

@@ -536,8 +536,12 @@ impl Hospital {
         for (i, s) in self.staff.iter().enumerate() {
             writeln!(
                 pr,
-                r#"{{"resourceType":"Practitioner","id":"{}","active":true,"name":[{{"use":"official","family":"{}","given":["{}"]}}],"address":{}}}"#,
+                r#"{{"resourceType":"Practitioner","id":"{}","identifier":[{{"system":"{}","value":"{}"}},{{"system":"{}","value":"{}"}}],"active":true,"name":[{{"use":"official","family":"{}","given":["{}"]}}],"address":{}}}"#,
                 s.id,
+                super::feeds::LOGIN_SYSTEM,
+                self.login(i),
+                super::feeds::NPI_SYSTEM,
+                self.npi(i),
                 s.family,
                 GIVEN[i % GIVEN.len()],
                 s.addr.json()
@@ -602,8 +606,10 @@ impl Hospital {
                 .unwrap_or_default();
             writeln!(
                 pt,
-                r#"{{"resourceType":"Patient","id":"{}",{meta}"name":[{{"use":"official","family":"{}","given":["{}"]}}],"gender":"unknown","birthDate":"{}-0{}-1{}"{addr}{deceased}}}"#,
+                r#"{{"resourceType":"Patient","id":"{}",{meta}"identifier":[{{"type":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"MR"}}]}},"system":"{}","value":"{}"}}],"name":[{{"use":"official","family":"{}","given":["{}"]}}],"gender":"unknown","birthDate":"{}-0{}-1{}"{addr}{deceased}}}"#,
                 p.id,
+                super::feeds::MRN_SYSTEM,
+                self.mrn(i),
                 p.family,
                 GIVEN[(i * 7) % GIVEN.len()],
                 1930 + i % 90,

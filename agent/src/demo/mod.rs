@@ -5,6 +5,7 @@
 //! NDJSON, then scanned through exactly the path `phiwatch scan` uses.
 
 mod day;
+mod feeds;
 mod hospital;
 mod names;
 pub mod score;
@@ -28,11 +29,18 @@ pub struct DemoOptions {
     pub events: usize,
     pub seed: u64,
     pub generate_only: bool,
+    /// Judge with the context as an HR roster, a crosswalk and HL7 v2 ADT (no FHIR).
+    pub feeds: bool,
+    /// Percent of events naming the user by login and the patient by MRN.
+    pub identifier_percent: u32,
 }
 
 /// Where a generated data set lives.
 pub struct DataSet {
+    /// The hospital as FHIR NDJSON.
     pub context: PathBuf,
+    /// The same hospital as an HR roster, a crosswalk and ADT files, with `feeds.toml`.
+    pub feeds: PathBuf,
     pub events: PathBuf,
     pub truth: PathBuf,
 }
@@ -41,11 +49,32 @@ impl DataSet {
     pub fn at(dir: &Path) -> Self {
         DataSet {
             context: dir.join("context"),
+            feeds: dir.join("feeds"),
             events: dir.join("events.ndjson"),
             truth: dir.join("truth.ndjson"),
         }
     }
+
+    /// The feeds' `[[context]]` tables, their paths made absolute.
+    pub fn context_feeds(&self) -> Result<Vec<crate::context::feeds::ContextFeed>> {
+        #[derive(serde::Deserialize)]
+        struct T {
+            context: Vec<crate::context::feeds::ContextFeed>,
+        }
+        let p = self.feeds.join("feeds.toml");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let mut t: T = toml::from_str(&text).with_context(|| format!("{}", p.display()))?;
+        for f in &mut t.context {
+            f.rebase(&self.feeds);
+        }
+        Ok(t.context)
+    }
 }
+
+/// The share of events that name people by identifier when nothing else is said: real logs
+/// mix logins and MRNs with references.
+pub const DEFAULT_IDENTIFIER_PERCENT: u32 = 20;
 
 /// Injected violations (and hard negatives) per category for a day of `events`.
 pub fn per_category(events: usize) -> usize {
@@ -54,7 +83,14 @@ pub fn per_category(events: usize) -> usize {
 
 /// Generates the hospital and its day into `dir`.
 pub fn generate(dir: &Path, events: usize, seed: u64, settings: &Settings) -> Result<DataSet> {
-    generate_sized(dir, events, seed, settings, 30_000)
+    generate_sized(
+        dir,
+        events,
+        seed,
+        settings,
+        30_000,
+        DEFAULT_IDENTIFIER_PERCENT,
+    )
 }
 
 /// As [`generate`], with `patients` patients and one staff member per ten of them (at least
@@ -65,6 +101,7 @@ pub fn generate_sized(
     seed: u64,
     settings: &Settings,
     patients: usize,
+    identifier_percent: u32,
 ) -> Result<DataSet> {
     let ds = DataSet::at(dir);
     // A Tuesday without a daylight-saving change, at local midnight.
@@ -83,7 +120,9 @@ pub fn generate_sized(
     let plan = day::DayPlan::generate(&mut h, &mut rng, events, per_category(events));
     h.write_context(&ds.context)
         .with_context(|| format!("writing {}", ds.context.display()))?;
-    plan.write(&h, &ds.events, &ds.truth)
+    h.write_feeds(&ds.feeds, settings.timezone)
+        .with_context(|| format!("writing {}", ds.feeds.display()))?;
+    plan.write(&h, &ds.events, &ds.truth, identifier_percent)
         .with_context(|| format!("writing {}", ds.events.display()))?;
     Ok(ds)
 }
@@ -102,7 +141,14 @@ pub fn run(o: &DemoOptions) -> Result<()> {
         }
     };
     let started = std::time::Instant::now();
-    let ds = generate(&dir, o.events, o.seed, &settings)?;
+    let ds = generate_sized(
+        &dir,
+        o.events,
+        o.seed,
+        &settings,
+        30_000,
+        o.identifier_percent,
+    )?;
     eprintln!(
         "generated a hospital (3000 staff, 30000 patients) and {} AuditEvents in {:.1} s",
         o.events,
@@ -110,12 +156,17 @@ pub fn run(o: &DemoOptions) -> Result<()> {
     );
     if o.generate_only {
         println!("context: {}", ds.context.display());
+        println!("feeds:   {}", ds.feeds.join("feeds.toml").display());
         println!("events:  {}", ds.events.display());
         println!("truth:   {}", ds.truth.display());
         return Ok(());
     }
 
-    let (context, stats) = load_context(&ds.context, &settings)?;
+    let (context, stats) = if o.feeds {
+        crate::context::load_feeds(&ds.context_feeds()?, &settings, &[])?
+    } else {
+        load_context(&ds.context, &settings)?
+    };
     eprint!("{}", stats.render());
     let pack = PolicyPack::embedded();
     let findings_path = dir.join("findings.ndjson");
