@@ -558,4 +558,82 @@ mod tests {
         assert_eq!(hl7_time("2026", utc), None);
         assert_eq!(hl7_time("garbage!", utc), None);
     }
+
+    /// Messages written by an independent HL7 v2 library (hl7apy 1.3.5, MIT; see
+    /// tests/fixtures/hl7v2/generate.py), MLLP-framed as a sender puts them on the wire.
+    #[test]
+    fn messages_from_an_independent_library() {
+        let text = include_str!("../../../tests/fixtures/hl7v2/messages.hl7");
+        let settings = Settings::default();
+        let options = AdtOptions {
+            departments: [("CAR", "cardiology")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into_iter()
+                .collect(),
+            zone: Some(chrono_tz::UTC),
+            labels: None,
+        };
+        let mut adt = Adt::new(&settings, options);
+        let mut s = ContextStore::default();
+        for (id, keys) in [
+            ("dr-house", ["NPI|1234567890", "1234567890"]),
+            ("dr-watson", ["urn:login|jwatson", "jwatson"]),
+        ] {
+            let u = s.intern_user(id);
+            s.users[u as usize].known = true;
+            for k in keys {
+                s.user_alias.add(k, u);
+            }
+        }
+        s.index_users();
+        let msgs = crate::decode::hl7v2::split_messages(text);
+        assert_eq!(msgs.len(), 9);
+        for (_, m) in &msgs {
+            assert_eq!(
+                adt.apply_text(&mut s, m),
+                Applied::Done,
+                "{}",
+                m.lines().next().unwrap_or("")
+            );
+        }
+        assert_eq!(adt.stats.unresolved_staff, 0);
+        let found = |name: &str| match s.resolve_patient(name) {
+            Resolved::Found(p) => p,
+            other => panic!("{name}: {other:?}"),
+        };
+        let mary = found("MRN-2001");
+        assert_eq!(found("EHR-77"), mary);
+        assert_eq!(found("SPRINGFIELD|MRN-2001"), mary);
+        assert_eq!(found("MRN-9999"), mary, "merged by A40");
+        let t = |iso: &str| crate::time::parse_fhir_time(iso).unwrap();
+        let (house, watson) = (s.user("dr-house").unwrap(), s.user("dr-watson").unwrap());
+        assert_eq!(
+            s.relationship_at(house, mary, t("2026-03-10T12:00:00Z")),
+            rel::ENCOUNTER
+        );
+        assert_eq!(
+            s.relationship_at(watson, mary, t("2026-03-10T12:00:00Z")),
+            rel::ENCOUNTER
+        );
+        assert_eq!(
+            s.relationship_at(house, mary, t("2026-05-01T12:00:00Z")),
+            0,
+            "discharged on 11 March; the lag is 30 days"
+        );
+        assert!(s
+            .encounters_of(mary)
+            .iter()
+            .any(|e| s.departments.name(e.department) == "cardiology"));
+        let star = found("MRN-3001");
+        assert!(s.patient_facts(star).vip);
+        assert!(s.patient_facts(found("MRN-4001")).deceased_ms.is_some());
+        let error = found("MRN-5001");
+        assert_eq!(
+            s.relationship_at(watson, error, t("2026-03-10T13:00:00Z")),
+            0,
+            "the admission was cancelled (A11)"
+        );
+        assert_eq!(adt.stats.cancelled, 1);
+        assert_eq!(adt.stats.merges, 1);
+    }
 }
