@@ -691,7 +691,11 @@ mod tests {
                 let body = l.strip_prefix("# ").unwrap_or(l);
                 let is_toml = body.starts_with('[')
                     || body.split_once(" = ").is_some_and(|(k, _)| {
-                        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        let k = k.trim_end();
+                        let quoted = k.len() > 2 && k.starts_with('"') && k.ends_with('"');
+                        quoted
+                            || !k.is_empty()
+                                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     });
                 if is_toml {
                     body
@@ -703,6 +707,11 @@ mod tests {
             .join("\n");
         let c = load(&on).unwrap_or_else(|e| panic!("{e}\n{on}"));
         assert_eq!(c.sources.len(), 5);
+        let kinds: Vec<&str> = c.context_feeds().iter().map(|f| f.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["fhir", "hr-csv", "crosswalk-csv", "disabled-accounts-csv", "hl7v2", "mllp"]
+        );
         assert!(matches!(c.sources[4], Source::Folder(_)));
     }
 }

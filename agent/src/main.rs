@@ -557,9 +557,22 @@ struct BenchArgs {
     /// 100,000 is plenty).
     #[arg(long)]
     plugins: bool,
-    /// --live: patients in the generated context (staff: one per ten, at least 3,000).
+    /// --live: patients in the generated context (staff: one per ten, at least 3,000);
+    /// --context: patients to load.
     #[arg(long, default_value_t = 100_000)]
     patients: usize,
+    /// Benchmark loading the context instead: --staff practitioners, --patients patients
+    /// and --encounters encounters as FHIR NDJSON (files in --dir, else a temporary
+    /// directory); reports load time, peak memory and lookup cost. The round-two target:
+    /// 30,000 staff, 1,000,000 patients, 5,000,000 encounters under 60 s and 4 GiB.
+    #[arg(long, conflicts_with_all = ["live", "console", "plugins"])]
+    context: bool,
+    /// --context: practitioners.
+    #[arg(long, default_value_t = 30_000)]
+    staff: usize,
+    /// --context: encounters.
+    #[arg(long, default_value_t = 5_000_000)]
+    encounters: usize,
     /// --live: events per second in the latency phase.
     #[arg(long, default_value_t = 2_000)]
     rate: u32,
@@ -614,6 +627,15 @@ fn main() {
         Command::Bench(a) if a.console => {
             phiwatch::console::bench::run(a.alerts, a.rounds.max(1)).map(|r| print!("{r}"))
         }
+        Command::Bench(a) if a.context => phiwatch::context::bench::run(
+            &phiwatch::context::bench::Sizes {
+                staff: a.staff,
+                patients: a.patients,
+                encounters: a.encounters,
+            },
+            a.dir.as_deref(),
+        )
+        .map(|r| print!("{r}")),
         Command::Bench(a) if a.plugins => {
             phiwatch::plugin::bench::run(a.events).map(|report| print!("{report}"))
         }
