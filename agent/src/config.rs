@@ -710,7 +710,14 @@ mod tests {
         let kinds: Vec<&str> = c.context_feeds().iter().map(|f| f.kind()).collect();
         assert_eq!(
             kinds,
-            ["fhir", "hr-csv", "crosswalk-csv", "disabled-accounts-csv", "hl7v2", "mllp"]
+            [
+                "fhir",
+                "hr-csv",
+                "crosswalk-csv",
+                "disabled-accounts-csv",
+                "hl7v2",
+                "mllp"
+            ]
         );
         assert!(matches!(c.sources[4], Source::Folder(_)));
     }

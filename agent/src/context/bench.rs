@@ -116,13 +116,19 @@ pub fn run(s: &Sizes, dir: Option<&Path>) -> Result<String> {
     let mut found = 0usize;
     for i in 0..n {
         let id = format!("pt-{}", (i * 104_729) % s.patients.max(1));
-        found += usize::from(matches!(ctx.resolve_patient(&id), super::Resolved::Found(_)));
+        found += usize::from(matches!(
+            ctx.resolve_patient(&id),
+            super::Resolved::Found(_)
+        ));
     }
     let by_id = t.elapsed().as_nanos() as f64 / n as f64;
     let t = Instant::now();
     for i in 0..n {
         let mrn = format!("urn:mrn|M{:08}", (i * 104_729) % s.patients.max(1));
-        found += usize::from(matches!(ctx.resolve_patient(&mrn), super::Resolved::Found(_)));
+        found += usize::from(matches!(
+            ctx.resolve_patient(&mrn),
+            super::Resolved::Found(_)
+        ));
     }
     let by_alias = t.elapsed().as_nanos() as f64 / n as f64;
     Ok(format!(

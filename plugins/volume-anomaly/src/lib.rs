@@ -1,17 +1,39 @@
 //! Volume anomaly: a user who opens far more distinct patients within an hour than their own
-//! history and their peers (same role and department) would explain.
+//! history explains.
 //!
-//! Baselines are medians and MADs of completed active hours (hours with at least one access),
-//! kept in plugin state so they survive restarts. Until a baseline holds enough hours it is
-//! warming up and is not used; with neither baseline warm only `absolute_max` applies.
+//! Each user's history is the count of distinct patients in each completed active clock
+//! hour, kept per hour of the day and kind of day (weekday, weekend) and overall, in plugin
+//! state so it survives restarts. Once a user has a history, it decides: a radiology
+//! technician who opens 60 to 90 charts every working hour is judged against those hours, not
+//! against the nurses of the ward. The peer group (same role and department) is only a prior
+//! for users without a history yet, and a finding judged on the prior is medium at most. A
+//! count is anomalous above `median + z × MAD` and `min_ratio × median` of the baseline (and
+//! never below `min_patients`); `absolute_max` distinct patients is always anomalous.
+//!
+//! Detection counts the distinct patients of the last 60 minutes, not of the clock hour, so
+//! a spree from 10:40 to 11:20 is not cut in two halves that each look ordinary. A crossing
+//! starts a *spree*: one finding, raised at the end of the batch that crossed, naming the
+//! accesses of the run that made the count (accesses closer together than the spree's pace
+//! allows for an ordinary hour), with the count and the limit in its sentence. Accesses that
+//! keep that pace afterwards are evidence of the same spree, reported as continuations that
+//! join its alert (alerts fold a user's findings of one category); the spree ends at the
+//! first pause, and what it counted is not counted again. Everything, including a spree in
+//! progress, is saved in state, so a restart neither forgets it nor reports it twice. Hours
+//! judged anomalous against the user's own history are left out of it.
 
 use phiwatch_plugin_sdk::prelude::*;
 use phiwatch_plugin_sdk::state;
 use phiwatch_plugin_sdk::stats::Sample;
-use serde::Deserialize;
-use std::collections::{HashMap, HashSet, VecDeque};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+/// A count this many times its user's own limit is high.
+const HIGH_OVER: f64 = 1.5;
+/// A spree's pace: accesses within `PACE / limit` hours of each other belong to it, twice
+/// the gap of a user going at exactly their limit (4 minutes where the limit is 30).
+const PACE: f64 = 2.0;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -22,10 +44,12 @@ pub struct Settings {
     pub min_patients: usize,
     /// Also at least this multiple of the baseline median.
     pub min_ratio: f64,
-    /// Completed hours a peer group needs before its baseline is used.
+    /// Completed hours a peer group needs before it serves as a prior.
     pub peer_warmup_hours: usize,
-    /// Completed hours a user needs before their own baseline is used.
+    /// Completed active hours a user needs before their own history decides.
     pub user_warmup_hours: usize,
+    /// Completed hours of one hour-of-day slot before that slot decides.
+    pub slot_warmup_hours: usize,
     /// Flagged whatever the baselines, even while warming up.
     pub absolute_max: usize,
 }
@@ -33,203 +57,432 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            z: 10.0,
+            z: 6.0,
             min_patients: 30,
             min_ratio: 3.0,
             peer_warmup_hours: 30,
-            user_warmup_hours: 24,
+            user_warmup_hours: 8,
+            slot_warmup_hours: 3,
             absolute_max: 150,
         }
     }
 }
 
+/// A user's history of active hours.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct History {
+    overall: Sample,
+    /// Per hour of day (0-23) on weekdays, then 24-47 on weekends.
+    slots: HashMap<u8, Sample>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            overall: Sample::new(100),
+            slots: HashMap::new(),
+        }
+    }
+}
+
+/// One access in the sliding window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Seen {
     t: i64,
     patient: String,
     id: u64,
-    reported: bool,
 }
 
-#[derive(Default)]
-struct UserWindow {
-    recent: VecDeque<Seen>,
-    /// Accesses per patient within `recent`: its length is the distinct count.
-    in_window: HashMap<String, u32>,
+/// What a user is doing now: the clock hour (for the history) and the last 60 minutes (for
+/// detection).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Live {
     hour: i64,
-    hour_patients: HashSet<String>,
-    hour_flagged: bool,
+    slot: u8,
     group: String,
+    patients: BTreeSet<String>,
+    /// A spree touched this hour: judged on the user's own history, or on anything.
+    own_flagged: bool,
+    flagged: bool,
+    window: VecDeque<Seen>,
+    /// Window accesses up to this time belong to a reported spree and are not counted again.
+    counted_until: i64,
+    spree: Option<Spree>,
+}
+
+/// A reported spree still going on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Spree {
+    limit: f64,
+    own: bool,
+    high: bool,
+    /// The first finding's sentence, repeated on continuations.
+    note: String,
+    last_t: i64,
+    count: usize,
+    /// Evidence not yet in a finding.
+    pending: Vec<u64>,
+    /// Set in the batch that crossed the limit, reported at its end.
+    #[serde(skip)]
+    crossing: Option<Crossing>,
+}
+
+#[derive(Debug, Clone)]
+struct Crossing {
+    at: u64,
+    against: &'static str,
+    who: String,
+}
+
+impl Spree {
+    fn pace_ms(&self) -> i64 {
+        (PACE * HOUR as f64 / self.limit.max(1.0)) as i64
+    }
+}
+
+/// What a count is judged against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Basis {
+    Own(f64),
+    Peers(f64),
+    Ceiling(f64),
+}
+
+impl Basis {
+    fn limit(self) -> f64 {
+        match self {
+            Basis::Own(l) | Basis::Peers(l) | Basis::Ceiling(l) => l,
+        }
+    }
 }
 
 pub struct Volume {
     s: Settings,
-    users: HashMap<String, UserWindow>,
+    live: HashMap<String, Live>,
+    history: HashMap<String, History>,
     peers: HashMap<String, Sample>,
-    own: HashMap<String, Sample>,
-    /// Baselines changed in this batch, saved once at its end.
+    dirty_live: HashSet<String>,
+    dirty_history: HashSet<String>,
     dirty_peers: HashSet<String>,
-    dirty_own: HashSet<String>,
+}
+
+/// Hour of day and kind of day of an access, from its UTC time and local hour.
+fn slot(time_ms: i64, local_hour: u8) -> u8 {
+    let utc_hour = time_ms.div_euclid(HOUR).rem_euclid(24);
+    let mut offset = i64::from(local_hour) - utc_hour;
+    if offset > 12 {
+        offset -= 24;
+    } else if offset < -12 {
+        offset += 24;
+    }
+    let local = time_ms + offset * HOUR;
+    // 1970-01-01 was a Thursday (3 counting from Monday as 0).
+    let weekday = (local.div_euclid(DAY) + 3).rem_euclid(7);
+    let weekend = weekday >= 5;
+    local_hour.min(23) + if weekend { 24 } else { 0 }
+}
+
+fn limit_of(sample: &Sample, s: &Settings) -> Option<f64> {
+    let (m, mad) = (sample.median()?, sample.mad()?);
+    Some(
+        (m + s.z * (mad * 1.4826).max(1.0))
+            .max(m * s.min_ratio)
+            .max(s.min_patients as f64),
+    )
+}
+
+/// Distinct patients among window accesses after `after`.
+fn distinct(window: &VecDeque<Seen>, after: i64) -> usize {
+    window
+        .iter()
+        .filter(|x| x.t > after)
+        .map(|x| x.patient.as_str())
+        .collect::<HashSet<_>>()
+        .len()
 }
 
 impl Volume {
+    fn history(&mut self, user: &str) -> &mut History {
+        self.history
+            .entry(user.to_owned())
+            .or_insert_with(|| state::get_json(&format!("user/{user}")).unwrap_or_default())
+    }
+
     fn peer(&mut self, group: &str) -> &mut Sample {
         self.peers.entry(group.to_owned()).or_insert_with(|| {
             state::get_json(&format!("peer/{group}")).unwrap_or_else(|| Sample::new(500))
         })
     }
 
-    fn own(&mut self, user: &str) -> &mut Sample {
-        self.own.entry(user.to_owned()).or_insert_with(|| {
-            state::get_json(&format!("user/{user}")).unwrap_or_else(|| Sample::new(200))
-        })
+    fn live_of(&mut self, user: &str) -> &mut Live {
+        self.live
+            .entry(user.to_owned())
+            .or_insert_with(|| state::get_json(&format!("live/{user}")).unwrap_or_default())
     }
 
-    /// Records a finished hour in both baselines, unless it was itself anomalous.
-    fn close_hour(&mut self, user: &str, group: &str, count: usize, flagged: bool) {
-        if flagged || count == 0 {
+    /// The user's own slot, else their own history, else the peer prior, else the ceiling.
+    fn basis(&mut self, user: &str, group: &str, slot: u8) -> Basis {
+        // Loaded from state first, then read without copying.
+        self.history(user);
+        self.peer(group);
+        let s = &self.s;
+        let h = &self.history[user];
+        if let Some(l) = h
+            .slots
+            .get(&slot)
+            .filter(|x| x.len() >= s.slot_warmup_hours)
+            .and_then(|x| limit_of(x, s))
+        {
+            return Basis::Own(l);
+        }
+        if h.overall.len() >= s.user_warmup_hours {
+            if let Some(l) = limit_of(&h.overall, s) {
+                return Basis::Own(l);
+            }
+        }
+        let peers = &self.peers[group];
+        if peers.len() >= s.peer_warmup_hours {
+            if let Some(l) = limit_of(peers, s) {
+                return Basis::Peers(l);
+            }
+        }
+        Basis::Ceiling(s.absolute_max as f64)
+    }
+
+    /// A finished clock hour joins the histories, unless a spree judged on the user's own
+    /// history touched it (and the peers' prior, unless any spree did).
+    fn close(&mut self, user: &str, hour: Hour) {
+        let n = hour.patients;
+        if n == 0 || hour.own_flagged {
             return;
         }
-        self.peer(group).push(count as f64);
-        self.own(user).push(count as f64);
-        self.dirty_peers.insert(group.to_owned());
-        self.dirty_own.insert(user.to_owned());
+        let hist = self.history(user);
+        hist.overall.push(n as f64);
+        hist.slots
+            .entry(hour.slot)
+            .or_insert_with(|| Sample::new(10))
+            .push(n as f64);
+        self.dirty_history.insert(user.to_owned());
+        if !hour.flagged {
+            self.peer(&hour.group).push(n as f64);
+            self.dirty_peers.insert(hour.group);
+        }
     }
 
     fn save(&mut self) {
+        for u in self.dirty_live.drain() {
+            if let Some(l) = self.live.get(&u) {
+                let _ = state::set_json(&format!("live/{u}"), l);
+            }
+        }
+        for u in self.dirty_history.drain() {
+            if let Some(h) = self.history.get(&u) {
+                let _ = state::set_json(&format!("user/{u}"), h);
+            }
+        }
         for g in self.dirty_peers.drain() {
-            if let Some(s) = self.peers.get(&g) {
-                let _ = state::set_json(&format!("peer/{g}"), s);
-            }
-        }
-        for u in self.dirty_own.drain() {
-            if let Some(s) = self.own.get(&u) {
-                let _ = state::set_json(&format!("user/{u}"), s);
+            if let Some(x) = self.peers.get(&g) {
+                let _ = state::set_json(&format!("peer/{g}"), x);
             }
         }
     }
+}
 
-    /// The count above which an hour is anomalous, or `None` while every baseline warms up.
-    fn threshold(&mut self, user: &str, group: &str) -> Option<f64> {
-        let s = self.s.clone();
-        let mut limits = Vec::new();
-        for sample in [self.peer(group).clone(), self.own(user).clone()]
-            .iter()
-            .zip([s.peer_warmup_hours, s.user_warmup_hours])
-            .filter(|(x, warm)| x.len() >= *warm)
-            .map(|(x, _)| x)
-        {
-            let (Some(m), Some(mad)) = (sample.median(), sample.mad()) else {
-                continue;
-            };
-            limits.push((m + s.z * (mad * 1.4826).max(1.0)).max(m * s.min_ratio));
-        }
-        limits
-            .into_iter()
-            .reduce(f64::max)
-            .map(|l| l.max(s.min_patients as f64))
-    }
+/// A finished clock hour, as the history needs it.
+struct Hour {
+    slot: u8,
+    group: String,
+    patients: usize,
+    own_flagged: bool,
+    flagged: bool,
 }
 
 impl Detector for Volume {
     fn describe() -> Description {
         Description::new("volume-anomaly", env!("CARGO_PKG_VERSION"), &["volume_anomaly"]).schema(
-            r#"{"type":"object","properties":{"z":{"type":"number"},"min_patients":{"type":"integer"},"min_ratio":{"type":"number"},"peer_warmup_hours":{"type":"integer"},"user_warmup_hours":{"type":"integer"},"absolute_max":{"type":"integer"}},"additionalProperties":false}"#,
+            r#"{"type":"object","properties":{"z":{"type":"number"},"min_patients":{"type":"integer"},"min_ratio":{"type":"number"},"peer_warmup_hours":{"type":"integer"},"user_warmup_hours":{"type":"integer"},"slot_warmup_hours":{"type":"integer"},"absolute_max":{"type":"integer"}},"additionalProperties":false}"#,
         )
     }
 
     fn configure(config: &str) -> Result<Self, String> {
         Ok(Volume {
             s: phiwatch_plugin_sdk::parse_config(config)?,
-            users: HashMap::new(),
+            live: HashMap::new(),
+            history: HashMap::new(),
             peers: HashMap::new(),
-            own: HashMap::new(),
+            dirty_live: HashSet::new(),
+            dirty_history: HashSet::new(),
             dirty_peers: HashSet::new(),
-            dirty_own: HashSet::new(),
         })
     }
 
     fn detect(&mut self, batch: &Batch, out: &mut Vec<Finding>) {
+        // Users whose spree has evidence not yet in a finding.
+        let mut unflushed = BTreeSet::new();
         for a in &batch.accesses {
             let user = batch.user_of(a);
+            let uid = user.id.as_str();
             let patient = &batch.patient_of(a).id;
             let group = format!("{}|{}", batch.role_of(user), batch.department_of(user));
             let hour = a.time_ms.div_euclid(HOUR);
-            let w = self.users.entry(user.id.clone()).or_default();
-            w.group.clone_from(&group);
-            let finished = (w.hour != hour && !w.hour_patients.is_empty())
-                .then_some((w.hour_patients.len(), w.hour_flagged));
-            if w.hour != hour {
-                w.hour = hour;
-                w.hour_patients.clear();
-                w.hour_flagged = false;
-            }
-            w.hour_patients.insert(patient.clone());
-            while w.recent.front().is_some_and(|s| s.t <= a.time_ms - HOUR) {
-                if let Some(old) = w.recent.pop_front() {
-                    if let Some(c) = w.in_window.get_mut(&old.patient) {
-                        *c -= 1;
-                        if *c == 0 {
-                            w.in_window.remove(&old.patient);
-                        }
-                    }
+            let sl = slot(a.time_ms, a.local_hour);
+            self.dirty_live.insert(uid.to_owned());
+
+            // The clock hour, for the history.
+            let live = self.live_of(uid);
+            if live.hour != hour {
+                let done = Hour {
+                    slot: live.slot,
+                    group: std::mem::replace(&mut live.group, group.clone()),
+                    patients: std::mem::take(&mut live.patients).len(),
+                    own_flagged: std::mem::take(&mut live.own_flagged),
+                    flagged: std::mem::take(&mut live.flagged),
+                };
+                let later = live.hour < hour;
+                live.hour = hour;
+                live.slot = sl;
+                if later {
+                    self.close(uid, done);
                 }
             }
-            *w.in_window.entry(patient.clone()).or_default() += 1;
-            w.recent.push_back(Seen {
+            let live = self.live.get_mut(uid).expect("loaded above");
+            live.patients.insert(patient.clone());
+
+            // The last 60 minutes, for detection.
+            while live.window.front().is_some_and(|x| x.t <= a.time_ms - HOUR) {
+                live.window.pop_front();
+            }
+            live.window.push_back(Seen {
                 t: a.time_ms,
                 patient: patient.clone(),
                 id: a.id,
-                reported: false,
             });
-            let n = w.in_window.len();
-            if let Some((count, flagged)) = finished {
-                self.close_hour(&user.id, &group, count, flagged);
+
+            if let Some(spree) = &mut live.spree {
+                if a.time_ms - spree.last_t <= spree.pace_ms() {
+                    spree.last_t = spree.last_t.max(a.time_ms);
+                    spree.pending.push(a.id);
+                    spree.count = distinct(&live.window, live.counted_until);
+                    live.flagged = true;
+                    live.own_flagged |= spree.own;
+                    unflushed.insert(uid.to_owned());
+                    continue;
+                }
+                // A pause ends the spree; what it counted is not counted again.
+                let mut ended = live.spree.take().expect("matched above");
+                live.counted_until = ended.last_t;
+                flush(&mut ended, out);
             }
-            // Every threshold is at least min_patients: most accesses stop here, cheaply.
+            // Every limit is at least min_patients: most accesses stop here, cheaply.
+            if live.window.len() <= self.s.min_patients {
+                continue;
+            }
+            let n = distinct(&live.window, live.counted_until);
             if n <= self.s.min_patients && n <= self.s.absolute_max {
                 continue;
             }
-            let limit = self.threshold(&user.id, &group);
-            let w = self.users.get_mut(&user.id).expect("window inserted above");
-            let over = match limit {
-                Some(l) => n as f64 > l,
-                None => n > self.s.absolute_max,
-            };
-            if !over {
+            let basis = self.basis(uid, &group, sl);
+            if (n as f64) <= basis.limit() && n <= self.s.absolute_max {
                 continue;
             }
-            w.hour_flagged = true;
-            let events: Vec<u64> = w
-                .recent
-                .iter_mut()
-                .filter(|s| !s.reported)
-                .map(|s| {
-                    s.reported = true;
-                    s.id
-                })
-                .collect();
-            let limit = limit.unwrap_or(self.s.absolute_max as f64);
-            let severity = if n as f64 >= 2.0 * limit {
-                Severity::High
-            } else {
-                Severity::Medium
+            let live = self.live.get_mut(uid).expect("loaded above");
+            let limit = basis.limit();
+            let own = matches!(basis, Basis::Own(_));
+            let against = match basis {
+                Basis::Own(_) => "their own history",
+                Basis::Peers(_) => "their peers (no history of their own yet)",
+                Basis::Ceiling(_) => "the absolute ceiling",
             };
-            out.push(
-                Finding::new(
-                    "volume_anomaly",
-                    severity,
-                    format!(
-                        "User {} ({}, {}) opened {n} distinct patients' records within an hour; their baseline allows about {:.0}.",
-                        user.id, batch.role_of(user), batch.department_of(user), limit
+            let mut spree = Spree {
+                limit,
+                own,
+                high: false,
+                note: String::new(),
+                last_t: a.time_ms,
+                count: n,
+                pending: Vec::new(),
+                crossing: Some(Crossing {
+                    at: a.id,
+                    against,
+                    who: format!(
+                        "User {uid} ({}, {})",
+                        batch.role_of(user),
+                        batch.department_of(user)
                     ),
-                    a.id,
-                )
-                .with_events(events)
-                .with_score((n as f64 / (2.0 * limit)).min(1.0)),
-            );
+                }),
+            };
+            // The evidence is the run that made the count: back from this access while the
+            // gaps keep the spree's pace.
+            let pace = spree.pace_ms();
+            let mut run = Vec::new();
+            let mut next_t = a.time_ms;
+            for x in live.window.iter().rev() {
+                if x.t <= live.counted_until || next_t - x.t > pace {
+                    break;
+                }
+                run.push(x.id);
+                next_t = x.t;
+            }
+            run.reverse();
+            spree.pending = run;
+            live.flagged = true;
+            live.own_flagged |= own;
+            live.spree = Some(spree);
+            unflushed.insert(uid.to_owned());
+        }
+        for uid in unflushed {
+            let live = self.live.get_mut(&uid).expect("flushed users exist");
+            if let Some(spree) = &mut live.spree {
+                flush(spree, out);
+            }
         }
         self.save();
     }
+}
+
+/// Reports a spree's evidence not yet in a finding: first the finding of the crossing, judged
+/// on the count as of the end of the batch so a spree arriving in one batch is judged on all
+/// of it; after that, continuations of the same spree.
+fn flush(spree: &mut Spree, out: &mut Vec<Finding>) {
+    if spree.pending.is_empty() {
+        return;
+    }
+    let events = std::mem::take(&mut spree.pending);
+    let n = spree.count;
+    // Without the user's own history, a peer prior or the ceiling never makes a finding
+    // high: the user may just be busy in a way peers are not. A spree that keeps growing past
+    // its user's own norm becomes high; its alert follows.
+    spree.high |= spree.own && n as f64 >= HIGH_OVER * spree.limit;
+    let severity = if spree.high {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    if let Some(c) = spree.crossing.take() {
+        spree.note = format!(
+            "{} opened {n} distinct patients' records within an hour; {} allows about {:.0}.",
+            c.who, c.against, spree.limit
+        );
+        out.push(
+            Finding::new("volume_anomaly", severity, spree.note.clone(), c.at)
+                .with_events(events)
+                .with_score((n as f64 / (2.0 * spree.limit)).min(1.0)),
+        );
+        return;
+    }
+    let at = *events.last().expect("not empty");
+    out.push(
+        Finding::new(
+            "volume_anomaly",
+            severity,
+            format!(
+                "{} Continued: {n} distinct patients within the hour so far.",
+                spree.note
+            ),
+            at,
+        )
+        .with_events(events),
+    );
 }
 
 phiwatch_plugin_sdk::export_detector!(Volume);
@@ -237,19 +490,15 @@ phiwatch_plugin_sdk::export_detector!(Volume);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phiwatch_plugin_sdk::testing::{access, batch_of};
+    use phiwatch_plugin_sdk::testing::{access, batch_of, TestAccess};
 
-    #[test]
-    fn a_burst_far_above_peers_is_flagged_and_normal_hours_are_not() {
-        state::clear_for_tests();
-        let mut v = Volume::configure("{}").unwrap();
-        let mut out = Vec::new();
-        // 40 peers, 6 patients an hour each, for 8 hours: the peer baseline.
-        let mut accesses = Vec::new();
+    /// Peers opening 6 patients an hour for 8 hours: a warm peer prior.
+    fn peers() -> Vec<TestAccess> {
+        let mut a = Vec::new();
         for h in 0..8 {
             for u in 0..40 {
                 for p in 0..6 {
-                    accesses.push(access(
+                    a.push(access(
                         h * HOUR + (u * 6 + p) * 1000,
                         &format!("u{u}"),
                         &format!("p{u}-{h}-{p}"),
@@ -257,17 +506,73 @@ mod tests {
                 }
             }
         }
-        v.detect(&batch_of(accesses), &mut out);
+        a
+    }
+
+    #[test]
+    fn a_burst_far_above_peers_is_one_medium_finding_with_its_evidence() {
+        state::clear_for_tests();
+        let mut v = Volume::configure("{}").unwrap();
+        let mut out = Vec::new();
+        v.detect(&batch_of(peers()), &mut out);
         assert!(out.is_empty(), "normal hours flagged: {out:?}");
-        // One user opens 60 patients within 40 minutes of hour 9.
+        // A newcomer without history opens 60 patients within 40 minutes of hour 9.
         let burst: Vec<_> = (0..60)
-            .map(|p| access(9 * HOUR + p * 40_000, "u3", &format!("burst-{p}")))
+            .map(|p| access(9 * HOUR + p * 40_000, "new", &format!("burst-{p}")))
             .collect();
         v.detect(&batch_of(burst), &mut out);
-        let events: usize = out.iter().map(|f| f.events.len()).sum();
-        assert!(!out.is_empty());
-        assert!(events >= 55, "only {events} of 60 burst events reported");
-        assert!(out.iter().all(|f| f.category == "volume_anomaly"));
+        assert_eq!(out.len(), 1, "one finding per user and hour: {out:?}");
+        assert_eq!(
+            out[0].severity,
+            Severity::Medium,
+            "judged on peers: medium at most"
+        );
+        assert!(out[0].events.len() >= 30, "{} events", out[0].events.len());
+        assert!(out[0].explanation.contains("their peers"));
+        // A user with eight hours of history at 6 an hour doing the same: their own history
+        // judges, and ten times their norm is high.
+        let burst: Vec<_> = (0..60)
+            .map(|p| access(9 * HOUR + p * 40_000, "u3", &format!("b3-{p}")))
+            .collect();
+        v.detect(&batch_of(burst), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].severity, Severity::High);
+        assert!(out[1].explanation.contains("their own history"));
+    }
+
+    #[test]
+    fn a_spree_across_the_top_of_the_hour_is_not_cut_in_two() {
+        state::clear_for_tests();
+        let mut v = Volume::configure("{}").unwrap();
+        let mut out = Vec::new();
+        v.detect(&batch_of(peers()), &mut out);
+        // 45 patients from 9:40 to 10:21: 20 in one clock hour, 25 in the next.
+        let burst: Vec<_> = (0..45)
+            .map(|p| {
+                access(
+                    9 * HOUR + 40 * 60_000 + p * 55_000,
+                    "new",
+                    &format!("b-{p}"),
+                )
+            })
+            .collect();
+        let ids: HashSet<u64> = burst.iter().map(|a| a.access.id).collect();
+        let mut burst = burst.into_iter().peekable();
+        while burst.peek().is_some() {
+            v.detect(&batch_of(burst.by_ref().take(10).collect()), &mut out);
+        }
+        let firsts = out
+            .iter()
+            .filter(|f| !f.explanation.contains("Continued"))
+            .count();
+        assert_eq!(firsts, 1, "{out:?}");
+        let covered: HashSet<u64> = out.iter().flat_map(|f| f.events.clone()).collect();
+        assert_eq!(covered, ids, "the whole run is evidence");
+        // An ordinary access twenty minutes later is not part of it, and the spree's patients
+        // are not counted into a second one.
+        let later = access(10 * HOUR + 45 * 60_000, "new", "later");
+        v.detect(&batch_of(vec![later]), &mut out);
+        assert!(out.iter().all(|f| f.events.iter().all(|e| ids.contains(e))));
     }
 
     #[test]
@@ -280,6 +585,158 @@ mod tests {
             .collect();
         v.detect(&batch_of(burst), &mut out);
         assert!(out.is_empty(), "flagged with no baseline: {out:?}");
+    }
+
+    /// Five days of a radiology technician opening 60 to 90 charts every hour, beside peers
+    /// at 6 an hour; on day five, one hour at five times the norm.
+    fn five_days(spree_at: i64) -> Vec<Vec<TestAccess>> {
+        let mut days = Vec::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as i64
+        };
+        for d in 0..5 {
+            let mut batch = Vec::new();
+            for h in 0..24 {
+                let hour = d * 24 + h;
+                let n = if hour == spree_at {
+                    375
+                } else {
+                    60 + next() % 31
+                };
+                for p in 0..n {
+                    batch.push(
+                        access(
+                            hour * HOUR + p * (HOUR / (n + 1)),
+                            "tech",
+                            &format!("t{hour}-{p}"),
+                        )
+                        .role("technician")
+                        .department("Radiology"),
+                    );
+                }
+                for u in 0..20 {
+                    for p in 0..6 {
+                        batch.push(access(
+                            hour * HOUR + 500 + (u * 6 + p) * 1000,
+                            &format!("n{u}"),
+                            &format!("n{u}-{hour}-{p}"),
+                        ));
+                    }
+                }
+            }
+            batch.sort_by_key(|a| a.access.time_ms);
+            // Batches of a few hundred accesses, as the live agent hands them over.
+            let mut chunk = Vec::new();
+            for a in batch {
+                chunk.push(a);
+                if chunk.len() == 300 {
+                    days.push(std::mem::take(&mut chunk));
+                }
+            }
+            days.push(chunk);
+        }
+        days
+    }
+
+    fn run(batches: Vec<Vec<TestAccess>>, restart_at: Option<usize>) -> Vec<Finding> {
+        state::clear_for_tests();
+        let mut v = Volume::configure("{}").unwrap();
+        let mut out = Vec::new();
+        for (i, b) in batches.into_iter().enumerate() {
+            if restart_at == Some(i) {
+                v = Volume::configure("{}").unwrap();
+            }
+            v.detect(&batch_of(b), &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_steady_heavy_user_is_quiet_after_warm_up_and_a_spree_is_one_finding() {
+        let spree = 4 * 24 + 10;
+        let batches = five_days(spree);
+        let spree_ids: HashSet<u64> = batches
+            .iter()
+            .flatten()
+            .filter(|a| a.user.id == "tech" && a.access.time_ms.div_euclid(HOUR) == spree)
+            .map(|a| a.access.id)
+            .collect();
+        let out = run(batches, None);
+        let after_warm_up: Vec<&Finding> = out
+            .iter()
+            .filter(|f| f.explanation.contains("User tech"))
+            .filter(|f| !f.explanation.contains("peers") && !f.explanation.contains("ceiling"))
+            .collect();
+        let (crossing, rest): (Vec<&Finding>, Vec<&Finding>) = after_warm_up
+            .iter()
+            .partition(|f| !f.explanation.contains("Continued"));
+        assert_eq!(crossing.len(), 1, "{crossing:?}");
+        let f = crossing[0];
+        assert!(
+            f.explanation.contains("their own history"),
+            "{}",
+            f.explanation
+        );
+        let worst = after_warm_up.iter().map(|f| f.severity).max().unwrap();
+        assert_eq!(worst, Severity::High, "five times the norm");
+        // Later batches of the hour are evidence of the same spree, never a new judgement,
+        // and together they name every access of the hour.
+        assert!(rest
+            .iter()
+            .all(|c| c.explanation.starts_with(&f.explanation)));
+        let covered: HashSet<u64> = after_warm_up
+            .iter()
+            .flat_map(|f| f.events.clone())
+            .collect();
+        assert!(
+            covered.is_superset(&spree_ids),
+            "every access of the spree hour is evidence"
+        );
+        // Ordinary work either side of the spree is not evidence beyond a gap or two of it.
+        assert!(
+            covered.len() <= spree_ids.len() + 3,
+            "{} of {}",
+            covered.len(),
+            spree_ids.len()
+        );
+        // During warm-up the peers' prior may object, once per hour at most, medium only.
+        let warm_up: Vec<&Finding> = out
+            .iter()
+            .filter(|f| f.explanation.contains("peers") || f.explanation.contains("ceiling"))
+            .collect();
+        assert!(warm_up.len() <= 8, "{} warm-up findings", warm_up.len());
+        assert!(warm_up.iter().all(|f| f.severity == Severity::Medium));
+        assert!(
+            !out.iter().any(|f| f.explanation.contains("User n")),
+            "peers are quiet"
+        );
+    }
+
+    #[test]
+    fn a_restart_in_the_middle_changes_nothing() {
+        let spree = 4 * 24 + 10;
+        let batches = five_days(spree);
+        let mid_spree = batches
+            .iter()
+            .position(|b| {
+                b.iter()
+                    .any(|a| a.access.time_ms >= spree * HOUR + HOUR / 2 && a.user.id == "tech")
+            })
+            .unwrap();
+        let straight = run(five_days(spree), None);
+        for at in [batches.len() / 3, mid_spree] {
+            let restarted = run(five_days(spree), Some(at));
+            let key = |f: &Finding| (f.severity, f.explanation.clone(), f.events.len());
+            assert_eq!(
+                straight.iter().map(key).collect::<Vec<_>>(),
+                restarted.iter().map(key).collect::<Vec<_>>(),
+                "restart at batch {at}"
+            );
+        }
     }
 
     #[test]
