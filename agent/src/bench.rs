@@ -165,6 +165,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
                 store: Some(&mut store),
                 store_accesses,
                 only_detector: None,
+                grouping: None,
             },
         )?;
         rows.push(Row {

@@ -151,6 +151,7 @@ pub fn run(o: &LiveOptions) -> Result<()> {
             store: Some(&mut store),
             store_accesses: true,
             only_detector: None,
+            grouping: None,
         },
     )?;
     let scan_secs = t.elapsed().as_secs_f64();

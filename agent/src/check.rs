@@ -156,7 +156,7 @@ pub fn check(config_path: &Path) -> Checked {
         }
     } else {
         c.warnings
-            .push("no routing: findings are stored and nobody is notified".into());
+            .push("no routing: findings group into alerts with the default grouping, and nobody is notified".into());
     }
     c
 }

@@ -33,8 +33,8 @@ pub struct Config {
     pub policies: Option<PathBuf>,
     /// Detection settings; default: the built-in rules/detection.toml.
     pub rules: Option<PathBuf>,
-    /// Alert grouping, routing and receivers (see rules/routing.toml). Without it findings are
-    /// stored and nobody is notified.
+    /// Alert grouping, routing and receivers (see rules/routing.toml). Without it findings
+    /// still group into alerts (the default grouping) and nobody is notified.
     pub routing: Option<PathBuf>,
     /// State breach rules for case deadlines; default: the built-in rules/jurisdictions.toml.
     pub jurisdictions: Option<PathBuf>,

@@ -814,6 +814,7 @@ fn scan(a: ScanArgs) -> Result<()> {
             store: store.as_mut(),
             store_accesses: a.store_accesses,
             only_detector: None,
+            grouping: None,
         },
     )?;
     if let Some(mut r) = rejects {
@@ -906,6 +907,11 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
     let plugin_state = store.as_ref().map(|s| s.conn());
     let plugins = PluginSet::new(&plugins, plugin_state, Default::default())?;
     let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
+    // The store's alerts group as the live agent's would; a replay never notifies anyone.
+    let routing = match &cfg.routing {
+        Some(p) => Some(phiwatch::alert::Routing::load(p)?),
+        None => None,
+    };
     let summary = phiwatch::scan::scan_sources(
         &mut sources,
         &context,
@@ -916,6 +922,7 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
             store: store.as_mut(),
             store_accesses: a.store_accesses,
             only_detector: None,
+            grouping: routing.as_ref(),
         },
     )?;
     if let Some(mut r) = rejects {

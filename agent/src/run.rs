@@ -576,6 +576,7 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
     let mut routing_stamp = routing
         .as_ref()
         .map_or(0, |(p, _)| crate::reload::stamp_of(p));
+    let no_routing = Arc::new(Routing::default());
     loop {
         // The pipeline borrows the loaded inputs; it is rebuilt after each reload.
         let plugins =
@@ -603,12 +604,16 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
             match rx.recv_timeout(RELOAD_CHECK) {
                 Ok(batch) => {
                     // The rules in force for this batch (a reload swaps them between batches).
-                    let rules = routing.as_ref().map(|(_, r)| alert::current(r));
+                    // Without a routing file, the default grouping still fills the alert
+                    // queue; there is simply nobody to notify.
+                    let rules = routing
+                        .as_ref()
+                        .map_or_else(|| no_routing.clone(), |(_, r)| alert::current(r));
                     judge_batch(
                         &mut judges,
                         &mut loaded.context,
                         &mut store,
-                        rules.as_deref().map(|r| (r, loaded.settings.timezone)),
+                        (&rules, loaded.settings.timezone),
                         &metrics,
                         batch,
                     )
@@ -702,7 +707,7 @@ fn judge_batch(
     j: &mut Judges<'_>,
     ctx: &mut crate::context::ContextStore,
     store: &mut Store,
-    alerting: Option<(&Routing, chrono_tz::Tz)>,
+    alerting: (&Routing, chrono_tz::Tz),
     metrics: &Metrics,
     batch: Batch,
 ) {
@@ -734,13 +739,12 @@ fn judge_batch(
             // Journaled in the batch's transaction, applied once it commits: a message read
             // again after a crash finds its key and is not applied twice.
             fresh_context = crate::store::journal_new(tx, &judged.journal, stored_at)?;
-            if let Some((routing, tz)) = alerting {
-                let a = alert::apply(tx, fresh, routing, tz, stored_at)?;
-                metrics.alerts_opened.fetch_add(a.opened, Ordering::Relaxed);
-                metrics
-                    .notifications_queued
-                    .fetch_add(a.queued, Ordering::Relaxed);
-            }
+            let (routing, tz) = alerting;
+            let a = alert::apply(tx, fresh, routing, tz, stored_at)?;
+            metrics.alerts_opened.fetch_add(a.opened, Ordering::Relaxed);
+            metrics
+                .notifications_queued
+                .fetch_add(a.queued, Ordering::Relaxed);
             Ok(())
         })
         .map(|(_, new)| {

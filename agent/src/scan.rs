@@ -180,6 +180,9 @@ pub struct Sinks<'a> {
     pub store_accesses: bool,
     /// Emit and count only this detector's findings (`plugin test`); the store gets all.
     pub only_detector: Option<&'a str>,
+    /// How stored findings group into alerts (the routing file's `[grouping]`); `None` is
+    /// the default grouping. A scan never queues notifications.
+    pub grouping: Option<&'a crate::alert::Routing>,
 }
 
 /// Files of one format, and the decoder that reads them.
@@ -318,9 +321,16 @@ fn flush(
         } else {
             &[]
         };
-        let (_, new_findings) = store.insert_batch_then(accesses, &batch.findings, |tx, _| {
-            batch.write_plugin_state(tx)
-        })?;
+        let grouping = match sinks.grouping {
+            Some(r) => r.grouping_only(),
+            None => crate::alert::Routing::default(),
+        };
+        let now = crate::time::now_ms();
+        let (_, new_findings) =
+            store.insert_batch_then(accesses, &batch.findings, |tx, fresh| {
+                batch.write_plugin_state(tx)?;
+                crate::alert::apply(tx, fresh, &grouping, chrono_tz::UTC, now).map(|_| ())
+            })?;
         sum.stored_new += new_findings as u64;
     }
     for f in &batch.plugin_failures {

@@ -103,6 +103,27 @@ fn demo_catches_every_injected_category() {
     );
     assert!(negatives.len() >= 60, "hard negatives: {}", negatives.len());
 
+    // The demo's store groups findings into alerts with the default grouping: a volume spree,
+    // however many accesses it names, is one alert per user.
+    let db = rusqlite::Connection::open(dir.path().join("phiwatch.db")).unwrap();
+    let q = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let spree_users: HashSet<&str> = findings
+        .iter()
+        .filter(|f| f["category"] == "volume_anomaly")
+        .map(|f| f["user"].as_str().unwrap())
+        .collect();
+    assert!(spree_users.len() >= 2, "{spree_users:?}");
+    assert_eq!(
+        q("SELECT count(*) FROM alerts WHERE category = 'volume_anomaly'"),
+        spree_users.len() as i64
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM alert_findings"),
+        q("SELECT count(*) FROM findings"),
+        "every stored finding is in an alert"
+    );
+    assert_eq!(q("SELECT count(*) FROM outbox"), 0, "a demo notifies nobody");
+
     // The same data set scanned by hand gives the same policy findings (and a replay stores
     // none). Plugins are left out: their state from the demo run rightly changes their view
     // of a second pass over the same day (first accesses are no longer first).

@@ -18,7 +18,9 @@ pub enum RoutingError {
     Invalid { path: String, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Without a routing file the defaults apply: findings still group into alerts (the queue
+/// the console shows), and nobody is notified.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     #[serde(default)]
@@ -318,6 +320,15 @@ impl Routing {
             source,
         })?;
         Self::parse(&text).map_err(|message| RoutingError::Invalid { path: p, message })
+    }
+
+    /// The same grouping with nobody to notify: an offline scan fills the alert queue but
+    /// never sends anything.
+    pub fn grouping_only(&self) -> Routing {
+        Routing {
+            grouping: self.grouping.clone(),
+            ..Routing::default()
+        }
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {

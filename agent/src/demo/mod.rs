@@ -200,6 +200,7 @@ pub fn run(o: &DemoOptions) -> Result<()> {
             store: Some(&mut store),
             store_accesses: false,
             only_detector: None,
+            grouping: None,
         },
     )?;
     drop(out);

@@ -63,6 +63,7 @@ pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
             store: None,
             store_accesses: false,
             only_detector: Some(&detector),
+            grouping: None,
         },
     )?;
     let c = metrics
