@@ -51,7 +51,12 @@ pub fn run(o: &LiveOptions) -> Result<()> {
         o.patients,
         dir.display()
     );
-    let ds = demo::generate_sized(&dir.join("set"), events, 11, &settings, o.patients, 0)?;
+    let shape = demo::Shape {
+        patients: o.patients,
+        identifier_percent: 0,
+        ..demo::Shape::new(events, 11)
+    };
+    let ds = demo::generate_shaped(&dir.join("set"), &settings, &shape)?;
     let lines: Vec<String> = std::fs::read_to_string(&ds.events)?
         .lines()
         .map(str::to_owned)

@@ -511,9 +511,14 @@ struct DemoArgs {
     /// instead of a temporary directory.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Number of AuditEvents in the generated day.
+    /// Number of AuditEvents in all, spread over the days.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
+    /// Consecutive working days of traffic (from Tuesday 2026-03-10, weekends skipped).
+    /// Over several days, baselines warm up and routine patterns repeat, as in a real
+    /// hospital's first weeks.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=phiwatch::demo::MAX_DAYS as u64))]
+    days: u64,
     /// Random seed; the same seed gives the same hospital.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -940,6 +945,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         generate_only: a.generate_only,
         feeds: a.feeds,
         identifier_percent: a.identifiers,
+        days: a.days as usize,
     })
 }
 

@@ -1,5 +1,9 @@
 //! `phiwatch demo` meets the acceptance bar, checked here independently of the demo's own
-//! scoring: recall >= 0.95 in every injected category, precision >= 0.9 over high and critical.
+//! scoring, over three working days with the noise of a real hospital (addresses spelt many
+//! ways, steady heavy users, routine consults no policy explains, night shifts, logins and
+//! MRNs): recall >= 0.98 in every injected category, precision >= 0.95 over high and
+//! critical findings, and fewer than 1 false high finding per 10,000 normal accesses from all
+//! detectors together.
 
 mod common;
 
@@ -37,7 +41,7 @@ fn demo_catches_every_injected_category() {
     let findings = common::findings(&std::fs::read(dir.path().join("findings.ndjson")).unwrap());
     let mut caught: HashSet<(String, String)> = HashSet::new();
     let (mut high, mut high_true) = (0, 0);
-    let mut plugin_false_high: HashSet<&str> = HashSet::new();
+    let mut false_high: HashSet<&str> = HashSet::new();
     for f in &findings {
         let id = f["event_id"].as_str().unwrap();
         let cat = f["category"].as_str().unwrap();
@@ -48,12 +52,8 @@ fn demo_catches_every_injected_category() {
             high += 1;
             high_true += usize::from(expected.contains_key(id));
             assert!(!negatives.contains(id), "hard negative flagged: {f}");
-            if f["detector"]
-                .as_str()
-                .is_some_and(|d| d.starts_with("plugin:"))
-                && !expected.contains_key(id)
-            {
-                plugin_false_high.insert(id);
+            if !expected.contains_key(id) {
+                false_high.insert(id);
             }
         }
     }
@@ -83,25 +83,56 @@ fn demo_catches_every_injected_category() {
     ] {
         let (n, k) = per.get(c).copied().unwrap_or_default();
         assert!(n >= 20, "{c}: only {n} injected");
-        assert!(k as f64 / n as f64 >= 0.95, "{c}: recall {k}/{n}");
+        assert!(k as f64 / n as f64 >= 0.98, "{c}: recall {k}/{n}");
     }
-    // Plugins add fewer than 1 false high-severity finding per 10,000 normal events.
+    // All detectors together: fewer than 1 false high-severity finding per 10,000 normal events.
     let events = std::fs::read_to_string(dir.path().join("events.ndjson"))
         .unwrap()
         .lines()
         .count();
     let normal = events - expected.len() - negatives.len();
     assert!(
-        plugin_false_high.len() * 10_000 < normal,
-        "plugins flagged {} normal events high of {normal}: {plugin_false_high:?}",
-        plugin_false_high.len()
+        false_high.len() * 10_000 < normal,
+        "{} normal events flagged high of {normal}: {false_high:?}",
+        false_high.len()
     );
     assert!(high > 0);
     assert!(
-        high_true as f64 / high as f64 >= 0.9,
+        high_true as f64 / high as f64 >= 0.95,
         "precision {high_true}/{high}"
     );
     assert!(negatives.len() >= 60, "hard negatives: {}", negatives.len());
+
+    // Steady heavy users (coders, technicians at 60-90 charts an hour) are judged on peers
+    // while their own history warms up, medium at most, then never again.
+    let mut warm_up: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in findings
+        .iter()
+        .filter(|f| f["category"] == "volume_anomaly")
+    {
+        if !expected.contains_key(f["event_id"].as_str().unwrap()) {
+            *warm_up.entry(f["user"].as_str().unwrap()).or_default() += 1;
+        }
+    }
+    let heavy: Vec<&str> = warm_up
+        .iter()
+        .filter(|(_, &n)| n > 300)
+        .map(|(u, _)| *u)
+        .collect();
+    assert!(
+        !heavy.is_empty(),
+        "no steady heavy user in the demo: {warm_up:?}"
+    );
+    let first_day = "2026-03-10";
+    for f in findings
+        .iter()
+        .filter(|f| f["category"] == "volume_anomaly")
+    {
+        if heavy.contains(&f["user"].as_str().unwrap()) {
+            assert!(f["time"].as_str().unwrap().starts_with(first_day), "{f}");
+            assert_eq!(f["severity"], "medium", "{f}");
+        }
+    }
 
     // The demo's store groups findings into alerts with the default grouping: a volume spree,
     // however many accesses it names, is one alert per user.
@@ -122,7 +153,11 @@ fn demo_catches_every_injected_category() {
         q("SELECT count(*) FROM findings"),
         "every stored finding is in an alert"
     );
-    assert_eq!(q("SELECT count(*) FROM outbox"), 0, "a demo notifies nobody");
+    assert_eq!(
+        q("SELECT count(*) FROM outbox"),
+        0,
+        "a demo notifies nobody"
+    );
 
     // The same data set scanned by hand gives the same policy findings (and a replay stores
     // none). Plugins are left out: their state from the demo run rightly changes their view

@@ -359,12 +359,18 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
     // console shows), grouped by the defaults, and nothing is queued for delivery.
     let findings = count(&db, "SELECT count(*) FROM findings");
     assert_eq!(
-        count(&db, "SELECT count(DISTINCT event_id || detector) FROM alert_findings"),
+        count(
+            &db,
+            "SELECT count(DISTINCT event_id || detector) FROM alert_findings"
+        ),
         findings,
         "every finding is in an alert"
     );
     let alerts = count(&db, "SELECT count(*) FROM alerts");
-    assert!(alerts > 0 && alerts < findings, "{alerts} alerts of {findings} findings");
+    assert!(
+        alerts > 0 && alerts < findings,
+        "{alerts} alerts of {findings} findings"
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM outbox"), 0);
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");

@@ -1,7 +1,7 @@
 //! One day of EHR access: normal shift traffic, injected violations of every category, and the
 //! hard negatives a careless detector would flag. Written as BALP-shaped AuditEvent NDJSON.
 
-use super::hospital::{EncounterClass, Hospital, Shift, EMERGENCY};
+use super::hospital::{EncounterClass, Hospital, Shift, DEPARTMENTS, EMERGENCY};
 use super::names::{rare_family, COMMON_FAMILY};
 use crate::time::{format_ms, MS_PER_HOUR};
 use rand::rngs::SmallRng;
@@ -33,7 +33,14 @@ pub const PLUGIN_CATEGORIES: &[&str] = &[
     "first_time_sensitive",
 ];
 
-pub const HARD_NEGATIVES: &[&str] = &["common_name_treated", "night_shift_nurse", "break_glass_ed"];
+/// Accesses a careless detector would flag high: relatives under the user's own care, night
+/// shifts, break-the-glass on an emergency visit, and routine consults no policy explains yet.
+pub const HARD_NEGATIVES: &[&str] = &[
+    "common_name_treated",
+    "night_shift_nurse",
+    "break_glass_ed",
+    "routine_consult",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Label {
@@ -89,25 +96,31 @@ fn pick<T: Copy>(rng: &mut SmallRng, v: &[T]) -> Option<T> {
     (!v.is_empty()).then(|| v[rng.random_range(0..v.len())])
 }
 
+/// The demo's days of access, in time order.
+#[derive(Default)]
 pub struct DayPlan {
     pub accesses: Vec<Access>,
 }
 
 impl DayPlan {
-    /// `events` accesses in all; `per_category` injected violations and hard negatives of each kind.
-    pub fn generate(
+    /// Adds the hospital's current day: `events` accesses in all, `per_category` injected
+    /// violations and hard negatives of each kind.
+    pub fn add_day(
+        &mut self,
         h: &mut Hospital,
         rng: &mut SmallRng,
         events: usize,
         per_category: usize,
-    ) -> DayPlan {
+    ) {
         let mut acc = Vec::with_capacity(events);
         inject(h, rng, per_category, &mut acc);
         inject_plugin_scenarios(h, rng, per_category, &mut acc);
         hard_negatives(h, rng, per_category, &mut acc);
+        consults(h, rng, events / 100, &mut acc);
+        heavy_users(h, rng, &mut acc);
         normal(h, rng, events.saturating_sub(acc.len()), &mut acc);
         acc.sort_by_key(|a| a.t);
-        DayPlan { accesses: acc }
+        self.accesses.extend(acc);
     }
 
     /// Writes the day. `identifier_percent` of the events name the user by EHR login and the
@@ -318,6 +331,7 @@ fn inject(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>)
                     if h.related(any, p) {
                         continue;
                     }
+                    h.opened_sensitive.insert((any, p));
                     (any, p, shift_time(h, rng, h.staff[any].shift), false)
                 }
                 "terminated_user" => {
@@ -383,18 +397,123 @@ fn variant(family: &str) -> Option<String> {
     Some(v.into_iter().collect())
 }
 
+/// A patient `s` may open without any label, household or workforce coincidence.
+fn plain(h: &Hospital, s: usize, p: usize) -> bool {
+    let pt = &h.patients[p];
+    !pt.vip
+        && pt.sensitive.is_none()
+        && pt.deceased_ms.is_none()
+        && pt.employee_of.is_none()
+        && pt.family != h.staff[s].family
+        && !pt.addr.is_some_and(|a| a.same_street(&h.staff[s].addr))
+}
+
+/// Routine consults: (role, consultant's department, patient's department). The consultant
+/// is on no encounter or care team of the patient, so today's policies leave these
+/// unexplained; they repeat every day across many users, which is what explanation mining
+/// learns from.
+const CONSULTS: &[(&str, &str, &str)] = &[
+    ("doctor", "cardiology", "icu"),
+    ("doctor", "neurology", "emergency"),
+    ("doctor", "psychiatry", "internal-medicine"),
+    ("therapist", "orthopedics", "surgery"),
+    ("pharmacist", "internal-medicine", "icu"),
+];
+
+fn dept_ix(id: &str) -> usize {
+    DEPARTMENTS
+        .iter()
+        .position(|d| d.id == id)
+        .expect("a demo department")
+}
+
+fn consults(h: &Hospital, rng: &mut SmallRng, n: usize, acc: &mut Vec<Access>) {
+    let patterns: Vec<(Vec<usize>, usize)> = CONSULTS
+        .iter()
+        .map(|&(role, from, to)| {
+            let from = dept_ix(from);
+            let staff = active_staff(h, |s| {
+                s.role == role && s.dept == from && s.shift == Shift::Day
+            });
+            (staff, dept_ix(to))
+        })
+        .filter(|(staff, to)| !staff.is_empty() && !h.dept_patients[*to].is_empty())
+        .collect();
+    let mut made = 0;
+    for _ in 0..n * 20 {
+        if made == n {
+            break;
+        }
+        if patterns.is_empty() {
+            break;
+        }
+        let (staff, to) = &patterns[rng.random_range(0..patterns.len())];
+        let (Some(s), Some(p)) = (pick(rng, staff), pick(rng, &h.dept_patients[*to])) else {
+            continue;
+        };
+        if h.related(s, p) || !plain(h, s, p) || h.staff[s].self_patient == Some(p) {
+            continue;
+        }
+        acc.push(Access {
+            t: shift_time(h, rng, Shift::Day),
+            staff: s,
+            patient: p,
+            kind: kind(rng),
+            break_glass: false,
+            label: Label::HardNegative("routine_consult"),
+        });
+        made += 1;
+    }
+}
+
+/// Steady heavy users: health-information coders and radiology technicians who open 60 to
+/// 90 distinct charts in every hour of their shift, every day. Their work is explained (a
+/// business need, a department encounter); only a volume detector that judges them against
+/// lighter peers instead of their own history would flag them.
+fn heavy_users(h: &Hospital, rng: &mut SmallRng, acc: &mut Vec<Access>) {
+    let radiology = dept_ix("radiology");
+    let coders: Vec<usize> = active_staff(h, |s| s.role == "him")
+        .into_iter()
+        .take(3)
+        .collect();
+    let techs: Vec<usize> = active_staff(h, |s| {
+        s.role == "technician" && s.dept == radiology && s.shift == Shift::Day
+    })
+    .into_iter()
+    .take(3)
+    .collect();
+    for (users, hours) in [(coders, 8..17), (techs, 7..19)] {
+        for s in users {
+            let pool: Vec<usize> = if h.staff[s].role == "him" {
+                h.recent_patients.clone()
+            } else {
+                h.dept_patients[radiology].clone()
+            };
+            let pool: Vec<usize> = pool.into_iter().filter(|&p| plain(h, s, p)).collect();
+            if pool.len() < 100 {
+                continue;
+            }
+            for hour in hours.clone() {
+                let n = rng.random_range(60..=90);
+                let start = h.day_start + hour * MS_PER_HOUR;
+                for j in 0..n {
+                    acc.push(Access {
+                        t: start + j * (MS_PER_HOUR / n) + rng.random_range(0..MS_PER_HOUR / n),
+                        staff: s,
+                        patient: pool[rng.random_range(0..pool.len())],
+                        kind: kind(rng),
+                        break_glass: false,
+                        label: Label::Normal,
+                    });
+                }
+            }
+        }
+    }
+}
+
 fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>) {
     let clinical = active_staff(h, |s| s.clinical());
     let day_clinical = active_staff(h, |s| s.clinical() && s.shift == Shift::Day);
-    let plain = |h: &Hospital, s: usize, p: usize| {
-        let pt = &h.patients[p];
-        !pt.vip
-            && pt.sensitive.is_none()
-            && pt.deceased_ms.is_none()
-            && pt.employee_of.is_none()
-            && pt.family != h.staff[s].family
-            && !pt.addr.is_some_and(|a| a.same_street(&h.staff[s].addr))
-    };
 
     // Volume: a user opens 45 of their department's patients within about 40 minutes.
     let bursts = (k / 10).max(2);
@@ -523,7 +642,6 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
     let pool: Vec<usize> = (0..h.patients.len())
         .filter(|&p| h.patients[p].vip || h.patients[p].sensitive.is_some())
         .collect();
-    let mut used = std::collections::HashSet::new();
     let mut made = 0;
     for _ in 0..k * 50 {
         if made == k {
@@ -532,7 +650,10 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         let (Some(s), Some(p)) = (pick(rng, &clinical), pick(rng, &pool)) else {
             break;
         };
-        if h.related(s, p) || h.staff[s].self_patient == Some(p) || !used.insert((s, p)) {
+        if h.related(s, p)
+            || h.staff[s].self_patient == Some(p)
+            || !h.opened_sensitive.insert((s, p))
+        {
             continue;
         }
         acc.push(Access {

@@ -7,8 +7,8 @@
 //! (PV1-9) and an outpatient visit; security labels travel in a site-defined `ZPD` segment,
 //! as HL7 v2 has no standard field for them (the feed names it: `labels = "ZPD-1"`).
 
-use super::hospital::{EncounterClass, Hospital, DEPARTMENTS};
-use super::names::{CITIES, GIVEN, STREETS, STREET_KINDS};
+use super::hospital::{style_of, EncounterClass, Hospital, DEPARTMENTS};
+use super::names::GIVEN;
 use crate::time::MS_PER_DAY;
 use chrono::TimeZone;
 use std::io::Write;
@@ -78,14 +78,15 @@ impl Hospital {
             .map(|t| t.format("%m/%d/%Y").to_string())
             .unwrap_or_default();
         for (i, s) in self.staff.iter().enumerate() {
-            let (city, zip) = CITIES[s.addr.city as usize];
+            // The roster is HR's own typing of the address, not the EHR's.
+            let a = s.addr.written(style_of(3, i), i as u64 ^ 0x4852);
             let title = TITLES
                 .iter()
                 .find(|(r, _)| *r == s.role)
                 .map_or(s.role, |(_, t)| t);
             writeln!(
                 w,
-                "{},{},{},{},{},\"{} {} {}\",{city},IL,{zip},\"{}\",{title},01/05/2015,{},{}",
+                "{},{},{},{},{},\"{}\",{},IL,{},\"{}\",{title},01/05/2015,{},{}",
                 self.employee_id(i),
                 self.login(i),
                 if s.role == "doctor" {
@@ -95,9 +96,9 @@ impl Hospital {
                 },
                 s.family,
                 GIVEN[i % GIVEN.len()],
-                s.addr.number,
-                STREETS[s.addr.street as usize],
-                STREET_KINDS[s.addr.kind as usize],
+                a.line,
+                a.city,
+                a.zip,
                 DEPARTMENTS[s.dept].name,
                 if s.terminated { day.as_str() } else { "" },
                 if s.terminated { "Terminated" } else { "Active" },
@@ -227,29 +228,8 @@ impl Hospital {
         let addr = pt
             .addr
             .map(|a| {
-                let (city, zip) = CITIES[a.city as usize];
-                if pt.alt_address {
-                    let kind = match STREET_KINDS[a.kind as usize] {
-                        "Street" => "ST.",
-                        "Avenue" => "AVE",
-                        "Road" => "RD.",
-                        "Lane" => "LN",
-                        "Drive" => "DR.",
-                        "Court" => "CT",
-                        other => other,
-                    };
-                    format!(
-                        "{} {} {kind}^^{}^IL^{zip}",
-                        a.number,
-                        STREETS[a.street as usize].to_uppercase(),
-                        city.to_uppercase()
-                    )
-                } else {
-                    format!(
-                        "{} {} {}^^{city}^IL^{zip}",
-                        a.number, STREETS[a.street as usize], STREET_KINDS[a.kind as usize]
-                    )
-                }
+                let w = pt.address_written(a, p);
+                format!("{}^^{}^IL^{}", w.line, w.city, w.zip)
             })
             .unwrap_or_default();
         let (died, flag) = match pt.deceased_ms {

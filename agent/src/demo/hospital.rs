@@ -128,32 +128,82 @@ impl Addr {
         self.street == other.street && self.kind == other.kind && self.city == other.city
     }
 
-    /// As [`Addr::json`], the way another clerk types it: "12 OAK ST.".
-    fn json_abbreviated(&self) -> String {
+    /// The address as one record writes it. Real registries spell one house many ways:
+    /// suffixes long or short, upper case, with or without a period, ZIP or ZIP+4 (with a
+    /// different +4 on different records). `style` picks one of those spellings and `seed`
+    /// the +4; detection must see through all of them (USPS Publication 28).
+    pub fn written(&self, style: u8, seed: u64) -> Written {
         let (city, zip) = CITIES[self.city as usize];
-        let kind = match STREET_KINDS[self.kind as usize] {
-            "Street" => "ST.",
-            "Avenue" => "AVE",
-            "Road" => "RD.",
-            "Lane" => "LN",
-            "Drive" => "DR.",
-            "Court" => "CT",
+        let street = STREETS[self.street as usize];
+        let long = STREET_KINDS[self.kind as usize];
+        let short = match long {
+            "Street" => "St",
+            "Avenue" => "Ave",
+            "Road" => "Rd",
+            "Lane" => "Ln",
+            "Drive" => "Dr",
+            "Court" => "Ct",
             other => other,
         };
-        format!(
-            r#"[{{"use":"home","line":["{} {} {kind}"],"city":"{city}","postalCode":"{zip}"}}]"#,
-            self.number,
-            STREETS[self.street as usize].to_uppercase()
-        )
+        let plus4 = format!(
+            "{zip}-{:04}",
+            (seed.wrapping_mul(2_654_435_761) >> 7) % 10_000
+        );
+        let (line, city, zip) = match style % 4 {
+            0 => (
+                format!("{} {street} {long}", self.number),
+                city.to_owned(),
+                zip.to_owned(),
+            ),
+            1 => (
+                format!(
+                    "{} {} {}.",
+                    self.number,
+                    street.to_uppercase(),
+                    short.to_uppercase()
+                ),
+                city.to_uppercase(),
+                zip.to_owned(),
+            ),
+            2 => (
+                format!("{} {street} {short}", self.number),
+                city.to_owned(),
+                plus4,
+            ),
+            _ => (
+                format!(
+                    "{} {} {}",
+                    self.number,
+                    street.to_uppercase(),
+                    long.to_uppercase()
+                ),
+                city.to_uppercase(),
+                plus4,
+            ),
+        };
+        Written { line, city, zip }
     }
+}
 
+/// One spelling of an address: see [`Addr::written`].
+pub struct Written {
+    pub line: String,
+    pub city: String,
+    pub zip: String,
+}
+
+impl Written {
     fn json(&self) -> String {
-        let (city, zip) = CITIES[self.city as usize];
         format!(
-            r#"[{{"use":"home","line":["{} {} {}"],"city":"{city}","postalCode":"{zip}"}}]"#,
-            self.number, STREETS[self.street as usize], STREET_KINDS[self.kind as usize]
+            r#"[{{"use":"home","line":["{}"],"city":"{}","state":"IL","postalCode":"{}"}}]"#,
+            self.line, self.city, self.zip
         )
     }
+}
+
+/// How record `ix` of a kind spells its address: a mix, as in a real registry.
+pub fn style_of(kind: u64, ix: usize) -> u8 {
+    ((ix as u64 ^ kind).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as u8
 }
 
 pub struct Staff {
@@ -187,9 +237,18 @@ pub struct Patient {
     pub employee_of: Option<usize>,
     /// Created for an injection (household, neighbour): no encounters, no normal traffic.
     pub special: bool,
-    /// The address is written the other way (abbreviated, upper case), as another clerk would.
+    /// The address is written the other way from the staff member it is injected against
+    /// (abbreviated, upper case), as another clerk would.
     pub alt_address: bool,
     pub encounters: Vec<usize>,
+}
+
+impl Patient {
+    /// The spelling patient `ix`'s records use.
+    pub fn address_written(&self, a: Addr, ix: usize) -> Written {
+        let style = if self.alt_address { 1 } else { style_of(2, ix) };
+        a.written(style, ix as u64 ^ 0x5eed)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -236,6 +295,9 @@ pub struct Hospital {
     pub dept_patients: Vec<Vec<usize>>,
     /// Patients with an encounter in the last 90 days (business-need traffic).
     pub recent_patients: Vec<usize>,
+    /// (staff, patient) pairs of injected accesses to sensitive and VIP records so far: a
+    /// "first time" on a later day must really be the first.
+    pub opened_sensitive: std::collections::HashSet<(usize, usize)>,
 }
 
 pub struct Size {
@@ -289,6 +351,7 @@ impl Hospital {
             panel: Vec::new(),
             dept_patients: vec![Vec::new(); DEPARTMENTS.len()],
             recent_patients: Vec::new(),
+            opened_sensitive: Default::default(),
         };
         for i in 0..size.staff {
             let role = pick_role(rng);
@@ -344,8 +407,15 @@ impl Hospital {
                 h.staff[s].self_patient = Some(ix);
             }
         }
-        h.generate_encounters(rng, size);
+        h.generate_encounters(rng, size, true);
         h
+    }
+
+    /// Moves to the next working day: that day's admissions, emergency visits and clinic
+    /// appointments join the record, and yesterday's stay on as follow-up relationships.
+    pub fn advance_to(&mut self, rng: &mut SmallRng, size: &Size, day_start: i64) {
+        self.day_start = day_start;
+        self.generate_encounters(rng, size, false);
     }
 
     pub fn add_special_patient(&mut self, family: String, addr: Option<Addr>) -> usize {
@@ -369,7 +439,9 @@ impl Hospital {
             .collect()
     }
 
-    fn generate_encounters(&mut self, rng: &mut SmallRng, size: &Size) {
+    /// The day's encounters; on the `first` day also the stays in progress and the past
+    /// months' visits.
+    fn generate_encounters(&mut self, rng: &mut SmallRng, size: &Size, first: bool) {
         let by_dept: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> = (0..CLINICAL_DEPTS)
             .map(|d| {
                 (
@@ -385,11 +457,17 @@ impl Hospital {
             .filter(|&p| !self.patients[p].special && self.patients[p].deceased_ms.is_none())
             .collect();
         let scale = size.patients as f64 / 30_000.0;
+        // Stays average about five days: a fifth of the census is admitted each day.
+        let (inpatient, past) = if first {
+            (1500.0, 12000.0)
+        } else {
+            (300.0, 0.0)
+        };
         let plan = [
-            (EncounterClass::Inpatient, (1500.0 * scale) as usize),
+            (EncounterClass::Inpatient, (inpatient * scale) as usize),
             (EncounterClass::Emergency, (350.0 * scale) as usize),
             (EncounterClass::Outpatient, (2500.0 * scale) as usize),
-            (EncounterClass::Past, (12000.0 * scale) as usize),
+            (EncounterClass::Past, (past * scale) as usize),
         ];
         let day = self.day_start;
         for (class, count) in plan {
@@ -404,8 +482,11 @@ impl Hospital {
                     continue;
                 }
                 let (start, end) = match class {
-                    EncounterClass::Inpatient => {
+                    EncounterClass::Inpatient if first => {
                         (day - rng.random_range(1..10 * 24) * MS_PER_HOUR, None)
+                    }
+                    EncounterClass::Inpatient => {
+                        (day + rng.random_range(0..20 * 60) * 60_000, None)
                     }
                     EncounterClass::Emergency => {
                         let s = day + rng.random_range(0..22 * 60) * 60_000;
@@ -477,6 +558,9 @@ impl Hospital {
         let day = self.day_start;
         let mut panel = vec![Vec::new(); self.staff.len()];
         let mut recent = Vec::new();
+        for d in &mut self.dept_patients {
+            d.clear();
+        }
         for e in &self.encounters {
             let current = e.class != EncounterClass::Past || e.start > day - 25 * MS_PER_DAY;
             if current {
@@ -544,7 +628,7 @@ impl Hospital {
                 self.npi(i),
                 s.family,
                 GIVEN[i % GIVEN.len()],
-                s.addr.json()
+                s.addr.written(style_of(1, i), i as u64).json()
             )?;
             let end = if s.terminated {
                 format!(r#","end":"{}""#, format_ms(self.day_start - 7 * MS_PER_DAY))
@@ -595,14 +679,7 @@ impl Hospital {
                 .unwrap_or_default();
             let addr = p
                 .addr
-                .map(|a| {
-                    let json = if p.alt_address {
-                        a.json_abbreviated()
-                    } else {
-                        a.json()
-                    };
-                    format!(r#","address":{json}"#)
-                })
+                .map(|a| format!(r#","address":{}"#, p.address_written(a, i).json()))
                 .unwrap_or_default();
             writeln!(
                 pt,

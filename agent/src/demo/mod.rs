@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub feeds: bool,
     /// Percent of events naming the user by login and the patient by MRN.
     pub identifier_percent: u32,
+    /// Working days the events span.
+    pub days: usize,
 }
 
 /// Where a generated data set lives.
@@ -76,53 +78,101 @@ impl DataSet {
 /// mix logins and MRNs with references.
 pub const DEFAULT_IDENTIFIER_PERCENT: u32 = 20;
 
-/// Injected violations (and hard negatives) per category for a day of `events`.
+/// Injected violations (and hard negatives) per category for `events` in all.
 pub fn per_category(events: usize) -> usize {
     (events / 5000).clamp(20, 200)
 }
 
-/// Generates the hospital and its day into `dir`.
-pub fn generate(dir: &Path, events: usize, seed: u64, settings: &Settings) -> Result<DataSet> {
-    generate_sized(
-        dir,
-        events,
-        seed,
-        settings,
-        30_000,
-        DEFAULT_IDENTIFIER_PERCENT,
-    )
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// AuditEvents in all, spread over the days.
+    pub events: usize,
+    pub seed: u64,
+    /// Patients; one staff member per ten of them (at least 3,000).
+    pub patients: usize,
+    /// Percent of events naming the user by login and the patient by MRN.
+    pub identifier_percent: u32,
+    /// Consecutive working days, from Tuesday 2026-03-10.
+    pub days: usize,
 }
 
-/// As [`generate`], with `patients` patients and one staff member per ten of them (at least
-/// 3,000).
-pub fn generate_sized(
-    dir: &Path,
-    events: usize,
-    seed: u64,
-    settings: &Settings,
-    patients: usize,
-    identifier_percent: u32,
-) -> Result<DataSet> {
+impl Shape {
+    pub fn new(events: usize, seed: u64) -> Self {
+        Shape {
+            events,
+            seed,
+            patients: 30_000,
+            identifier_percent: DEFAULT_IDENTIFIER_PERCENT,
+            days: 1,
+        }
+    }
+}
+
+/// The most working days a demo spans.
+pub const MAX_DAYS: usize = 20;
+
+/// Generates the hospital and one day into `dir`.
+pub fn generate(dir: &Path, events: usize, seed: u64, settings: &Settings) -> Result<DataSet> {
+    generate_shaped(dir, settings, &Shape::new(events, seed))
+}
+
+/// Local midnight of the demo's working days: Tuesday 2026-03-10 (no daylight-saving change
+/// near it in the US) and the weekdays after it, so office staff keep office days.
+fn day_starts(settings: &Settings, days: usize) -> Result<Vec<i64>> {
+    use chrono::Datelike;
+    let mut date = chrono::NaiveDate::from_ymd_opt(2026, 3, 10).expect("a valid date");
+    let mut out = Vec::with_capacity(days);
+    while out.len() < days {
+        if !matches!(date.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+            let t = settings
+                .timezone
+                .with_ymd_and_hms(date.year(), date.month(), date.day(), 0, 0, 0)
+                .single()
+                .with_context(|| format!("demo day {date}: local midnight is ambiguous"))?;
+            out.push(t.timestamp_millis());
+        }
+        date = date.succ_opt().expect("a valid date");
+    }
+    Ok(out)
+}
+
+/// Generates the hospital and its days into `dir`.
+pub fn generate_shaped(dir: &Path, settings: &Settings, shape: &Shape) -> Result<DataSet> {
+    anyhow::ensure!(
+        (1..=MAX_DAYS).contains(&shape.days),
+        "--days {}: between 1 and {MAX_DAYS}",
+        shape.days
+    );
     let ds = DataSet::at(dir);
-    // A Tuesday without a daylight-saving change, at local midnight.
-    let day_start = settings
-        .timezone
-        .with_ymd_and_hms(2026, 3, 10, 0, 0, 0)
-        .single()
-        .context("demo day start is ambiguous in the configured time zone")?
-        .timestamp_millis();
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let starts = day_starts(settings, shape.days)?;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(shape.seed);
     let size = hospital::Size {
-        staff: (patients / 10).max(3000),
-        patients,
+        staff: (shape.patients / 10).max(3000),
+        patients: shape.patients,
     };
-    let mut h = hospital::Hospital::generate(&mut rng, &size, day_start);
-    let plan = day::DayPlan::generate(&mut h, &mut rng, events, per_category(events));
+    let mut h = hospital::Hospital::generate(&mut rng, &size, starts[0]);
+    // Violations are spread over the days; each day has its share of the traffic.
+    let k = per_category(shape.events).div_ceil(shape.days);
+    let per_day = shape.events / shape.days;
+    let mut plan = day::DayPlan::default();
+    for (d, &start) in starts.iter().enumerate() {
+        if d > 0 {
+            h.advance_to(&mut rng, &size, start);
+        }
+        // The last day takes the remainder: `--events N` means N.
+        let events = if d + 1 == shape.days {
+            shape.events - per_day * d
+        } else {
+            per_day
+        };
+        plan.add_day(&mut h, &mut rng, events, k);
+    }
     h.write_context(&ds.context)
         .with_context(|| format!("writing {}", ds.context.display()))?;
     h.write_feeds(&ds.feeds, settings.timezone)
         .with_context(|| format!("writing {}", ds.feeds.display()))?;
-    plan.write(&h, &ds.events, &ds.truth, identifier_percent)
+    plan.write(&h, &ds.events, &ds.truth, shape.identifier_percent)
         .with_context(|| format!("writing {}", ds.events.display()))?;
     Ok(ds)
 }
@@ -141,17 +191,16 @@ pub fn run(o: &DemoOptions) -> Result<()> {
         }
     };
     let started = std::time::Instant::now();
-    let ds = generate_sized(
-        &dir,
-        o.events,
-        o.seed,
-        &settings,
-        30_000,
-        o.identifier_percent,
-    )?;
+    let shape = Shape {
+        identifier_percent: o.identifier_percent,
+        days: o.days,
+        ..Shape::new(o.events, o.seed)
+    };
+    let ds = generate_shaped(&dir, &settings, &shape)?;
     eprintln!(
-        "generated a hospital (3000 staff, 30000 patients) and {} AuditEvents in {:.1} s",
+        "generated a hospital (3000 staff, 30000 patients) and {} AuditEvents over {} working day(s) in {:.1} s",
         o.events,
+        o.days,
         started.elapsed().as_secs_f64()
     );
     if o.generate_only {

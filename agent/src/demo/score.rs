@@ -28,7 +28,9 @@ pub struct Score {
     pub labelled: usize,
     /// Unlabelled (normal) events, once the total is known ([`Score::set_total_events`]).
     pub normal_events: usize,
-    /// Normal events a plugin flagged high or critical.
+    /// Normal events any detector (policy or plugin) flagged high or critical.
+    pub false_high: usize,
+    /// Of those, the ones a plugin flagged.
     pub plugin_false_high: usize,
 }
 
@@ -45,9 +47,9 @@ impl Score {
         self.normal_events = total.saturating_sub(self.labelled);
     }
 
-    /// False high-severity plugin findings per 10,000 normal events.
-    pub fn plugin_false_high_per_10k(&self) -> f64 {
-        10_000.0 * self.plugin_false_high as f64 / self.normal_events.max(1) as f64
+    /// Normal events flagged high or critical, by any detector, per 10,000 normal events.
+    pub fn false_high_per_10k(&self) -> f64 {
+        10_000.0 * self.false_high as f64 / self.normal_events.max(1) as f64
     }
 
     pub fn min_recall(&self) -> f64 {
@@ -75,10 +77,11 @@ impl Score {
         ));
         if self.normal_events > 0 {
             s.push_str(&format!(
-                "  plugins: {} normal events of {} flagged high or critical ({:.2} per 10,000)\n",
-                self.plugin_false_high,
+                "  all detectors: {} normal events of {} flagged high or critical ({:.2} per 10,000; {} by plugins)\n",
+                self.false_high,
                 self.normal_events,
-                self.plugin_false_high_per_10k()
+                self.false_high_per_10k(),
+                self.plugin_false_high
             ));
         }
         for (sc, &(n, f)) in &self.hard_negatives {
@@ -113,6 +116,7 @@ pub fn score(truth_ndjson: &str, findings: &[Finding]) -> anyhow::Result<Score> 
         }
     }
     sc.labelled = expected.len() + negatives.len();
+    let mut false_high: HashSet<&str> = HashSet::new();
     let mut plugin_false: HashSet<&str> = HashSet::new();
     let mut caught: HashSet<(&str, &str)> = HashSet::new();
     let mut negative_flagged: HashSet<&str> = HashSet::new();
@@ -132,14 +136,15 @@ pub fn score(truth_ndjson: &str, findings: &[Finding]) -> anyhow::Result<Score> 
             if negatives.contains_key(&f.event_id) {
                 negative_flagged.insert(f.event_id.as_str());
             }
-            if f.detector.starts_with("plugin:")
-                && !expected.contains_key(&f.event_id)
-                && !negatives.contains_key(&f.event_id)
-            {
-                plugin_false.insert(f.event_id.as_str());
+            if !expected.contains_key(&f.event_id) && !negatives.contains_key(&f.event_id) {
+                false_high.insert(f.event_id.as_str());
+                if f.detector.starts_with("plugin:") {
+                    plugin_false.insert(f.event_id.as_str());
+                }
             }
         }
     }
+    sc.false_high = false_high.len();
     sc.plugin_false_high = plugin_false.len();
     for (_, c) in caught {
         sc.recall.entry(c.to_owned()).or_default().1 += 1;
