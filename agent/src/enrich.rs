@@ -65,6 +65,22 @@ pub struct FactKey {
     pub hour: u8,
     /// Whole days from death to access; -1 when alive or the date is unknown.
     pub days_since_death: i32,
+    /// Departments of the patient's encounters around the access (the window of
+    /// `department_encounter`), interned, ascending, [`NONE`]-padded. Four is plenty: few
+    /// patients are in more departments at once, and a fifth only loses a mined explanation.
+    pub encounter_departments: [u32; MAX_ENCOUNTER_DEPARTMENTS],
+}
+
+pub const MAX_ENCOUNTER_DEPARTMENTS: usize = 4;
+
+impl FactKey {
+    /// The interned departments of [`FactKey::encounter_departments`].
+    pub fn encounter_departments(&self) -> impl Iterator<Item = u32> + '_ {
+        self.encounter_departments
+            .iter()
+            .copied()
+            .take_while(|&d| d != NONE)
+    }
 }
 
 impl FactKey {
@@ -237,6 +253,7 @@ impl<'c> Enricher<'c> {
 
         let (mut patient_bits, mut sensitive, mut relationships, mut days_since_death) =
             (0u8, 0u8, 0u8, -1i32);
+        let mut encounter_departments = [NONE; MAX_ENCOUNTER_DEPARTMENTS];
         if let Some(p) = patient {
             let pf = store.patient_facts(p);
             patient_bits |= patient_flag::KNOWN;
@@ -265,13 +282,14 @@ impl<'c> Enricher<'c> {
                     ctx_flag::RECENT_ENCOUNTER,
                     t >= from && t <= e.end + s.business_need_ms,
                 );
+                let around = t >= from && t <= e.end + s.relationship_lag_ms;
                 set(
                     ctx_flag::DEPARTMENT_ENCOUNTER,
-                    department != NONE
-                        && e.department == department
-                        && t >= from
-                        && t <= e.end + s.relationship_lag_ms,
+                    department != NONE && e.department == department && around,
                 );
+                if around && e.department != NONE {
+                    add_department(&mut encounter_departments, e.department);
+                }
             }
             if let Some(u) = user {
                 relationships = store.relationship_at(u, p, t);
@@ -310,11 +328,23 @@ impl<'c> Enricher<'c> {
                 context,
                 hour,
                 days_since_death,
+                encounter_departments,
             },
             event,
             user,
             patient,
         }
+    }
+}
+
+/// Inserts `d` into an ascending, NONE-padded set; a full set keeps its lowest four.
+fn add_department(set: &mut [u32; MAX_ENCOUNTER_DEPARTMENTS], d: u32) {
+    if set.contains(&d) {
+        return;
+    }
+    if let Some(slot) = set.iter().position(|&x| x == NONE || x > d) {
+        set[slot..].rotate_right(1);
+        set[slot] = d;
     }
 }
 
@@ -325,4 +355,33 @@ pub fn relationship_names(bits: u8) -> Vec<&'static str> {
         .filter(|(b, _)| bits & b != 0)
         .map(|(_, n)| *n)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encounter_departments_are_a_small_ascending_set() {
+        let mut s = [NONE; MAX_ENCOUNTER_DEPARTMENTS];
+        for d in [7, 3, 7, 9, 1, 12] {
+            add_department(&mut s, d);
+        }
+        // Duplicates once; a full set keeps its lowest four.
+        assert_eq!(s, [1, 3, 7, 9]);
+        let key = FactKey {
+            action: Action::View,
+            role: NONE,
+            department: NONE,
+            user: 0,
+            patient: 0,
+            sensitive: 0,
+            relationships: 0,
+            context: 0,
+            hour: 12,
+            days_since_death: -1,
+            encounter_departments: [2, 5, NONE, NONE],
+        };
+        assert_eq!(key.encounter_departments().collect::<Vec<_>>(), [2, 5]);
+    }
 }

@@ -23,6 +23,7 @@ pub mod fault;
 pub mod fhir;
 pub mod finding;
 pub mod metrics;
+pub mod mine;
 pub mod mllp;
 pub mod net;
 pub mod notify;

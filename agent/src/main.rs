@@ -8,6 +8,8 @@ use phiwatch::store::{default_data_dir, Store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod cmd;
+
 /// phiwatch: privacy monitoring for healthcare. Detects improper access to patient records
 /// (snooping on family, coworkers, neighbours, VIPs, one's own chart) in EHR audit logs.
 #[derive(Parser)]
@@ -72,6 +74,9 @@ enum Command {
     /// Test policies against cases, or explain the decision on one event.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Explanation mining: propose permits for routine access patterns no policy explains.
+    #[command(subcommand)]
+    Explain(cmd::explain::ExplainCmd),
     /// WASM detection plugins: list the shipped ones, export them, or test one over events.
     #[command(subcommand)]
     Plugin(PluginCmd),
@@ -619,6 +624,7 @@ fn main() {
         Command::Scan(a) => scan(a),
         Command::Run { config } => phiwatch::run::run(&config),
         Command::Demo(a) => demo(a),
+        Command::Explain(c) => cmd::explain::run(c),
         Command::Bench(a) if a.live => {
             phiwatch::bench_live::run(&phiwatch::bench_live::LiveOptions {
                 patients: a.patients,

@@ -14,6 +14,7 @@ use super::{explain, locate};
 use crate::context::{sensitive, ContextStore, NONE};
 use crate::enrich::{
     ctx_flag, patient_flag, relationship_names, user_flag, EnrichedAccess, FactKey,
+    MAX_ENCOUNTER_DEPARTMENTS,
 };
 use crate::event::Action;
 use crate::finding::{Finding, Severity};
@@ -50,10 +51,12 @@ pub struct Rule {
 
 /// Index of the default-deny rule in verdicts.
 pub const UNEXPLAINED: u16 = u16::MAX;
+/// The default-deny rule's id: the detector of every `unexplained` finding.
+pub const UNEXPLAINED_ID: &str = "default-deny";
 
 fn unexplained_rule() -> Rule {
     Rule {
-        id: "default-deny".into(),
+        id: UNEXPLAINED_ID.into(),
         file: String::new(),
         line: 0,
         forbid: true,
@@ -107,6 +110,10 @@ pub struct PolicyPack {
     unexplained: Rule,
     /// No policy names a specific User or Patient: decisions may be memoised by fact key.
     memo_safe: bool,
+    /// Some policy reads `context.encounter_departments`. When none does, the departments
+    /// are left out of the memo key: they would only split identical decisions (measured on
+    /// the demo: 2.4 times the Cedar evaluations).
+    reads_encounter_departments: bool,
 }
 
 impl PolicyPack {
@@ -162,6 +169,7 @@ impl PolicyPack {
         let mut rules = Vec::new();
         let mut rule_ix = AHashMap::new();
         let mut memo_safe = true;
+        let mut reads_encounter_departments = false;
         for (name, text) in files {
             let file_set = match PolicySet::from_str(text) {
                 Ok(s) => s,
@@ -241,6 +249,7 @@ impl PolicyPack {
                     }
                 }
                 memo_safe &= !names_user_or_patient(p);
+                reads_encounter_departments |= p.to_string().contains("encounter_departments");
                 if let Err(e) = set.add(p.new_id(PolicyId::new(&id))) {
                     problems.push(format!("{here}: {e}"));
                     continue;
@@ -268,6 +277,7 @@ impl PolicyPack {
             rule_ix,
             unexplained: unexplained_rule(),
             memo_safe,
+            reads_encounter_departments,
         })
     }
 
@@ -457,7 +467,11 @@ impl<'p> Detector<'p> {
                 a.event.patient.as_deref().unwrap_or(""),
             );
         }
-        if let Some(v) = self.memo.get(&a.facts) {
+        let mut key = a.facts;
+        if !self.pack.reads_encounter_departments {
+            key.encounter_departments = [crate::context::NONE; MAX_ENCOUNTER_DEPARTMENTS];
+        }
+        if let Some(v) = self.memo.get(&key) {
             self.stats.memo_hits += 1;
             return v.clone();
         }
@@ -465,7 +479,7 @@ impl<'p> Detector<'p> {
         if self.memo.len() >= MEMO_CAP {
             self.memo.clear();
         }
-        self.memo.insert(a.facts, verdict.clone());
+        self.memo.insert(key, verdict.clone());
         verdict
     }
 
@@ -652,6 +666,12 @@ impl<'p> Detector<'p> {
             ),
             ("long_after_death".into(), c(ctx_flag::LONG_AFTER_DEATH)),
             ("succeeded".into(), c(ctx_flag::SUCCEEDED)),
+            (
+                "encounter_departments".into(),
+                RestrictedExpression::new_set(f.encounter_departments().map(|d| {
+                    RestrictedExpression::new_string(store.departments.name(d).to_owned())
+                })),
+            ),
         ])
         .map_err(|e| e.to_string())?;
         let schema = Some(&self.pack.schema);

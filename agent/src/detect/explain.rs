@@ -83,6 +83,7 @@ pub fn facts(a: &EnrichedAccess, store: &ContextStore) -> String {
          user: role {role}, department {dept}; {uflags}\n\
          patient: {pflags}; sensitive {sens}\n\
          relationships at the time: {rels}\n\
+         patient's encounter departments around the access: {encdepts}\n\
          context: {cflags}; local hour {hour}; days since death {dsd}\n",
         id = a.event.id,
         action = f.action.as_str(),
@@ -130,6 +131,17 @@ pub fn facts(a: &EnrichedAccess, store: &ContextStore) -> String {
             ("long_after_death", c(ctx_flag::LONG_AFTER_DEATH)),
             ("succeeded", c(ctx_flag::SUCCEEDED)),
         ]),
+        encdepts = {
+            let d: Vec<&str> = f
+                .encounter_departments()
+                .map(|d| store.departments.name(d))
+                .collect();
+            if d.is_empty() {
+                "-".to_owned()
+            } else {
+                d.join(", ")
+            }
+        },
         hour = f.hour,
         dsd = f.days_since_death,
     )

@@ -16,14 +16,17 @@
 //! vip = true
 //! [case.context]                 # AccessContext attributes; treating/relationship derive
 //! relationship_kinds = []        # from relationship_kinds and department_encounter
+//! encounter_departments = ["icu"] # departments of the patient's encounters around the access
 //! ```
 //!
 //! Coverage: a policy is covered positively by a case where it determined the decision, and
 //! negatively by a case about it where it did not.
 
 use super::cedar::{Detector, PolicyPack};
-use crate::context::{rel, sensitive, ContextStore};
-use crate::enrich::{ctx_flag, patient_flag, user_flag, EnrichedAccess, FactKey};
+use crate::context::{rel, sensitive, ContextStore, NONE};
+use crate::enrich::{
+    ctx_flag, patient_flag, user_flag, EnrichedAccess, FactKey, MAX_ENCOUNTER_DEPARTMENTS,
+};
 use crate::event::{AccessEvent, Action};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -144,6 +147,9 @@ struct ContextFacts {
     #[serde(default)]
     long_after_death: bool,
     succeeded: Option<bool>,
+    /// Departments of the patient's encounters around the access.
+    #[serde(default)]
+    encounter_departments: Vec<String>,
 }
 
 /// What a run found.
@@ -224,6 +230,20 @@ fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, String> {
     }
     let x = &c.context;
     let cbit = |on: bool, b: u16| if on { b } else { 0 };
+    if x.encounter_departments.len() > MAX_ENCOUNTER_DEPARTMENTS {
+        return Err(format!(
+            "encounter_departments: at most {MAX_ENCOUNTER_DEPARTMENTS}, as detection sees"
+        ));
+    }
+    let mut encounter_departments = [NONE; MAX_ENCOUNTER_DEPARTMENTS];
+    let mut ds: Vec<u32> = x
+        .encounter_departments
+        .iter()
+        .map(|d| store.departments.intern(d))
+        .collect();
+    ds.sort_unstable();
+    ds.dedup();
+    encounter_departments[..ds.len()].copy_from_slice(&ds);
     Ok(FactKey {
         action,
         role: store.roles.intern(&u.role),
@@ -255,6 +275,7 @@ fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, String> {
             | cbit(x.succeeded.unwrap_or(true), ctx_flag::SUCCEEDED),
         hour: c.hour,
         days_since_death: x.days_since_death.unwrap_or(-1),
+        encounter_departments,
     })
 }
 
