@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod mine;
 pub mod mllp;
 pub mod net;
+pub mod noise;
 pub mod notify;
 pub mod pipeline;
 pub mod plugin;

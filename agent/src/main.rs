@@ -77,6 +77,9 @@ enum Command {
     /// Explanation mining: propose permits for routine access patterns no policy explains.
     #[command(subcommand)]
     Explain(cmd::explain::ExplainCmd),
+    /// Reports on the detection itself: `report noise` shows which detectors make the work.
+    #[command(subcommand)]
+    Report(cmd::report::ReportCmd),
     /// WASM detection plugins: list the shipped ones, export them, or test one over events.
     #[command(subcommand)]
     Plugin(PluginCmd),
@@ -389,6 +392,10 @@ enum AlertsCmd {
         by: String,
         #[arg(long, default_value = "")]
         note: String,
+        /// What you concluded: false-positive, benign (routine work) or confirmed. The noise
+        /// report (`phiwatch report noise`) counts these per detector.
+        #[arg(long = "as")]
+        disposition: Option<String>,
     },
 }
 
@@ -625,6 +632,7 @@ fn main() {
         Command::Run { config } => phiwatch::run::run(&config),
         Command::Demo(a) => demo(a),
         Command::Explain(c) => cmd::explain::run(c),
+        Command::Report(c) => cmd::report::run(c),
         Command::Bench(a) if a.live => {
             phiwatch::bench_live::run(&phiwatch::bench_live::LiveOptions {
                 patients: a.patients,
@@ -1001,7 +1009,8 @@ fn alerts(c: AlertsCmd) -> Result<()> {
             id,
             by,
             note,
-        } => admin(&store)?.ack(id, &by, &note)?,
+            disposition,
+        } => admin(&store)?.ack(id, &by, &note, disposition.as_deref())?,
     };
     print!("{out}");
     Ok(())

@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     ack_by        TEXT,
     ack_ms        INTEGER,
     ack_note      TEXT,
+    -- What the officer concluded: false_positive, benign (routine work) or confirmed.
+    ack_disposition TEXT,
     -- The access times of the alert's earliest and latest findings (epoch ms): what an
     -- officer replaying last month's logs charts by, where first_ms is when it was stored.
     first_access_ms INTEGER,
@@ -280,6 +282,7 @@ impl Store {
             ("outbox", "body", "TEXT"),
             ("alerts", "first_access_ms", "INTEGER"),
             ("alerts", "last_access_ms", "INTEGER"),
+            ("alerts", "ack_disposition", "TEXT"),
         ] {
             let present: i64 = conn
                 .query_row(

@@ -60,6 +60,16 @@ pub fn parse_time_in(s: &str, zone: chrono_tz::Tz) -> Option<i64> {
     Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
+/// A window bound as people type it: `2026-03-10` (midnight UTC) or a date-time (UTC unless
+/// it carries an offset).
+pub fn parse_date_or_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis());
+    }
+    parse_fhir_time(s)
+}
+
 /// RFC 3339 UTC text for an epoch-milliseconds time.
 pub fn format_ms(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)

@@ -21,6 +21,7 @@ struct Console {
     _agent: Agent,
     port: u16,
     db: PathBuf,
+    config: PathBuf,
 }
 
 /// The agent with a console on loopback, routing (so findings group into alerts), and
@@ -62,6 +63,7 @@ fn start(d: &Path, context: &Path, events: &Path, console_extra: &str) -> Consol
         _agent: agent,
         port,
         db: d.join("data/phiwatch.db"),
+        config,
     }
 }
 
@@ -206,6 +208,7 @@ fn browser_walkthrough_on_demo_data() {
     assert!(!b.find_all("#evidence tbody tr").is_empty());
     b.screenshot(&shots.join("03-alert.png"));
     b.type_into("#ack-note", "reviewed in the browser test");
+    b.script("document.querySelector('#ack-disposition').value = 'confirmed'");
     b.click("#ack");
     assert!(wait_for(Duration::from_secs(10), || b
         .text("#alert-status")
@@ -213,10 +216,11 @@ fn browser_walkthrough_on_demo_data() {
     assert_eq!(
         count(
             &c.db,
-            &format!("SELECT count(*) FROM alerts WHERE id = {alert_id} AND ack_by = 'olivia'")
+            &format!("SELECT count(*) FROM alerts WHERE id = {alert_id} AND ack_by = 'olivia' AND ack_disposition = 'confirmed'")
         ),
         1
     );
+    assert_eq!(b.text("#disposition"), "confirmed");
 
     // Open a case from it; the case page shows the provisional clock at once.
     b.click("#open-case");
@@ -308,6 +312,10 @@ fn browser_walkthrough_on_demo_data() {
     let dark = b.script("return getComputedStyle(document.body).backgroundColor");
     assert_ne!(light, dark, "the theme switch changes the page");
     b.screenshot(&shots.join("07-dashboard-dark.png"));
+    b.goto(&format!("{base}/noise"));
+    b.find("#noise tbody tr");
+    b.find("#chart-noise svg");
+    b.screenshot(&shots.join("09-noise-dark.png"));
     b.goto(&format!("{base}/cases/{case_id}"));
     b.find("#timeline");
     b.screenshot(&shots.join("08-case-dark.png"));
@@ -343,6 +351,134 @@ fn browser_walkthrough_on_demo_data() {
             "{f}"
         );
     }
+}
+
+/// Officers' conclusions on acknowledged alerts reach the noise report, per detector, the same
+/// through the API, the page and the command line; a conclusion that is not one is refused.
+#[test]
+fn noise_report_counts_what_officers_concluded() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clinic(dir.path());
+    let po = Client::login(c.port, "olivia", PASSWORD);
+    let ids: Vec<i64> = {
+        let conn = rusqlite::Connection::open(&c.db).unwrap();
+        let mut st = conn
+            .prepare("SELECT id FROM alerts ORDER BY id LIMIT 3")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(ids.len(), 3);
+    let bad = po.send(
+        "POST",
+        &format!("/api/v1/alerts/{}/ack", ids[0]),
+        &json!({ "note": "x", "disposition": "maybe" }),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("disposition"));
+    assert_eq!(
+        count(
+            &c.db,
+            "SELECT count(*) FROM alerts WHERE ack_by IS NOT NULL"
+        ),
+        0,
+        "a refused acknowledgement changes nothing"
+    );
+    for (id, d) in ids.iter().zip(["false-positive", "benign", "confirmed"]) {
+        let r = po.send(
+            "POST",
+            &format!("/api/v1/alerts/{id}/ack"),
+            &json!({ "note": "triaged", "disposition": d }),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let judged = |conclusion: &str| {
+        count(
+            &c.db,
+            &format!(
+                "SELECT count(*) FROM (SELECT DISTINCT af.alert_id, af.detector FROM alert_findings af
+                 JOIN alerts a ON a.id = af.alert_id WHERE a.ack_disposition = '{conclusion}')"
+            ),
+        )
+    };
+    let r = po.get("/api/v1/reports/noise?since=3650d");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let api = r.json();
+    let sum = |k: &str| -> i64 {
+        api["detectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d[k].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("false_positive"), judged("false_positive"));
+    assert_eq!(sum("benign"), judged("benign"));
+    assert_eq!(sum("confirmed"), judged("confirmed"));
+    assert!(sum("confirmed") >= 1);
+    assert_eq!(
+        api["findings"].as_i64().unwrap(),
+        count(&c.db, "SELECT count(*) FROM findings")
+    );
+    assert_eq!(
+        sum("findings"),
+        api["findings"].as_i64().unwrap(),
+        "every finding is some detector's"
+    );
+    assert!(
+        api["accesses"].as_i64().unwrap() > 0,
+        "the agent keeps an access log"
+    );
+    assert_eq!(po.get("/api/v1/reports/noise?since=soon").status, 400);
+
+    let page = po.get("/noise?since=3650d");
+    assert_eq!(page.status, 200);
+    for d in api["detectors"].as_array().unwrap() {
+        assert!(
+            page.text().contains(&format!(
+                "data-detector=\"{}\"",
+                d["detector"].as_str().unwrap()
+            )),
+            "{} missing from the page",
+            d["detector"]
+        );
+    }
+
+    let out = common::phiwatch(&[
+        "report",
+        "noise",
+        "--config",
+        c.config.to_str().unwrap(),
+        "--since",
+        "3650d",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_detector = |v: &Value| -> Vec<(String, i64, i64, i64)> {
+        v["detectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["detector"].as_str().unwrap().to_owned(),
+                    d["false_positive"].as_i64().unwrap(),
+                    d["benign"].as_i64().unwrap(),
+                    d["confirmed"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(by_detector(&cli), by_detector(&api));
+    let text = common::phiwatch(&["report", "noise", "--config", c.config.to_str().unwrap()]);
+    assert!(text.status.success(), "{}", common::text(&text.stderr));
+    assert!(common::text(&text.stdout).contains("detector"));
 }
 
 /// What each role may do, written out independently of the agent's own table.

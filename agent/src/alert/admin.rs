@@ -20,6 +20,23 @@ pub enum AdminError {
     Invalid(String),
 }
 
+/// What an officer concluded when acknowledging an alert.
+pub const DISPOSITIONS: &[&str] = &["false_positive", "benign", "confirmed"];
+
+/// `false-positive` or `false_positive` (any case) → `false_positive`.
+pub fn parse_disposition(s: &str) -> Result<&'static str, AdminError> {
+    let norm = s.trim().to_ascii_lowercase().replace('-', "_");
+    DISPOSITIONS
+        .iter()
+        .find(|d| **d == norm)
+        .copied()
+        .ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "disposition {s:?}: expected false-positive, benign (routine work) or confirmed"
+            ))
+        })
+}
+
 pub struct Admin {
     conn: Connection,
     path: String,
@@ -93,13 +110,24 @@ impl Admin {
         Ok(out)
     }
 
-    /// Records who acknowledged the alert and when; its pending notifications are dropped.
-    pub fn ack(&mut self, id: i64, by: &str, note: &str) -> Result<String, AdminError> {
+    /// Records who acknowledged the alert, when and what they concluded (`disposition`: one
+    /// of [`DISPOSITIONS`]; the noise report counts them); its pending notifications are dropped.
+    pub fn ack(
+        &mut self,
+        id: i64,
+        by: &str,
+        note: &str,
+        disposition: Option<&str>,
+    ) -> Result<String, AdminError> {
         if by.trim().is_empty() {
             return Err(AdminError::Invalid(
                 "--by names the person acknowledging".into(),
             ));
         }
+        let disposition = match disposition.map(str::trim).filter(|d| !d.is_empty()) {
+            None => None,
+            Some(d) => Some(parse_disposition(d)?),
+        };
         let tx = self
             .conn
             .transaction()
@@ -109,9 +137,10 @@ impl Admin {
             })?;
         let n = tx
             .execute(
-                "UPDATE alerts SET status = 'acknowledged', ack_by = ?2, ack_ms = ?3, ack_note = ?4
+                "UPDATE alerts SET status = 'acknowledged', ack_by = ?2, ack_ms = ?3, ack_note = ?4,
+                   ack_disposition = ?5
                  WHERE id = ?1",
-                params![id, by, now_ms(), note],
+                params![id, by, now_ms(), note, disposition],
             )
             .map_err(|source| AdminError::Store {
                 path: self.path.clone(),

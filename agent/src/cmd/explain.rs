@@ -1,5 +1,6 @@
 //! `phiwatch explain mine`: propose permits for routine access patterns.
 
+use super::{parse_time, window_start, Start};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use phiwatch::mine::{self, Options, Since};
@@ -60,19 +61,6 @@ pub struct MineArgs {
     out: Option<PathBuf>,
 }
 
-/// `2026-03-10`, or an RFC 3339 time.
-fn parse_time(s: &str) -> Result<i64> {
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc()
-            .timestamp_millis());
-    }
-    phiwatch::time::parse_fhir_time(s)
-        .with_context(|| format!("{s:?}: expected a date (2026-03-10) or an RFC 3339 time"))
-}
-
 pub fn run(cmd: ExplainCmd) -> Result<()> {
     let ExplainCmd::Mine(a) = cmd;
     let (store_path, inputs) = match (&a.config, &a.store) {
@@ -102,9 +90,9 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
     let Loaded {
         settings, context, ..
     } = inputs.load()?;
-    let since = match phiwatch::alert::routing::parse_duration(&a.since) {
-        Ok(d) => Since::Back(d.as_millis() as i64),
-        Err(_) => Since::At(parse_time(&a.since).context("--since")?),
+    let since = match window_start(&a.since).context("--since")? {
+        Start::Back(d) => Since::Back(d),
+        Start::At(t) => Since::At(t),
     };
     let until_ms = a
         .until

@@ -287,6 +287,9 @@ pub async fn alert(
 pub struct AckBody {
     #[serde(default)]
     pub note: String,
+    /// false_positive, benign or confirmed; empty for none.
+    #[serde(default)]
+    pub disposition: String,
 }
 
 pub async fn ack(
@@ -296,14 +299,17 @@ pub async fn ack(
     input: Input<AckBody>,
 ) -> Response {
     let (by, note) = (s.account.name.clone(), input.value.note.clone());
+    let disposition = input.value.disposition.clone();
     match app
         .admin(move |a| {
-            a.ack(id, &by, &note).map_err(|e| match e {
-                crate::alert::admin::AdminError::Invalid(m) if m.starts_with("no alert") => {
-                    Fail::not_found(m)
-                }
-                other => Fail::internal(other.to_string()),
-            })
+            a.ack(id, &by, &note, Some(&disposition))
+                .map_err(|e| match e {
+                    crate::alert::admin::AdminError::Invalid(m) if m.starts_with("no alert") => {
+                        Fail::not_found(m)
+                    }
+                    crate::alert::admin::AdminError::Invalid(m) => Fail::bad(m),
+                    other => Fail::internal(other.to_string()),
+                })
         })
         .await
     {

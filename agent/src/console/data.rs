@@ -30,6 +30,8 @@ pub struct AlertRow {
     pub explanation: String,
     pub acknowledged_by: Option<String>,
     pub ack_note: Option<String>,
+    /// false_positive, benign or confirmed, when the officer said.
+    pub disposition: Option<String>,
     pub case_id: Option<i64>,
 }
 
@@ -88,7 +90,7 @@ const ALERT_COLUMNS: &str = "a.id, a.status, a.severity, a.category, a.user_id, 
     (SELECT f.explanation FROM alert_findings af JOIN findings f
        ON f.event_id = af.event_id AND f.detector = af.detector
      WHERE af.alert_id = a.id ORDER BY f.time DESC LIMIT 1),
-    (SELECT min(case_id) FROM case_alerts ca WHERE ca.alert_id = a.id)";
+    (SELECT min(case_id) FROM case_alerts ca WHERE ca.alert_id = a.id), a.ack_disposition";
 
 fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
     Ok(AlertRow {
@@ -106,6 +108,7 @@ fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
         ack_note: r.get(11)?,
         explanation: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
         case_id: r.get(13)?,
+        disposition: r.get(14)?,
     })
 }
 

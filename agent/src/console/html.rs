@@ -31,6 +31,7 @@ pub fn layout(title: &str, s: Option<&Signed>, active: &str, body: &str) -> Stri
             ("/alerts", "Alerts", Perm::ReadAlerts),
             ("/cases", "Cases", Perm::ReadCases),
             ("/dashboard", "Dashboard", Perm::ReadAlerts),
+            ("/noise", "Noise", Perm::ReadAlerts),
             ("/status", "Status", Perm::ReadStatus),
         ] {
             if role.may(perm) {

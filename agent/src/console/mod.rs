@@ -14,6 +14,7 @@ mod charts;
 pub mod data;
 mod hashing;
 mod html;
+mod noise;
 mod pages;
 pub mod routes;
 pub mod session;

@@ -331,8 +331,15 @@ pub async fn alert(
     if let Some(by) = &a.acknowledged_by {
         let _ = write!(
             b,
-            "<dt>Acknowledged</dt><dd>by {} {}</dd>",
+            "<dt>Acknowledged</dt><dd>by {} {}{}</dd>",
             esc(by),
+            a.disposition
+                .as_deref()
+                .map(|d| format!(
+                    "<span class=\"chip\" id=\"disposition\">{}</span> ",
+                    words(d)
+                ))
+                .unwrap_or_default(),
             esc(a.ack_note.as_deref().unwrap_or(""))
         );
     }
@@ -350,6 +357,9 @@ pub async fn alert(
             &back,
             "ack-form",
             "<label>Triage note<input name=\"note\" id=\"ack-note\" placeholder=\"what you found\"></label>\
+<label>Conclusion<select name=\"disposition\" id=\"ack-disposition\"><option value=\"\">(not said)</option>\
+<option value=\"false_positive\">false positive</option><option value=\"benign\">benign: routine work</option>\
+<option value=\"confirmed\">confirmed</option></select></label>\
 <button type=\"submit\" id=\"ack\">Acknowledge</button>",
         ));
     }

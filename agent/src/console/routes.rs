@@ -3,7 +3,7 @@
 //! keeps the two equal).
 
 use super::authz::Perm;
-use super::{api, pages, App, EVIDENCE_LIMIT};
+use super::{api, noise, pages, App, EVIDENCE_LIMIT};
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{get, post};
@@ -33,6 +33,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/cases", ReadCases),
     r("GET", "/cases/{id}", ReadCases),
     r("GET", "/dashboard", ReadAlerts),
+    r("GET", "/noise", ReadAlerts),
     r("GET", "/status", ReadStatus),
     // API.
     r("GET", "/api/v1/openapi.json", Signed),
@@ -67,6 +68,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/reports/annual-log", ReadCases),
     r("GET", "/api/v1/reports/accounting", ReadCases),
     r("GET", "/api/v1/dashboard", ReadAlerts),
+    r("GET", "/api/v1/reports/noise", ReadAlerts),
     r("GET", "/api/v1/status", ReadStatus),
     r("GET", "/api/v1/metrics/summary", ReadStatus),
 ];
@@ -90,6 +92,7 @@ pub fn build() -> axum::Router<App> {
         .route("/cases", get(pages::cases))
         .route("/cases/{id}", get(pages::case))
         .route("/dashboard", get(pages::dashboard))
+        .route("/noise", get(noise::page))
         .route("/status", get(pages::status))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route(
@@ -125,6 +128,7 @@ pub fn build() -> axum::Router<App> {
         .route("/api/v1/reports/annual-log", get(api::annual_log))
         .route("/api/v1/reports/accounting", get(api::accounting))
         .route("/api/v1/dashboard", get(api::dashboard))
+        .route("/api/v1/reports/noise", get(noise::api))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/metrics/summary", get(api::metrics_summary))
 }
