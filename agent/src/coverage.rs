@@ -100,9 +100,11 @@ pub fn measure(cfg: &Config, ctx: &ContextStore) -> Coverage {
             Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
             Format::AtnaXml => LineDecoder::Atna(f.zone()),
             Format::Csv => match &f.csv {
-                Some(m) => {
-                    LineDecoder::Csv(Box::new(crate::decode::csv::CsvDecoder::new(m.clone())))
-                }
+                Some(m) => match crate::decode::csv::CsvDecoder::new(m, Default::default()) {
+                    Ok(d) => LineDecoder::Csv(Box::new(d)),
+                    // `check` reports the mapping's own error.
+                    Err(_) => continue,
+                },
                 None => continue,
             },
         };

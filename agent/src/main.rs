@@ -869,6 +869,7 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
     .load()?;
     eprint!("{}", context_stats.render());
     let mut sources = Vec::new();
+    let mut unknown_names = Vec::new();
     for src in &cfg.sources {
         let Source::File(f) = src else { continue };
         if !a.source.is_empty() && !a.source.contains(&f.name) {
@@ -885,15 +886,22 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
         }
         paths.sort();
         paths.dedup();
+        let unknown = std::sync::Arc::new(phiwatch::decode::csv::UnknownNames::default());
         let decoder = match f.format {
             Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
             Format::AtnaXml => LineDecoder::Atna(f.zone()),
-            Format::Csv => LineDecoder::Csv(Box::new(phiwatch::decode::csv::CsvDecoder::new(
-                f.csv
-                    .clone()
-                    .context("format = \"csv\" without a mapping")?,
-            ))),
+            Format::Csv => LineDecoder::Csv(Box::new(
+                phiwatch::decode::csv::CsvDecoder::new(
+                    f.csv
+                        .as_ref()
+                        .context("format = \"csv\" without a mapping")?,
+                    unknown.clone(),
+                )
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("source {:?}", f.name))?,
+            )),
         };
+        unknown_names.push((f.name.clone(), unknown));
         eprintln!("source {}: {} file(s)", f.name, paths.len());
         sources.push(phiwatch::scan::ScanSource {
             paths,
@@ -948,6 +956,22 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
         r.flush()?;
     }
     eprint!("{}", summary.render());
+    for (source, names) in unknown_names {
+        let names = names.snapshot();
+        if names.is_empty() {
+            continue;
+        }
+        let total: u64 = names.values().sum();
+        let mut top: Vec<(&String, &u64)> = names.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        eprintln!(
+            "source {source}: {total} row(s) with {} action word(s) the mapping does not know, read as its default_action (add them to actions or actions_file):",
+            names.len()
+        );
+        for (name, n) in top.iter().take(20) {
+            eprintln!("  {n:>8}  {name}");
+        }
+    }
     Ok(())
 }
 

@@ -69,6 +69,8 @@ pub struct SourceMetrics {
     pub patients_over_cap: AtomicU64,
     /// Messages or folder events taken into the spool (syslog and folder sources).
     pub intake: Arc<IntakeMetrics>,
+    /// CSV action words the mapping does not know, per word.
+    pub unknown_actions: Arc<crate::decode::csv::UnknownNames>,
 }
 
 #[derive(Default)]
@@ -320,6 +322,7 @@ impl Metrics {
         let sources: Vec<(&str, &SourceMetrics)> =
             self.sources.iter().map(|m| (m.name.as_str(), m)).collect();
         labelled(&mut out, &per_source, "source", &sources);
+        render_unknown_actions(&self.sources, &mut out);
         let n = &self.notify;
         for (name, kind, help, v) in [
             (
@@ -442,6 +445,31 @@ fn labelled<T>(out: &mut String, series: &[Series<'_, T>], label: &str, items: &
             out.push_str(&format!("{name}{{{label}=\"{item}\"}} {}\n", get(v)));
         }
     }
+}
+
+/// One series per source and action word a CSV mapping does not know (at most 256 words per
+/// source): what to add to the source's `actions` or `actions_file`.
+fn render_unknown_actions(sources: &[SourceMetrics], out: &mut String) {
+    let name = "phiwatch_source_unknown_actions_total";
+    out.push_str(&format!(
+        "# HELP {name} Rows whose action word the source's mapping does not know (read as its default_action), per word.\n# TYPE {name} counter\n"
+    ));
+    for m in sources {
+        for (word, n) in m.unknown_actions.snapshot() {
+            out.push_str(&format!(
+                "{name}{{source=\"{}\",action=\"{}\"}} {n}\n",
+                label_value(&m.name),
+                label_value(&word)
+            ));
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn render_plugins(

@@ -232,9 +232,16 @@ pub fn run(config_path: &Path) -> Result<()> {
                 decoder: match f.format {
                     Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
                     Format::AtnaXml => LineDecoder::Atna(f.zone()),
-                    Format::Csv => LineDecoder::Csv(Box::new(CsvDecoder::new(
-                        f.csv.context("format = \"csv\" without a mapping")?,
-                    ))),
+                    Format::Csv => LineDecoder::Csv(Box::new(
+                        CsvDecoder::new(
+                            f.csv
+                                .as_ref()
+                                .context("format = \"csv\" without a mapping")?,
+                            metrics.sources[ix].unknown_actions.clone(),
+                        )
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("source {name:?}"))?,
+                    )),
                 },
                 name,
                 patterns: f.paths,

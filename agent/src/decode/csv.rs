@@ -1,65 +1,110 @@
-//! CSV access-log exports with a column mapping from the source's configuration.
+//! Delimited access-log exports (CSV, tab, pipe) with a column mapping from the source's
+//! configuration, or a shipped profile for a published export layout (`profile = "purview-epic"`,
+//! see `rules/profiles/`) overridden column by column.
 //!
-//! Columns are named by header text (`user = "UserID"`) or by 1-based position (`user = 3`).
-//! With `header = true` the first line of every file names the columns; it is read from the
-//! file itself, so a restart in the middle of a file still knows them, and any line equal to
-//! the header (exports concatenated into one file) is skipped.
+//! Columns are named by header text, one name or a list of accepted names compared without
+//! regard to case, spaces or punctuation (`"ACCESS_LOG.ACCESS_TIME"` = `"access log access
+//! time"`), or by 1-based position. With a header the first line of every file names the
+//! columns; it is read from the file itself, so a restart in the middle of a file still knows
+//! them, a nightly extract with drifted headers is read by its own header, and any line equal
+//! to the header (exports concatenated into one file) is skipped. The delimiter is declared or
+//! sniffed from each file's header.
+//!
+//! An EHR's action words are its own (Epic has thousands of metric names): a word the mapping
+//! does not know is read as `default_action` (view) and counted per word, never a rejected row.
 
 use super::audit_event::{line_hash, truncate};
 use super::{DecodeError, Item};
 use crate::event::{AccessEvent, Action};
+use crate::tabular::{fold, sniff};
 use crate::time::parse_fhir_time;
 use chrono::{NaiveDateTime, TimeZone};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Clone, Deserialize)]
+/// The shipped profiles: name, TOML text (the same keys as `[source.csv]`).
+pub const PROFILES: &[(&str, &str)] = &[
+    (
+        "epic-clarity-access-log",
+        include_str!("../../../rules/profiles/epic-clarity-access-log.toml"),
+    ),
+    (
+        "purview-epic",
+        include_str!("../../../rules/profiles/purview-epic.toml"),
+    ),
+    (
+        "purview-healthcare",
+        include_str!("../../../rules/profiles/purview-healthcare.toml"),
+    ),
+    (
+        "touchworks-patient-access-log",
+        include_str!("../../../rules/profiles/touchworks-patient-access-log.toml"),
+    ),
+];
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvMapping {
-    /// The first line of each file names the columns.
-    #[serde(default = "yes")]
-    pub header: bool,
-    /// One ASCII character.
-    #[serde(default = "comma")]
-    pub delimiter: char,
-    /// chrono format for the time column (`%m/%d/%Y %H:%M:%S`); default: RFC 3339 or FHIR
-    /// date-time, or Unix seconds / milliseconds when the value is all digits.
+    /// A shipped profile; every other key here overrides the profile's.
+    pub profile: Option<String>,
+    /// The first line of each file names the columns (default true).
+    pub header: Option<bool>,
+    /// One ASCII character; default: sniffed from each file's header (comma without one).
+    pub delimiter: Option<char>,
+    /// chrono format for the time column (`%m/%d/%Y %H:%M:%S`); with a `date` column, for
+    /// "DATE TIME". Default: RFC 3339, `2026-03-10 08:00:00`, `03/10/2026 08:00[:00]`, or Unix
+    /// seconds / milliseconds when the value is all digits.
     pub time_format: Option<String>,
     /// IANA zone for times without an offset (`America/Chicago`); default UTC.
     pub timezone: Option<String>,
+    #[serde(default)]
     pub columns: Columns,
-    /// Extra action words: `"Chart Review" = "view"`. Matched without regard to case, before
-    /// the built-in words (view/read, modify/update/edit/create/delete, print, export/download,
+    /// Action words: `"Chart Review" = "view"`, matched without regard to case, before the
+    /// built-in words (view/read, modify/update/edit/create/delete, print, export/download,
     /// query/search, and the FHIR codes C R U D E).
     #[serde(default)]
     pub actions: HashMap<String, String>,
+    /// More action words from a file: two columns, word and action (`PEND A NOTE,modify`),
+    /// comma, tab or pipe separated, an optional header. `actions` wins over it.
+    pub actions_file: Option<PathBuf>,
+    /// What an unknown action word is read as (view, modify, print, export, query); default
+    /// view. Unknown words are counted per word (`/metrics`, the scan summary).
+    pub default_action: Option<String>,
+    /// Values of the `break_glass` column that mean break-the-glass (default 1, true, yes, y,
+    /// t, btg), compared without regard to case.
+    pub break_glass_values: Option<Vec<String>>,
+    /// Optional columns named by the profile, not by the site: a header without them reads
+    /// on without them (a site's extract need not carry every column a vendor documents).
+    #[serde(skip)]
+    profile_optional: Vec<&'static str>,
 }
 
-fn yes() -> bool {
-    true
-}
-fn comma() -> char {
-    ','
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Columns {
-    pub time: Column,
-    pub user: Column,
-    pub patient: Column,
-    pub action: Column,
-    /// Event id; without it the id is a hash of the line, so keep it when identical rows
-    /// are distinct accesses.
+    pub time: Option<Column>,
+    /// A separate date column: the time column then holds the time of day.
+    pub date: Option<Column>,
+    pub user: Option<Column>,
+    pub patient: Option<Column>,
+    /// Without it every row is a chart view (one row per chart open, as TouchWorks writes).
+    pub action: Option<Column>,
+    /// Event id; without it (or `id_parts`) the id is a hash of the line, so keep it when
+    /// identical rows are distinct accesses.
     pub id: Option<Column>,
-    /// Truthy (1, true, yes, y, btg) marks break-the-glass.
+    /// An id made of several columns (Epic: the access instant and the process id).
+    pub id_parts: Option<Vec<Column>>,
+    /// A flag column: `break_glass_values` mark break-the-glass.
     pub break_glass: Option<Column>,
+    /// Reason or explanation columns: any non-empty one marks break-the-glass.
+    pub break_glass_reason: Option<Vec<Column>>,
     pub workstation: Option<Column>,
     /// Success when empty or one of 0, success, succeeded, ok, true, allowed.
     pub outcome: Option<Column>,
-    /// Free-text subtype kept with the access (report name, screen, ...).
+    /// Free-text subtype kept with the access (metric group, report name, screen, ...).
     pub subtype: Option<Column>,
 }
 
@@ -68,44 +113,166 @@ pub struct Columns {
 pub enum Column {
     Position(usize),
     Name(String),
+    /// Any of these names: the first one the header has.
+    Names(Vec<String>),
+}
+
+impl Column {
+    fn describe(&self) -> String {
+        match self {
+            Column::Position(p) => format!("column {p}"),
+            Column::Name(n) => format!("{:?}", truncate(n, 60)),
+            Column::Names(ns) => ns
+                .iter()
+                .map(|n| format!("{:?}", truncate(n, 60)))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+
+    fn names(&self) -> Vec<&str> {
+        match self {
+            Column::Position(_) => Vec::new(),
+            Column::Name(n) => vec![n.as_str()],
+            Column::Names(ns) => ns.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+fn pick<T: Clone>(mine: &Option<T>, profile: &Option<T>) -> Option<T> {
+    mine.clone().or_else(|| profile.clone())
 }
 
 impl CsvMapping {
-    /// Checks what can be checked before any file is read.
+    /// The mapping with its profile applied: this mapping's keys over the profile's.
+    pub fn effective(&self) -> Result<CsvMapping, String> {
+        let Some(name) = &self.profile else {
+            return Ok(self.clone());
+        };
+        let text = PROFILES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                format!(
+                    "profile {name:?} is not one of {}",
+                    PROFILES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        let p: CsvMapping =
+            toml::from_str(text).map_err(|e| format!("shipped profile {name}: {e}"))?;
+        let (c, pc) = (&self.columns, &p.columns);
+        let mut actions = p.actions.clone();
+        actions.extend(self.actions.clone());
+        let profile_optional = [
+            ("id_parts", c.id_parts.is_none() && pc.id_parts.is_some()),
+            (
+                "break_glass",
+                c.break_glass.is_none() && pc.break_glass.is_some(),
+            ),
+            (
+                "break_glass_reason",
+                c.break_glass_reason.is_none() && pc.break_glass_reason.is_some(),
+            ),
+            (
+                "workstation",
+                c.workstation.is_none() && pc.workstation.is_some(),
+            ),
+            ("outcome", c.outcome.is_none() && pc.outcome.is_some()),
+            ("subtype", c.subtype.is_none() && pc.subtype.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, from_profile)| *from_profile)
+        .map(|(k, _)| k)
+        .collect();
+        Ok(CsvMapping {
+            // Kept for messages; applying it again changes nothing.
+            profile: self.profile.clone(),
+            header: pick(&self.header, &p.header),
+            delimiter: pick(&self.delimiter, &p.delimiter),
+            time_format: pick(&self.time_format, &p.time_format),
+            timezone: pick(&self.timezone, &p.timezone),
+            columns: Columns {
+                time: pick(&c.time, &pc.time),
+                date: pick(&c.date, &pc.date),
+                user: pick(&c.user, &pc.user),
+                patient: pick(&c.patient, &pc.patient),
+                action: pick(&c.action, &pc.action),
+                id: pick(&c.id, &pc.id),
+                id_parts: pick(&c.id_parts, &pc.id_parts),
+                break_glass: pick(&c.break_glass, &pc.break_glass),
+                break_glass_reason: pick(&c.break_glass_reason, &pc.break_glass_reason),
+                workstation: pick(&c.workstation, &pc.workstation),
+                outcome: pick(&c.outcome, &pc.outcome),
+                subtype: pick(&c.subtype, &pc.subtype),
+            },
+            actions,
+            actions_file: pick(&self.actions_file, &p.actions_file),
+            default_action: pick(&self.default_action, &p.default_action),
+            break_glass_values: pick(&self.break_glass_values, &p.break_glass_values),
+            profile_optional,
+        })
+    }
+
+    /// Checks what can be checked before any file is read (the profile applied).
     pub fn validate(&self) -> Result<(), String> {
-        if !self.delimiter.is_ascii() {
-            return Err(format!(
-                "delimiter {:?} is not one ASCII character",
-                self.delimiter
-            ));
+        let m = self.effective()?;
+        m.check()?;
+        Decoding::new(&m).map(|_| ())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(d) = self.delimiter.filter(|d| !d.is_ascii()) {
+            return Err(format!("delimiter {d:?} is not one ASCII character"));
         }
         if let Some(tz) = &self.timezone {
             tz.parse::<chrono_tz::Tz>()
                 .map_err(|_| format!("timezone {tz:?} is not an IANA zone name"))?;
         }
-        for (word, action) in &self.actions {
-            parse_action_name(action).ok_or_else(|| {
-                format!(
-                    "actions.{word:?} = {action:?}: expected view, modify, print, export or query"
-                )
-            })?;
-        }
         let c = &self.columns;
-        let all = [
-            Some(&c.time),
-            Some(&c.user),
-            Some(&c.patient),
-            Some(&c.action),
-            c.id.as_ref(),
-            c.break_glass.as_ref(),
-            c.workstation.as_ref(),
-            c.outcome.as_ref(),
-            c.subtype.as_ref(),
+        let from = self
+            .profile
+            .as_deref()
+            .map(|p| format!(" (profile {p})"))
+            .unwrap_or_default();
+        for (name, col) in [
+            ("time", &c.time),
+            ("user", &c.user),
+            ("patient", &c.patient),
+        ] {
+            if col.is_none() {
+                return Err(format!("columns.{name} is not set{from}"));
+            }
+        }
+        let header = self.header.unwrap_or(true);
+        let singles = [
+            &c.time,
+            &c.date,
+            &c.user,
+            &c.patient,
+            &c.action,
+            &c.id,
+            &c.break_glass,
+            &c.workstation,
+            &c.outcome,
+            &c.subtype,
         ];
-        for col in all.into_iter().flatten() {
+        let lists = [&c.id_parts, &c.break_glass_reason];
+        let all = singles
+            .into_iter()
+            .flatten()
+            .chain(lists.into_iter().flatten().flatten());
+        for col in all {
             match col {
                 Column::Position(0) => return Err("column positions start at 1".into()),
-                Column::Name(_) if !self.header => {
+                Column::Names(ns) if ns.is_empty() => {
+                    return Err("a column's list of names is empty".into())
+                }
+                Column::Name(_) | Column::Names(_) if !header => {
                     return Err(
                         "columns are named but header = false: use positions (1, 2, ...)".into(),
                     )
@@ -118,18 +285,117 @@ impl CsvMapping {
 }
 
 fn parse_action_name(s: &str) -> Option<Action> {
-    Action::ALL.into_iter().find(|a| a.as_str() == s)
+    Action::ALL.into_iter().find(|a| a.as_str() == s.trim())
+}
+
+/// Action words a source did not know, counted per word (at most [`UNKNOWN_CAP`] words; the
+/// rest under `(other)`) for `/metrics` and the scan summary.
+#[derive(Debug, Default)]
+pub struct UnknownNames(Mutex<BTreeMap<String, u64>>);
+
+const UNKNOWN_CAP: usize = 256;
+
+impl UnknownNames {
+    fn count(&self, word: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if m.contains_key(word) || m.len() < UNKNOWN_CAP {
+            truncate(word, 80).to_owned()
+        } else {
+            "(other)".to_owned()
+        };
+        *m.entry(key).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What a mapping decides once loaded: the action table and the break-the-glass values.
+#[derive(Debug, Clone)]
+struct Decoding {
+    actions: HashMap<String, Action>,
+    default_action: Action,
+    btg_values: Vec<String>,
+}
+
+impl Decoding {
+    fn new(m: &CsvMapping) -> Result<Decoding, String> {
+        let mut actions = HashMap::new();
+        if let Some(path) = &m.actions_file {
+            let t = crate::tabular::read(path, None)
+                .map_err(|e| format!("actions_file {}: {e}", path.display()))?;
+            let mut rows: Vec<(u64, Vec<String>)> = t.rows;
+            // A header is optional: a first line whose second field is no action is one.
+            if parse_action_name(t.header.get(1).map(String::as_str).unwrap_or("")).is_some() {
+                rows.insert(0, (1, t.header));
+            }
+            for (line, fields) in rows {
+                let (word, action) = match fields.as_slice() {
+                    [w, a, ..] => (w, a),
+                    _ => {
+                        return Err(format!(
+                            "actions_file {}:{line}: expected word and action",
+                            path.display()
+                        ))
+                    }
+                };
+                let a = parse_action_name(&action.to_lowercase()).ok_or_else(|| {
+                    format!(
+                        "actions_file {}:{line}: {:?} is not view, modify, print, export or query",
+                        path.display(),
+                        truncate(action, 40)
+                    )
+                })?;
+                actions.insert(word.trim().to_lowercase(), a);
+            }
+        }
+        for (word, action) in &m.actions {
+            let a = parse_action_name(action).ok_or_else(|| {
+                format!(
+                    "actions.{word:?} = {action:?}: expected view, modify, print, export or query"
+                )
+            })?;
+            actions.insert(word.trim().to_lowercase(), a);
+        }
+        let default_action = match &m.default_action {
+            None => Action::View,
+            Some(a) => parse_action_name(a).ok_or_else(|| {
+                format!("default_action = {a:?}: expected view, modify, print, export or query")
+            })?,
+        };
+        let btg_values = m
+            .break_glass_values
+            .clone()
+            .unwrap_or_else(|| {
+                ["1", "true", "yes", "y", "t", "btg"]
+                    .map(String::from)
+                    .to_vec()
+            })
+            .into_iter()
+            .map(|v| v.trim().to_lowercase())
+            .collect();
+        Ok(Decoding {
+            actions,
+            default_action,
+            btg_values,
+        })
+    }
 }
 
 /// Column positions (0-based) once the header is known.
 #[derive(Debug, Clone)]
 struct Resolved {
+    delim: u8,
     time: usize,
+    date: Option<usize>,
     user: usize,
     patient: usize,
-    action: usize,
+    action: Option<usize>,
     id: Option<usize>,
+    id_parts: Vec<usize>,
     break_glass: Option<usize>,
+    break_glass_reason: Vec<usize>,
     workstation: Option<usize>,
     outcome: Option<usize>,
     subtype: Option<usize>,
@@ -138,26 +404,28 @@ struct Resolved {
 
 pub struct CsvDecoder {
     mapping: CsvMapping,
+    decoding: Decoding,
     tz: Option<chrono_tz::Tz>,
-    actions: HashMap<String, Action>,
+    unknown: Arc<UnknownNames>,
     /// Per file (device, inode): the resolved columns.
     files: HashMap<(u64, u64), Resolved>,
 }
 
 impl CsvDecoder {
-    pub fn new(mapping: CsvMapping) -> Self {
+    /// The mapping's profile applied, its action table loaded; unknown action words are
+    /// counted into `unknown`.
+    pub fn new(mapping: &CsvMapping, unknown: Arc<UnknownNames>) -> Result<Self, String> {
+        let mapping = mapping.effective()?;
+        mapping.check()?;
+        let decoding = Decoding::new(&mapping)?;
         let tz = mapping.timezone.as_deref().and_then(|t| t.parse().ok());
-        let actions = mapping
-            .actions
-            .iter()
-            .filter_map(|(w, a)| Some((w.to_lowercase(), parse_action_name(a)?)))
-            .collect();
-        CsvDecoder {
+        Ok(CsvDecoder {
             mapping,
+            decoding,
             tz,
-            actions,
+            unknown,
             files: HashMap::new(),
-        }
+        })
     }
 
     /// Forgets a file's header (it was truncated and may be rewritten with other columns).
@@ -180,7 +448,7 @@ impl CsvDecoder {
         if r.header_line.as_deref() == Some(line) {
             return Ok(Item::Nothing);
         }
-        let record = self.split(line)?;
+        let record = split(line, r.delim)?;
         let field = |ix: usize| record.get(ix).map(|s| s.trim()).unwrap_or("");
         let opt = |ix: Option<usize>| ix.map(field).unwrap_or("");
         let user = field(r.user);
@@ -191,9 +459,15 @@ impl CsvDecoder {
         if patient.is_empty() {
             return Ok(Item::Nothing);
         }
-        let time_ms = self.time(field(r.time))?;
-        let action_word = field(r.action);
-        let action = self.action(action_word).ok_or(DecodeError::BadAction)?;
+        let time_ms = match r.date {
+            Some(d) => self.time(&format!("{} {}", field(d), field(r.time)))?,
+            None => self.time(field(r.time))?,
+        };
+        let action_word = opt(r.action);
+        let action = match r.action {
+            None => Action::View,
+            Some(_) => self.action(action_word),
+        };
         let action_code = match action_word {
             "C" | "R" | "U" | "D" | "E" => action_word.chars().next().unwrap_or('E'),
             _ => match action {
@@ -202,23 +476,31 @@ impl CsvDecoder {
                 Action::Print | Action::Export => 'E',
             },
         };
-        let id = opt(r.id);
+        let id = match (r.id, r.id_parts.is_empty()) {
+            (Some(ix), _) if !field(ix).is_empty() => field(ix).to_owned(),
+            (_, false) if r.id_parts.iter().any(|&ix| !field(ix).is_empty()) => r
+                .id_parts
+                .iter()
+                .map(|&ix| field(ix))
+                .collect::<Vec<_>>()
+                .join("|"),
+            _ => line_hash(line),
+        };
+        let flag = opt(r.break_glass).to_lowercase();
+        let break_glass = (!flag.is_empty() && self.decoding.btg_values.contains(&flag))
+            || r.break_glass_reason.iter().any(|&ix| {
+                let v = field(ix);
+                !v.is_empty() && !v.eq_ignore_ascii_case("null")
+            });
         Ok(Item::Access(AccessEvent {
-            id: if id.is_empty() {
-                line_hash(line)
-            } else {
-                id.to_owned()
-            },
+            id,
             time_ms,
             user: user.to_owned(),
             patient: Some(patient.to_owned()),
             action,
             action_code,
             subtype: opt(r.subtype).to_owned(),
-            break_glass: matches!(
-                opt(r.break_glass).to_lowercase().as_str(),
-                "1" | "true" | "yes" | "y" | "t" | "btg"
-            ),
+            break_glass,
             workstation: opt(r.workstation).to_owned(),
             succeeded: matches!(
                 opt(r.outcome).to_lowercase().as_str(),
@@ -227,25 +509,8 @@ impl CsvDecoder {
         }))
     }
 
-    fn split(&self, line: &[u8]) -> Result<Vec<String>, DecodeError> {
-        let mut reader = ::csv::ReaderBuilder::new()
-            .has_headers(false)
-            .delimiter(self.mapping.delimiter as u8)
-            .flexible(true)
-            .from_reader(line);
-        let mut rec = ::csv::StringRecord::new();
-        match reader.read_record(&mut rec) {
-            Ok(true) => Ok(rec.iter().map(str::to_owned).collect()),
-            Ok(false) => Ok(Vec::new()),
-            Err(e) => Err(DecodeError::Csv(match e.kind() {
-                ::csv::ErrorKind::Utf8 { .. } => "not UTF-8".into(),
-                _ => "malformed CSV record".into(),
-            })),
-        }
-    }
-
     fn resolve(&self, path: &Path) -> Result<Resolved, DecodeError> {
-        let header = if self.mapping.header {
+        let header = if self.mapping.header.unwrap_or(true) {
             let mut first = Vec::new();
             let f = std::fs::File::open(path)
                 .map_err(|e| DecodeError::Csv(format!("reading the header: {e}")))?;
@@ -256,43 +521,86 @@ impl CsvDecoder {
             while matches!(first.last(), Some(b'\n' | b'\r')) {
                 first.pop();
             }
+            if first.starts_with(b"\xEF\xBB\xBF") {
+                first.drain(..3);
+            }
             Some(first)
         } else {
             None
         };
-        let names = match &header {
-            Some(h) => self.split(h)?,
+        let delim = match (self.mapping.delimiter, &header) {
+            (Some(d), _) => d as u8,
+            (None, Some(h)) => sniff(h),
+            (None, None) => b',',
+        };
+        let names: Vec<String> = match &header {
+            Some(h) => split(h, delim)?,
             None => Vec::new(),
         };
+        let folded: Vec<String> = names.iter().map(|n| fold(n)).collect();
         let find = |c: &Column| -> Result<usize, DecodeError> {
-            match c {
-                Column::Position(p) => Ok(p.saturating_sub(1)),
-                Column::Name(n) => names
-                    .iter()
-                    .position(|h| h.trim().eq_ignore_ascii_case(n))
-                    .ok_or_else(|| {
-                        DecodeError::Csv(format!("the header has no column {:?}", truncate(n, 60)))
-                    }),
+            if let Column::Position(p) = c {
+                return Ok(p.saturating_sub(1));
             }
+            c.names()
+                .iter()
+                .find_map(|n| {
+                    let want = fold(n);
+                    folded.iter().position(|h| *h == want)
+                })
+                .ok_or_else(|| {
+                    DecodeError::Csv(format!("the header has no column {}", c.describe()))
+                })
         };
         let c = &self.mapping.columns;
         let opt = |c: &Option<Column>| c.as_ref().map(find).transpose();
+        // A profile's optional column the header lacks is left out; the site's own is an error.
+        let lenient = |key: &str, c: &Option<Column>| {
+            if self.mapping.profile_optional.contains(&key) {
+                Ok(c.as_ref().and_then(|c| find(c).ok()))
+            } else {
+                opt(c)
+            }
+        };
+        // Reason columns: those the header has (an extract may carry one of the two).
+        let some = |cs: &Option<Vec<Column>>| -> Vec<usize> {
+            cs.iter().flatten().filter_map(|c| find(c).ok()).collect()
+        };
+        let required = |c: &Option<Column>| {
+            c.as_ref()
+                .ok_or_else(|| DecodeError::Csv("mapping without a required column".into()))
+                .and_then(find)
+        };
+        let id_parts = match &c.id_parts {
+            Some(parts) => match parts.iter().map(find).collect::<Result<Vec<_>, _>>() {
+                Ok(ix) => ix,
+                // Without the profile's key columns each row's id is its hash.
+                Err(_) if self.mapping.profile_optional.contains(&"id_parts") => Vec::new(),
+                Err(e) => return Err(e),
+            },
+            None => Vec::new(),
+        };
         Ok(Resolved {
-            time: find(&c.time)?,
-            user: find(&c.user)?,
-            patient: find(&c.patient)?,
-            action: find(&c.action)?,
+            delim,
+            time: required(&c.time)?,
+            date: opt(&c.date)?,
+            user: required(&c.user)?,
+            patient: required(&c.patient)?,
+            action: opt(&c.action)?,
             id: opt(&c.id)?,
-            break_glass: opt(&c.break_glass)?,
-            workstation: opt(&c.workstation)?,
-            outcome: opt(&c.outcome)?,
-            subtype: opt(&c.subtype)?,
+            id_parts,
+            break_glass: lenient("break_glass", &c.break_glass)?,
+            break_glass_reason: some(&c.break_glass_reason),
+            workstation: lenient("workstation", &c.workstation)?,
+            outcome: lenient("outcome", &c.outcome)?,
+            subtype: lenient("subtype", &c.subtype)?,
             header_line: header,
         })
     }
 
     fn time(&self, v: &str) -> Result<i64, DecodeError> {
         let bad = || DecodeError::BadTime("time column");
+        let v = v.trim();
         let local = |naive: NaiveDateTime| -> Option<i64> {
             match self.tz {
                 Some(tz) => tz
@@ -316,12 +624,17 @@ impl CsvDecoder {
             // Ten digits are seconds until the year 2286; thirteen are milliseconds.
             return Ok(if v.len() <= 11 { n * 1000 } else { n });
         }
-        if self.tz.is_some() && !has_offset(v) {
+        if !has_offset(v) {
             for fmt in [
                 "%Y-%m-%dT%H:%M:%S%.f",
                 "%Y-%m-%d %H:%M:%S%.f",
                 "%Y-%m-%dT%H:%M",
                 "%Y-%m-%d %H:%M",
+                // US exports (Clarity and most report writers).
+                "%m/%d/%Y %H:%M:%S%.f",
+                "%m/%d/%Y %H:%M",
+                "%m/%d/%Y %I:%M:%S %p",
+                "%m/%d/%Y %I:%M %p",
             ] {
                 if let Ok(n) = NaiveDateTime::parse_from_str(v, fmt) {
                     return local(n).ok_or_else(bad);
@@ -331,12 +644,12 @@ impl CsvDecoder {
         parse_fhir_time(&v.replacen(' ', "T", 1)).ok_or_else(bad)
     }
 
-    fn action(&self, word: &str) -> Option<Action> {
-        let w = word.to_lowercase();
-        if let Some(a) = self.actions.get(&w) {
-            return Some(*a);
+    fn action(&self, word: &str) -> Action {
+        let w = word.trim().to_lowercase();
+        if let Some(a) = self.decoding.actions.get(&w) {
+            return *a;
         }
-        Some(match w.as_str() {
+        match w.as_str() {
             "view" | "read" | "r" | "open" | "access" => Action::View,
             "modify" | "update" | "edit" | "write" | "create" | "delete" | "c" | "u" | "d" => {
                 Action::Modify
@@ -344,8 +657,28 @@ impl CsvDecoder {
             "print" => Action::Print,
             "export" | "download" | "e" => Action::Export,
             "query" | "search" => Action::Query,
-            _ => return None,
-        })
+            _ => {
+                self.unknown.count(word.trim());
+                self.decoding.default_action
+            }
+        }
+    }
+}
+
+fn split(line: &[u8], delim: u8) -> Result<Vec<String>, DecodeError> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(delim)
+        .flexible(true)
+        .from_reader(line);
+    let mut rec = ::csv::StringRecord::new();
+    match reader.read_record(&mut rec) {
+        Ok(true) => Ok(rec.iter().map(str::to_owned).collect()),
+        Ok(false) => Ok(Vec::new()),
+        Err(e) => Err(DecodeError::Csv(match e.kind() {
+            ::csv::ErrorKind::Utf8 { .. } => "not UTF-8".into(),
+            _ => "malformed CSV record".into(),
+        })),
     }
 }
 
@@ -372,7 +705,7 @@ mod tests {
         std::fs::write(&p, body).unwrap();
         let m = mapping(m);
         m.validate().unwrap();
-        (CsvDecoder::new(m), d, p)
+        (CsvDecoder::new(&m, Default::default()).unwrap(), d, p)
     }
 
     fn access(item: Item) -> AccessEvent {
@@ -443,10 +776,13 @@ mod tests {
             .decode(&p, (1, 1), b"A1,yesterday,pr-1,pt-2,view,")
             .unwrap_err();
         assert!(e.to_string().contains("time"), "{e}");
-        let e = dec
-            .decode(&p, (1, 1), b"A1,2026-03-01 08:00:00,pr-1,pt-2,teleport,")
-            .unwrap_err();
-        assert_eq!(e, DecodeError::BadAction);
+        // An action word nobody mapped is a view, counted by word; never a rejected row.
+        let a = access(
+            dec.decode(&p, (1, 1), b"A1,2026-03-01 08:00:00,pr-1,pt-2,teleport,")
+                .unwrap(),
+        );
+        assert_eq!(a.action, Action::View);
+        assert_eq!(dec.unknown.snapshot().get("teleport"), Some(&1));
         let e = dec
             .decode(&p, (1, 1), b"A1,2026-03-01 08:00:00,,Jane Doe,view,")
             .unwrap_err();
