@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod bench;
+pub mod bench_csv;
 pub mod bench_live;
 pub mod case;
 pub mod check;

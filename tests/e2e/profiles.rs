@@ -6,6 +6,7 @@
 //! break-the-glass as a reason, an id of two columns, a re-export overlapping the day, and
 //! bad rows. Each must give the findings the FHIR day gives.
 
+mod agent;
 mod common;
 
 use chrono::TimeZone;
@@ -426,4 +427,91 @@ fn profiles_without_public_columns_must_be_completed() {
         assert!(!out.status.success());
         assert!(text.contains(want), "{profile}: {text}");
     }
+}
+
+/// The live agent on a nightly extract that is replaced each night by a new file of the same
+/// name (its columns in another order): every row read once, none skipped, none re-read after a
+/// restart, and the metric names the mapping does not know counted in /metrics.
+#[test]
+fn a_nightly_extract_replaced_under_the_same_name() {
+    use agent::{count, free_port, get, start_healthy, wait_for};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fx = common::fixtures().join("clinic");
+    let http = free_port();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let config = d.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"epic\"\npaths = [\"{d}/logs/extract.txt\"]\nformat = \"csv\"\npoll_ms = 20\n[source.csv]\nprofile = \"purview-epic\"\n",
+            d = d.display(),
+            ctx = fx.join("context").display()
+        ),
+    )
+    .unwrap();
+    let night = |n: usize, from: usize, reordered: bool| {
+        let mut f = if reordered {
+            String::from("EMP.SYSTEM_LOGIN\tPATIENT.PAT_MRN_ID\tACCESS_LOG_METRIC.METRIC_NAME\tACCESS_LOG.ACCESS_TIME\n")
+        } else {
+            String::from("ACCESS_LOG.ACCESS_TIME\tACCESS_LOG_METRIC.METRIC_NAME\tPATIENT.PAT_MRN_ID\tEMP.SYSTEM_LOGIN\n")
+        };
+        for i in from..from + n {
+            let time = format!(
+                "2026-03-10T{:02}:{:02}:{:02}Z",
+                8 + i / 3600,
+                (i / 60) % 60,
+                i % 60
+            );
+            let (user, patient, metric) = ("dr-ana", "pt-stranger", "SNAPSHOT REPORT VIEWED");
+            if reordered {
+                f.push_str(&format!("{user}\t{patient}\t{metric}\t{time}\n"));
+            } else {
+                f.push_str(&format!("{time}\t{metric}\t{patient}\t{user}\n"));
+            }
+        }
+        f
+    };
+    let extract = d.join("logs/extract.txt");
+    std::fs::write(&extract, night(300, 0, false)).unwrap();
+    let db = d.join("data/phiwatch.db");
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
+    let stored = || count(&db, "SELECT count(*) FROM accesses");
+    assert!(
+        wait_for(Duration::from_secs(30), || stored() == 300),
+        "{}",
+        stored()
+    );
+    // The next night: a new file written beside it and renamed over it.
+    let next = d.join("logs/extract.txt.new");
+    std::fs::write(&next, night(200, 300, true)).unwrap();
+    std::fs::rename(&next, &extract).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || stored() == 500),
+        "{}",
+        stored()
+    );
+    let metrics = get(http, "/metrics").unwrap();
+    assert!(
+        metrics.contains("phiwatch_source_unknown_actions_total{source=\"epic\",action=\"SNAPSHOT REPORT VIEWED\"} 500"),
+        "{}",
+        metrics.lines().filter(|l| l.contains("unknown_actions")).collect::<Vec<_>>().join("\n")
+    );
+    let (status, _) = agent.stop();
+    assert!(status.success());
+    // The night after: deleted, then written anew (the inode may be recycled).
+    std::fs::remove_file(&extract).unwrap();
+    std::fs::write(&extract, night(100, 500, false)).unwrap();
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
+    assert!(
+        wait_for(Duration::from_secs(30), || stored() == 600),
+        "{}",
+        stored()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stored(), 600, "nothing read twice");
+    let distinct = count(&db, "SELECT count(DISTINCT time_ms) FROM accesses");
+    assert_eq!(distinct, 600, "every row its own access");
+    drop(agent);
 }

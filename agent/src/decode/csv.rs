@@ -409,6 +409,9 @@ pub struct CsvDecoder {
     unknown: Arc<UnknownNames>,
     /// Per file (device, inode): the resolved columns.
     files: HashMap<(u64, u64), Resolved>,
+    /// A row splitter per delimiter, and the scratch record it splits into.
+    splitters: HashMap<u8, csv_core::Reader>,
+    record: Record,
 }
 
 impl CsvDecoder {
@@ -425,6 +428,8 @@ impl CsvDecoder {
             tz,
             unknown,
             files: HashMap::new(),
+            splitters: HashMap::new(),
+            record: Record::default(),
         })
     }
 
@@ -443,13 +448,24 @@ impl CsvDecoder {
             let r = self.resolve(path)?;
             self.files.insert(file, r);
         }
-        let r = &self.files[&file];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if r.header_line.as_deref() == Some(line) {
+        let delim = self.files[&file].delim;
+        if self.files[&file].header_line.as_deref() == Some(line) {
             return Ok(Item::Nothing);
         }
-        let record = split(line, r.delim)?;
-        let field = |ix: usize| record.get(ix).map(|s| s.trim()).unwrap_or("");
+        let mut record = std::mem::take(&mut self.record);
+        let rdr = self
+            .splitters
+            .entry(delim)
+            .or_insert_with(|| csv_core::ReaderBuilder::new().delimiter(delim).build());
+        let item = split_into(rdr, line, &mut record)
+            .and_then(|()| self.access(&self.files[&file], &record, line));
+        self.record = record;
+        item
+    }
+
+    fn access(&self, r: &Resolved, record: &Record, line: &[u8]) -> Result<Item, DecodeError> {
+        let field = |ix: usize| record.get(ix);
         let opt = |ix: Option<usize>| ix.map(field).unwrap_or("");
         let user = field(r.user);
         if user.is_empty() {
@@ -534,7 +550,15 @@ impl CsvDecoder {
             (None, None) => b',',
         };
         let names: Vec<String> = match &header {
-            Some(h) => split(h, delim)?,
+            Some(h) => {
+                let mut rec = Record::default();
+                split_into(
+                    &mut csv_core::ReaderBuilder::new().delimiter(delim).build(),
+                    h,
+                    &mut rec,
+                )?;
+                (0..rec.len()).map(|i| rec.get(i).to_owned()).collect()
+            }
             None => Vec::new(),
         };
         let folded: Vec<String> = names.iter().map(|n| fold(n)).collect();
@@ -665,21 +689,72 @@ impl CsvDecoder {
     }
 }
 
-fn split(line: &[u8], delim: u8) -> Result<Vec<String>, DecodeError> {
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(false)
-        .delimiter(delim)
-        .flexible(true)
-        .from_reader(line);
-    let mut rec = ::csv::StringRecord::new();
-    match reader.read_record(&mut rec) {
-        Ok(true) => Ok(rec.iter().map(str::to_owned).collect()),
-        Ok(false) => Ok(Vec::new()),
-        Err(e) => Err(DecodeError::Csv(match e.kind() {
-            ::csv::ErrorKind::Utf8 { .. } => "not UTF-8".into(),
-            _ => "malformed CSV record".into(),
-        })),
+/// One record's fields: unquoted text in `buf`, field `i` ending at `ends[i]`.
+#[derive(Default)]
+struct Record {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Record {
+    fn len(&self) -> usize {
+        self.ends.len()
     }
+
+    /// Field `i`, trimmed; empty when the row is shorter.
+    fn get(&self, i: usize) -> &str {
+        let Some(&end) = self.ends.get(i) else {
+            return "";
+        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        // Checked as UTF-8 when split.
+        std::str::from_utf8(&self.buf[start..end])
+            .unwrap_or("")
+            .trim()
+    }
+}
+
+/// Splits one line with a reader built once per file: building a CSV reader costs more than
+/// splitting a row with it.
+fn split_into(
+    rdr: &mut csv_core::Reader,
+    line: &[u8],
+    rec: &mut Record,
+) -> Result<(), DecodeError> {
+    use csv_core::ReadRecordResult as R;
+    rdr.reset();
+    rec.buf.clear();
+    // Unquoting never lengthens a field.
+    rec.buf.resize(line.len() + 1, 0);
+    rec.ends.clear();
+    rec.ends.resize(64, 0);
+    let (mut input, mut out, mut nends) = (line, 0, 0);
+    loop {
+        // Field ends count from the record's start across calls; an empty input ends it.
+        let (res, nin, nout, ne) =
+            rdr.read_record(input, &mut rec.buf[out..], &mut rec.ends[nends..]);
+        input = &input[nin..];
+        out += nout;
+        nends += ne;
+        match res {
+            R::InputEmpty => {}
+            R::OutputFull => {
+                let n = rec.buf.len() * 2 + 64;
+                rec.buf.resize(n, 0);
+            }
+            R::OutputEndsFull => {
+                let n = rec.ends.len() * 2;
+                rec.ends.resize(n, 0);
+            }
+            R::Record | R::End => break,
+        }
+    }
+    rec.buf.truncate(out);
+    rec.ends.truncate(nends);
+    if std::str::from_utf8(&rec.buf).is_err() {
+        return Err(DecodeError::Csv("not UTF-8".into()));
+    }
+    Ok(())
 }
 
 fn has_offset(v: &str) -> bool {
