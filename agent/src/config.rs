@@ -706,7 +706,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let c = load(&on).unwrap_or_else(|e| panic!("{e}\n{on}"));
-        assert_eq!(c.sources.len(), 5);
+        assert_eq!(c.sources.len(), 6, "with the EHR extract profile source");
         let kinds: Vec<&str> = c.context_feeds().iter().map(|f| f.kind()).collect();
         assert_eq!(
             kinds,
@@ -719,6 +719,10 @@ mod tests {
                 "mllp"
             ]
         );
-        assert!(matches!(c.sources[4], Source::Folder(_)));
+        assert!(c.sources.iter().any(|s| matches!(s, Source::Folder(_))));
+        assert!(c.sources.iter().any(|s| matches!(
+            s,
+            Source::File(f) if f.csv.as_ref().is_some_and(|m| m.profile.as_deref() == Some("purview-epic"))
+        )));
     }
 }

@@ -207,7 +207,7 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
             &db,
             "SELECT count(*) FROM accesses"
         ) == patient_msgs.len() as i64
-            + 1),
+            + 2),
         "accesses stored: {}",
         count(&db, "SELECT count(*) FROM accesses")
     );
@@ -244,7 +244,11 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
             None => assert_eq!(flagged, 0, "{} {p} has an explanation", m.user),
         }
     }
-    assert_eq!(findings_of(&db, "neighbor"), 1, "the CSV row");
+    assert_eq!(
+        findings_of(&db, "neighbor"),
+        2,
+        "both CSV rows: an action word nobody mapped is a view, not a rejected row"
+    );
     for (source, received) in [("atna-udp", 2.0), ("atna-tcp", 2.0), ("atna-tls", 2.0)] {
         let got = metric(
             http,
@@ -254,8 +258,15 @@ fn syslog_csv_and_folder_sources_reach_the_store() {
     }
     assert_eq!(
         metric(http, "phiwatch_source_bad_lines_total{source=\"ehr-csv\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            http,
+            "phiwatch_source_unknown_actions_total{source=\"ehr-csv\",action=\"teleport\"}"
+        ),
         Some(1.0),
-        "the teleport row"
+        "the unknown word counted"
     );
 
     // The folder: expose one chart, read (copy out) twelve, delete eleven.
