@@ -408,7 +408,7 @@ pub struct CsvDecoder {
     tz: Option<chrono_tz::Tz>,
     unknown: Arc<UnknownNames>,
     /// Per file (device, inode): the resolved columns.
-    files: HashMap<(u64, u64), Resolved>,
+    files: HashMap<(u64, u64), Result<Resolved, DecodeError>>,
     /// A row splitter per delimiter, and the scratch record it splits into.
     splitters: HashMap<u8, csv_core::Reader>,
     record: Record,
@@ -445,12 +445,14 @@ impl CsvDecoder {
         line: &[u8],
     ) -> Result<Item, DecodeError> {
         if !self.files.contains_key(&file) {
-            let r = self.resolve(path)?;
+            let header = self.read_header(path)?;
+            let r = self.resolve(header);
             self.files.insert(file, r);
         }
+        let r = self.files[&file].as_ref().map_err(Clone::clone)?;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let delim = self.files[&file].delim;
-        if self.files[&file].header_line.as_deref() == Some(line) {
+        let delim = r.delim;
+        if r.header_line.as_deref() == Some(line) {
             return Ok(Item::Nothing);
         }
         let mut record = std::mem::take(&mut self.record);
@@ -458,8 +460,7 @@ impl CsvDecoder {
             .splitters
             .entry(delim)
             .or_insert_with(|| csv_core::ReaderBuilder::new().delimiter(delim).build());
-        let item = split_into(rdr, line, &mut record)
-            .and_then(|()| self.access(&self.files[&file], &record, line));
+        let item = split_into(rdr, line, &mut record).and_then(|()| self.access(r, &record, line));
         self.record = record;
         item
     }
@@ -525,8 +526,10 @@ impl CsvDecoder {
         }))
     }
 
-    fn resolve(&self, path: &Path) -> Result<Resolved, DecodeError> {
-        let header = if self.mapping.header.unwrap_or(true) {
+    /// The file's header line (`None` without one). An I/O error is not kept: the next line
+    /// tries again.
+    fn read_header(&self, path: &Path) -> Result<Option<Vec<u8>>, DecodeError> {
+        Ok(if self.mapping.header.unwrap_or(true) {
             let mut first = Vec::new();
             let f = std::fs::File::open(path)
                 .map_err(|e| DecodeError::Csv(format!("reading the header: {e}")))?;
@@ -543,7 +546,12 @@ impl CsvDecoder {
             Some(first)
         } else {
             None
-        };
+        })
+    }
+
+    /// Column positions from the header: a header without a mapped column fails the same way
+    /// for every line of the file, so the caller keeps the failure.
+    fn resolve(&self, header: Option<Vec<u8>>) -> Result<Resolved, DecodeError> {
         let delim = match (self.mapping.delimiter, &header) {
             (Some(d), _) => d as u8,
             (None, Some(h)) => sniff(h),

@@ -15,7 +15,7 @@ use thiserror::Error;
 
 /// Why a line could not become an access event. Messages never echo field values, because
 /// a malformed line may still carry PHI and these reasons end up in logs.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("malformed JSON at column {column}: {reason}")]
     Json { column: usize, reason: String },
