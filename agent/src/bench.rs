@@ -41,19 +41,24 @@ impl Row {
     }
 }
 
-pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
-    let settings = Settings::default();
-    let tmp;
-    let dir = match dir {
+/// Where a benchmark keeps its generated data: `dir` (created if missing), or a temporary
+/// directory that lives as long as the returned guard.
+pub fn work_dir(dir: Option<&Path>) -> Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    Ok(match dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            d.to_owned()
+            (d.to_owned(), None)
         }
         None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
+            let tmp = tempfile::tempdir()?;
+            (tmp.path().to_owned(), Some(tmp))
         }
-    };
+    })
+}
+
+pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
+    let settings = Settings::default();
+    let (dir, _tmp) = work_dir(dir)?;
     let ds = demo::DataSet::at(&dir);
     if !ds.events.exists() || count_lines(&ds.events)? != events as u64 {
         eprintln!(

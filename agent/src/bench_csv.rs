@@ -14,7 +14,7 @@ use crate::settings::Settings;
 use anyhow::{Context as _, Result};
 use chrono::TimeZone;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 const METRICS: [&str; 5] = [
@@ -71,17 +71,7 @@ fn mapping() -> CsvMapping {
 
 pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     let settings = Settings::default();
-    let tmp;
-    let dir: PathBuf = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.to_owned()
-        }
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
+    let (dir, _tmp) = crate::bench::work_dir(dir)?;
     let ds = demo::DataSet::at(&dir);
     let extract = dir.join("purview-epic.txt");
     if !extract.exists() {

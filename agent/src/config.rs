@@ -273,6 +273,28 @@ impl FileSource {
     pub fn zone(&self) -> chrono_tz::Tz {
         self.timezone.unwrap_or(chrono_tz::UTC)
     }
+
+    /// The decoder for this source's lines; CSV action words the mapping does not know are
+    /// counted into `unknown`. The error names the source.
+    pub fn decoder(
+        &self,
+        unknown: std::sync::Arc<crate::decode::csv::UnknownNames>,
+    ) -> Result<crate::decode::LineDecoder, String> {
+        use crate::decode::LineDecoder;
+        Ok(match self.format {
+            Format::FhirAuditevent => LineDecoder::Fhir(self.zone()),
+            Format::AtnaXml => LineDecoder::Atna(self.zone()),
+            Format::Csv => {
+                let m = self.csv.as_ref().ok_or_else(|| {
+                    format!("source {:?}: format = \"csv\" without a mapping", self.name)
+                })?;
+                LineDecoder::Csv(Box::new(
+                    crate::decode::csv::CsvDecoder::new(m, unknown)
+                        .map_err(|e| format!("source {:?}: {e}", self.name))?,
+                ))
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -5,9 +5,9 @@
 //! A hospital's first week with phiwatch is mostly this: a login column that is not in the
 //! roster, a crosswalk missing the contractors, an MRN with another assigning authority.
 
-use crate::config::{Config, Format, Source};
+use crate::config::{Config, Source};
 use crate::context::{ContextStore, Resolved};
-use crate::decode::{Item, LineDecoder};
+use crate::decode::Item;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -96,17 +96,9 @@ pub fn measure(cfg: &Config, ctx: &ContextStore) -> Coverage {
     let mut c = Coverage::default();
     for src in &cfg.sources {
         let Source::File(f) = src else { continue };
-        let mut decoder = match f.format {
-            Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
-            Format::AtnaXml => LineDecoder::Atna(f.zone()),
-            Format::Csv => match &f.csv {
-                Some(m) => match crate::decode::csv::CsvDecoder::new(m, Default::default()) {
-                    Ok(d) => LineDecoder::Csv(Box::new(d)),
-                    // `check` reports the mapping's own error.
-                    Err(_) => continue,
-                },
-                None => continue,
-            },
+        // `check` reports a mapping's own error.
+        let Ok(mut decoder) = f.decoder(Default::default()) else {
+            continue;
         };
         // The newest file: what the source reads now.
         let newest = f

@@ -815,18 +815,7 @@ fn scan(a: ScanArgs) -> Result<()> {
             .unwrap_or_else(|| default_data_dir().join("phiwatch.db"));
         Some(Store::open(&path)?)
     };
-    let mut out: Box<dyn Write> = match &a.out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let mut rejects = match &a.rejects {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let (mut out, mut rejects) = scan_outputs(a.out.as_deref(), a.rejects.as_deref())?;
     let plugin_state = store.as_ref().map(|s| s.conn());
     let plugins = PluginSet::new(&plugins, plugin_state, Default::default())?;
     let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
@@ -852,8 +841,7 @@ fn scan(a: ScanArgs) -> Result<()> {
 
 /// `scan --config`: a day of logs judged against an agent's real feeds and rules.
 fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
-    use phiwatch::config::{Config, Format, Source};
-    use phiwatch::decode::LineDecoder;
+    use phiwatch::config::{Config, Source};
     let cfg = Config::load(path)?;
     let Loaded {
         settings,
@@ -894,20 +882,7 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
         paths.sort();
         paths.dedup();
         let unknown = std::sync::Arc::new(phiwatch::decode::csv::UnknownNames::default());
-        let decoder = match f.format {
-            Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
-            Format::AtnaXml => LineDecoder::Atna(f.zone()),
-            Format::Csv => LineDecoder::Csv(Box::new(
-                phiwatch::decode::csv::CsvDecoder::new(
-                    f.csv
-                        .as_ref()
-                        .context("format = \"csv\" without a mapping")?,
-                    unknown.clone(),
-                )
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("source {:?}", f.name))?,
-            )),
-        };
+        let decoder = f.decoder(unknown.clone()).map_err(anyhow::Error::msg)?;
         unknown_names.push((f.name.clone(), unknown));
         eprintln!("source {}: {} file(s)", f.name, paths.len());
         sources.push(phiwatch::scan::ScanSource {
@@ -926,18 +901,7 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
         Some(p) => Some(Store::open(p)?),
         None => None,
     };
-    let mut out: Box<dyn Write> = match &a.out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let mut rejects = match &a.rejects {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let (mut out, mut rejects) = scan_outputs(a.out.as_deref(), a.rejects.as_deref())?;
     let plugin_state = store.as_ref().map(|s| s.conn());
     let plugins = PluginSet::new(&plugins, plugin_state, Default::default())?;
     let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
@@ -980,6 +944,24 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `--rejects` file of a scan.
+type Rejects = Option<std::io::BufWriter<std::fs::File>>;
+
+/// A scan's findings output (`--out` or stdout) and its rejects file (`--rejects`).
+fn scan_outputs(out: Option<&Path>, rejects: Option<&Path>) -> Result<(Box<dyn Write>, Rejects)> {
+    let create =
+        |p: &Path| std::fs::File::create(p).with_context(|| format!("creating {}", p.display()));
+    let out: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(create(p)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let rejects = rejects
+        .map(create)
+        .transpose()?
+        .map(std::io::BufWriter::new);
+    Ok((out, rejects))
 }
 
 fn demo(a: DemoArgs) -> Result<()> {

@@ -5,9 +5,8 @@
 //! idempotent keys make that replay invisible.
 
 use crate::alert::{self, Routing, SharedRouting};
-use crate::config::{Config, Format, Source};
+use crate::config::{Config, Source};
 use crate::context::adt::Adt;
-use crate::decode::csv::CsvDecoder;
 use crate::decode::{Item, LineDecoder};
 use crate::detect::FileDetector;
 use crate::metrics::{Metrics, SourceMetrics};
@@ -229,20 +228,9 @@ pub fn run(config_path: &Path) -> Result<()> {
         match src {
             Source::File(f) => readers.push(Reader {
                 ix,
-                decoder: match f.format {
-                    Format::FhirAuditevent => LineDecoder::Fhir(f.zone()),
-                    Format::AtnaXml => LineDecoder::Atna(f.zone()),
-                    Format::Csv => LineDecoder::Csv(Box::new(
-                        CsvDecoder::new(
-                            f.csv
-                                .as_ref()
-                                .context("format = \"csv\" without a mapping")?,
-                            metrics.sources[ix].unknown_actions.clone(),
-                        )
-                        .map_err(anyhow::Error::msg)
-                        .with_context(|| format!("source {name:?}"))?,
-                    )),
-                },
+                decoder: f
+                    .decoder(metrics.sources[ix].unknown_actions.clone())
+                    .map_err(anyhow::Error::msg)?,
                 name,
                 patterns: f.paths,
                 poll: Duration::from_millis(f.poll_ms.max(10)),

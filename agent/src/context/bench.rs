@@ -89,14 +89,7 @@ fn write(dir: &Path, s: &Sizes) -> Result<()> {
 }
 
 pub fn run(s: &Sizes, dir: Option<&Path>) -> Result<String> {
-    let tmp;
-    let dir = match dir {
-        Some(d) => d.to_owned(),
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
+    let (dir, _tmp) = crate::bench::work_dir(dir)?;
     let t = Instant::now();
     write(&dir, s)?;
     let generated = t.elapsed();
