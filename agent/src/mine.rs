@@ -29,13 +29,35 @@ pub enum MineError {
     Store(#[from] rusqlite::Error),
 }
 
-/// Where the mined window starts.
+/// Where a report's window starts (`--since`): `explain mine`, `report noise`.
 #[derive(Debug, Clone, Copy)]
 pub enum Since {
-    /// This long before the newest stored access (or before `until`).
+    /// This long (ms) before the window's end.
     Back(i64),
     /// At this time (epoch ms).
     At(i64),
+}
+
+impl Since {
+    /// `30d`, `12h` (back from the end), or a date or time (`2026-03-10`).
+    pub fn parse(s: &str) -> Result<Since, String> {
+        match crate::alert::routing::parse_duration(s) {
+            Ok(d) => Ok(Since::Back(d.as_millis() as i64)),
+            Err(_) => crate::time::parse_date_or_time(s)
+                .map(Since::At)
+                .ok_or_else(|| {
+                    format!("since {s:?}: expected a duration (30d, 12h) or a date (2026-03-10)")
+                }),
+        }
+    }
+
+    /// The start of a window ending at `end_ms`.
+    pub fn start(self, end_ms: i64) -> i64 {
+        match self {
+            Since::Back(d) => end_ms - d,
+            Since::At(t) => t,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -269,10 +291,7 @@ pub fn mine(
         .flatten();
     let newest = newest.ok_or(MineError::NoAccessLog)?;
     let to_ms = o.until_ms.unwrap_or(newest);
-    let from_ms = match o.since {
-        Since::Back(d) => to_ms - d,
-        Since::At(t) => t,
-    };
+    let from_ms = o.since.start(to_ms);
     let accesses: i64 = conn.query_row(
         "SELECT count(*) FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
         params![from_ms, to_ms],

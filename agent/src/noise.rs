@@ -8,6 +8,7 @@
 //! month's logs reports last month.
 
 use crate::detect::cedar::UNEXPLAINED_ID;
+use crate::mine::Since;
 use crate::time::{format_ms, parse_fhir_time, MS_PER_DAY};
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -22,9 +23,8 @@ pub enum NoiseError {
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Start of the window (epoch ms); default `until` − `back_ms`.
-    pub from_ms: Option<i64>,
-    pub back_ms: i64,
+    /// Start of the window; default 30 days before its end.
+    pub since: Since,
     /// End of the window (epoch ms); default the newest finding.
     pub until_ms: Option<i64>,
     /// Users listed per detector.
@@ -36,8 +36,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            from_ms: None,
-            back_ms: 30 * MS_PER_DAY,
+            since: Since::Back(30 * MS_PER_DAY),
             until_ms: None,
             top_users: 5,
             timezone: chrono_tz::UTC,
@@ -132,17 +131,10 @@ impl Options {
     /// From a window as people type it: `since` a duration back from `until` (`30d`, `12h`)
     /// or a time; `until` a time (default the newest finding). The error names the bad one.
     pub fn window(since: &str, until: Option<&str>) -> Result<Options, String> {
-        let mut o = Options::default();
-        match crate::alert::routing::parse_duration(since) {
-            Ok(d) => o.back_ms = d.as_millis() as i64,
-            Err(_) => {
-                o.from_ms = Some(crate::time::parse_date_or_time(since).ok_or_else(|| {
-                    format!(
-                        "since {since:?}: expected a duration (30d, 12h) or a date (2026-03-10)"
-                    )
-                })?)
-            }
-        }
+        let mut o = Options {
+            since: Since::parse(since)?,
+            ..Options::default()
+        };
         if let Some(u) = until.filter(|u| !u.trim().is_empty()) {
             o.until_ms =
                 Some(crate::time::parse_date_or_time(u).ok_or_else(|| {
@@ -160,7 +152,7 @@ pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError>
         .until_ms
         .or_else(|| newest.as_deref().and_then(parse_fhir_time))
         .unwrap_or_else(crate::time::now_ms);
-    let from_ms = o.from_ms.unwrap_or(to_ms - o.back_ms);
+    let from_ms = o.since.start(to_ms);
     let (from, to) = (format_ms(from_ms), format_ms(to_ms));
     let day_of = |t: &str| {
         use chrono::TimeZone;
@@ -572,7 +564,7 @@ mod tests {
         let r = report(
             &c,
             &Options {
-                from_ms: parse_fhir_time("2026-03-01"),
+                since: Since::At(parse_fhir_time("2026-03-01").unwrap()),
                 ..Options::default()
             },
         )

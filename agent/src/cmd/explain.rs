@@ -1,6 +1,6 @@
 //! `phiwatch explain mine`: propose permits for routine access patterns.
 
-use super::{parse_time, window_start, Start};
+use super::parse_time;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use phiwatch::mine::{self, Options, Since};
@@ -90,10 +90,9 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
     let Loaded {
         settings, context, ..
     } = inputs.load()?;
-    let since = match window_start(&a.since).context("--since")? {
-        Start::Back(d) => Since::Back(d),
-        Start::At(t) => Since::At(t),
-    };
+    let since = Since::parse(&a.since)
+        .map_err(anyhow::Error::msg)
+        .context("--since")?;
     let until_ms = a
         .until
         .as_deref()
