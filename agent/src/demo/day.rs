@@ -368,6 +368,7 @@ fn inject(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>)
                     (any, p, shift_time(h, rng, h.staff[any].shift), false)
                 }
             };
+            h.patients[patient].frozen = true;
             acc.push(Access {
                 t,
                 staff,
@@ -656,6 +657,7 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         {
             continue;
         }
+        h.patients[p].frozen = true;
         acc.push(Access {
             t: shift_time(h, rng, h.staff[s].shift),
             staff: s,

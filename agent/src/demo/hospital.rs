@@ -237,6 +237,10 @@ pub struct Patient {
     pub employee_of: Option<usize>,
     /// Created for an injection (household, neighbour): no encounters, no normal traffic.
     pub special: bool,
+    /// The target of an injected violation: no new encounters on later days, which would
+    /// explain the access the ground truth calls a violation (the context holds every day's
+    /// encounters, and a visit the next day is within the break-the-glass window).
+    pub frozen: bool,
     /// The address is written the other way from the staff member it is injected against
     /// (abbreviated, upper case), as another clerk would.
     pub alt_address: bool,
@@ -454,7 +458,10 @@ impl Hospital {
             })
             .collect();
         let eligible: Vec<usize> = (0..self.patients.len())
-            .filter(|&p| !self.patients[p].special && self.patients[p].deceased_ms.is_none())
+            .filter(|&p| {
+                let pt = &self.patients[p];
+                !pt.special && !pt.frozen && pt.deceased_ms.is_none()
+            })
             .collect();
         let scale = size.patients as f64 / 30_000.0;
         // Stays average about five days: a fifth of the census is admitted each day.
