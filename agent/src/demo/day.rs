@@ -117,9 +117,12 @@ impl DayPlan {
         inject_plugin_scenarios(h, rng, per_category, &mut acc);
         hard_negatives(h, rng, per_category, &mut acc);
         consults(h, rng, events / 100, &mut acc);
+        drop_hard_negatives_inside_sprees(&mut acc);
         heavy_users(h, rng, &mut acc);
         normal(h, rng, events.saturating_sub(acc.len()), &mut acc);
         acc.sort_by_key(|a| a.t);
+        h.broke_glass
+            .extend(acc.iter().filter(|a| a.break_glass).map(|a| a.staff));
         self.accesses.extend(acc);
     }
 
@@ -586,6 +589,7 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         };
         if participants.contains(&s)
             || h.related(s, patient) && !repeat
+            || !repeat && h.broke_glass.contains(&s)
             || h.staff[s].self_patient == Some(patient)
         {
             continue;
@@ -668,6 +672,28 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         });
         made += 1;
     }
+}
+
+/// A hard negative must be judged on its own merits. One that falls within an hour of its
+/// user's injected volume spree is part of that spree (the volume detector rightly counts it),
+/// so the truth could not call it a negative: it is left out, and ordinary traffic fills in.
+fn drop_hard_negatives_inside_sprees(acc: &mut Vec<Access>) {
+    const HOUR_MS: i64 = 3_600_000;
+    let mut sprees: std::collections::HashMap<usize, (i64, i64)> = Default::default();
+    for a in acc
+        .iter()
+        .filter(|a| a.label == Label::Violation("volume_anomaly"))
+    {
+        let e = sprees.entry(a.staff).or_insert((a.t, a.t));
+        e.0 = e.0.min(a.t);
+        e.1 = e.1.max(a.t);
+    }
+    acc.retain(|a| {
+        !matches!(a.label, Label::HardNegative(_))
+            || sprees
+                .get(&a.staff)
+                .is_none_or(|&(t0, t1)| a.t < t0 - HOUR_MS || a.t > t1 + HOUR_MS)
+    });
 }
 
 fn hard_negatives(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>) {

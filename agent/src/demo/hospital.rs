@@ -302,6 +302,9 @@ pub struct Hospital {
     /// (staff, patient) pairs of injected accesses to sensitive and VIP records so far: a
     /// "first time" on a later day must really be the first.
     pub opened_sensitive: std::collections::HashSet<(usize, usize)>,
+    /// Staff who have broken the glass on an earlier day: a later "first break-the-glass"
+    /// violation must not be one of them (the detector rightly knows they have before).
+    pub broke_glass: std::collections::HashSet<usize>,
 }
 
 pub struct Size {
@@ -356,6 +359,7 @@ impl Hospital {
             dept_patients: vec![Vec::new(); DEPARTMENTS.len()],
             recent_patients: Vec::new(),
             opened_sensitive: Default::default(),
+            broke_glass: Default::default(),
         };
         for i in 0..size.staff {
             let role = pick_role(rng);
