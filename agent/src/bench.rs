@@ -68,7 +68,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
         demo::generate(&dir, events, 7, &settings)?;
     }
     let bytes = std::fs::metadata(&ds.events)?.len();
-    let (context, _) = load_context(&ds.context, &settings).context("loading context")?;
+    let (mut context, _) = load_context(&ds.context, &settings).context("loading context")?;
     let pack = PolicyPack::embedded();
     let mut rows = Vec::new();
 
@@ -162,7 +162,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
         let t = Instant::now();
         let s = scan_files(
             std::slice::from_ref(&ds.events),
-            &context,
+            &mut context,
             &mut pipeline,
             &mut Sinks {
                 findings: &mut sink,

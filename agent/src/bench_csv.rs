@@ -122,7 +122,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     let Loaded {
         settings,
         pack,
-        context,
+        mut context,
         plugins,
         ..
     } = Inputs {
@@ -145,7 +145,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     let t = Instant::now();
     let s = scan_sources(
         &mut sources,
-        &context,
+        &mut context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut sink,

@@ -141,14 +141,14 @@ pub fn run(o: &LiveOptions) -> Result<()> {
 
     let block_file = dir.join("block.ndjson");
     std::fs::write(&block_file, &buf)?;
-    let (context, _) = load_context(&ds.context, &settings)?;
+    let (mut context, _) = load_context(&ds.context, &settings)?;
     let pack = PolicyPack::embedded();
     let mut store = Store::open(&dir.join("scan-baseline.db"))?;
     let mut pipeline = Pipeline::new(&settings, &pack);
     let t = Instant::now();
     let s = scan_files(
         std::slice::from_ref(&block_file),
-        &context,
+        &mut context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut std::io::sink(),

@@ -116,6 +116,9 @@ pub struct Enricher<'c> {
     /// Local-time offset cache keyed by UTC hour: zone offsets change only on hour boundaries.
     offset_hour: i64,
     offset_ms: i64,
+    /// Departments as logs write them -> interned, rebuilt when feeds add departments.
+    department_of: ahash::AHashMap<String, u32>,
+    departments_seen: usize,
     pub stats: EnrichStats,
 }
 
@@ -127,6 +130,8 @@ impl<'c> Enricher<'c> {
             business_need_role: Vec::new(),
             offset_hour: i64::MIN,
             offset_ms: 0,
+            department_of: Default::default(),
+            departments_seen: 0,
             stats: EnrichStats::default(),
         }
     }
@@ -156,6 +161,31 @@ impl<'c> Enricher<'c> {
             self.business_need_role
                 .push(self.settings.has_business_need_role(name));
         }
+    }
+
+    /// The department a log names: by id, by an Organization's name, or by a department's
+    /// name written in another case or spacing ("EMERGENCY DEPT." for "Emergency Dept").
+    fn department_named(&mut self, store: &ContextStore, written: &str) -> u32 {
+        if written.is_empty() {
+            return NONE;
+        }
+        if store.departments.len() != self.departments_seen {
+            self.departments_seen = store.departments.len();
+            self.department_of.clear();
+        }
+        if let Some(&d) = self.department_of.get(written) {
+            return d;
+        }
+        let d = store.department_named(written).unwrap_or_else(|| {
+            let want = crate::tabular::fold(written);
+            (0..store.departments.len() as u32)
+                .find(|&i| crate::tabular::fold(store.departments.name(i)) == want)
+                .unwrap_or(NONE)
+        });
+        if self.department_of.len() < 10_000 {
+            self.department_of.insert(written.to_owned(), d);
+        }
+        d
     }
 
     /// The facts of `event` in `store`, which may change between calls (ADT feeds).
@@ -217,6 +247,9 @@ impl<'c> Enricher<'c> {
         set(ctx_flag::WEEKEND, !business_day);
         set(ctx_flag::SUCCEEDED, event.succeeded);
 
+        // The department the log says the user worked in for this access (login or
+        // workstation department): it explains work there as the directory's does.
+        let worked_in = self.department_named(store, event.department.trim());
         let (mut role, mut department, mut user_bits) = (NONE, NONE, 0u8);
         if identified {
             user_bits |= user_flag::IDENTIFIED;
@@ -250,6 +283,10 @@ impl<'c> Enricher<'c> {
             // No directory entry: no evidence of termination either.
             user_bits |= user_flag::ACTIVE;
         }
+        if department == NONE {
+            department = worked_in;
+        }
+        let in_department = |d: u32| d != NONE && (d == department || d == worked_in);
 
         let (mut patient_bits, mut sensitive, mut relationships, mut days_since_death) =
             (0u8, 0u8, 0u8, -1i32);
@@ -285,9 +322,20 @@ impl<'c> Enricher<'c> {
                 let around = t >= from && t <= e.end + s.relationship_lag_ms;
                 set(
                     ctx_flag::DEPARTMENT_ENCOUNTER,
-                    department != NONE && e.department == department && around,
+                    around && in_department(e.department),
                 );
                 if around && e.department != NONE {
+                    add_department(&mut encounter_departments, e.department);
+                }
+            }
+            // An access made in an encounter of this patient (the log names it) is work in
+            // that encounter's department, whenever it is done (late charting included).
+            if let Some((_, e)) = store
+                .visit_of(event.encounter.trim())
+                .filter(|(vp, _)| !event.encounter.is_empty() && *vp == p)
+            {
+                set(ctx_flag::DEPARTMENT_ENCOUNTER, in_department(e.department));
+                if e.department != NONE {
                     add_department(&mut encounter_departments, e.department);
                 }
             }
@@ -360,6 +408,78 @@ pub fn relationship_names(bits: u8) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A float nurse (directory department: the float pool) charting in the emergency
+    /// department: the login department and the encounter the log names explain it.
+    #[test]
+    fn the_logs_department_and_encounter_explain_department_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "Organization",
+                r#"{"resourceType":"Organization","id":"emergency","name":"Emergency Department"}"#,
+            ),
+            (
+                "Practitioner",
+                r#"{"resourceType":"Practitioner","id":"pr-1","identifier":[{"system":"urn:login","value":"nurse1"}]}"#,
+            ),
+            (
+                "PractitionerRole",
+                r#"{"resourceType":"PractitionerRole","id":"r1","practitioner":{"reference":"Practitioner/pr-1"},"organization":{"reference":"Organization/float-pool"},"code":[{"coding":[{"code":"nurse"}]}]}"#,
+            ),
+            (
+                "Patient",
+                r#"{"resourceType":"Patient","id":"pt-1","identifier":[{"system":"urn:mrn","value":"M1"}]}"#,
+            ),
+            (
+                "Encounter",
+                r#"{"resourceType":"Encounter","id":"enc-1","identifier":[{"system":"urn:csn","value":"CSN-77"}],"subject":{"reference":"Patient/pt-1"},"period":{"start":"2026-03-10T08:00:00Z","end":"2026-03-10T12:00:00Z"},"serviceProvider":{"reference":"Organization/emergency"}}"#,
+            ),
+        ];
+        for (name, line) in files {
+            std::fs::write(dir.path().join(format!("{name}.ndjson")), line).unwrap();
+        }
+        let settings = Settings::default();
+        let (store, _) = crate::context::load_context(dir.path(), &settings).unwrap();
+        let mut e = Enricher::new(&settings);
+        let mut judge = |time: &str, department: &str, encounter: &str| {
+            let ev = AccessEvent {
+                id: "a".into(),
+                time_ms: crate::time::parse_fhir_time(time).unwrap(),
+                user: "nurse1".into(),
+                patient: Some("M1".into()),
+                department: department.into(),
+                encounter: encounter.into(),
+                ..AccessEvent::default()
+            };
+            e.enrich(&store, ev)
+                .facts
+                .has(ctx_flag::DEPARTMENT_ENCOUNTER)
+        };
+        let (during, later) = ("2026-03-10T09:00:00Z", "2026-09-10T09:00:00Z");
+        assert!(!judge(during, "", ""), "the float pool has no encounter");
+        assert!(
+            judge(during, "EMERGENCY DEPARTMENT", ""),
+            "logged in to the ED"
+        );
+        assert!(judge(during, "emergency", ""), "by the department's id");
+        assert!(
+            !judge(later, "Emergency Department", ""),
+            "six months later"
+        );
+        assert!(
+            judge(later, "Emergency Department", "CSN-77"),
+            "late charting in the patient's ED encounter"
+        );
+        assert!(
+            !judge(later, "", "CSN-77"),
+            "the encounter is not in the user's department"
+        );
+        assert!(
+            !judge(during, "Cardiology", "CSN-77"),
+            "another department's login"
+        );
+    }
 
     #[test]
     fn encounter_departments_are_a_small_ascending_set() {

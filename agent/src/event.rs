@@ -3,9 +3,10 @@
 use serde::Serialize;
 
 /// What the user did to the record, in the vocabulary of the Cedar schema's actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    #[default]
     View,
     Modify,
     Print,
@@ -34,7 +35,7 @@ impl Action {
 }
 
 /// One access to one patient's record by one user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessEvent {
     /// `AuditEvent.id`, or a stable hash of the source line when the id is absent.
     pub id: String,
@@ -54,6 +55,41 @@ pub struct AccessEvent {
     pub workstation: String,
     /// Whether the attempt succeeded (`outcome` 0). Failed attempts are still accesses to judge.
     pub succeeded: bool,
+    /// The department the user worked in for this access (the login or workstation
+    /// department an EHR extract names), empty when absent.
+    pub department: String,
+    /// The encounter (Epic CSN, visit number) the access was made in, empty when absent.
+    pub encounter: String,
+    /// What the log's row says about the patient and the user (extracts that carry names
+    /// and addresses on every row); applied to the context before the access is judged.
+    pub inline: Option<Box<Inline>>,
+}
+
+/// Demographics an access-log row carries inline. Every field may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Inline {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub patient_family: String,
+    /// Street lines, as written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patient_lines: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub patient_city: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub patient_state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub patient_postal_code: String,
+    /// Other names of the user on the row (employee id, login) than the one in `user`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_family: String,
+}
+
+impl Inline {
+    pub fn is_empty(&self) -> bool {
+        self == &Inline::default()
+    }
 }
 
 /// What happened to a file in a watched PHI folder.

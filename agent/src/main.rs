@@ -781,7 +781,7 @@ fn scan(a: ScanArgs) -> Result<()> {
     let Loaded {
         settings,
         pack,
-        context,
+        mut context,
         context_stats,
         plugins,
         ..
@@ -821,7 +821,7 @@ fn scan(a: ScanArgs) -> Result<()> {
     let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
     let summary = scan_files(
         &paths,
-        &context,
+        &mut context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut out,
@@ -846,7 +846,7 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
     let Loaded {
         settings,
         pack,
-        context,
+        mut context,
         context_stats,
         plugins,
         ..
@@ -912,7 +912,7 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
     };
     let summary = phiwatch::scan::scan_sources(
         &mut sources,
-        &context,
+        &mut context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut out,
@@ -942,6 +942,13 @@ fn scan_config(path: &std::path::Path, a: &ScanArgs) -> Result<()> {
         for (name, n) in top.iter().take(20) {
             eprintln!("  {n:>8}  {name}");
         }
+    }
+    let l = context.inline;
+    if l != Default::default() {
+        eprintln!(
+            "context from the log's rows: {} patient(s) added, {} name(s) or address(es) filled, {} disagreement(s) with a feed (the feed kept), {} user name(s) linked",
+            l.patients_added, l.facts_filled, l.conflicts, l.users_linked
+        );
     }
     Ok(())
 }

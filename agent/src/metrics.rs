@@ -95,6 +95,8 @@ pub struct Metrics {
     pub plugins: Arc<crate::plugin::PluginMetrics>,
     /// What the detection thread has loaded (set at start and on each reload).
     pub loaded: std::sync::RwLock<Option<crate::reload::LoadedSummary>>,
+    /// What access-log rows taught the context, since it was last loaded.
+    pub inline: std::sync::Mutex<crate::context::inline::InlineStats>,
 }
 
 impl Metrics {
@@ -323,6 +325,10 @@ impl Metrics {
             self.sources.iter().map(|m| (m.name.as_str(), m)).collect();
         labelled(&mut out, &per_source, "source", &sources);
         render_unknown_actions(&self.sources, &mut out);
+        render_inline(
+            *self.inline.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut out,
+        );
         let n = &self.notify;
         for (name, kind, help, v) in [
             (
@@ -449,6 +455,21 @@ fn labelled<T>(out: &mut String, series: &[Series<'_, T>], label: &str, items: &
 
 /// One series per source and action word a CSV mapping does not know (at most 256 words per
 /// source): what to add to the source's `actions` or `actions_file`.
+fn render_inline(s: crate::context::inline::InlineStats, out: &mut String) {
+    let name = "phiwatch_context_from_log";
+    out.push_str(&format!(
+        "# HELP {name} What access-log rows taught the context since it was last loaded: patients added, facts filled, disagreements with a feed (the feed kept), user names linked.\n# TYPE {name} gauge\n"
+    ));
+    for (kind, v) in [
+        ("patients_added", s.patients_added),
+        ("facts_filled", s.facts_filled),
+        ("conflicts", s.conflicts),
+        ("users_linked", s.users_linked),
+    ] {
+        out.push_str(&format!("{name}{{kind=\"{kind}\"}} {v}\n"));
+    }
+}
+
 fn render_unknown_actions(sources: &[SourceMetrics], out: &mut String) {
     let name = "phiwatch_source_unknown_actions_total";
     out.push_str(&format!(

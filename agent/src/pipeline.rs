@@ -97,6 +97,26 @@ impl<'c> Pipeline<'c> {
         }
     }
 
+    /// Judges one decoded access after applying what its row says about its patient and
+    /// user to the context (journaled with the batch when it changed anything).
+    pub fn judge(&mut self, ctx: &mut ContextStore, ev: AccessEvent, out: &mut Judged) {
+        if let Some(row) = ev.inline.as_deref() {
+            if crate::context::inline::learn(ctx, ev.patient.as_deref(), &ev.user, row) {
+                let learned = crate::context::inline::Learned {
+                    access: ev.id.clone(),
+                    patient: ev.patient.clone(),
+                    user: ev.user.clone(),
+                    inline: row.clone(),
+                };
+                if let Ok(message) = serde_json::to_string(&learned) {
+                    out.journal
+                        .push((crate::context::inline::FEED.to_owned(), message));
+                }
+            }
+        }
+        self.access(ctx, ev, out);
+    }
+
     /// Judges one decoded access: enrich → detect.
     pub fn access(&mut self, ctx: &ContextStore, ev: AccessEvent, out: &mut Judged) {
         let enriched = self.enricher.enrich(ctx, ev);

@@ -593,6 +593,7 @@ fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                 .iter()
                 .map(|(feed, o)| (feed.clone(), Adt::new(&loaded.settings, o.clone())))
                 .collect(),
+            unjournaled: Vec::new(),
         };
         let mut last_check = std::time::Instant::now();
         let next = loop {
@@ -696,6 +697,8 @@ struct Judges<'l> {
     judged: Judged,
     /// The ADT applier of each MLLP feed.
     adt: std::collections::HashMap<String, Adt<'l>>,
+    /// Journal entries of access-log facts whose batch failed to store.
+    unjournaled: Vec<(String, String)>,
 }
 
 fn judge_batch(
@@ -712,12 +715,15 @@ fn judge_batch(
         .store(batch.sent_ms, Ordering::Relaxed);
     crate::fault::pause_detection();
     judged.clear();
+    // Facts learned from rows of a batch that failed to store: the rows come again, but the
+    // context has them already, so their journal entries are carried to this batch.
+    judged.journal.append(&mut j.unjournaled);
     for item in batch.items {
         match item {
-            Item::Access(ev) => pipeline.access(ctx, ev, judged),
+            Item::Access(ev) => pipeline.judge(ctx, ev, judged),
             Item::Many { accesses, .. } => {
                 for ev in accesses {
-                    pipeline.access(ctx, ev, judged);
+                    pipeline.judge(ctx, ev, judged);
                 }
             }
             Item::File(ev) => files.findings(&ev, &mut judged.findings),
@@ -764,8 +770,15 @@ fn judge_batch(
         })
         .map_err(|e| {
             metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            j.unjournaled.extend(
+                judged
+                    .journal
+                    .drain(..)
+                    .filter(|(feed, _)| feed == crate::context::inline::FEED),
+            );
             e.to_string()
         });
+    *metrics.inline.lock().unwrap_or_else(|e| e.into_inner()) = ctx.inline;
     metrics
         .detect_last_lag_ms
         .store(now_ms() - batch.sent_ms, Ordering::Relaxed);

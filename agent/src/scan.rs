@@ -195,7 +195,7 @@ pub struct ScanSource {
 /// Replays FHIR AuditEvent NDJSON files.
 pub fn scan_files(
     paths: &[PathBuf],
-    ctx: &crate::context::ContextStore,
+    ctx: &mut crate::context::ContextStore,
     pipeline: &mut Pipeline<'_>,
     sinks: &mut Sinks<'_>,
 ) -> Result<ScanSummary, ScanError> {
@@ -215,7 +215,7 @@ pub fn scan_files(
 /// by its source's decoder, judged, stored and emitted as `run` would.
 pub fn scan_sources(
     sources: &mut [ScanSource],
-    ctx: &crate::context::ContextStore,
+    ctx: &mut crate::context::ContextStore,
     pipeline: &mut Pipeline<'_>,
     sinks: &mut Sinks<'_>,
 ) -> Result<ScanSummary, ScanError> {
@@ -266,12 +266,12 @@ pub fn scan_sources(
                 };
                 let judged = decoded.map(|item| match item {
                     crate::decode::Item::Access(ev) => {
-                        pipeline.access(ctx, ev, &mut batch);
+                        pipeline.judge(ctx, ev, &mut batch);
                         LineKind::Access
                     }
                     crate::decode::Item::Many { accesses, .. } => {
                         for ev in accesses {
-                            pipeline.access(ctx, ev, &mut batch);
+                            pipeline.judge(ctx, ev, &mut batch);
                         }
                         LineKind::Access
                     }

@@ -154,8 +154,8 @@ CREATE TABLE IF NOT EXISTS case_log (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
--- Context messages received live (HL7 v2 ADT over MLLP), in arrival order: stored in the
--- transaction that applies them, replayed after the feeds' files whenever the context is
+-- Context messages received live (HL7 v2 ADT over MLLP; demographics on access-log rows,
+-- feed '@access-log'), in arrival order: stored in the transaction that applies them, replayed after the feeds' files whenever the context is
 -- (re)loaded, so nothing received is lost on restart or reload.
 CREATE TABLE IF NOT EXISTS context_journal (
     seq         INTEGER PRIMARY KEY,
@@ -223,8 +223,9 @@ pub fn journal_new(
     Ok(fresh)
 }
 
-/// The context journal's messages in arrival order (read through a connection of its own).
-pub fn journal(db: &Path) -> rusqlite::Result<Vec<String>> {
+/// The context journal's `(feed, message)` pairs in arrival order (read through a connection
+/// of its own).
+pub fn journal(db: &Path) -> rusqlite::Result<Vec<(String, String)>> {
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let present: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE name = 'context_journal'",
@@ -234,8 +235,8 @@ pub fn journal(db: &Path) -> rusqlite::Result<Vec<String>> {
     if present == 0 {
         return Ok(Vec::new());
     }
-    let mut st = conn.prepare("SELECT message FROM context_journal ORDER BY seq")?;
-    let rows = st.query_map([], |r| r.get(0))?;
+    let mut st = conn.prepare("SELECT feed, message FROM context_journal ORDER BY seq")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
 

@@ -62,6 +62,7 @@ fn events(batch: usize, n: usize) -> Vec<AccessEvent> {
             break_glass: false,
             workstation: String::new(),
             succeeded: true,
+            ..Default::default()
         })
         .collect()
 }

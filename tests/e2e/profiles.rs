@@ -515,3 +515,233 @@ fn a_nightly_extract_replaced_under_the_same_name() {
     assert_eq!(distinct, 600, "every row its own access");
     drop(agent);
 }
+
+/// A patient's household as the demo's Patient resource writes it.
+struct Household {
+    mrn: String,
+    family: String,
+    line: String,
+    city: String,
+    state: String,
+    zip: String,
+}
+
+/// Patients by id and by MRN.
+fn households(context: &Path) -> BTreeMap<String, std::rc::Rc<Household>> {
+    let mut m = BTreeMap::new();
+    for l in std::fs::read_to_string(context.join("Patient.ndjson"))
+        .unwrap()
+        .lines()
+    {
+        let p: serde_json::Value = serde_json::from_str(l).unwrap();
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+        let a = &p["address"][0];
+        let h = std::rc::Rc::new(Household {
+            mrn: s(&p["identifier"][0]["value"]),
+            family: s(&p["name"][0]["family"]),
+            line: s(&a["line"][0]),
+            city: s(&a["city"]),
+            state: s(&a["state"]),
+            zip: s(&a["postalCode"]),
+        });
+        m.insert(h.mrn.clone(), h.clone());
+        m.insert(s(&p["id"]), h);
+    }
+    m
+}
+
+/// An address as an EHR extract writes it: upper case, USPS abbreviations, ZIP+4.
+fn as_epic_writes(h: &Household) -> (String, String) {
+    let line = h
+        .line
+        .to_uppercase()
+        .replace("STREET", "ST")
+        .replace("DRIVE", "DR")
+        .replace("AVENUE", "AVE");
+    (line, format!("{}-0001", h.zip))
+}
+
+/// Purview files carry the patient's name and address on every row. With a staff directory and
+/// no patient feed, those rows alone let phiwatch find family snooping; a file without them
+/// finds none; and what the live agent learned from them survives its restart.
+#[test]
+fn inline_demographics_find_family_without_a_patient_feed() {
+    use agent::{count, free_port, get, start_healthy, wait_for};
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let set = d.join("set");
+    let out = common::phiwatch(&[
+        "demo",
+        "--generate-only",
+        "--events",
+        "6000",
+        "--days",
+        "1",
+        "--seed",
+        "11",
+        "--out",
+        set.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    // The staff directory only: no Patient, Person, Encounter, CareTeam or Appointment.
+    let staff = d.join("staff");
+    std::fs::create_dir_all(&staff).unwrap();
+    for r in ["Practitioner", "PractitionerRole", "Organization"] {
+        let name = format!("{r}.ndjson");
+        std::fs::copy(set.join("context").join(&name), staff.join(&name)).unwrap();
+    }
+    let people = households(&set.join("context"));
+    let all = day(&set, false);
+    std::fs::write(d.join("all.ndjson"), &all.fhir).unwrap();
+    let (want, _) = scan(&config(
+        d,
+        "fhir",
+        &set,
+        &format!(
+            "[[source]]\nkind = \"file\"\nname = \"fhir\"\npaths = [\"{}/all.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d.display()
+        ),
+    ));
+    let family_in = |found: &Found| -> BTreeSet<(String, String)> {
+        found
+            .keys()
+            .filter(|k| k.3 == "family")
+            .map(|k| (k.1.clone(), people[k.2.as_str()].mrn.clone()))
+            .collect()
+    };
+    let want_family = family_in(&want);
+    assert!(!want_family.is_empty(), "the day has family snooping");
+
+    let header = "ACCESS_LOG.ACCESS_TIME\tACCESS_LOG_METRIC.METRIC_NAME\tPATIENT.PAT_MRN_ID\tPATIENT.PAT_LAST_NAME\tPATIENT.ADD_LINE_1\tPATIENT.CITY\tZC_STATE.NAME\tPATIENT.ZIP\tEMP.SYSTEM_LOGIN\n";
+    let row = |a: &AccessEvent, i: usize, time_ms: i64, demographics: bool| {
+        let h = &people[bare(a.patient.as_deref().unwrap())];
+        let (line, zip) = as_epic_writes(h);
+        let who = if demographics {
+            format!(
+                "{}\t{}\t{}\t{}\t{zip}",
+                h.family.to_uppercase(),
+                line,
+                h.city,
+                h.state
+            )
+        } else {
+            "\t\t\t\t".to_owned()
+        };
+        format!(
+            "{}\t{}\t{}\t{who}\t{}\n",
+            chicago(time_ms, "%Y-%m-%d %H:%M:%S%.3f"),
+            metric(a, i),
+            h.mrn,
+            bare(&a.user),
+        )
+    };
+    let scan_staff = |name: &str, body: &str| {
+        std::fs::write(d.join(format!("{name}.txt")), body).unwrap();
+        let config = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{d}/data-{name}\"\ncontext = \"{staff}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/{name}.txt\"]\nformat = \"csv\"\n[source.csv]\nprofile = \"purview-epic\"\ntimezone = \"America/Chicago\"\n",
+                d = d.display(),
+                staff = staff.display()
+            ),
+        )
+        .unwrap();
+        scan(&config).0
+    };
+    let mut with = String::from(header);
+    let mut without = String::from(header);
+    for (i, a) in all.accesses.iter().enumerate() {
+        with.push_str(&row(a, i, a.time_ms, true));
+        without.push_str(&row(a, i, a.time_ms, false));
+    }
+    let got = family_in(&scan_staff("with", &with));
+    let missed: Vec<_> = want_family.difference(&got).collect();
+    assert!(
+        missed.is_empty(),
+        "family snooping the inline households should find: {missed:?} (found {got:?})"
+    );
+    assert!(
+        family_in(&scan_staff("without", &without)).is_empty(),
+        "without a household nobody is family"
+    );
+
+    // Live: the first night's rows teach the household; after a restart the next night's
+    // file, without demographic columns, still finds the family member.
+    let (user, mrn) = want_family.iter().next().unwrap().clone();
+    let (i, snoop) = all
+        .accesses
+        .iter()
+        .enumerate()
+        .find(|(_, a)| people[bare(a.patient.as_deref().unwrap())].mrn == mrn)
+        .unwrap();
+    let http = free_port();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let config = d.join("live.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/live\"\ncontext = \"{staff}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"file\"\nname = \"epic\"\npaths = [\"{d}/logs/extract.txt\"]\nformat = \"csv\"\npoll_ms = 20\n[source.csv]\nprofile = \"purview-epic\"\ntimezone = \"America/Chicago\"\n",
+            d = d.display(),
+            staff = staff.display()
+        ),
+    )
+    .unwrap();
+    let extract = d.join("logs/extract.txt");
+    // Night one: another user's routine view of the patient, demographics inline.
+    let other = all
+        .accesses
+        .iter()
+        .find(|a| bare(&a.user) != bare(&snoop.user))
+        .unwrap();
+    let mut visit = snoop.clone();
+    visit.user = other.user.clone();
+    std::fs::write(
+        &extract,
+        format!("{header}{}", row(&visit, i, snoop.time_ms, true)),
+    )
+    .unwrap();
+    let db = d.join("live/phiwatch.db");
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
+    assert!(wait_for(Duration::from_secs(30), || count(
+        &db,
+        "SELECT count(*) FROM accesses"
+    ) == 1));
+    let metrics = get(http, "/metrics").unwrap();
+    assert!(
+        metrics.contains("phiwatch_context_from_log{kind=\"patients_added\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("from_log"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let (status, _) = agent.stop();
+    assert!(status.success());
+    // Night two, after the restart: the snoop, with no demographic columns at all.
+    std::fs::remove_file(&extract).unwrap();
+    std::fs::write(
+        &extract,
+        format!(
+            "ACCESS_LOG.ACCESS_TIME\tACCESS_LOG_METRIC.METRIC_NAME\tPATIENT.PAT_MRN_ID\tEMP.SYSTEM_LOGIN\n{}\t{}\t{mrn}\t{}\n",
+            chicago(snoop.time_ms + 3_600_000, "%Y-%m-%d %H:%M:%S%.3f"),
+            metric(snoop, i),
+            bare(&snoop.user)
+        ),
+    )
+    .unwrap();
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
+    let family = format!(
+        "SELECT count(*) FROM findings WHERE category = 'family' AND user_id = '{user}' AND patient_id = '{mrn}'"
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || count(&db, &family) == 1),
+        "the household learned before the restart finds the family member: {} accesses, {} family findings",
+        count(&db, "SELECT count(*) FROM accesses"),
+        count(&db, &family)
+    );
+    drop(agent);
+}

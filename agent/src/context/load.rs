@@ -133,12 +133,13 @@ pub fn load_context(
 
 /// Loads every context feed: FHIR first, then the HR roster, crosswalk and directory
 /// accounts merged with it by identity (one person per human, whichever feeds name them),
-/// then HL7 v2 files in name order, then `journal`: ADT messages received live (kept in the
-/// store) in the order they came.
+/// then HL7 v2 files in name order, then `journal`: `(feed, message)` pairs received live
+/// (ADT messages; demographics learned from access-log rows), kept in the store, in the order
+/// they came.
 pub fn load_feeds(
     feeds: &[ContextFeed],
     settings: &Settings,
-    journal: &[String],
+    journal: &[(String, String)],
 ) -> std::io::Result<(ContextStore, ContextStats)> {
     let mut b = Builder::new(settings);
     let zone = settings.timezone;
@@ -215,8 +216,12 @@ pub fn load_feeds(
             })
             .unwrap_or_default();
         let mut adt = Adt::new(settings, options);
-        for msg in journal {
-            adt.apply_text(&mut store, msg);
+        for (feed, msg) in journal {
+            if feed == super::inline::FEED {
+                super::inline::Learned::replay(&mut store, msg);
+            } else {
+                adt.apply_text(&mut store, msg);
+            }
         }
         merge_adt_stats(&mut stats.adt, &adt.stats);
     }
@@ -341,7 +346,17 @@ struct PersonLink<'a> {
 }
 
 #[derive(Deserialize)]
+struct OrganizationJson<'a> {
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow, default)]
+    name: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
 struct EncounterJson<'a> {
+    #[serde(borrow, default)]
+    identifier: Vec<Identifier<'a>>,
     #[serde(borrow, default)]
     subject: Option<Reference<'a>>,
     #[serde(borrow, default)]
@@ -426,6 +441,7 @@ struct PendingRole {
 struct PendingEncounter {
     patient: String,
     span: EncounterSpan,
+    visits: Vec<String>,
 }
 
 struct Builder<'s> {
@@ -521,8 +537,7 @@ impl<'s> Builder<'s> {
             "Encounter" => self.encounter(line),
             "CareTeam" => self.care_team(line),
             "Appointment" => self.appointment(line),
-            // Departments are named by reference; the Organization resource adds nothing yet.
-            "Organization" => Ok(()),
+            "Organization" => self.organization(line),
             other => {
                 *self
                     .stats
@@ -737,11 +752,21 @@ impl<'s> Builder<'s> {
             end: span.1,
             department,
         };
+        // An access log names the encounter by its number (Epic CSN, visit number): the
+        // identifiers are visits an access can be tied to.
+        let visits: Vec<String> = e
+            .identifier
+            .iter()
+            .filter_map(|i| i.value.as_deref())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
         match &patient {
-            Who::Ix(p) => self.store.encounters[*p as usize].push(es),
+            Who::Ix(p) => self.store.add_encounter(*p, es, &visits),
             Who::Key(k) => self.pending_encounters.push(PendingEncounter {
                 patient: k.clone(),
                 span: es,
+                visits,
             }),
         }
         for part in &e.participant {
@@ -759,6 +784,16 @@ impl<'s> Builder<'s> {
                 patient: patient.clone(),
                 window,
             });
+        }
+        Ok(())
+    }
+
+    /// Departments are named by reference (`Organization/emergency`); an access log names
+    /// them by their name ("Emergency Department"), which becomes an alias.
+    fn organization(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let o: OrganizationJson<'_> = serde_json::from_slice(line)?;
+        if let Some(name) = o.name.as_deref() {
+            self.store.name_department(name, &o.id);
         }
         Ok(())
     }
@@ -936,7 +971,7 @@ impl<'s> Builder<'s> {
         }
         for e in std::mem::take(&mut self.pending_encounters) {
             match self.store.resolve_patient(&e.patient) {
-                Resolved::Found(p) => self.store.encounters[p as usize].push(e.span),
+                Resolved::Found(p) => self.store.add_encounter(p, e.span, &e.visits),
                 _ => self.stats.unresolved_patients += 1,
             }
         }

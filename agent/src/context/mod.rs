@@ -9,6 +9,7 @@ pub mod adt;
 pub mod bench;
 pub mod feeds;
 pub mod identity;
+pub mod inline;
 mod load;
 pub mod normalize;
 mod roster;
@@ -76,6 +77,8 @@ pub struct PatientFacts {
     /// The workforce member this patient is (Person link).
     pub employee_user: Option<UserIx>,
     pub written: Written,
+    /// Known from access-log rows only (see [`inline`]): a feed naming it takes over.
+    pub from_log: bool,
 }
 
 /// Family name and home address as the record writes them, for plugins that do their own
@@ -154,6 +157,10 @@ pub struct ContextStore {
     /// Visits known by number (HL7 v2 PV1-19), so a transfer, discharge or cancellation
     /// finds the encounter and the relationships an admission made.
     visits: AHashMap<String, Visit>,
+    /// What access-log rows added (see [`inline`]).
+    pub inline: inline::InlineStats,
+    /// Department names (Organization.name), folded, to the interned department.
+    department_names: AHashMap<String, u32>,
 }
 
 /// What one visit added to the store.
@@ -187,6 +194,11 @@ impl Interner {
         self.names.push(name.to_owned());
         self.ix.insert(name.to_owned(), ix);
         ix
+    }
+
+    /// The index of a name already interned.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.ix.get(name).copied()
     }
 
     /// The name of an index; empty for [`NONE`].
@@ -312,6 +324,7 @@ impl ContextStore {
             });
         let ix = found.unwrap_or_else(|| self.intern_patient(id));
         self.patients[ix as usize].known = true;
+        self.patients[ix as usize].from_log = false;
         for k in keys {
             self.patient_alias.add(k, ix);
         }
@@ -375,6 +388,48 @@ impl ContextStore {
             v.windows.push((u, patient, ws.len() - 1));
         }
         self.visits.insert(visit.to_owned(), v);
+    }
+
+    /// Records that `name` is another name of department `id`.
+    pub fn name_department(&mut self, name: &str, id: &str) {
+        let ix = self.departments.intern(id);
+        let key = crate::tabular::fold(name);
+        if ix != NONE && !key.is_empty() {
+            self.department_names.insert(key, ix);
+        }
+    }
+
+    /// The department a log names, by its id or its name (case and spacing aside).
+    pub fn department_named(&self, name: &str) -> Option<u32> {
+        self.departments.get(name).or_else(|| {
+            self.department_names
+                .get(&crate::tabular::fold(name))
+                .copied()
+        })
+    }
+
+    /// Adds an encounter known by the visit numbers `visits` (a FHIR Encounter's identifiers).
+    pub fn add_encounter(&mut self, patient: PatientIx, span: EncounterSpan, visits: &[String]) {
+        let encounters = &mut self.encounters[patient as usize];
+        encounters.push(span);
+        let encounter = encounters.len() - 1;
+        for v in visits {
+            self.visits.insert(
+                v.clone(),
+                Visit {
+                    patient,
+                    encounter,
+                    windows: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// The patient and the encounter of a visit number an access names.
+    pub fn visit_of(&self, visit: &str) -> Option<(PatientIx, EncounterSpan)> {
+        let v = self.visits.get(visit)?;
+        let span = self.encounters.get(v.patient as usize)?.get(v.encounter)?;
+        Some((v.patient, *span))
     }
 
     /// The encounter of a visit, to re-time it (discharge, cancelled discharge).

@@ -118,6 +118,7 @@ pub fn decode_atna_in(message: &[u8], zone: chrono_tz::Tz) -> Result<Decoded, De
             event.attribute("EventOutcomeIndicator"),
             None | Some("0" | "")
         ),
+        ..Default::default()
     }))
 }
 

@@ -187,6 +187,7 @@ pub fn decode_audit_event_in(line: &[u8], zone: chrono_tz::Tz) -> Result<Decoded
         break_glass,
         workstation: workstation.to_owned(),
         succeeded: matches!(ae.outcome.as_deref(), None | Some("0")),
+        ..Default::default()
     };
     if patients.len() == 1 {
         return Ok(Decoded::Access(first));

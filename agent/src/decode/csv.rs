@@ -15,7 +15,7 @@
 
 use super::audit_event::{line_hash, truncate};
 use super::{DecodeError, Item};
-use crate::event::{AccessEvent, Action};
+use crate::event::{AccessEvent, Action, Inline};
 use crate::tabular::{fold, sniff};
 use crate::time::parse_fhir_time;
 use chrono::{NaiveDateTime, TimeZone};
@@ -76,6 +76,10 @@ pub struct CsvMapping {
     /// Values of the `break_glass` column that mean break-the-glass (default 1, true, yes, y,
     /// t, btg), compared without regard to case.
     pub break_glass_values: Option<Vec<String>>,
+    /// Department names as the log writes them -> as the context (roster, ADT feed) names
+    /// them: `"EMERGENCY DEPT" = "ED"`. Unlisted names are used as written.
+    #[serde(default)]
+    pub departments: HashMap<String, String>,
     /// Optional columns named by the profile, not by the site: a header without them reads
     /// on without them (a site's extract need not carry every column a vendor documents).
     #[serde(skip)]
@@ -106,6 +110,57 @@ pub struct Columns {
     pub outcome: Option<Column>,
     /// Free-text subtype kept with the access (metric group, report name, screen, ...).
     pub subtype: Option<Column>,
+    /// The login or workstation department of the access (explains work in that department).
+    pub department: Option<Column>,
+    /// The encounter (Epic CSN, visit number) the access was made in.
+    pub encounter: Option<Column>,
+    /// Inline demographics: the patient's family name and home address, as the row writes
+    /// them; they add a patient the context lacks (feeds win over them).
+    pub patient_family: Option<Column>,
+    /// Street lines: those the header has, in order.
+    pub patient_address: Option<Vec<Column>>,
+    pub patient_city: Option<Column>,
+    pub patient_state: Option<Column>,
+    pub patient_postal_code: Option<Column>,
+    /// Other names of the user on the row (employee id, login): aliases of the user the
+    /// context finds by any of them.
+    pub user_ids: Option<Vec<Column>>,
+    /// The user's family name, when the directory has none.
+    pub user_family: Option<Column>,
+}
+
+/// Single columns a profile may name that a site's file need not have.
+const OPTIONAL_SINGLES: [&str; 11] = [
+    "break_glass",
+    "workstation",
+    "outcome",
+    "subtype",
+    "department",
+    "encounter",
+    "patient_family",
+    "patient_city",
+    "patient_state",
+    "patient_postal_code",
+    "user_family",
+];
+
+impl Columns {
+    fn single(&self, key: &str) -> &Option<Column> {
+        match key {
+            "break_glass" => &self.break_glass,
+            "workstation" => &self.workstation,
+            "outcome" => &self.outcome,
+            "subtype" => &self.subtype,
+            "department" => &self.department,
+            "encounter" => &self.encounter,
+            "patient_family" => &self.patient_family,
+            "patient_city" => &self.patient_city,
+            "patient_state" => &self.patient_state,
+            "patient_postal_code" => &self.patient_postal_code,
+            "user_family" => &self.user_family,
+            _ => &None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -168,27 +223,15 @@ impl CsvMapping {
         let (c, pc) = (&self.columns, &p.columns);
         let mut actions = p.actions.clone();
         actions.extend(self.actions.clone());
-        let profile_optional = [
-            ("id_parts", c.id_parts.is_none() && pc.id_parts.is_some()),
-            (
-                "break_glass",
-                c.break_glass.is_none() && pc.break_glass.is_some(),
-            ),
-            (
-                "break_glass_reason",
-                c.break_glass_reason.is_none() && pc.break_glass_reason.is_some(),
-            ),
-            (
-                "workstation",
-                c.workstation.is_none() && pc.workstation.is_some(),
-            ),
-            ("outcome", c.outcome.is_none() && pc.outcome.is_some()),
-            ("subtype", c.subtype.is_none() && pc.subtype.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, from_profile)| *from_profile)
-        .map(|(k, _)| k)
-        .collect();
+        let mut departments = p.departments.clone();
+        departments.extend(self.departments.clone());
+        let mut profile_optional: Vec<&'static str> = OPTIONAL_SINGLES
+            .into_iter()
+            .filter(|k| c.single(k).is_none() && pc.single(k).is_some())
+            .collect();
+        if c.id_parts.is_none() && pc.id_parts.is_some() {
+            profile_optional.push("id_parts");
+        }
         Ok(CsvMapping {
             // Kept for messages; applying it again changes nothing.
             profile: self.profile.clone(),
@@ -209,11 +252,21 @@ impl CsvMapping {
                 workstation: pick(&c.workstation, &pc.workstation),
                 outcome: pick(&c.outcome, &pc.outcome),
                 subtype: pick(&c.subtype, &pc.subtype),
+                department: pick(&c.department, &pc.department),
+                encounter: pick(&c.encounter, &pc.encounter),
+                patient_family: pick(&c.patient_family, &pc.patient_family),
+                patient_address: pick(&c.patient_address, &pc.patient_address),
+                patient_city: pick(&c.patient_city, &pc.patient_city),
+                patient_state: pick(&c.patient_state, &pc.patient_state),
+                patient_postal_code: pick(&c.patient_postal_code, &pc.patient_postal_code),
+                user_ids: pick(&c.user_ids, &pc.user_ids),
+                user_family: pick(&c.user_family, &pc.user_family),
             },
             actions,
             actions_file: pick(&self.actions_file, &p.actions_file),
             default_action: pick(&self.default_action, &p.default_action),
             break_glass_values: pick(&self.break_glass_values, &p.break_glass_values),
+            departments,
             profile_optional,
         })
     }
@@ -249,21 +302,16 @@ impl CsvMapping {
             }
         }
         let header = self.header.unwrap_or(true);
-        let singles = [
-            &c.time,
-            &c.date,
-            &c.user,
-            &c.patient,
-            &c.action,
-            &c.id,
-            &c.break_glass,
-            &c.workstation,
-            &c.outcome,
-            &c.subtype,
+        let singles = [&c.time, &c.date, &c.user, &c.patient, &c.action, &c.id];
+        let lists = [
+            &c.id_parts,
+            &c.break_glass_reason,
+            &c.patient_address,
+            &c.user_ids,
         ];
-        let lists = [&c.id_parts, &c.break_glass_reason];
         let all = singles
             .into_iter()
+            .chain(OPTIONAL_SINGLES.map(|k| c.single(k)))
             .flatten()
             .chain(lists.into_iter().flatten().flatten());
         for col in all {
@@ -399,7 +447,62 @@ struct Resolved {
     workstation: Option<usize>,
     outcome: Option<usize>,
     subtype: Option<usize>,
+    department: Option<usize>,
+    encounter: Option<usize>,
+    inline: InlineColumns,
     header_line: Option<Vec<u8>>,
+}
+
+/// Positions of the inline demographics columns the header has.
+#[derive(Debug, Clone, Default)]
+struct InlineColumns {
+    patient_family: Option<usize>,
+    patient_lines: Vec<usize>,
+    patient_city: Option<usize>,
+    patient_state: Option<usize>,
+    patient_postal_code: Option<usize>,
+    user_ids: Vec<usize>,
+    user_family: Option<usize>,
+}
+
+impl InlineColumns {
+    fn any(&self) -> bool {
+        self.patient_family.is_some()
+            || !self.patient_lines.is_empty()
+            || self.patient_postal_code.is_some()
+            || !self.user_ids.is_empty()
+            || self.user_family.is_some()
+    }
+
+    /// What the row says about its patient and user, `None` when it says nothing.
+    fn read(&self, record: &Record, user: &str) -> Option<Box<Inline>> {
+        if !self.any() {
+            return None;
+        }
+        let opt = |ix: Option<usize>| ix.map(|i| record.get(i)).unwrap_or("").to_owned();
+        let inline = Inline {
+            patient_family: opt(self.patient_family),
+            patient_lines: self
+                .patient_lines
+                .iter()
+                .map(|&i| record.get(i))
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            patient_city: opt(self.patient_city),
+            patient_state: opt(self.patient_state),
+            patient_postal_code: opt(self.patient_postal_code),
+            user_ids: self
+                .user_ids
+                .iter()
+                .map(|&i| record.get(i))
+                .filter(|v| !v.is_empty() && *v != user)
+                .map(str::to_owned)
+                .collect(),
+            user_family: opt(self.user_family),
+        };
+        (!inline.is_empty()).then(|| Box::new(inline))
+    }
 }
 
 pub struct CsvDecoder {
@@ -523,7 +626,19 @@ impl CsvDecoder {
                 opt(r.outcome).to_lowercase().as_str(),
                 "" | "0" | "success" | "succeeded" | "ok" | "true" | "allowed"
             ),
+            department: self.department(opt(r.department)),
+            encounter: opt(r.encounter).to_owned(),
+            inline: r.inline.read(record, user),
         }))
+    }
+
+    /// The context's name for a department the log names.
+    fn department(&self, written: &str) -> String {
+        self.mapping
+            .departments
+            .get(written)
+            .map_or(written, String::as_str)
+            .to_owned()
     }
 
     /// The file's header line (`None` without one). An I/O error is not kept: the next line
@@ -594,7 +709,8 @@ impl CsvDecoder {
                 opt(c)
             }
         };
-        // Reason columns: those the header has (an extract may carry one of the two).
+        let single = |key: &str| lenient(key, c.single(key));
+        // Lists (reason columns, address lines, user ids): those the header has.
         let some = |cs: &Option<Vec<Column>>| -> Vec<usize> {
             cs.iter().flatten().filter_map(|c| find(c).ok()).collect()
         };
@@ -621,11 +737,22 @@ impl CsvDecoder {
             action: opt(&c.action)?,
             id: opt(&c.id)?,
             id_parts,
-            break_glass: lenient("break_glass", &c.break_glass)?,
+            break_glass: single("break_glass")?,
             break_glass_reason: some(&c.break_glass_reason),
-            workstation: lenient("workstation", &c.workstation)?,
-            outcome: lenient("outcome", &c.outcome)?,
-            subtype: lenient("subtype", &c.subtype)?,
+            workstation: single("workstation")?,
+            outcome: single("outcome")?,
+            subtype: single("subtype")?,
+            department: single("department")?,
+            encounter: single("encounter")?,
+            inline: InlineColumns {
+                patient_family: single("patient_family")?,
+                patient_lines: some(&c.patient_address),
+                patient_city: single("patient_city")?,
+                patient_state: single("patient_state")?,
+                patient_postal_code: single("patient_postal_code")?,
+                user_ids: some(&c.user_ids),
+                user_family: single("user_family")?,
+            },
             header_line: header,
         })
     }

@@ -243,6 +243,7 @@ mod tests {
             break_glass: false,
             workstation: String::new(),
             succeeded: true,
+            ..Default::default()
         }
     }
 

@@ -211,7 +211,7 @@ pub fn run(o: &DemoOptions) -> Result<()> {
         return Ok(());
     }
 
-    let (context, stats) = if o.feeds {
+    let (mut context, stats) = if o.feeds {
         crate::context::load_feeds(&ds.context_feeds()?, &settings, &[])?
     } else {
         load_context(&ds.context, &settings)?
@@ -241,7 +241,7 @@ pub fn run(o: &DemoOptions) -> Result<()> {
     let mut pipeline = Pipeline::new(&settings, &pack).with_plugins(plugins);
     let summary = scan_files(
         std::slice::from_ref(&ds.events),
-        &context,
+        &mut context,
         &mut pipeline,
         &mut Sinks {
             findings: &mut out,

@@ -339,6 +339,7 @@ pub fn run(dir: &Path, pack: &PolicyPack) -> Result<Report, String> {
                     break_glass: key.has(ctx_flag::BREAK_GLASS),
                     workstation: String::new(),
                     succeeded: key.has(ctx_flag::SUCCEEDED),
+                    ..Default::default()
                 },
                 user: None,
                 patient: None,

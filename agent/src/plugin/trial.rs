@@ -48,14 +48,14 @@ pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
             toml::from_str(&text).with_context(|| format!("settings {}", f.display()))?;
     }
     let compiled = Arc::new(Compiled::load(&spec, None)?);
-    let loaded = o.inputs.load()?;
+    let mut loaded = o.inputs.load()?;
     let metrics = Arc::new(PluginMetrics::default());
     let set = PluginSet::new(std::slice::from_ref(&compiled), None, metrics.clone())?;
     let mut pipeline = Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(set);
     let detector = format!("plugin:{}", compiled.name);
     let scanned = scan_files(
         &o.events,
-        &loaded.context,
+        &mut loaded.context,
         &mut pipeline,
         &mut Sinks {
             findings: out,
