@@ -284,6 +284,9 @@ impl FileSource {
         Ok(match self.format {
             Format::FhirAuditevent => LineDecoder::Fhir(self.zone()),
             Format::AtnaXml => LineDecoder::Atna(self.zone()),
+            Format::Cef | Format::Leef => {
+                LineDecoder::Siem(Box::new(crate::decode::siem::SiemDecoder::new(self.zone())))
+            }
             Format::Csv => {
                 let m = self.csv.as_ref().ok_or_else(|| {
                     format!("source {:?}: format = \"csv\" without a mapping", self.name)

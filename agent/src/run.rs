@@ -243,13 +243,13 @@ pub fn run(config_path: &Path) -> Result<()> {
                 let (reader, spool) = Reader::spooled(
                     ix,
                     &name,
-                    LineDecoder::Atna(s.zone()),
+                    LineDecoder::Syslog(Box::new(crate::decode::siem::SiemDecoder::new(s.zone()))),
                     &spool_dir,
                     s.spool_max_bytes,
                     intake.clone(),
                 )?;
                 let listener = rt.block_on(syslog::bind(&s))?;
-                tracing::info!(source = %name, listen = %listener.local_addr()?, transport = ?s.transport, "receiving ATNA syslog");
+                tracing::info!(source = %name, listen = %listener.local_addr()?, transport = ?s.transport, "receiving syslog (ATNA, CEF, LEEF)");
                 readers.push(reader);
                 let spool = spool.shared();
                 spools.push(spool.clone());

@@ -486,11 +486,18 @@ pub fn message_body(frame: &[u8]) -> Result<&[u8], &'static str> {
     let body = if rest.starts_with(b"1 ") {
         rfc5424_msg(&rest[2..]).ok_or("truncated RFC 5424 header")?
     } else {
-        // RFC 3164 has no reliable field boundaries; an audit message starts at its first '<'.
-        let at = rest
-            .iter()
-            .position(|&b| b == b'<')
-            .ok_or("no XML in the message")?;
+        // RFC 3164 has no reliable field boundaries: an audit message starts at its first
+        // '<' (XML) or at `CEF:` / `LEEF:`, whichever comes first.
+        let find = |needle: &[u8]| rest.windows(needle.len()).position(|w| w == needle);
+        let at = [
+            rest.iter().position(|&b| b == b'<'),
+            find(b"CEF:"),
+            find(b"LEEF:"),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .ok_or("no XML, CEF or LEEF in the message")?;
         &rest[at..]
     };
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
@@ -538,6 +545,15 @@ mod tests {
         assert_eq!(message_body(sd).unwrap(), b"<AuditMessage/>");
         let bsd = b"<34>Oct 11 22:14:15 mymachine ehr: <AuditMessage/>";
         assert_eq!(message_body(bsd).unwrap(), b"<AuditMessage/>");
+        // Epic's SIEM feed: CEF or LEEF after an RFC 3164 header, values may hold '<'.
+        let cef =
+            b"<134>Mar 10 08:00:00 epicprd01 CEF:0|Epic|Security-SIEM|1|LOGIN|Login|3|note=a<b";
+        assert_eq!(
+            message_body(cef).unwrap(),
+            b"CEF:0|Epic|Security-SIEM|1|LOGIN|Login|3|note=a<b"
+        );
+        let leef = b"<134>Mar 10 08:00:00 epicprd01 LEEF:1.0|Epic|Security-SIEM|1|LOGIN|UID=E1";
+        assert!(message_body(leef).unwrap().starts_with(b"LEEF:1.0|Epic"));
         assert!(message_body(b"hello").is_err());
         assert!(message_body(b"<999>1 x").is_err());
         assert!(message_body(b"<13>1 2026 h app").is_err());

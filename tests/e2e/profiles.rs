@@ -745,3 +745,176 @@ fn inline_demographics_find_family_without_a_patient_feed() {
     );
     drop(agent);
 }
+
+/// Epic's Security-SIEM feed: the keys Google Security Operations' Epic parser documents and
+/// the Exabeam content library's `epic-siem-leef` parsers read (`UID`, `LOGIN_LDAP_ID`,
+/// `usrName`, `PATIENT`, `devTime` as `MMM dd yyyy HH:mm:ss`, `shost`, `DEP`, `BTGREASON`,
+/// `BTGNOACCESSREAS`, `NEWDEPARTMENT`; event ids `IC_SERVICE_AUDIT`,
+/// `AC_BREAK_THE_GLASS_ACCESS`, `LOGIN`, `CONTEXTCHANGE`). Epic publishes no sample: each
+/// record is composed from that list, in CEF and in LEEF 1.0 and 2.0.
+fn siem_record(a: &AccessEvent, i: usize) -> String {
+    let time = chicago(a.time_ms, "%b %d %Y %H:%M:%S");
+    let (user, patient) = (bare(&a.user), bare(a.patient.as_deref().unwrap()));
+    let event = if a.break_glass {
+        "AC_BREAK_THE_GLASS_ACCESS"
+    } else {
+        "IC_SERVICE_AUDIT"
+    };
+    let btg = if a.break_glass {
+        "Emergency \\= urgent care"
+    } else {
+        ""
+    };
+    match i % 3 {
+        0 => format!(
+            "CEF:0|Epic|Security-SIEM|2024|{event}|Chart access|3|usrName={user}-PATIENT, A- UID={user} PATIENT={patient} devTime={time} shost={} BTGREASON={btg}",
+            a.workstation
+        ),
+        1 => format!(
+            "LEEF:1.0|Epic|Security-SIEM|2024|{event}|UID={user}\tPATIENT={patient}\tdevTime={time}\tshost={}\tBTGNOACCESSREAS={}",
+            a.workstation,
+            btg.replace('\\', "")
+        ),
+        _ => format!(
+            "LEEF:2.0|Epic|Security-SIEM|2024|{event}|^|UID={user}^PATIENT={patient}^devTime={time}^shost={}^BTGREASON={}",
+            a.workstation,
+            btg.replace('\\', "")
+        ),
+    }
+}
+
+/// The demo day's chart views as Epic SIEM records (CEF and LEEF, some after a syslog
+/// header, logins and context changes between them) give the FHIR day's findings; the live
+/// agent takes the same records over TCP and UDP syslog.
+#[test]
+fn epic_siem_cef_and_leef_give_the_fhir_days_findings() {
+    use agent::{count, free_port, get, start_healthy, wait_for};
+    use std::io::Write as _;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let set = d.join("set");
+    let out = common::phiwatch(&[
+        "demo",
+        "--generate-only",
+        "--events",
+        "6000",
+        "--days",
+        "1",
+        "--seed",
+        "11",
+        "--out",
+        set.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let views = day(&set, true);
+    std::fs::write(d.join("views.ndjson"), &views.fhir).unwrap();
+    let (want, _) = scan(&config(
+        d,
+        "fhir",
+        &set,
+        &format!(
+            "[[source]]\nkind = \"file\"\nname = \"fhir\"\npaths = [\"{}/views.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d.display()
+        ),
+    ));
+    assert!(want.keys().any(|k| k.3 == "break_glass"));
+    let mut f = String::new();
+    for (i, a) in views.accesses.iter().enumerate() {
+        if i % 50 == 0 {
+            f.push_str(&format!(
+                "<134>Mar 10 07:00:00 epicprd01 CEF:0|Epic|Security-SIEM|2024|LOGIN|Login|3|UID={} LOGIN_LDAP_ID=ldap{i} DEP=SOMEWHERE\n",
+                bare(&a.user)
+            ));
+            f.push_str(&format!(
+                "LEEF:2.0|Epic|Security-SIEM|2024|CONTEXTCHANGE|^|UID={}^NEWDEPARTMENT=ELSEWHERE^PREVDEPARTMENT=SOMEWHERE\n",
+                bare(&a.user)
+            ));
+        }
+        if i % 7 == 0 {
+            f.push_str("<134>Mar 10 08:00:00 epicprd01 ");
+        }
+        f.push_str(&siem_record(a, i));
+        f.push('\n');
+    }
+    f.push_str("CEF:0|Epic|Security-SIEM|2024|IC_SERVICE_AUDIT|Chart access|3|UID=u1 PATIENT=M0000001 devTime=yesterday\n");
+    std::fs::write(d.join("siem.log"), &f).unwrap();
+    let (got, err) = scan(&config(
+        d,
+        "siem",
+        &set,
+        &format!(
+            "[[source]]\nkind = \"file\"\nname = \"siem\"\npaths = [\"{}/siem.log\"]\nformat = \"cef\"\ntimezone = \"America/Chicago\"\n",
+            d.display()
+        ),
+    ));
+    assert_same(&want, &got, "Epic SIEM CEF/LEEF");
+    assert!(err.contains("1 bad line"), "{err}");
+    assert!(
+        err.contains("siem.log:") && !err.contains("M0000001"),
+        "{err}"
+    );
+
+    // Live: the same records over TCP (octet counting, RFC 5424) and UDP (RFC 3164).
+    let (tcp, udp, http) = (free_port(), free_port(), free_port());
+    let config = d.join("live.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/live\"\ncontext = \"{ctx}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[[source]]\nkind = \"syslog\"\nname = \"epic-tcp\"\nlisten = \"127.0.0.1:{tcp}\"\ntransport = \"tcp\"\ntimezone = \"America/Chicago\"\n[[source]]\nkind = \"syslog\"\nname = \"epic-udp\"\nlisten = \"127.0.0.1:{udp}\"\ntransport = \"udp\"\ntimezone = \"America/Chicago\"\n",
+            d = d.display(),
+            ctx = set.join("context").display()
+        ),
+    )
+    .unwrap();
+    let agent = start_healthy(&config, http, &[], Duration::from_secs(60));
+    let n = 200.min(views.accesses.len());
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (i, a) in views.accesses.iter().take(n).enumerate() {
+        let record = siem_record(a, i);
+        if i % 2 == 0 {
+            let msg = format!("<134>1 2026-03-10T08:00:00Z epicprd01 Epic - SIEM - {record}");
+            write!(stream, "{} {msg}", msg.len()).unwrap();
+        } else {
+            sock.send_to(
+                format!("<134>Mar 10 08:00:00 epicprd01 {record}").as_bytes(),
+                ("127.0.0.1", udp),
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let login = "<134>Mar 10 08:00:00 epicprd01 CEF:0|Epic|Security-SIEM|2024|LOGIN|Login|3|UID=someone DEP=ED";
+    write!(stream, "{} {login}", login.len()).unwrap();
+    stream.flush().unwrap();
+    let db = d.join("live/phiwatch.db");
+    assert!(
+        wait_for(Duration::from_secs(30), || count(
+            &db,
+            "SELECT count(*) FROM accesses"
+        ) == n as i64),
+        "{} of {n} accesses stored",
+        count(&db, "SELECT count(*) FROM accesses")
+    );
+    let metrics = get(http, "/metrics").unwrap();
+    for line in [
+        format!(
+            "phiwatch_source_lines_total{{source=\"epic-tcp\"}} {}",
+            n / 2 + 1
+        ),
+        "phiwatch_source_bad_lines_total{source=\"epic-tcp\"} 0".to_owned(),
+        "phiwatch_source_bad_lines_total{source=\"epic-udp\"} 0".to_owned(),
+    ] {
+        assert!(
+            metrics.contains(&line),
+            "{line} in {}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("epic-"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    drop(agent);
+}

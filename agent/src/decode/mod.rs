@@ -4,6 +4,7 @@ pub mod atna;
 pub mod audit_event;
 pub mod csv;
 pub mod hl7v2;
+pub mod siem;
 
 pub use atna::decode_atna;
 pub use audit_event::{decode_audit_event, decode_audit_event_in, Decoded};
@@ -43,6 +44,8 @@ pub enum DecodeError {
     BadTime(&'static str),
     #[error("CSV: {0}")]
     Csv(String),
+    #[error("CEF/LEEF: {0}")]
+    Siem(String),
     #[error("file event: {0}")]
     FileEvent(String),
     #[error("{field} is longer than {max} bytes")]
@@ -73,6 +76,10 @@ pub enum Format {
     AtnaXml,
     /// Comma-separated values with a column mapping (`[source.csv]`).
     Csv,
+    /// Epic Security-SIEM records, CEF or LEEF, one per line (a syslog header before them is
+    /// skipped); `leef` is the same reader.
+    Cef,
+    Leef,
 }
 
 /// What one line holds.
@@ -162,6 +169,11 @@ pub enum LineDecoder {
     Fhir(chrono_tz::Tz),
     /// ATNA AuditMessage; times without an offset are read in the zone.
     Atna(chrono_tz::Tz),
+    /// CEF or LEEF records, one per line, maybe after a syslog header.
+    Siem(Box<siem::SiemDecoder>),
+    /// A syslog source's message bodies: ATNA AuditMessage XML, CEF or LEEF, told apart per
+    /// message.
+    Syslog(Box<siem::SiemDecoder>),
     Csv(Box<csv::CsvDecoder>),
     /// The folder watcher's own spool lines.
     FileEvents,
@@ -182,6 +194,11 @@ impl LineDecoder {
         let item = match self {
             LineDecoder::Fhir(zone) => decode_audit_event_in(line, *zone).map(Item::from),
             LineDecoder::Atna(zone) => atna::decode_atna_in(line, *zone).map(Item::from),
+            LineDecoder::Siem(d) => d.decode(line),
+            LineDecoder::Syslog(d) if line.starts_with(b"CEF:") || line.starts_with(b"LEEF:") => {
+                d.decode(line)
+            }
+            LineDecoder::Syslog(d) => atna::decode_atna_in(line, d.zone()).map(Item::from),
             LineDecoder::Csv(d) => d.decode(path, file, line),
             LineDecoder::FileEvents => serde_json::from_slice::<FileEvent>(line)
                 .map(Item::File)
