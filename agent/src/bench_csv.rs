@@ -25,14 +25,39 @@ const METRICS: [&str; 5] = [
     "PATIENT LOOKUP SEARCH",
 ];
 
-/// Writes the day's AuditEvents as a `purview-epic` extract; the rows written.
-fn write_extract(events: &Path, out: &Path) -> Result<u64> {
+/// Each patient's name and household as an extract writes them on every row, by id and MRN.
+fn households(context: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let mut m = std::collections::HashMap::new();
+    let text = std::fs::read_to_string(context.join("Patient.ndjson"))?;
+    for line in text.lines() {
+        let p: serde_json::Value = serde_json::from_str(line)?;
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+        let a = &p["address"][0];
+        let row = [
+            s(&p["name"][0]["given"][0]),
+            s(&p["name"][0]["family"]).to_uppercase(),
+            s(&a["line"][0]).to_uppercase(),
+            s(&a["city"]),
+            s(&a["state"]),
+            s(&a["postalCode"]),
+        ]
+        .join("\t");
+        m.insert(s(&p["identifier"][0]["value"]), row.clone());
+        m.insert(format!("Patient/{}", s(&p["id"])), row);
+    }
+    Ok(m)
+}
+
+/// Writes the day's AuditEvents as a `purview-epic` extract with each patient's household
+/// inline, as Purview files carry it; the rows written.
+fn write_extract(ds: &demo::DataSet, out: &Path) -> Result<u64> {
     let zone = chrono_tz::America::Chicago;
+    let homes = households(&ds.context)?;
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
-    w.write_all(b"ACCESS_LOG.ACCESS_TIME\tACCESS_LOG_METRIC.METRIC_NAME\tACCESS_LOG.WORKSTATION_ID\tZC_METRIC_GROUP.NAME\tPATIENT.PAT_MRN_ID\tPATIENT.PAT_FIRST_NAME\tPATIENT.PAT_LAST_NAME\tPATIENT.ADD_LINE_1\tPATIENT.CITY\tPATIENT.ZIP\tZC_BTG_REASON.NAME\tEMP.SYSTEM_LOGIN\n")?;
+    w.write_all(b"ACCESS_LOG.ACCESS_TIME\tACCESS_LOG_METRIC.METRIC_NAME\tACCESS_LOG.WORKSTATION_ID\tZC_METRIC_GROUP.NAME\tPATIENT.PAT_MRN_ID\tPATIENT.PAT_FIRST_NAME\tPATIENT.PAT_LAST_NAME\tPATIENT.ADD_LINE_1\tPATIENT.CITY\tZC_STATE.NAME\tPATIENT.ZIP\tZC_BTG_REASON.NAME\tEMP.SYSTEM_LOGIN\n")?;
     let bare = |s: &str| s.rsplit('|').next().unwrap_or(s).to_owned();
     let mut rows = 0u64;
-    let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(events)?);
+    let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&ds.events)?);
     for line in reader.lines() {
         let accesses = match decode_audit_event(line?.as_bytes()) {
             Ok(Decoded::Access(a)) => vec![a],
@@ -45,13 +70,16 @@ fn write_extract(events: &Path, out: &Path) -> Result<u64> {
                 .single()
                 .map(|t| t.format("%m/%d/%Y %I:%M:%S %p").to_string())
                 .unwrap_or_default();
+            let patient = a.patient.as_deref().unwrap_or("");
+            let home = homes.get(patient).or_else(|| homes.get(&bare(patient)));
             writeln!(
                 w,
-                "{time}\t{}\t{}\t{}\t{}\tPAT\tNAME\t1 MAIN ST\tCITY\t00000\t{}\t{}",
+                "{time}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 METRICS[rows as usize % METRICS.len()],
                 a.workstation,
                 a.subtype,
-                bare(a.patient.as_deref().unwrap_or("")),
+                bare(patient),
+                home.map_or("\t\t\t\t\t", String::as_str),
                 if a.break_glass { "Emergency" } else { "" },
                 bare(&a.user)
             )?;
@@ -80,7 +108,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
             dir.display()
         );
         demo::generate(&dir, events, 7, &settings)?;
-        let rows = write_extract(&ds.events, &extract)?;
+        let rows = write_extract(&ds, &extract)?;
         eprintln!("wrote {rows} rows to {}", extract.display());
     }
     let bytes = std::fs::metadata(&extract)?.len();

@@ -1042,3 +1042,58 @@ fn console_config_is_checked() {
     assert!(!out.status.success());
     assert!(common::text(&out.stderr).contains("at least 12 characters"));
 }
+
+/// The OpenAPI document is what the server does: Schemathesis (installed by `tests/run`)
+/// generates conforming and non-conforming requests for every operation from
+/// `openapi.json` and checks each answer's status, content type and body against it, and that
+/// nothing is accepted without a session. Logging out (DELETE /api/v1/session) is left out: it
+/// would end the session the run uses (`api_refuses_anonymous_and_underprivileged_on_every_
+/// endpoint` covers it).
+#[test]
+fn openapi_document_matches_the_server() {
+    let st = std::env::var("PHIWATCH_SCHEMATHESIS").unwrap_or_else(|_| {
+        format!(
+            "{}/../target/schemathesis/bin/schemathesis",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    assert!(
+        Path::new(&st).exists(),
+        "schemathesis is not installed at {st}: run the tests with tests/run"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = clinic(dir.path());
+    let po = Client::login(c.port, "olivia", PASSWORD);
+    assert_eq!(open_case(&po, 1), 1, "the configuration names case 1");
+    let session = po.cookie.split_once('=').unwrap().1.to_owned();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(&st)
+        .env("SESSION", &session)
+        .env("CSRF", &po.csrf)
+        .args([
+            "--config-file",
+            root.join("tests/schemathesis/schemathesis.toml")
+                .to_str()
+                .unwrap(),
+            "run",
+            root.join("agent/src/console/openapi.json")
+                .to_str()
+                .unwrap(),
+            "--url",
+            &format!("http://127.0.0.1:{}", c.port),
+            "--exclude-method",
+            "DELETE",
+            "--max-examples",
+            "30",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+            "--no-color",
+        ])
+        .output()
+        .unwrap();
+    let text = common::text(&out.stdout) + &common::text(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" passed"), "{text}");
+}

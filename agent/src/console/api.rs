@@ -3,11 +3,12 @@
 
 use super::accounts::Account;
 use super::data::{self, AlertFilter, FindingFilter, TimelineFilter};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{audit, client, session, App, Fail, Input, Signed};
 use crate::alert::admin::Admin;
 use crate::case::{Assessment, Cases, Exclusion};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -213,7 +214,7 @@ pub struct LoginBody {
 pub async fn login(
     State(app): State<App>,
     ci: ConnectInfo<crate::net::Peer>,
-    Json(b): Json<LoginBody>,
+    ApiJson(b): ApiJson<LoginBody>,
 ) -> Response {
     match app.sign_in(client(&ci), b.user, b.password).await {
         Ok((a, token, csrf)) => {
@@ -266,7 +267,7 @@ pub async fn logout(State(app): State<App>, Extension(s): Extension<Signed>) -> 
 
 pub async fn alerts(
     State(app): State<App>,
-    Query(f): Query<AlertFilter>,
+    ApiQuery(f): ApiQuery<AlertFilter>,
 ) -> Result<Json<data::AlertPage>, Fail> {
     f.status().map_err(Fail::bad)?;
     app.db(move |c| data::alerts(c, &f).map_err(Fail::internal))
@@ -277,7 +278,7 @@ pub async fn alerts(
 pub async fn alert(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<data::AlertDetail>, Fail> {
     app.alert_detail(id, &s.account).await.map(Json)
 }
@@ -295,7 +296,7 @@ pub struct AckBody {
 pub async fn ack(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<AckBody>,
 ) -> Response {
     let (by, note) = (s.account.name.clone(), input.value.note.clone());
@@ -350,13 +351,18 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         One(String),
         Many(Vec<String>),
     }
+    // Blank entries name nothing, whether a form repeats an empty field or JSON lists "".
     Ok(match L::deserialize(d)? {
         L::One(s) => s
             .split(',')
             .map(|x| x.trim().to_owned())
             .filter(|x| !x.is_empty())
             .collect(),
-        L::Many(v) => v,
+        L::Many(v) => v
+            .into_iter()
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect(),
     })
 }
 
@@ -446,7 +452,7 @@ pub async fn silence(
 
 pub async fn expire_silence(
     State(app): State<App>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<Value>,
 ) -> Response {
     match app
@@ -464,7 +470,7 @@ pub async fn expire_silence(
 pub async fn findings(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Query(f): Query<FindingFilter>,
+    ApiQuery(f): ApiQuery<FindingFilter>,
 ) -> Result<Json<Value>, Fail> {
     let rows = app.db(move |c| Ok(data::findings(c, &f)?)).await?;
     app.record_view(
@@ -478,7 +484,7 @@ pub async fn findings(
 pub async fn timeline(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Query(f): Query<TimelineFilter>,
+    ApiQuery(f): ApiQuery<TimelineFilter>,
 ) -> Result<Json<Value>, Fail> {
     let rows = app
         .db(move |c| data::timeline(c, &f).map_err(Fail::bad))
@@ -539,7 +545,7 @@ pub async fn open_case(
 pub async fn case(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<data::CaseDetail>, Fail> {
     app.case_detail(id, &s.account).await.map(|(d, _)| Json(d))
 }
@@ -547,7 +553,7 @@ pub async fn case(
 pub async fn case_timeline(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, Fail> {
     let (_, t) = app.case_detail(id, &s.account).await?;
     Ok(Json(json!({ "case": id, "accesses": t })))
@@ -556,7 +562,7 @@ pub async fn case_timeline(
 pub async fn letters(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, Fail> {
     let l = app.letters_of(id, Some(&s.account)).await?;
     let l: Vec<Value> = l
@@ -566,7 +572,10 @@ pub async fn letters(
     Ok(Json(json!({ "case": id, "letters": l })))
 }
 
-pub async fn hhs_report(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Value>, Fail> {
+pub async fn hhs_report(
+    State(app): State<App>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Value>, Fail> {
     app.cases(move |c, i| Ok(crate::case::output::hhs_report(c, id, &i.plan.response)?))
         .await
         .map(Json)
@@ -603,7 +612,7 @@ pub struct AssignBody {
 pub async fn assign(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<AssignBody>,
 ) -> Response {
     let who = input.value.assignee.clone();
@@ -648,6 +657,12 @@ fn residents(v: &Value) -> Result<Option<BTreeMap<String, u32>>, Fail> {
                 Ok((
                     k.clone(),
                     n.as_u64()
+                        // JSON writes 3 and 3.0 alike.
+                        .or_else(|| {
+                            n.as_f64()
+                                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                                .map(|f| f as u64)
+                        })
                         .and_then(|n| u32::try_from(n).ok())
                         .ok_or_else(bad)?,
                 ))
@@ -682,7 +697,7 @@ fn delays(v: &[Value]) -> Result<Vec<crate::case::clock::LawEnforcementDelay>, F
 pub async fn facts(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<FactsBody>,
 ) -> Response {
     let b = &input.value;
@@ -728,7 +743,7 @@ pub struct AssessBody {
 pub async fn assess(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<AssessBody>,
 ) -> Response {
     let b = &input.value;
@@ -775,7 +790,7 @@ pub struct DetermineBody {
 pub async fn determine(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<DetermineBody>,
 ) -> Response {
     let on = match date(&input.value.on) {
@@ -793,7 +808,7 @@ pub async fn determine(
 pub async fn notifying(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<Value>,
 ) -> Response {
     act(&app, &s, &input, id, "notifying", move |c, _, by| {
@@ -813,7 +828,7 @@ pub struct CloseBody {
 pub async fn close(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<CloseBody>,
 ) -> Response {
     let r = input.value.resolution.clone();
@@ -833,7 +848,7 @@ pub struct TextBody {
 pub async fn add_task(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<TextBody>,
 ) -> Response {
     let t = input.value.text.clone();
@@ -846,7 +861,7 @@ pub async fn add_task(
 pub async fn finish_task(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path((id, n)): Path<(i64, i64)>,
+    ApiPath((id, n)): ApiPath<(i64, i64)>,
     input: Input<Value>,
 ) -> Response {
     act(&app, &s, &input, id, "task_done", move |c, _, by| {
@@ -859,7 +874,7 @@ pub async fn finish_task(
 pub async fn note(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Input<TextBody>,
 ) -> Response {
     let t = input.value.text.clone();
@@ -880,8 +895,8 @@ pub struct EvidenceQuery {
 pub async fn attach(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Path(id): Path<i64>,
-    Query(q): Query<EvidenceQuery>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<EvidenceQuery>,
     body: Bytes,
 ) -> Result<Json<Value>, Fail> {
     if q.name.trim().is_empty() || q.name.contains(['/', '\\']) {
@@ -919,7 +934,7 @@ pub struct YearQuery {
 /// The CSV annual log of breaches under 500 discovered in `year` (164.408(c)).
 pub async fn annual_log(
     State(app): State<App>,
-    Query(q): Query<YearQuery>,
+    ApiQuery(q): ApiQuery<YearQuery>,
 ) -> Result<Response, Fail> {
     let csv = app
         .cases(move |c, _| Ok(crate::case::output::annual_log(c, q.year)?))
@@ -937,7 +952,7 @@ pub struct PatientQuery {
 pub async fn accounting(
     State(app): State<App>,
     Extension(s): Extension<Signed>,
-    Query(q): Query<PatientQuery>,
+    ApiQuery(q): ApiQuery<PatientQuery>,
 ) -> Result<Json<Value>, Fail> {
     if q.patient.trim().is_empty() {
         return Err(Fail::bad("patient is required"));
@@ -957,7 +972,7 @@ pub async fn accounting(
 
 pub async fn dashboard(
     State(app): State<App>,
-    Query(q): Query<data::DashboardQuery>,
+    ApiQuery(q): ApiQuery<data::DashboardQuery>,
 ) -> Result<Json<data::Dashboard>, Fail> {
     let today = chrono::Utc::now().date_naive();
     let by = q.by;

@@ -12,6 +12,7 @@ pub mod authz;
 pub mod bench;
 mod charts;
 pub mod data;
+mod extract;
 mod hashing;
 mod html;
 mod noise;
@@ -376,6 +377,14 @@ async fn guarded(app: App, mut req: Request, next: Next) -> Response {
     };
     let method = req.method().clone();
     let Some(perm) = routes::permission(&method, &matched) else {
+        let allowed = routes::methods(&matched);
+        if !allowed.is_empty() {
+            let mut res = refuse(&path, StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                res.headers_mut().insert(header::ALLOW, v);
+            }
+            return res;
+        }
         // Fail closed: a route nobody gave a permission is nobody's.
         return refuse(
             &path,

@@ -39,7 +39,7 @@ async fn load(app: &App, q: &NoiseQuery) -> Result<NoiseReport, Fail> {
 
 pub async fn api(
     State(app): State<App>,
-    Query(q): Query<NoiseQuery>,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<NoiseQuery>,
 ) -> Result<Json<NoiseReport>, Fail> {
     load(&app, &q).await.map(Json)
 }

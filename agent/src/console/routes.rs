@@ -74,10 +74,25 @@ pub const ROUTES: &[Route] = &[
 ];
 
 pub fn permission(method: &Method, path: &str) -> Option<Perm> {
+    // HEAD is answered by the GET handler.
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     ROUTES
         .iter()
-        .find(|r| r.method == method.as_str() && r.path == path)
+        .find(|r| r.method == method && r.path == path)
         .map(|r| r.perm)
+}
+
+/// The methods a route answers (for 405's `Allow`), empty for a route no table names.
+pub fn methods(path: &str) -> Vec<&'static str> {
+    ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method)
+        .collect()
 }
 
 pub fn build() -> axum::Router<App> {

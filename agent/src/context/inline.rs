@@ -64,6 +64,16 @@ pub fn learn(store: &mut ContextStore, patient: Option<&str>, user: &str, row: &
 }
 
 fn learn_patient(store: &mut ContextStore, raw: &str, row: &Inline) -> bool {
+    // An extract repeats a patient's household on every row: a row written as the last one
+    // was changes nothing, and is not normalised again.
+    let digest = digest(row);
+    let found = store.resolve_patient(raw);
+    if let Resolved::Found(ix) = found {
+        let f = &store.patients[ix as usize];
+        if f.known && f.log_digest == digest {
+            return false;
+        }
+    }
     let family = normalize::family(&row.patient_family);
     let lines: Vec<std::borrow::Cow<'_, str>> = row
         .patient_lines
@@ -84,7 +94,7 @@ fn learn_patient(store: &mut ContextStore, raw: &str, row: &Inline) -> bool {
     if family.is_none() && address.is_none() {
         return false;
     }
-    let ix: PatientIx = match store.resolve_patient(raw) {
+    let ix: PatientIx = match found {
         Resolved::Ambiguous => return false,
         Resolved::Found(ix) if store.patients[ix as usize].known => ix,
         found => {
@@ -101,6 +111,7 @@ fn learn_patient(store: &mut ContextStore, raw: &str, row: &Inline) -> bool {
     };
     let stats = &mut store.inline;
     let f = &mut store.patients[ix as usize];
+    f.log_digest = digest;
     let mut changed = merge(&mut f.family, family, f.from_log, stats);
     let moved = merge(&mut f.address, address, f.from_log, stats);
     changed |= moved;
@@ -173,6 +184,21 @@ fn merge<T: PartialEq>(
             false
         }
     }
+}
+
+/// A fingerprint of the row's patient columns as written.
+fn digest(row: &Inline) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (
+        &row.patient_family,
+        &row.patient_lines,
+        &row.patient_city,
+        &row.patient_state,
+        &row.patient_postal_code,
+    )
+        .hash(&mut h);
+    h.finish() | 1
 }
 
 fn written_address(row: &Inline) -> String {

@@ -79,6 +79,8 @@ pub struct PatientFacts {
     pub written: Written,
     /// Known from access-log rows only (see [`inline`]): a feed naming it takes over.
     pub from_log: bool,
+    /// Fingerprint of the last access-log row's demographics applied (0: none).
+    pub log_digest: u64,
 }
 
 /// Family name and home address as the record writes them, for plugins that do their own

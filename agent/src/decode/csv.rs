@@ -515,6 +515,8 @@ pub struct CsvDecoder {
     /// A row splitter per delimiter, and the scratch record it splits into.
     splitters: HashMap<u8, csv_core::Reader>,
     record: Record,
+    /// Index into [`LOCAL_FORMATS`] of the format that read the last time.
+    last_format: std::cell::Cell<usize>,
 }
 
 impl CsvDecoder {
@@ -533,6 +535,7 @@ impl CsvDecoder {
             files: HashMap::new(),
             splitters: HashMap::new(),
             record: Record::default(),
+            last_format: std::cell::Cell::new(0),
         })
     }
 
@@ -784,18 +787,13 @@ impl CsvDecoder {
             return Ok(if v.len() <= 11 { n * 1000 } else { n });
         }
         if !has_offset(v) {
-            for fmt in [
-                "%Y-%m-%dT%H:%M:%S%.f",
-                "%Y-%m-%d %H:%M:%S%.f",
-                "%Y-%m-%dT%H:%M",
-                "%Y-%m-%d %H:%M",
-                // US exports (Clarity and most report writers).
-                "%m/%d/%Y %H:%M:%S%.f",
-                "%m/%d/%Y %H:%M",
-                "%m/%d/%Y %I:%M:%S %p",
-                "%m/%d/%Y %I:%M %p",
-            ] {
-                if let Ok(n) = NaiveDateTime::parse_from_str(v, fmt) {
+            // A file writes every time alike: the format that read the last one goes first.
+            let last = self.last_format.get();
+            let order =
+                std::iter::once(last).chain((0..LOCAL_FORMATS.len()).filter(|&i| i != last));
+            for i in order {
+                if let Ok(n) = NaiveDateTime::parse_from_str(v, LOCAL_FORMATS[i]) {
+                    self.last_format.set(i);
                     return local(n).ok_or_else(bad);
                 }
             }
@@ -823,6 +821,19 @@ impl CsvDecoder {
         }
     }
 }
+
+/// Local-time formats tried when the mapping names none.
+const LOCAL_FORMATS: [&str; 8] = [
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    // US exports (Clarity and most report writers).
+    "%m/%d/%Y %H:%M:%S%.f",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %I:%M %p",
+];
 
 /// One record's fields: unquoted text in `buf`, field `i` ending at `ends[i]`.
 #[derive(Default)]

@@ -1,16 +1,18 @@
 //! A plugin's key/value state: held in memory while the agent runs, written to the store in
 //! the same transaction as the batch that changed it, loaded again at start.
 
-use std::collections::{BTreeMap, BTreeSet};
+use ahash::{AHashMap, AHashSet};
 
 /// Longest key a plugin may use.
 const MAX_KEY: usize = 512;
 
 #[derive(Debug, Default)]
 pub struct PluginState {
-    values: BTreeMap<String, Vec<u8>>,
+    /// Hashed, not ordered: plugins touch their state on every access, and ordered string
+    /// keys cost a comparison per tree level.
+    values: AHashMap<String, Vec<u8>>,
     /// Keys changed (or deleted) since the last `take_changes`.
-    dirty: BTreeSet<String>,
+    dirty: AHashSet<String>,
     bytes: usize,
     quota: usize,
 }
@@ -67,9 +69,11 @@ impl PluginState {
         self.bytes
     }
 
+    /// The changes since the last call, in key order (the store writes them alike each run).
     pub fn take_changes(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.dirty)
-            .into_iter()
+        let mut keys: Vec<String> = std::mem::take(&mut self.dirty).into_iter().collect();
+        keys.sort_unstable();
+        keys.into_iter()
             .map(|k| {
                 let v = self.values.get(&k).cloned();
                 (k, v)
