@@ -401,7 +401,8 @@ impl Compiled {
         })
     }
 
-    fn instantiate(&self, state: PluginState) -> Result<Instance, (PluginError, PluginState)> {
+    /// A failure hands the state back (boxed: the pair is large) for the next attempt.
+    fn instantiate(&self, state: PluginState) -> Result<Instance, Box<(PluginError, PluginState)>> {
         let mut i = match Instance::new(
             &self.component,
             self.name.clone(),
@@ -410,19 +411,19 @@ impl Compiled {
             PluginState::default(),
         ) {
             Ok(i) => i,
-            Err(e) => return Err((e, state)),
+            Err(e) => return Err(Box::new((e, state))),
         };
         i.store.data_mut().state = state;
         match i.configure(&self.limits, &self.settings_json) {
             Ok(Ok(())) => Ok(i),
-            Ok(Err(e)) => Err((
+            Ok(Err(e)) => Err(Box::new((
                 load_err(&self.name, format!("settings refused: {e}")),
                 i.into_state(),
-            )),
-            Err(f) => Err((
+            ))),
+            Err(f) => Err(Box::new((
                 load_err(&self.name, format!("configure failed: {}", f.message)),
                 i.into_state(),
-            )),
+            ))),
         }
     }
 }
@@ -698,7 +699,8 @@ impl Runner {
             let state = self.idle_state.take().unwrap_or_default();
             match c.instantiate(state) {
                 Ok(i) => self.instance = Some(i),
-                Err((e, state)) => {
+                Err(failed) => {
+                    let (e, state) = *failed;
                     self.idle_state = Some(state);
                     metrics.update(&c.name, |m| {
                         *m.failures.entry("instantiate").or_default() += 1
