@@ -102,6 +102,25 @@ fn chicago(ms: i64, fmt: &str) -> String {
         .to_string()
 }
 
+/// One generated demo day (6,000 events, seed 11) in `d/set`: events and FHIR context.
+fn demo_day(d: &Path) -> std::path::PathBuf {
+    let set = d.join("set");
+    let out = common::phiwatch(&[
+        "demo",
+        "--generate-only",
+        "--events",
+        "6000",
+        "--days",
+        "1",
+        "--seed",
+        "11",
+        "--out",
+        set.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    set
+}
+
 fn scan(config: &Path) -> (Found, String) {
     let out = common::phiwatch(&["scan", "--no-store", "--config", config.to_str().unwrap()]);
     let err = common::text(&out.stderr);
@@ -144,20 +163,7 @@ fn assert_same(fhir: &Found, other: &Found, what: &str) {
 fn every_profile_gives_the_fhir_days_findings() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let set = d.join("set");
-    let out = common::phiwatch(&[
-        "demo",
-        "--generate-only",
-        "--events",
-        "6000",
-        "--days",
-        "1",
-        "--seed",
-        "11",
-        "--out",
-        set.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let set = demo_day(d);
     std::fs::write(d.join("vocabulary.csv"), VOCABULARY).unwrap();
     let fhir_source = |events: &Path| {
         format!(
@@ -571,20 +577,7 @@ fn inline_demographics_find_family_without_a_patient_feed() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let set = d.join("set");
-    let out = common::phiwatch(&[
-        "demo",
-        "--generate-only",
-        "--events",
-        "6000",
-        "--days",
-        "1",
-        "--seed",
-        "11",
-        "--out",
-        set.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let set = demo_day(d);
     // The staff directory only: no Patient, Person, Encounter, CareTeam or Appointment.
     let staff = d.join("staff");
     std::fs::create_dir_all(&staff).unwrap();
@@ -793,20 +786,7 @@ fn epic_siem_cef_and_leef_give_the_fhir_days_findings() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let set = d.join("set");
-    let out = common::phiwatch(&[
-        "demo",
-        "--generate-only",
-        "--events",
-        "6000",
-        "--days",
-        "1",
-        "--seed",
-        "11",
-        "--out",
-        set.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let set = demo_day(d);
     let views = day(&set, true);
     std::fs::write(d.join("views.ndjson"), &views.fhir).unwrap();
     let (want, _) = scan(&config(

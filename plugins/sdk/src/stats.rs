@@ -10,6 +10,10 @@ pub struct Sample {
     /// Where the next observation goes once the sample is full.
     next: usize,
     cap: usize,
+    /// Median and MAD until the next push: detectors ask on every access, and each answer
+    /// sorts the sample twice.
+    #[serde(skip)]
+    memo: std::cell::Cell<Option<(f64, f64)>>,
 }
 
 impl Sample {
@@ -18,10 +22,12 @@ impl Sample {
             values: Vec::with_capacity(cap.min(1024)),
             next: 0,
             cap: cap.max(1),
+            memo: Default::default(),
         }
     }
 
     pub fn push(&mut self, v: f64) {
+        self.memo.set(None);
         if self.values.len() < self.cap {
             self.values.push(v);
         } else {
@@ -39,14 +45,23 @@ impl Sample {
     }
 
     pub fn median(&self) -> Option<f64> {
-        median(&mut self.values.clone())
+        self.median_mad().map(|(m, _)| m)
     }
 
     /// Median absolute deviation from the median.
     pub fn mad(&self) -> Option<f64> {
-        let m = self.median()?;
+        self.median_mad().map(|(_, mad)| mad)
+    }
+
+    fn median_mad(&self) -> Option<(f64, f64)> {
+        if let Some(known) = self.memo.get() {
+            return Some(known);
+        }
+        let m = median(&mut self.values.clone())?;
         let mut dev: Vec<f64> = self.values.iter().map(|v| (v - m).abs()).collect();
-        median(&mut dev)
+        let both = (m, median(&mut dev)?);
+        self.memo.set(Some(both));
+        Some(both)
     }
 
     /// How far `v` lies above the median in robust standard deviations (MAD × 1.4826, with

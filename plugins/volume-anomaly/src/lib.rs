@@ -108,6 +108,56 @@ struct Live {
     /// Window accesses up to this time belong to a reported spree and are not counted again.
     counted_until: i64,
     spree: Option<Spree>,
+    /// Window accesses after `counted_until` per patient, kept as the window moves so each
+    /// access costs O(1) however busy the user is; rebuilt from the window when loaded or
+    /// when `counted_until` moves.
+    #[serde(skip)]
+    counts: Option<HashMap<String, u32>>,
+}
+
+impl Live {
+    /// Distinct patients among window accesses after `counted_until`.
+    fn distinct(&mut self) -> usize {
+        let (window, after) = (&self.window, self.counted_until);
+        self.counts
+            .get_or_insert_with(|| {
+                let mut c = HashMap::new();
+                for x in window.iter().filter(|x| x.t > after) {
+                    *c.entry(x.patient.clone()).or_insert(0) += 1;
+                }
+                c
+            })
+            .len()
+    }
+
+    fn push(&mut self, seen: Seen) {
+        if let Some(c) = self.counts.as_mut().filter(|_| seen.t > self.counted_until) {
+            *c.entry(seen.patient.clone()).or_insert(0) += 1;
+        }
+        self.window.push_back(seen);
+    }
+
+    /// Drops window accesses at or before `until`.
+    fn expire(&mut self, until: i64) {
+        while self.window.front().is_some_and(|x| x.t <= until) {
+            let Some(old) = self.window.pop_front() else {
+                break;
+            };
+            if let Some(c) = self.counts.as_mut().filter(|_| old.t > self.counted_until) {
+                if let Some(n) = c.get_mut(&old.patient) {
+                    *n -= 1;
+                    if *n == 0 {
+                        c.remove(&old.patient);
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_until(&mut self, t: i64) {
+        self.counted_until = t;
+        self.counts = None;
+    }
 }
 
 /// A reported spree still going on.
@@ -189,16 +239,6 @@ fn limit_of(sample: &Sample, s: &Settings) -> Option<f64> {
             .max(m * s.min_ratio)
             .max(s.min_patients as f64),
     )
-}
-
-/// Distinct patients among window accesses after `after`.
-fn distinct(window: &VecDeque<Seen>, after: i64) -> usize {
-    window
-        .iter()
-        .filter(|x| x.t > after)
-        .map(|x| x.patient.as_str())
-        .collect::<HashSet<_>>()
-        .len()
 }
 
 impl Volume {
@@ -349,10 +389,8 @@ impl Detector for Volume {
             live.patients.insert(patient.clone());
 
             // The last 60 minutes, for detection.
-            while live.window.front().is_some_and(|x| x.t <= a.time_ms - HOUR) {
-                live.window.pop_front();
-            }
-            live.window.push_back(Seen {
+            live.expire(a.time_ms - HOUR);
+            live.push(Seen {
                 t: a.time_ms,
                 patient: patient.clone(),
                 id: a.id,
@@ -362,22 +400,26 @@ impl Detector for Volume {
                 if a.time_ms - spree.last_t <= spree.pace_ms() {
                     spree.last_t = spree.last_t.max(a.time_ms);
                     spree.pending.push(a.id);
-                    spree.count = distinct(&live.window, live.counted_until);
+                    let own = spree.own;
+                    let count = live.distinct();
+                    if let Some(spree) = live.spree.as_mut() {
+                        spree.count = count;
+                    }
                     live.flagged = true;
-                    live.own_flagged |= spree.own;
+                    live.own_flagged |= own;
                     unflushed.insert(uid.to_owned());
                     continue;
                 }
                 // A pause ends the spree; what it counted is not counted again.
                 let mut ended = live.spree.take().expect("matched above");
-                live.counted_until = ended.last_t;
+                live.count_until(ended.last_t);
                 flush(&mut ended, out);
             }
             // Every limit is at least min_patients: most accesses stop here, cheaply.
             if live.window.len() <= self.s.min_patients {
                 continue;
             }
-            let n = distinct(&live.window, live.counted_until);
+            let n = live.distinct();
             if n <= self.s.min_patients && n <= self.s.absolute_max {
                 continue;
             }
