@@ -1067,7 +1067,9 @@ fn openapi_document_matches_the_server() {
     assert_eq!(open_case(&po, 1), 1, "the configuration names case 1");
     let session = po.cookie.split_once('=').unwrap().1.to_owned();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Schemathesis keeps a cache in its working directory: not in the checkout.
     let out = Command::new(&st)
+        .current_dir(dir.path())
         .env("SESSION", &session)
         .env("CSRF", &po.csrf)
         .args([
