@@ -330,9 +330,10 @@ impl<'c> Enricher<'c> {
             }
             // An access made in an encounter of this patient (the log names it) is work in
             // that encounter's department, whenever it is done (late charting included).
-            if let Some((_, e)) = store
-                .visit_of(event.encounter.trim())
-                .filter(|(vp, _)| !event.encounter.is_empty() && *vp == p)
+            let named = Some(event.encounter.trim()).filter(|v| !v.is_empty());
+            if let Some((_, e)) = named
+                .and_then(|v| store.visit_of(v))
+                .filter(|&(vp, _)| vp == p)
             {
                 set(ctx_flag::DEPARTMENT_ENCOUNTER, in_department(e.department));
                 if e.department != NONE {

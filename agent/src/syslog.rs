@@ -488,11 +488,9 @@ pub fn message_body(frame: &[u8]) -> Result<&[u8], &'static str> {
     } else {
         // RFC 3164 has no reliable field boundaries: an audit message starts at its first
         // '<' (XML) or at `CEF:` / `LEEF:`, whichever comes first.
-        let find = |needle: &[u8]| rest.windows(needle.len()).position(|w| w == needle);
         let at = [
             rest.iter().position(|&b| b == b'<'),
-            find(b"CEF:"),
-            find(b"LEEF:"),
+            crate::decode::siem::record_start(rest),
         ]
         .into_iter()
         .flatten()

@@ -75,22 +75,21 @@ fn learn_patient(store: &mut ContextStore, raw: &str, row: &Inline) -> bool {
         }
     }
     let family = normalize::family(&row.patient_family);
-    let lines: Vec<std::borrow::Cow<'_, str>> = row
-        .patient_lines
-        .iter()
-        .map(|l| std::borrow::Cow::Borrowed(l.as_str()))
-        .collect();
-    let address = (!lines.is_empty())
-        .then(|| {
-            normalize::address(&crate::fhir::Address {
-                use_: None,
-                line: lines,
-                city: Some(row.patient_city.as_str().into()),
-                state: Some(row.patient_state.as_str().into()),
-                postal_code: Some(row.patient_postal_code.as_str().into()),
-            })
-        })
-        .flatten();
+    fn written(v: &str) -> Option<std::borrow::Cow<'_, str>> {
+        (!v.is_empty()).then_some(std::borrow::Cow::Borrowed(v))
+    }
+    let home = (!row.patient_lines.is_empty()).then(|| crate::fhir::Address {
+        use_: None,
+        line: row
+            .patient_lines
+            .iter()
+            .filter_map(|l| written(l))
+            .collect(),
+        city: written(&row.patient_city),
+        state: written(&row.patient_state),
+        postal_code: written(&row.patient_postal_code),
+    });
+    let address = home.as_ref().and_then(normalize::address);
     if family.is_none() && address.is_none() {
         return false;
     }
@@ -121,10 +120,9 @@ fn learn_patient(store: &mut ContextStore, raw: &str, row: &Inline) -> bool {
         } else {
             row.patient_family.as_str().into()
         };
-        let address = if moved {
-            written_address(row).into()
-        } else {
-            f.written.address.clone()
+        let address = match (&home, moved) {
+            (Some(h), true) => Written::address_text(h).into(),
+            _ => f.written.address.clone(),
         };
         f.written = Written { family, address };
     }
@@ -199,19 +197,6 @@ fn digest(row: &Inline) -> u64 {
     )
         .hash(&mut h);
     h.finish() | 1
-}
-
-fn written_address(row: &Inline) -> String {
-    let place = [row.patient_state.as_str(), row.patient_postal_code.as_str()]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    [row.patient_lines.join(" "), row.patient_city.clone(), place]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

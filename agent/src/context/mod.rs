@@ -99,27 +99,30 @@ impl Written {
     ) -> Self {
         let family = crate::fhir::family_name(names).unwrap_or("").into();
         let address = crate::fhir::home_address(addresses)
-            .map(|a| {
-                let mut parts: Vec<&str> = vec![];
-                let line: Vec<&str> = a.line.iter().map(|l| l.as_ref()).collect();
-                let line = line.join(" ");
-                parts.push(&line);
-                if let Some(c) = a.city.as_deref() {
-                    parts.push(c);
-                }
-                let place = [a.state.as_deref(), a.postal_code.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                if !place.is_empty() {
-                    parts.push(&place);
-                }
-                parts.join(", ")
-            })
+            .map(Written::address_text)
             .unwrap_or_default()
             .into();
         Written { family, address }
+    }
+
+    /// "line, city, state postal code", as plugins see an address.
+    pub fn address_text(a: &crate::fhir::Address<'_>) -> String {
+        let mut parts: Vec<&str> = vec![];
+        let line: Vec<&str> = a.line.iter().map(|l| l.as_ref()).collect();
+        let line = line.join(" ");
+        parts.push(&line);
+        if let Some(c) = a.city.as_deref() {
+            parts.push(c);
+        }
+        let place = [a.state.as_deref(), a.postal_code.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !place.is_empty() {
+            parts.push(&place);
+        }
+        parts.join(", ")
     }
 }
 
@@ -436,11 +439,7 @@ impl ContextStore {
 
     /// The encounter of a visit, to re-time it (discharge, cancelled discharge).
     pub fn visit_span(&self, visit: &str) -> Option<EncounterSpan> {
-        let v = self.visits.get(visit)?;
-        self.encounters
-            .get(v.patient as usize)?
-            .get(v.encounter)
-            .copied()
+        self.visit_of(visit).map(|(_, span)| span)
     }
 
     /// Undoes a visit (cancelled admission or registration): its encounter and the

@@ -75,7 +75,8 @@ impl SiemDecoder {
     pub fn decode(&mut self, line: &[u8]) -> Result<Item, DecodeError> {
         let text = std::str::from_utf8(line)
             .map_err(|e| DecodeError::Siem(format!("not UTF-8 after byte {}", e.valid_up_to())))?;
-        let at = start(line).ok_or_else(|| DecodeError::Siem("no CEF: or LEEF: record".into()))?;
+        let at = record_start(line)
+            .ok_or_else(|| DecodeError::Siem("no CEF: or LEEF: record".into()))?;
         let record = parse(&text[at..])?;
         let user = record.get(&["UID", "LOGIN_LDAP_ID", "usrName", "suser"]);
         let patient = record.get(&["PATIENT"]);
@@ -210,8 +211,9 @@ fn offset_seconds(z: &str) -> Option<i32> {
     Some(sign * (h * 3600 + m * 60))
 }
 
-/// Where the record starts: the first `CEF:` or `LEEF:`.
-fn start(line: &[u8]) -> Option<usize> {
+/// Where a CEF or LEEF record starts in a line or a syslog message: the first `CEF:` or
+/// `LEEF:`.
+pub fn record_start(line: &[u8]) -> Option<usize> {
     let find = |needle: &[u8]| line.windows(needle.len()).position(|w| w == needle);
     match (find(b"CEF:"), find(b"LEEF:")) {
         (Some(c), Some(l)) => Some(c.min(l)),
