@@ -46,6 +46,12 @@ pub fn set_json<T: serde::Serialize>(key: &str, value: &T) -> Result<(), String>
     set(key, &bytes)
 }
 
+/// Every key held (unit tests only: the agent's store is the real state).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn keys_for_tests() -> Vec<String> {
+    MAP.with(|m| m.borrow().keys().cloned().collect())
+}
+
 /// Forgets every key (unit tests only: the agent's store is the real state).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn clear_for_tests() {

@@ -8,6 +8,7 @@ thread_local! {
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
 }
 
+#[derive(Clone)]
 pub struct TestAccess {
     pub user: User,
     pub patient: Patient,

@@ -93,6 +93,21 @@ struct Seen {
     id: u64,
 }
 
+/// The window is saved in chunks of this many accesses, numbered by arrival, so a batch
+/// rewrites the chunk it appended to rather than the user's whole hour: at hospital volumes
+/// a busy user's window holds hundreds of accesses and was serialised on every batch.
+const CHUNK: u64 = 8;
+
+/// Saved window accesses numbered `start..`, under `win/{user}/{start / CHUNK}`. The newest
+/// chunk, rewritten whenever the user is seen, also says how many accesses have expired, so the
+/// user's other state is written only when it changes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Chunk {
+    start: u64,
+    seen: Vec<Seen>,
+    popped: u64,
+}
+
 /// What a user is doing now: the clock hour (for the history) and the last 60 minutes (for
 /// detection).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -100,11 +115,26 @@ struct Live {
     hour: i64,
     slot: u8,
     group: String,
-    patients: BTreeSet<String>,
     /// A spree touched this hour: judged on the user's own history, or on anything.
     own_flagged: bool,
     flagged: bool,
+    /// Saved in chunks, not here (read here only from state written before chunks).
+    #[serde(default, skip_serializing)]
     window: VecDeque<Seen>,
+    /// Chunks ever started (`pushed` rounded up to chunks): the newest is the last of them.
+    #[serde(default)]
+    chunks: u64,
+    /// Accesses ever pushed into and expired from the window: window access `i` is number
+    /// `popped + i`, which names its chunk. Saved in the newest chunk.
+    #[serde(skip)]
+    pushed: u64,
+    #[serde(skip)]
+    popped: u64,
+    /// `pushed` and `popped` as last saved, and the rest as last saved.
+    #[serde(skip)]
+    saved: (u64, u64),
+    #[serde(skip)]
+    saved_meta: Vec<u8>,
     /// Window accesses up to this time belong to a reported spree and are not counted again.
     counted_until: i64,
     spree: Option<Spree>,
@@ -116,6 +146,85 @@ struct Live {
 }
 
 impl Live {
+    fn load(user: &str) -> Live {
+        let Some(bytes) = state::get(&format!("live/{user}")) else {
+            return Live::default();
+        };
+        let Ok(mut live) = serde_json::from_slice::<Live>(&bytes) else {
+            return Live::default();
+        };
+        if !live.window.is_empty() {
+            // Saved whole by an earlier version: saved again in chunks.
+            live.pushed = live.window.len() as u64;
+            live.chunks = live.pushed.div_ceil(CHUNK);
+            return live;
+        }
+        live.saved_meta = bytes;
+        let chunk = |c: u64| state::get_json::<Chunk>(&format!("win/{user}/{c}"));
+        let Some(newest) = live.chunks.checked_sub(1).and_then(chunk) else {
+            return live;
+        };
+        live.pushed = newest.start + newest.seen.len() as u64;
+        live.popped = newest.popped.min(live.pushed);
+        let wanted = live.popped..live.pushed;
+        for c in live.popped / CHUNK..live.chunks - 1 {
+            if let Some(older) = chunk(c) {
+                live.window.extend(
+                    (older.start..)
+                        .zip(older.seen)
+                        .filter(|(n, _)| wanted.contains(n))
+                        .map(|(_, s)| s),
+                );
+            }
+        }
+        live.window.extend(
+            (newest.start..)
+                .zip(newest.seen)
+                .filter(|(n, _)| wanted.contains(n))
+                .map(|(_, s)| s),
+        );
+        // What a lost chunk held is gone; the numbering must still match the window.
+        live.popped = live.pushed - live.window.len() as u64;
+        live.saved = (live.pushed, live.popped);
+        live
+    }
+
+    /// Writes what changed since the last save: the chunks appended to (the newest always,
+    /// with the count expired), the chunks expired, and the rest when it changed.
+    fn save(&mut self, user: &str) {
+        let (saved_pushed, saved_popped) = self.saved;
+        if (self.pushed, self.popped) != self.saved && self.pushed > 0 {
+            self.chunks = self.pushed.div_ceil(CHUNK);
+            let newest = self.chunks - 1;
+            let from = (saved_pushed.max(self.popped) / CHUNK).min(newest);
+            for c in from..=newest {
+                let start = (c * CHUNK).max(self.popped);
+                let end = ((c + 1) * CHUNK).min(self.pushed);
+                let seen = self
+                    .window
+                    .range((start - self.popped) as usize..(end - self.popped) as usize)
+                    .cloned()
+                    .collect();
+                let chunk = Chunk {
+                    start,
+                    seen,
+                    popped: self.popped,
+                };
+                let _ = state::set_json(&format!("win/{user}/{c}"), &chunk);
+            }
+        }
+        for c in saved_popped / CHUNK..self.popped / CHUNK {
+            state::delete(&format!("win/{user}/{c}"));
+        }
+        self.saved = (self.pushed, self.popped);
+        if let Ok(meta) = serde_json::to_vec(self) {
+            if meta != self.saved_meta {
+                let _ = state::set(&format!("live/{user}"), &meta);
+                self.saved_meta = meta;
+            }
+        }
+    }
+
     /// Distinct patients among window accesses after `counted_until`.
     fn distinct(&mut self) -> usize {
         let (window, after) = (&self.window, self.counted_until);
@@ -130,11 +239,23 @@ impl Live {
             .len()
     }
 
+    /// Distinct patients of the clock hour `hour`: the window still holds all of that hour
+    /// when the next one starts, since it keeps 60 minutes back from the latest access.
+    fn patients_in(&self, hour: i64) -> usize {
+        self.window
+            .iter()
+            .filter(|x| x.t.div_euclid(HOUR) == hour)
+            .map(|x| x.patient.as_str())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
     fn push(&mut self, seen: Seen) {
         if let Some(c) = self.counts.as_mut().filter(|_| seen.t > self.counted_until) {
             *c.entry(seen.patient.clone()).or_insert(0) += 1;
         }
         self.window.push_back(seen);
+        self.pushed += 1;
     }
 
     /// Drops window accesses at or before `until`.
@@ -143,6 +264,7 @@ impl Live {
             let Some(old) = self.window.pop_front() else {
                 break;
             };
+            self.popped += 1;
             if let Some(c) = self.counts.as_mut().filter(|_| old.t > self.counted_until) {
                 if let Some(n) = c.get_mut(&old.patient) {
                     *n -= 1;
@@ -182,6 +304,8 @@ struct Crossing {
     at: u64,
     against: &'static str,
     who: String,
+    /// Named instead when the count at the end of the batch is within the baseline.
+    ceiling: f64,
 }
 
 impl Spree {
@@ -242,22 +366,29 @@ fn limit_of(sample: &Sample, s: &Settings) -> Option<f64> {
 }
 
 impl Volume {
+    // Looked up before inserting, here and in `live_of`: busy users are judged on every
+    // access, and an owned key per lookup costs more than the lookup.
     fn history(&mut self, user: &str) -> &mut History {
-        self.history
-            .entry(user.to_owned())
-            .or_insert_with(|| state::get_json(&format!("user/{user}")).unwrap_or_default())
+        if !self.history.contains_key(user) {
+            let h = state::get_json(&format!("user/{user}")).unwrap_or_default();
+            self.history.insert(user.to_owned(), h);
+        }
+        self.history.get_mut(user).expect("inserted above")
     }
 
     fn peer(&mut self, group: &str) -> &mut Sample {
-        self.peers.entry(group.to_owned()).or_insert_with(|| {
-            state::get_json(&format!("peer/{group}")).unwrap_or_else(|| Sample::new(500))
-        })
+        if !self.peers.contains_key(group) {
+            let p = state::get_json(&format!("peer/{group}")).unwrap_or_else(|| Sample::new(500));
+            self.peers.insert(group.to_owned(), p);
+        }
+        self.peers.get_mut(group).expect("inserted above")
     }
 
     fn live_of(&mut self, user: &str) -> &mut Live {
-        self.live
-            .entry(user.to_owned())
-            .or_insert_with(|| state::get_json(&format!("live/{user}")).unwrap_or_default())
+        if !self.live.contains_key(user) {
+            self.live.insert(user.to_owned(), Live::load(user));
+        }
+        self.live.get_mut(user).expect("inserted above")
     }
 
     /// The user's own slot, else their own history, else the peer prior, else the ceiling.
@@ -311,8 +442,8 @@ impl Volume {
 
     fn save(&mut self) {
         for u in self.dirty_live.drain() {
-            if let Some(l) = self.live.get(&u) {
-                let _ = state::set_json(&format!("live/{u}"), l);
+            if let Some(l) = self.live.get_mut(&u) {
+                l.save(&u);
             }
         }
         for u in self.dirty_history.drain() {
@@ -363,22 +494,29 @@ impl Detector for Volume {
             let user = batch.user_of(a);
             let uid = user.id.as_str();
             let patient = &batch.patient_of(a).id;
-            let group = format!("{}|{}", batch.role_of(user), batch.department_of(user));
+            let group = || format!("{}|{}", batch.role_of(user), batch.department_of(user));
             let hour = a.time_ms.div_euclid(HOUR);
             let sl = slot(a.time_ms, a.local_hour);
-            self.dirty_live.insert(uid.to_owned());
+            if !self.dirty_live.contains(uid) {
+                self.dirty_live.insert(uid.to_owned());
+            }
 
             // The clock hour, for the history.
             let live = self.live_of(uid);
             if live.hour != hour {
+                // A late access from an earlier hour restarts that hour without closing it.
+                let later = live.hour < hour;
                 let done = Hour {
                     slot: live.slot,
-                    group: std::mem::replace(&mut live.group, group.clone()),
-                    patients: std::mem::take(&mut live.patients).len(),
+                    group: std::mem::replace(&mut live.group, group()),
+                    patients: if later {
+                        live.patients_in(live.hour)
+                    } else {
+                        0
+                    },
                     own_flagged: std::mem::take(&mut live.own_flagged),
                     flagged: std::mem::take(&mut live.flagged),
                 };
-                let later = live.hour < hour;
                 live.hour = hour;
                 live.slot = sl;
                 if later {
@@ -386,7 +524,6 @@ impl Detector for Volume {
                 }
             }
             let live = self.live.get_mut(uid).expect("loaded above");
-            live.patients.insert(patient.clone());
 
             // The last 60 minutes, for detection.
             live.expire(a.time_ms - HOUR);
@@ -423,7 +560,10 @@ impl Detector for Volume {
             if n <= self.s.min_patients && n <= self.s.absolute_max {
                 continue;
             }
-            let basis = self.basis(uid, &group, sl);
+            // The peer group the hour started with, borrowed rather than formatted again.
+            let g = std::mem::take(&mut live.group);
+            let basis = self.basis(uid, &g, sl);
+            self.live.get_mut(uid).expect("loaded above").group = g;
             if (n as f64) <= basis.limit() && n <= self.s.absolute_max {
                 continue;
             }
@@ -451,6 +591,7 @@ impl Detector for Volume {
                         batch.role_of(user),
                         batch.department_of(user)
                     ),
+                    ceiling: self.s.absolute_max as f64,
                 }),
             };
             // The evidence is the run that made the count: back from this access while the
@@ -501,9 +642,15 @@ fn flush(spree: &mut Spree, out: &mut Vec<Finding>) {
         Severity::Medium
     };
     if let Some(c) = spree.crossing.take() {
+        let (against, allows) = if n as f64 > spree.limit {
+            (c.against, spree.limit)
+        } else {
+            ("the absolute ceiling", c.ceiling)
+        };
         spree.note = format!(
-            "{} opened {n} distinct patients' records within an hour; {} allows about {:.0}.",
-            c.who, c.against, spree.limit
+            "{} opened {n} distinct patients' records within an hour; {against} allows about \
+             {allows:.0}.",
+            c.who
         );
         out.push(
             Finding::new("volume_anomaly", severity, spree.note.clone(), c.at)
@@ -685,11 +832,18 @@ mod tests {
     }
 
     fn run(batches: Vec<Vec<TestAccess>>, restart_at: Option<usize>) -> Vec<Finding> {
+        run_restarting(batches, |i| restart_at == Some(i))
+    }
+
+    fn run_restarting(
+        batches: Vec<Vec<TestAccess>>,
+        restart: impl Fn(usize) -> bool,
+    ) -> Vec<Finding> {
         state::clear_for_tests();
         let mut v = Volume::configure("{}").unwrap();
         let mut out = Vec::new();
         for (i, b) in batches.into_iter().enumerate() {
-            if restart_at == Some(i) {
+            if restart(i) {
                 v = Volume::configure("{}").unwrap();
             }
             v.detect(&batch_of(b), &mut out);
@@ -779,6 +933,34 @@ mod tests {
                 "restart at batch {at}"
             );
         }
+    }
+
+    #[test]
+    fn restarting_before_every_batch_changes_nothing_and_keeps_only_the_hour() {
+        let spree = 4 * 24 + 10;
+        let key = |f: &Finding| (f.severity, f.explanation.clone(), f.events.clone());
+        // Batches of 7, so chunks are appended to, cut and expired mid-way.
+        let all = five_days(spree).concat();
+        let last = all.iter().map(|a| a.access.time_ms).max().unwrap();
+        let tech_last_hour = all
+            .iter()
+            .filter(|a| a.user.id == "tech" && a.access.time_ms > last - HOUR)
+            .count() as u64;
+        let small: Vec<Vec<TestAccess>> = all.chunks(7).map(<[_]>::to_vec).collect();
+        let straight: Vec<_> = run(small.clone(), None).iter().map(key).collect();
+        assert!(!straight.is_empty());
+        let restarted: Vec<_> = run_restarting(small, |_| true).iter().map(key).collect();
+        assert_eq!(straight, restarted);
+        // Only the tech's last hour stays saved: expired chunks are deleted, not left behind.
+        let chunks = state::keys_for_tests()
+            .into_iter()
+            .filter(|k| k.starts_with("win/tech/"))
+            .count() as u64;
+        let want = tech_last_hour.div_ceil(CHUNK);
+        assert!(
+            (want..=want + 1).contains(&chunks),
+            "{chunks} chunks saved for {tech_last_hour} accesses"
+        );
     }
 
     #[test]
