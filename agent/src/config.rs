@@ -117,6 +117,10 @@ fn default_max_lag() -> u64 {
     120
 }
 
+/// The source name the console's own access log (its spool of record views) is read under,
+/// reserved for it among [[source]] names.
+pub const CONSOLE_SOURCE: &str = "phiwatch-console";
+
 /// `[console]`: where the console listens and how it protects itself.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -503,13 +507,10 @@ impl Config {
         }
         if let Some(console) = &c.console {
             console.validate().map_err(&invalid)?;
-            if c.sources
-                .iter()
-                .any(|s| s.name() == crate::console::audit::SOURCE)
-            {
+            if c.sources.iter().any(|s| s.name() == CONSOLE_SOURCE) {
                 return Err(invalid(format!(
                     "source name {:?} is reserved for the console's own access log",
-                    crate::console::audit::SOURCE
+                    CONSOLE_SOURCE
                 )));
             }
         }

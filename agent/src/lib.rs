@@ -7,8 +7,6 @@
 
 pub mod alert;
 pub mod bench;
-pub mod bench_csv;
-pub mod bench_live;
 pub mod case;
 pub mod check;
 pub mod config;
@@ -23,6 +21,7 @@ pub mod event;
 pub mod fault;
 pub mod fhir;
 pub mod finding;
+pub mod layers;
 pub mod metrics;
 pub mod mine;
 pub mod mllp;
@@ -43,4 +42,5 @@ pub mod tabular;
 pub mod tail;
 pub mod time;
 pub mod tls;
+pub mod trial;
 pub mod watch;

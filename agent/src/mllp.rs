@@ -14,7 +14,7 @@
 //! read.
 
 use crate::context::feeds::MllpFeed;
-use crate::decode::hl7v2::{ack, Message};
+use crate::decode::hl7v2::{self, ack, Message};
 use crate::net::{self, ConnLimit, RateLimited};
 use crate::spool::{AppendError, IntakeMetrics, SharedSpool};
 use anyhow::{Context as _, Result};
@@ -59,16 +59,6 @@ struct Limits {
     idle: Duration,
     frame: Duration,
     inflight: Arc<Semaphore>,
-}
-
-/// One line of the feed's spool: the message, JSON-escaped.
-pub fn spool_line(message: &str) -> Vec<u8> {
-    serde_json::to_vec(message).unwrap_or_default()
-}
-
-/// The message of a spool line.
-pub fn from_spool_line(line: &[u8]) -> Option<String> {
-    serde_json::from_slice(line).ok()
 }
 
 pub async fn serve(
@@ -251,7 +241,7 @@ async fn accept_frames(
     if !to_spool.is_empty() {
         let lines: Vec<Vec<u8>> = to_spool
             .iter()
-            .map(|(i, _, _)| spool_line(&String::from_utf8_lossy(&frames[*i].0)))
+            .map(|(i, _, _)| hl7v2::spool_line(&String::from_utf8_lossy(&frames[*i].0)))
             .collect();
         let spool = spool.clone();
         let stored = tokio::task::spawn_blocking(move || -> Result<(), AppendError> {
@@ -379,13 +369,5 @@ mod tests {
             1 << 20,
             "the budget is returned"
         );
-    }
-
-    #[test]
-    fn spool_lines_keep_segment_separators() {
-        let m = "MSH|^~\\&|A\rPID|1||X\r";
-        let line = spool_line(m);
-        assert!(!line.contains(&b'\r') && !line.contains(&b'\n'));
-        assert_eq!(from_spool_line(&line).as_deref(), Some(m));
     }
 }

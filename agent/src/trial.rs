@@ -2,8 +2,8 @@
 //! plugin's findings as NDJSON and a summary: calls, failures with their messages, time per
 //! access, state kept.
 
-use super::{Compiled, PluginMetrics, PluginSet, PluginSpec, SHIPPED};
 use crate::pipeline::Pipeline;
+use crate::plugin::{Compiled, PluginMetrics, PluginSet, PluginSpec, SHIPPED};
 use crate::reload::Inputs;
 use crate::scan::{scan_files, Sinks};
 use anyhow::{Context as _, Result};
@@ -38,7 +38,9 @@ pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
         let path = PathBuf::from(&o.plugin);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         // The author is testing their own build: pin whatever it is.
-        spec.sha256 = Some(super::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+        spec.sha256 = Some(crate::plugin::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            &bytes,
+        )));
         spec.path = Some(path);
     }
     if let Some(f) = &o.settings {
@@ -116,7 +118,7 @@ pub fn list() -> Result<String> {
         s.push_str(&format!(
             "{name:<16} {:<8} sha256 {} ({} KiB)\n  categories: {}; needs: {}\n",
             c.description.version,
-            super::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes)),
+            crate::plugin::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes)),
             bytes.len() / 1024,
             c.description.categories.join(", "),
             if c.description.needs.is_empty() {

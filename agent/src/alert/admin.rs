@@ -16,6 +16,9 @@ pub enum AdminError {
         path: String,
         source: rusqlite::Error,
     },
+    /// An alert that does not exist.
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -147,7 +150,7 @@ impl Admin {
                 source,
             })?;
         if n == 0 {
-            return Err(AdminError::Invalid(format!("no alert #{id}")));
+            return Err(AdminError::NotFound(format!("no alert #{id}")));
         }
         tx.execute(
             "UPDATE outbox SET state = 'suppressed', last_error = 'alert acknowledged'

@@ -5,8 +5,8 @@
 //! beside a baseline measured in the same run (the session endpoint: a signed-in request
 //! that reads nothing else).
 
-use super::authz::Role;
 use crate::config::ConsoleConfig;
+use crate::console::authz::Role;
 use anyhow::{Context as _, Result};
 use rusqlite::params;
 use std::fmt::Write as _;
@@ -85,8 +85,8 @@ pub fn run(alerts: usize, rounds: usize) -> Result<String> {
         "stored {alerts} alerts in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let password = super::session::token();
-    super::accounts::add(
+    let password = crate::console::session::token();
+    crate::console::accounts::add(
         &crate::store::Store::open_existing(&db)?,
         "bench",
         Role::PrivacyOfficer,
@@ -105,7 +105,7 @@ pub fn run(alerts: usize, rounds: usize) -> Result<String> {
             crate::case::response::Response::parse(crate::case::response::EMBEDDED)
                 .map_err(|e| anyhow::anyhow!(e))?,
         );
-        let inputs = super::ConsoleInputs {
+        let inputs = crate::console::ConsoleInputs {
             db: db.clone(),
             evidence_dir: dir.path().join("evidence"),
             plan: std::sync::Arc::new(crate::case::schedule::Plan {
@@ -117,7 +117,7 @@ pub fn run(alerts: usize, rounds: usize) -> Result<String> {
             views: None,
         };
         let cfg = ConsoleConfig::loopback("127.0.0.1:0".parse()?);
-        let (addr, serve) = super::bind(&cfg, inputs).await?;
+        let (addr, serve) = crate::console::bind(&cfg, inputs).await?;
         tokio::spawn(serve);
         let base = format!("http://{addr}");
         let client = reqwest::Client::builder().build()?;

@@ -4,8 +4,8 @@
 //! (each with two participants), loads it the way the agent does, and reports the load time,
 //! the peak resident memory, and the cost of a lookup by id beside one by identifier.
 
-use super::load_feeds;
 use crate::context::feeds::{ContextFeed, FhirFeed};
+use crate::context::load_feeds;
 use crate::settings::Settings;
 use anyhow::{Context as _, Result};
 use std::io::Write;
@@ -89,7 +89,7 @@ fn write(dir: &Path, s: &Sizes) -> Result<()> {
 }
 
 pub fn run(s: &Sizes, dir: Option<&Path>) -> Result<String> {
-    let (dir, _tmp) = crate::bench::work_dir(dir)?;
+    let (dir, _tmp) = super::work_dir(dir)?;
     let t = Instant::now();
     write(&dir, s)?;
     let generated = t.elapsed();
@@ -111,7 +111,7 @@ pub fn run(s: &Sizes, dir: Option<&Path>) -> Result<String> {
         let id = format!("pt-{}", (i * 104_729) % s.patients.max(1));
         found += usize::from(matches!(
             ctx.resolve_patient(&id),
-            super::Resolved::Found(_)
+            crate::context::Resolved::Found(_)
         ));
     }
     let by_id = t.elapsed().as_nanos() as f64 / n as f64;
@@ -120,7 +120,7 @@ pub fn run(s: &Sizes, dir: Option<&Path>) -> Result<String> {
         let mrn = format!("urn:mrn|M{:08}", (i * 104_729) % s.patients.max(1));
         found += usize::from(matches!(
             ctx.resolve_patient(&mrn),
-            super::Resolved::Found(_)
+            crate::context::Resolved::Found(_)
         ));
     }
     let by_alias = t.elapsed().as_nanos() as f64 / n as f64;

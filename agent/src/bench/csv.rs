@@ -99,7 +99,7 @@ fn mapping() -> CsvMapping {
 
 pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     let settings = Settings::default();
-    let (dir, _tmp) = crate::bench::work_dir(dir)?;
+    let (dir, _tmp) = super::work_dir(dir)?;
     let ds = demo::DataSet::at(&dir);
     let extract = dir.join("purview-epic.txt");
     if !extract.exists() {
@@ -160,7 +160,8 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     }
     .load()
     .context("loading the day's context and the shipped plugins")?;
-    let plugin_set = PluginSet::new(&plugins, None, Default::default())?;
+    let plugin_metrics = std::sync::Arc::new(crate::plugin::PluginMetrics::default());
+    let plugin_set = PluginSet::new(&plugins, None, plugin_metrics.clone())?;
     let mut pipeline = crate::pipeline::Pipeline::new(&settings, &pack).with_plugins(plugin_set);
     let mut sources = vec![ScanSource {
         paths: vec![extract.clone()],
@@ -209,6 +210,15 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
             r.1
         );
     }
+    let busy: Vec<String> = plugin_metrics
+        .snapshot()
+        .iter()
+        .map(|(name, c)| format!("{name} {:.1} s", c.busy.as_secs_f64()))
+        .collect();
+    println!(
+        "  of the whole scan, inside each plugin: {}",
+        busy.join(", ")
+    );
     println!(
         "  findings {}; targets: decode >= 300,000 rows/s, a 5,000,000-row file scanned in < 120 s",
         s.findings

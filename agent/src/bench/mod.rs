@@ -1,6 +1,12 @@
 //! `phiwatch bench`: stage-by-stage throughput on one generated day, each stage beside the
 //! raw NDJSON parse rate of the same file measured in the same run, on one thread.
 
+pub mod console;
+pub mod context;
+pub mod csv;
+pub mod live;
+pub mod plugins;
+
 use crate::context::load_context;
 use crate::decode::{decode_audit_event, Decoded};
 use crate::demo;

@@ -5,12 +5,12 @@
 //! trivial that nearly all of its time is the host's work of handing accesses over (building
 //! the WIT batch, copying it into the sandbox, the call, reading findings back).
 
-use super::{Compiled, PluginMetrics, PluginSet, PluginSpec};
 use crate::context::load_context;
 use crate::decode::{decode_audit_event, Decoded};
 use crate::demo;
 use crate::enrich::Enricher;
 use crate::event::{AccessEvent, Action};
+use crate::plugin::{Compiled, PluginMetrics, PluginSet, PluginSpec};
 use crate::settings::Settings;
 use anyhow::{Context as _, Result};
 use std::io::BufRead;
@@ -40,7 +40,7 @@ pub fn run(events: usize) -> Result<String> {
     for line in std::io::BufReader::new(std::fs::File::open(&ds.events)?).lines() {
         if let Ok(Decoded::Access(ev)) = decode_audit_event(line?.as_bytes()) {
             let e = enricher.enrich(&context, ev);
-            pending.push(super::Pending {
+            pending.push(crate::plugin::Pending {
                 ix: accesses.len(),
                 user: e.user,
                 patient: e.patient,
@@ -72,7 +72,7 @@ pub fn run(events: usize) -> Result<String> {
         "  {:<28} {native:>10.1} {:>12} {:>10}\n",
         "native Rust (baseline)", "-", "-"
     ));
-    let mut builder = super::batch::Builder::new(&context);
+    let mut builder = crate::plugin::batch::Builder::new(&context);
     let build = per_access(n, min, || {
         for (i, chunk) in pending.chunks(1024).enumerate() {
             std::hint::black_box(builder.build(chunk, &accesses, (i * 1024) as u64, false, false));
@@ -82,7 +82,7 @@ pub fn run(events: usize) -> Result<String> {
         "  {:<28} {build:>10.1} {:>12} {:>10}\n",
         "building batches of 1024", "-", "-"
     ));
-    let mut ring = super::batch::Ring::new(super::batch::RING_CAPACITY);
+    let mut ring = crate::plugin::batch::Ring::new(crate::plugin::batch::RING_CAPACITY);
     let ring_ns = per_access(n, min, || {
         for (i, p) in pending.iter().enumerate() {
             ring.push(i as u64, &accesses[p.ix], p);

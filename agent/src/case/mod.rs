@@ -7,6 +7,7 @@ pub mod log;
 pub mod output;
 pub mod response;
 pub mod schedule;
+pub mod timeline;
 
 use chrono::NaiveDate;
 use clock::{Breach, Jurisdictions, LawEnforcementDelay};
@@ -26,12 +27,20 @@ pub enum CaseError {
         path: String,
         source: rusqlite::Error,
     },
+    /// A case or alert that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request the case's state or the input does not allow.
     #[error("{0}")]
     Invalid(String),
 }
 
 fn invalid(m: impl Into<String>) -> CaseError {
     CaseError::Invalid(m.into())
+}
+
+fn not_found(m: impl Into<String>) -> CaseError {
+    CaseError::NotFound(m.into())
 }
 
 /// The case life cycle.
@@ -142,7 +151,7 @@ impl Cases {
             .query_row("SELECT state FROM cases WHERE id = ?1", [id], |r| r.get(0))
             .optional()
             .map_err(self.sql())?
-            .ok_or_else(|| invalid(format!("no case #{id}")))
+            .ok_or_else(|| not_found(format!("no case #{id}")))
     }
 
     /// Opens a case on alerts (none: by hand). The discovery date defaults to today.
@@ -164,7 +173,7 @@ impl Cases {
                 })
                 .map_err(&sql)?;
             if exists == 0 {
-                return Err(invalid(format!("no alert #{a}")));
+                return Err(not_found(format!("no alert #{a}")));
             }
         }
         let title = if title.is_empty() {
@@ -263,7 +272,7 @@ impl Cases {
                 .optional()
                 .map_err(&sql)?;
             let Some(old) = old else {
-                return Err(invalid(format!("no case #{id}")));
+                return Err(not_found(format!("no case #{id}")));
             };
             let stored = match value {
                 Value::String(s) => rusqlite::types::Value::Text(s.clone()),
@@ -694,7 +703,7 @@ fn breach_in(conn: &Connection, id: i64) -> rusqlite::Result<Result<Breach, Case
             )
             .optional()?;
         let Some((discovered, determined, residents, delays, licensed)) = row else {
-            return Ok(Err(invalid(format!("no case #{id}"))));
+            return Ok(Err(not_found(format!("no case #{id}"))));
         };
         let date =
             |s: Option<String>| s.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok());
@@ -743,7 +752,7 @@ impl Cases {
             )
             .optional()
             .map_err(self.sql())?
-            .ok_or_else(|| invalid(format!("no case #{id}")))?;
+            .ok_or_else(|| not_found(format!("no case #{id}")))?;
         let b = self.breach(id)?;
         let mut out = String::new();
         let _ = writeln!(out, "case #{id}: {title}");
@@ -799,7 +808,7 @@ impl Cases {
             out.extend(tasks);
         }
         out.push_str("evidence: accesses by the involved users to the involved patients\n");
-        for t in crate::console::data::case_timeline(&self.conn, id).map_err(self.sql())? {
+        for t in timeline::case_timeline(&self.conn, id).map_err(self.sql())? {
             let _ = writeln!(
                 out,
                 "  {} {} {} {} [{}] {}",

@@ -1,13 +1,55 @@
 //! Commands of the `phiwatch` binary that have their own module: argument parsing and
 //! printing at the edge, the work in the library.
 
+pub mod alerts;
+pub mod bench;
+pub mod case;
+pub mod check;
+pub mod demo;
 pub mod explain;
+pub mod notify;
+pub mod plugin;
+pub mod policy;
 pub mod report;
+pub mod rules;
+pub mod scan;
+pub mod silence;
+pub mod user;
 
 use anyhow::{Context as _, Result};
+use std::path::PathBuf;
 
 /// `2026-03-10`, or an RFC 3339 time.
 pub fn parse_time(s: &str) -> Result<i64> {
     phiwatch::time::parse_date_or_time(s)
         .with_context(|| format!("{s:?}: expected a date (2026-03-10) or an RFC 3339 time"))
+}
+
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// The agent's configuration file (its data_dir holds the store).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct DetectionArgs {
+    /// Context directory (or file) of FHIR R4 NDJSON: Practitioner, PractitionerRole, Patient,
+    /// Person, Encounter, CareTeam, Appointment.
+    #[arg(long)]
+    pub context: Option<PathBuf>,
+    /// Policy directory (schema.cedarschema + *.cedar). Default: the built-in pack.
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Detection settings TOML (time zone, business hours, windows). Default: built-in
+    /// rules/detection.toml.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+}
+
+pub fn admin(s: &StoreArgs) -> Result<phiwatch::alert::admin::Admin> {
+    let cfg = phiwatch::config::Config::load(&s.config)?;
+    Ok(phiwatch::alert::admin::Admin::open(
+        &cfg.data_dir.join("phiwatch.db"),
+    )?)
 }

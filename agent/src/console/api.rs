@@ -305,9 +305,7 @@ pub async fn ack(
         .admin(move |a| {
             a.ack(id, &by, &note, Some(&disposition))
                 .map_err(|e| match e {
-                    crate::alert::admin::AdminError::Invalid(m) if m.starts_with("no alert") => {
-                        Fail::not_found(m)
-                    }
+                    crate::alert::admin::AdminError::NotFound(m) => Fail::not_found(m),
                     crate::alert::admin::AdminError::Invalid(m) => Fail::bad(m),
                     other => Fail::internal(other.to_string()),
                 })

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The source name the console's spool is read under.
-pub const SOURCE: &str = "phiwatch-console";
+pub const SOURCE: &str = crate::config::CONSOLE_SOURCE;
 /// The workstation recorded on console views.
 pub const WORKSTATION: &str = "phiwatch-console";
 

@@ -9,7 +9,6 @@ pub mod accounts;
 mod api;
 pub mod audit;
 pub mod authz;
-pub mod bench;
 mod charts;
 pub mod data;
 mod extract;
@@ -195,13 +194,8 @@ impl From<rusqlite::Error> for Fail {
 impl From<crate::case::CaseError> for Fail {
     fn from(e: crate::case::CaseError) -> Self {
         match e {
-            crate::case::CaseError::Invalid(m) => {
-                if m.starts_with("no case #") || m.starts_with("no alert #") {
-                    Fail::not_found(m)
-                } else {
-                    Fail::new(StatusCode::CONFLICT, m)
-                }
-            }
+            crate::case::CaseError::NotFound(m) => Fail::not_found(m),
+            crate::case::CaseError::Invalid(m) => Fail::new(StatusCode::CONFLICT, m),
             other => Fail::internal(other.to_string()),
         }
     }

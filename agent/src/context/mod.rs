@@ -6,7 +6,6 @@
 //! "does user U have a relationship with patient P around time T" is one hash lookup.
 
 pub mod adt;
-pub mod bench;
 pub mod feeds;
 pub mod identity;
 pub mod inline;

@@ -263,8 +263,26 @@ pub fn ack(msg: Option<&Message<'_>>, code: &str, text: &str, now: &str) -> Stri
     )
 }
 
+/// One line of an MLLP feed's spool: the message, JSON-escaped.
+pub fn spool_line(message: &str) -> Vec<u8> {
+    serde_json::to_vec(message).unwrap_or_default()
+}
+
+/// The message of a spool line.
+pub fn from_spool_line(line: &[u8]) -> Option<String> {
+    serde_json::from_slice(line).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spool_lines_keep_segment_separators() {
+        let m = "MSH|^~\\&|A\rPID|1||X\r";
+        let line = spool_line(m);
+        assert!(!line.contains(&b'\r') && !line.contains(&b'\n'));
+        assert_eq!(from_spool_line(&line).as_deref(), Some(m));
+    }
+
     use super::*;
 
     const A01: &str = "MSH|^~\\&|ADT1|GOOD HEALTH HOSPITAL|GHH LAB, INC.|GOOD HEALTH HOSPITAL|198808181126|SECURITY|ADT^A01^ADT_A01|MSG00001|P|2.8||\rEVN|A01|200708181123||\rPID|1||PATID1234^5^M11^ADT1^MR^GOOD HEALTH HOSPITAL~123456789^^^USSSA^SS||EVERYMAN^ADAM^A^III||19610615|M||C|2222 HOME STREET^^GREENSBORO^NC^27401-1020|GL|(555) 555-2004|(555)555-2004||S||PATID12345001^2^M10^ADT1^AN^A|444333333|987654^NC|\rNK1|1|NUCLEAR^NELDA^W|SPO^SPOUSE||||NK^NEXT OF KIN\rPV1|1|I|2000^2012^01||||004777^ATTEND^AARON^A|||SUR||||ADM|A0|\r";

@@ -203,7 +203,7 @@ impl LineDecoder {
             LineDecoder::FileEvents => serde_json::from_slice::<FileEvent>(line)
                 .map(Item::File)
                 .map_err(|e| DecodeError::FileEvent(redact_quoted(&e.to_string()))),
-            LineDecoder::Hl7(feed) => crate::mllp::from_spool_line(line)
+            LineDecoder::Hl7(feed) => hl7v2::from_spool_line(line)
                 .map(|message| Item::Context {
                     feed: feed.clone(),
                     message,

@@ -7,12 +7,10 @@
 //! thrown away and a fresh one (with the same state) serves the next batch. Other detectors
 //! never wait on a failed plugin for longer than its deadline.
 
-mod batch;
-pub mod bench;
+pub(crate) mod batch;
 mod cache;
 pub mod sandbox;
 pub mod state;
-pub mod trial;
 
 pub use batch::Pending;
 pub use sandbox::FailureKind;

@@ -1,0 +1,107 @@
+//! `phiwatch plugin`: list, export and try the WASM detection plugins.
+
+use super::DetectionArgs;
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use phiwatch::plugin::PluginInputs;
+use phiwatch::reload::Inputs;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum PluginCmd {
+    /// The plugins shipped in this binary, with version, categories and SHA-256.
+    List,
+    /// Write the shipped plugin components to DIR (NAME.wasm), to inspect or pin them.
+    Export { dir: PathBuf },
+    /// Run one plugin over AuditEvent NDJSON and print its findings (NDJSON on stdout, a
+    /// summary with failures and cost per access on stderr). For plugin authors: no sha256
+    /// pin is needed here. Exits 1 when a call failed.
+    Test {
+        /// The component (.wasm), or builtin:NAME for a shipped plugin.
+        plugin: String,
+        /// AuditEvent NDJSON files.
+        #[arg(long, num_args = 1.., required = true)]
+        events: Vec<PathBuf>,
+        #[command(flatten)]
+        detection: DetectionArgs,
+        /// TOML file holding the plugin's settings (the keys of [plugin.settings]).
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        /// Facts to expose: names, addresses (comma-separated). Default: none for a file,
+        /// what a shipped plugin declares it needs.
+        #[arg(long, value_delimiter = ',')]
+        expose: Option<Vec<String>>,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 64)]
+        memory_mb: u64,
+        /// Accesses per call.
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+    },
+}
+
+pub fn run(c: PluginCmd) -> Result<()> {
+    use phiwatch::plugin::{Exposed, PluginSpec};
+    use phiwatch::trial;
+    match c {
+        PluginCmd::List => print!("{}", trial::list()?),
+        PluginCmd::Export { dir } => {
+            for p in trial::export(&dir)? {
+                println!("{}", p.display());
+            }
+        }
+        PluginCmd::Test {
+            plugin,
+            events,
+            detection,
+            settings,
+            expose,
+            timeout_ms,
+            memory_mb,
+            batch,
+        } => {
+            let expose = expose
+                .map(|v| {
+                    v.iter()
+                        .map(|e| match e.trim() {
+                            "names" => Ok(Exposed::Names),
+                            "addresses" => Ok(Exposed::Addresses),
+                            other => bail!("--expose {other:?}: use names, addresses"),
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .transpose()?;
+            let mut spec = PluginSpec::builtin("");
+            spec.builtin = None;
+            spec.expose = expose;
+            spec.timeout_ms = timeout_ms;
+            spec.memory_mb = memory_mb;
+            spec.batch = batch;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let summary = trial::run(
+                trial::TrialOptions {
+                    plugin,
+                    events,
+                    inputs: Inputs {
+                        rules: detection.rules,
+                        policies: detection.policies,
+                        context: Inputs::fhir_dir(detection.context),
+                        journal: None,
+                        plugins: PluginInputs::default(),
+                    },
+                    settings,
+                    spec,
+                },
+                &mut out,
+            )?;
+            out.flush()?;
+            eprint!("{}", summary.text);
+            if summary.failed > 0 {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `phiwatch user`: console accounts.
+
+use super::StoreArgs;
+use anyhow::{bail, Context as _, Result};
+use clap::Subcommand;
+use phiwatch::store::Store;
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Add an account. The password is asked on the terminal (twice), or read from the first
+    /// line of standard input with --password-stdin; at least 12 characters.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// User name (letters, digits, - _ . @).
+        name: String,
+        #[arg(long, value_parser = ["privacy-officer", "investigator", "auditor", "admin"])]
+        role: String,
+        /// The person's id in the staff directory: what they view in the console is judged as
+        /// their access (self, family, coworker...). Without it views are recorded as
+        /// console:NAME.
+        #[arg(long)]
+        staff_id: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts with role and staff id.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove an account; its sessions end at once.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+    },
+    /// Set a new password; the account's sessions end at once.
+    Passwd {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+pub fn run(c: UserCmd) -> Result<()> {
+    use phiwatch::console::{accounts, authz::Role};
+    match c {
+        UserCmd::Add {
+            store,
+            name,
+            role,
+            staff_id,
+            password_stdin,
+        } => {
+            let conn = user_store(&store)?;
+            let role = Role::parse(&role).context("unknown role")?;
+            let password = read_password(password_stdin)?;
+            accounts::add(&conn, &name, role, staff_id.as_deref(), &password)?;
+            println!("user {name} added ({})", role.as_str());
+        }
+        UserCmd::List { store } => {
+            let conn = user_store(&store)?;
+            println!("{:<24} {:<16} staff id", "user", "role");
+            for a in accounts::list(&conn)? {
+                println!(
+                    "{:<24} {:<16} {}",
+                    a.name,
+                    a.role.as_str(),
+                    a.staff_id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UserCmd::Remove { store, name } => {
+            accounts::remove(&mut user_store(&store)?, &name)?;
+            println!("user {name} removed; their sessions ended");
+        }
+        UserCmd::Passwd {
+            store,
+            name,
+            password_stdin,
+        } => {
+            let mut conn = user_store(&store)?;
+            let password = read_password(password_stdin)?;
+            accounts::set_password(&mut conn, &name, &password)?;
+            println!("password of {name} changed; their sessions ended");
+        }
+    }
+    Ok(())
+}
+
+/// The store of the configured agent, created if the agent has not run yet.
+pub fn user_store(s: &StoreArgs) -> Result<rusqlite::Connection> {
+    // SAFETY: umask(2) only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    let cfg = phiwatch::config::Config::load(&s.config)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    let db = cfg.data_dir.join("phiwatch.db");
+    Store::open(&db)?;
+    Ok(Store::open_existing(&db)?)
+}
+
+pub fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = rpassword::prompt_password("password: ").context("reading the password")?;
+    let again = rpassword::prompt_password("again: ").context("reading the password")?;
+    if first != again {
+        bail!("the passwords differ");
+    }
+    Ok(first)
+}
