@@ -111,7 +111,7 @@ pub fn check(config_path: &Path) -> Checked {
                 p.display(),
                 j.rules.len()
             )),
-            Err(e) => c.problems.push(e),
+            Err(e) => c.problems.push(e.to_string()),
         },
         None => c
             .summary
@@ -139,7 +139,7 @@ pub fn check(config_path: &Path) -> Checked {
                 }
             }
         }
-        Err(e) => c.problems.push(e),
+        Err(e) => c.problems.push(e.to_string()),
     }
     if let Some((p, loaded)) = routing {
         match loaded {

@@ -16,6 +16,9 @@ pub enum RoutingError {
     },
     #[error("routing rules {path}: {message}")]
     Invalid { path: String, message: String },
+    /// Rules that say something invalid, before a file is named.
+    #[error("{0}")]
+    Rules(String),
 }
 
 /// Without a routing file the defaults apply: findings still group into alerts (the queue
@@ -319,7 +322,10 @@ impl Routing {
             path: p.clone(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| RoutingError::Invalid { path: p, message })
+        Self::parse(&text).map_err(|e| RoutingError::Invalid {
+            path: p,
+            message: e.to_string(),
+        })
     }
 
     /// The same grouping with nobody to notify: an offline scan fills the alert queue but
@@ -331,33 +337,34 @@ impl Routing {
         }
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let r: Routing = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, RoutingError> {
+        let r: Routing = toml::from_str(text).map_err(|e| RoutingError::Rules(e.to_string()))?;
         r.validate()?;
         Ok(r)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), RoutingError> {
+        let bad = RoutingError::Rules;
         let mut names = std::collections::HashSet::new();
         for r in &self.receivers {
             if !names.insert(r.name()) {
-                return Err(format!("receiver {:?} is defined twice", r.name()));
+                return Err(bad(format!("receiver {:?} is defined twice", r.name())));
             }
             match r {
                 Receiver::Email(e) => {
                     if e.to.is_empty() {
-                        return Err(format!("receiver {:?}: `to` is empty", e.name));
+                        return Err(bad(format!("receiver {:?}: `to` is empty", e.name)));
                     }
                     for a in e.to.iter().chain([&e.from]) {
                         a.parse::<lettre::message::Mailbox>().map_err(|err| {
-                            format!("receiver {:?}: address {a:?}: {err}", e.name)
+                            bad(format!("receiver {:?}: address {a:?}: {err}", e.name))
                         })?;
                     }
                     if e.username.is_some() != e.password_env.is_some() {
-                        return Err(format!(
+                        return Err(bad(format!(
                             "receiver {:?}: username and password_env go together",
                             e.name
-                        ));
+                        )));
                     }
                 }
                 Receiver::Syslog(r) => {
@@ -366,23 +373,24 @@ impl Routing {
                         .rsplit_once(':')
                         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
                     if !ok {
-                        return Err(format!(
+                        return Err(bad(format!(
                             "receiver {:?}: address {:?}: expected host:port",
                             r.name, r.address
-                        ));
+                        )));
                     }
                 }
                 Receiver::Webhook(w) => {
-                    let url = reqwest::Url::parse(&w.url)
-                        .map_err(|err| format!("receiver {:?}: url {:?}: {err}", w.name, w.url))?;
+                    let url = reqwest::Url::parse(&w.url).map_err(|err| {
+                        bad(format!("receiver {:?}: url {:?}: {err}", w.name, w.url))
+                    })?;
                     if !matches!(url.scheme(), "http" | "https") {
-                        return Err(format!("receiver {:?}: url must be http(s)", w.name));
+                        return Err(bad(format!("receiver {:?}: url must be http(s)", w.name)));
                     }
                     if w.format == WebhookFormat::Pagerduty && w.routing_key_env.is_none() {
-                        return Err(format!(
+                        return Err(bad(format!(
                             "receiver {:?}: format = \"pagerduty\" needs routing_key_env",
                             w.name
-                        ));
+                        )));
                     }
                 }
             }
@@ -390,21 +398,23 @@ impl Routing {
         for (i, route) in self.routes.iter().enumerate() {
             let at = format!("route #{}", i + 1);
             if route.receivers.is_empty() {
-                return Err(format!("{at}: no receivers"));
+                return Err(bad(format!("{at}: no receivers")));
             }
             for r in &route.receivers {
                 if !names.contains(r.as_str()) {
-                    return Err(format!("{at}: receiver {r:?} is not defined"));
+                    return Err(bad(format!("{at}: receiver {r:?} is not defined")));
                 }
             }
             if let Some(h) = &route.hours {
                 parse_hours(h).ok_or_else(|| {
-                    format!("{at}: hours {h:?}: expected \"HH-HH\", e.g. \"18-08\"")
+                    bad(format!(
+                        "{at}: hours {h:?}: expected \"HH-HH\", e.g. \"18-08\""
+                    ))
                 })?;
             }
         }
         if self.grouping.group_by.is_empty() {
-            return Err("grouping.group_by is empty".into());
+            return Err(bad("grouping.group_by is empty".into()));
         }
         Ok(())
     }
@@ -505,15 +515,20 @@ receivers = ["siem"]
         let bad = text.replace("receivers = [\"siem\"]", "receivers = [\"pager\"]");
         assert!(Routing::parse(&bad)
             .unwrap_err()
+            .to_string()
             .contains("\"pager\" is not defined"));
         let bad = text.replace("\"1s\"", "\"soon\"");
-        let e = Routing::parse(&bad).unwrap_err();
+        let e = Routing::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("soon"), "{e}");
         let bad = text.replace("privacy@example.org", "privacy at example");
         assert!(Routing::parse(&bad)
             .unwrap_err()
+            .to_string()
             .contains("privacy at example"));
         let bad = text.replace("\"18-08\"", "\"evenings\"");
-        assert!(Routing::parse(&bad).unwrap_err().contains("evenings"));
+        assert!(Routing::parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("evenings"));
     }
 }

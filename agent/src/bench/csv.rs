@@ -2,7 +2,8 @@
 //! tab separated, US local times) made from a generated day, read three ways in one run: the raw
 //! CSV parse of the file (the baseline), the CSV decode stage alone (header resolution, times,
 //! action vocabulary, AccessEvents), and the whole scan with the Cedar pack and the shipped
-//! plugins. Rates are rows per second on one thread, each also as a ratio to the raw parse.
+//! plugins. Rates are rows per second (the pipeline on one thread, each plugin on its own),
+//! each also as a ratio to the raw parse.
 
 use crate::decode::csv::{CsvDecoder, CsvMapping};
 use crate::decode::{decode_audit_event, Decoded, LineDecoder};
@@ -189,7 +190,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
 
     let rate = |(n, secs): (u64, f64)| n as f64 / secs.max(1e-9);
     println!(
-        "phiwatch bench --csv: {} rows, {:.0} MB (purview-epic profile, tab separated), one thread",
+        "phiwatch bench --csv: {} rows, {:.0} MB (purview-epic profile, tab separated); pipeline on one thread, plugins beside it",
         raw_rows,
         bytes as f64 / 1e6
     );

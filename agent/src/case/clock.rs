@@ -11,6 +11,7 @@
 //!   determination that a breach occurred, above a residents threshold, optionally only for
 //!   facilities licensed in that state.
 
+use super::RulesError;
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -119,24 +120,28 @@ pub struct Jurisdictions {
 impl Jurisdictions {
     pub const EMBEDDED: &'static str = include_str!("../../../rules/jurisdictions.toml");
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let j: Jurisdictions = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, RulesError> {
+        let invalid = RulesError::Invalid;
+        let j: Jurisdictions = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         for (state, days) in &j.holidays {
             for d in days {
-                holiday_in(d, 2026).map_err(|e| format!("holidays.{state}: {d:?}: {e}"))?;
+                holiday_in(d, 2026)
+                    .map_err(|e| invalid(format!("holidays.{state}: {d:?}: {e}")))?;
             }
         }
         for r in &j.rules {
             if r.within == 0 {
-                return Err(format!("rule {:?}: within must be at least 1", r.name));
+                return Err(invalid(format!(
+                    "rule {:?}: within must be at least 1",
+                    r.name
+                )));
             }
         }
         Ok(j)
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, RulesError> {
+        RulesError::load(path, Self::parse)
     }
 
     fn is_holiday(&self, state: &str, day: NaiveDate) -> bool {
@@ -474,6 +479,7 @@ mod tests {
         );
         assert!(Jurisdictions::parse("[holidays]\nCA = [\"13-01\"]\n")
             .unwrap_err()
+            .to_string()
             .contains("13-01"));
     }
 }

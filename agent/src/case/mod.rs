@@ -35,6 +35,36 @@ pub enum CaseError {
     Invalid(String),
 }
 
+/// A rules file of the response (jurisdictions, response settings, letter template) that
+/// cannot be read or says something invalid.
+#[derive(Debug, Error)]
+pub enum RulesError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    InFile { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RulesError {
+    /// Reads a rules file and parses it, naming the file in every error.
+    pub fn load<T>(path: &Path, parse: impl Fn(&str) -> Result<T, RulesError>) -> Result<T, Self> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        parse(&text).map_err(|e| RulesError::InFile {
+            path: name,
+            message: e.to_string(),
+        })
+    }
+}
+
 fn invalid(m: impl Into<String>) -> CaseError {
     CaseError::Invalid(m.into())
 }
@@ -872,17 +902,15 @@ impl Cases {
 /// The deadline rules and response settings a configuration names (else the built-in ones).
 pub fn plan_for(
     cfg: &crate::config::Config,
-) -> anyhow::Result<(Jurisdictions, response::Response)> {
+) -> Result<(Jurisdictions, response::Response), RulesError> {
     let j = match &cfg.jurisdictions {
         Some(p) => Jurisdictions::load(p),
         None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
-    }
-    .map_err(|e| anyhow::anyhow!(e))?;
+    }?;
     let r = match &cfg.response {
         Some(p) => response::Response::load(p),
         None => response::Response::parse(response::EMBEDDED),
-    }
-    .map_err(|e| anyhow::anyhow!(e))?;
+    }?;
     Ok((j, r))
 }
 

@@ -142,7 +142,7 @@ pub fn letter_texts(
     today: NaiveDate,
 ) -> Result<Vec<(String, String)>, CaseError> {
     determined_breach(cases, id)?;
-    let template = r.letter().map_err(CaseError::Invalid)?;
+    let template = r.letter().map_err(|e| CaseError::Invalid(e.to_string()))?;
     let a = cases.assessment(id)?.unwrap_or_default();
     let b = cases.breach(id)?;
     let (_, patients) = involved(cases, id)?;

@@ -1,6 +1,7 @@
 //! `rules/response.toml`: the organization (for letters and the HHS report) and when deadline
 //! reminders go out.
 
+use super::RulesError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -58,27 +59,29 @@ pub const EMBEDDED: &str = include_str!("../../../rules/response.toml");
 pub const LETTER: &str = include_str!("../../../rules/letter-template.txt");
 
 impl Response {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let r: Response = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, RulesError> {
+        let r: Response = toml::from_str(text).map_err(|e| RulesError::Invalid(e.to_string()))?;
         let o = &r.organization;
         if o.phone.is_none()
             && o.email.is_none()
             && o.website.is_none()
             && o.address.trim().is_empty()
         {
-            return Err("organization: 45 CFR 164.404(c)(1)(E) needs a toll-free number, email, website or postal address".into());
+            return Err(RulesError::Invalid("organization: 45 CFR 164.404(c)(1)(E) needs a toll-free number, email, website or postal address".into()));
         }
         Ok(r)
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, RulesError> {
+        RulesError::load(path, Self::parse)
     }
 
-    pub fn letter(&self) -> Result<String, String> {
+    pub fn letter(&self) -> Result<String, RulesError> {
         match &self.letter_template {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())),
+            Some(p) => std::fs::read_to_string(p).map_err(|source| RulesError::Read {
+                path: p.display().to_string(),
+                source,
+            }),
             None => Ok(LETTER.to_owned()),
         }
     }

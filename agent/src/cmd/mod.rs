@@ -1,5 +1,5 @@
-//! Commands of the `phiwatch` binary that have their own module: argument parsing and
-//! printing at the edge, the work in the library.
+//! The commands of the `phiwatch` binary, one module each: its arguments, and printing at the
+//! edge; the work is done in the library.
 
 pub mod alerts;
 pub mod bench;
