@@ -100,10 +100,8 @@ pub fn run(alerts: usize, rounds: usize) -> Result<String> {
         .build()?;
     rt.block_on(async move {
         let (j, r) = (
-            crate::case::clock::Jurisdictions::parse(crate::case::clock::Jurisdictions::EMBEDDED)
-                .map_err(|e| anyhow::anyhow!(e))?,
-            crate::case::response::Response::parse(crate::case::response::EMBEDDED)
-                .map_err(|e| anyhow::anyhow!(e))?,
+            crate::case::clock::Jurisdictions::parse(crate::case::clock::Jurisdictions::EMBEDDED)?,
+            crate::case::response::Response::parse(crate::case::response::EMBEDDED)?,
         );
         let inputs = crate::console::ConsoleInputs {
             db: db.clone(),

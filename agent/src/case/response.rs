@@ -78,10 +78,7 @@ impl Response {
 
     pub fn letter(&self) -> Result<String, RulesError> {
         match &self.letter_template {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| RulesError::Read {
-                path: p.display().to_string(),
-                source,
-            }),
+            Some(p) => RulesError::load(p, |text| Ok(text.to_owned())),
             None => Ok(LETTER.to_owned()),
         }
     }

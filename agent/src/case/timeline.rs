@@ -5,7 +5,8 @@ use crate::time::format_ms;
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
-fn nonempty(s: &Option<String>) -> Option<&str> {
+/// A filter field, unless absent or blank.
+pub(crate) fn nonempty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
 }
 

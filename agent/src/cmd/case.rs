@@ -392,8 +392,7 @@ fn show(store: &StoreArgs, id: i64, jurisdictions: Option<&std::path::Path>) -> 
     let j = match jurisdictions {
         Some(p) => Jurisdictions::load(p),
         None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
-    }
-    .map_err(|e| anyhow::anyhow!(e))?;
+    }?;
     let cfg = phiwatch::config::Config::load(&store.config)?;
     let c = cases_in(&cfg)?;
     print!("{}", c.show(id, &j)?);

@@ -33,7 +33,7 @@ pub fn rules_test(
     use phiwatch::alert::routing::{RouteInput, Routing};
     let r = match &routing {
         Some(p) => Routing::load(p)?,
-        None => Routing::parse(Routing::EMBEDDED).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Routing::parse(Routing::EMBEDDED)?,
     };
     let severity: phiwatch::finding::Severity =
         severity.parse().map_err(|e: String| anyhow::anyhow!(e))?;

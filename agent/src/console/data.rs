@@ -2,6 +2,7 @@
 //! same answers, one as HTML, one as JSON.
 
 use crate::case::clock::Jurisdictions;
+use crate::case::timeline::nonempty;
 pub use crate::case::timeline::{case_timeline, timeline, TimelineFilter, TimelineRow};
 use crate::case::{Assessment, Cases};
 use crate::time::format_ms;
@@ -80,10 +81,6 @@ pub struct AlertPage {
     pub by_severity: BTreeMap<String, i64>,
     pub by_category: BTreeMap<String, i64>,
     pub alerts: Vec<AlertRow>,
-}
-
-fn nonempty(s: &Option<String>) -> Option<&str> {
-    s.as_deref().filter(|s| !s.is_empty())
 }
 
 const ALERT_COLUMNS: &str = "a.id, a.status, a.severity, a.category, a.user_id, a.department,

@@ -167,22 +167,15 @@ impl Live {
         live.pushed = newest.start + newest.seen.len() as u64;
         live.popped = newest.popped.min(live.pushed);
         let wanted = live.popped..live.pushed;
-        for c in live.popped / CHUNK..live.chunks - 1 {
-            if let Some(older) = chunk(c) {
-                live.window.extend(
-                    (older.start..)
-                        .zip(older.seen)
-                        .filter(|(n, _)| wanted.contains(n))
-                        .map(|(_, s)| s),
-                );
-            }
+        let older = (live.popped / CHUNK..live.chunks - 1).filter_map(chunk);
+        for c in older.chain([newest]) {
+            live.window.extend(
+                (c.start..)
+                    .zip(c.seen)
+                    .filter(|(n, _)| wanted.contains(n))
+                    .map(|(_, s)| s),
+            );
         }
-        live.window.extend(
-            (newest.start..)
-                .zip(newest.seen)
-                .filter(|(n, _)| wanted.contains(n))
-                .map(|(_, s)| s),
-        );
         // What a lost chunk held is gone; the numbering must still match the window.
         live.popped = live.pushed - live.window.len() as u64;
         live.saved = (live.pushed, live.popped);
