@@ -269,10 +269,10 @@ fn check_receivers(r: &Routing, c: &mut Checked) {
         match rec {
             Receiver::Email(e) => {
                 if let Err(m) = crate::notify::email::transport(e) {
-                    c.problems.push(m);
+                    c.problems.push(m.to_string());
                 }
                 if let Err(m) = crate::notify::email::Templates::load(e) {
-                    c.problems.push(m);
+                    c.problems.push(m.to_string());
                 }
                 if e.tls == crate::alert::routing::SmtpTls::None
                     && !matches!(e.host.as_str(), "localhost" | "127.0.0.1" | "::1")

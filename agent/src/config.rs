@@ -3,6 +3,7 @@
 pub use crate::context::feeds::ContextFeed;
 pub use crate::decode::csv::CsvMapping;
 pub use crate::decode::Format;
+use crate::invalid::Invalid;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -192,15 +193,15 @@ impl ConsoleConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("[console] tls_cert and tls_key go together".into());
+            return Err(Invalid("[console] tls_cert and tls_key go together".into()));
         }
         if self.tls_cert.is_none() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "[console] listen = \"{}\" is not loopback: set tls_cert and tls_key (the console shows PHI), or allow_plaintext = true behind a TLS proxy",
                 self.listen
-            ));
+            )));
         }
         if self.idle_minutes == 0
             || self.session_hours == 0
@@ -208,9 +209,9 @@ impl ConsoleConfig {
             || self.max_connections == 0
             || self.header_timeout_seconds == 0
         {
-            return Err(
+            return Err(Invalid(
                 "[console] idle_minutes, session_hours, login_failures, max_connections and header_timeout_seconds must be above 0".into(),
-            );
+            ));
         }
         Ok(())
     }
@@ -283,7 +284,7 @@ impl FileSource {
     pub fn decoder(
         &self,
         unknown: std::sync::Arc<crate::decode::csv::UnknownNames>,
-    ) -> Result<crate::decode::LineDecoder, String> {
+    ) -> Result<crate::decode::LineDecoder, Invalid> {
         use crate::decode::LineDecoder;
         Ok(match self.format {
             Format::FhirAuditevent => LineDecoder::Fhir(self.zone()),
@@ -293,11 +294,14 @@ impl FileSource {
             }
             Format::Csv => {
                 let m = self.csv.as_ref().ok_or_else(|| {
-                    format!("source {:?}: format = \"csv\" without a mapping", self.name)
+                    Invalid(format!(
+                        "source {:?}: format = \"csv\" without a mapping",
+                        self.name
+                    ))
                 })?;
                 LineDecoder::Csv(Box::new(
                     crate::decode::csv::CsvDecoder::new(m, unknown)
-                        .map_err(|e| format!("source {:?}: {e}", self.name))?,
+                        .map_err(|e| Invalid(format!("source {:?}: {e}", self.name)))?,
                 ))
             }
         })
@@ -498,17 +502,22 @@ impl Config {
                 *f = base.join(&*f);
             }
         }
-        let invalid = |message: String| ConfigError::Invalid {
-            path: p.clone(),
-            message,
-        };
-        if c.sources.is_empty() {
-            return Err(invalid("no [[source]] declared: nothing to watch".into()));
+        c.check().map_err(|e| ConfigError::Invalid {
+            path: p,
+            message: e.0,
+        })?;
+        Ok(c)
+    }
+
+    /// What can be checked before any source is opened: names, listeners, limits, mappings.
+    fn check(&self) -> Result<(), Invalid> {
+        if self.sources.is_empty() {
+            return Err("no [[source]] declared: nothing to watch".into());
         }
-        if let Some(console) = &c.console {
-            console.validate().map_err(&invalid)?;
-            if c.sources.iter().any(|s| s.name() == CONSOLE_SOURCE) {
-                return Err(invalid(format!(
+        if let Some(console) = &self.console {
+            console.validate()?;
+            if self.sources.iter().any(|s| s.name() == CONSOLE_SOURCE) {
+                return Err(Invalid(format!(
                     "source name {:?} is reserved for the console's own access log",
                     CONSOLE_SOURCE
                 )));
@@ -516,113 +525,120 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         let mut listens = std::collections::HashSet::new();
-        for (i, f) in c.context_feeds().iter().enumerate() {
+        for (i, f) in self.context_feeds().iter().enumerate() {
             f.validate()
-                .map_err(|e| invalid(format!("[[context]] #{} ({}): {e}", i + 1, f.kind())))?;
+                .map_err(|e| Invalid(format!("[[context]] #{} ({}): {e}", i + 1, f.kind())))?;
             if let ContextFeed::Mllp(m) = f {
                 if !names.insert(m.name.clone()) {
-                    return Err(invalid(format!("name {:?} is used twice", m.name)));
+                    return Err(Invalid(format!("name {:?} is used twice", m.name)));
                 }
                 listens.insert((m.listen, false));
             }
         }
-        for src in &c.sources {
+        for src in &self.sources {
             let name = src.name();
             if name.is_empty()
                 || !name
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
             {
-                return Err(invalid(format!(
+                return Err(Invalid(format!(
                     "source name {name:?}: use letters, digits, - and _"
                 )));
             }
             if !names.insert(name.to_owned()) {
-                return Err(invalid(format!("source name {name:?} is used twice")));
+                return Err(Invalid(format!("source name {name:?} is used twice")));
             }
-            let fail = |m: String| invalid(format!("source {name:?}: {m}"));
             match src {
-                Source::File(s) => {
-                    if s.paths.is_empty() {
-                        return Err(fail("no paths".into()));
-                    }
-                    if s.max_line_bytes < 1024 {
-                        return Err(fail(
-                            "max_line_bytes below 1024 would reject ordinary records".into(),
-                        ));
-                    }
-                    for g in &s.paths {
-                        glob::Pattern::new(g).map_err(|e| fail(format!("glob {g:?}: {e}")))?;
-                    }
-                    match (&s.format, &s.csv) {
-                        (Format::Csv, None) => {
-                            return Err(fail(
-                                "format = \"csv\" needs a [source.csv] column mapping".into(),
-                            ))
-                        }
-                        (Format::Csv, Some(m)) => {
-                            m.validate().map_err(|e| fail(format!("csv: {e}")))?
-                        }
-                        (_, Some(_)) => {
-                            return Err(fail("[source.csv] is only for format = \"csv\"".into()))
-                        }
-                        _ => {}
-                    }
-                }
+                Source::File(s) => s.check(),
                 Source::Syslog(s) => {
-                    if !listens.insert((s.listen, s.transport == Transport::Udp)) {
-                        return Err(fail(format!(
+                    if listens.insert((s.listen, s.transport == Transport::Udp)) {
+                        s.check(self.limits.inflight_bytes)
+                    } else {
+                        Err(Invalid(format!(
                             "{} is already used by another source",
                             s.listen
-                        )));
-                    }
-                    let tls_files = [&s.tls_cert, &s.tls_key, &s.tls_client_ca];
-                    match s.transport {
-                        Transport::Tls if s.tls_cert.is_none() || s.tls_key.is_none() => {
-                            return Err(fail("transport = \"tls\" needs tls_cert and tls_key".into()))
-                        }
-                        Transport::Udp | Transport::Tcp if tls_files.iter().any(|f| f.is_some()) => {
-                            return Err(fail("tls_cert, tls_key and tls_client_ca are only for transport = \"tls\"".into()))
-                        }
-                        _ => {}
-                    }
-                    if s.max_message_bytes < 1024 {
-                        return Err(fail(
-                            "max_message_bytes below 1024 would reject ordinary audit messages"
-                                .into(),
-                        ));
-                    }
-                    if s.max_message_bytes > c.limits.inflight_bytes {
-                        return Err(fail(format!(
-                            "max_message_bytes {} is above [limits] inflight_bytes {}: such a message could never be received",
-                            s.max_message_bytes, c.limits.inflight_bytes
-                        )));
-                    }
-                    if s.max_connections == 0
-                        || s.idle_timeout_seconds == 0
-                        || s.frame_timeout_seconds == 0
-                    {
-                        return Err(fail(
-                            "max_connections, idle_timeout_seconds and frame_timeout_seconds must be above 0".into(),
-                        ));
-                    }
-                    if s.spool_max_bytes < (1 << 20) {
-                        return Err(fail("spool_max_bytes must be at least 1048576".into()));
+                        )))
                     }
                 }
-                Source::Folder(s) => {
-                    if s.paths.is_empty() {
-                        return Err(fail("no paths".into()));
-                    }
-                    if s.burst_files < 2 || s.burst_seconds == 0 {
-                        return Err(fail(
-                            "burst_files must be at least 2 and burst_seconds at least 1".into(),
-                        ));
-                    }
-                }
+                Source::Folder(s) => s.check(),
             }
+            .map_err(|e| Invalid(format!("source {name:?}: {e}")))?;
         }
-        Ok(c)
+        Ok(())
+    }
+}
+
+impl FileSource {
+    fn check(&self) -> Result<(), Invalid> {
+        if self.paths.is_empty() {
+            return Err("no paths".into());
+        }
+        if self.max_line_bytes < 1024 {
+            return Err("max_line_bytes below 1024 would reject ordinary records".into());
+        }
+        for g in &self.paths {
+            glob::Pattern::new(g).map_err(|e| Invalid(format!("glob {g:?}: {e}")))?;
+        }
+        match (&self.format, &self.csv) {
+            (Format::Csv, None) => {
+                Err("format = \"csv\" needs a [source.csv] column mapping".into())
+            }
+            (Format::Csv, Some(m)) => m.validate().map_err(|e| Invalid(format!("csv: {e}"))),
+            (_, Some(_)) => Err("[source.csv] is only for format = \"csv\"".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SyslogSource {
+    fn check(&self, inflight_bytes: usize) -> Result<(), Invalid> {
+        let tls_files = [&self.tls_cert, &self.tls_key, &self.tls_client_ca];
+        match self.transport {
+            Transport::Tls if self.tls_cert.is_none() || self.tls_key.is_none() => {
+                return Err("transport = \"tls\" needs tls_cert and tls_key".into())
+            }
+            Transport::Udp | Transport::Tcp if tls_files.iter().any(|f| f.is_some()) => {
+                return Err(
+                    "tls_cert, tls_key and tls_client_ca are only for transport = \"tls\"".into(),
+                )
+            }
+            _ => {}
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("max_message_bytes below 1024 would reject ordinary audit messages".into());
+        }
+        if self.max_message_bytes > inflight_bytes {
+            return Err(Invalid(format!(
+                "max_message_bytes {} is above [limits] inflight_bytes {inflight_bytes}: such a message could never be received",
+                self.max_message_bytes
+            )));
+        }
+        if self.max_connections == 0
+            || self.idle_timeout_seconds == 0
+            || self.frame_timeout_seconds == 0
+        {
+            return Err(
+                "max_connections, idle_timeout_seconds and frame_timeout_seconds must be above 0"
+                    .into(),
+            );
+        }
+        if self.spool_max_bytes < (1 << 20) {
+            return Err("spool_max_bytes must be at least 1048576".into());
+        }
+        Ok(())
+    }
+}
+
+impl FolderSource {
+    fn check(&self) -> Result<(), Invalid> {
+        if self.paths.is_empty() {
+            return Err("no paths".into());
+        }
+        if self.burst_files < 2 || self.burst_seconds == 0 {
+            return Err("burst_files must be at least 2 and burst_seconds at least 1".into());
+        }
+        Ok(())
     }
 }
 

@@ -37,13 +37,18 @@ impl fmt::Display for Severity {
     }
 }
 
+/// A word that names no severity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("severity {0:?} is not one of low, medium, high, critical")]
+pub struct UnknownSeverity(pub String);
+
 impl FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownSeverity;
+    fn from_str(s: &str) -> Result<Self, UnknownSeverity> {
         Severity::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("severity {s:?} is not one of low, medium, high, critical"))
+            .ok_or_else(|| UnknownSeverity(s.to_owned()))
     }
 }
 

@@ -23,6 +23,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "tail",
             "settings",
             "quarantine",
+            "invalid",
             "layers",
         ],
     ),
@@ -30,7 +31,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("context", &["context"]),
     ("enrich", &["enrich"]),
     ("detect", &["detect", "plugin"]),
-    ("assembly", &["pipeline", "store", "config"]),
+    ("assembly", &["pipeline", "store", "outbox", "config"]),
     (
         "intake and alerting",
         &["mllp", "syslog", "watch", "alert", "reload", "coverage"],

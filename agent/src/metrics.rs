@@ -99,26 +99,36 @@ pub struct Metrics {
     pub inline: std::sync::Mutex<crate::context::inline::InlineStats>,
 }
 
+/// Why `/healthz` answers 503.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("detection stopped")]
+    Stopped,
+    #[error("detection is {seconds:.0} s behind (max_detection_lag_seconds {max})")]
+    Behind { seconds: f64, max: u64 },
+    #[error("the spool of source {0:?} is full")]
+    SpoolFull(String),
+}
+
 impl Metrics {
     /// What `/healthz` reports: detection running, not lagging, and no spool at its cap.
-    pub fn health(&self, max_lag: std::time::Duration) -> Result<(), String> {
+    pub fn health(&self, max_lag: std::time::Duration) -> Result<(), Unhealthy> {
         if !self.detection_alive.load(Ordering::Relaxed) {
-            return Err("detection stopped".into());
+            return Err(Unhealthy::Stopped);
         }
         let lag = self.detection_lag_ms();
         if lag > max_lag.as_millis() as i64 {
-            return Err(format!(
-                "detection is {:.0} s behind (max_detection_lag_seconds {})",
-                lag as f64 / 1000.0,
-                max_lag.as_secs()
-            ));
+            return Err(Unhealthy::Behind {
+                seconds: lag as f64 / 1000.0,
+                max: max_lag.as_secs(),
+            });
         }
         if let Some(s) = self
             .sources
             .iter()
             .find(|s| s.intake.spool_full.load(Ordering::Relaxed))
         {
-            return Err(format!("the spool of source {:?} is full", s.name));
+            return Err(Unhealthy::SpoolFull(s.name.clone()));
         }
         Ok(())
     }
@@ -563,13 +573,13 @@ mod tests {
             ..Default::default()
         };
         let max = std::time::Duration::from_secs(60);
-        assert_eq!(m.health(max), Err("detection stopped".into()));
+        assert_eq!(m.health(max), Err(Unhealthy::Stopped));
         m.detection_alive.store(true, Ordering::Relaxed);
         assert_eq!(m.health(max), Ok(()));
         // A batch in hand for two minutes.
         m.detect_batch_sent_ms
             .store(now_ms() - 120_000, Ordering::Relaxed);
-        assert!(m.health(max).unwrap_err().contains("behind"));
+        assert!(m.health(max).unwrap_err().to_string().contains("behind"));
         m.detect_batch_sent_ms.store(0, Ordering::Relaxed);
         m.detect_last_lag_ms.store(61_000, Ordering::Relaxed);
         assert!(m.health(max).is_err(), "the last batch took too long");
@@ -578,6 +588,6 @@ mod tests {
             .intake
             .spool_full
             .store(true, Ordering::Relaxed);
-        assert!(m.health(max).unwrap_err().contains("spool"));
+        assert!(m.health(max).unwrap_err().to_string().contains("spool"));
     }
 }

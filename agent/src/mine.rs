@@ -29,6 +29,15 @@ pub enum MineError {
     Store(#[from] rusqlite::Error),
 }
 
+/// A report window's bound, as people typed it, that names no time.
+#[derive(Debug, Error)]
+pub enum WindowError {
+    #[error("since {0:?}: expected a duration (30d, 12h) or a date (2026-03-10)")]
+    Since(String),
+    #[error("until {0:?}: expected a date (2026-03-10) or a time")]
+    Until(String),
+}
+
 /// Where a report's window starts (`--since`): `explain mine`, `report noise`.
 #[derive(Debug, Clone, Copy)]
 pub enum Since {
@@ -40,14 +49,12 @@ pub enum Since {
 
 impl Since {
     /// `30d`, `12h` (back from the end), or a date or time (`2026-03-10`).
-    pub fn parse(s: &str) -> Result<Since, String> {
+    pub fn parse(s: &str) -> Result<Since, WindowError> {
         match crate::alert::routing::parse_duration(s) {
             Ok(d) => Ok(Since::Back(d.as_millis() as i64)),
             Err(_) => crate::time::parse_date_or_time(s)
                 .map(Since::At)
-                .ok_or_else(|| {
-                    format!("since {s:?}: expected a duration (30d, 12h) or a date (2026-03-10)")
-                }),
+                .ok_or_else(|| WindowError::Since(s.into())),
         }
     }
 

@@ -130,16 +130,16 @@ type Judged = BTreeMap<(String, String, String), (u64, u64, u64)>;
 impl Options {
     /// From a window as people type it: `since` a duration back from `until` (`30d`, `12h`)
     /// or a time; `until` a time (default the newest finding). The error names the bad one.
-    pub fn window(since: &str, until: Option<&str>) -> Result<Options, String> {
+    pub fn window(since: &str, until: Option<&str>) -> Result<Options, crate::mine::WindowError> {
         let mut o = Options {
             since: Since::parse(since)?,
             ..Options::default()
         };
         if let Some(u) = until.filter(|u| !u.trim().is_empty()) {
-            o.until_ms =
-                Some(crate::time::parse_date_or_time(u).ok_or_else(|| {
-                    format!("until {u:?}: expected a date (2026-03-10) or a time")
-                })?);
+            o.until_ms = Some(
+                crate::time::parse_date_or_time(u)
+                    .ok_or_else(|| crate::mine::WindowError::Until(u.into()))?,
+            );
         }
         Ok(o)
     }

@@ -198,14 +198,21 @@ fn append_rejects(path: &Path, r: &Reject<'_>) -> std::io::Result<()> {
         .write_all(&line)
 }
 
+/// A panic caught by [`contain`], with its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Panicked(pub String);
+
 /// Runs `f`, turning a panic into `Err(message)`. A panic inside a decoder must cost one
 /// line, not the source's thread.
-pub fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub fn contain<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-        p.downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".to_owned())
+        Panicked(
+            p.downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_owned()),
+        )
     })
 }
 
@@ -269,6 +276,6 @@ mod tests {
     fn panics_are_contained() {
         assert_eq!(contain(|| 3), Ok(3));
         let e = contain(|| -> u8 { panic!("bad {}", "input") }).unwrap_err();
-        assert_eq!(e, "bad input");
+        assert_eq!(e.0, "bad input");
     }
 }

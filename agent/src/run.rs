@@ -672,7 +672,11 @@ fn reload_routing(
     *stamp = now;
     let candidate = Routing::load(path)
         .map_err(|e| e.to_string())
-        .and_then(|r| crate::notify::transports(&r).map(|_| r));
+        .and_then(|r| {
+            crate::notify::transports(&r)
+                .map(|_| r)
+                .map_err(|e| e.to_string())
+        });
     match candidate {
         Ok(r) => {
             match shared.write() {

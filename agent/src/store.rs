@@ -22,6 +22,24 @@ pub enum StoreError {
     Missing { path: String },
 }
 
+/// Why a read of the store failed: the caller's filter, or the store itself. Read models
+/// (alert and case queries, timelines) return it so that a caller can answer "bad request"
+/// or "internal error" by variant.
+#[derive(Debug, Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+/// A filter field, unless absent or blank.
+pub(crate) fn nonempty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
 pub struct Store {
     conn: Connection,
     path: String,
@@ -221,6 +239,11 @@ pub fn journal_new(
         }
     }
     Ok(fresh)
+}
+
+/// How many accesses the store holds.
+pub fn access_count(conn: &Connection) -> Result<i64, QueryError> {
+    Ok(conn.query_row("SELECT count(*) FROM accesses", [], |r| r.get(0))?)
 }
 
 /// The context journal's `(feed, message)` pairs in arrival order (read through a connection

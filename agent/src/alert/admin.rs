@@ -5,7 +5,6 @@
 use crate::finding::Severity;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use thiserror::Error;
 
@@ -76,41 +75,15 @@ impl Admin {
         }
     }
 
-    pub fn list_alerts(&self, all: bool) -> Result<String, AdminError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, status, severity, category, user_id, department, findings, incidents,
-                        last_ms, ack_by FROM alerts WHERE ?1 OR status = 'open' ORDER BY id",
-            )
-            .map_err(self.err())?;
-        let mut out = format!(
-            "{:>6} {:<13} {:<9} {:<18} {:<14} {:<14} {:>8} {:>8}  last change\n",
-            "id", "status", "severity", "category", "user", "department", "findings", "patients"
-        );
-        let rows = st
-            .query_map([all], |r| {
-                Ok(format!(
-                    "{:>6} {:<13} {:<9} {:<18} {:<14} {:<14} {:>8} {:>8}  {}{}\n",
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                    crate::time::format_ms(r.get(8)?),
-                    r.get::<_, Option<String>>(9)?
-                        .map(|b| format!("  (acknowledged by {b})"))
-                        .unwrap_or_default(),
-                ))
-            })
-            .map_err(self.err())?;
-        for r in rows {
-            out.push_str(&r.map_err(self.err())?);
-        }
-        Ok(out)
+    /// Every open alert (or every alert), oldest first.
+    pub fn alerts(&self, all: bool) -> Result<Vec<super::query::AlertRow>, AdminError> {
+        super::query::list(&self.conn, all).map_err(|e| match e {
+            crate::store::QueryError::Store(source) => AdminError::Store {
+                path: self.path.clone(),
+                source,
+            },
+            other => AdminError::Invalid(other.to_string()),
+        })
     }
 
     /// Records who acknowledged the alert, when and what they concluded (`disposition`: one
@@ -152,16 +125,12 @@ impl Admin {
         if n == 0 {
             return Err(AdminError::NotFound(format!("no alert #{id}")));
         }
-        tx.execute(
-            "UPDATE outbox SET state = 'suppressed', last_error = 'alert acknowledged'
-             WHERE alert_id = ?1 AND state = 'pending'",
-            [id],
-        )
-        .and_then(|_| tx.commit())
-        .map_err(|source| AdminError::Store {
-            path: self.path.clone(),
-            source,
-        })?;
+        crate::outbox::suppress_alert(&tx, id, "alert acknowledged")
+            .and_then(|_| tx.commit())
+            .map_err(|source| AdminError::Store {
+                path: self.path.clone(),
+                source,
+            })?;
         Ok(format!("alert #{id} acknowledged by {by}\n"))
     }
 
@@ -184,7 +153,8 @@ impl Admin {
                 )));
             }
             if k == "severity" {
-                v.parse::<Severity>().map_err(AdminError::Invalid)?;
+                v.parse::<Severity>()
+                    .map_err(|e| AdminError::Invalid(e.to_string()))?;
             }
             m.insert(k.to_owned(), v.to_owned());
         }
@@ -220,31 +190,9 @@ impl Admin {
         ))
     }
 
-    pub fn list_silences(&self) -> Result<String, AdminError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, matchers, ends_ms, author, reason FROM silences WHERE ends_ms > ?1 ORDER BY id")
-            .map_err(self.err())?;
-        let mut out = String::new();
-        let rows = st
-            .query_map([now_ms()], |r| {
-                Ok(format!(
-                    "#{} {} until {} by {}: {}\n",
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    crate::time::format_ms(r.get(2)?),
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?
-                ))
-            })
-            .map_err(self.err())?;
-        for r in rows {
-            out.push_str(&r.map_err(self.err())?);
-        }
-        if out.is_empty() {
-            out.push_str("no active silences\n");
-        }
-        Ok(out)
+    /// Silences not ended yet, by id.
+    pub fn silences(&self) -> Result<Vec<super::query::Silence>, AdminError> {
+        super::query::silences(&self.conn, now_ms()).map_err(self.err())
     }
 
     pub fn expire_silence(&self, id: i64) -> Result<String, AdminError> {
@@ -261,54 +209,14 @@ impl Admin {
         Ok(format!("silence #{id} expired\n"))
     }
 
-    pub fn dead_letters(&self) -> Result<(usize, String), AdminError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, alert_id, receiver, attempts, idempotency_key, last_error FROM outbox
-                 WHERE state = 'dead' ORDER BY id",
-            )
-            .map_err(self.err())?;
-        let mut out = String::new();
-        let mut n = 0;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            })
-            .map_err(self.err())?;
-        for r in rows {
-            let (id, alert, receiver, attempts, key, error) = r.map_err(self.err())?;
-            n += 1;
-            let _ = writeln!(
-                out,
-                "#{id} alert #{alert} to {receiver}: {attempts} attempt(s), {} [{key}]",
-                error.unwrap_or_default()
-            );
-        }
-        if n == 0 {
-            out.push_str("no dead letters\n");
-        }
-        Ok((n, out))
+    pub fn dead_letters(&self) -> Result<Vec<crate::outbox::DeadLetter>, AdminError> {
+        crate::outbox::dead_letters(&self.conn).map_err(self.err())
     }
 
     /// Puts dead letters back in the queue (one, or all with `id = None`); same keys.
     pub fn retry(&self, id: Option<i64>) -> Result<String, AdminError> {
         let now = now_ms();
-        let n = self
-            .conn
-            .execute(
-                "UPDATE outbox SET state = 'pending', due_ms = ?1, created_ms = ?1, attempts = 0
-                 WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)",
-                params![now, id],
-            )
-            .map_err(self.err())?;
+        let n = crate::outbox::requeue_dead(&self.conn, id, now).map_err(self.err())?;
         if n == 0 {
             return Err(AdminError::Invalid(match id {
                 Some(i) => format!("no dead letter #{i}"),

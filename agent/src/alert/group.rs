@@ -141,6 +141,16 @@ pub fn apply(
     Ok(done)
 }
 
+/// The alert's notification went out (or was counted as gone out) at `now_ms`: repeats are
+/// timed from here.
+pub fn mark_sent(tx: &Transaction<'_>, alert: i64, now_ms: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1",
+        params![alert, now_ms],
+    )?;
+    Ok(())
+}
+
 /// Queues one notification per receiver unless one is already waiting (it will carry the
 /// alert as it is when sent). Returns how many rows were added.
 pub fn enqueue(
@@ -152,12 +162,7 @@ pub fn enqueue(
 ) -> rusqlite::Result<u64> {
     let mut added = 0;
     for r in receivers {
-        let waiting: i64 = tx.query_row(
-            "SELECT count(*) FROM outbox WHERE alert_id = ?1 AND receiver = ?2 AND state = 'pending'",
-            params![alert, r],
-            |row| row.get(0),
-        )?;
-        if waiting > 0 {
+        if crate::outbox::waiting(tx, alert, Some(r))? {
             continue;
         }
         let seq: i64 = tx.query_row(
@@ -165,17 +170,8 @@ pub fn enqueue(
             [alert],
             |row| row.get(0),
         )?;
-        tx.execute(
-            "INSERT INTO outbox (idempotency_key, alert_id, receiver, state, created_ms, due_ms)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
-            params![
-                format!("phiwatch-alert-{alert}-{seq}-{r}"),
-                alert,
-                r,
-                now_ms,
-                due_ms
-            ],
-        )?;
+        let key = format!("phiwatch-alert-{alert}-{seq}-{r}");
+        crate::outbox::queue_alert(tx, &key, alert, r, now_ms, due_ms)?;
         added += 1;
     }
     Ok(added)

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod group;
+pub mod query;
 pub mod routing;
 
 pub use group::{apply, Applied};

@@ -271,25 +271,40 @@ fn d24h() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 
+/// Why a duration (`250ms`, `30s`, `5m`, `4h`, `1d`) cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("duration {0:?} has no unit (ms, s, m, h, d)")]
+    NoUnit(String),
+    #[error("duration {0:?} does not start with a number")]
+    NoNumber(String),
+    #[error("duration {0:?}: unit must be ms, s, m, h or d")]
+    Unit(String),
+    #[error("duration {0:?} is too long")]
+    TooLong(String),
+}
+
 /// `250ms`, `30s`, `5m`, `4h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {s:?} has no unit (ms, s, m, h, d)"))?;
+        .ok_or_else(|| DurationError::NoUnit(s.into()))?;
     let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("duration {s:?} does not start with a number"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => return Err(format!("duration {s:?}: unit must be ms, s, m, h or d")),
+    let n: u64 = n.parse().map_err(|_| DurationError::NoNumber(s.into()))?;
+    let per = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(DurationError::Unit(s.into())),
     };
-    Ok(Duration::from_millis(ms))
+    // Milliseconds are later added to epoch times held in i64.
+    n.checked_mul(per)
+        .filter(|ms| *ms <= i64::MAX as u64 / 4)
+        .map(Duration::from_millis)
+        .ok_or_else(|| DurationError::TooLong(s.into()))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

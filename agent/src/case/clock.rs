@@ -165,10 +165,42 @@ impl Jurisdictions {
     }
 }
 
+/// Why a holiday rule names no day.
+#[derive(Debug, thiserror::Error)]
+pub enum HolidayError {
+    #[error("bad +offset")]
+    Offset,
+    #[error("weekday must be mon..fri")]
+    Weekday,
+    #[error("expected wd#N/MM")]
+    NthShape,
+    #[error("bad month")]
+    Month,
+    #[error("bad N")]
+    Nth,
+    #[error("N must be 1-5 or last")]
+    NthRange,
+    #[error("expected MM-DD")]
+    DayShape,
+    #[error("bad day")]
+    Day,
+    #[error("no such date")]
+    NoSuchDate,
+}
+
+/// Why no deadline can be computed for a breach.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadlineError {
+    #[error("the discovery date is not set")]
+    NoDiscovery,
+    #[error("bad year")]
+    Year,
+}
+
 /// The date of a holiday rule in `year` (`None`: the rule names no day that year).
-fn holiday_in(rule: &str, year: i32) -> Result<Option<NaiveDate>, String> {
+fn holiday_in(rule: &str, year: i32) -> Result<Option<NaiveDate>, HolidayError> {
     let (base, offset) = match rule.split_once('+') {
-        Some((b, o)) => (b, o.parse::<i64>().map_err(|_| "bad +offset")?),
+        Some((b, o)) => (b, o.parse::<i64>().map_err(|_| HolidayError::Offset)?),
         None => (rule, 0),
     };
     let date = if let Some((wd, rest)) = base.split_once('#') {
@@ -178,36 +210,36 @@ fn holiday_in(rule: &str, year: i32) -> Result<Option<NaiveDate>, String> {
             "wed" => Weekday::Wed,
             "thu" => Weekday::Thu,
             "fri" => Weekday::Fri,
-            _ => return Err("weekday must be mon..fri".into()),
+            _ => return Err(HolidayError::Weekday),
         };
-        let (nth, month) = rest.split_once('/').ok_or("expected wd#N/MM")?;
-        let month: u32 = month.parse().map_err(|_| "bad month")?;
+        let (nth, month) = rest.split_once('/').ok_or(HolidayError::NthShape)?;
+        let month: u32 = month.parse().map_err(|_| HolidayError::Month)?;
         if nth == "last" {
             let next = if month == 12 {
                 NaiveDate::from_ymd_opt(year + 1, 1, 1)
             } else {
                 NaiveDate::from_ymd_opt(year, month + 1, 1)
             }
-            .ok_or("bad month")?;
+            .ok_or(HolidayError::Month)?;
             let mut d = next - Duration::days(1);
             while d.weekday() != weekday {
                 d -= Duration::days(1);
             }
             Some(d)
         } else {
-            let n: u32 = nth.parse().map_err(|_| "bad N")?;
+            let n: u32 = nth.parse().map_err(|_| HolidayError::Nth)?;
             if !(1..=5).contains(&n) {
-                return Err("N must be 1-5 or last".into());
+                return Err(HolidayError::NthRange);
             }
             NaiveDate::from_weekday_of_month_opt(year, month, weekday, n as u8)
         }
     } else {
-        let (m, d) = base.split_once('-').ok_or("expected MM-DD")?;
+        let (m, d) = base.split_once('-').ok_or(HolidayError::DayShape)?;
         let (m, d): (u32, u32) = (
-            m.parse().map_err(|_| "bad month")?,
-            d.parse().map_err(|_| "bad day")?,
+            m.parse().map_err(|_| HolidayError::Month)?,
+            d.parse().map_err(|_| HolidayError::Day)?,
         );
-        let date = NaiveDate::from_ymd_opt(year, m, d).ok_or("no such date")?;
+        let date = NaiveDate::from_ymd_opt(year, m, d).ok_or(HolidayError::NoSuchDate)?;
         Some(if date.weekday() == Weekday::Sun {
             date + Duration::days(1)
         } else {
@@ -247,8 +279,8 @@ fn slug(s: &str) -> String {
 }
 
 /// Every deadline that applies to `b`, earliest first.
-pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String> {
-    let discovered = b.discovered.ok_or("the discovery date is not set")?;
+pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, DeadlineError> {
+    let discovered = b.discovered.ok_or(DeadlineError::NoDiscovery)?;
     let determined = b.determined.unwrap_or(discovered);
     let affected = b.affected();
     let mut out = Vec::new();
@@ -282,7 +314,8 @@ pub fn deadlines(b: &Breach, j: &Jurisdictions) -> Result<Vec<Deadline>, String>
             ),
         });
     } else {
-        let year_end = NaiveDate::from_ymd_opt(discovered.year(), 12, 31).ok_or("bad year")?;
+        let year_end =
+            NaiveDate::from_ymd_opt(discovered.year(), 12, 31).ok_or(DeadlineError::Year)?;
         out.push(Deadline {
             key: format!("hhs-annual-{}", discovered.year()),
             notify: "HHS (Secretary), annual log of breaches under 500".into(),

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod log;
 pub mod output;
+pub mod query;
 pub mod response;
 pub mod schedule;
 pub mod timeline;
@@ -16,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use thiserror::Error;
 
@@ -33,6 +33,17 @@ pub enum CaseError {
     /// A request the case's state or the input does not allow.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A case read fails as a query does: bad input, not found, or the store.
+impl From<CaseError> for crate::store::QueryError {
+    fn from(e: CaseError) -> Self {
+        match e {
+            CaseError::Store { source, .. } => Self::Store(source),
+            CaseError::NotFound(m) => Self::NotFound(m),
+            CaseError::Invalid(m) => Self::Invalid(m),
+        }
+    }
 }
 
 /// A rules file of the response (jurisdictions, response settings, letter template) that
@@ -497,14 +508,7 @@ impl Cases {
 
     /// Reminders of the case waiting in the outbox.
     pub fn pending_reminders(&self, id: i64) -> Result<usize, CaseError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM outbox WHERE case_id = ?1 AND state = 'pending'",
-                [id],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
-            .map_err(self.sql())
+        crate::outbox::case_pending_count(&self.conn, id).map_err(self.sql())
     }
 
     /// Adds a task; returns its number.
@@ -765,135 +769,6 @@ fn breach_in(conn: &Connection, id: i64) -> rusqlite::Result<Result<Breach, Case
 }
 
 impl Cases {
-    /// The case, its evidence timeline, its deadlines and its log.
-    pub fn show(&self, id: i64, j: &Jurisdictions) -> Result<String, CaseError> {
-        let (title, state, assignee, determination, resolution): (
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = self
-            .conn
-            .query_row(
-                "SELECT title, state, assignee, determination, resolution FROM cases WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()
-            .map_err(self.sql())?
-            .ok_or_else(|| not_found(format!("no case #{id}")))?;
-        let b = self.breach(id)?;
-        let mut out = String::new();
-        let _ = writeln!(out, "case #{id}: {title}");
-        let _ = writeln!(
-            out,
-            "state {state}; assignee {}; determination {}; resolution {}",
-            assignee.as_deref().unwrap_or("-"),
-            determination.as_deref().unwrap_or("-"),
-            resolution.as_deref().unwrap_or("-")
-        );
-        let _ = writeln!(
-            out,
-            "discovered {}; affected {} ({})",
-            b.discovered.map(|d| d.to_string()).unwrap_or("-".into()),
-            b.affected(),
-            b.residents
-                .iter()
-                .map(|(s, n)| format!("{s} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        if let Some(a) = self.assessment(id)? {
-            let _ = writeln!(
-                out,
-                "risk assessment: low probability of compromise {}; exclusion {}; {}",
-                if a.low_probability {
-                    "shown"
-                } else {
-                    "not shown"
-                },
-                a.exclusion.map(|e| format!("{e:?}")).unwrap_or("-".into()),
-                a.conclusion
-            );
-        }
-        let mut st = self
-            .conn
-            .prepare("SELECT n, text, done FROM case_tasks WHERE case_id = ?1 ORDER BY n")
-            .map_err(self.sql())?;
-        let tasks = st
-            .query_map([id], |r| {
-                Ok(format!(
-                    "  [{}] {}. {}\n",
-                    if r.get::<_, bool>(2)? { "x" } else { " " },
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?
-                ))
-            })
-            .map_err(self.sql())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.sql())?;
-        if !tasks.is_empty() {
-            out.push_str("tasks:\n");
-            out.extend(tasks);
-        }
-        out.push_str("evidence: accesses by the involved users to the involved patients\n");
-        for t in timeline::case_timeline(&self.conn, id).map_err(self.sql())? {
-            let _ = writeln!(
-                out,
-                "  {} {} {} {} [{}] {}",
-                t.time,
-                t.user,
-                t.action,
-                t.patient,
-                t.event_id,
-                t.flagged_by.join(",")
-            );
-        }
-        let clocks = clocks_in(&self.conn, id, j)?;
-        if clocks.provisional {
-            out.push_str(
-                "deadlines (provisional: they run from discovery; a determination of not_breach stops them):\n",
-            );
-        } else {
-            out.push_str("deadlines:\n");
-        }
-        if let Some(why) = &clocks.none_because {
-            let _ = writeln!(out, "  none: {why}");
-        }
-        let today = chrono::Utc::now().date_naive();
-        for c in &clocks.clocks {
-            let left = (c.due - today).num_days();
-            let _ = writeln!(
-                out,
-                "  {} {} ({}; {})\n    {}",
-                c.due,
-                c.notify,
-                if left < 0 {
-                    format!("overdue {} d", -left)
-                } else {
-                    format!("{left} d left")
-                },
-                c.why,
-                c.basis
-            );
-        }
-        out.push_str("log:\n");
-        for e in log::entries(&self.conn, Some(id)).map_err(self.sql())? {
-            let _ = writeln!(
-                out,
-                "  #{} {} {} {} {} -> {}",
-                e.seq,
-                crate::time::format_ms(e.at_ms),
-                e.actor,
-                e.action,
-                e.before,
-                e.after
-            );
-        }
-        Ok(out)
-    }
-
     pub fn verify(&self) -> Result<Result<(usize, String), log::Broken>, CaseError> {
         log::verify(&self.conn).map_err(self.sql())
     }

@@ -14,8 +14,9 @@
 
 use super::clock::{self, Breach, Jurisdictions};
 use super::response::{Reminders, Response};
+use crate::outbox;
 use chrono::NaiveDate;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -110,7 +111,7 @@ pub fn clocks(
             .collect(),
         Err(e) => {
             return Clocks {
-                none_because: Some(e),
+                none_because: Some(e.to_string()),
                 ..Clocks::default()
             }
         }
@@ -218,56 +219,32 @@ pub fn requeue(
 ) -> rusqlite::Result<Requeued> {
     let mut done = Requeued::default();
     let wanted: BTreeSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
-    let pending: Vec<(i64, String)> = tx
-        .prepare_cached(
-            "SELECT id, idempotency_key FROM outbox WHERE case_id = ?1 AND state = 'pending'",
-        )?
-        .query_map([case_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, key) in pending {
+    for (id, key) in outbox::case_pending(tx, case_id)? {
         if !wanted.contains(key.as_str()) {
-            tx.execute(
-                "UPDATE outbox SET state = 'cancelled',
-                   last_error = 'the deadline moved or no longer applies' WHERE id = ?1",
-                [id],
-            )?;
+            let why = "the deadline moved or no longer applies";
+            outbox::settle(tx, id, "cancelled", Some(why), 0)?;
             done.cancelled += 1;
         }
     }
     for r in rows {
-        let state: Option<String> = tx
-            .query_row(
-                "SELECT state FROM outbox WHERE idempotency_key = ?1",
-                [&r.key],
-                |x| x.get(0),
-            )
-            .optional()?;
-        match state.as_deref() {
+        let row = outbox::Reminder {
+            key: &r.key,
+            receiver: &r.receiver,
+            due_ms: r.due_ms,
+            subject: &r.subject,
+            body: &r.body,
+        };
+        match outbox::state_of(tx, &r.key)?.as_deref() {
             None => {
-                tx.execute(
-                    "INSERT INTO outbox (idempotency_key, alert_id, receiver, state,
-                     created_ms, due_ms, case_id, subject, body)
-                     VALUES (?1, 0, ?2, 'pending', ?3, ?4, ?5, ?6, ?7)",
-                    params![r.key, r.receiver, now_ms, r.due_ms, case_id, r.subject, r.body],
-                )?;
+                outbox::queue_reminder(tx, case_id, &row, now_ms)?;
                 done.added += 1;
             }
             Some("cancelled") => {
-                tx.execute(
-                    "UPDATE outbox SET state = 'pending', last_error = NULL, due_ms = ?2,
-                       subject = ?3, body = ?4 WHERE idempotency_key = ?1",
-                    params![r.key, r.due_ms, r.subject, r.body],
-                )?;
+                outbox::revive(tx, &row)?;
                 done.added += 1;
             }
-            Some("pending") => {
-                // Not sent yet: it carries what is known now (firm rather than provisional).
-                tx.execute(
-                    "UPDATE outbox SET subject = ?2, body = ?3 WHERE idempotency_key = ?1
-                       AND (subject IS NOT ?2 OR body IS NOT ?3)",
-                    params![r.key, r.subject, r.body],
-                )?;
-            }
+            // Not sent yet: it carries what is known now (firm rather than provisional).
+            Some("pending") => outbox::refresh(tx, &row)?,
             Some(_) => {}
         }
     }

@@ -1,14 +1,10 @@
 //! Accesses around a case or a person, in time order: the evidence officers read in a case
 //! and the timeline they search.
 
+use crate::store::{nonempty, QueryError};
 use crate::time::format_ms;
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
-
-/// A filter field, unless absent or blank.
-pub(crate) fn nonempty(s: &Option<String>) -> Option<&str> {
-    s.as_deref().filter(|s| !s.is_empty())
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineRow {
@@ -72,39 +68,34 @@ pub struct TimelineFilter {
 
 /// Accesses to a patient or by a user (at least one is required: a whole-hospital timeline is
 /// not a view anyone needs).
-pub fn timeline(conn: &Connection, f: &TimelineFilter) -> Result<Vec<TimelineRow>, String> {
+pub fn timeline(conn: &Connection, f: &TimelineFilter) -> Result<Vec<TimelineRow>, QueryError> {
     if nonempty(&f.patient).is_none() && nonempty(&f.user).is_none() {
-        return Err("name a patient or a user".into());
+        return Err(QueryError::Invalid("name a patient or a user".into()));
     }
-    let bound = |s: &Option<String>, default: i64| -> Result<i64, String> {
+    let bound = |s: &Option<String>, default: i64| -> Result<i64, QueryError> {
         match nonempty(s) {
             None => Ok(default),
             Some(t) => chrono::DateTime::parse_from_rfc3339(t)
                 .map(|t| t.timestamp_millis())
-                .map_err(|e| format!("time {t:?}: {e} (expected RFC 3339)")),
+                .map_err(|e| QueryError::Invalid(format!("time {t:?}: {e} (expected RFC 3339)"))),
         }
     };
     let (from, to) = (bound(&f.from, i64::MIN)?, bound(&f.to, i64::MAX)?);
-    let sql = |e: rusqlite::Error| format!("store: {e}");
-    let mut st = conn
-        .prepare_cached(&format!(
-            "SELECT {TIMELINE_COLUMNS} FROM accesses x
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {TIMELINE_COLUMNS} FROM accesses x
              WHERE (?1 IS NULL OR x.patient_id = ?1) AND (?2 IS NULL OR x.user_id = ?2)
                AND x.time_ms >= ?3 AND x.time_ms <= ?4
              ORDER BY x.time_ms, x.event_id LIMIT ?5"
-        ))
-        .map_err(sql)?;
-    let rows = st
-        .query_map(
-            params![
-                nonempty(&f.patient),
-                nonempty(&f.user),
-                from,
-                to,
-                f.limit.unwrap_or(1000).clamp(1, 5000)
-            ],
-            timeline_row,
-        )
-        .map_err(sql)?;
-    rows.collect::<Result<_, _>>().map_err(sql)
+    ))?;
+    let rows = st.query_map(
+        params![
+            nonempty(&f.patient),
+            nonempty(&f.user),
+            from,
+            to,
+            f.limit.unwrap_or(1000).clamp(1, 5000)
+        ],
+        timeline_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

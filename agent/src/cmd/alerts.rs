@@ -34,7 +34,7 @@ pub enum AlertsCmd {
 
 pub fn run(c: AlertsCmd) -> Result<()> {
     let out = match c {
-        AlertsCmd::List { store, all } => admin(&store)?.list_alerts(all)?,
+        AlertsCmd::List { store, all } => alert_list(&admin(&store)?.alerts(all)?),
         AlertsCmd::Ack {
             store,
             id,
@@ -45,4 +45,31 @@ pub fn run(c: AlertsCmd) -> Result<()> {
     };
     print!("{out}");
     Ok(())
+}
+
+/// One line per alert under a header, as `alerts list` prints them.
+fn alert_list(rows: &[phiwatch::alert::query::AlertRow]) -> String {
+    let mut out = format!(
+        "{:>6} {:<13} {:<9} {:<18} {:<14} {:<14} {:>8} {:>8}  last change\n",
+        "id", "status", "severity", "category", "user", "department", "findings", "patients"
+    );
+    for a in rows {
+        out.push_str(&format!(
+            "{:>6} {:<13} {:<9} {:<18} {:<14} {:<14} {:>8} {:>8}  {}{}\n",
+            a.id,
+            a.status,
+            a.severity,
+            a.category,
+            a.user,
+            a.department,
+            a.findings,
+            a.patients,
+            a.last,
+            a.acknowledged_by
+                .as_ref()
+                .map(|b| format!("  (acknowledged by {b})"))
+                .unwrap_or_default(),
+        ));
+    }
+    out
 }

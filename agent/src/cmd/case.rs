@@ -395,9 +395,112 @@ fn show(store: &StoreArgs, id: i64, jurisdictions: Option<&std::path::Path>) -> 
     }?;
     let cfg = phiwatch::config::Config::load(&store.config)?;
     let c = cases_in(&cfg)?;
-    print!("{}", c.show(id, &j)?);
+    let today = chrono::Utc::now().date_naive();
+    let detail = phiwatch::case::query::case(&c, id, &j, today)?
+        .ok_or_else(|| anyhow::anyhow!("no case #{id}"))?;
+    let evidence = phiwatch::case::query::evidence(&c, id)?;
+    print!("{}", case_text(&detail, &evidence));
     print!("{}", context_facts(&cfg, &c, id)?);
     Ok(())
+}
+
+/// The case, its evidence timeline, its deadlines and its log, as `case show` prints them.
+fn case_text(
+    d: &phiwatch::case::query::CaseDetail,
+    evidence: &[phiwatch::case::timeline::TimelineRow],
+) -> String {
+    use std::fmt::Write as _;
+    let c = &d.case;
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    let mut out = String::new();
+    let _ = writeln!(out, "case #{}: {}", c.id, c.title);
+    let _ = writeln!(
+        out,
+        "state {}; assignee {}; determination {}; resolution {}",
+        c.state,
+        dash(&c.assignee),
+        dash(&c.determination),
+        dash(&c.resolution)
+    );
+    let _ = writeln!(
+        out,
+        "discovered {}; affected {} ({})",
+        dash(&c.discovered),
+        d.residents.values().sum::<u32>(),
+        d.residents
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(a) = &d.assessment {
+        let _ = writeln!(
+            out,
+            "risk assessment: low probability of compromise {}; exclusion {}; {}",
+            if a.low_probability {
+                "shown"
+            } else {
+                "not shown"
+            },
+            a.exclusion.map(|e| format!("{e:?}")).unwrap_or("-".into()),
+            a.conclusion
+        );
+    }
+    if !d.tasks.is_empty() {
+        out.push_str("tasks:\n");
+        for t in &d.tasks {
+            let done = if t.done { "x" } else { " " };
+            let _ = writeln!(out, "  [{done}] {}. {}", t.n, t.text);
+        }
+    }
+    out.push_str("evidence: accesses by the involved users to the involved patients\n");
+    for t in evidence {
+        let _ = writeln!(
+            out,
+            "  {} {} {} {} [{}] {}",
+            t.time,
+            t.user,
+            t.action,
+            t.patient,
+            t.event_id,
+            t.flagged_by.join(",")
+        );
+    }
+    if d.deadlines_provisional {
+        out.push_str(
+            "deadlines (provisional: they run from discovery; a determination of not_breach stops them):\n",
+        );
+    } else {
+        out.push_str("deadlines:\n");
+    }
+    if let Some(why) = &d.no_clock {
+        let _ = writeln!(out, "  none: {why}");
+    }
+    for c in &d.deadlines {
+        let left = c.days_left;
+        let _ = writeln!(
+            out,
+            "  {} {} ({}; {})\n    {}",
+            c.due,
+            c.notify,
+            if left < 0 {
+                format!("overdue {} d", -left)
+            } else {
+                format!("{left} d left")
+            },
+            c.why,
+            c.basis
+        );
+    }
+    out.push_str("log:\n");
+    for e in &d.log {
+        let _ = writeln!(
+            out,
+            "  #{} {} {} {} {} -> {}",
+            e.seq, e.at, e.actor, e.action, e.before, e.after
+        );
+    }
+    out
 }
 
 /// `--residents STATE=COUNT`, repeated.

@@ -90,9 +90,7 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
     let Loaded {
         settings, context, ..
     } = inputs.load()?;
-    let since = Since::parse(&a.since)
-        .map_err(anyhow::Error::msg)
-        .context("--since")?;
+    let since = Since::parse(&a.since).context("--since")?;
     let until_ms = a
         .until
         .as_deref()

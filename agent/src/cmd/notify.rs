@@ -24,9 +24,22 @@ pub enum NotifyCmd {
 pub fn run(c: NotifyCmd) -> Result<()> {
     match c {
         NotifyCmd::DeadLetters { store } => {
-            let (n, out) = admin(&store)?.dead_letters()?;
-            print!("{out}");
-            if n > 0 {
+            let dead = admin(&store)?.dead_letters()?;
+            if dead.is_empty() {
+                println!("no dead letters");
+            }
+            for d in &dead {
+                println!(
+                    "#{} alert #{} to {}: {} attempt(s), {} [{}]",
+                    d.id,
+                    d.alert,
+                    d.receiver,
+                    d.attempts,
+                    d.error.as_deref().unwrap_or_default(),
+                    d.key
+                );
+            }
+            if !dead.is_empty() {
                 std::process::exit(1);
             }
         }

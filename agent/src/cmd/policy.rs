@@ -71,7 +71,7 @@ pub fn policy_test(dir: &Path, policies: Option<PathBuf>, require_coverage: bool
     }
     .load()?
     .pack;
-    let report = phiwatch::detect::policy_test::run(dir, &pack).map_err(|e| anyhow::anyhow!(e))?;
+    let report = phiwatch::detect::policy_test::run(dir, &pack)?;
     print!("{}", report.render());
     let uncovered = !report.no_positive.is_empty() || !report.no_negative.is_empty();
     if !report.ok() || (require_coverage && uncovered) {

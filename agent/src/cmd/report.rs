@@ -56,7 +56,7 @@ pub fn run(cmd: ReportCmd) -> Result<()> {
     let o = Options {
         top_users: a.top,
         timezone,
-        ..Options::window(&a.since, a.until.as_deref()).map_err(anyhow::Error::msg)?
+        ..Options::window(&a.since, a.until.as_deref())?
     };
     let rep = noise::report(&conn, &o)
         .with_context(|| format!("noise report from {}", store_path.display()))?;

@@ -35,8 +35,7 @@ pub fn rules_test(
         Some(p) => Routing::load(p)?,
         None => Routing::parse(Routing::EMBEDDED)?,
     };
-    let severity: phiwatch::finding::Severity =
-        severity.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let severity: phiwatch::finding::Severity = severity.parse()?;
     let hour = hour.unwrap_or_else(|| chrono::Timelike::hour(&chrono::Utc::now()));
     if hour > 23 {
         anyhow::bail!("--hour {hour}: expected 0-23");

@@ -47,7 +47,24 @@ pub fn run(c: SilenceCmd) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
             admin(&store)?.silence(&matchers, d, &author, &reason)?
         }
-        SilenceCmd::List { store } => admin(&store)?.list_silences()?,
+        SilenceCmd::List { store } => {
+            let silences = admin(&store)?.silences()?;
+            let mut out = String::new();
+            for s in &silences {
+                out.push_str(&format!(
+                    "#{} {} until {} by {}: {}\n",
+                    s.id,
+                    s.matchers,
+                    phiwatch::time::format_ms(s.ends_ms),
+                    s.author,
+                    s.reason
+                ));
+            }
+            if silences.is_empty() {
+                out.push_str("no active silences\n");
+            }
+            out
+        }
         SilenceCmd::Expire { store, id } => admin(&store)?.expire_silence(id)?,
     };
     print!("{out}");

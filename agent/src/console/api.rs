@@ -164,7 +164,7 @@ impl super::Console {
         let today = chrono::Utc::now().date_naive();
         let (d, t) = self
             .cases(move |c, i| {
-                let d = data::case(c, id, &i.plan.jurisdictions, today).map_err(Fail::internal)?;
+                let d = data::case(c, id, &i.plan.jurisdictions, today)?;
                 let t = data::case_timeline(c.conn(), id)?;
                 Ok((d, t))
             })
@@ -269,10 +269,8 @@ pub async fn alerts(
     State(app): State<App>,
     ApiQuery(f): ApiQuery<AlertFilter>,
 ) -> Result<Json<data::AlertPage>, Fail> {
-    f.status().map_err(Fail::bad)?;
-    app.db(move |c| data::alerts(c, &f).map_err(Fail::internal))
-        .await
-        .map(Json)
+    f.status()?;
+    app.db(move |c| Ok(data::alerts(c, &f)?)).await.map(Json)
 }
 
 pub async fn alert(
@@ -319,23 +317,19 @@ pub async fn ack(
 
 pub async fn silences(State(app): State<App>) -> Result<Json<Value>, Fail> {
     app.db(|c| {
-        let mut st = c.prepare(
-            "SELECT id, matchers, starts_ms, ends_ms, author, reason FROM silences
-             WHERE ends_ms > ?1 ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([crate::time::now_ms()], |r| {
-                let m: String = r.get(1)?;
-                Ok(json!({
-                    "id": r.get::<_, i64>(0)?,
-                    "matchers": serde_json::from_str::<Value>(&m).unwrap_or(Value::Null),
-                    "starts": crate::time::format_ms(r.get(2)?),
-                    "ends": crate::time::format_ms(r.get(3)?),
-                    "author": r.get::<_, String>(4)?,
-                    "reason": r.get::<_, String>(5)?,
-                }))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows: Vec<Value> = crate::alert::query::silences(c, crate::time::now_ms())?
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "matchers": serde_json::from_str::<Value>(&s.matchers).unwrap_or(Value::Null),
+                    "starts": crate::time::format_ms(s.starts_ms),
+                    "ends": crate::time::format_ms(s.ends_ms),
+                    "author": s.author,
+                    "reason": s.reason,
+                })
+            })
+            .collect();
         Ok(Json(json!({ "silences": rows })))
     })
     .await
@@ -484,9 +478,7 @@ pub async fn timeline(
     Extension(s): Extension<Signed>,
     ApiQuery(f): ApiQuery<TimelineFilter>,
 ) -> Result<Json<Value>, Fail> {
-    let rows = app
-        .db(move |c| data::timeline(c, &f).map_err(Fail::bad))
-        .await?;
+    let rows = app.db(move |c| Ok(data::timeline(c, &f)?)).await?;
     app.record_view(
         &s.account,
         "timeline",
@@ -498,7 +490,7 @@ pub async fn timeline(
 pub async fn cases(State(app): State<App>) -> Result<Json<Value>, Fail> {
     let today = chrono::Utc::now().date_naive();
     let rows = app
-        .cases(move |c, i| data::cases(c, &i.plan.jurisdictions, today).map_err(Fail::internal))
+        .cases(move |c, i| Ok(data::cases(c, &i.plan.jurisdictions, today)?))
         .await?;
     Ok(Json(json!({ "cases": rows })))
 }
@@ -974,11 +966,9 @@ pub async fn dashboard(
 ) -> Result<Json<data::Dashboard>, Fail> {
     let today = chrono::Utc::now().date_naive();
     let by = q.by;
-    app.cases(move |c, i| {
-        data::dashboard(c, &i.plan.jurisdictions, today, by).map_err(Fail::internal)
-    })
-    .await
-    .map(Json)
+    app.cases(move |c, i| Ok(data::dashboard(c, &i.plan.jurisdictions, today, by)?))
+        .await
+        .map(Json)
 }
 
 pub async fn status(State(app): State<App>) -> Json<Value> {

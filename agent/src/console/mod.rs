@@ -191,6 +191,17 @@ impl From<rusqlite::Error> for Fail {
     }
 }
 
+impl From<crate::store::QueryError> for Fail {
+    fn from(e: crate::store::QueryError) -> Self {
+        use crate::store::QueryError;
+        match e {
+            QueryError::Invalid(m) => Fail::bad(m),
+            QueryError::NotFound(m) => Fail::not_found(m),
+            QueryError::Store(e) => Fail::internal(format!("store: {e}")),
+        }
+    }
+}
+
 impl From<crate::case::CaseError> for Fail {
     fn from(e: crate::case::CaseError) -> Self {
         match e {

@@ -32,7 +32,7 @@ impl NoiseQuery {
 }
 
 async fn load(app: &App, q: &NoiseQuery) -> Result<NoiseReport, Fail> {
-    let o = Options::window(q.since(), q.until.as_deref()).map_err(Fail::bad)?;
+    let o = Options::window(q.since(), q.until.as_deref()).map_err(|e| Fail::bad(e.to_string()))?;
     app.db(move |c| noise::report(c, &o).map_err(|e| Fail::internal(e.to_string())))
         .await
 }

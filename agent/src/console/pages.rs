@@ -185,11 +185,9 @@ pub async fn alerts(
     Extension(s): Extension<Signed>,
     Query(f): Query<AlertFilter>,
 ) -> Page {
-    f.status().map_err(Fail::bad)?;
+    f.status().map_err(Fail::from)?;
     let f2 = f.clone();
-    let page = app
-        .db(move |c| data::alerts(c, &f2).map_err(Fail::internal))
-        .await?;
+    let page = app.db(move |c| Ok(data::alerts(c, &f2)?)).await?;
     Ok(Html(render_alerts(&s, &f, &page)))
 }
 
@@ -423,7 +421,7 @@ pub async fn alert(
 pub async fn cases(State(app): State<App>, Extension(s): Extension<Signed>) -> Page {
     let today = chrono::Utc::now().date_naive();
     let rows = app
-        .cases(move |c, i| data::cases(c, &i.plan.jurisdictions, today).map_err(Fail::internal))
+        .cases(move |c, i| Ok(data::cases(c, &i.plan.jurisdictions, today)?))
         .await?;
     let mut b = String::from("<h1>Cases</h1>");
     if s.account.role.may(Perm::OpenCase) {
@@ -791,9 +789,7 @@ pub async fn dashboard(
     let today = chrono::Utc::now().date_naive();
     let by = q.by;
     let d = app
-        .cases(move |c, i| {
-            data::dashboard(c, &i.plan.jurisdictions, today, by).map_err(Fail::internal)
-        })
+        .cases(move |c, i| Ok(data::dashboard(c, &i.plan.jurisdictions, today, by)?))
         .await?;
     let toggle = match by {
         data::ChartBy::Stored => "<p class=\"muted\">by the day each alert was stored · <a id=\"by-access\" href=\"/dashboard?by=access\">by the day of its first access</a></p>",

@@ -284,11 +284,13 @@ impl ContextFeed {
     }
 
     /// What can be checked before reading any file.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::invalid::Invalid> {
         let delim = |d: Option<char>| match d {
-            Some(c) if !matches!(c, ',' | '\t' | '|' | ';') => Err(format!(
-                "delimiter {c:?}: use ',', '\\t', '|' or ';' (or leave it out to sniff it)"
-            )),
+            Some(c) if !matches!(c, ',' | '\t' | '|' | ';') => {
+                Err(crate::invalid::Invalid(format!(
+                    "delimiter {c:?}: use ',', '\\t', '|' or ';' (or leave it out to sniff it)"
+                )))
+            }
             _ => Ok(()),
         };
         match self {
@@ -296,20 +298,26 @@ impl ContextFeed {
             ContextFeed::CrosswalkCsv(f) => {
                 delim(f.delimiter)?;
                 if f.users.is_empty() && f.patients.is_empty() {
-                    return Err(
+                    return Err(crate::invalid::Invalid(
                         "a crosswalk needs [context.users] or [context.patients] columns".into(),
-                    );
+                    ));
                 }
                 Ok(())
             }
             ContextFeed::DisabledAccountsCsv(f) => delim(f.delimiter),
-            ContextFeed::Hl7v2(f) if f.paths.is_empty() => Err("hl7v2: no paths".into()),
+            ContextFeed::Hl7v2(f) if f.paths.is_empty() => {
+                Err(crate::invalid::Invalid("hl7v2: no paths".into()))
+            }
             ContextFeed::Hl7v2(Hl7Feed {
                 labels: Some(l), ..
-            }) if !valid_field(l) => Err(format!("labels {l:?}: expected SEG-N, e.g. ZPD-1")),
+            }) if !valid_field(l) => Err(crate::invalid::Invalid(format!(
+                "labels {l:?}: expected SEG-N, e.g. ZPD-1"
+            ))),
             ContextFeed::Mllp(f) => {
                 if f.tls_cert.is_some() != f.tls_key.is_some() {
-                    return Err("mllp: tls_cert and tls_key go together".into());
+                    return Err(crate::invalid::Invalid(
+                        "mllp: tls_cert and tls_key go together".into(),
+                    ));
                 }
                 if f.name.is_empty()
                     || !f
@@ -317,16 +325,18 @@ impl ContextFeed {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 {
-                    return Err(format!(
+                    return Err(crate::invalid::Invalid(format!(
                         "mllp name {:?}: use letters, digits, - and _",
                         f.name
-                    ));
+                    )));
                 }
                 if f.max_connections == 0
                     || f.idle_timeout_seconds == 0
                     || f.frame_timeout_seconds == 0
                 {
-                    return Err("mllp: max_connections and the timeouts must be above 0".into());
+                    return Err(crate::invalid::Invalid(
+                        "mllp: max_connections and the timeouts must be above 0".into(),
+                    ));
                 }
                 Ok(())
             }

@@ -16,6 +16,7 @@
 use super::audit_event::{line_hash, truncate};
 use super::{DecodeError, Item};
 use crate::event::{AccessEvent, Action, Inline};
+use crate::invalid::Invalid;
 use crate::tabular::{fold, sniff};
 use crate::time::parse_fhir_time;
 use chrono::{NaiveDateTime, TimeZone};
@@ -200,7 +201,7 @@ fn pick<T: Clone>(mine: &Option<T>, profile: &Option<T>) -> Option<T> {
 
 impl CsvMapping {
     /// The mapping with its profile applied: this mapping's keys over the profile's.
-    pub fn effective(&self) -> Result<CsvMapping, String> {
+    pub fn effective(&self) -> Result<CsvMapping, Invalid> {
         let Some(name) = &self.profile else {
             return Ok(self.clone());
         };
@@ -272,15 +273,17 @@ impl CsvMapping {
     }
 
     /// Checks what can be checked before any file is read (the profile applied).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let m = self.effective()?;
         m.check()?;
         Decoding::new(&m).map(|_| ())
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         if let Some(d) = self.delimiter.filter(|d| !d.is_ascii()) {
-            return Err(format!("delimiter {d:?} is not one ASCII character"));
+            return Err(Invalid(format!(
+                "delimiter {d:?} is not one ASCII character"
+            )));
         }
         if let Some(tz) = &self.timezone {
             tz.parse::<chrono_tz::Tz>()
@@ -298,7 +301,7 @@ impl CsvMapping {
             ("patient", &c.patient),
         ] {
             if col.is_none() {
-                return Err(format!("columns.{name} is not set{from}"));
+                return Err(Invalid(format!("columns.{name} is not set{from}")));
             }
         }
         let header = self.header.unwrap_or(true);
@@ -316,14 +319,14 @@ impl CsvMapping {
             .chain(lists.into_iter().flatten().flatten());
         for col in all {
             match col {
-                Column::Position(0) => return Err("column positions start at 1".into()),
+                Column::Position(0) => return Err(Invalid("column positions start at 1".into())),
                 Column::Names(ns) if ns.is_empty() => {
-                    return Err("a column's list of names is empty".into())
+                    return Err(Invalid("a column's list of names is empty".into()))
                 }
                 Column::Name(_) | Column::Names(_) if !header => {
-                    return Err(
+                    return Err(Invalid(
                         "columns are named but header = false: use positions (1, 2, ...)".into(),
-                    )
+                    ))
                 }
                 _ => {}
             }
@@ -368,7 +371,7 @@ struct Decoding {
 }
 
 impl Decoding {
-    fn new(m: &CsvMapping) -> Result<Decoding, String> {
+    fn new(m: &CsvMapping) -> Result<Decoding, Invalid> {
         let mut actions = HashMap::new();
         if let Some(path) = &m.actions_file {
             let t = crate::tabular::read(path, None)
@@ -382,10 +385,10 @@ impl Decoding {
                 let (word, action) = match fields.as_slice() {
                     [w, a, ..] => (w, a),
                     _ => {
-                        return Err(format!(
+                        return Err(Invalid(format!(
                             "actions_file {}:{line}: expected word and action",
                             path.display()
-                        ))
+                        )))
                     }
                 };
                 let a = parse_action_name(&action.to_lowercase()).ok_or_else(|| {
@@ -522,7 +525,7 @@ pub struct CsvDecoder {
 impl CsvDecoder {
     /// The mapping's profile applied, its action table loaded; unknown action words are
     /// counted into `unknown`.
-    pub fn new(mapping: &CsvMapping, unknown: Arc<UnknownNames>) -> Result<Self, String> {
+    pub fn new(mapping: &CsvMapping, unknown: Arc<UnknownNames>) -> Result<Self, Invalid> {
         let mapping = mapping.effective()?;
         mapping.check()?;
         let decoding = Decoding::new(&mapping)?;
@@ -1015,14 +1018,14 @@ mod tests {
 
         let m =
             mapping("header = false\n[columns]\ntime = \"T\"\nuser = 2\npatient = 3\naction = 4\n");
-        assert!(m.validate().unwrap_err().contains("header = false"));
+        assert!(m.validate().unwrap_err().0.contains("header = false"));
         let m = mapping(
             "timezone = \"Mars/Olympus\"\n[columns]\ntime = 1\nuser = 2\npatient = 3\naction = 4\n",
         );
-        assert!(m.validate().unwrap_err().contains("Mars/Olympus"));
+        assert!(m.validate().unwrap_err().0.contains("Mars/Olympus"));
         let m = mapping(
             "[columns]\ntime = 1\nuser = 2\npatient = 3\naction = 4\n[actions]\nx = \"peek\"\n",
         );
-        assert!(m.validate().unwrap_err().contains("peek"));
+        assert!(m.validate().unwrap_err().0.contains("peek"));
     }
 }

@@ -499,7 +499,7 @@ impl<'p> Detector<'p> {
         &mut self,
         a: &EnrichedAccess,
         store: &ContextStore,
-    ) -> Result<(bool, Vec<String>), String> {
+    ) -> Result<(bool, Vec<String>), super::RequestError> {
         let (request, entities) = self.request(
             &a.facts,
             store,
@@ -510,7 +510,7 @@ impl<'p> Detector<'p> {
             .authorizer
             .is_authorized(&request, &self.pack.set, &entities);
         if let Some(e) = response.diagnostics().errors().next() {
-            return Err(e.to_string());
+            return Err(e.clone().into());
         }
         let mut ids: Vec<String> = response
             .diagnostics()
@@ -574,7 +574,7 @@ impl<'p> Detector<'p> {
         store: &ContextStore,
         user: &str,
         patient: &str,
-    ) -> Result<(Request, Entities), String> {
+    ) -> Result<(Request, Entities), super::RequestError> {
         let b = RestrictedExpression::new_bool;
         let principal =
             EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(user));
@@ -607,8 +607,7 @@ impl<'p> Detector<'p> {
                 ),
             ]),
             parents,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let pb = |bit| b(f.patient & bit != 0);
         let labels = sensitive::NAMES
             .iter()
@@ -625,8 +624,7 @@ impl<'p> Detector<'p> {
                 ("sensitive".into(), RestrictedExpression::new_set(labels)),
             ]),
             HashSet::new(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
 
         let c = |bit| b(f.has(bit));
         let treating = f.relationships != 0;
@@ -672,8 +670,7 @@ impl<'p> Detector<'p> {
                     RestrictedExpression::new_string(store.departments.name(d).to_owned())
                 })),
             ),
-        ])
-        .map_err(|e| e.to_string())?;
+        ])?;
         let schema = Some(&self.pack.schema);
         let request = Request::new(
             principal,
@@ -681,10 +678,8 @@ impl<'p> Detector<'p> {
             resource,
             context,
             schema,
-        )
-        .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([user_entity, patient_entity], schema)
-            .map_err(|e| e.to_string())?;
+        )?;
+        let entities = Entities::from_entities([user_entity, patient_entity], schema)?;
         Ok((request, entities))
     }
 }

@@ -91,8 +91,12 @@ impl<'p> FileDetector<'p> {
         }
     }
 
-    fn request(&self, e: &FileEvent, folder: &str) -> Result<(Request, Entities), String> {
-        let ty = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
+    fn request(
+        &self,
+        e: &FileEvent,
+        folder: &str,
+    ) -> Result<(Request, Entities), super::RequestError> {
+        let ty = |s: &str| EntityTypeName::from_str(s);
         let owner = if e.owner.is_empty() {
             "unknown"
         } else {
@@ -119,8 +123,7 @@ impl<'p> FileDetector<'p> {
                 ),
             ]),
             HashSet::new(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let user = Entity::new_no_attrs(principal.clone(), HashSet::new());
         let others = |mode: u32, bit: u32| mode & bit != 0;
         let gained = e.mode & !e.old_mode & 0o077;
@@ -138,12 +141,10 @@ impl<'p> FileDetector<'p> {
                 RestrictedExpression::new_long(i64::from(e.window_seconds)),
             ),
             ("owner_known".into(), b(!e.owner.is_empty())),
-        ])
-        .map_err(|e| e.to_string())?;
+        ])?;
         let schema = Some(&self.pack.schema);
-        let request = Request::new(principal, action, resource, context, schema)
-            .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([user, file], schema).map_err(|e| e.to_string())?;
+        let request = Request::new(principal, action, resource, context, schema)?;
+        let entities = Entities::from_entities([user, file], schema)?;
         Ok((request, entities))
     }
 }

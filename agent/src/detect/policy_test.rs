@@ -28,6 +28,7 @@ use crate::enrich::{
     ctx_flag, patient_flag, user_flag, EnrichedAccess, FactKey, MAX_ENCOUNTER_DEPARTMENTS,
 };
 use crate::event::{AccessEvent, Action};
+use crate::invalid::Invalid;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -194,7 +195,7 @@ impl Report {
     }
 }
 
-fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, String> {
+fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, Invalid> {
     let action = Action::ALL
         .into_iter()
         .find(|a| a.as_str() == c.action)
@@ -205,7 +206,7 @@ fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, String> {
             )
         })?;
     if c.hour > 23 {
-        return Err(format!("hour {} is not 0-23", c.hour));
+        return Err(Invalid(format!("hour {} is not 0-23", c.hour)));
     }
     let bit = |on: bool, b: u8| if on { b } else { 0 };
     let u = &c.user;
@@ -231,9 +232,9 @@ fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, String> {
     let x = &c.context;
     let cbit = |on: bool, b: u16| if on { b } else { 0 };
     if x.encounter_departments.len() > MAX_ENCOUNTER_DEPARTMENTS {
-        return Err(format!(
+        return Err(Invalid(format!(
             "encounter_departments: at most {MAX_ENCOUNTER_DEPARTMENTS}, as detection sees"
-        ));
+        )));
     }
     let mut encounter_departments = [NONE; MAX_ENCOUNTER_DEPARTMENTS];
     let mut ds: Vec<u32> = x
@@ -279,16 +280,38 @@ fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, String> {
     })
 }
 
+/// Why a directory of policy tests cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum TestDirError {
+    #[error("{dir}: {source}")]
+    Dir { dir: String, source: std::io::Error },
+    #[error("{0}: no *.toml test files")]
+    Empty(String),
+    #[error("{name}: {source}")]
+    Read {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{name}: {source}")]
+    Parse {
+        name: String,
+        source: toml::de::Error,
+    },
+}
+
 /// Runs every `*.toml` under `dir` against `pack`.
-pub fn run(dir: &Path, pack: &PolicyPack) -> Result<Report, String> {
+pub fn run(dir: &Path, pack: &PolicyPack) -> Result<Report, TestDirError> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|source| TestDirError::Dir {
+            dir: dir.display().to_string(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(format!("{}: no *.toml test files", dir.display()));
+        return Err(TestDirError::Empty(dir.display().to_string()));
     }
     let known: BTreeMap<&str, bool> = pack
         .rules()
@@ -303,8 +326,14 @@ pub fn run(dir: &Path, pack: &PolicyPack) -> Result<Report, String> {
     let mut detector = Detector::new(pack);
     for path in paths {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
-        let file: File = toml::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| TestDirError::Read {
+            name: name.clone(),
+            source,
+        })?;
+        let file: File = toml::from_str(&text).map_err(|source| TestDirError::Parse {
+            name: name.clone(),
+            source,
+        })?;
         for c in file.cases {
             let here = format!("{name}: {:?}", c.name);
             if !known.contains_key(c.policy.as_str()) {

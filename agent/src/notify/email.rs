@@ -1,7 +1,7 @@
 //! Email through lettre: SMTP with required STARTTLS, implicit TLS or (loopback) none.
 
 use super::render::AlertView;
-use super::Outcome;
+use super::{Outcome, ReceiverError};
 use crate::alert::routing::{EmailReceiver, SmtpTls};
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -9,8 +9,8 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
-pub fn transport(r: &EmailReceiver) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let ctx = |e: &dyn std::fmt::Display| format!("receiver {:?}: {e}", r.name);
+pub fn transport(r: &EmailReceiver) -> Result<AsyncSmtpTransport<Tokio1Executor>, ReceiverError> {
+    let ctx = |e: &dyn std::fmt::Display| ReceiverError::new(&r.name, e);
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&r.host)
         .port(r.port)
         .timeout(Some(Duration::from_secs(20)));
@@ -46,12 +46,12 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn load(r: &EmailReceiver) -> Result<Self, String> {
-        let read = |p: &Option<std::path::PathBuf>| -> Result<Option<String>, String> {
+    pub fn load(r: &EmailReceiver) -> Result<Self, ReceiverError> {
+        let read = |p: &Option<std::path::PathBuf>| -> Result<Option<String>, ReceiverError> {
             p.as_ref()
                 .map(|p| {
                     std::fs::read_to_string(p).map_err(|e| {
-                        format!("receiver {:?}: template {}: {e}", r.name, p.display())
+                        ReceiverError::new(&r.name, &format!("template {}: {e}", p.display()))
                     })
                 })
                 .transpose()

@@ -16,10 +16,11 @@ pub mod webhook;
 use crate::alert::group::enqueue;
 use crate::alert::routing::{Receiver, RouteInput, Routing};
 use crate::finding::Severity;
+use crate::outbox;
 use chrono::Timelike;
 use rand::Rng;
 use render::AlertView;
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,7 +106,48 @@ struct Due {
     reminder: Option<reminder::Reminder>,
 }
 
+impl From<outbox::Due> for Due {
+    fn from(r: outbox::Due) -> Self {
+        Due {
+            id: r.id,
+            key: r.key,
+            alert: r.alert,
+            receiver: r.receiver,
+            attempts: r.attempts,
+            created_ms: r.created_ms,
+            reminder: r.case_id.map(|case_id| reminder::Reminder {
+                case_id,
+                subject: r.subject,
+                body: r.body,
+            }),
+        }
+    }
+}
+
 use crate::time::now_ms;
+
+/// A receiver that cannot be set up (a CA file, a template, a password variable) or sent
+/// to (a secret or key it needs): the message names the receiver or the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("receiver {receiver:?}: {message}")]
+    Setup { receiver: String, message: String },
+    #[error("the webhook secret is not base64")]
+    SecretNotBase64,
+    #[error("environment variable {0} (routing_key_env) is not set")]
+    RoutingKeyUnset(String),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl ReceiverError {
+    fn new(receiver: &str, message: &dyn std::fmt::Display) -> Self {
+        ReceiverError::Setup {
+            receiver: receiver.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
 
 impl Dispatcher {
     /// Builds every receiver's client now, so a bad TLS file or a missing password variable
@@ -115,13 +157,12 @@ impl Dispatcher {
         shared: crate::alert::SharedRouting,
         tz: chrono_tz::Tz,
         metrics: Arc<NotifyMetrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ReceiverError> {
         let routing = crate::alert::current(&shared);
         let smtp = transports(&routing)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("phiwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .build()?;
         Ok(Dispatcher {
             db: db.to_owned(),
             shared,
@@ -171,33 +212,10 @@ impl Dispatcher {
         }
         self.schedule_repeats(conn)?;
         let now = now_ms();
-        let due: Vec<Due> = {
-            let mut st = conn.prepare(
-                "SELECT id, idempotency_key, alert_id, receiver, attempts, created_ms, case_id,
-                        subject, body FROM outbox
-                 WHERE state = 'pending' AND due_ms <= ?1 ORDER BY due_ms, id LIMIT 50",
-            )?;
-            let rows = st.query_map([now], |r| {
-                let case_id: Option<i64> = r.get(6)?;
-                Ok(Due {
-                    id: r.get(0)?,
-                    key: r.get(1)?,
-                    alert: r.get(2)?,
-                    receiver: r.get(3)?,
-                    attempts: r.get(4)?,
-                    created_ms: r.get(5)?,
-                    reminder: match case_id {
-                        Some(case_id) => Some(reminder::Reminder {
-                            case_id,
-                            subject: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
-                            body: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                        }),
-                        None => None,
-                    },
-                })
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let due: Vec<Due> = outbox::due(conn, now, 50)?
+            .into_iter()
+            .map(Due::from)
+            .collect();
         let settled = due.len();
         // Receivers are sent to concurrently (one slow or hanging relay must not hold up the
         // others), each receiver's notifications in order; outcomes are recorded afterwards.
@@ -305,16 +323,9 @@ impl Dispatcher {
                 self.metrics.sent.fetch_add(1, Ordering::Relaxed);
                 let now = now_ms();
                 let tx = conn.transaction()?;
-                tx.execute(
-                    "UPDATE outbox SET state = 'sent', sent_ms = ?2, attempts = attempts + 1,
-                     last_error = NULL WHERE id = ?1",
-                    params![d.id, now],
-                )?;
+                outbox::sent(&tx, d.id, now)?;
                 if d.reminder.is_none() {
-                    tx.execute(
-                        "UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1",
-                        params![d.alert, now],
-                    )?;
+                    crate::alert::group::mark_sent(&tx, d.alert, now)?;
                 }
                 tx.commit()
             }
@@ -335,11 +346,7 @@ impl Dispatcher {
                 let jitter = rand::rng().random_range(0.5..1.5);
                 let wait = (exp * jitter).min(retry.max.as_millis() as f64) as i64;
                 tracing::info!(receiver = %d.receiver, alert = d.alert, attempt = d.attempts + 1, "notification will be retried in {wait} ms: {e}");
-                conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, due_ms = ?2, last_error = ?3 WHERE id = ?1",
-                    params![d.id, now + wait, e],
-                )?;
-                Ok(())
+                outbox::retry_at(conn, d.id, now + wait, &e)
             }
         }
     }
@@ -352,59 +359,40 @@ impl Dispatcher {
         error: Option<&str>,
         attempt: i64,
     ) -> rusqlite::Result<()> {
-        conn.execute(
-            "UPDATE outbox SET state = ?2, last_error = ?3, attempts = attempts + ?4 WHERE id = ?1",
-            params![d.id, state, error, attempt],
-        )?;
-        Ok(())
+        outbox::settle(conn, d.id, state, error, attempt)
     }
 
     /// Open alerts not notified for `repeat_interval` get another notification.
     fn schedule_repeats(&self, conn: &mut Connection) -> rusqlite::Result<()> {
         let now = now_ms();
         let repeat = self.routing.grouping.repeat_interval.as_millis() as i64;
-        let stale: Vec<(i64, String, String, String)> = {
-            let mut st = conn.prepare(
-                "SELECT a.id, a.category, a.severity, a.department FROM alerts a
-                 WHERE a.status = 'open' AND a.last_sent_ms > 0 AND a.last_sent_ms <= ?1
-                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = a.id AND o.state = 'pending')",
-            )?;
-            let rows = st.query_map([now - repeat], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let mut stale = Vec::new();
+        for a in crate::alert::query::sent_before(conn, now - repeat)? {
+            if !outbox::waiting(conn, a.id, None)? {
+                stale.push(a);
+            }
+        }
         if stale.is_empty() {
             return Ok(());
         }
         let hour = chrono::Utc::now().with_timezone(&self.tz).hour();
         let tx = conn.transaction()?;
-        for (id, category, severity, department) in stale {
+        for a in stale {
             let receivers = self.routing.receivers_for(&RouteInput {
-                category: &category,
-                severity: severity.parse().unwrap_or(Severity::Low),
-                department: &department,
+                category: &a.category,
+                severity: a.severity.parse().unwrap_or(Severity::Low),
+                department: &a.department,
                 hour,
             });
-            enqueue(&tx, id, &receivers, now, now)?;
+            enqueue(&tx, a.id, &receivers, now, now)?;
             // Counted as notified now so an alert with no receiver is not re-examined forever.
-            tx.execute(
-                "UPDATE alerts SET last_sent_ms = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
+            crate::alert::group::mark_sent(&tx, a.id, now)?;
         }
         tx.commit()
     }
 
     fn refresh_gauges(&self, conn: &Connection) -> rusqlite::Result<()> {
-        let count = |state: &str| -> rusqlite::Result<u64> {
-            conn.query_row(
-                "SELECT count(*) FROM outbox WHERE state = ?1",
-                [state],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-        };
+        let count = |state: &str| outbox::count(conn, state);
         self.metrics
             .pending
             .store(count("pending")?, Ordering::Relaxed);
@@ -424,7 +412,7 @@ type Transports = HashMap<
 >;
 
 /// An SMTP transport and templates per email receiver.
-pub fn transports(routing: &Routing) -> Result<Transports, String> {
+pub fn transports(routing: &Routing) -> Result<Transports, ReceiverError> {
     let mut smtp = HashMap::new();
     for r in &routing.receivers {
         if let Receiver::Email(e) = r {
@@ -439,41 +427,32 @@ pub fn transports(routing: &Routing) -> Result<Transports, String> {
 
 /// Why an alert's notification must not go out now, if it must not.
 fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<Option<String>> {
-    let (status, user, category, severity, department): (String, String, String, String, String) =
-        conn.query_row(
-            "SELECT status, user_id, category, severity, department FROM alerts WHERE id = ?1",
-            [alert],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )?;
-    if status != "open" {
-        return Ok(Some(format!("alert is {status}")));
+    // A missing alert is settled as a dead letter when its view is loaded.
+    let Some(a) = crate::alert::query::labels(conn, alert)? else {
+        return Ok(None);
+    };
+    if a.status != "open" {
+        return Ok(Some(format!("alert is {}", a.status)));
     }
     let now = now_ms();
-    let mut st =
-        conn.prepare("SELECT id, matchers FROM silences WHERE starts_ms <= ?1 AND ends_ms > ?1")?;
-    let silences = st.query_map([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-    for s in silences {
-        let (id, matchers) = s?;
-        let m: HashMap<String, String> = serde_json::from_str(&matchers).unwrap_or_default();
+    for s in crate::alert::query::silences(conn, now)? {
+        if s.starts_ms > now {
+            continue;
+        }
+        let m: HashMap<String, String> = serde_json::from_str(&s.matchers).unwrap_or_default();
         let value = |k: &str| match k {
-            "user" => Some(user.as_str()),
-            "category" => Some(category.as_str()),
-            "severity" => Some(severity.as_str()),
-            "department" => Some(department.as_str()),
+            "user" => Some(a.user.as_str()),
+            "category" => Some(a.category.as_str()),
+            "severity" => Some(a.severity.as_str()),
+            "department" => Some(a.department.as_str()),
             _ => None,
         };
         if !m.is_empty() && m.iter().all(|(k, v)| value(k) == Some(v.as_str())) {
-            return Ok(Some(format!("silenced by silence #{id}")));
+            return Ok(Some(format!("silenced by silence #{}", s.id)));
         }
     }
-    if inhibit && severity != "critical" {
-        let critical: i64 = conn.query_row(
-            "SELECT count(*) FROM alerts WHERE user_id = ?1 AND severity = 'critical'
-             AND status = 'open' AND id != ?2",
-            params![user, alert],
-            |r| r.get(0),
-        )?;
-        if critical > 0 {
+    if inhibit && a.severity != "critical" {
+        if crate::alert::query::open_critical_besides(conn, &a.user, alert)? {
             return Ok(Some(
                 "inhibited by an open critical alert for the same user".into(),
             ));
@@ -485,6 +464,7 @@ fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::params;
 
     #[test]
     fn open_alerts_repeat_after_the_interval_and_acknowledged_ones_do_not() {

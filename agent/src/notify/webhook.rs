@@ -3,25 +3,27 @@
 //! Microsoft Teams or PagerDuty Events v2 expect.
 
 use super::render::AlertView;
-use super::Outcome;
+use super::{Outcome, ReceiverError};
 use crate::alert::routing::{WebhookFormat, WebhookReceiver};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 
 /// `v1,<signature>` for a `whsec_`-prefixed (or bare) base64 secret.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, ReceiverError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = b64
         .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .map_err(|_| "the webhook secret is not base64".to_owned())?;
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+        .map_err(|_| ReceiverError::SecretNotBase64)?;
+    // HMAC takes a key of any length.
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|_| ReceiverError::SecretNotBase64)?;
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
     Ok(format!("v1,{}", b64.encode(mac.finalize().into_bytes())))
 }
 
-pub fn body(r: &WebhookReceiver, view: &AlertView) -> Result<serde_json::Value, String> {
+pub fn body(r: &WebhookReceiver, view: &AlertView) -> Result<serde_json::Value, ReceiverError> {
     Ok(match r.format {
         WebhookFormat::Standard => json!({ "type": "alert", "alert": view }),
         WebhookFormat::Slack => {
@@ -36,8 +38,8 @@ pub fn body(r: &WebhookReceiver, view: &AlertView) -> Result<serde_json::Value, 
         }),
         WebhookFormat::Pagerduty => {
             let var = r.routing_key_env.as_deref().unwrap_or_default();
-            let key = std::env::var(var)
-                .map_err(|_| format!("environment variable {var} (routing_key_env) is not set"))?;
+            let key =
+                std::env::var(var).map_err(|_| ReceiverError::RoutingKeyUnset(var.to_owned()))?;
             let severity = match view.severity.as_str() {
                 "critical" => "critical",
                 "high" => "error",
@@ -67,7 +69,7 @@ pub async fn send(
 ) -> Outcome {
     match body(r, view) {
         Ok(b) => post(r, client, &b, key).await,
-        Err(e) => Outcome::Permanent(e),
+        Err(e) => Outcome::Permanent(e.to_string()),
     }
 }
 
@@ -100,7 +102,7 @@ pub async fn post(
         };
         match sign(&secret, key, ts, &body) {
             Ok(sig) => req = req.header("webhook-signature", sig),
-            Err(e) => return Outcome::Permanent(e),
+            Err(e) => return Outcome::Permanent(e.to_string()),
         }
     }
     match req.body(body).send().await {

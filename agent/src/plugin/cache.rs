@@ -6,10 +6,23 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use wasmtime::component::Component;
 
-pub fn compile(bytes: &[u8], sha256: &str, cache_dir: Option<&Path>) -> Result<Component, String> {
-    let engine = engine().map_err(|e| e.to_string())?;
+/// Why a component cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Engine(#[from] super::PluginError),
+    #[error("cannot compile: {0:#}")]
+    Compile(wasmtime::Error),
+}
+
+pub fn compile(
+    bytes: &[u8],
+    sha256: &str,
+    cache_dir: Option<&Path>,
+) -> Result<Component, CompileError> {
+    let engine = engine()?;
     let Some(dir) = cache_dir else {
-        return Component::new(engine, bytes).map_err(|e| format!("cannot compile: {e:#}"));
+        return Component::new(engine, bytes).map_err(CompileError::Compile);
     };
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
@@ -26,7 +39,7 @@ pub fn compile(bytes: &[u8], sha256: &str, cache_dir: Option<&Path>) -> Result<C
             ),
         }
     }
-    let component = Component::new(engine, bytes).map_err(|e| format!("cannot compile: {e:#}"))?;
+    let component = Component::new(engine, bytes).map_err(CompileError::Compile)?;
     let written = std::fs::create_dir_all(dir)
         .and_then(|()| component.serialize().map_err(std::io::Error::other))
         .and_then(|bytes| {

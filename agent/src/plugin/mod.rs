@@ -38,7 +38,7 @@ pub const TUTORIAL: &[u8] = include!(concat!(env!("OUT_DIR"), "/tutorial_plugin.
 /// Where the build put every plugin component, the test plugins included.
 pub const BUILD_DIR: &str = env!("PHIWATCH_WASM_DIR");
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum PluginError {
     #[error("the plugin engine could not start: {0}")]
     Engine(String),
@@ -300,8 +300,8 @@ impl Compiled {
                 "batch, max_findings, memory_mb and timeout_ms must be above 0",
             ));
         }
-        let component =
-            cache::compile(&bytes, &sha256, cache_dir).map_err(|e| load_err(&label, e))?;
+        let component = cache::compile(&bytes, &sha256, cache_dir)
+            .map_err(|e| load_err(&label, e.to_string()))?;
         let limits = Limits {
             memory_bytes: (spec.memory_mb as usize).saturating_mul(1 << 20),
             timeout: Duration::from_millis(spec.timeout_ms),

@@ -27,7 +27,7 @@ const LOG_LINE_BYTES: usize = 500;
 
 /// The engine all plugins share, with its epoch ticker thread.
 pub fn engine() -> Result<&'static Engine, PluginError> {
-    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    static ENGINE: OnceLock<Result<Engine, PluginError>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
             let mut c = wasmtime::Config::new();
@@ -36,7 +36,7 @@ pub fn engine() -> Result<&'static Engine, PluginError> {
                 // Deep recursion traps well inside the host thread's own stack.
                 .max_wasm_stack(1 << 20)
                 .parallel_compilation(true);
-            let engine = Engine::new(&c).map_err(|e| format!("{e:#}"))?;
+            let engine = Engine::new(&c).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
             let ticking = engine.clone();
             std::thread::Builder::new()
                 .name("plugin-epoch".into())
@@ -44,27 +44,30 @@ pub fn engine() -> Result<&'static Engine, PluginError> {
                     std::thread::sleep(EPOCH_TICK);
                     ticking.increment_epoch();
                 })
-                .map_err(|e| format!("starting the plugin deadline thread: {e}"))?;
+                .map_err(|e| {
+                    PluginError::Engine(format!("starting the plugin deadline thread: {e}"))
+                })?;
             Ok(engine)
         })
         .as_ref()
-        .map_err(|e| PluginError::Engine(e.clone()))
+        .map_err(Clone::clone)
 }
 
 fn linker(engine: &Engine) -> Result<&'static Linker<Guest>, PluginError> {
-    static LINKER: OnceLock<Result<Linker<Guest>, String>> = OnceLock::new();
+    static LINKER: OnceLock<Result<Linker<Guest>, PluginError>> = OnceLock::new();
     LINKER
         .get_or_init(|| {
             let mut l = Linker::<Guest>::new(engine);
             // WASI is linked so components built with Rust's std load; what it can reach is
             // decided per instance by the WasiCtx below, which grants nothing by default.
-            wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(|e| format!("{e:#}"))?;
+            let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+            wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(engine_err)?;
             wit::Detector::add_to_linker::<Guest, HasSelf<Guest>>(&mut l, |g| g)
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(engine_err)?;
             Ok(l)
         })
         .as_ref()
-        .map_err(|e| PluginError::Engine(e.clone()))
+        .map_err(Clone::clone)
 }
 
 /// What a plugin's store holds.
@@ -111,7 +114,8 @@ impl wit::phiwatch::detector::host::Host for Guest {
     }
 
     fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.state.set(key, value)
+        // The interface answers the plugin with the reason in words.
+        self.state.set(key, value).map_err(|e| e.to_string())
     }
 
     fn state_delete(&mut self, key: String) {

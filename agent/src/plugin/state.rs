@@ -20,6 +20,15 @@ pub struct PluginState {
 /// One change to write: `None` deletes the key.
 pub type Change = (String, Option<Vec<u8>>);
 
+/// A write the plugin's state refuses; the plugin is told why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("state key of {0} bytes is longer than {MAX_KEY}")]
+    KeyTooLong(usize),
+    #[error("state quota of {quota} bytes exceeded (would hold {would_hold})")]
+    Quota { quota: usize, would_hold: usize },
+}
+
 impl PluginState {
     pub fn new(quota: usize, stored: Vec<(String, Vec<u8>)>) -> Self {
         let mut s = PluginState {
@@ -37,20 +46,17 @@ impl PluginState {
         self.values.get(key).map(Vec::as_slice)
     }
 
-    pub fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+    pub fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), StateError> {
         if key.len() > MAX_KEY {
-            return Err(format!(
-                "state key of {} bytes is longer than {MAX_KEY}",
-                key.len()
-            ));
+            return Err(StateError::KeyTooLong(key.len()));
         }
         let old = self.values.get(&key).map_or(0, |v| key.len() + v.len());
         let new = self.bytes - old + key.len() + value.len();
         if new > self.quota {
-            return Err(format!(
-                "state quota of {} bytes exceeded (would hold {new})",
-                self.quota
-            ));
+            return Err(StateError::Quota {
+                quota: self.quota,
+                would_hold: new,
+            });
         }
         self.bytes = new;
         self.dirty.insert(key.clone());
