@@ -39,7 +39,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("respond", &["scan", "notify", "case", "mine"]),
     ("reporting", &["metrics", "noise", "demo", "trial"]),
     ("console", &["console"]),
-    ("commands", &["run", "check", "bench"]),
+    ("commands", &["source", "run", "check", "bench"]),
 ];
 
 /// Layer index of a module, if declared.

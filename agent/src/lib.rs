@@ -37,6 +37,7 @@ pub mod reload;
 pub mod run;
 pub mod scan;
 pub mod settings;
+pub mod source;
 pub mod spool;
 pub mod store;
 pub mod syslog;

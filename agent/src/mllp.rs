@@ -15,9 +15,8 @@
 
 use crate::context::feeds::MllpFeed;
 use crate::decode::hl7v2::{self, ack, Message};
-use crate::net::{self, ConnLimit, RateLimited};
+use crate::net::{self, BindError, ConnLimit, RateLimited};
 use crate::spool::{AppendError, IntakeMetrics, SharedSpool};
-use anyhow::{Context as _, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,17 +32,27 @@ pub struct Listener {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-pub async fn bind(f: &MllpFeed) -> Result<Listener> {
+pub async fn bind(f: &MllpFeed) -> Result<Listener, BindError> {
+    let name = || format!("mllp {:?}", f.name);
     let tls = match (&f.tls_cert, &f.tls_key) {
         (Some(c), Some(k)) => Some(
-            crate::tls::server_tls(c, k, f.tls_client_ca.as_deref(), &[])
-                .with_context(|| format!("mllp {:?}: TLS", f.name))?,
+            crate::tls::server_tls(c, k, f.tls_client_ca.as_deref(), &[]).map_err(|error| {
+                BindError::Tls {
+                    name: name(),
+                    error,
+                }
+            })?,
         ),
         _ => None,
     };
     let tcp = TcpListener::bind(f.listen)
         .await
-        .with_context(|| format!("mllp {:?}: binding {}", f.name, f.listen))?;
+        .map_err(|error| BindError::Bind {
+            name: name(),
+            what: "binding",
+            at: f.listen,
+            error,
+        })?;
     Ok(Listener { tcp, tls })
 }
 

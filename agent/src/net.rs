@@ -15,6 +15,24 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// A listener that cannot start: its address is taken or refused, or its TLS material is
+/// unusable. `name` says which source or feed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{name}: {what} {at}: {error}")]
+    Bind {
+        name: String,
+        what: &'static str,
+        at: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("{name}: TLS: {error}")]
+    Tls {
+        name: String,
+        error: crate::tls::TlsError,
+    },
+}
+
 /// A warning that may fire thousands of times a second: logged at most once per interval,
 /// with the number of times it happened since.
 pub struct RateLimited {

@@ -7,7 +7,6 @@ use crate::context::{load_feeds, ContextStats, ContextStore};
 use crate::detect::PolicyPack;
 use crate::plugin::{Compiled, PluginInputs};
 use crate::settings::Settings;
-use anyhow::{Context as _, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,35 +109,59 @@ impl Loaded {
     }
 }
 
+/// Inputs that cannot be loaded; on a reload, the version in force keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error("{what} {dir} is invalid:\n{error}")]
+    Policies {
+        what: &'static str,
+        dir: String,
+        error: crate::detect::PolicyError,
+    },
+    #[error("reading the context journal of {db}: {error}")]
+    Journal { db: String, error: rusqlite::Error },
+    #[error("loading the context feeds: {0}")]
+    Feeds(std::io::Error),
+    #[error(transparent)]
+    Plugins(#[from] crate::plugin::PluginError),
+}
+
 impl Inputs {
-    pub fn load(&self) -> Result<Loaded> {
+    pub fn load(&self) -> Result<Loaded, LoadError> {
+        let invalid = |what, dir: &Path| {
+            let dir = dir.display().to_string();
+            move |error| LoadError::Policies { what, dir, error }
+        };
         let settings = match &self.rules {
             Some(p) => Settings::load(p)?,
             None => Settings::default(),
         };
         let pack = match &self.policies {
-            Some(d) => PolicyPack::load_dir(d)
-                .map_err(|e| anyhow::anyhow!("policy pack {} is invalid:\n{e}", d.display()))?,
+            Some(d) => PolicyPack::load_dir(d).map_err(invalid("policy pack", d))?,
             None => PolicyPack::embedded(),
         };
         let file_pack = match &self.policies {
             Some(d) if d.join("files").is_dir() => {
                 let dir = d.join("files");
-                PolicyPack::load_files_dir(&dir).map_err(|e| {
-                    anyhow::anyhow!("folder policy pack {} is invalid:\n{e}", dir.display())
-                })?
+                PolicyPack::load_files_dir(&dir).map_err(invalid("folder policy pack", &dir))?
             }
             _ => PolicyPack::embedded_files(),
         };
         let journal = match &self.journal {
-            Some(db) if db.exists() => crate::store::journal(db)
-                .with_context(|| format!("reading the context journal of {}", db.display()))?,
+            Some(db) if db.exists() => {
+                crate::store::journal(db).map_err(|error| LoadError::Journal {
+                    db: db.display().to_string(),
+                    error,
+                })?
+            }
             _ => Vec::new(),
         };
         let (context, context_stats) = if self.context.is_empty() && journal.is_empty() {
             Default::default()
         } else {
-            load_feeds(&self.context, &settings, &journal).context("loading the context feeds")?
+            load_feeds(&self.context, &settings, &journal).map_err(LoadError::Feeds)?
         };
         tracing::info!(
             users = context.users.len(),

@@ -15,7 +15,6 @@
 use crate::config::{SyslogSource, Transport};
 use crate::net::{self, ConnLimit, RateLimited};
 use crate::spool::{AppendError, IntakeMetrics, SharedSpool, Spool};
-use anyhow::{bail, Context as _, Result};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,24 +30,33 @@ pub enum Listener {
 }
 
 /// Binds the listener (and loads TLS material) so configuration mistakes fail at start-up.
-pub async fn bind(src: &SyslogSource) -> Result<Listener> {
+pub async fn bind(src: &SyslogSource) -> Result<Listener, crate::net::BindError> {
     let at = src.listen;
+    let binding = |what: &'static str| {
+        move |error| crate::net::BindError::Bind {
+            name: format!("source {:?}", src.name),
+            what,
+            at,
+            error,
+        }
+    };
     Ok(match src.transport {
-        Transport::Udp => Listener::Udp(
-            bind_udp(at, src.recv_buffer_bytes)
-                .with_context(|| format!("source {:?}: binding UDP {at}", src.name))?,
-        ),
+        Transport::Udp => {
+            Listener::Udp(bind_udp(at, src.recv_buffer_bytes).map_err(binding("binding UDP"))?)
+        }
         Transport::Tcp => Listener::Tcp(
             TcpListener::bind(at)
                 .await
-                .with_context(|| format!("source {:?}: binding TCP {at}", src.name))?,
+                .map_err(binding("binding TCP"))?,
         ),
         Transport::Tls => {
-            let acceptor =
-                tls_acceptor(src).with_context(|| format!("source {:?}: TLS", src.name))?;
+            let acceptor = tls_acceptor(src).map_err(|error| crate::net::BindError::Tls {
+                name: format!("source {:?}", src.name),
+                error,
+            })?;
             let l = TcpListener::bind(at)
                 .await
-                .with_context(|| format!("source {:?}: binding TLS {at}", src.name))?;
+                .map_err(binding("binding TLS"))?;
             Listener::Tls(l, acceptor)
         }
     })
@@ -85,9 +93,9 @@ impl Listener {
     }
 }
 
-pub fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor> {
+pub fn tls_acceptor(src: &SyslogSource) -> Result<tokio_rustls::TlsAcceptor, crate::tls::TlsError> {
     let (Some(cert), Some(key)) = (&src.tls_cert, &src.tls_key) else {
-        bail!("tls_cert and tls_key are required");
+        return Err(crate::tls::TlsError::Missing);
     };
     crate::tls::server_tls(cert, key, src.tls_client_ca.as_deref(), &[])
 }

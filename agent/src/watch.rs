@@ -11,7 +11,6 @@
 use crate::config::FolderSource;
 use crate::event::{FileChange, FileEvent};
 use crate::spool::{IntakeMetrics, SharedSpool};
-use anyhow::{Context as _, Result};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
@@ -45,6 +44,38 @@ impl Seen {
     }
 }
 
+/// Why a folder watcher cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("source {source_name:?}: {path} is not a directory")]
+    NotDir { source_name: String, path: String },
+    #[error("starting the file watcher: {0}")]
+    Start(notify::Error),
+    #[error("source {source_name:?}: watching {path}: {error}")]
+    Watch {
+        source_name: String,
+        path: String,
+        error: notify::Error,
+    },
+    #[error("spool lock poisoned")]
+    Poisoned,
+    #[error("serialising: {0}")]
+    Serialise(serde_json::Error),
+    #[error("writing the spool: {0}")]
+    Append(crate::spool::AppendError),
+    #[error("syncing the spool: {0}")]
+    Sync(std::io::Error),
+    #[error("snapshot {path} is corrupt; move it away to start afresh: {error}")]
+    CorruptSnapshot {
+        path: String,
+        error: serde_json::Error,
+    },
+    #[error("snapshot {path}: {error}")]
+    Snapshot { path: String, error: std::io::Error },
+    #[error("saving the folder snapshot: {0}")]
+    Save(crate::tail::TailError),
+}
+
 pub struct FolderWatch {
     src: FolderSource,
     spool: SharedSpool,
@@ -65,10 +96,13 @@ impl FolderWatch {
         spool: SharedSpool,
         snapshot_path: PathBuf,
         metrics: Arc<IntakeMetrics>,
-    ) -> Result<Self> {
+    ) -> Result<Self, WatchError> {
         for p in &src.paths {
             if !p.is_dir() {
-                anyhow::bail!("source {:?}: {} is not a directory", src.name, p.display());
+                return Err(WatchError::NotDir {
+                    source_name: src.name.clone(),
+                    path: p.display().to_string(),
+                });
             }
         }
         Ok(FolderWatch {
@@ -88,18 +122,20 @@ impl FolderWatch {
 
     /// Watches until `stop` is set. The watch is registered before the start-up scan, so a
     /// change racing the scan is reported rather than lost.
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<()> {
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), WatchError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
+        let mut watcher = notify::recommended_watcher(tx).map_err(WatchError::Start)?;
         let mode = if self.src.recursive {
             RecursiveMode::Recursive
         } else {
             RecursiveMode::NonRecursive
         };
         for p in &self.src.paths {
-            watcher
-                .watch(p, mode)
-                .with_context(|| format!("source {:?}: watching {}", self.src.name, p.display()))?;
+            watcher.watch(p, mode).map_err(|error| WatchError::Watch {
+                source_name: self.src.name.clone(),
+                path: p.display().to_string(),
+                error,
+            })?;
         }
         self.catch_up()?;
         let mut last_snapshot = Instant::now();
@@ -139,16 +175,13 @@ impl FolderWatch {
         self.save_snapshot()
     }
 
-    fn write(&mut self, events: &[FileEvent]) -> Result<()> {
-        let mut spool = self
-            .spool
-            .lock()
-            .map_err(|_| anyhow::anyhow!("spool lock poisoned"))?;
+    fn write(&mut self, events: &[FileEvent]) -> Result<(), WatchError> {
+        let mut spool = self.spool.lock().map_err(|_| WatchError::Poisoned)?;
         for e in events {
-            let line = serde_json::to_vec(e).context("serialising a file event")?;
-            spool.append(&line).context("writing the spool")?;
+            let line = serde_json::to_vec(e).map_err(WatchError::Serialise)?;
+            spool.append(&line).map_err(WatchError::Append)?;
         }
-        spool.sync().context("syncing the spool")?;
+        spool.sync().map_err(WatchError::Sync)?;
         self.metrics
             .received
             .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -374,7 +407,7 @@ impl FolderWatch {
     }
 
     /// Compares the tree with the snapshot left by the previous run and reports the difference.
-    fn catch_up(&mut self) -> Result<()> {
+    fn catch_up(&mut self) -> Result<(), WatchError> {
         let mut now_files = Vec::new();
         for p in &self.src.paths.clone() {
             if self.src.recursive {
@@ -390,15 +423,18 @@ impl FolderWatch {
             }
         }
         let before: Option<HashMap<PathBuf, Seen>> = match std::fs::read(&self.snapshot_path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "snapshot {} is corrupt; move it away to start afresh",
-                    self.snapshot_path.display()
-                )
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|error| {
+                WatchError::CorruptSnapshot {
+                    path: self.snapshot_path.display().to_string(),
+                    error,
+                }
             })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", self.snapshot_path.display()))
+            Err(error) => {
+                return Err(WatchError::Snapshot {
+                    path: self.snapshot_path.display().to_string(),
+                    error,
+                })
             }
         };
         self.known = now_files.into_iter().collect();
@@ -441,10 +477,9 @@ impl FolderWatch {
         self.save_snapshot()
     }
 
-    fn save_snapshot(&self) -> Result<()> {
-        let body = serde_json::to_vec(&self.known).context("serialising the folder snapshot")?;
-        crate::tail::write_atomically(&self.snapshot_path, &body)
-            .with_context(|| format!("writing {}", self.snapshot_path.display()))
+    fn save_snapshot(&self) -> Result<(), WatchError> {
+        let body = serde_json::to_vec(&self.known).map_err(WatchError::Serialise)?;
+        crate::tail::write_atomically(&self.snapshot_path, &body).map_err(WatchError::Save)
     }
 }
 

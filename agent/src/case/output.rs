@@ -330,22 +330,32 @@ pub fn accounting(cases: &Cases, patient: &str, today: NaiveDate) -> Result<Stri
     Ok(out)
 }
 
+/// A file or directory of the context that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {path}: {source}")]
+pub struct ReadError {
+    path: String,
+    source: std::io::Error,
+}
+
 /// Patient id -> "Given Family" from a context directory's Patient resources, for letters.
 pub fn patient_names(
     context: Option<&Path>,
-) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    use anyhow::Context as _;
+) -> Result<std::collections::HashMap<String, String>, ReadError> {
     let mut names = std::collections::HashMap::new();
     let Some(dir) = context else {
         return Ok(names);
     };
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e?.path();
+    let read_err = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| ReadError { path, source }
+    };
+    for e in std::fs::read_dir(dir).map_err(read_err(dir))? {
+        let p = e.map_err(read_err(dir))?.path();
         if p.extension().is_none_or(|x| x != "ndjson") {
             continue;
         }
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text = std::fs::read_to_string(&p).map_err(read_err(&p))?;
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;

@@ -22,7 +22,6 @@ pub mod session;
 use crate::config::ConsoleConfig;
 use crate::metrics::Metrics;
 use accounts::Account;
-use anyhow::{Context as _, Result};
 use audit::ViewLog;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State};
@@ -520,7 +519,7 @@ pub fn router(app: App) -> axum::Router {
 pub async fn bind(
     cfg: &ConsoleConfig,
     inputs: ConsoleInputs,
-) -> Result<(SocketAddr, impl std::future::Future<Output = Result<()>>)> {
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), crate::net::BindError> {
     let app: App = Arc::new(Console::new(inputs, cfg));
     let purge = app.clone();
     tokio::spawn(async move {
@@ -533,14 +532,25 @@ pub async fn bind(
             }
         }
     });
+    let binding = |error| crate::net::BindError::Bind {
+        name: "console".into(),
+        what: "binding",
+        at: cfg.listen,
+        error,
+    };
     let tcp = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("binding the console listener {}", cfg.listen))?;
-    let local = tcp.local_addr()?;
+        .map_err(binding)?;
+    let local = tcp.local_addr().map_err(binding)?;
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(crate::tls::server_tls(cert, key, None, &[b"http/1.1"]).context("console TLS")?)
-        }
+        (Some(cert), Some(key)) => Some(
+            crate::tls::server_tls(cert, key, None, &[b"http/1.1"]).map_err(|error| {
+                crate::net::BindError::Tls {
+                    name: "console".into(),
+                    error,
+                }
+            })?,
+        ),
         _ => None,
     };
     tracing::info!(listen = %local, tls = tls.is_some(), "serving the console");
@@ -558,10 +568,7 @@ pub async fn bind(
         "console",
         std::future::pending(),
     );
-    Ok((local, async move {
-        serve.await;
-        Ok(())
-    }))
+    Ok((local, serve))
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl<'p> FileDetector<'p> {
         e: &FileEvent,
         folder: &str,
     ) -> Result<(Request, Entities), super::RequestError> {
-        let ty = |s: &str| EntityTypeName::from_str(s);
+        let ty = |s: &str| EntityTypeName::from_str(s).map_err(super::RequestError::from);
         let owner = if e.owner.is_empty() {
             "unknown"
         } else {

@@ -451,12 +451,13 @@ fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<
             return Ok(Some(format!("silenced by silence #{}", s.id)));
         }
     }
-    if inhibit && a.severity != "critical" {
-        if crate::alert::query::open_critical_besides(conn, &a.user, alert)? {
-            return Ok(Some(
-                "inhibited by an open critical alert for the same user".into(),
-            ));
-        }
+    if inhibit
+        && a.severity != "critical"
+        && crate::alert::query::open_critical_besides(conn, &a.user, alert)?
+    {
+        return Ok(Some(
+            "inhibited by an open critical alert for the same user".into(),
+        ));
     }
     Ok(None)
 }

@@ -1,0 +1,333 @@
+//! `phiwatch run`: the daemon. Sources tail logs and hand batches of lines to one detection
+//! thread through a bounded channel (back-pressure: a slow detector slows the readers, memory
+//! stays flat). A batch's accesses and findings are stored in one transaction before the source
+//! commits its checkpoint, so a crash replays at most the batches in flight, and the store's
+//! idempotent keys make that replay invisible.
+//!
+//! The lifecycle is [`App::new`] (everything that can fail on bad configuration: inputs
+//! loaded, store opened, sources built and bound), [`App::start`] (threads and tasks), then
+//! [`Running::serve`] until a signal and [`Running::shutdown`]: receivers stop first, spools
+//! are synced, tailers finish what is in flight and save their checkpoints, detection drains.
+
+mod detection;
+mod http;
+mod tail;
+
+use crate::alert::{Routing, SharedRouting};
+use crate::config::{Config, Source};
+use crate::metrics::{Metrics, SourceMetrics};
+use crate::notify::Dispatcher;
+use crate::quarantine::Quarantine;
+use crate::reload::{Inputs, Loaded};
+use crate::source::{Env, Intake};
+use crate::spool::SharedSpool;
+use crate::store::Store;
+use crate::tail::Tailer;
+use anyhow::{Context as _, Result};
+use detection::{Batch, Detection};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Batches waiting for detection; beyond this, sources block.
+const QUEUE: usize = 4;
+/// Bytes a source reads per file per poll.
+const CHUNK_BYTES: usize = 4 << 20;
+/// How often the dispatcher looks for due notifications.
+const DISPATCH_TICK: Duration = Duration::from_millis(250);
+/// How often received messages are forced to disk.
+const SPOOL_SYNC: Duration = Duration::from_millis(200);
+
+/// Runs the agent until SIGTERM or Ctrl-C.
+pub fn run(config_path: &Path) -> Result<()> {
+    // The store, checkpoints and spools hold PHI: readable by this account only, whatever
+    // umask the agent was started with (systemd sets UMask=0077 too).
+    // SAFETY: umask(2) only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    let cfg = Config::load(config_path)?;
+    let running = App::new(cfg)?.start()?;
+    let served = running.serve();
+    running.shutdown();
+    served
+}
+
+/// The agent built from its configuration, nothing started yet.
+pub struct App {
+    rt: tokio::runtime::Runtime,
+    metrics: Arc<Metrics>,
+    intake: Intake,
+    detection: Detection,
+    dispatcher: Option<Dispatcher>,
+    data_dir: PathBuf,
+    http: crate::config::Http,
+}
+
+impl App {
+    /// Loads the inputs, opens the store, builds every source and binds every listener.
+    pub fn new(cfg: Config) -> Result<App> {
+        let inputs = Inputs {
+            rules: cfg.rules.clone(),
+            policies: cfg.policies.clone(),
+            context: cfg.context_feeds(),
+            journal: Some(cfg.data_dir.join("phiwatch.db")),
+            plugins: cfg.plugin_inputs(),
+        };
+        let stamp = inputs.stamp();
+        let loaded = inputs.load()?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+        let db_path = cfg.data_dir.join("phiwatch.db");
+        let store = Store::open(&db_path)?;
+        let routing: Option<(PathBuf, SharedRouting)> = match &cfg.routing {
+            Some(p) => {
+                let r = Routing::load(p)?;
+                Some((p.clone(), Arc::new(std::sync::RwLock::new(Arc::new(r)))))
+            }
+            None => None,
+        };
+        let metrics = metrics_for(&cfg, &loaded);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        warn_if_descriptors_short(&cfg);
+        let env = Env {
+            spool_dir: cfg.data_dir.join("spool"),
+            metrics: &metrics,
+            rt: &rt,
+            inflight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.inflight_bytes)),
+        };
+        let mut intake = Intake::default();
+        // Source indices: the configured sources, then the console's view log, then the
+        // MLLP feeds; `metrics_for` lists them in the same order.
+        let console_ix = cfg.sources.len();
+        let mllp_ix = console_ix + usize::from(cfg.console.is_some());
+        let mllp_feeds = cfg.mllp_feeds();
+        let console = match &cfg.console {
+            Some(c) => {
+                let (jurisdictions, response) = crate::case::plan_for(&cfg)?;
+                let inputs = crate::console::ConsoleInputs {
+                    db: db_path.clone(),
+                    evidence_dir: cfg.data_dir.join("attachments"),
+                    plan: Arc::new(crate::case::schedule::Plan {
+                        jurisdictions,
+                        response,
+                    }),
+                    context: cfg.fhir_context(),
+                    metrics: Some(metrics.clone()),
+                    views: None,
+                };
+                Some((c, inputs))
+            }
+            None => None,
+        };
+        crate::source::build(cfg.sources, &env, &mut intake)?;
+        if let Some((c, inputs)) = console {
+            crate::source::console::build(c, inputs, console_ix, &env, &mut intake)?;
+        }
+        for (i, f) in mllp_feeds.iter().enumerate() {
+            crate::source::mllp::build(f, mllp_ix + i, &env, &mut intake)?;
+        }
+        let dispatcher = match &routing {
+            Some((path, r)) => Some(
+                Dispatcher::new(
+                    &db_path,
+                    r.clone(),
+                    loaded.settings.timezone,
+                    metrics.notify.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("routing {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let adt = mllp_feeds
+            .iter()
+            .map(|f| {
+                let o =
+                    crate::context::adt_options(&f.departments, f.timezone, f.labels.as_deref());
+                (f.name.clone(), o)
+            })
+            .collect();
+        let detection = Detection {
+            inputs,
+            loaded,
+            stamp,
+            store,
+            folders: std::mem::take(&mut intake.folders),
+            routing,
+            adt,
+        };
+        Ok(App {
+            rt,
+            metrics,
+            intake,
+            detection,
+            dispatcher,
+            data_dir: cfg.data_dir,
+            http: cfg.http,
+        })
+    }
+
+    /// Starts detection, the dispatcher, a tailer per source, the folder watchers, the
+    /// receivers and the spool sync, in that order.
+    pub fn start(self) -> Result<Running> {
+        let App {
+            rt,
+            metrics,
+            intake,
+            detection,
+            dispatcher,
+            data_dir,
+            http,
+        } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel::<Batch>(QUEUE);
+        let m = metrics.clone();
+        m.detection_alive.store(true, Ordering::Relaxed);
+        let detecting = std::thread::Builder::new()
+            .name("detect".into())
+            .spawn(move || detection::detect_loop(rx, detection, m))?;
+        if let Some(d) = dispatcher {
+            rt.spawn(d.run(DISPATCH_TICK));
+        }
+        let mut threads = Vec::new();
+        for r in intake.readers {
+            let checkpoints = data_dir.join("checkpoints");
+            let cp = checkpoints.join(format!("{}.json", r.name));
+            let tailer = Tailer::new(r.patterns.clone(), cp, CHUNK_BYTES, r.max_line_bytes)?;
+            let quarantine = Quarantine::open(
+                checkpoints.join(format!("{}.decoding", r.name)),
+                data_dir.join("rejects").join(format!("{}.ndjson", r.name)),
+            );
+            let (tx, stop, m) = (tx.clone(), stop.clone(), metrics.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tail-{}", r.name))
+                    .spawn(move || tail::tail_loop(r, tailer, quarantine, tx, stop, m))?,
+            );
+        }
+        drop(tx);
+        for w in intake.watchers {
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("watch".into())
+                    .spawn(move || {
+                        if let Err(e) = w.run(stop) {
+                            tracing::error!("folder watcher stopped: {e:#}");
+                        }
+                    })?,
+            );
+        }
+        for task in intake.tasks {
+            rt.spawn(task);
+        }
+        let syncing = intake.spools.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(SPOOL_SYNC);
+            loop {
+                tick.tick().await;
+                sync_spools(&syncing);
+            }
+        });
+        Ok(Running {
+            rt,
+            metrics,
+            http,
+            spools: intake.spools,
+            stop,
+            threads,
+            detecting,
+        })
+    }
+}
+
+/// The agent with its threads and tasks running.
+pub struct Running {
+    rt: tokio::runtime::Runtime,
+    metrics: Arc<Metrics>,
+    http: crate::config::Http,
+    spools: Vec<SharedSpool>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    detecting: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Serves `/healthz` and `/metrics` until SIGTERM or Ctrl-C.
+    pub fn serve(&self) -> Result<()> {
+        self.rt
+            .block_on(http::serve_until_signal(&self.http, self.metrics.clone()))
+    }
+
+    /// Receivers stop first so nothing arrives after the spools' last sync; then tailers
+    /// finish their in-flight batches and save checkpoints; detection ends when they are gone.
+    pub fn shutdown(self) {
+        self.rt.shutdown_timeout(Duration::from_secs(2));
+        sync_spools(&self.spools);
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let _ = self.detecting.join();
+        tracing::info!("stopped: checkpoints saved, store closed");
+    }
+}
+
+/// Counters for every source, in source-index order: the configured sources, the console's
+/// view log, the MLLP feeds.
+fn metrics_for(cfg: &Config, loaded: &Loaded) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics {
+        sources: cfg
+            .sources
+            .iter()
+            .map(|s| s.name())
+            .chain(cfg.console.as_ref().map(|_| crate::console::audit::SOURCE))
+            .chain(cfg.mllp_feeds().iter().map(|f| f.name.as_str()))
+            .map(|name| SourceMetrics {
+                name: name.to_owned(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    if let Ok(mut l) = metrics.loaded.write() {
+        *l = Some(loaded.summary());
+    }
+    metrics
+}
+
+fn warn_if_descriptors_short(cfg: &Config) {
+    let open_files = crate::net::raise_open_files();
+    let wanted: usize = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Syslog(s) if s.transport != crate::config::Transport::Udp => {
+                Some(s.max_connections)
+            }
+            _ => None,
+        })
+        .sum::<usize>()
+        + cfg.console.as_ref().map_or(0, |c| c.max_connections)
+        + 64;
+    if (wanted as u64) + 256 > open_files {
+        tracing::warn!(
+            open_files,
+            connections = wanted,
+            "the connection caps add up to more than the descriptor limit leaves room for: raise LimitNOFILE or lower max_connections"
+        );
+    }
+}
+
+fn sync_spools(spools: &[SharedSpool]) {
+    for s in spools {
+        if let Ok(mut s) = s.lock() {
+            if let Err(e) = s.sync() {
+                tracing::error!("syncing a spool: {e}");
+            }
+        }
+    }
+}
