@@ -37,10 +37,19 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         &["mllp", "syslog", "watch", "alert", "reload", "coverage"],
     ),
     ("respond", &["scan", "notify", "case", "mine"]),
-    ("reporting", &["metrics", "noise", "demo", "trial"]),
+    ("reporting", &["metrics", "noise"]),
     ("console", &["console"]),
-    ("commands", &["source", "run", "check", "bench"]),
+    (
+        "commands",
+        &["demo", "trial", "source", "run", "check", "bench"],
+    ),
 ];
+
+/// Whether a module may use `anyhow`: only the commands layer, where errors are reported to
+/// a person and never matched on. Below it, errors are typed so callers can act on them.
+pub fn may_use_anyhow(module: &str) -> bool {
+    layer_of(module) == Some(LAYERS.len() - 1)
+}
 
 /// Layer index of a module, if declared.
 pub fn layer_of(module: &str) -> Option<usize> {
@@ -158,6 +167,33 @@ mod tests {
         );
         let v = violations(&e);
         assert!(v.is_empty(), "layering broken:\n  {}", v.join("\n  "));
+    }
+
+    #[test]
+    fn anyhow_stays_in_the_commands_layer() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut offenders = Vec::new();
+        for f in files {
+            let Some(m) = module_of(&src, &f) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&f).expect("source file is readable");
+            let code = text
+                .split("\n#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or(&text);
+            let uses_anyhow = code.contains("anyhow::") || code.contains("anyhow!");
+            if uses_anyhow && !may_use_anyhow(&m) {
+                offenders.push(f.strip_prefix(&src).unwrap_or(&f).display().to_string());
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "anyhow below the commands layer: {offenders:?}"
+        );
+        assert!(may_use_anyhow("run") && !may_use_anyhow("store"));
     }
 
     #[test]
