@@ -36,6 +36,42 @@ pub fn check(config_path: &Path) -> Checked {
         }),
         None => Settings::default(),
     };
+    check_policies(&cfg, &mut c);
+    check_plugins(&cfg, &mut c);
+    check_context(&cfg, &settings, &mut c);
+    check_data_dir(&cfg.data_dir, &mut c);
+    check_console(&cfg, &mut c);
+    for src in &cfg.sources {
+        check_source(src, &mut c);
+    }
+    let routing = cfg.routing.as_ref().map(|p| (p, Routing::load(p)));
+    let receivers: Option<Vec<String>> = routing.as_ref().and_then(|(_, r)| {
+        r.as_ref()
+            .ok()
+            .map(|r| r.receivers.iter().map(|x| x.name().to_owned()).collect())
+    });
+    check_response(&cfg, receivers.as_deref(), &mut c);
+    if let Some((p, loaded)) = routing {
+        match loaded {
+            Ok(r) => {
+                check_receivers(&r, &mut c);
+                c.summary.push(format!(
+                    "routing {}: {} receiver(s), {} route(s)",
+                    p.display(),
+                    r.receivers.len(),
+                    r.routes.len()
+                ));
+            }
+            Err(e) => c.problems.push(e.to_string()),
+        }
+    } else {
+        c.warnings
+            .push("no routing: findings group into alerts with the default grouping, and nobody is notified".into());
+    }
+    c
+}
+
+fn check_policies(cfg: &Config, c: &mut Checked) {
     match &cfg.policies {
         Some(dir) => {
             match PolicyPack::load_dir(dir) {
@@ -60,11 +96,13 @@ pub fn check(config_path: &Path) -> Checked {
         }
         None => c.summary.push("policies: the built-in pack".into()),
     }
-    check_plugins(&cfg, &mut c);
+}
+
+fn check_context(cfg: &Config, settings: &Settings, c: &mut Checked) {
     let feeds = cfg.context_feeds();
     if !feeds.is_empty() {
         let journal = crate::store::journal(&cfg.data_dir.join("phiwatch.db")).unwrap_or_default();
-        match crate::context::load_feeds(&feeds, &settings, &journal) {
+        match crate::context::load_feeds(&feeds, settings, &journal) {
             Ok((store, stats)) => {
                 c.summary.push(format!(
                     "context: {} feed(s), {} users, {} patients",
@@ -75,7 +113,7 @@ pub fn check(config_path: &Path) -> Checked {
                 c.summary.push(stats.render().trim_end().to_owned());
                 c.warnings
                     .extend(stats.problems.iter().map(|p| format!("context: {p}")));
-                let cov = crate::coverage::measure(&cfg, &store);
+                let cov = crate::coverage::measure(cfg, &store);
                 for s in &cov.stale {
                     c.warnings.push(format!(
                         "context: {} feed {} is {} h old (max_age_hours {})",
@@ -93,17 +131,11 @@ pub fn check(config_path: &Path) -> Checked {
         c.warnings
             .push("no context: every access will be judged without directory facts".into());
     }
-    check_data_dir(&cfg.data_dir, &mut c);
-    check_console(&cfg, &mut c);
-    for src in &cfg.sources {
-        check_source(src, &mut c);
-    }
-    let routing = cfg.routing.as_ref().map(|p| (p, Routing::load(p)));
-    let receivers: Option<Vec<String>> = routing.as_ref().and_then(|(_, r)| {
-        r.as_ref()
-            .ok()
-            .map(|r| r.receivers.iter().map(|x| x.name().to_owned()).collect())
-    });
+}
+
+/// The deadline rules and the response settings, whose reminder receivers must exist in the
+/// routing rules (`receivers`: their names, when the routing rules load).
+fn check_response(cfg: &Config, receivers: Option<&[String]>, c: &mut Checked) {
     match &cfg.jurisdictions {
         Some(p) => match crate::case::clock::Jurisdictions::load(p) {
             Ok(j) => c.summary.push(format!(
@@ -127,7 +159,7 @@ pub fn check(config_path: &Path) -> Checked {
                 c.problems.push(format!("response: letter template: {e}"));
             }
             for name in r.reminders.receivers.iter().chain(&r.reminders.escalate_to) {
-                match &receivers {
+                match receivers {
                     Some(known) if known.contains(name) => {}
                     Some(_) => c.problems.push(format!(
                         "response: reminder receiver {name:?} is not defined in the routing rules"
@@ -141,24 +173,6 @@ pub fn check(config_path: &Path) -> Checked {
         }
         Err(e) => c.problems.push(e.to_string()),
     }
-    if let Some((p, loaded)) = routing {
-        match loaded {
-            Ok(r) => {
-                check_receivers(&r, &mut c);
-                c.summary.push(format!(
-                    "routing {}: {} receiver(s), {} route(s)",
-                    p.display(),
-                    r.receivers.len(),
-                    r.routes.len()
-                ));
-            }
-            Err(e) => c.problems.push(e.to_string()),
-        }
-    } else {
-        c.warnings
-            .push("no routing: findings group into alerts with the default grouping, and nobody is notified".into());
-    }
-    c
 }
 
 fn check_data_dir(dir: &Path, c: &mut Checked) {

@@ -198,8 +198,67 @@ impl<'c> Enricher<'c> {
         let identified = !event
             .user
             .starts_with(crate::decode::audit_event::UNIDENTIFIED);
-        // Logs name people by login, NPI, MRN or reference; what resolves is recorded under
-        // the person's one canonical id, so findings and alerts group by person.
+        let (user, patient) = self.resolve(store, &mut event, identified);
+
+        let (hour, weekday) = self.local(t);
+        let business_day = s.business_days.contains(&weekday);
+        let in_hours = business_day
+            && u32::from(hour) >= s.business_start_hour
+            && u32::from(hour) < s.business_end_hour;
+        let mut context = 0u16;
+        for (bit, on) in [
+            (ctx_flag::BREAK_GLASS, event.break_glass),
+            (ctx_flag::AFTER_HOURS, !in_hours),
+            (ctx_flag::WEEKEND, !business_day),
+            (ctx_flag::SUCCEEDED, event.succeeded),
+        ] {
+            if on {
+                context |= bit;
+            }
+        }
+
+        // The department the log says the user worked in for this access (login or
+        // workstation department): it explains work there as the directory's does.
+        let worked_in = self.department_named(store, event.department.trim());
+        let (role, mut department, user_bits) = self.user_side(store, user, identified, t);
+        if department == NONE {
+            department = worked_in;
+        }
+        let p = match patient {
+            Some(p) => self.patient_side(store, &event, user, p, (department, worked_in)),
+            None => PatientSide::default(),
+        };
+
+        EnrichedAccess {
+            facts: FactKey {
+                action: event.action,
+                role,
+                department,
+                user: user_bits,
+                patient: p.bits,
+                sensitive: p.sensitive,
+                relationships: p.relationships,
+                context: context | p.context,
+                hour,
+                days_since_death: p.days_since_death,
+                encounter_departments: p.encounter_departments,
+            },
+            event,
+            user,
+            patient,
+        }
+    }
+
+    /// The user and patient the log names, in the context; the event is rewritten to their
+    /// canonical ids. Logs name people by login, NPI, MRN or reference; what resolves is
+    /// recorded under the person's one id, so findings and alerts group by person.
+    #[inline]
+    fn resolve(
+        &mut self,
+        store: &ContextStore,
+        event: &mut AccessEvent,
+        identified: bool,
+    ) -> (Option<u32>, Option<u32>) {
         let user = match store.resolve_user(&event.user) {
             Resolved::Found(u) if store.user_facts(u).known => {
                 event.user.clone_from(&store.user_facts(u).id);
@@ -230,158 +289,162 @@ impl<'c> Enricher<'c> {
         if patient.is_none() {
             self.stats.unknown_patients += 1;
         }
+        (user, patient)
+    }
 
-        let (hour, weekday) = self.local(t);
-        let business_day = s.business_days.contains(&weekday);
-        let in_hours = business_day
-            && u32::from(hour) >= s.business_start_hour
-            && u32::from(hour) < s.business_end_hour;
+    /// The user's role, directory department and flags at time `t`.
+    #[inline]
+    fn user_side(
+        &self,
+        store: &ContextStore,
+        user: Option<u32>,
+        identified: bool,
+        t: i64,
+    ) -> (u32, u32, u8) {
+        let mut bits = if identified { user_flag::IDENTIFIED } else { 0 };
+        let Some(u) = user else {
+            // No directory entry: no evidence of termination either.
+            return (NONE, NONE, bits | user_flag::ACTIVE);
+        };
+        let uf = store.user_facts(u);
+        let role = store.user_role_ix(u);
+        bits |= user_flag::KNOWN;
+        let terminated = uf.terminated_ms.is_some_and(|end| t > end);
+        let role_is = |table: &[bool]| table.get(role as usize).copied().unwrap_or(false);
+        for (on, bit) in [
+            (!uf.inactive && !terminated, user_flag::ACTIVE),
+            (role_is(&self.clinical_role), user_flag::CLINICAL),
+            (
+                role_is(&self.business_need_role),
+                user_flag::BUSINESS_NEED_ROLE,
+            ),
+        ] {
+            if on {
+                bits |= bit;
+            }
+        }
+        (role, store.user_department_ix(u), bits)
+    }
+
+    /// What the patient's record and the user's relation to it add: flags, sensitivity,
+    /// relationships, death, encounters near the access, household and coworker matches.
+    /// `departments` are the user's directory department and the one the log names.
+    #[inline]
+    fn patient_side(
+        &self,
+        store: &ContextStore,
+        event: &AccessEvent,
+        user: Option<u32>,
+        p: u32,
+        (department, worked_in): (u32, u32),
+    ) -> PatientSide {
+        let s = self.settings;
+        let t = event.time_ms;
+        let pf = store.patient_facts(p);
+        let mut out = PatientSide {
+            bits: patient_flag::KNOWN,
+            sensitive: pf.sensitive,
+            ..PatientSide::default()
+        };
         let mut context = 0u16;
         let mut set = |bit: u16, on: bool| {
             if on {
                 context |= bit
             }
         };
-        set(ctx_flag::BREAK_GLASS, event.break_glass);
-        set(ctx_flag::AFTER_HOURS, !in_hours);
-        set(ctx_flag::WEEKEND, !business_day);
-        set(ctx_flag::SUCCEEDED, event.succeeded);
-
-        // The department the log says the user worked in for this access (login or
-        // workstation department): it explains work there as the directory's does.
-        let worked_in = self.department_named(store, event.department.trim());
-        let (mut role, mut department, mut user_bits) = (NONE, NONE, 0u8);
-        if identified {
-            user_bits |= user_flag::IDENTIFIED;
+        for (on, bit) in [
+            (pf.vip, patient_flag::VIP),
+            (pf.employee, patient_flag::EMPLOYEE),
+            (pf.restricted, patient_flag::RESTRICTED),
+            (pf.deceased_ms.is_some(), patient_flag::DECEASED),
+        ] {
+            if on {
+                out.bits |= bit;
+            }
         }
-        if let Some(u) = user {
-            let uf = store.user_facts(u);
-            role = store.user_role_ix(u);
-            department = store.user_department_ix(u);
-            user_bits |= user_flag::KNOWN;
-            let terminated = uf.terminated_ms.is_some_and(|end| t > end);
-            if !uf.inactive && !terminated {
-                user_bits |= user_flag::ACTIVE;
-            }
-            if self
-                .clinical_role
-                .get(role as usize)
-                .copied()
-                .unwrap_or(false)
-            {
-                user_bits |= user_flag::CLINICAL;
-            }
-            if self
-                .business_need_role
-                .get(role as usize)
-                .copied()
-                .unwrap_or(false)
-            {
-                user_bits |= user_flag::BUSINESS_NEED_ROLE;
-            }
-        } else {
-            // No directory entry: no evidence of termination either.
-            user_bits |= user_flag::ACTIVE;
-        }
-        if department == NONE {
-            department = worked_in;
+        if let Some(died) = pf.deceased_ms.filter(|&d| d != i64::MIN && t >= d) {
+            let days = (t - died) / MS_PER_DAY;
+            out.days_since_death = days.min(i64::from(i32::MAX)) as i32;
+            set(ctx_flag::LONG_AFTER_DEATH, days > s.deceased_after_days);
         }
         let in_department = |d: u32| d != NONE && (d == department || d == worked_in);
-
-        let (mut patient_bits, mut sensitive, mut relationships, mut days_since_death) =
-            (0u8, 0u8, 0u8, -1i32);
-        let mut encounter_departments = [NONE; MAX_ENCOUNTER_DEPARTMENTS];
-        if let Some(p) = patient {
-            let pf = store.patient_facts(p);
-            patient_bits |= patient_flag::KNOWN;
-            for (on, bit) in [
-                (pf.vip, patient_flag::VIP),
-                (pf.employee, patient_flag::EMPLOYEE),
-                (pf.restricted, patient_flag::RESTRICTED),
-                (pf.deceased_ms.is_some(), patient_flag::DECEASED),
-            ] {
-                if on {
-                    patient_bits |= bit;
-                }
-            }
-            sensitive = pf.sensitive;
-            if let Some(died) = pf.deceased_ms.filter(|&d| d != i64::MIN && t >= d) {
-                let days = (t - died) / MS_PER_DAY;
-                days_since_death = days.min(i64::from(i32::MAX)) as i32;
-                set(ctx_flag::LONG_AFTER_DEATH, days > s.deceased_after_days);
-            }
-            for e in store.encounters_of(p) {
-                let near =
-                    t >= e.start - s.break_glass_window_ms && t <= e.end + s.break_glass_window_ms;
-                set(ctx_flag::ENCOUNTER_NEAR, near);
-                let from = e.start - s.relationship_lead_ms;
-                set(
-                    ctx_flag::RECENT_ENCOUNTER,
-                    t >= from && t <= e.end + s.business_need_ms,
-                );
-                let around = t >= from && t <= e.end + s.relationship_lag_ms;
-                set(
-                    ctx_flag::DEPARTMENT_ENCOUNTER,
-                    around && in_department(e.department),
-                );
-                if around && e.department != NONE {
-                    add_department(&mut encounter_departments, e.department);
-                }
-            }
-            // An access made in an encounter of this patient (the log names it) is work in
-            // that encounter's department, whenever it is done (late charting included).
-            let named = Some(event.encounter.trim()).filter(|v| !v.is_empty());
-            if let Some((_, e)) = named
-                .and_then(|v| store.visit_of(v))
-                .filter(|&(vp, _)| vp == p)
-            {
-                set(ctx_flag::DEPARTMENT_ENCOUNTER, in_department(e.department));
-                if e.department != NONE {
-                    add_department(&mut encounter_departments, e.department);
-                }
-            }
-            if let Some(u) = user {
-                relationships = store.relationship_at(u, p, t);
-                let uf = store.user_facts(u);
-                set(ctx_flag::SELF_ACCESS, uf.self_patient == Some(p));
-                // A user's household comes from the directory, else from their own chart.
-                let own = uf.self_patient.map(|sp| store.patient_facts(sp));
-                let family = uf.family.as_ref().or(own.and_then(|o| o.family.as_ref()));
-                let address = uf.address.as_ref().or(own.and_then(|o| o.address.as_ref()));
-                set(
-                    ctx_flag::SAME_FAMILY_NAME,
-                    family.is_some() && family == pf.family.as_ref(),
-                );
-                if let (Some(a), Some(b)) = (address, pf.address.as_ref()) {
-                    set(ctx_flag::SAME_ADDRESS, a.full == b.full);
-                    set(ctx_flag::SAME_STREET, a.street == b.street);
-                }
-                set(
-                    ctx_flag::COWORKER,
-                    pf.employee_user.is_some_and(|eu| {
-                        eu != u && department != NONE && store.user_department_ix(eu) == department
-                    }),
-                );
+        for e in store.encounters_of(p) {
+            let near =
+                t >= e.start - s.break_glass_window_ms && t <= e.end + s.break_glass_window_ms;
+            set(ctx_flag::ENCOUNTER_NEAR, near);
+            let from = e.start - s.relationship_lead_ms;
+            set(
+                ctx_flag::RECENT_ENCOUNTER,
+                t >= from && t <= e.end + s.business_need_ms,
+            );
+            let around = t >= from && t <= e.end + s.relationship_lag_ms;
+            set(
+                ctx_flag::DEPARTMENT_ENCOUNTER,
+                around && in_department(e.department),
+            );
+            if around && e.department != NONE {
+                add_department(&mut out.encounter_departments, e.department);
             }
         }
+        // An access made in an encounter of this patient (the log names it) is work in
+        // that encounter's department, whenever it is done (late charting included).
+        let named = Some(event.encounter.trim()).filter(|v| !v.is_empty());
+        if let Some((_, e)) = named
+            .and_then(|v| store.visit_of(v))
+            .filter(|&(vp, _)| vp == p)
+        {
+            set(ctx_flag::DEPARTMENT_ENCOUNTER, in_department(e.department));
+            if e.department != NONE {
+                add_department(&mut out.encounter_departments, e.department);
+            }
+        }
+        if let Some(u) = user {
+            out.relationships = store.relationship_at(u, p, t);
+            let uf = store.user_facts(u);
+            set(ctx_flag::SELF_ACCESS, uf.self_patient == Some(p));
+            // A user's household comes from the directory, else from their own chart.
+            let own = uf.self_patient.map(|sp| store.patient_facts(sp));
+            let family = uf.family.as_ref().or(own.and_then(|o| o.family.as_ref()));
+            let address = uf.address.as_ref().or(own.and_then(|o| o.address.as_ref()));
+            set(
+                ctx_flag::SAME_FAMILY_NAME,
+                family.is_some() && family == pf.family.as_ref(),
+            );
+            if let (Some(a), Some(b)) = (address, pf.address.as_ref()) {
+                set(ctx_flag::SAME_ADDRESS, a.full == b.full);
+                set(ctx_flag::SAME_STREET, a.street == b.street);
+            }
+            set(
+                ctx_flag::COWORKER,
+                pf.employee_user.is_some_and(|eu| {
+                    eu != u && department != NONE && store.user_department_ix(eu) == department
+                }),
+            );
+        }
+        out.context = context;
+        out
+    }
+}
 
-        EnrichedAccess {
-            facts: FactKey {
-                action: event.action,
-                role,
-                department,
-                user: user_bits,
-                patient: patient_bits,
-                sensitive,
-                relationships,
-                context,
-                hour,
-                days_since_death,
-                encounter_departments,
-            },
-            event,
-            user,
-            patient,
+/// The patient's part of an access's facts.
+struct PatientSide {
+    bits: u8,
+    sensitive: u8,
+    relationships: u8,
+    days_since_death: i32,
+    encounter_departments: [u32; MAX_ENCOUNTER_DEPARTMENTS],
+    context: u16,
+}
+
+impl Default for PatientSide {
+    fn default() -> Self {
+        PatientSide {
+            bits: 0,
+            sensitive: 0,
+            relationships: 0,
+            days_since_death: -1,
+            encounter_departments: [NONE; MAX_ENCOUNTER_DEPARTMENTS],
+            context: 0,
         }
     }
 }

@@ -193,154 +193,10 @@ impl Metrics {
         })
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP phiwatch_up 1 while the detection thread runs.\n# TYPE phiwatch_up gauge\n",
-        );
-        out.push_str(&format!(
-            "phiwatch_up {}\n",
-            u8::from(self.detection_alive.load(Ordering::Relaxed))
-        ));
-        out.push_str(&format!(
-            "# HELP phiwatch_detection_lag_seconds How long the batch being judged has waited, or the last batch took, from hand-over to stored.\n# TYPE phiwatch_detection_lag_seconds gauge\nphiwatch_detection_lag_seconds {}\n",
-            self.detection_lag_ms() as f64 / 1000.0
-        ));
-        let per_source: [Series<SourceMetrics>; 19] = [
-            (
-                "phiwatch_source_lines_total",
-                "counter",
-                "Lines read per source.",
-                |m| m.lines.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_events_total",
-                "counter",
-                "Patient accesses decoded per source.",
-                |m| m.accesses.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_bad_lines_total",
-                "counter",
-                "Lines rejected by the decoder per source.",
-                |m| m.bad_lines.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_quarantined_total",
-                "counter",
-                "Lines skipped because decoding them panicked or killed the agent (see data_dir/rejects).",
-                |m| m.quarantined.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_patients_over_cap_total",
-                "counter",
-                "Patients of one record beyond the 1,000 judged per record.",
-                |m| m.patients_over_cap.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_lag_bytes",
-                "gauge",
-                "Bytes written to tailed files but not yet processed.",
-                |m| m.lag_bytes.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_files",
-                "gauge",
-                "Files tracked per source.",
-                |m| m.files.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_errors_total",
-                "counter",
-                "Read or store failures per source (retried).",
-                |m| m.errors.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_received_total",
-                "counter",
-                "Syslog messages or folder events taken into the source's spool.",
-                |m| m.intake.received.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_rejected_total",
-                "counter",
-                "Syslog messages or connections rejected (framing, size, TLS), or watch errors.",
-                |m| m.intake.rejected.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_connections_total",
-                "counter",
-                "TCP and TLS connections accepted.",
-                |m| m.intake.connections.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_connections_refused_total",
-                "counter",
-                "Connections closed on arrival at the listener's max_connections.",
-                |m| m.intake.refused.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_timeouts_total",
-                "counter",
-                "Connections closed for idling, a frame not completed in time, or a TLS handshake not finished.",
-                |m| m.intake.timeouts.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_accept_errors_total",
-                "counter",
-                "Failed accepts (descriptors exhausted and the like), each followed by a back-off.",
-                |m| m.intake.accept_errors.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_spool_bytes",
-                "gauge",
-                "Bytes the source's spool holds on disk.",
-                |m| m.intake.spool_bytes.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_spool_full",
-                "gauge",
-                "1 while the source's spool is at spool_max_bytes.",
-                |m| u8::from(m.intake.spool_full.load(Ordering::Relaxed)) as f64,
-            ),
-            (
-                "phiwatch_spool_dropped_total",
-                "counter",
-                "UDP messages dropped because the spool was at its cap.",
-                |m| m.intake.spool_dropped.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "phiwatch_source_kernel_drops_total",
-                "counter",
-                "UDP datagrams the kernel dropped for the source's socket (receive buffer full).",
-                |m| match m.intake.udp_inode.load(Ordering::Relaxed) {
-                    0 => 0.0,
-                    inode => udp_drops(inode).unwrap_or(0) as f64,
-                },
-            ),
-            (
-                "phiwatch_checkpoint_age_seconds",
-                "gauge",
-                "Seconds since the source last saved its checkpoint.",
-                |m| {
-                    let last = m.last_checkpoint_ms.load(Ordering::Relaxed);
-                    if last == 0 {
-                        -1.0
-                    } else {
-                        (now_ms() - last) as f64 / 1000.0
-                    }
-                },
-            ),
-        ];
-        let sources: Vec<(&str, &SourceMetrics)> =
-            self.sources.iter().map(|m| (m.name.as_str(), m)).collect();
-        labelled(&mut out, &per_source, "source", &sources);
-        render_unknown_actions(&self.sources, &mut out);
-        render_inline(
-            *self.inline.lock().unwrap_or_else(|e| e.into_inner()),
-            &mut out,
-        );
+    /// The agent-wide counters and gauges: name, kind, help, value.
+    fn counters(&self) -> [(&'static str, &'static str, &'static str, &AtomicU64); 13] {
         let n = &self.notify;
-        for (name, kind, help, v) in [
+        [
             (
                 "phiwatch_findings_total",
                 "counter",
@@ -419,7 +275,30 @@ impl Metrics {
                 "Dead letters (phiwatch notify dead-letters).",
                 &n.dead_letters,
             ),
-        ] {
+        ]
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP phiwatch_up 1 while the detection thread runs.\n# TYPE phiwatch_up gauge\n",
+        );
+        out.push_str(&format!(
+            "phiwatch_up {}\n",
+            u8::from(self.detection_alive.load(Ordering::Relaxed))
+        ));
+        out.push_str(&format!(
+            "# HELP phiwatch_detection_lag_seconds How long the batch being judged has waited, or the last batch took, from hand-over to stored.\n# TYPE phiwatch_detection_lag_seconds gauge\nphiwatch_detection_lag_seconds {}\n",
+            self.detection_lag_ms() as f64 / 1000.0
+        ));
+        let sources: Vec<(&str, &SourceMetrics)> =
+            self.sources.iter().map(|m| (m.name.as_str(), m)).collect();
+        labelled(&mut out, &PER_SOURCE, "source", &sources);
+        render_unknown_actions(&self.sources, &mut out);
+        render_inline(
+            *self.inline.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut out,
+        );
+        for (name, kind, help, v) in self.counters() {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
                 v.load(Ordering::Relaxed)
@@ -430,6 +309,134 @@ impl Metrics {
         out
     }
 }
+
+/// The per-source series, labelled `source`.
+const PER_SOURCE: [Series<SourceMetrics>; 19] = [
+    (
+        "phiwatch_source_lines_total",
+        "counter",
+        "Lines read per source.",
+        |m| m.lines.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_events_total",
+        "counter",
+        "Patient accesses decoded per source.",
+        |m| m.accesses.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_bad_lines_total",
+        "counter",
+        "Lines rejected by the decoder per source.",
+        |m| m.bad_lines.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_quarantined_total",
+        "counter",
+        "Lines skipped because decoding them panicked or killed the agent (see data_dir/rejects).",
+        |m| m.quarantined.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_patients_over_cap_total",
+        "counter",
+        "Patients of one record beyond the 1,000 judged per record.",
+        |m| m.patients_over_cap.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_lag_bytes",
+        "gauge",
+        "Bytes written to tailed files but not yet processed.",
+        |m| m.lag_bytes.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_files",
+        "gauge",
+        "Files tracked per source.",
+        |m| m.files.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_errors_total",
+        "counter",
+        "Read or store failures per source (retried).",
+        |m| m.errors.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_received_total",
+        "counter",
+        "Syslog messages or folder events taken into the source's spool.",
+        |m| m.intake.received.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_rejected_total",
+        "counter",
+        "Syslog messages or connections rejected (framing, size, TLS), or watch errors.",
+        |m| m.intake.rejected.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_connections_total",
+        "counter",
+        "TCP and TLS connections accepted.",
+        |m| m.intake.connections.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_connections_refused_total",
+        "counter",
+        "Connections closed on arrival at the listener's max_connections.",
+        |m| m.intake.refused.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_timeouts_total",
+        "counter",
+        "Connections closed for idling, a frame not completed in time, or a TLS handshake not finished.",
+        |m| m.intake.timeouts.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_accept_errors_total",
+        "counter",
+        "Failed accepts (descriptors exhausted and the like), each followed by a back-off.",
+        |m| m.intake.accept_errors.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_spool_bytes",
+        "gauge",
+        "Bytes the source's spool holds on disk.",
+        |m| m.intake.spool_bytes.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_spool_full",
+        "gauge",
+        "1 while the source's spool is at spool_max_bytes.",
+        |m| u8::from(m.intake.spool_full.load(Ordering::Relaxed)) as f64,
+    ),
+    (
+        "phiwatch_spool_dropped_total",
+        "counter",
+        "UDP messages dropped because the spool was at its cap.",
+        |m| m.intake.spool_dropped.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        "phiwatch_source_kernel_drops_total",
+        "counter",
+        "UDP datagrams the kernel dropped for the source's socket (receive buffer full).",
+        |m| match m.intake.udp_inode.load(Ordering::Relaxed) {
+            0 => 0.0,
+            inode => udp_drops(inode).unwrap_or(0) as f64,
+        },
+    ),
+    (
+        "phiwatch_checkpoint_age_seconds",
+        "gauge",
+        "Seconds since the source last saved its checkpoint.",
+        |m| {
+            let last = m.last_checkpoint_ms.load(Ordering::Relaxed);
+            if last == 0 {
+                -1.0
+            } else {
+                (now_ms() - last) as f64 / 1000.0
+            }
+        },
+    ),
+];
 
 /// The kernel's drop counter for the UDP socket with this inode (`/proc/net/udp`, `udp6`:
 /// the last column). Linux only; `None` elsewhere or when the socket is gone.

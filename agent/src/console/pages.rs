@@ -516,7 +516,6 @@ fn render_case(
 ) -> String {
     let c = &d.case;
     let role = s.account.role;
-    let back = format!("/cases/{id}");
     let closed = c.state == "closed";
     let mut b = format!(
         "<h1>Case #{id}: {}</h1><p><span class=\"chip state-{}\" id=\"case-state\">{}</span> \
@@ -531,6 +530,24 @@ discovered {} · patients {} · users {}</p>",
         esc(&d.patients.join(", ")),
         esc(&d.users.join(", "))
     );
+    case_deadlines(&mut b, d);
+    case_assessment(&mut b, s, id, d, closed);
+    b.push_str("<div class=\"actions\">");
+    if role.may(Perm::DecideCase) && !closed {
+        decision_forms(&mut b, s, id, c);
+    }
+    if role.may(Perm::WorkCase) && !closed {
+        work_forms(&mut b, s, id, d);
+    }
+    b.push_str("</div>");
+    case_tasks(&mut b, s, id, d, role.may(Perm::WorkCase) && !closed);
+    case_letters(&mut b, id, letters);
+    case_evidence(&mut b, timeline, &d.log);
+    layout(&format!("Case #{id}"), Some(s), "/cases", &b)
+}
+
+/// The notification deadlines, provisional or final, with their countdowns.
+fn case_deadlines(b: &mut String, d: &data::CaseDetail) {
     b.push_str("<section class=\"card\" id=\"deadlines\"><h2>Deadlines</h2>");
     if d.deadlines_provisional && !d.deadlines.is_empty() {
         b.push_str(
@@ -548,7 +565,12 @@ Record the affected residents in the facts, and the determination, for the final
         b.push_str(&countdown(dl));
     }
     b.push_str("</section>");
+}
 
+/// The four-factor assessment: a form for who may work the case, else what was recorded.
+fn case_assessment(b: &mut String, s: &Signed, id: i64, d: &data::CaseDetail, closed: bool) {
+    let role = s.account.role;
+    let back = format!("/cases/{id}");
     let a = d.assessment.clone().unwrap_or_default();
     b.push_str("<section class=\"card\"><h2>Four-factor risk assessment</h2><p class=\"muted\">45 CFR 164.402(2): a breach is presumed unless this shows a low probability that the PHI has been compromised.</p>");
     if role.may(Perm::WorkCase) && !closed {
@@ -610,138 +632,159 @@ Record the affected residents in the facts, and the determination, for the final
     } else {
         b.push_str("<p class=\"muted\">Not assessed yet.</p>");
     }
-    b.push_str("</section><div class=\"actions\">");
-    if role.may(Perm::DecideCase) && !closed {
-        b.push_str(&form(
-            s,
-            &format!("/api/v1/cases/{id}/determination"),
-            &back,
-            "determine-form",
-            &format!(
-                "<label>Determination{}</label><label>on<input type=\"date\" name=\"on\"></label>\
-<button type=\"submit\" id=\"determine\">Record determination</button>",
-                opt_select(
-                    "outcome",
-                    "determination",
-                    Some("breach"),
-                    &[
-                        ("breach", "breach"),
-                        ("not_breach", "not a breach (low probability)"),
-                        ("excluded", "excluded")
-                    ]
-                )
-            ),
-        ));
-        b.push_str(&form(
-            s,
-            &format!("/api/v1/cases/{id}/assign"),
-            &back,
-            "assign-form",
-            &format!(
-                "<label>Assign to<input name=\"assignee\" id=\"assign-to\" value=\"{}\" required></label><button type=\"submit\">Assign</button>",
-                esc(c.assignee.as_deref().unwrap_or(&s.account.name))
-            ),
-        ));
-        if c.state == "determined" {
-            b.push_str(&form(
+    b.push_str("</section>");
+}
+
+/// Determination, assignment, notifying and closing: the privacy officer's decisions.
+fn decision_forms(b: &mut String, s: &Signed, id: i64, c: &data::CaseRow) {
+    let back = format!("/cases/{id}");
+    b.push_str(&form(
+        s,
+        &format!("/api/v1/cases/{id}/determination"),
+        &back,
+        "determine-form",
+        &format!(
+            "<label>Determination{}</label><label>on<input type=\"date\" name=\"on\"></label>\
+    <button type=\"submit\" id=\"determine\">Record determination</button>",
+            opt_select(
+                "outcome",
+                "determination",
+                Some("breach"),
+                &[
+                    ("breach", "breach"),
+                    ("not_breach", "not a breach (low probability)"),
+                    ("excluded", "excluded")
+                ]
+            )
+        ),
+    ));
+    b.push_str(&form(
                 s,
-                &format!("/api/v1/cases/{id}/notifying"),
+                &format!("/api/v1/cases/{id}/assign"),
                 &back,
-                "notifying-form",
-                "<button type=\"submit\" id=\"notifying\">Notices are going out</button>",
+                "assign-form",
+                &format!(
+                    "<label>Assign to<input name=\"assignee\" id=\"assign-to\" value=\"{}\" required></label><button type=\"submit\">Assign</button>",
+                    esc(c.assignee.as_deref().unwrap_or(&s.account.name))
+                ),
             ));
-        }
+    if c.state == "determined" {
         b.push_str(&form(
             s,
-            &format!("/api/v1/cases/{id}/close"),
+            &format!("/api/v1/cases/{id}/notifying"),
             &back,
-            "close-form",
-            &format!(
-                "<label>Close as{}</label><button type=\"submit\" id=\"close\">Close case</button>",
-                opt_select(
-                    "resolution",
-                    "resolution",
-                    None,
-                    &[
-                        ("true_positive", "true positive"),
-                        ("false_positive", "false positive"),
-                        ("duplicate", "duplicate")
-                    ]
-                )
-            ),
+            "notifying-form",
+            "<button type=\"submit\" id=\"notifying\">Notices are going out</button>",
         ));
     }
-    if role.may(Perm::WorkCase) && !closed {
-        let residents = d
-            .residents
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        b.push_str(&form(
-            s,
-            &format!("/api/v1/cases/{id}/facts"),
-            &back,
-            "facts-form",
-            &format!(
-                "<label>Discovered<input type=\"date\" name=\"discovered\" value=\"{}\"></label>\
-<label>Affected residents<input name=\"residents\" id=\"residents\" placeholder=\"CA=1, TX=2\" value=\"{}\"></label>\
-<label>Licensed in<input name=\"licensed_in\" placeholder=\"CA, TX\" value=\"{}\"></label><button type=\"submit\" id=\"save-facts\">Save facts</button>",
-                esc(c.discovered.as_deref().unwrap_or("")),
-                esc(&residents),
-                esc(&d.licensed_in.join(", "))
-            ),
-        ));
-        b.push_str(&form(
-            s,
-            &format!("/api/v1/cases/{id}/notes"),
-            &back,
-            "note-form",
-            "<label>Note<input name=\"text\" id=\"note\" required></label><button type=\"submit\">Add note</button>",
-        ));
-        b.push_str(&form(
-            s,
-            &format!("/api/v1/cases/{id}/tasks"),
-            &back,
-            "task-form",
-            "<label>Task<input name=\"text\" id=\"task\" required></label><button type=\"submit\">Add task</button>",
-        ));
+    b.push_str(&form(
+        s,
+        &format!("/api/v1/cases/{id}/close"),
+        &back,
+        "close-form",
+        &format!(
+            "<label>Close as{}</label><button type=\"submit\" id=\"close\">Close case</button>",
+            opt_select(
+                "resolution",
+                "resolution",
+                None,
+                &[
+                    ("true_positive", "true positive"),
+                    ("false_positive", "false positive"),
+                    ("duplicate", "duplicate")
+                ]
+            )
+        ),
+    ));
+}
+
+/// Facts, notes and tasks: what an investigator adds while working the case.
+fn work_forms(b: &mut String, s: &Signed, id: i64, d: &data::CaseDetail) {
+    let back = format!("/cases/{id}");
+    let c = &d.case;
+    let residents = d
+        .residents
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    b.push_str(&form(
+                s,
+                &format!("/api/v1/cases/{id}/facts"),
+                &back,
+                "facts-form",
+                &format!(
+                    "<label>Discovered<input type=\"date\" name=\"discovered\" value=\"{}\"></label>\
+    <label>Affected residents<input name=\"residents\" id=\"residents\" placeholder=\"CA=1, TX=2\" value=\"{}\"></label>\
+    <label>Licensed in<input name=\"licensed_in\" placeholder=\"CA, TX\" value=\"{}\"></label><button type=\"submit\" id=\"save-facts\">Save facts</button>",
+                    esc(c.discovered.as_deref().unwrap_or("")),
+                    esc(&residents),
+                    esc(&d.licensed_in.join(", "))
+                ),
+            ));
+    b.push_str(&form(
+                s,
+                &format!("/api/v1/cases/{id}/notes"),
+                &back,
+                "note-form",
+                "<label>Note<input name=\"text\" id=\"note\" required></label><button type=\"submit\">Add note</button>",
+            ));
+    b.push_str(&form(
+                s,
+                &format!("/api/v1/cases/{id}/tasks"),
+                &back,
+                "task-form",
+                "<label>Task<input name=\"text\" id=\"task\" required></label><button type=\"submit\">Add task</button>",
+            ));
+}
+
+/// The case's tasks; open ones get a "done" button for who may work the case.
+fn case_tasks(b: &mut String, s: &Signed, id: i64, d: &data::CaseDetail, may_work: bool) {
+    if d.tasks.is_empty() {
+        return;
     }
-    b.push_str("</div>");
-    if !d.tasks.is_empty() {
-        b.push_str("<h2>Tasks</h2><ul class=\"tasks\">");
-        for t in &d.tasks {
-            let done = if t.done {
-                "<span class=\"chip\">done</span>".to_owned()
-            } else if role.may(Perm::WorkCase) && !closed {
-                form(
-                    s,
-                    &format!("/api/v1/cases/{id}/tasks/{}/done", t.n),
-                    &back,
-                    &format!("task-{}", t.n),
-                    "<button type=\"submit\">Done</button>",
-                )
-            } else {
-                String::new()
-            };
-            let _ = write!(b, "<li>{}. {} {done}</li>", t.n, esc(&t.text));
-        }
-        b.push_str("</ul>");
+    let back = format!("/cases/{id}");
+    b.push_str("<h2>Tasks</h2><ul class=\"tasks\">");
+    for t in &d.tasks {
+        let done = if t.done {
+            "<span class=\"chip\">done</span>".to_owned()
+        } else if may_work {
+            form(
+                s,
+                &format!("/api/v1/cases/{id}/tasks/{}/done", t.n),
+                &back,
+                &format!("task-{}", t.n),
+                "<button type=\"submit\">Done</button>",
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(b, "<li>{}. {} {done}</li>", t.n, esc(&t.text));
     }
-    if !letters.is_empty() {
+    b.push_str("</ul>");
+}
+
+/// The letters to individuals (45 CFR 164.404(c)), one per patient.
+fn case_letters(b: &mut String, id: i64, letters: &[(String, String)]) {
+    if letters.is_empty() {
+        return;
+    }
+    let _ = write!(
+        b,
+        "<h2>Letters to individuals</h2><p class=\"muted\">45 CFR 164.404(c); also as JSON at /api/v1/cases/{id}/letters.</p>"
+    );
+    for (p, text) in letters {
         let _ = write!(
             b,
-            "<h2>Letters to individuals</h2><p class=\"muted\">45 CFR 164.404(c); also as JSON at /api/v1/cases/{id}/letters.</p>"
+            "<details class=\"letter\"><summary>Letter to patient {}</summary><pre>{}</pre></details>",
+            esc(p),
+            esc(text)
         );
-        for (p, text) in letters {
-            let _ = write!(
-                b,
-                "<details class=\"letter\"><summary>Letter to patient {}</summary><pre>{}</pre></details>",
-                esc(p),
-                esc(text)
-            );
-        }
     }
+}
+
+/// The evidence timeline and the tamper-evident case log.
+fn case_evidence(b: &mut String, timeline: &[data::TimelineRow], log: &[data::LogRow]) {
     let _ = write!(
         b,
         "<h2>Timeline</h2><p class=\"muted\">Every stored access by the involved users to the involved patients ({}).</p>",
@@ -766,7 +809,7 @@ Record the affected residents in the facts, and the determination, for the final
         );
     }
     b.push_str("</tbody></table><h2>Case log</h2><table id=\"log\"><thead><tr><th>#</th><th>When</th><th>Who</th><th>What</th><th>Change</th></tr></thead><tbody>");
-    for e in &d.log {
+    for e in log {
         let _ = write!(
             b,
             "<tr><td>{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
@@ -778,7 +821,6 @@ Record the affected residents in the facts, and the determination, for the final
         );
     }
     b.push_str("</tbody></table>");
-    layout(&format!("Case #{id}"), Some(s), "/cases", &b)
 }
 
 pub async fn dashboard(

@@ -280,6 +280,28 @@ fn facts(c: &Case, store: &mut ContextStore) -> Result<FactKey, Invalid> {
     })
 }
 
+/// The access a test case stands for: only its facts matter to the policies.
+fn test_access(key: FactKey) -> EnrichedAccess {
+    EnrichedAccess {
+        event: AccessEvent {
+            id: "test".into(),
+            time_ms: 0,
+            user: "test-user".into(),
+            patient: Some("test-patient".into()),
+            action: key.action,
+            action_code: 'R',
+            subtype: String::new(),
+            break_glass: key.has(ctx_flag::BREAK_GLASS),
+            workstation: String::new(),
+            succeeded: key.has(ctx_flag::SUCCEEDED),
+            ..Default::default()
+        },
+        user: None,
+        patient: None,
+        facts: key,
+    }
+}
+
 /// Why a directory of policy tests cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum TestDirError {
@@ -356,24 +378,7 @@ pub fn run(dir: &Path, pack: &PolicyPack) -> Result<Report, TestDirError> {
                     continue;
                 }
             };
-            let access = EnrichedAccess {
-                event: AccessEvent {
-                    id: "test".into(),
-                    time_ms: 0,
-                    user: "test-user".into(),
-                    patient: Some("test-patient".into()),
-                    action: key.action,
-                    action_code: 'R',
-                    subtype: String::new(),
-                    break_glass: key.has(ctx_flag::BREAK_GLASS),
-                    workstation: String::new(),
-                    succeeded: key.has(ctx_flag::SUCCEEDED),
-                    ..Default::default()
-                },
-                user: None,
-                patient: None,
-                facts: key,
-            };
+            let access = test_access(key);
             let (allowed, reasons) = match detector.determining(&access, &store) {
                 Ok(r) => r,
                 Err(e) => {
