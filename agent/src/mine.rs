@@ -339,6 +339,22 @@ pub fn mine(
     };
     m.days = days_in_window.len();
 
+    let patterns = patterns(conn, ctx, settings, (from_ms, to_ms), &local_day, &mut m)?;
+    cover(ctx, o, patterns, &mut m);
+    Ok(m)
+}
+
+/// Unexplained accesses no other detector flagged, grouped by the user's role and
+/// department and the department of the patient's encounter around the access; `m` counts
+/// what could not be grouped.
+fn patterns(
+    conn: &Connection,
+    ctx: &ContextStore,
+    settings: &Settings,
+    (from_ms, to_ms): (i64, i64),
+    local_day: &impl Fn(i64) -> i64,
+    m: &mut Mined,
+) -> Result<BTreeMap<(u32, u32, u32), Pattern>, MineError> {
     let mut st = conn.prepare(
         "SELECT f.user_id, f.patient_id, f.time,
                 EXISTS (SELECT 1 FROM findings g WHERE g.event_id = f.event_id AND g.detector != f.detector)
@@ -402,7 +418,17 @@ pub fn mine(
         }
         n += 1;
     }
+    Ok(patterns)
+}
 
+/// Proposals by greedy cover: each next one is the pattern that explains the most accesses
+/// still unexplained, while it adds enough.
+fn cover(
+    ctx: &ContextStore,
+    o: &Options,
+    patterns: BTreeMap<(u32, u32, u32), Pattern>,
+    m: &mut Mined,
+) {
     let min_days = o.min_days.min(m.days).max(1);
     let mut candidates: Vec<((u32, u32, u32), Pattern)> = patterns
         .into_iter()
@@ -412,7 +438,6 @@ pub fn mine(
                 && p.days.len() >= min_days
         })
         .collect();
-    // Greedy cover: each next proposal is the one that explains the most still unexplained.
     let mut covered: HashSet<u32> = HashSet::new();
     while m.proposals.len() < o.max_proposals {
         let best = candidates
@@ -441,7 +466,6 @@ pub fn mine(
         });
     }
     m.covered = covered.len() as u64;
-    Ok(m)
 }
 
 #[cfg(test)]

@@ -163,6 +163,45 @@ pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError>
     };
 
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let findings = tally_findings(conn, (&from, &to), &day_of, &mut tallies)?;
+    let (alerts, judged) = tally_alerts(conn, (&from, &to), &day_of, &mut tallies)?;
+
+    let accesses: i64 = conn.query_row(
+        "SELECT count(*) FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
+        params![from_ms, to_ms],
+        |r| r.get(0),
+    )?;
+    let accesses = accesses as u64;
+    let per_10k = |n: u64| (accesses > 0).then(|| n as f64 * 10_000.0 / accesses as f64);
+
+    let mut rep = NoiseReport {
+        from,
+        to,
+        accesses,
+        findings,
+        alerts,
+        ..NoiseReport::default()
+    };
+    for (detector, t) in tallies {
+        rep.detectors
+            .push(detector_noise(detector, t, per_10k, o.top_users));
+    }
+    rep.detectors.sort_by(|a, b| {
+        b.findings
+            .cmp(&a.findings)
+            .then(a.detector.cmp(&b.detector))
+    });
+    rep.suggestions = suggest(&rep, &judged);
+    Ok(rep)
+}
+
+/// Findings in the window per detector: counts, high ones, per day and per user.
+fn tally_findings(
+    conn: &Connection,
+    (from, to): (&str, &str),
+    day_of: &impl Fn(&str) -> String,
+    tallies: &mut BTreeMap<String, Tally>,
+) -> Result<u64, NoiseError> {
     let mut st = conn.prepare(
         "SELECT detector, time, user_id, severity FROM findings WHERE time >= ?1 AND time <= ?2",
     )?;
@@ -180,7 +219,17 @@ pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError>
         t.days.entry(day_of(&time)).or_default().0 += 1;
         *t.users.entry(user).or_default() += 1;
     }
+    Ok(findings)
+}
 
+/// Alerts with findings in the window per detector, and the officers' judgements of them.
+/// Returns how many alerts there were.
+fn tally_alerts(
+    conn: &Connection,
+    (from, to): (&str, &str),
+    day_of: &impl Fn(&str) -> String,
+    tallies: &mut BTreeMap<String, Tally>,
+) -> Result<(u64, Judged), NoiseError> {
     // An alert counts for each detector with a finding of it in the window, on the day of
     // its first such finding.
     let mut st = conn.prepare(
@@ -229,65 +278,48 @@ pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError>
             *t.dispositions.entry(d).or_default() += 1;
         }
     }
+    Ok((alert_ids.len() as u64, judged))
+}
 
-    let accesses: i64 = conn.query_row(
-        "SELECT count(*) FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
-        params![from_ms, to_ms],
-        |r| r.get(0),
-    )?;
-    let accesses = accesses as u64;
-    let per_10k = |n: u64| (accesses > 0).then(|| n as f64 * 10_000.0 / accesses as f64);
-
-    let mut rep = NoiseReport {
-        from,
-        to,
-        accesses,
-        findings,
-        alerts: alert_ids.len() as u64,
-        ..NoiseReport::default()
-    };
-    for (detector, t) in tallies {
-        let d = |k: &str| t.dispositions.get(k).copied().unwrap_or(0);
-        let (false_positive, benign, confirmed) =
-            (d("false_positive"), d("benign"), d("confirmed"));
-        let judged_n = false_positive + benign + confirmed;
-        let mut users: Vec<UserCount> = t
-            .users
+/// One detector's line of the report, from its tallies.
+fn detector_noise(
+    detector: String,
+    t: Tally,
+    per_10k: impl Fn(u64) -> Option<f64>,
+    top_users: usize,
+) -> DetectorNoise {
+    let d = |k: &str| t.dispositions.get(k).copied().unwrap_or(0);
+    let (false_positive, benign, confirmed) = (d("false_positive"), d("benign"), d("confirmed"));
+    let judged_n = false_positive + benign + confirmed;
+    let mut users: Vec<UserCount> = t
+        .users
+        .into_iter()
+        .map(|(user, findings)| UserCount { user, findings })
+        .collect();
+    users.sort_by(|a, b| b.findings.cmp(&a.findings).then(a.user.cmp(&b.user)));
+    users.truncate(top_users);
+    DetectorNoise {
+        per_10k: per_10k(t.findings),
+        findings: t.findings,
+        high: t.high,
+        alerts: t.alerts,
+        acknowledged: t.acknowledged,
+        false_positive,
+        benign,
+        confirmed,
+        false_share: (judged_n > 0).then(|| (false_positive + benign) as f64 / judged_n as f64),
+        days: t
+            .days
             .into_iter()
-            .map(|(user, findings)| UserCount { user, findings })
-            .collect();
-        users.sort_by(|a, b| b.findings.cmp(&a.findings).then(a.user.cmp(&b.user)));
-        users.truncate(o.top_users);
-        rep.detectors.push(DetectorNoise {
-            per_10k: per_10k(t.findings),
-            findings: t.findings,
-            high: t.high,
-            alerts: t.alerts,
-            acknowledged: t.acknowledged,
-            false_positive,
-            benign,
-            confirmed,
-            false_share: (judged_n > 0).then(|| (false_positive + benign) as f64 / judged_n as f64),
-            days: t
-                .days
-                .into_iter()
-                .map(|(day, (findings, alerts))| DayCount {
-                    day,
-                    findings,
-                    alerts,
-                })
-                .collect(),
-            top_users: users,
-            detector,
-        });
+            .map(|(day, (findings, alerts))| DayCount {
+                day,
+                findings,
+                alerts,
+            })
+            .collect(),
+        top_users: users,
+        detector,
     }
-    rep.detectors.sort_by(|a, b| {
-        b.findings
-            .cmp(&a.findings)
-            .then(a.detector.cmp(&b.detector))
-    });
-    rep.suggestions = suggest(&rep, &judged);
-    Ok(rep)
 }
 
 fn suggest(rep: &NoiseReport, judged: &Judged) -> Vec<Suggestion> {

@@ -97,37 +97,9 @@ pub fn workers(
     let Some(t) = read_table(path, f.delimiter, stats) else {
         return Vec::new();
     };
-    let c = &f.columns;
-    let Some(id) = column(&t, Some(&c.id), path, "id", stats) else {
+    let Some(cols) = RosterColumns::find(f, &t, path, stats) else {
         return Vec::new();
     };
-    let mut col =
-        |spec: &Option<ColumnSpec>, what: &str| column(&t, spec.as_ref(), path, what, stats);
-    let family = col(&c.family, "family");
-    let given = col(&c.given, "given");
-    let address = col(&c.address, "address");
-    let address2 = col(&c.address2, "address2");
-    let city = col(&c.city, "city");
-    let state = col(&c.state, "state");
-    let postal = col(&c.postal_code, "postal_code");
-    let department = col(&c.department, "department");
-    let title = col(&c.job_title, "job_title");
-    let role = col(&c.role, "role");
-    let hired = col(&c.hire_date, "hire_date");
-    let terminated = col(&c.termination_date, "termination_date");
-    let last_day = col(&c.last_working_day, "last_working_day");
-    let status = col(&c.status, "status");
-    let identifiers: Vec<(usize, &str)> = f
-        .identifiers
-        .iter()
-        .filter_map(|(h, sys)| {
-            let ix = ColumnSpec::Name(h.clone()).find(&t.header);
-            if ix.is_none() {
-                stats.problem(path, 1, format!("no identifier column named {h:?}"));
-            }
-            Some((ix?, sys.as_str()))
-        })
-        .collect();
     let roles: std::collections::HashMap<String, String> = f
         .roles
         .iter()
@@ -143,6 +115,11 @@ pub fn workers(
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
+    let maps = RosterMaps {
+        roles,
+        departments,
+        inactive,
+    };
     let mut out = Vec::with_capacity(t.rows.len());
     for (line, row) in &t.rows {
         let get = |ix: Option<usize>| {
@@ -150,83 +127,167 @@ pub fn workers(
                 .map(String::as_str)
                 .unwrap_or("")
         };
-        let id_value = get(Some(id));
-        if id_value.is_empty() {
-            stats.problem(path, *line as usize, "no id in this row");
-            continue;
+        match worker(f, &cols, &maps, &get, zone, stats) {
+            Some(w) => out.push(w),
+            None => stats.problem(path, *line as usize, "no id in this row"),
         }
-        let mut keys = vec![format!("{}|{id_value}", f.id_system)];
-        for (ix, sys) in &identifiers {
-            let v = get(Some(*ix));
-            if !v.is_empty() {
-                keys.push(format!("{sys}|{v}"));
-            }
-        }
-        let fam = get(family);
-        let street = get(address);
-        let line2 = get(address2);
-        let addr = (!street.is_empty()).then(|| {
-            let lines: Vec<std::borrow::Cow<'_, str>> = [street, line2]
-                .into_iter()
-                .filter(|l| !l.is_empty())
-                .map(std::borrow::Cow::Borrowed)
-                .collect();
-            crate::fhir::Address {
-                use_: None,
-                line: lines,
-                city: Some(std::borrow::Cow::Borrowed(get(city))),
-                state: Some(std::borrow::Cow::Borrowed(get(state))),
-                postal_code: Some(std::borrow::Cow::Borrowed(get(postal))),
-            }
-        });
-        let role_value = match role.map(|_| get(role)).filter(|r| !r.is_empty()) {
-            Some(r) => r.to_lowercase(),
-            None => {
-                let t = get(title);
-                match roles.get(&t.to_lowercase()) {
-                    Some(r) => r.clone(),
-                    None => {
-                        if !t.is_empty() {
-                            stats.unmapped_titles += 1;
-                        }
-                        t.to_lowercase()
-                    }
-                }
-            }
-        };
-        let dept = get(department);
-        let dept = departments
-            .get(&tabular::fold(dept))
-            .cloned()
-            .unwrap_or_else(|| dept.to_lowercase());
-        let fmt = f.date_format.as_deref();
-        let ended = [get(terminated), get(last_day)]
-            .into_iter()
-            .filter_map(|d| end_of_day(d, fmt, zone))
-            .min();
-        let st = get(status).to_lowercase();
-        let _ = get(given);
-        out.push(Worker {
-            id: id_value.to_owned(),
-            keys,
-            family: normalize::family(fam),
-            address: addr.as_ref().and_then(normalize::address),
-            written: Written {
-                family: fam.into(),
-                address: addr
-                    .as_ref()
-                    .map(|_| format!("{street}, {}, {} {}", get(city), get(state), get(postal)))
-                    .unwrap_or_default()
-                    .into(),
-            },
-            role: role_value,
-            department: dept,
-            hired_ms: end_of_day(get(hired), fmt, zone),
-            terminated_ms: ended,
-            inactive: !st.is_empty() && inactive.contains(&st),
-        });
     }
     out
+}
+
+/// Where each of the roster's columns is (`None`: not mapped or not in the file).
+struct RosterColumns<'a> {
+    id: usize,
+    family: Option<usize>,
+    address: Option<usize>,
+    address2: Option<usize>,
+    city: Option<usize>,
+    state: Option<usize>,
+    postal: Option<usize>,
+    department: Option<usize>,
+    title: Option<usize>,
+    role: Option<usize>,
+    hired: Option<usize>,
+    terminated: Option<usize>,
+    last_day: Option<usize>,
+    status: Option<usize>,
+    /// Extra identifier columns and the system each names.
+    identifiers: Vec<(usize, &'a str)>,
+}
+
+impl<'a> RosterColumns<'a> {
+    /// `None` when the id column is missing (reported).
+    fn find(
+        f: &'a HrFeed,
+        t: &tabular::Table,
+        path: &Path,
+        stats: &mut ContextStats,
+    ) -> Option<Self> {
+        let c = &f.columns;
+        let id = column(t, Some(&c.id), path, "id", stats)?;
+        let mut col =
+            |spec: &Option<ColumnSpec>, what: &str| column(t, spec.as_ref(), path, what, stats);
+        let family = col(&c.family, "family");
+        // Read so a misnamed column is reported, though no rule uses given names yet.
+        let _ = col(&c.given, "given");
+        let mut cols = RosterColumns {
+            id,
+            family,
+            address: col(&c.address, "address"),
+            address2: col(&c.address2, "address2"),
+            city: col(&c.city, "city"),
+            state: col(&c.state, "state"),
+            postal: col(&c.postal_code, "postal_code"),
+            department: col(&c.department, "department"),
+            title: col(&c.job_title, "job_title"),
+            role: col(&c.role, "role"),
+            hired: col(&c.hire_date, "hire_date"),
+            terminated: col(&c.termination_date, "termination_date"),
+            last_day: col(&c.last_working_day, "last_working_day"),
+            status: col(&c.status, "status"),
+            identifiers: Vec::new(),
+        };
+        for (h, sys) in &f.identifiers {
+            match ColumnSpec::Name(h.clone()).find(&t.header) {
+                Some(ix) => cols.identifiers.push((ix, sys.as_str())),
+                None => stats.problem(path, 1, format!("no identifier column named {h:?}")),
+            }
+        }
+        Some(cols)
+    }
+}
+
+/// The feed's job-title, department and status translations, folded for lookup.
+struct RosterMaps {
+    roles: std::collections::HashMap<String, String>,
+    departments: std::collections::HashMap<String, String>,
+    inactive: Vec<String>,
+}
+
+/// One roster row as a worker; `None` when the row has no id.
+fn worker<'r>(
+    f: &HrFeed,
+    cols: &RosterColumns<'_>,
+    maps: &RosterMaps,
+    get: &impl Fn(Option<usize>) -> &'r str,
+    zone: chrono_tz::Tz,
+    stats: &mut ContextStats,
+) -> Option<Worker> {
+    let id_value = get(Some(cols.id));
+    if id_value.is_empty() {
+        return None;
+    }
+    let mut keys = vec![format!("{}|{id_value}", f.id_system)];
+    for (ix, sys) in &cols.identifiers {
+        let v = get(Some(*ix));
+        if !v.is_empty() {
+            keys.push(format!("{sys}|{v}"));
+        }
+    }
+    let fam = get(cols.family);
+    let street = get(cols.address);
+    let line2 = get(cols.address2);
+    let (city, state, postal) = (get(cols.city), get(cols.state), get(cols.postal));
+    let addr = (!street.is_empty()).then(|| {
+        let lines: Vec<std::borrow::Cow<'_, str>> = [street, line2]
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .map(std::borrow::Cow::Borrowed)
+            .collect();
+        crate::fhir::Address {
+            use_: None,
+            line: lines,
+            city: Some(std::borrow::Cow::Borrowed(city)),
+            state: Some(std::borrow::Cow::Borrowed(state)),
+            postal_code: Some(std::borrow::Cow::Borrowed(postal)),
+        }
+    });
+    let role_value = match cols.role.map(|_| get(cols.role)).filter(|r| !r.is_empty()) {
+        Some(r) => r.to_lowercase(),
+        None => {
+            let t = get(cols.title);
+            match maps.roles.get(&t.to_lowercase()) {
+                Some(r) => r.clone(),
+                None => {
+                    if !t.is_empty() {
+                        stats.unmapped_titles += 1;
+                    }
+                    t.to_lowercase()
+                }
+            }
+        }
+    };
+    let dept = get(cols.department);
+    let dept = maps
+        .departments
+        .get(&tabular::fold(dept))
+        .cloned()
+        .unwrap_or_else(|| dept.to_lowercase());
+    let fmt = f.date_format.as_deref();
+    let ended = [get(cols.terminated), get(cols.last_day)]
+        .into_iter()
+        .filter_map(|d| end_of_day(d, fmt, zone))
+        .min();
+    let st = get(cols.status).to_lowercase();
+    Some(Worker {
+        id: id_value.to_owned(),
+        keys,
+        family: normalize::family(fam),
+        address: addr.as_ref().and_then(normalize::address),
+        written: Written {
+            family: fam.into(),
+            address: addr
+                .as_ref()
+                .map(|_| format!("{street}, {city}, {state} {postal}"))
+                .unwrap_or_default()
+                .into(),
+        },
+        role: role_value,
+        department: dept,
+        hired_ms: end_of_day(get(cols.hired), fmt, zone),
+        terminated_ms: ended,
+        inactive: !st.is_empty() && maps.inactive.contains(&st),
+    })
 }
 
 pub fn links(f: &CrosswalkFeed, path: &Path, stats: &mut ContextStats) -> Vec<Link> {

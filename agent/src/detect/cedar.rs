@@ -116,6 +116,75 @@ pub struct PolicyPack {
     reads_encounter_departments: bool,
 }
 
+/// The schema validator's complaints about a file's policies, one per problem (not one per
+/// action a policy applies to), naming policies by their `@id`.
+fn validation_problems(
+    validator: &Validator,
+    file_set: &PolicySet,
+    name: &str,
+    text: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let result = validator.validate(file_set, ValidationMode::Strict);
+    let mut seen = HashSet::new();
+    for err in result.validation_errors() {
+        let pid = err.policy_id().to_string();
+        let shown = file_set
+            .policy(err.policy_id())
+            .and_then(|p| p.annotation("id"))
+            .unwrap_or(&pid)
+            .to_owned();
+        for msg in diagnostics(err, name, text) {
+            // One message per problem, not one per action the policy applies to.
+            let msg = without_action(&msg).replace(&format!("`{pid}`"), &format!("`{shown}`"));
+            if seen.insert(msg.clone()) {
+                out.push(msg);
+            }
+        }
+    }
+    out
+}
+
+/// A policy's rule from its annotations; a forbid must carry all four, and a readable
+/// severity.
+fn rule_of(
+    p: &cedar_policy::Policy,
+    id: &str,
+    name: &str,
+    line: usize,
+    here: &str,
+    problems: &mut Vec<String>,
+) -> Rule {
+    let ann = |k: &str| p.annotation(k).map(str::to_owned);
+    let forbid = p.effect() == cedar_policy::Effect::Forbid;
+    let mut rule = Rule {
+        id: id.to_owned(),
+        file: name.to_owned(),
+        line,
+        forbid,
+        category: ann("category").unwrap_or_default(),
+        severity: Severity::Low,
+        explain: ann("explain").unwrap_or_default(),
+        hipaa: ann("hipaa").unwrap_or_default(),
+    };
+    if forbid {
+        for key in ["category", "explain", "hipaa", "severity"] {
+            if p.annotation(key).is_none_or(str::is_empty) {
+                problems.push(format!(
+                    "{here}: forbid policy `{id}` has no @{key} annotation"
+                ));
+            }
+        }
+        if let Some(s) = p.annotation("severity") {
+            match s.parse() {
+                Ok(sev) => rule.severity = sev,
+                Err(msg) => problems.push(format!("{here}: policy `{id}`: {msg}")),
+            }
+        }
+    }
+    rule
+}
+
 impl PolicyPack {
     pub fn embedded() -> Self {
         let files: Vec<(String, String)> = EMBEDDED_POLICIES
@@ -184,24 +253,7 @@ impl PolicyPack {
                 ));
                 continue;
             }
-            let result = validator.validate(&file_set, ValidationMode::Strict);
-            let mut seen = HashSet::new();
-            for err in result.validation_errors() {
-                let pid = err.policy_id().to_string();
-                let shown = file_set
-                    .policy(err.policy_id())
-                    .and_then(|p| p.annotation("id"))
-                    .unwrap_or(&pid)
-                    .to_owned();
-                for msg in diagnostics(err, name, text) {
-                    // One message per problem, not one per action the policy applies to.
-                    let msg =
-                        without_action(&msg).replace(&format!("`{pid}`"), &format!("`{shown}`"));
-                    if seen.insert(msg.clone()) {
-                        problems.push(msg);
-                    }
-                }
-            }
+            problems.extend(validation_problems(&validator, &file_set, name, text));
             let starts = locate::statement_starts(text);
             let mut policies: Vec<_> = file_set.policies().collect();
             policies.sort_by_key(|p| auto_index(p.id()));
@@ -222,32 +274,7 @@ impl PolicyPack {
                     ));
                     continue;
                 }
-                let forbid = p.effect() == cedar_policy::Effect::Forbid;
-                let mut rule = Rule {
-                    id: id.clone(),
-                    file: name.clone(),
-                    line,
-                    forbid,
-                    category: ann("category").unwrap_or_default(),
-                    severity: Severity::Low,
-                    explain: ann("explain").unwrap_or_default(),
-                    hipaa: ann("hipaa").unwrap_or_default(),
-                };
-                if forbid {
-                    for key in ["category", "explain", "hipaa", "severity"] {
-                        if p.annotation(key).is_none_or(str::is_empty) {
-                            problems.push(format!(
-                                "{here}: forbid policy `{id}` has no @{key} annotation"
-                            ));
-                        }
-                    }
-                    if let Some(s) = p.annotation("severity") {
-                        match s.parse() {
-                            Ok(sev) => rule.severity = sev,
-                            Err(msg) => problems.push(format!("{here}: policy `{id}`: {msg}")),
-                        }
-                    }
-                }
+                let rule = rule_of(p, &id, name, line, &here, &mut problems);
                 memo_safe &= !names_user_or_patient(p);
                 reads_encounter_departments |= p.to_string().contains("encounter_departments");
                 if let Err(e) = set.add(p.new_id(PolicyId::new(&id))) {

@@ -256,43 +256,7 @@ pub struct Compiled {
 impl Compiled {
     pub fn load(spec: &PluginSpec, cache_dir: Option<&Path>) -> Result<Compiled, PluginError> {
         let label = spec.label();
-        let bytes: Vec<u8> = match (&spec.builtin, &spec.path) {
-            (Some(_), Some(_)) => {
-                return Err(load_err(&label, "give either builtin or path, not both"))
-            }
-            (Some(b), None) => SHIPPED
-                .iter()
-                .chain(std::iter::once(&("night-export", TUTORIAL)))
-                .find(|(n, _)| n == b)
-                .map(|(_, bytes)| bytes.to_vec())
-                .ok_or_else(|| {
-                    let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
-                    load_err(
-                        &label,
-                        format!("no such shipped plugin; shipped are {}", names.join(", ")),
-                    )
-                })?,
-            (None, Some(p)) => {
-                std::fs::read(p).map_err(|e| load_err(&label, format!("cannot read: {e}")))?
-            }
-            (None, None) => return Err(load_err(&label, "a [[plugin]] needs `builtin` or `path`")),
-        };
-        let sha256 = hex(&Sha256::digest(&bytes));
-        match (&spec.sha256, &spec.path) {
-            (Some(want), _) if !want.eq_ignore_ascii_case(&sha256) => {
-                return Err(load_err(
-                    &label,
-                    format!("sha256 mismatch: the config pins {want}, the file is {sha256}; refusing to load it"),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(load_err(
-                    &label,
-                    format!("a plugin file must be pinned: add sha256 = \"{sha256}\" once you trust it"),
-                ))
-            }
-            _ => {}
-        }
+        let (bytes, sha256) = Self::read_pinned(spec, &label)?;
         if spec.batch == 0 || spec.max_findings == 0 || spec.memory_mb == 0 || spec.timeout_ms == 0
         {
             return Err(load_err(
@@ -308,7 +272,6 @@ impl Compiled {
         };
         let settings_json = serde_json::to_string(&spec.settings)
             .map_err(|e| load_err(&label, format!("settings: {e}")))?;
-        // A probe instance checks the exports, reads the description and tries the settings.
         let probe_name: Arc<str> = label.clone().into();
         let mut probe = Instance::new(
             &component,
@@ -324,56 +287,7 @@ impl Compiled {
             ),
             other => other,
         })?;
-        let d = probe.describe(&limits).map_err(|f| {
-            load_err(
-                &label,
-                format!("describe failed ({}): {}", f.kind.as_str(), f.message),
-            )
-        })?;
-        let description = Description {
-            name: d.name.clone(),
-            version: d.version.clone(),
-            categories: d.categories.clone(),
-            config_schema: d.config_schema.clone(),
-            needs: d
-                .needs
-                .iter()
-                .map(|f| match f {
-                    t::Fact::Names => Exposed::Names,
-                    t::Fact::Addresses => Exposed::Addresses,
-                })
-                .collect(),
-        };
-        if !valid_name(&description.name) {
-            return Err(load_err(
-                &label,
-                format!(
-                    "plugin name {:?} must be lower-case letters, digits and -",
-                    description.name
-                ),
-            ));
-        }
-        if let Some(c) = description.categories.iter().find(|c| !valid_category(c)) {
-            return Err(load_err(
-                &label,
-                format!("category {c:?} must be lower-case letters, digits and _"),
-            ));
-        }
-        match probe.configure(&limits, &settings_json) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(load_err(
-                    &description.name,
-                    format!("settings refused: {e}"),
-                ))
-            }
-            Err(f) => {
-                return Err(load_err(
-                    &description.name,
-                    format!("configure failed ({}): {}", f.kind.as_str(), f.message),
-                ))
-            }
-        }
+        let description = Self::probe(&mut probe, &limits, &label, &settings_json)?;
         let expose = match &spec.expose {
             Some(e) => e.clone(),
             None if spec.builtin.is_some() => description.needs.clone(),
@@ -397,6 +311,108 @@ impl Compiled {
             addresses: expose.contains(&Exposed::Addresses),
             component,
         })
+    }
+
+    /// The component's bytes and their SHA-256, checked against the pin a file needs.
+    fn read_pinned(spec: &PluginSpec, label: &str) -> Result<(Vec<u8>, String), PluginError> {
+        let bytes: Vec<u8> = match (&spec.builtin, &spec.path) {
+            (Some(_), Some(_)) => {
+                return Err(load_err(label, "give either builtin or path, not both"))
+            }
+            (Some(b), None) => SHIPPED
+                .iter()
+                .chain(std::iter::once(&("night-export", TUTORIAL)))
+                .find(|(n, _)| n == b)
+                .map(|(_, bytes)| bytes.to_vec())
+                .ok_or_else(|| {
+                    let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
+                    load_err(
+                        label,
+                        format!("no such shipped plugin; shipped are {}", names.join(", ")),
+                    )
+                })?,
+            (None, Some(p)) => {
+                std::fs::read(p).map_err(|e| load_err(label, format!("cannot read: {e}")))?
+            }
+            (None, None) => return Err(load_err(label, "a [[plugin]] needs `builtin` or `path`")),
+        };
+        let sha256 = hex(&Sha256::digest(&bytes));
+        match (&spec.sha256, &spec.path) {
+            (Some(want), _) if !want.eq_ignore_ascii_case(&sha256) => {
+                return Err(load_err(
+                    label,
+                    format!("sha256 mismatch: the config pins {want}, the file is {sha256}; refusing to load it"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(load_err(
+                    label,
+                    format!("a plugin file must be pinned: add sha256 = \"{sha256}\" once you trust it"),
+                ))
+            }
+            _ => {}
+        }
+        Ok((bytes, sha256))
+    }
+
+    /// Checks the exports, reads the description and tries the settings on a probe instance.
+    fn probe(
+        probe: &mut Instance,
+        limits: &Limits,
+        label: &str,
+        settings_json: &str,
+    ) -> Result<Description, PluginError> {
+        let d = probe.describe(limits).map_err(|f| {
+            load_err(
+                label,
+                format!("describe failed ({}): {}", f.kind.as_str(), f.message),
+            )
+        })?;
+        let description = Description {
+            name: d.name.clone(),
+            version: d.version.clone(),
+            categories: d.categories.clone(),
+            config_schema: d.config_schema.clone(),
+            needs: d
+                .needs
+                .iter()
+                .map(|f| match f {
+                    t::Fact::Names => Exposed::Names,
+                    t::Fact::Addresses => Exposed::Addresses,
+                })
+                .collect(),
+        };
+        if !valid_name(&description.name) {
+            return Err(load_err(
+                label,
+                format!(
+                    "plugin name {:?} must be lower-case letters, digits and -",
+                    description.name
+                ),
+            ));
+        }
+        if let Some(c) = description.categories.iter().find(|c| !valid_category(c)) {
+            return Err(load_err(
+                label,
+                format!("category {c:?} must be lower-case letters, digits and _"),
+            ));
+        }
+        match probe.configure(limits, settings_json) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(load_err(
+                    &description.name,
+                    format!("settings refused: {e}"),
+                ))
+            }
+            Err(f) => {
+                return Err(load_err(
+                    &description.name,
+                    format!("configure failed ({}): {}", f.kind.as_str(), f.message),
+                ))
+            }
+        }
+        Ok(description)
     }
 
     /// A failure hands the state back (boxed: the pair is large) for the next attempt.
