@@ -70,19 +70,7 @@ pub fn run(o: &LiveOptions) -> Result<()> {
     let (paced_n, block_n) = (accesses(paced_lines), accesses(block_lines));
 
     let run_dir = dir.join("agent");
-    let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(run_dir.join("logs"))?;
-    let port = free_port()?;
-    let config = run_dir.join("phiwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = {poll}\n",
-            d = run_dir.display(),
-            ctx = ds.context.display(),
-            poll = o.poll_ms,
-        ),
-    )?;
+    let (config, port) = agent_config(&run_dir, &ds.context, o.poll_ms)?;
     let exe = std::env::current_exe().context("locating the phiwatch binary")?;
     let started = Instant::now();
     let daemon = Daemon(
@@ -141,28 +129,11 @@ pub fn run(o: &LiveOptions) -> Result<()> {
 
     let block_file = dir.join("block.ndjson");
     std::fs::write(&block_file, &buf)?;
-    let (mut context, _) = load_context(&ds.context, &settings)?;
-    let pack = PolicyPack::embedded();
-    let mut store = Store::open(&dir.join("scan-baseline.db"))?;
-    let mut pipeline = Pipeline::new(&settings, &pack);
-    let t = Instant::now();
-    let s = scan_files(
-        std::slice::from_ref(&block_file),
-        &mut context,
-        &mut pipeline,
-        &mut Sinks {
-            findings: &mut std::io::sink(),
-            rejects: None,
-            store: Some(&mut store),
-            store_accesses: true,
-            only_detector: None,
-            grouping: None,
-        },
-    )?;
-    let scan_secs = t.elapsed().as_secs_f64();
+    let (scanned, scan_secs) =
+        scan_baseline(&block_file, &ds.context, &dir.join("scan-baseline.db"))?;
 
     let tail_rate = block_n as f64 / tail_secs;
-    let scan_rate = s.events as f64 / scan_secs;
+    let scan_rate = scanned as f64 / scan_secs;
     println!(
         "phiwatch bench --live: {} patients, poll_ms {}, daemon ready in {:.1} s",
         o.patients,
@@ -183,6 +154,51 @@ pub fn run(o: &LiveOptions) -> Result<()> {
     );
     println!("  daemon peak RSS {:.0} MB", rss as f64 / 1024.0);
     Ok(())
+}
+
+/// A fresh agent directory with a config tailing `logs/*.ndjson` against `context`, and the
+/// free port its metrics endpoint listens on.
+fn agent_config(run_dir: &Path, context: &Path, poll_ms: u64) -> Result<(PathBuf, u16)> {
+    let _ = std::fs::remove_dir_all(run_dir);
+    std::fs::create_dir_all(run_dir.join("logs"))?;
+    let port = free_port()?;
+    let config = run_dir.join("phiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/data\"\ncontext = \"{ctx}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = {poll}\n",
+            d = run_dir.display(),
+            ctx = context.display(),
+            poll = poll_ms,
+        ),
+    )?;
+    Ok((config, port))
+}
+
+/// The same block through `scan --store-accesses`: the throughput the tailer is compared with.
+/// Returns the events scanned and the seconds taken.
+fn scan_baseline(block_file: &Path, context: &Path, db: &Path) -> Result<(u64, f64)> {
+    let settings = Settings::default();
+    let (mut context, _) = load_context(context, &settings)?;
+    let pack = PolicyPack::embedded();
+    let mut store = Store::open(db)?;
+    let mut pipeline = Pipeline::new(&settings, &pack);
+    let t = Instant::now();
+    let s = scan_files(
+        std::slice::from_ref(&block_file.to_owned()),
+        &mut context,
+        &mut pipeline,
+        &mut Sinks {
+            findings: &mut std::io::sink(),
+            rejects: None,
+            store: Some(&mut store),
+            store_accesses: true,
+            only_detector: None,
+            grouping: None,
+        },
+    )?;
+    let scan_secs = t.elapsed().as_secs_f64();
+    Ok((s.events, scan_secs))
 }
 
 /// Replaces the value of `"recorded"` in one generated line.

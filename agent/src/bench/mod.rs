@@ -77,116 +77,10 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
     let (mut context, _) = load_context(&ds.context, &settings).context("loading context")?;
     let pack = PolicyPack::embedded();
     let mut rows = Vec::new();
+    let baseline = raw_stages(&ds.events, &mut rows)?;
+    let (n, memo_evals) = judge_stages(&ds.events, &settings, &context, &pack, events, &mut rows)?;
+    let summary = pipeline_stages(&ds.events, &settings, &mut context, &pack, &mut rows)?;
 
-    // Warm the page cache so every stage reads the file from memory.
-    for_each_line(&ds.events, |_| {})?;
-
-    let t = Instant::now();
-    let mut ok = 0u64;
-    let n = for_each_line(&ds.events, |l| {
-        ok += u64::from(serde_json::from_slice::<serde_json::Value>(l).is_ok());
-    })?;
-    rows.push(Row {
-        stage: "raw parse (serde_json::Value)",
-        events: n,
-        secs: t.elapsed().as_secs_f64(),
-    });
-    let baseline = rows[0].rate();
-    anyhow::ensure!(ok == n, "{} lines failed the raw parse", n - ok);
-
-    let t = Instant::now();
-    let n = for_each_line(&ds.events, |l| {
-        let _ = serde_json::from_slice::<serde::de::IgnoredAny>(l);
-    })?;
-    rows.push(Row {
-        stage: "raw parse (validate only)",
-        events: n,
-        secs: t.elapsed().as_secs_f64(),
-    });
-
-    let t = Instant::now();
-    let mut decoded = Vec::with_capacity(events);
-    for_each_line(&ds.events, |l| {
-        if let Ok(Decoded::Access(a)) = decode_audit_event(l) {
-            decoded.push(a);
-        }
-    })?;
-    rows.push(Row {
-        stage: "decode (read + parse + AccessEvent)",
-        events: decoded.len() as u64,
-        secs: t.elapsed().as_secs_f64(),
-    });
-
-    let mut enricher = Enricher::new(&settings);
-    let n = decoded.len() as u64;
-    let t = Instant::now();
-    let enriched: Vec<EnrichedAccess> = decoded
-        .into_iter()
-        .map(|a| enricher.enrich(&context, a))
-        .collect();
-    rows.push(Row {
-        stage: "enrich",
-        events: n,
-        secs: t.elapsed().as_secs_f64(),
-    });
-
-    let mut detector = Detector::new(&pack);
-    let mut out = Vec::new();
-    let t = Instant::now();
-    for a in &enriched {
-        detector.findings(a, &context, &mut out);
-    }
-    rows.push(Row {
-        stage: "detect: Cedar, memoised by fact key",
-        events: n,
-        secs: t.elapsed().as_secs_f64(),
-    });
-    let memo_evals = detector.stats.evaluations;
-
-    let sample = enriched.len().min(20_000);
-    let mut raw = Detector::new(&pack);
-    let t = Instant::now();
-    for a in &enriched[..sample] {
-        std::hint::black_box(raw.judge_uncached(a, &context));
-    }
-    rows.push(Row {
-        stage: "detect: Cedar, one evaluation per event",
-        events: sample as u64,
-        secs: t.elapsed().as_secs_f64(),
-    });
-    drop(enriched);
-
-    let store_dir = tempfile::tempdir()?;
-    let mut summary = None;
-    for (stage, store_accesses) in [
-        ("whole pipeline (scan, SQLite store)", false),
-        ("whole pipeline + access log in SQLite", true),
-    ] {
-        let mut store = Store::open(&store_dir.path().join(format!("bench-{store_accesses}.db")))?;
-        let mut pipeline = Pipeline::new(&settings, &pack);
-        let mut sink = std::io::sink();
-        let t = Instant::now();
-        let s = scan_files(
-            std::slice::from_ref(&ds.events),
-            &mut context,
-            &mut pipeline,
-            &mut Sinks {
-                findings: &mut sink,
-                rejects: None,
-                store: Some(&mut store),
-                store_accesses,
-                only_detector: None,
-                grouping: None,
-            },
-        )?;
-        rows.push(Row {
-            stage,
-            events: s.events,
-            secs: t.elapsed().as_secs_f64(),
-        });
-        summary.get_or_insert(s);
-    }
-    let summary = summary.expect("ran");
     let whole = rows[rows.len() - 2].rate();
     println!(
         "phiwatch bench: {} events, {:.0} MB, one thread; ratio = stage rate / raw parse rate",
@@ -213,6 +107,141 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
         baseline / whole.max(1e-9),
     );
     Ok(())
+}
+
+/// Reading and parsing alone: the baseline the other stages are compared with.
+fn raw_stages(path: &Path, rows: &mut Vec<Row>) -> Result<f64> {
+    // Warm the page cache so every stage reads the file from memory.
+    for_each_line(path, |_| {})?;
+
+    let t = Instant::now();
+    let mut ok = 0u64;
+    let n = for_each_line(path, |l| {
+        ok += u64::from(serde_json::from_slice::<serde_json::Value>(l).is_ok());
+    })?;
+    rows.push(Row {
+        stage: "raw parse (serde_json::Value)",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
+    let baseline = rows[0].rate();
+    anyhow::ensure!(ok == n, "{} lines failed the raw parse", n - ok);
+
+    let t = Instant::now();
+    let n = for_each_line(path, |l| {
+        let _ = serde_json::from_slice::<serde::de::IgnoredAny>(l);
+    })?;
+    rows.push(Row {
+        stage: "raw parse (validate only)",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
+    Ok(baseline)
+}
+
+/// Decoding, enrichment and Cedar, each on its own; returns the events judged and how many
+/// distinct fact keys Cedar evaluated.
+fn judge_stages(
+    path: &Path,
+    settings: &Settings,
+    context: &crate::context::ContextStore,
+    pack: &PolicyPack,
+    events: usize,
+    rows: &mut Vec<Row>,
+) -> Result<(u64, u64)> {
+    let t = Instant::now();
+    let mut decoded = Vec::with_capacity(events);
+    for_each_line(path, |l| {
+        if let Ok(Decoded::Access(a)) = decode_audit_event(l) {
+            decoded.push(a);
+        }
+    })?;
+    rows.push(Row {
+        stage: "decode (read + parse + AccessEvent)",
+        events: decoded.len() as u64,
+        secs: t.elapsed().as_secs_f64(),
+    });
+
+    let mut enricher = Enricher::new(settings);
+    let n = decoded.len() as u64;
+    let t = Instant::now();
+    let enriched: Vec<EnrichedAccess> = decoded
+        .into_iter()
+        .map(|a| enricher.enrich(context, a))
+        .collect();
+    rows.push(Row {
+        stage: "enrich",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
+
+    let mut detector = Detector::new(pack);
+    let mut out = Vec::new();
+    let t = Instant::now();
+    for a in &enriched {
+        detector.findings(a, context, &mut out);
+    }
+    rows.push(Row {
+        stage: "detect: Cedar, memoised by fact key",
+        events: n,
+        secs: t.elapsed().as_secs_f64(),
+    });
+    let memo_evals = detector.stats.evaluations;
+
+    let sample = enriched.len().min(20_000);
+    let mut raw = Detector::new(pack);
+    let t = Instant::now();
+    for a in &enriched[..sample] {
+        std::hint::black_box(raw.judge_uncached(a, context));
+    }
+    rows.push(Row {
+        stage: "detect: Cedar, one evaluation per event",
+        events: sample as u64,
+        secs: t.elapsed().as_secs_f64(),
+    });
+    drop(enriched);
+    Ok((n, memo_evals))
+}
+
+/// The whole scan into a SQLite store, without and with the access log.
+fn pipeline_stages(
+    path: &Path,
+    settings: &Settings,
+    context: &mut crate::context::ContextStore,
+    pack: &PolicyPack,
+    rows: &mut Vec<Row>,
+) -> Result<crate::scan::ScanSummary> {
+    let store_dir = tempfile::tempdir()?;
+    let mut summary = None;
+    for (stage, store_accesses) in [
+        ("whole pipeline (scan, SQLite store)", false),
+        ("whole pipeline + access log in SQLite", true),
+    ] {
+        let mut store = Store::open(&store_dir.path().join(format!("bench-{store_accesses}.db")))?;
+        let mut pipeline = Pipeline::new(settings, pack);
+        let mut sink = std::io::sink();
+        let t = Instant::now();
+        let s = scan_files(
+            &[path.to_owned()],
+            context,
+            &mut pipeline,
+            &mut Sinks {
+                findings: &mut sink,
+                rejects: None,
+                store: Some(&mut store),
+                store_accesses,
+                only_detector: None,
+                grouping: None,
+            },
+        )?;
+        rows.push(Row {
+            stage,
+            events: s.events,
+            secs: t.elapsed().as_secs_f64(),
+        });
+        summary.get_or_insert(s);
+    }
+    Ok(summary.expect("ran"))
 }
 
 fn count_lines(path: &Path) -> Result<u64> {

@@ -256,120 +256,17 @@ fn active_staff(h: &Hospital, pred: impl Fn(&super::hospital::Staff) -> bool) ->
 }
 
 fn inject(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>) {
-    let clinical = active_staff(h, |s| s.clinical());
-    let office = active_staff(h, |s| !s.clinical());
-    let with_self = active_staff(h, |s| s.self_patient.is_some());
-    let terminated: Vec<usize> = (0..h.staff.len())
-        .filter(|&s| h.staff[s].terminated)
-        .collect();
-    let vips: Vec<usize> = (0..h.patients.len())
-        .filter(|&p| h.patients[p].vip)
-        .collect();
-    let sensitive: Vec<usize> = (0..h.patients.len())
-        .filter(|&p| h.patients[p].sensitive.is_some())
-        .collect();
-    let deceased: Vec<usize> = (0..h.patients.len())
-        .filter(|&p| h.patients[p].deceased_ms.is_some())
-        .collect();
-
+    let pools = Pools::of(h);
     for &category in CATEGORIES {
         let mut made = 0;
         let mut tries = 0;
         while made < k && tries < k * 200 {
             tries += 1;
-            let any = pick(rng, &clinical).unwrap_or(0);
-            let (staff, patient, t, btg) = match category {
-                "self_access" => {
-                    let Some(s) = pick(rng, &with_self) else {
-                        break;
-                    };
-                    let p = h.staff[s].self_patient.unwrap_or(0);
-                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
-                }
-                "family" => {
-                    let s = any;
-                    let (fam, addr) = (h.staff[s].family.clone(), h.staff[s].addr);
-                    let p = h.add_special_patient(fam, Some(addr));
-                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
-                }
-                "neighbor" => {
-                    let s = any;
-                    let mut addr = h.staff[s].addr;
-                    addr.number = if addr.number > 200 {
-                        addr.number - 7
-                    } else {
-                        addr.number + 7
-                    };
-                    let mut fam = rare_family(rng.random_range(0..500));
-                    if fam == h.staff[s].family {
-                        fam = COMMON_FAMILY[0].to_owned();
-                    }
-                    if fam == h.staff[s].family {
-                        continue;
-                    }
-                    let p = h.add_special_patient(fam, Some(addr));
-                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
-                }
-                "coworker" => {
-                    let Some(c) = pick(rng, &with_self) else {
-                        break;
-                    };
-                    let dept = h.staff[c].dept;
-                    let peers: Vec<usize> = clinical
-                        .iter()
-                        .copied()
-                        .filter(|&s| s != c && h.staff[s].dept == dept)
-                        .collect();
-                    let Some(s) = pick(rng, &peers) else { continue };
-                    let p = h.staff[c].self_patient.unwrap_or(0);
-                    (s, p, shift_time(h, rng, h.staff[s].shift), false)
-                }
-                "vip" | "sensitive" | "deceased" => {
-                    let pool = match category {
-                        "vip" => &vips,
-                        "sensitive" => &sensitive,
-                        _ => &deceased,
-                    };
-                    let Some(p) = pick(rng, pool) else { break };
-                    if h.related(any, p) {
-                        continue;
-                    }
-                    h.opened_sensitive.insert((any, p));
-                    (any, p, shift_time(h, rng, h.staff[any].shift), false)
-                }
-                "terminated_user" => {
-                    let Some(s) = pick(rng, &terminated) else {
-                        break;
-                    };
-                    let Some(p) = quiet_patient(h, rng, s) else {
-                        continue;
-                    };
-                    (s, p, time_in(h, rng, 0..24), false)
-                }
-                "break_glass" => {
-                    let Some(p) = quiet_patient(h, rng, any) else {
-                        continue;
-                    };
-                    (any, p, shift_time(h, rng, h.staff[any].shift), true)
-                }
-                "after_hours" => {
-                    let Some(s) = pick(rng, &office) else { break };
-                    let Some(p) = quiet_patient(h, rng, s) else {
-                        continue;
-                    };
-                    let t = if rng.random_bool(0.5) {
-                        time_in(h, rng, 0..6)
-                    } else {
-                        time_in(h, rng, 20..24)
-                    };
-                    (s, p, t, false)
-                }
-                _ => {
-                    let Some(p) = quiet_patient(h, rng, any) else {
-                        continue;
-                    };
-                    (any, p, shift_time(h, rng, h.staff[any].shift), false)
-                }
+            let any = pick(rng, &pools.clinical).unwrap_or(0);
+            let (staff, patient, t, btg) = match attempt(h, rng, &pools, category, any) {
+                Attempt::Made(s, p, t, btg) => (s, p, t, btg),
+                Attempt::Retry => continue,
+                Attempt::GiveUp => break,
             };
             h.patients[patient].frozen = true;
             acc.push(Access {
@@ -381,6 +278,159 @@ fn inject(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>)
                 label: Label::Violation(category),
             });
             made += 1;
+        }
+    }
+}
+
+/// Who and whom the injected violations are drawn from.
+struct Pools {
+    clinical: Vec<usize>,
+    office: Vec<usize>,
+    with_self: Vec<usize>,
+    terminated: Vec<usize>,
+    vips: Vec<usize>,
+    sensitive: Vec<usize>,
+    deceased: Vec<usize>,
+}
+
+impl Pools {
+    fn of(h: &Hospital) -> Pools {
+        let patients = |f: &dyn Fn(&super::hospital::Patient) -> bool| -> Vec<usize> {
+            (0..h.patients.len())
+                .filter(|&p| f(&h.patients[p]))
+                .collect()
+        };
+        Pools {
+            clinical: active_staff(h, |s| s.clinical()),
+            office: active_staff(h, |s| !s.clinical()),
+            with_self: active_staff(h, |s| s.self_patient.is_some()),
+            terminated: (0..h.staff.len())
+                .filter(|&s| h.staff[s].terminated)
+                .collect(),
+            vips: patients(&|p| p.vip),
+            sensitive: patients(&|p| p.sensitive.is_some()),
+            deceased: patients(&|p| p.deceased_ms.is_some()),
+        }
+    }
+}
+
+/// One try at a violation of a category.
+enum Attempt {
+    /// Staff, patient, time, break-the-glass.
+    Made(usize, usize, i64, bool),
+    /// This draw does not fit; draw again.
+    Retry,
+    /// Nobody can commit this violation in this hospital.
+    GiveUp,
+}
+
+/// Draws a violation of `category`; `any` is a clinician already drawn for categories that
+/// take anyone.
+fn attempt(
+    h: &mut Hospital,
+    rng: &mut SmallRng,
+    pools: &Pools,
+    category: &'static str,
+    any: usize,
+) -> Attempt {
+    match category {
+        "self_access" => {
+            let Some(s) = pick(rng, &pools.with_self) else {
+                return Attempt::GiveUp;
+            };
+            let p = h.staff[s].self_patient.unwrap_or(0);
+            Attempt::Made(s, p, shift_time(h, rng, h.staff[s].shift), false)
+        }
+        "family" => {
+            let s = any;
+            let (fam, addr) = (h.staff[s].family.clone(), h.staff[s].addr);
+            let p = h.add_special_patient(fam, Some(addr));
+            Attempt::Made(s, p, shift_time(h, rng, h.staff[s].shift), false)
+        }
+        "neighbor" => {
+            let s = any;
+            let mut addr = h.staff[s].addr;
+            addr.number = if addr.number > 200 {
+                addr.number - 7
+            } else {
+                addr.number + 7
+            };
+            let mut fam = rare_family(rng.random_range(0..500));
+            if fam == h.staff[s].family {
+                fam = COMMON_FAMILY[0].to_owned();
+            }
+            if fam == h.staff[s].family {
+                return Attempt::Retry;
+            }
+            let p = h.add_special_patient(fam, Some(addr));
+            Attempt::Made(s, p, shift_time(h, rng, h.staff[s].shift), false)
+        }
+        "coworker" => {
+            let Some(c) = pick(rng, &pools.with_self) else {
+                return Attempt::GiveUp;
+            };
+            let dept = h.staff[c].dept;
+            let peers: Vec<usize> = pools
+                .clinical
+                .iter()
+                .copied()
+                .filter(|&s| s != c && h.staff[s].dept == dept)
+                .collect();
+            let Some(s) = pick(rng, &peers) else {
+                return Attempt::Retry;
+            };
+            let p = h.staff[c].self_patient.unwrap_or(0);
+            Attempt::Made(s, p, shift_time(h, rng, h.staff[s].shift), false)
+        }
+        "vip" | "sensitive" | "deceased" => {
+            let pool = match category {
+                "vip" => &pools.vips,
+                "sensitive" => &pools.sensitive,
+                _ => &pools.deceased,
+            };
+            let Some(p) = pick(rng, pool) else {
+                return Attempt::GiveUp;
+            };
+            if h.related(any, p) {
+                return Attempt::Retry;
+            }
+            h.opened_sensitive.insert((any, p));
+            Attempt::Made(any, p, shift_time(h, rng, h.staff[any].shift), false)
+        }
+        "terminated_user" => {
+            let Some(s) = pick(rng, &pools.terminated) else {
+                return Attempt::GiveUp;
+            };
+            let Some(p) = quiet_patient(h, rng, s) else {
+                return Attempt::Retry;
+            };
+            Attempt::Made(s, p, time_in(h, rng, 0..24), false)
+        }
+        "break_glass" => {
+            let Some(p) = quiet_patient(h, rng, any) else {
+                return Attempt::Retry;
+            };
+            Attempt::Made(any, p, shift_time(h, rng, h.staff[any].shift), true)
+        }
+        "after_hours" => {
+            let Some(s) = pick(rng, &pools.office) else {
+                return Attempt::GiveUp;
+            };
+            let Some(p) = quiet_patient(h, rng, s) else {
+                return Attempt::Retry;
+            };
+            let t = if rng.random_bool(0.5) {
+                time_in(h, rng, 0..6)
+            } else {
+                time_in(h, rng, 20..24)
+            };
+            Attempt::Made(s, p, t, false)
+        }
+        _ => {
+            let Some(p) = quiet_patient(h, rng, any) else {
+                return Attempt::Retry;
+            };
+            Attempt::Made(any, p, shift_time(h, rng, h.staff[any].shift), false)
         }
     }
 }
@@ -518,8 +568,20 @@ fn heavy_users(h: &Hospital, rng: &mut SmallRng, acc: &mut Vec<Access>) {
 fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: &mut Vec<Access>) {
     let clinical = active_staff(h, |s| s.clinical());
     let day_clinical = active_staff(h, |s| s.clinical() && s.shift == Shift::Day);
+    inject_volume(h, rng, k, acc, &day_clinical);
+    inject_break_glass(h, rng, k, acc, &clinical);
+    inject_family_fuzzy(h, rng, k, acc, &clinical);
+    inject_first_sensitive(h, rng, k, acc, &clinical);
+}
 
-    // Volume: a user opens 45 of their department's patients within about 40 minutes.
+/// Volume: a user opens 45 of their department's patients within about 40 minutes.
+fn inject_volume(
+    h: &mut Hospital,
+    rng: &mut SmallRng,
+    k: usize,
+    acc: &mut Vec<Access>,
+    day_clinical: &[usize],
+) {
     let bursts = (k / 10).max(2);
     for _ in 0..bursts * 20 {
         if acc
@@ -530,7 +592,7 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         {
             break;
         }
-        let Some(s) = pick(rng, &day_clinical) else {
+        let Some(s) = pick(rng, day_clinical) else {
             break;
         };
         let mut pool: Vec<usize> = h.dept_patients[h.staff[s].dept]
@@ -554,9 +616,17 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
             });
         }
     }
+}
 
-    // Break-the-glass: an Emergency colleague breaks the glass three times on one visit
-    // (the third is the misuse); staff from other departments break it on an Emergency visit.
+/// Break-the-glass: an Emergency colleague breaks the glass three times on one visit
+/// (the third is the misuse); staff from other departments break it on an Emergency visit.
+fn inject_break_glass(
+    h: &mut Hospital,
+    rng: &mut SmallRng,
+    k: usize,
+    acc: &mut Vec<Access>,
+    clinical: &[usize],
+) {
     let ed_staff = active_staff(h, |s| s.dept == EMERGENCY && s.clinical());
     let other_staff: Vec<usize> = clinical
         .iter()
@@ -617,15 +687,23 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         }
         made += 1;
     }
+}
 
-    // Fuzzy family: a relative whose family name is spelt differently, at the user's home
-    // address written another way.
+/// Fuzzy family: a relative whose family name is spelt differently, at the user's home
+/// address written another way.
+fn inject_family_fuzzy(
+    h: &mut Hospital,
+    rng: &mut SmallRng,
+    k: usize,
+    acc: &mut Vec<Access>,
+    clinical: &[usize],
+) {
     let mut made = 0;
     for _ in 0..k * 20 {
         if made == k {
             break;
         }
-        let Some(s) = pick(rng, &clinical) else { break };
+        let Some(s) = pick(rng, clinical) else { break };
         let Some(fam) = variant(&h.staff[s].family) else {
             continue;
         };
@@ -642,8 +720,16 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         });
         made += 1;
     }
+}
 
-    // First-time sensitive or VIP record, by a user from outside the patient's departments.
+/// First-time sensitive or VIP record, by a user from outside the patient's departments.
+fn inject_first_sensitive(
+    h: &mut Hospital,
+    rng: &mut SmallRng,
+    k: usize,
+    acc: &mut Vec<Access>,
+    clinical: &[usize],
+) {
     let pool: Vec<usize> = (0..h.patients.len())
         .filter(|&p| h.patients[p].vip || h.patients[p].sensitive.is_some())
         .collect();
@@ -652,7 +738,7 @@ fn inject_plugin_scenarios(h: &mut Hospital, rng: &mut SmallRng, k: usize, acc: 
         if made == k {
             break;
         }
-        let (Some(s), Some(p)) = (pick(rng, &clinical), pick(rng, &pool)) else {
+        let (Some(s), Some(p)) = (pick(rng, clinical), pick(rng, &pool)) else {
             break;
         };
         if h.related(s, p)

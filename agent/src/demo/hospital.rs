@@ -114,6 +114,8 @@ pub struct Addr {
     pub city: u8,
 }
 
+type NdjsonFile = std::io::BufWriter<std::fs::File>;
+
 impl Addr {
     pub fn random(rng: &mut SmallRng) -> Self {
         Addr {
@@ -610,7 +612,7 @@ impl Hospital {
 
     pub fn write_context(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let file = |name: &str| -> std::io::Result<std::io::BufWriter<std::fs::File>> {
+        let file = |name: &str| -> std::io::Result<NdjsonFile> {
             Ok(std::io::BufWriter::new(std::fs::File::create(
                 dir.join(format!("{name}.ndjson")),
             )?))
@@ -625,6 +627,18 @@ impl Hospital {
         }
         w.flush()?;
 
+        self.write_staff(&file)?;
+        self.write_patients(&file)?;
+        self.write_encounters(&file)?;
+        self.write_care(&file)
+    }
+
+    /// Practitioners (with login and NPI), their roles, and the Person links to their own
+    /// charts.
+    fn write_staff(
+        &self,
+        file: &impl Fn(&str) -> std::io::Result<NdjsonFile>,
+    ) -> std::io::Result<()> {
         let mut pr = file("Practitioner")?;
         let mut role = file("PractitionerRole")?;
         let mut person = file("Person")?;
@@ -662,7 +676,14 @@ impl Hospital {
         for mut w in [pr, role, person] {
             w.flush()?;
         }
+        Ok(())
+    }
 
+    /// Patients with their MRN, security labels, address and death.
+    fn write_patients(
+        &self,
+        file: &impl Fn(&str) -> std::io::Result<NdjsonFile>,
+    ) -> std::io::Result<()> {
         let mut pt = file("Patient")?;
         for (i, p) in self.patients.iter().enumerate() {
             let mut labels = Vec::new();
@@ -705,8 +726,13 @@ impl Hospital {
                 i % 10
             )?;
         }
-        pt.flush()?;
+        pt.flush()
+    }
 
+    fn write_encounters(
+        &self,
+        file: &impl Fn(&str) -> std::io::Result<NdjsonFile>,
+    ) -> std::io::Result<()> {
         let mut enc = file("Encounter")?;
         for (i, e) in self.encounters.iter().enumerate() {
             let parts: Vec<String> = e
@@ -737,8 +763,14 @@ impl Hospital {
                 DEPARTMENTS[e.dept].id
             )?;
         }
-        enc.flush()?;
+        enc.flush()
+    }
 
+    /// Care teams and appointments: the other relationships that explain an access.
+    fn write_care(
+        &self,
+        file: &impl Fn(&str) -> std::io::Result<NdjsonFile>,
+    ) -> std::io::Result<()> {
         let mut ct = file("CareTeam")?;
         for (i, c) in self.care_teams.iter().enumerate() {
             let parts: Vec<String> = c
