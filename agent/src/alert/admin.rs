@@ -94,7 +94,7 @@ impl Admin {
         by: &str,
         note: &str,
         disposition: Option<&str>,
-    ) -> Result<String, AdminError> {
+    ) -> Result<(), AdminError> {
         if by.trim().is_empty() {
             return Err(AdminError::Invalid(
                 "--by names the person acknowledging".into(),
@@ -131,7 +131,7 @@ impl Admin {
                 path: self.path.clone(),
                 source,
             })?;
-        Ok(format!("alert #{id} acknowledged by {by}\n"))
+        Ok(())
     }
 
     /// `matchers`: `label=value` for user, category, severity, department.
@@ -141,7 +141,7 @@ impl Admin {
         duration: std::time::Duration,
         author: &str,
         reason: &str,
-    ) -> Result<String, AdminError> {
+    ) -> Result<super::query::Silence, AdminError> {
         let mut m = BTreeMap::new();
         for s in matchers {
             let (k, v) = s.split_once('=').ok_or_else(|| {
@@ -170,24 +170,22 @@ impl Admin {
         }
         let now = now_ms();
         let ends = now + duration.as_millis() as i64;
+        let matchers = serde_json::to_string(&m).unwrap_or_default();
         self.conn
             .execute(
                 "INSERT INTO silences (matchers, starts_ms, ends_ms, author, reason, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?2)",
-                params![
-                    serde_json::to_string(&m).unwrap_or_default(),
-                    now,
-                    ends,
-                    author,
-                    reason
-                ],
+                params![matchers, now, ends, author, reason],
             )
             .map_err(self.err())?;
-        Ok(format!(
-            "silence #{} until {}\n",
-            self.conn.last_insert_rowid(),
-            crate::time::format_ms(ends)
-        ))
+        Ok(super::query::Silence {
+            id: self.conn.last_insert_rowid(),
+            matchers,
+            starts_ms: now,
+            ends_ms: ends,
+            author: author.to_owned(),
+            reason: reason.to_owned(),
+        })
     }
 
     /// Silences not ended yet, by id.
@@ -195,7 +193,7 @@ impl Admin {
         super::query::silences(&self.conn, now_ms()).map_err(self.err())
     }
 
-    pub fn expire_silence(&self, id: i64) -> Result<String, AdminError> {
+    pub fn expire_silence(&self, id: i64) -> Result<(), AdminError> {
         let n = self
             .conn
             .execute(
@@ -204,17 +202,18 @@ impl Admin {
             )
             .map_err(self.err())?;
         if n == 0 {
-            return Err(AdminError::Invalid(format!("no silence #{id}")));
+            return Err(AdminError::NotFound(format!("no silence #{id}")));
         }
-        Ok(format!("silence #{id} expired\n"))
+        Ok(())
     }
 
     pub fn dead_letters(&self) -> Result<Vec<crate::outbox::DeadLetter>, AdminError> {
         crate::outbox::dead_letters(&self.conn).map_err(self.err())
     }
 
-    /// Puts dead letters back in the queue (one, or all with `id = None`); same keys.
-    pub fn retry(&self, id: Option<i64>) -> Result<String, AdminError> {
+    /// Puts dead letters back in the queue (one, or all with `id = None`) under the same
+    /// keys; returns how many.
+    pub fn retry(&self, id: Option<i64>) -> Result<usize, AdminError> {
         let now = now_ms();
         let n = crate::outbox::requeue_dead(&self.conn, id, now).map_err(self.err())?;
         if n == 0 {
@@ -223,7 +222,7 @@ impl Admin {
                 None => "no dead letters".into(),
             }));
         }
-        Ok(format!("{n} notification(s) queued again\n"))
+        Ok(n)
     }
 
     pub fn alert_status(&self, id: i64) -> Result<Option<String>, AdminError> {

@@ -236,6 +236,13 @@ pub struct Silence {
     pub reason: String,
 }
 
+/// How `silence add` confirms a new silence.
+impl std::fmt::Display for Silence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "silence #{} until {}", self.id, format_ms(self.ends_ms))
+    }
+}
+
 /// Silences not ended at `now_ms`, by id.
 pub fn silences(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
     let mut st = conn.prepare_cached(

@@ -41,7 +41,10 @@ pub fn run(c: AlertsCmd) -> Result<()> {
             by,
             note,
             disposition,
-        } => admin(&store)?.ack(id, &by, &note, disposition.as_deref())?,
+        } => {
+            admin(&store)?.ack(id, &by, &note, disposition.as_deref())?;
+            format!("alert #{id} acknowledged by {by}\n")
+        }
     };
     print!("{out}");
     Ok(())

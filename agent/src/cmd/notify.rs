@@ -43,7 +43,10 @@ pub fn run(c: NotifyCmd) -> Result<()> {
                 std::process::exit(1);
             }
         }
-        NotifyCmd::Retry { store, id } => print!("{}", admin(&store)?.retry(id)?),
+        NotifyCmd::Retry { store, id } => {
+            let n = admin(&store)?.retry(id)?;
+            println!("{n} notification(s) queued again");
+        }
     }
     Ok(())
 }

@@ -45,7 +45,8 @@ pub fn run(c: SilenceCmd) -> Result<()> {
         } => {
             let d = phiwatch::alert::routing::parse_duration(&duration)
                 .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
-            admin(&store)?.silence(&matchers, d, &author, &reason)?
+            let s = admin(&store)?.silence(&matchers, d, &author, &reason)?;
+            format!("{s}\n")
         }
         SilenceCmd::List { store } => {
             let silences = admin(&store)?.silences()?;
@@ -65,7 +66,10 @@ pub fn run(c: SilenceCmd) -> Result<()> {
             }
             out
         }
-        SilenceCmd::Expire { store, id } => admin(&store)?.expire_silence(id)?,
+        SilenceCmd::Expire { store, id } => {
+            admin(&store)?.expire_silence(id)?;
+            format!("silence #{id} expired\n")
+        }
     };
     print!("{out}");
     Ok(())

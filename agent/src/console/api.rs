@@ -437,7 +437,7 @@ pub async fn silence(
         })
         .await
     {
-        Ok(text) => input.done(json!({ "created": text.trim() })),
+        Ok(silence) => input.done(json!({ "created": silence.to_string() })),
         Err(f) => input.fail(f),
     }
 }
