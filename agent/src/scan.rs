@@ -20,6 +20,8 @@ pub enum ScanError {
     Write(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("starting the decoding thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// How many reasons to keep for the summary; every bad line is still counted.
@@ -211,8 +213,24 @@ pub fn scan_files(
     )
 }
 
+/// Lines decoded ahead of judging per message, and messages in flight: enough to keep the
+/// decoding thread busy while the judging thread works, few enough that memory stays flat.
+const DECODED_CHUNK: usize = 1024;
+const DECODED_QUEUE: usize = 4;
+
+/// What the decoding thread hands the judging thread, in file order.
+enum Decoded {
+    /// The next file begins; its name as messages show it.
+    File(std::sync::Arc<str>),
+    /// Lines of the current file: the line number and what it decoded to, or why not.
+    Lines(Vec<(u64, Result<crate::decode::Item, String>)>),
+}
+
 /// Replays files of every format once (a configuration's file sources): each line decoded
-/// by its source's decoder, judged, stored and emitted as `run` would.
+/// by its source's decoder, judged, stored and emitted as `run` would. Decoding runs on a
+/// thread of its own, a few thousand lines ahead, as each source's thread decodes for `run`:
+/// lines are judged in the order they were read, so the result is the same as decoding in
+/// turn.
 pub fn scan_sources(
     sources: &mut [ScanSource],
     ctx: &mut crate::context::ContextStore,
@@ -224,7 +242,37 @@ pub fn scan_sources(
         store_enabled: sinks.store.is_some(),
         ..ScanSummary::default()
     };
-    let mut batch = Judged::default();
+    let (tx, rx) = std::sync::mpsc::sync_channel(DECODED_QUEUE);
+    std::thread::scope(|scope| -> Result<(), ScanError> {
+        let decoding = std::thread::Builder::new()
+            .name("scan-decode".into())
+            .spawn_scoped(scope, move || decode_ahead(sources, tx))
+            .map_err(ScanError::Thread)?;
+        // Should judging stop early, `rx` is dropped and the decoder ends at its next send.
+        let judged = judge_all(rx, ctx, pipeline, sinks, &mut sum);
+        let read = decoding
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        judged?;
+        (sum.files, sum.lines) = read?;
+        Ok(())
+    })?;
+    sinks.findings.flush().map_err(ScanError::Write)?;
+    sum.unknown_users = pipeline.enricher.stats.unknown_users;
+    sum.unknown_patients = pipeline.enricher.stats.unknown_patients;
+    sum.cedar_evaluations = pipeline.detector.stats.evaluations;
+    sum.cedar_errors = pipeline.detector.stats.eval_errors;
+    sum.elapsed = started.elapsed();
+    Ok(sum)
+}
+
+/// Reads and decodes every file of every source in order; returns the files and non-blank
+/// lines read. Stops quietly when the judging side has gone.
+fn decode_ahead(
+    sources: &mut [ScanSource],
+    tx: std::sync::mpsc::SyncSender<Decoded>,
+) -> Result<(usize, u64), ScanError> {
+    let (mut files, mut lines) = (0usize, 0u64);
     let mut line = Vec::with_capacity(4096);
     for src in sources.iter_mut() {
         let max_line = src.max_line_bytes;
@@ -240,9 +288,16 @@ pub fn scan_sources(
                 (m.dev(), m.ino())
             };
             src.decoder.forget(key);
-            sum.files += 1;
+            files += 1;
+            if tx
+                .send(Decoded::File(path.display().to_string().into()))
+                .is_err()
+            {
+                return Ok((files, lines));
+            }
             let mut reader = BufReader::with_capacity(1 << 20, file);
             let mut line_no = 0u64;
+            let mut chunk = Vec::with_capacity(DECODED_CHUNK);
             loop {
                 let read = read_line_bounded(&mut reader, &mut line, max_line).map_err(read_err)?;
                 if read == LineRead::Eof {
@@ -252,7 +307,7 @@ pub fn scan_sources(
                 if line.trim_ascii().is_empty() {
                     continue;
                 }
-                sum.lines += 1;
+                lines += 1;
                 let decoded = match read {
                     LineRead::TooLong(n) => Err(format!(
                         "line of {n} bytes exceeds max_line_bytes {max_line}"
@@ -264,49 +319,76 @@ pub fn scan_sources(
                         }
                     }
                 };
-                let judged = decoded.map(|item| match item {
-                    crate::decode::Item::Access(ev) => {
+                chunk.push((line_no, decoded));
+                if chunk.len() == DECODED_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(DECODED_CHUNK));
+                    if tx.send(Decoded::Lines(full)).is_err() {
+                        return Ok((files, lines));
+                    }
+                }
+            }
+            if !chunk.is_empty() && tx.send(Decoded::Lines(chunk)).is_err() {
+                return Ok((files, lines));
+            }
+        }
+    }
+    Ok((files, lines))
+}
+
+/// Judges decoded lines in order, storing and emitting a batch at a time.
+fn judge_all(
+    rx: std::sync::mpsc::Receiver<Decoded>,
+    ctx: &mut crate::context::ContextStore,
+    pipeline: &mut Pipeline<'_>,
+    sinks: &mut Sinks<'_>,
+    sum: &mut ScanSummary,
+) -> Result<(), ScanError> {
+    let mut batch = Judged::default();
+    let mut path: std::sync::Arc<str> = "".into();
+    for message in rx {
+        let lines = match message {
+            Decoded::File(p) => {
+                path = p;
+                continue;
+            }
+            Decoded::Lines(lines) => lines,
+        };
+        for (line_no, decoded) in lines {
+            let judged = decoded.map(|item| match item {
+                crate::decode::Item::Access(ev) => {
+                    pipeline.judge(ctx, ev, &mut batch);
+                    LineKind::Access
+                }
+                crate::decode::Item::Many { accesses, .. } => {
+                    for ev in accesses {
                         pipeline.judge(ctx, ev, &mut batch);
-                        LineKind::Access
                     }
-                    crate::decode::Item::Many { accesses, .. } => {
-                        for ev in accesses {
-                            pipeline.judge(ctx, ev, &mut batch);
-                        }
-                        LineKind::Access
+                    LineKind::Access
+                }
+                _ => LineKind::NoPatient,
+            });
+            match judged {
+                Ok(LineKind::Access) => sum.events += 1,
+                Ok(LineKind::NoPatient) => sum.no_patient += 1,
+                Err(e) => {
+                    sum.bad_lines += 1;
+                    let msg = format!("{path}:{line_no}: {e}");
+                    if let Some(r) = sinks.rejects.as_deref_mut() {
+                        writeln!(r, "{msg}").map_err(ScanError::Write)?;
                     }
-                    _ => LineKind::NoPatient,
-                });
-                match judged {
-                    Ok(LineKind::Access) => sum.events += 1,
-                    Ok(LineKind::NoPatient) => sum.no_patient += 1,
-                    Err(e) => {
-                        sum.bad_lines += 1;
-                        let msg = format!("{}:{line_no}: {e}", path.display());
-                        if let Some(r) = sinks.rejects.as_deref_mut() {
-                            writeln!(r, "{msg}").map_err(ScanError::Write)?;
-                        }
-                        if sum.problems.len() < MAX_REPORTED {
-                            sum.problems.push(msg);
-                        }
+                    if sum.problems.len() < MAX_REPORTED {
+                        sum.problems.push(msg);
                     }
                 }
-                if batch.accesses.len() >= BATCH {
-                    pipeline.finish(ctx, &mut batch);
-                    flush(&mut batch, &mut sum, sinks)?;
-                }
+            }
+            if batch.accesses.len() >= BATCH {
+                pipeline.finish(ctx, &mut batch);
+                flush(&mut batch, sum, sinks)?;
             }
         }
     }
     pipeline.finish(ctx, &mut batch);
-    flush(&mut batch, &mut sum, sinks)?;
-    sinks.findings.flush().map_err(ScanError::Write)?;
-    sum.unknown_users = pipeline.enricher.stats.unknown_users;
-    sum.unknown_patients = pipeline.enricher.stats.unknown_patients;
-    sum.cedar_evaluations = pipeline.detector.stats.evaluations;
-    sum.cedar_errors = pipeline.detector.stats.eval_errors;
-    sum.elapsed = started.elapsed();
-    Ok(sum)
+    flush(&mut batch, sum, sinks)
 }
 
 /// Store first, then emit: a finding on stdout is always also in the store.
