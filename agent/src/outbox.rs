@@ -48,14 +48,23 @@ pub fn due(conn: &Connection, now_ms: i64, limit: u32) -> rusqlite::Result<Vec<D
     rows.collect()
 }
 
-/// Whether a notification of `alert` waits for `receiver` (any receiver with `None`).
-pub fn waiting(conn: &Connection, alert: i64, receiver: Option<&str>) -> rusqlite::Result<bool> {
+/// Whether a notification of `alert` waits for `receiver`.
+pub fn waiting(conn: &Connection, alert: i64, receiver: &str) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE alert_id = ?1
-           AND (?2 IS NULL OR receiver = ?2) AND state = 'pending')",
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE alert_id = ?1 AND receiver = ?2
+           AND state = 'pending')",
         params![alert, receiver],
         |r| r.get(0),
     )
+}
+
+/// The alerts with a notification waiting, in one query.
+pub fn alerts_waiting(conn: &Connection) -> rusqlite::Result<std::collections::HashSet<i64>> {
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT alert_id FROM outbox WHERE state = 'pending' AND case_id IS NULL",
+    )?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    rows.collect()
 }
 
 /// Queues an alert's notification to one receiver.

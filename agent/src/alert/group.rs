@@ -162,7 +162,7 @@ pub fn enqueue(
 ) -> rusqlite::Result<u64> {
     let mut added = 0;
     for r in receivers {
-        if crate::outbox::waiting(tx, alert, Some(r))? {
+        if crate::outbox::waiting(tx, alert, r)? {
             continue;
         }
         let seq: i64 = tx.query_row(

@@ -366,11 +366,10 @@ impl Dispatcher {
     fn schedule_repeats(&self, conn: &mut Connection) -> rusqlite::Result<()> {
         let now = now_ms();
         let repeat = self.routing.grouping.repeat_interval.as_millis() as i64;
-        let mut stale = Vec::new();
-        for a in crate::alert::query::sent_before(conn, now - repeat)? {
-            if !outbox::waiting(conn, a.id, None)? {
-                stale.push(a);
-            }
+        let mut stale = crate::alert::query::sent_before(conn, now - repeat)?;
+        if !stale.is_empty() {
+            let waiting = outbox::alerts_waiting(conn)?;
+            stale.retain(|a| !waiting.contains(&a.id));
         }
         if stale.is_empty() {
             return Ok(());
