@@ -156,6 +156,146 @@ pub struct ConsoleConfig {
     /// send its next request): slow-loris clients are cut off after it.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_seconds: u64,
+    /// Password sign-in with local accounts (`phiwatch user add`). With single sign-on set
+    /// up, keep one local emergency admin, or set this to false to allow SSO only.
+    #[serde(default = "yes")]
+    pub local_accounts: bool,
+    /// `[console.oidc]`: single sign-on through the organisation's OpenID provider.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[console.oidc]`: OpenID Connect sign-in (authorization code flow with PKCE).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; discovery reads `ISSUER/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The environment variable holding the client secret; none for a public client (PKCE
+    /// alone). The secret itself never goes in the file.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Where the provider sends the browser back: the console's origin + `/oidc/callback`,
+    /// registered at the provider.
+    pub redirect_url: String,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim holding the user's groups or roles (a string or a list).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Claim value -> phiwatch role, tried in order: the first value the user has wins; a
+    /// user with none of them is refused.
+    pub roles: Vec<OidcRole>,
+    /// The claim naming the user in the console and the case log.
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+    /// The claim holding the user's id in the staff directory (for example an employee
+    /// number): what the person views through the console is judged as their access.
+    #[serde(default)]
+    pub staff_id_claim: Option<String>,
+    /// End the console session when the ID token expires (the provider's session length).
+    #[serde(default)]
+    pub end_with_token: bool,
+    /// Clock skew tolerated on `exp` and `iat`.
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    /// The label of the sign-in button.
+    #[serde(default = "default_oidc_button")]
+    pub button: String,
+}
+
+/// The console's role names (console::authz::Role spells them the same; a test keeps them
+/// equal).
+pub const CONSOLE_ROLES: [&str; 4] = ["privacy-officer", "investigator", "auditor", "admin"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcRole {
+    /// A value of the roles claim (a group id for Entra ID, a group name for Okta).
+    pub claim: String,
+    /// privacy-officer, investigator, auditor or admin.
+    pub role: String,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["profile".into(), "email".into()]
+}
+fn default_roles_claim() -> String {
+    "groups".into()
+}
+fn default_name_claim() -> String {
+    "preferred_username".into()
+}
+fn default_skew() -> u64 {
+    60
+}
+fn default_oidc_button() -> String {
+    "Sign in with single sign-on".into()
+}
+
+impl OidcConfig {
+    /// The settings that can be judged without the network.
+    fn validate(&self) -> Result<(), Invalid> {
+        let bad = |m: String| Err(Invalid(format!("[console.oidc] {m}")));
+        let issuer = match reqwest::Url::parse(&self.issuer) {
+            Ok(u) => u,
+            Err(e) => return bad(format!("issuer {:?}: {e}", self.issuer)),
+        };
+        if let Err(m) = https_or_loopback(&issuer) {
+            return bad(format!("issuer: {m}"));
+        }
+        let redirect = match reqwest::Url::parse(&self.redirect_url) {
+            Ok(u) => u,
+            Err(e) => return bad(format!("redirect_url {:?}: {e}", self.redirect_url)),
+        };
+        if let Err(m) = https_or_loopback(&redirect) {
+            return bad(format!("redirect_url: {m}"));
+        }
+        if redirect.path() != "/oidc/callback" || redirect.query().is_some() {
+            return bad(format!(
+                "redirect_url {:?} must be the console's origin followed by /oidc/callback",
+                self.redirect_url
+            ));
+        }
+        if self.client_id.is_empty() {
+            return bad("client_id is empty".into());
+        }
+        if self.roles.is_empty() {
+            return bad("no [[console.oidc.roles]]: nobody could sign in".into());
+        }
+        for r in &self.roles {
+            if !CONSOLE_ROLES.contains(&r.role.as_str()) {
+                return bad(format!(
+                    "role {:?} for {:?}: use privacy-officer, investigator, auditor or admin",
+                    r.role, r.claim
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tokens and codes travel over these URLs: HTTPS, or plain HTTP on loopback only.
+fn https_or_loopback(u: &reqwest::Url) -> Result<(), String> {
+    let Some(host) = u.host_str() else {
+        return Err(format!("{u} has no host"));
+    };
+    let host = host.trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        s => Err(format!("{u}: use https ({s} is allowed on loopback only)")),
+    }
 }
 
 fn default_header_timeout() -> u64 {
@@ -190,10 +330,21 @@ impl ConsoleConfig {
             login_window_minutes: default_login_window(),
             max_connections: default_max_connections(),
             header_timeout_seconds: default_header_timeout(),
+            local_accounts: true,
+            oidc: None,
         }
     }
 
     fn validate(&self) -> Result<(), Invalid> {
+        if let Some(o) = &self.oidc {
+            o.validate()?;
+        }
+        if !self.local_accounts && self.oidc.is_none() {
+            return Err(Invalid(
+                "[console] local_accounts = false needs [console.oidc]: nobody could sign in"
+                    .into(),
+            ));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(Invalid("[console] tls_cert and tls_key go together".into()));
         }
@@ -373,9 +524,6 @@ pub struct FolderSource {
     pub burst_seconds: u32,
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_max_connections() -> usize {
     256
 }

@@ -206,8 +206,21 @@ CREATE TABLE IF NOT EXISTS console_sessions (
     user       TEXT NOT NULL,
     csrf       TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    seen_ms    INTEGER NOT NULL
+    seen_ms    INTEGER NOT NULL,
+    -- A single sign-on session may end with the provider's ID token.
+    expires_ms INTEGER
 ) WITHOUT ROWID;
+-- The console's sign-in trail: every sign-in, refusal, role change and sign-out, local or
+-- single sign-on (phiwatch user log).
+CREATE TABLE IF NOT EXISTS console_audit (
+    id      INTEGER PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    event   TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    method  TEXT NOT NULL,
+    client  TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
 -- The console's alert queue: most severe first, then newest. The expression must stay the
 -- one in console/data.rs (SEVERITY_RANK) for SQLite to read the first screen off this index
 -- instead of sorting every alert.
@@ -307,6 +320,7 @@ impl Store {
             ("alerts", "first_access_ms", "INTEGER"),
             ("alerts", "last_access_ms", "INTEGER"),
             ("alerts", "ack_disposition", "TEXT"),
+            ("console_sessions", "expires_ms", "INTEGER"),
         ] {
             let present: i64 = conn
                 .query_row(

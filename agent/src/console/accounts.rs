@@ -117,6 +117,87 @@ pub fn set_password(conn: &mut Connection, name: &str, password: &str) -> Result
     Ok(())
 }
 
+/// The stored "hash" of an account made by single sign-on: not a password hash, so no
+/// password ever matches it.
+const SSO_HASH: &str = "sso";
+
+/// What a single sign-on did to the account of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsoAccount {
+    Created,
+    Unchanged,
+    /// The provider now gives another role (or staff id); the old role.
+    Changed(Role),
+}
+
+/// Creates or updates the account of a user signed in by the identity provider, with the role
+/// and staff id the provider gives now. A local (password) account of the same name is not
+/// taken over.
+pub fn upsert_sso(
+    conn: &mut Connection,
+    name: &str,
+    role: Role,
+    staff_id: Option<&str>,
+) -> Result<SsoAccount, AccountError> {
+    valid_name(name)?;
+    let tx = conn.transaction()?;
+    let old: Option<(String, String, Option<String>)> = tx
+        .query_row(
+            "SELECT hash, role, staff_id FROM console_users WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let outcome = match old {
+        Some((hash, _, _)) if hash != SSO_HASH => {
+            return Err(AccountError::Invalid(format!(
+                "user {name:?} is a local account: single sign-on does not take it over"
+            )))
+        }
+        Some((_, old_role, old_staff)) => {
+            if old_role == role.as_str() && old_staff.as_deref() == staff_id {
+                SsoAccount::Unchanged
+            } else {
+                tx.execute(
+                    "UPDATE console_users SET role = ?2, staff_id = ?3 WHERE name = ?1",
+                    params![name, role.as_str(), staff_id],
+                )?;
+                // A role taken away ends the sessions that had it.
+                tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
+                SsoAccount::Changed(Role::parse(&old_role).unwrap_or(role))
+            }
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO console_users (name, role, hash, staff_id, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    name,
+                    role.as_str(),
+                    SSO_HASH,
+                    staff_id,
+                    crate::time::now_ms()
+                ],
+            )?;
+            SsoAccount::Created
+        }
+    };
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// Whether `name` signs in through the identity provider.
+pub fn is_sso(conn: &Connection, name: &str) -> Result<bool, AccountError> {
+    let hash: Option<String> = conn
+        .query_row(
+            "SELECT hash FROM console_users WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(hash.as_deref() == Some(SSO_HASH))
+}
+
 /// Removes the account and ends its sessions. Case logs keep the name as written.
 pub fn remove(conn: &mut Connection, name: &str) -> Result<(), AccountError> {
     let tx = conn.transaction()?;
@@ -255,5 +336,34 @@ mod tests {
             .is_some());
         remove(&mut c, "olivia").unwrap();
         assert!(list(&c).unwrap().is_empty());
+    }
+
+    #[test]
+    fn single_sign_on_accounts_follow_the_provider_and_have_no_password() {
+        let (_d, mut c) = db();
+        assert_eq!(
+            upsert_sso(&mut c, "amy@example.org", Role::Auditor, None).unwrap(),
+            SsoAccount::Created
+        );
+        assert!(is_sso(&c, "amy@example.org").unwrap());
+        let (t, _) = super::super::session::start(&c, "amy@example.org").unwrap();
+        assert_eq!(
+            upsert_sso(&mut c, "amy@example.org", Role::Auditor, None).unwrap(),
+            SsoAccount::Unchanged
+        );
+        assert_eq!(
+            upsert_sso(&mut c, "amy@example.org", Role::PrivacyOfficer, Some("E1")).unwrap(),
+            SsoAccount::Changed(Role::Auditor)
+        );
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM console_sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "a role change ends the old sessions ({t})");
+        assert!(authenticate(&c, "amy@example.org", "sso")
+            .unwrap()
+            .is_none());
+        add(&c, "admin", Role::Admin, None, "correct horse battery").unwrap();
+        assert!(upsert_sso(&mut c, "admin", Role::PrivacyOfficer, None).is_err());
+        assert!(!is_sso(&c, "admin").unwrap());
     }
 }

@@ -4,6 +4,7 @@
 use super::accounts::Account;
 use super::data::{self, AlertFilter, FindingFilter, TimelineFilter};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::trail::{self, Event, Method};
 use super::{audit, client, session, App, Fail, Input, Signed};
 use crate::alert::admin::Admin;
 use crate::case::{Assessment, Cases, Exclusion};
@@ -31,6 +32,24 @@ impl super::Console {
         user: String,
         password: String,
     ) -> Result<(Account, String, String), Fail> {
+        if !self.local_accounts {
+            let (u, c) = (user.clone(), client.clone());
+            self.db(move |db| {
+                Ok(trail::write(
+                    db,
+                    Event::Refused,
+                    &u,
+                    Method::Password,
+                    &c,
+                    "local accounts are off",
+                )?)
+            })
+            .await?;
+            return Err(Fail::new(
+                StatusCode::FORBIDDEN,
+                "password sign-in is turned off; sign in with single sign-on",
+            ));
+        }
         let attempt = match self.limiter.begin(&client, &user) {
             Ok(a) => a,
             Err(wait) => {
@@ -63,21 +82,42 @@ impl super::Console {
                 ))
             }
         };
-        let found = if matched && exists {
-            let u = user.clone();
-            self.db(move |c| {
-                match super::accounts::get(c, &u).map_err(|e| Fail::internal(e.to_string()))? {
+        let (u, c) = (user.clone(), client.clone());
+        let found = self
+            .db(move |db| {
+                let account = match matched && exists {
+                    true => {
+                        super::accounts::get(db, &u).map_err(|e| Fail::internal(e.to_string()))?
+                    }
+                    false => None,
+                };
+                match account {
                     Some(a) => {
-                        let (t, csrf) = session::start(c, &a.name)?;
+                        let (t, csrf) = session::start(db, &a.name)?;
+                        trail::write(
+                            db,
+                            Event::SignIn,
+                            &a.name,
+                            Method::Password,
+                            &c,
+                            a.role.as_str(),
+                        )?;
                         Ok(Some((a, t, csrf)))
                     }
-                    None => Ok(None),
+                    None => {
+                        trail::write(
+                            db,
+                            Event::Refused,
+                            &u,
+                            Method::Password,
+                            &c,
+                            "wrong user name or password",
+                        )?;
+                        Ok(None)
+                    }
                 }
             })
-            .await?
-        } else {
-            None
-        };
+            .await?;
         match found {
             Some(x) => {
                 attempt.succeeded();
@@ -93,6 +133,28 @@ impl super::Console {
                 ))
             }
         }
+    }
+
+    /// Ends the signed-in session and writes the sign-out to the trail; answers whether the
+    /// account signs in through the identity provider.
+    pub(super) async fn end_session(
+        self: &std::sync::Arc<Self>,
+        s: &Signed,
+        client: String,
+    ) -> Result<bool, Fail> {
+        let (t, name) = (s.token.clone(), s.account.name.clone());
+        let sso = self
+            .db(move |db| {
+                session::end(db, &t)?;
+                let sso = super::accounts::is_sso(db, &name)
+                    .map_err(|e| Fail::internal(e.to_string()))?;
+                let method = if sso { Method::Sso } else { Method::Password };
+                trail::write(db, Event::SignOut, &name, method, &client, "")?;
+                Ok(sso)
+            })
+            .await?;
+        tracing::info!(user = %s.account.name, "console sign-out");
+        Ok(sso)
     }
 
     pub(super) fn session_cookie(&self, token: &str) -> axum::http::HeaderValue {
@@ -254,9 +316,12 @@ pub async fn me(Extension(s): Extension<Signed>) -> Json<Value> {
     }))
 }
 
-pub async fn logout(State(app): State<App>, Extension(s): Extension<Signed>) -> Response {
-    let t = s.token.clone();
-    if let Err(f) = app.db(move |c| Ok(session::end(c, &t)?)).await {
+pub async fn logout(
+    State(app): State<App>,
+    ci: ConnectInfo<crate::net::Peer>,
+    Extension(s): Extension<Signed>,
+) -> Response {
+    if let Err(f) = app.end_session(&s, client(&ci)).await {
         return f.into_response();
     }
     let mut res = Json(json!({ "signed_out": s.account.name })).into_response();

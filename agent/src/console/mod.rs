@@ -18,6 +18,9 @@ mod noise;
 mod pages;
 pub mod routes;
 pub mod session;
+pub mod sso;
+mod sso_pages;
+pub mod trail;
 
 use crate::config::ConsoleConfig;
 use crate::metrics::Metrics;
@@ -69,6 +72,21 @@ pub struct Console {
     views: ViewLog,
     /// Cookies carry `Secure`: the console is on HTTPS (or configured as behind it).
     secure: bool,
+    /// Password sign-in with local accounts is allowed.
+    local_accounts: bool,
+    /// Single sign-on, when `[console.oidc]` sets it up.
+    sso: Option<sso::Sso>,
+    /// End single sign-on sessions with the provider's ID token.
+    sso_ends_with_token: bool,
+}
+
+/// Why the console did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] crate::net::BindError),
+    #[error("[console.oidc]: {0}")]
+    Sso(#[from] sso::SsoError),
 }
 
 pub type App = Arc<Console>;
@@ -83,8 +101,9 @@ pub struct Signed {
 }
 
 impl Console {
-    pub fn new(inputs: ConsoleInputs, cfg: &ConsoleConfig) -> Self {
-        Console {
+    pub fn new(inputs: ConsoleInputs, cfg: &ConsoleConfig) -> Result<Self, sso::SsoError> {
+        let sso = cfg.oidc.as_ref().map(sso::Sso::new).transpose()?;
+        Ok(Console {
             views: ViewLog::new(inputs.views.clone()),
             inputs,
             pool: Mutex::new(Vec::new()),
@@ -98,7 +117,10 @@ impl Console {
             ),
             secure: cfg.tls_cert.is_some() || cfg.secure_cookies,
             hashing: hashing::Hashing::new(HASHING_AT_ONCE, HASHING_QUEUE),
-        }
+            local_accounts: cfg.local_accounts,
+            sso,
+            sso_ends_with_token: cfg.oidc.as_ref().is_some_and(|o| o.end_with_token),
+        })
     }
 
     /// Runs `f` on a pooled store connection on the blocking pool.
@@ -142,7 +164,19 @@ impl Console {
     }
 
     fn cookie(&self, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-        let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+        self.cookie_with(name, value, max_age, "Strict")
+    }
+
+    /// A cookie with the given SameSite: `Lax` only for the single sign-on binding cookie,
+    /// which must come back on the provider's top-level redirect to `/oidc/callback`.
+    fn cookie_with(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: Option<u64>,
+        same_site: &str,
+    ) -> HeaderValue {
+        let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}");
         if self.secure {
             c.push_str("; Secure");
         }
@@ -519,8 +553,21 @@ pub fn router(app: App) -> axum::Router {
 pub async fn bind(
     cfg: &ConsoleConfig,
     inputs: ConsoleInputs,
-) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), crate::net::BindError> {
-    let app: App = Arc::new(Console::new(inputs, cfg));
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), StartError> {
+    let app: App = Arc::new(Console::new(inputs, cfg)?);
+    if app.sso.is_some() {
+        // Read the provider's discovery document now, so a wrong issuer shows in the log at
+        // start-up rather than at the first sign-in; a provider that is down is retried then.
+        let warm = app.clone();
+        tokio::spawn(async move {
+            if let Some(sso) = &warm.sso {
+                match sso.discover().await {
+                    Ok(p) => tracing::info!(provider = %p, "single sign-on ready"),
+                    Err(e) => tracing::warn!("single sign-on: {e}"),
+                }
+            }
+        });
+    }
     let purge = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));

@@ -43,39 +43,76 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-fn login_page(next: &str, token: &str, error: Option<&str>) -> String {
+impl NextQuery {
+    pub fn next(&self) -> Option<&str> {
+        self.next.as_deref()
+    }
+}
+
+fn login_page(app: &super::Console, next: &str, token: &str, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"flash error\" id=\"login-error\">{}</p>", esc(e)))
         .unwrap_or_default();
+    let sso = app
+        .sso
+        .as_ref()
+        .map(|s| {
+            let href = if next.is_empty() {
+                "/oidc/login".to_owned()
+            } else {
+                format!("/oidc/login?next={}", super::urlencoding(next))
+            };
+            format!(
+                "<p><a class=\"button\" id=\"sso\" href=\"{}\">{}</a></p>",
+                esc(&href),
+                esc(s.button())
+            )
+        })
+        .unwrap_or_default();
+    let password = if app.local_accounts {
+        format!(
+            "<form method=\"post\" action=\"/login\" id=\"login\">\
+<input type=\"hidden\" name=\"login_csrf\" value=\"{}\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
+<label>User name<input name=\"user\" id=\"user\" autocomplete=\"username\" required autofocus></label>\
+<label>Password<input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+<button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+            esc(token),
+            esc(next)
+        )
+    } else {
+        String::new()
+    };
     layout(
         "Sign in",
         None,
         "",
         &format!(
-            "<section class=\"card login\"><h1>Sign in</h1>{error}\
-<form method=\"post\" action=\"/login\" id=\"login\">\
-<input type=\"hidden\" name=\"login_csrf\" value=\"{}\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
-<label>User name<input name=\"user\" id=\"user\" autocomplete=\"username\" required autofocus></label>\
-<label>Password<input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-<button type=\"submit\" id=\"sign-in\">Sign in</button></form>\
-<p class=\"muted\">Everything you view here is recorded and monitored.</p></section>",
-            esc(token),
-            esc(next)
+            "<section class=\"card login\"><h1>Sign in</h1>{error}{sso}{password}\
+<p class=\"muted\">Everything you view here is recorded and monitored.</p></section>"
         ),
     )
 }
 
-/// The sign-in form. Its token (also in a cookie) stops another site from signing a
-/// browser in under the attacker's account.
-pub async fn login_form(State(app): State<App>, Query(q): Query<NextQuery>) -> Response {
+/// The sign-in page, with a fresh form token (also in a cookie: it stops another site from
+/// signing a browser in under the attacker's account).
+pub(super) fn login_answer(
+    app: &super::Console,
+    status: StatusCode,
+    next: &str,
+    error: Option<&str>,
+) -> Response {
     let token = super::session::token();
-    let next = q.next.filter(|n| local_path(n)).unwrap_or_default();
-    let mut res = Html(login_page(&next, &token, None)).into_response();
+    let next = if local_path(next) { next } else { "" };
+    let mut res = (status, Html(login_page(app, next, &token, error))).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         app.cookie(LOGIN_COOKIE, &token, Some(600)),
     );
     res
+}
+
+pub async fn login_form(State(app): State<App>, Query(q): Query<NextQuery>) -> Response {
+    login_answer(&app, StatusCode::OK, q.next.as_deref().unwrap_or(""), None)
 }
 
 #[derive(Deserialize)]
@@ -93,20 +130,13 @@ pub async fn login(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let retry = |status: StatusCode, message: &str| {
-        let token = super::session::token();
-        let mut res = (status, Html(login_page(&f.next, &token, Some(message)))).into_response();
-        res.headers_mut().insert(
-            header::SET_COOKIE,
-            app.cookie(LOGIN_COOKIE, &token, Some(600)),
-        );
-        res
-    };
     let cookie = super::cookie_value(&headers, LOGIN_COOKIE).unwrap_or("");
     if cookie.is_empty() || !super::session::same(cookie, &f.login_csrf) {
-        return retry(
+        return login_answer(
+            &app,
             StatusCode::FORBIDDEN,
-            "The sign-in form expired; please sign in again.",
+            &f.next,
+            Some("The sign-in form expired; please sign in again."),
         );
     }
     match app
@@ -125,17 +155,26 @@ pub async fn login(
             h.append(header::SET_COOKIE, app.clear_cookie(LOGIN_COOKIE));
             res
         }
-        Err(e) => retry(e.status, &e.message),
+        Err(e) => login_answer(&app, e.status, &f.next, Some(&e.message)),
     }
 }
 
-pub async fn logout(State(app): State<App>, Extension(s): Extension<Signed>) -> Response {
-    let t = s.token.clone();
-    if let Err(f) = app.db(move |c| Ok(super::session::end(c, &t)?)).await {
-        return PageFail(f).into_response();
-    }
-    tracing::info!(user = %s.account.name, "console sign-out");
-    let mut res = Redirect::to("/login").into_response();
+pub async fn logout(
+    State(app): State<App>,
+    ci: ConnectInfo<crate::net::Peer>,
+    Extension(s): Extension<Signed>,
+) -> Response {
+    let sso = match app.end_session(&s, client(&ci)).await {
+        Ok(sso) => sso,
+        Err(f) => return PageFail(f).into_response(),
+    };
+    // A single sign-on user is signed out at the provider too, or the next click on the
+    // sign-on button would sign them straight back in.
+    let to = match (&app.sso, sso) {
+        (Some(p), true) => p.logout_url().await,
+        _ => None,
+    };
+    let mut res = Redirect::to(to.as_deref().unwrap_or("/login")).into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, app.clear_cookie(super::SESSION_COOKIE));
     res

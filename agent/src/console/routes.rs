@@ -3,7 +3,7 @@
 //! keeps the two equal).
 
 use super::authz::Perm;
-use super::{api, noise, pages, App, EVIDENCE_LIMIT};
+use super::{api, noise, pages, sso_pages, App, EVIDENCE_LIMIT};
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{get, post};
@@ -25,6 +25,8 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/login", Public),
     r("POST", "/login", Public),
     r("POST", "/logout", Signed),
+    r("GET", "/oidc/login", Public),
+    r("GET", "/oidc/callback", Public),
     r("GET", "/", Signed),
     r("GET", "/static/console.css", Public),
     r("GET", "/static/console.js", Public),
@@ -99,6 +101,8 @@ pub fn build() -> axum::Router<App> {
     axum::Router::new()
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
+        .route("/oidc/login", get(sso_pages::start))
+        .route("/oidc/callback", get(sso_pages::callback))
         .route("/", get(pages::home))
         .route("/static/console.css", get(pages::css))
         .route("/static/console.js", get(pages::js))

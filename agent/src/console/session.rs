@@ -23,7 +23,7 @@ pub fn token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn digest(token: &str) -> String {
+pub(super) fn digest(token: &str) -> String {
     Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -32,12 +32,22 @@ fn digest(token: &str) -> String {
 
 /// Starts a session; returns its token (for the cookie) and its CSRF token.
 pub fn start(conn: &Connection, user: &str) -> rusqlite::Result<(String, String)> {
+    start_until(conn, user, None)
+}
+
+/// Starts a session that also ends at `expires_ms` (a single sign-on session ended with the
+/// provider's token).
+pub fn start_until(
+    conn: &Connection,
+    user: &str,
+    expires_ms: Option<i64>,
+) -> rusqlite::Result<(String, String)> {
     let (t, csrf) = (token(), token());
     let now = crate::time::now_ms();
     conn.execute(
-        "INSERT INTO console_sessions (token_hash, user, csrf, created_ms, seen_ms)
-         VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![digest(&t), user, csrf, now],
+        "INSERT INTO console_sessions (token_hash, user, csrf, created_ms, seen_ms, expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        params![digest(&t), user, csrf, now, expires_ms],
     )?;
     Ok((t, csrf))
 }
@@ -53,19 +63,21 @@ pub struct Lifetimes {
 /// sessions of removed accounts are deleted and yield `None`.
 pub fn lookup(conn: &Connection, token: &str, l: Lifetimes) -> rusqlite::Result<Option<Session>> {
     let key = digest(token);
-    let row: Option<(String, String, i64, i64)> = conn
+    let row: Option<(String, String, i64, i64, Option<i64>)> = conn
         .query_row(
-            "SELECT user, csrf, created_ms, seen_ms FROM console_sessions WHERE token_hash = ?1",
+            "SELECT user, csrf, created_ms, seen_ms, expires_ms FROM console_sessions
+             WHERE token_hash = ?1",
             [&key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()?;
-    let Some((user, csrf, created, seen)) = row else {
+    let Some((user, csrf, created, seen, expires)) = row else {
         return Ok(None);
     };
     let now = crate::time::now_ms();
-    let expired =
-        now - seen > l.idle.as_millis() as i64 || now - created > l.max.as_millis() as i64;
+    let expired = now - seen > l.idle.as_millis() as i64
+        || now - created > l.max.as_millis() as i64
+        || expires.is_some_and(|e| now >= e);
     let account = if expired {
         None
     } else {
@@ -97,10 +109,11 @@ pub fn end(conn: &Connection, token: &str) -> rusqlite::Result<()> {
 pub fn purge(conn: &Connection, l: Lifetimes) -> rusqlite::Result<usize> {
     let now = crate::time::now_ms();
     conn.execute(
-        "DELETE FROM console_sessions WHERE seen_ms < ?1 OR created_ms < ?2",
+        "DELETE FROM console_sessions WHERE seen_ms < ?1 OR created_ms < ?2 OR expires_ms <= ?3",
         params![
             now - l.idle.as_millis() as i64,
-            now - l.max.as_millis() as i64
+            now - l.max.as_millis() as i64,
+            now
         ],
     )
 }

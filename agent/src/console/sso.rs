@@ -1,0 +1,427 @@
+//! Single sign-on with OpenID Connect: the authorization code flow with PKCE, as a relying
+//! party of the organisation's identity provider (Entra ID, Okta, Ping, Keycloak, ...).
+//!
+//! The `openidconnect` crate does the protocol (discovery, PKCE, the code exchange, the ID
+//! token's signature through the provider's JWKS, `iss`, `aud`, `exp`, `nonce`); this module
+//! holds what is phiwatch's: the pending sign-ins (each `state` usable once, from the
+//! browser that started it), the bounds on `iat`, the key rotation (an unknown signing key
+//! re-reads the JWKS once), and the mapping from the provider's groups to a console role.
+
+use super::authz::Role;
+use crate::config::OidcConfig;
+use openidconnect::core::{CoreAuthenticationFlow, CoreGenderClaim, CoreJsonWebKeySet};
+use openidconnect::{
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IdTokenClaims, IssuerUrl,
+    LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse as _,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// A sign-in must come back from the provider within this time.
+const PENDING_FOR: Duration = Duration::from_secs(600);
+/// Sign-ins started and not finished, held at once: more are refused (a flood of
+/// `/oidc/login` must not grow memory).
+const PENDING_MAX: usize = 10_000;
+/// Discovery is read again after this long (new endpoints, new keys).
+const METADATA_FOR: Duration = Duration::from_secs(3600);
+/// The JWKS is re-read for an unknown key at most this often.
+const JWKS_REFRESH_GAP: Duration = Duration::from_secs(10);
+/// An ID token from the code exchange is fresh: one issued longer ago than this (plus the
+/// skew) is refused.
+const IAT_MAX_AGE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Error)]
+pub enum SsoError {
+    #[error("the identity provider cannot be reached: {0}")]
+    Discovery(String),
+    #[error("this sign-in expired or was already used; please sign in again")]
+    UnknownState,
+    #[error("this sign-in was started in another browser; please sign in again")]
+    OtherBrowser,
+    #[error("too many sign-ins are in progress; try again in a minute")]
+    Busy,
+    #[error("the identity provider refused the sign-in: {0}")]
+    Refused(String),
+    #[error("the identity provider's token answer was refused: {0}")]
+    Exchange(String),
+    #[error("the identity provider's ID token was refused: {0}")]
+    Token(String),
+    #[error("the ID token has no {0:?} claim")]
+    MissingClaim(String),
+    #[error("{0} is not in any group that has a phiwatch role")]
+    NoRole(String),
+    #[error("the client secret's environment variable {0} is not set")]
+    NoSecret(String),
+}
+
+/// Who signed in, as the provider vouches for them.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The console user name (the `name_claim`).
+    pub name: String,
+    pub role: Role,
+    pub staff_id: Option<String>,
+    /// The ID token's expiry, in ms since the epoch.
+    pub expires_ms: i64,
+    /// Where to go after sign-in.
+    pub next: String,
+}
+
+/// Every claim of the ID token, whatever the provider calls them: the role and staff id
+/// claims are named in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AnyClaims {
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+impl AdditionalClaims for AnyClaims {}
+
+type Token = IdToken<
+    AnyClaims,
+    CoreGenderClaim,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    openidconnect::core::CoreJwsSigningAlgorithm,
+>;
+type Claims = IdTokenClaims<AnyClaims, CoreGenderClaim>;
+type Rp = openidconnect::core::CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+struct Pending {
+    /// Digest of the browser-binding cookie set when the sign-in started.
+    browser: String,
+    verifier: PkceCodeVerifier,
+    nonce: Nonce,
+    next: String,
+    started: Instant,
+}
+
+struct Provider {
+    metadata: ProviderMetadataWithLogout,
+    read: Instant,
+    jwks_read: Instant,
+}
+
+pub struct Sso {
+    cfg: OidcConfig,
+    secret: Option<String>,
+    roles: Vec<(String, Role)>,
+    http: reqwest::Client,
+    provider: tokio::sync::Mutex<Option<Provider>>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl Sso {
+    /// The relying party for `cfg`; reads the client secret from its environment variable.
+    pub fn new(cfg: &OidcConfig) -> Result<Self, SsoError> {
+        let secret = match &cfg.client_secret_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| SsoError::NoSecret(var.clone()))?,
+            ),
+            None => None,
+        };
+        let roles = cfg
+            .roles
+            .iter()
+            .filter_map(|r| Some((r.claim.clone(), Role::parse(&r.role)?)))
+            .collect();
+        // No redirects: a provider's endpoint that redirects elsewhere is not followed with
+        // the client's secret or a user's code (the crate's advice against SSRF).
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| SsoError::Discovery(e.to_string()))?;
+        Ok(Sso {
+            cfg: cfg.clone(),
+            secret,
+            roles,
+            http,
+            provider: tokio::sync::Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn button(&self) -> &str {
+        &self.cfg.button
+    }
+
+    /// Reads the provider's discovery document and keys (for `phiwatch check` and start-up).
+    pub async fn discover(&self) -> Result<String, SsoError> {
+        let mut p = self.provider.lock().await;
+        self.fresh(&mut p, false).await?;
+        let m = &p.as_ref().expect("just read").metadata;
+        Ok(format!(
+            "{} ({} signing key(s))",
+            m.issuer().as_str(),
+            m.jwks().keys().len()
+        ))
+    }
+
+    async fn fresh(&self, p: &mut Option<Provider>, force: bool) -> Result<(), SsoError> {
+        if !force && p.as_ref().is_some_and(|p| p.read.elapsed() < METADATA_FOR) {
+            return Ok(());
+        }
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone())
+            .map_err(|e| SsoError::Discovery(e.to_string()))?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| SsoError::Discovery(error_chain(&e)))?;
+        *p = Some(Provider {
+            metadata,
+            read: Instant::now(),
+            jwks_read: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Re-reads the JWKS alone (the provider rotated its keys).
+    async fn refresh_keys(&self, p: &mut Provider) -> Result<bool, SsoError> {
+        if p.jwks_read.elapsed() < JWKS_REFRESH_GAP {
+            return Ok(false);
+        }
+        let keys = CoreJsonWebKeySet::fetch_async(p.metadata.jwks_uri(), &self.http)
+            .await
+            .map_err(|e| SsoError::Discovery(error_chain(&e)))?;
+        p.metadata = p.metadata.clone().set_jwks(keys);
+        p.jwks_read = Instant::now();
+        Ok(true)
+    }
+
+    fn client(&self, p: &Provider) -> Result<Rp, SsoError> {
+        let redirect = RedirectUrl::new(self.cfg.redirect_url.clone())
+            .map_err(|e| SsoError::Discovery(format!("redirect_url: {e}")))?;
+        Ok(Rp::from_provider_metadata(
+            p.metadata.clone(),
+            ClientId::new(self.cfg.client_id.clone()),
+            self.secret.clone().map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// Starts a sign-in: the provider's URL to send the browser to, with a fresh `state`,
+    /// `nonce` and PKCE challenge. `browser` is the value of the cookie that binds the
+    /// sign-in to this browser.
+    pub async fn begin(&self, browser: &str, next: &str) -> Result<String, SsoError> {
+        let mut guard = self.provider.lock().await;
+        self.fresh(&mut guard, false).await?;
+        let p = guard.as_ref().expect("just read");
+        let client = self.client(p)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut req = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for s in &self.cfg.scopes {
+            req = req.add_scope(Scope::new(s.clone()));
+        }
+        let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|_, p| p.started.elapsed() < PENDING_FOR);
+        if pending.len() >= PENDING_MAX {
+            return Err(SsoError::Busy);
+        }
+        pending.insert(
+            state.secret().clone(),
+            Pending {
+                browser: super::session::digest(browser),
+                verifier,
+                nonce,
+                next: next.to_owned(),
+                started: Instant::now(),
+            },
+        );
+        Ok(url.to_string())
+    }
+
+    /// Finishes a sign-in from the provider's redirect: the `state` is taken (a second use
+    /// fails), the code exchanged with the PKCE verifier, the ID token checked, the role
+    /// mapped.
+    pub async fn finish(
+        &self,
+        browser: &str,
+        state: &str,
+        code: &str,
+    ) -> Result<Identity, SsoError> {
+        let pending = {
+            let mut all = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            all.remove(state)
+        };
+        let Some(pending) = pending.filter(|p| p.started.elapsed() < PENDING_FOR) else {
+            return Err(SsoError::UnknownState);
+        };
+        if !super::session::same(&pending.browser, &super::session::digest(browser)) {
+            return Err(SsoError::OtherBrowser);
+        }
+        let mut guard = self.provider.lock().await;
+        self.fresh(&mut guard, false).await?;
+        let p = guard.as_mut().expect("just read");
+        let raw = {
+            let client = self.client(p)?;
+            let answer = client
+                .exchange_code(AuthorizationCode::new(code.to_owned()))
+                .map_err(|e| SsoError::Exchange(e.to_string()))?
+                .set_pkce_verifier(pending.verifier)
+                .request_async(&self.http)
+                .await
+                .map_err(|e| SsoError::Exchange(error_chain(&e)))?;
+            answer
+                .id_token()
+                .ok_or_else(|| SsoError::Exchange("no id_token in the answer".into()))?
+                .to_string()
+        };
+        let token: Token = raw
+            .parse()
+            .map_err(|e: serde_json::Error| SsoError::Token(e.to_string()))?;
+        let claims = match self.verify(p, &token, &pending.nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(_))
+                if self.refresh_keys(p).await? =>
+            {
+                self.verify(p, &token, &pending.nonce)
+            }
+            other => other,
+        }
+        .map_err(|e| SsoError::Token(e.to_string()))?;
+        self.identity(&claims, pending.next)
+    }
+
+    fn verify(
+        &self,
+        p: &Provider,
+        token: &Token,
+        nonce: &Nonce,
+    ) -> Result<Claims, ClaimsVerificationError> {
+        let skew = chrono::Duration::seconds(self.cfg.clock_skew_seconds as i64);
+        let oldest = chrono::Duration::from_std(IAT_MAX_AGE).unwrap_or_default() + skew;
+        let client = self
+            .client(p)
+            .map_err(|e| ClaimsVerificationError::Other(e.to_string()))?;
+        let verifier = client
+            .id_token_verifier()
+            .set_time_fn(move || chrono::Utc::now() - skew)
+            .set_issue_time_verifier_fn(move |iat| {
+                let now = chrono::Utc::now();
+                if iat > now + skew {
+                    Err(format!("issued in the future ({iat})"))
+                } else if iat < now - oldest {
+                    Err(format!("issued too long ago ({iat})"))
+                } else {
+                    Ok(())
+                }
+            });
+        token.claims(&verifier, nonce).cloned()
+    }
+
+    fn identity(&self, claims: &Claims, next: String) -> Result<Identity, SsoError> {
+        let all = serde_json::to_value(claims).unwrap_or(Value::Null);
+        let name = claim_values(&all, &self.cfg.name_claim)
+            .into_iter()
+            .next()
+            .ok_or_else(|| SsoError::MissingClaim(self.cfg.name_claim.clone()))?;
+        let groups = claim_values(&all, &self.cfg.roles_claim);
+        let role = self
+            .roles
+            .iter()
+            .find(|(claim, _)| groups.iter().any(|g| g == claim))
+            .map(|(_, role)| *role)
+            .ok_or_else(|| SsoError::NoRole(name.clone()))?;
+        let staff_id = match &self.cfg.staff_id_claim {
+            Some(c) => Some(
+                claim_values(&all, c)
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| SsoError::MissingClaim(c.clone()))?,
+            ),
+            None => None,
+        };
+        Ok(Identity {
+            name,
+            role,
+            staff_id,
+            expires_ms: claims.expiration().timestamp_millis(),
+            next,
+        })
+    }
+
+    /// The provider's end-session URL for RP-initiated logout, when it has one: the browser
+    /// comes back to the console's sign-in page.
+    pub async fn logout_url(&self) -> Option<String> {
+        let guard = self.provider.lock().await;
+        let p = guard.as_ref()?;
+        let end = p
+            .metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()?;
+        let mut back = reqwest::Url::parse(&self.cfg.redirect_url).ok()?;
+        back.set_path("/login");
+        let mut req =
+            LogoutRequest::from(end).set_client_id(ClientId::new(self.cfg.client_id.clone()));
+        if let Ok(b) = PostLogoutRedirectUrl::new(back.to_string()) {
+            req = req.set_post_logout_redirect_uri(b);
+        }
+        Some(req.http_get_url().to_string())
+    }
+}
+
+/// A claim's values: a string, a number, or a list of them.
+fn claim_values(all: &Value, name: &str) -> Vec<String> {
+    let one = |v: &Value| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match all.get(name) {
+        Some(Value::Array(a)) => a.iter().filter_map(one).collect(),
+        Some(v) => one(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// An error with its sources: the crate's top-level messages alone ("Request failed") do not
+/// say what to fix.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_strings_numbers_or_lists() {
+        let v = serde_json::json!({"groups": ["a", "", 7], "emp": 12345, "name": "olivia"});
+        assert_eq!(claim_values(&v, "groups"), ["a", "7"]);
+        assert_eq!(claim_values(&v, "emp"), ["12345"]);
+        assert_eq!(claim_values(&v, "name"), ["olivia"]);
+        assert!(claim_values(&v, "missing").is_empty());
+    }
+
+    #[test]
+    fn config_roles_are_the_console_roles() {
+        let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, crate::config::CONSOLE_ROLES);
+    }
+}

@@ -1,0 +1,180 @@
+//! The single sign-on pages: `/oidc/login` sends the browser to the identity provider and
+//! `/oidc/callback` takes it back, turning the provider's answer into a console session.
+//! Every outcome, accepted or refused, goes to the sign-in trail.
+
+use super::accounts::{self, SsoAccount};
+use super::html::esc;
+use super::pages::{login_answer, NextQuery};
+use super::sso::{Identity, SsoError};
+use super::trail::{self, Event, Method};
+use super::{client, cookie_value, local_path, App, Fail, PageFail};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+/// Binds a sign-in to the browser that started it: a `state` stolen from a URL is useless in
+/// another browser.
+const SSO_COOKIE: &str = "phiwatch_sso";
+/// Matches the pending sign-in's lifetime in [`super::sso`].
+const SSO_COOKIE_SECONDS: u64 = 600;
+
+pub async fn start(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let Some(sso) = &app.sso else {
+        return PageFail(Fail::not_found("single sign-on is not set up")).into_response();
+    };
+    // One cookie per browser, reused, so two tabs signing in at once both finish.
+    let browser = cookie_value(&headers, SSO_COOKIE)
+        .filter(|v| (32..=64).contains(&v.len()))
+        .map(str::to_owned)
+        .unwrap_or_else(super::session::token);
+    let next = q
+        .next()
+        .filter(|n| local_path(n) && *n != "/login")
+        .unwrap_or_default();
+    match sso.begin(&browser, next).await {
+        Ok(url) => {
+            let mut res = Redirect::to(&url).into_response();
+            res.headers_mut().insert(
+                header::SET_COOKIE,
+                app.cookie_with(SSO_COOKIE, &browser, Some(SSO_COOKIE_SECONDS), "Lax"),
+            );
+            res
+        }
+        Err(e) => {
+            tracing::warn!("single sign-on could not start: {e}");
+            login_answer(
+                &app,
+                StatusCode::SERVICE_UNAVAILABLE,
+                next,
+                Some(&e.to_string()),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub async fn callback(
+    State(app): State<App>,
+    ci: ConnectInfo<crate::net::Peer>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
+    let from = client(&ci);
+    let Some(sso) = &app.sso else {
+        return PageFail(Fail::not_found("single sign-on is not set up")).into_response();
+    };
+    let browser = cookie_value(&headers, SSO_COOKIE).unwrap_or("").to_owned();
+    let answer = match (q.error, q.code, q.state) {
+        (Some(e), _, _) => Err(SsoError::Refused(match q.error_description {
+            Some(d) => format!("{e}: {d}"),
+            None => e,
+        })),
+        (None, Some(code), Some(state)) => sso.finish(&browser, &state, &code).await,
+        _ => Err(SsoError::Refused("the answer has no code or state".into())),
+    };
+    let outcome = match answer {
+        Ok(id) => admit(&app, id, from.clone()).await,
+        Err(e) => Err(Refusal {
+            user: match &e {
+                SsoError::NoRole(u) => u.clone(),
+                _ => String::new(),
+            },
+            why: e.to_string(),
+        }),
+    };
+    let mut res = match outcome {
+        Ok((token, to)) => {
+            let mut res = arrived(&to).into_response();
+            res.headers_mut()
+                .append(header::SET_COOKIE, app.session_cookie(&token));
+            res
+        }
+        Err(r) => {
+            tracing::warn!(client = %from, "single sign-on refused: {}", r.why);
+            let (user, why, f) = (r.user, r.why.clone(), from);
+            if let Err(e) = app
+                .db(move |db| {
+                    Ok(trail::write(
+                        db,
+                        Event::Refused,
+                        &user,
+                        Method::Sso,
+                        &f,
+                        &why,
+                    )?)
+                })
+                .await
+            {
+                return PageFail(e).into_response();
+            }
+            login_answer(&app, StatusCode::FORBIDDEN, "", Some(&r.why))
+        }
+    };
+    res.headers_mut()
+        .append(header::SET_COOKIE, app.clear_cookie(SSO_COOKIE));
+    res
+}
+
+struct Refusal {
+    user: String,
+    why: String,
+}
+
+/// Creates or updates the account the provider vouches for and starts its session; answers
+/// the session token and where to go.
+async fn admit(app: &App, id: Identity, from: String) -> Result<(String, String), Refusal> {
+    let until = app.sso_ends_with_token.then_some(id.expires_ms);
+    let user = id.name.clone();
+    let done = app
+        .db(move |db| {
+            let account = match accounts::upsert_sso(db, &id.name, id.role, id.staff_id.as_deref()) {
+                Ok(a) => a,
+                // A local account of this name, or a name the console cannot hold.
+                Err(accounts::AccountError::Invalid(m)) => return Ok(Err(m)),
+                Err(e) => return Err(Fail::internal(e.to_string())),
+            };
+            if let SsoAccount::Changed(old) = account {
+                let change = format!("{} -> {}", old.as_str(), id.role.as_str());
+                trail::write(db, Event::RoleChange, &id.name, Method::Sso, &from, &change)?;
+            }
+            let (token, _) = super::session::start_until(db, &id.name, until)?;
+            trail::write(db, Event::SignIn, &id.name, Method::Sso, &from, id.role.as_str())?;
+            tracing::info!(user = %id.name, role = id.role.as_str(), "console sign-in (single sign-on)");
+            let to = if id.next.is_empty() { id.role.home().to_owned() } else { id.next };
+            Ok(Ok((token, to)))
+        })
+        .await;
+    match done {
+        Ok(Ok(x)) => Ok(x),
+        Ok(Err(why)) => Err(Refusal { user, why }),
+        Err(f) => Err(Refusal {
+            user,
+            why: f.message,
+        }),
+    }
+}
+
+/// A page that moves on to `to` by itself. Not a redirect: this answer ends a navigation that
+/// began at the identity provider, and browsers do not send a SameSite=Strict cookie on any
+/// step of it, so a redirect would arrive without the new session. The refresh below is a
+/// navigation started here.
+fn arrived(to: &str) -> Html<String> {
+    let to = esc(to);
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"refresh\" content=\"0;url={to}\"><title>Signed in</title></head>\
+<body><p>Signed in. <a href=\"{to}\" id=\"continue\">Continue</a></p></body></html>"
+    ))
+}
