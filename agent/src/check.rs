@@ -233,6 +233,61 @@ fn check_console(cfg: &Config, c: &mut Checked) {
         "console {scheme}://{}: {accounts} account(s)",
         console.listen
     ));
+    if let Some(o) = &console.oidc {
+        check_oidc(console, o, scheme, c);
+    }
+}
+
+/// The settings `Config::load` judged already (URLs, roles) are not repeated: this checks
+/// what needs the environment and the network, and that the provider sends the browser back
+/// to this console.
+fn check_oidc(
+    console: &crate::config::ConsoleConfig,
+    o: &crate::config::OidcConfig,
+    scheme: &str,
+    c: &mut Checked,
+) {
+    if let Ok(u) = reqwest::Url::parse(&o.redirect_url) {
+        // Behind a TLS proxy (allow_plaintext) the public origin is the proxy's.
+        let proxied = console.allow_plaintext;
+        let port = u.port_or_known_default();
+        if !proxied && (u.scheme() != scheme || port != Some(console.listen.port())) {
+            c.problems.push(format!(
+                "[console.oidc] redirect_url {} is not under the console's origin {scheme}://{}: the provider would send the browser elsewhere",
+                o.redirect_url, console.listen
+            ));
+        }
+    }
+    let sso = match crate::console::sso::Sso::new(o) {
+        Ok(s) => s,
+        Err(e) => {
+            c.problems.push(format!("[console.oidc] {e}"));
+            return;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            c.problems
+                .push(format!("[console.oidc] cannot start a runtime: {e}"));
+            return;
+        }
+    };
+    match rt.block_on(sso.discover()) {
+        Ok(p) => c.summary.push(format!(
+            "single sign-on: {p}, {} role mapping(s){}",
+            o.roles.len(),
+            if console.local_accounts {
+                ", local accounts allowed"
+            } else {
+                ", local accounts off"
+            }
+        )),
+        Err(e) => c.problems.push(format!("[console.oidc] {}: {e}", o.issuer)),
+    }
 }
 
 fn check_source(src: &Source, c: &mut Checked) {

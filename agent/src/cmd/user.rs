@@ -35,7 +35,17 @@ pub enum UserCmd {
         store: StoreArgs,
         name: String,
     },
-    /// Set a new password; the account's sessions end at once.
+    /// The console's sign-in trail: sign-ins, refused sign-ins, role changes given by the
+    /// identity provider, and sign-outs, oldest first, with the client's address.
+    Log {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How many of the newest entries to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Set a new password; the account's sessions end at once. Accounts made by single
+    /// sign-on have no password.
     Passwd {
         #[command(flatten)]
         store: StoreArgs,
@@ -70,6 +80,26 @@ pub fn run(c: UserCmd) -> Result<()> {
                     a.name,
                     a.role.as_str(),
                     a.staff_id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UserCmd::Log { store, limit } => {
+            let conn = user_store(&store)?;
+            println!(
+                "{:<20} {:<12} {:<24} {:<9} {:<16} detail",
+                "at (UTC)", "event", "user", "method", "client"
+            );
+            for e in phiwatch::console::trail::recent(&conn, limit)? {
+                let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{at:<20} {:<12} {:<24} {:<9} {:<16} {}",
+                    e.event,
+                    if e.user.is_empty() { "-" } else { &e.user },
+                    e.method,
+                    e.client,
+                    e.detail
                 );
             }
         }

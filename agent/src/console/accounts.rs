@@ -105,10 +105,17 @@ pub fn add(
 pub fn set_password(conn: &mut Connection, name: &str, password: &str) -> Result<(), AccountError> {
     let hash = hash_password(password)?;
     let tx = conn.transaction()?;
+    // An account of the identity provider stays one: a password would outlive the
+    // provider's leaver process.
     let n = tx.execute(
-        "UPDATE console_users SET hash = ?2 WHERE name = ?1",
-        params![name, hash],
+        "UPDATE console_users SET hash = ?2 WHERE name = ?1 AND hash <> ?3",
+        params![name, hash, SSO_HASH],
     )?;
+    if n == 0 && is_sso(&tx, name)? {
+        return Err(AccountError::Invalid(format!(
+            "user {name:?} signs in through the identity provider and has no password"
+        )));
+    }
     if n == 0 {
         return Err(AccountError::Invalid(format!("no user {name:?}")));
     }
@@ -365,5 +372,7 @@ mod tests {
         add(&c, "admin", Role::Admin, None, "correct horse battery").unwrap();
         assert!(upsert_sso(&mut c, "admin", Role::PrivacyOfficer, None).is_err());
         assert!(!is_sso(&c, "admin").unwrap());
+        assert!(set_password(&mut c, "amy@example.org", "correct horse battery").is_err());
+        assert!(is_sso(&c, "amy@example.org").unwrap());
     }
 }

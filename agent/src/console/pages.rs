@@ -174,7 +174,10 @@ pub async fn logout(
         (Some(p), true) => p.logout_url().await,
         _ => None,
     };
-    let mut res = Redirect::to(to.as_deref().unwrap_or("/login")).into_response();
+    let mut res = match to {
+        Some(to) => super::sso_pages::onward(&to, "Signed out").into_response(),
+        None => Redirect::to("/login").into_response(),
+    };
     res.headers_mut()
         .insert(header::SET_COOKIE, app.clear_cookie(super::SESSION_COOKIE));
     res

@@ -257,6 +257,7 @@ impl Sso {
         browser: &str,
         state: &str,
         code: &str,
+        iss: Option<&str>,
     ) -> Result<Identity, SsoError> {
         let pending = {
             let mut all = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -271,6 +272,13 @@ impl Sso {
         let mut guard = self.provider.lock().await;
         self.fresh(&mut guard, false).await?;
         let p = guard.as_mut().expect("just read");
+        // RFC 9207: a provider that names itself in the answer must name itself (a code
+        // from another provider is not sent to this one's token endpoint).
+        if let Some(i) = iss.filter(|i| *i != p.metadata.issuer().as_str()) {
+            return Err(SsoError::Refused(format!(
+                "the answer comes from another issuer ({i})"
+            )));
+        }
         let raw = {
             let client = self.client(p)?;
             let answer = client

@@ -63,6 +63,7 @@ pub struct Callback {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    iss: Option<String>,
 }
 
 pub async fn callback(
@@ -81,7 +82,9 @@ pub async fn callback(
             Some(d) => format!("{e}: {d}"),
             None => e,
         })),
-        (None, Some(code), Some(state)) => sso.finish(&browser, &state, &code).await,
+        (None, Some(code), Some(state)) => {
+            sso.finish(&browser, &state, &code, q.iss.as_deref()).await
+        }
         _ => Err(SsoError::Refused("the answer has no code or state".into())),
     };
     let outcome = match answer {
@@ -96,7 +99,7 @@ pub async fn callback(
     };
     let mut res = match outcome {
         Ok((token, to)) => {
-            let mut res = arrived(&to).into_response();
+            let mut res = onward(&to, "Signed in").into_response();
             res.headers_mut()
                 .append(header::SET_COOKIE, app.session_cookie(&token));
             res
@@ -166,15 +169,17 @@ async fn admit(app: &App, id: Identity, from: String) -> Result<(String, String)
     }
 }
 
-/// A page that moves on to `to` by itself. Not a redirect: this answer ends a navigation that
-/// began at the identity provider, and browsers do not send a SameSite=Strict cookie on any
-/// step of it, so a redirect would arrive without the new session. The refresh below is a
-/// navigation started here.
-fn arrived(to: &str) -> Html<String> {
-    let to = esc(to);
+/// A page that moves on to `to` by itself, saying `what`. Not a redirect, on two paths:
+/// after sign-in this answer ends a navigation that began at the identity provider, and
+/// browsers send no SameSite=Strict cookie on any step of it, so a redirect would arrive
+/// without the new session (the refresh below is a navigation started here); after sign-out
+/// the answer ends a form's POST, and the console's `form-action 'self'` forbids a form
+/// redirected to the provider.
+pub(super) fn onward(to: &str, what: &str) -> Html<String> {
+    let (to, what) = (esc(to), esc(what));
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta http-equiv=\"refresh\" content=\"0;url={to}\"><title>Signed in</title></head>\
-<body><p>Signed in. <a href=\"{to}\" id=\"continue\">Continue</a></p></body></html>"
+<meta http-equiv=\"refresh\" content=\"0;url={to}\"><title>{what}</title></head>\
+<body><p>{what}. <a href=\"{to}\" id=\"continue\">Continue</a></p></body></html>"
     ))
 }

@@ -54,8 +54,13 @@ pub struct Entry {
 /// Longest user name or detail kept: what a client typed is bounded.
 const KEEP: usize = 200;
 
+/// Bounded, and without control characters: `phiwatch user log` prints what a client or
+/// a provider's error answer wrote, and a terminal must not take it as commands.
 fn bounded(s: &str) -> String {
-    s.chars().take(KEEP).collect()
+    s.chars()
+        .take(KEEP)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 pub fn write(
@@ -129,10 +134,11 @@ mod tests {
         )
         .unwrap();
         let all = recent(&c, 10).unwrap();
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2].detail, "bad?[2Jthing");
         assert_eq!(all[0].user.len(), KEEP);
         assert_eq!(all[1].event, "sign-in");
         assert_eq!(all[1].method, "sso");
-        assert_eq!(recent(&c, 1).unwrap()[0].user, "olivia");
+        assert_eq!(recent(&c, 2).unwrap()[0].user, "olivia");
     }
 }
