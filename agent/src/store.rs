@@ -207,8 +207,11 @@ CREATE TABLE IF NOT EXISTS console_sessions (
     csrf       TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     seen_ms    INTEGER NOT NULL,
-    -- A single sign-on session may end with the provider's ID token.
-    expires_ms INTEGER
+    -- A single sign-on session may end with the provider's ID token, and ends when the
+    -- provider's back-channel logout names its subject or session.
+    expires_ms INTEGER,
+    sso_sub    TEXT,
+    sso_sid    TEXT
 ) WITHOUT ROWID;
 -- The console's sign-in trail: every sign-in, refusal, role change and sign-out, local or
 -- single sign-on (phiwatch user log).
@@ -321,6 +324,8 @@ impl Store {
             ("alerts", "last_access_ms", "INTEGER"),
             ("alerts", "ack_disposition", "TEXT"),
             ("console_sessions", "expires_ms", "INTEGER"),
+            ("console_sessions", "sso_sub", "TEXT"),
+            ("console_sessions", "sso_sid", "TEXT"),
         ] {
             let present: i64 = conn
                 .query_row(

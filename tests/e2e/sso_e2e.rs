@@ -52,6 +52,10 @@ impl Provider {
                 "--post-logout",
                 &format!("http://127.0.0.1:{console}/login"),
             ])
+            .args([
+                "--backchannel",
+                &format!("http://127.0.0.1:{console}/oidc/backchannel-logout"),
+            ])
             .env("PHIWATCH_OIDC_NODE_MODULES", &modules)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
@@ -235,7 +239,10 @@ fn officers_and_auditors_sign_in_through_a_real_provider() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_port();
-    let op = Provider::start(port, &d.join("provider.log"));
+    let op = Provider::start(
+        port,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sso-provider-{port}.log")),
+    );
     let (_agent, config) = start_agent(d, port, &op.issuer(), true);
     let db = d.join("data/phiwatch.db");
     let base = format!("http://127.0.0.1:{port}");
@@ -377,6 +384,63 @@ fn officers_and_auditors_sign_in_through_a_real_provider() {
     let out = common::text(&checked.stdout);
     assert!(out.contains("2 signing key(s)"), "{out}");
 
+    // Back-channel logout: signing out at the provider alone (another application, or the
+    // provider's own page) ends the console session within moments.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM console_sessions WHERE user = 'olivia'"
+        ),
+        1
+    );
+    // Logout tokens not signed by the provider's key are refused and end nothing: unsigned,
+    // and signed by a key the provider never published.
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = b64(serde_json::json!({
+        "iss": op.issuer(), "aud": "phiwatch", "iat": now, "exp": now + 120, "jti": "forged-1",
+        "sub": "olivia",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} }
+    }));
+    for header in [
+        serde_json::json!({"alg": "none", "typ": "logout+jwt"}),
+        serde_json::json!({"alg": "RS256", "typ": "logout+jwt", "kid": kid}),
+    ] {
+        let token = format!("{}.{claims}.{}", b64(header), b64(serde_json::json!("x")));
+        let r = request(
+            port,
+            "POST",
+            "/oidc/backchannel-logout",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("logout_token={token}").as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM console_sessions WHERE user = 'olivia'"
+        ),
+        1
+    );
+    provider_sign_out(&b, &op);
+    assert!(
+        wait_for(Duration::from_secs(10), || count(
+            &db,
+            "SELECT count(*) FROM console_sessions WHERE user = 'olivia'"
+        ) == 0),
+        "{}",
+        trail(&config)
+    );
+    b.goto(&format!("{base}/alerts"));
+    assert!(b.url().contains("/login"), "{}", b.url());
+
     let log = trail(&config);
     let lines: Vec<&str> = log.lines().collect();
     let has = |event: &str, user: &str, detail: &str| {
@@ -395,6 +459,7 @@ fn officers_and_auditors_sign_in_through_a_real_provider() {
         "{log}"
     );
     assert!(has("sign-out", "olivia", ""), "{log}");
+    assert!(has("sign-out", "olivia", "back-channel logout"), "{log}");
     assert!(!log.contains(SECRET), "{log}");
 }
 
@@ -405,7 +470,10 @@ fn local_accounts_can_be_switched_off() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_port();
-    let op = Provider::start(port, &d.join("provider.log"));
+    let op = Provider::start(
+        port,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sso-provider-{port}.log")),
+    );
     let (agent, config) = start_agent(d, port, &op.issuer(), false);
     let mut child = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
         .args(["user", "add", "adam", "--role", "admin", "--password-stdin"])

@@ -9,6 +9,8 @@
 // password (the package's development sign-in page); the claims come from USERS below.
 //
 // What a test needs that no provider does on request, under /__test/ on the same port:
+// Back-channel logout is on: signing out at the provider calls --backchannel URL.
+//
 //   POST /__test/mode?m=forge|expired|aud|nonce  the next ID token from /token is spoiled:
 //        signed by a key the provider never published / expired an hour ago / for another
 //        client / carrying the nonce of the sign-in before (a replayed nonce);
@@ -38,6 +40,7 @@ function arg(name, fallback) {
 const host = arg('host', '127.0.0.1');
 const redirect = arg('redirect');
 const postLogout = arg('post-logout');
+const backchannel = arg('backchannel');
 const clientSecret = arg('secret', 'phiwatch-test-secret');
 
 // Group claims the way Okta sends them (names); Entra ID sends object ids, which are just
@@ -67,6 +70,7 @@ function build(issuer) {
       client_secret: clientSecret,
       redirect_uris: [redirect],
       post_logout_redirect_uris: postLogout ? [postLogout] : [],
+      ...(backchannel ? { backchannel_logout_uri: backchannel, backchannel_logout_session_required: true } : {}),
       grant_types: ['authorization_code'],
       response_types: ['code'],
     }],
@@ -84,6 +88,13 @@ function build(issuer) {
     features: {
       devInteractions: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
+    },
+    // The package refuses to call loopback addresses (its SSRF guard); here the relying
+    // party is on loopback by design.
+    fetch(url, options) {
+      const { dispatcher, ...rest } = options;
+      return fetch(url, rest);
     },
     // Consent is granted without asking: the test is about the relying party.
     async loadExistingGrant(ctx) {
@@ -116,6 +127,12 @@ function build(issuer) {
     if (ctx.path === '/token' && ctx.body?.id_token) {
       ctx.body = { ...ctx.body, id_token: await spoil(ctx.body.id_token) };
     }
+  });
+  provider.on('backchannel.error', (ctx, err, client, accountId, sid) => {
+    console.error(`back-channel logout of ${accountId} (${sid}) failed: ${err}`);
+  });
+  provider.on('backchannel.success', (ctx, client, accountId, sid) => {
+    console.error(`back-channel logout of ${accountId} (${sid}) delivered`);
   });
   return provider;
 }

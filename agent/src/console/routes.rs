@@ -27,6 +27,7 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/logout", Signed),
     r("GET", "/oidc/login", Public),
     r("GET", "/oidc/callback", Public),
+    r("POST", "/oidc/backchannel-logout", Public),
     r("GET", "/", Signed),
     r("GET", "/static/console.css", Public),
     r("GET", "/static/console.js", Public),
@@ -103,6 +104,7 @@ pub fn build() -> axum::Router<App> {
         .route("/logout", post(pages::logout))
         .route("/oidc/login", get(sso_pages::start))
         .route("/oidc/callback", get(sso_pages::callback))
+        .route("/oidc/backchannel-logout", post(sso_pages::backchannel))
         .route("/", get(pages::home))
         .route("/static/console.css", get(pages::css))
         .route("/static/console.js", get(pages::js))

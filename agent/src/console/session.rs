@@ -32,24 +32,62 @@ pub(super) fn digest(token: &str) -> String {
 
 /// Starts a session; returns its token (for the cookie) and its CSRF token.
 pub fn start(conn: &Connection, user: &str) -> rusqlite::Result<(String, String)> {
-    start_until(conn, user, None)
+    start_sso(conn, user, None)
 }
 
-/// Starts a session that also ends at `expires_ms` (a single sign-on session ended with the
-/// provider's token).
-pub fn start_until(
+/// What ties a session to the identity provider's sign-in.
+#[derive(Debug, Clone, Default)]
+pub struct SsoLink {
+    /// End the session at this time (the ID token's expiry), if configured.
+    pub expires_ms: Option<i64>,
+    /// The provider's subject and session id, which a back-channel logout names.
+    pub sub: String,
+    pub sid: Option<String>,
+}
+
+/// Starts a session, tied to the provider's sign-in when `link` says so.
+pub fn start_sso(
     conn: &Connection,
     user: &str,
-    expires_ms: Option<i64>,
+    link: Option<&SsoLink>,
 ) -> rusqlite::Result<(String, String)> {
     let (t, csrf) = (token(), token());
     let now = crate::time::now_ms();
     conn.execute(
-        "INSERT INTO console_sessions (token_hash, user, csrf, created_ms, seen_ms, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-        params![digest(&t), user, csrf, now, expires_ms],
+        "INSERT INTO console_sessions
+           (token_hash, user, csrf, created_ms, seen_ms, expires_ms, sso_sub, sso_sid)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+        params![
+            digest(&t),
+            user,
+            csrf,
+            now,
+            link.and_then(|l| l.expires_ms),
+            link.map(|l| l.sub.as_str()),
+            link.and_then(|l| l.sid.as_deref())
+        ],
     )?;
     Ok((t, csrf))
+}
+
+/// Ends the sessions a back-channel logout names: those of the provider's session `sid`
+/// when given (the user's other sign-ins stay), else every session of the subject `sub`.
+/// Answers the users whose sessions ended.
+pub fn end_sso(
+    conn: &Connection,
+    sub: Option<&str>,
+    sid: Option<&str>,
+) -> rusqlite::Result<Vec<String>> {
+    let (sql, key) = match (sid, sub) {
+        (Some(sid), _) => ("sso_sid", sid),
+        (None, Some(sub)) => ("sso_sub", sub),
+        (None, None) => return Ok(Vec::new()),
+    };
+    let mut st = conn.prepare(&format!(
+        "DELETE FROM console_sessions WHERE {sql} = ?1 RETURNING user"
+    ))?;
+    let users = st.query_map([key], |r| r.get(0))?;
+    users.collect()
 }
 
 /// Session lifetimes: idle and absolute.
@@ -334,6 +372,43 @@ mod tests {
         assert!(l.begin("a", "u").is_err());
         std::thread::sleep(Duration::from_millis(60));
         assert!(l.begin("a", "u").is_ok());
+    }
+
+    #[test]
+    fn single_sign_on_sessions_end_with_the_token_and_by_back_channel() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("p.db");
+        crate::store::Store::open(&p).unwrap();
+        let mut c = crate::store::Store::open_existing(&p).unwrap();
+        let role = super::super::authz::Role::Auditor;
+        accounts::upsert_sso(&mut c, "amy", role, None).unwrap();
+        let l = Lifetimes {
+            idle: Duration::from_secs(600),
+            max: Duration::from_secs(3600),
+        };
+        let link = |sid: &str, expires_ms| SsoLink {
+            expires_ms,
+            sub: "sub-amy".into(),
+            sid: Some(sid.into()),
+        };
+        let now = crate::time::now_ms();
+        let (gone, _) = start_sso(&c, "amy", Some(&link("s0", Some(now - 1)))).unwrap();
+        assert!(
+            lookup(&c, &gone, l).unwrap().is_none(),
+            "the ID token expired"
+        );
+        let (a, _) = start_sso(&c, "amy", Some(&link("s1", Some(now + 60_000)))).unwrap();
+        let (b, _) = start_sso(&c, "amy", Some(&link("s2", None))).unwrap();
+        assert!(lookup(&c, &a, l).unwrap().is_some());
+        assert_eq!(end_sso(&c, Some("sub-amy"), Some("s1")).unwrap(), ["amy"]);
+        assert!(lookup(&c, &a, l).unwrap().is_none());
+        assert!(
+            lookup(&c, &b, l).unwrap().is_some(),
+            "another sign-in stays"
+        );
+        assert_eq!(end_sso(&c, Some("sub-amy"), None).unwrap(), ["amy"]);
+        assert!(lookup(&c, &b, l).unwrap().is_none());
+        assert!(end_sso(&c, None, None).unwrap().is_empty());
     }
 
     #[test]

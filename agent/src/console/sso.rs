@@ -35,6 +35,8 @@ const JWKS_REFRESH_GAP: Duration = Duration::from_secs(10);
 /// An ID token from the code exchange is fresh: one issued longer ago than this (plus the
 /// skew) is refused.
 const IAT_MAX_AGE: Duration = Duration::from_secs(600);
+/// The event a back-channel logout token carries.
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 #[derive(Debug, Error)]
 pub enum SsoError {
@@ -69,6 +71,9 @@ pub struct Identity {
     pub staff_id: Option<String>,
     /// The ID token's expiry, in ms since the epoch.
     pub expires_ms: i64,
+    /// The provider's subject and session id (for back-channel logout).
+    pub sub: String,
+    pub sid: Option<String>,
     /// Where to go after sign-in.
     pub next: String,
 }
@@ -120,6 +125,8 @@ pub struct Sso {
     http: reqwest::Client,
     provider: tokio::sync::Mutex<Option<Provider>>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// The `jti` of back-channel logout tokens taken lately: each works once.
+    logouts_seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl Sso {
@@ -153,6 +160,7 @@ impl Sso {
             http,
             provider: tokio::sync::Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
+            logouts_seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -322,16 +330,7 @@ impl Sso {
         let verifier = client
             .id_token_verifier()
             .set_time_fn(move || chrono::Utc::now() - skew)
-            .set_issue_time_verifier_fn(move |iat| {
-                let now = chrono::Utc::now();
-                if iat > now + skew {
-                    Err(format!("issued in the future ({iat})"))
-                } else if iat < now - oldest {
-                    Err(format!("issued too long ago ({iat})"))
-                } else {
-                    Ok(())
-                }
-            });
+            .set_issue_time_verifier_fn(move |iat| iat_within(iat, skew, oldest));
         token.claims(&verifier, nonce).cloned()
     }
 
@@ -362,8 +361,124 @@ impl Sso {
             role,
             staff_id,
             expires_ms: claims.expiration().timestamp_millis(),
+            sub: claims.subject().as_str().to_owned(),
+            sid: claim_values(&all, "sid").into_iter().next(),
             next,
         })
+    }
+
+    /// Checks a back-channel logout token (OpenID Connect Back-Channel Logout 1.0, 2.6): the
+    /// provider's signature by a published key, `iss`, `aud`, `iat` (and `exp` if given),
+    /// the logout event, no `nonce`, a `sub` or `sid`, and a `jti` not seen before. Answers
+    /// the subject and session id.
+    ///
+    /// The crate's ID token verifier refuses the token's own `typ` (`logout+jwt`), so the
+    /// claims are checked here; the signature is still the crate's, through the JWKS.
+    pub async fn logout_token(
+        &self,
+        raw: &str,
+    ) -> Result<(Option<String>, Option<String>), SsoError> {
+        let mut guard = self.provider.lock().await;
+        self.fresh(&mut guard, false).await?;
+        let p = guard.as_mut().expect("just read");
+        let claims = match self.verify_logout(p, raw) {
+            Err(LogoutCheck::Key(_)) if self.refresh_keys(p).await? => self.verify_logout(p, raw),
+            other => other,
+        }
+        .map_err(|e| SsoError::Token(e.to_string()))?;
+        drop(guard);
+        let jti = claim_values(&claims, "jti")
+            .into_iter()
+            .next()
+            .ok_or_else(|| SsoError::MissingClaim("jti".into()))?;
+        {
+            let mut seen = self.logouts_seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.retain(|_, at| at.elapsed() < PENDING_FOR);
+            if seen.len() >= PENDING_MAX || seen.insert(jti, Instant::now()).is_some() {
+                return Err(SsoError::Token("this logout token was already used".into()));
+            }
+        }
+        let sub = claim_values(&claims, "sub").into_iter().next();
+        let sid = claim_values(&claims, "sid").into_iter().next();
+        Ok((sub, sid))
+    }
+
+    fn verify_logout(&self, p: &Provider, raw: &str) -> Result<Value, LogoutCheck> {
+        use base64::Engine as _;
+        use openidconnect::{JsonWebKey as _, JsonWebKeyUse as _, JwsSigningAlgorithm as _};
+        let bad = |m: &str| LogoutCheck::Bad(m.to_owned());
+        let parts: Vec<&str> = raw.split('.').collect();
+        let [head, body, sig] = parts[..] else {
+            return Err(bad("not a signed JWT"));
+        };
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let json = |part: &str| -> Result<Value, LogoutCheck> {
+            let bytes = b64.decode(part).map_err(|_| bad("not base64url"))?;
+            serde_json::from_slice(&bytes).map_err(|_| bad("not JSON"))
+        };
+        let header = json(head)?;
+        if let Some(t) = header.get("typ").and_then(Value::as_str) {
+            if !t.eq_ignore_ascii_case("logout+jwt") && !t.eq_ignore_ascii_case("jwt") {
+                return Err(LogoutCheck::Bad(format!("JWT type {t:?}")));
+            }
+        }
+        let alg: openidconnect::core::CoreJwsSigningAlgorithm =
+            serde_json::from_value(header.get("alg").cloned().unwrap_or(Value::Null))
+                .map_err(|_| bad("unknown signing algorithm"))?;
+        // A shared-secret (HS*) or unsigned token is not the provider's signature.
+        if alg.uses_shared_secret() || alg == openidconnect::core::CoreJwsSigningAlgorithm::None {
+            return Err(bad("the token is not signed with the provider's key"));
+        }
+        let kid = header.get("kid").and_then(Value::as_str);
+        let signature = b64
+            .decode(sig)
+            .map_err(|_| bad("signature not base64url"))?;
+        let message = format!("{head}.{body}");
+        let verified = p.metadata.jwks().keys().iter().any(|k| {
+            kid.is_none_or(|kid| k.key_id().is_some_and(|id| id.as_str() == kid))
+                && k.key_use().is_none_or(|u| u.allows_signature())
+                && k.verify_signature(&alg, message.as_bytes(), &signature)
+                    .is_ok()
+        });
+        if !verified {
+            return Err(LogoutCheck::Key(
+                "no published key verifies the signature".into(),
+            ));
+        }
+        let claims = json(body)?;
+        if claims.get("iss").and_then(Value::as_str) != Some(p.metadata.issuer().as_str()) {
+            return Err(bad("issued by another issuer"));
+        }
+        if !claim_values(&claims, "aud").contains(&self.cfg.client_id) {
+            return Err(bad("issued to another client"));
+        }
+        let skew = chrono::Duration::seconds(self.cfg.clock_skew_seconds as i64);
+        let oldest = chrono::Duration::from_std(IAT_MAX_AGE).unwrap_or_default() + skew;
+        let at = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_i64)
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        };
+        let iat = at("iat").ok_or_else(|| bad("no iat"))?;
+        iat_within(iat, skew, oldest).map_err(LogoutCheck::Bad)?;
+        if at("exp").is_some_and(|exp| exp + skew < chrono::Utc::now()) {
+            return Err(bad("expired"));
+        }
+        if claims.get("nonce").is_some() {
+            return Err(bad("a logout token carries no nonce"));
+        }
+        let event = claims
+            .get("events")
+            .and_then(|e| e.get(BACKCHANNEL_EVENT))
+            .is_some_and(Value::is_object);
+        if !event {
+            return Err(bad("not a logout token (no logout event)"));
+        }
+        if claims.get("sub").is_none() && claims.get("sid").is_none() {
+            return Err(bad("names neither a subject nor a session"));
+        }
+        Ok(claims)
     }
 
     /// The provider's end-session URL for RP-initiated logout, when it has one: the browser
@@ -384,6 +499,31 @@ impl Sso {
             req = req.set_post_logout_redirect_uri(b);
         }
         Some(req.http_get_url().to_string())
+    }
+}
+
+/// Why a logout token was refused; `Key` may be cured by re-reading the provider's keys.
+#[derive(Debug, Error)]
+enum LogoutCheck {
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// `iat` is neither in the future nor older than `oldest` (both beyond the skew).
+fn iat_within(
+    iat: chrono::DateTime<chrono::Utc>,
+    skew: chrono::Duration,
+    oldest: chrono::Duration,
+) -> Result<(), String> {
+    let now = chrono::Utc::now();
+    if iat > now + skew {
+        Err(format!("issued in the future ({iat})"))
+    } else if iat < now - oldest {
+        Err(format!("issued too long ago ({iat})"))
+    } else {
+        Ok(())
     }
 }
 

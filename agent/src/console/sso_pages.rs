@@ -138,7 +138,11 @@ struct Refusal {
 /// Creates or updates the account the provider vouches for and starts its session; answers
 /// the session token and where to go.
 async fn admit(app: &App, id: Identity, from: String) -> Result<(String, String), Refusal> {
-    let until = app.sso_ends_with_token.then_some(id.expires_ms);
+    let link = super::session::SsoLink {
+        expires_ms: app.sso_ends_with_token.then_some(id.expires_ms),
+        sub: id.sub.clone(),
+        sid: id.sid.clone(),
+    };
     let user = id.name.clone();
     let done = app
         .db(move |db| {
@@ -152,7 +156,7 @@ async fn admit(app: &App, id: Identity, from: String) -> Result<(String, String)
                 let change = format!("{} -> {}", old.as_str(), id.role.as_str());
                 trail::write(db, Event::RoleChange, &id.name, Method::Sso, &from, &change)?;
             }
-            let (token, _) = super::session::start_until(db, &id.name, until)?;
+            let (token, _) = super::session::start_sso(db, &id.name, Some(&link))?;
             trail::write(db, Event::SignIn, &id.name, Method::Sso, &from, id.role.as_str())?;
             tracing::info!(user = %id.name, role = id.role.as_str(), "console sign-in (single sign-on)");
             let to = if id.next.is_empty() { id.role.home().to_owned() } else { id.next };
@@ -166,6 +170,74 @@ async fn admit(app: &App, id: Identity, from: String) -> Result<(String, String)
             user,
             why: f.message,
         }),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    logout_token: String,
+}
+
+/// `POST /oidc/backchannel-logout`: the provider says a user signed out there (or was
+/// disabled); the console sessions of that sign-in end at once. Answers as the
+/// specification asks: 200, or 400 with an error the provider logs.
+pub async fn backchannel(
+    State(app): State<App>,
+    ci: ConnectInfo<crate::net::Peer>,
+    axum::Form(f): axum::Form<LogoutForm>,
+) -> Response {
+    let from = client(&ci);
+    let Some(sso) = &app.sso else {
+        return PageFail(Fail::not_found("single sign-on is not set up")).into_response();
+    };
+    let answer = |status: StatusCode, body: String| {
+        (status, [(header::CACHE_CONTROL, "no-store")], body).into_response()
+    };
+    let (sub, sid) = match sso.logout_token(&f.logout_token).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(client = %from, "back-channel logout refused: {e}");
+            let why = e.to_string();
+            let f2 = from.clone();
+            let _ = app
+                .db(move |db| {
+                    Ok(trail::write(
+                        db,
+                        Event::Refused,
+                        "",
+                        Method::Sso,
+                        &f2,
+                        &why,
+                    )?)
+                })
+                .await;
+            let body =
+                serde_json::json!({"error": "invalid_request", "error_description": e.to_string()});
+            return answer(StatusCode::BAD_REQUEST, body.to_string());
+        }
+    };
+    let ended = app
+        .db(move |db| {
+            let users = super::session::end_sso(db, sub.as_deref(), sid.as_deref())?;
+            for u in &users {
+                trail::write(
+                    db,
+                    Event::SignOut,
+                    u,
+                    Method::Sso,
+                    &from,
+                    "back-channel logout",
+                )?;
+            }
+            Ok(users.len())
+        })
+        .await;
+    match ended {
+        Ok(n) => {
+            tracing::info!(sessions = n, "back-channel logout");
+            answer(StatusCode::OK, String::new())
+        }
+        Err(f) => answer(f.status, String::new()),
     }
 }
 
