@@ -191,6 +191,7 @@ pub struct OidcConfig {
     pub roles_claim: String,
     /// Claim value -> phiwatch role, tried in order: the first value the user has wins; a
     /// user with none of them is refused.
+    #[serde(default)]
     pub roles: Vec<OidcRole>,
     /// The claim naming the user in the console and the case log.
     #[serde(default = "default_name_claim")]
@@ -282,19 +283,26 @@ impl OidcConfig {
 }
 
 /// Tokens and codes travel over these URLs: HTTPS, or plain HTTP on loopback only.
-fn https_or_loopback(u: &reqwest::Url) -> Result<(), String> {
-    let Some(host) = u.host_str() else {
-        return Err(format!("{u} has no host"));
-    };
-    let host = host.trim_matches(['[', ']']);
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: use https ({scheme} is allowed on loopback only)")]
+struct NotSecure {
+    url: String,
+    scheme: String,
+}
+
+fn https_or_loopback(u: &reqwest::Url) -> Result<(), NotSecure> {
+    let host = u.host_str().unwrap_or("").trim_matches(['[', ']']);
     let loopback = host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     match u.scheme() {
-        "https" => Ok(()),
+        "https" if !host.is_empty() => Ok(()),
         "http" if loopback => Ok(()),
-        s => Err(format!("{u}: use https ({s} is allowed on loopback only)")),
+        s => Err(NotSecure {
+            url: u.to_string(),
+            scheme: s.to_owned(),
+        }),
     }
 }
 
@@ -799,6 +807,45 @@ mod tests {
         let p = d.path().join("phiwatch.toml");
         std::fs::write(&p, text).unwrap();
         Config::load(&p)
+    }
+
+    #[test]
+    fn single_sign_on_settings_are_judged_before_start() {
+        let with = |oidc: &str, local: bool| {
+            load(&format!(
+                "data_dir = \"/tmp/x\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"/x/*.ndjson\"]\nformat = \"fhir-auditevent\"\n[console]\nlisten = \"127.0.0.1:8443\"\nlocal_accounts = {local}\n{oidc}"
+            ))
+        };
+        let good = "[console.oidc]\nissuer = \"https://login.example.org/t/v2.0\"\nclient_id = \"c\"\nredirect_url = \"http://127.0.0.1:8443/oidc/callback\"\n[[console.oidc.roles]]\nclaim = \"g1\"\nrole = \"auditor\"\n";
+        let c = with(good, false).unwrap();
+        let o = c.console.unwrap().oidc.unwrap();
+        assert_eq!(
+            (o.roles_claim.as_str(), o.name_claim.as_str()),
+            ("groups", "preferred_username")
+        );
+        for (bad, says) in [
+            (good.replace("https://login", "http://login"), "use https"),
+            (
+                good.replace("/oidc/callback", "/callback"),
+                "/oidc/callback",
+            ),
+            (good.replace("\"auditor\"", "\"root\""), "role \"root\""),
+            (
+                good.replace(
+                    "[[console.oidc.roles]]\nclaim = \"g1\"\nrole = \"auditor\"\n",
+                    "",
+                ),
+                "nobody could sign in",
+            ),
+        ] {
+            let e = with(&bad, true).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let e = with("", false).unwrap_err().to_string();
+        assert!(
+            e.contains("local_accounts = false needs [console.oidc]"),
+            "{e}"
+        );
     }
 
     #[test]

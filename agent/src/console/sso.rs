@@ -330,7 +330,9 @@ impl Sso {
         let verifier = client
             .id_token_verifier()
             .set_time_fn(move || chrono::Utc::now() - skew)
-            .set_issue_time_verifier_fn(move |iat| iat_within(iat, skew, oldest));
+            .set_issue_time_verifier_fn(move |iat| {
+                iat_within(iat, skew, oldest).map_err(|e| e.to_string())
+            });
         token.claims(&verifier, nonce).cloned()
     }
 
@@ -461,7 +463,7 @@ impl Sso {
                 .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
         };
         let iat = at("iat").ok_or_else(|| bad("no iat"))?;
-        iat_within(iat, skew, oldest).map_err(LogoutCheck::Bad)?;
+        iat_within(iat, skew, oldest).map_err(|e| LogoutCheck::Bad(e.to_string()))?;
         if at("exp").is_some_and(|exp| exp + skew < chrono::Utc::now()) {
             return Err(bad("expired"));
         }
@@ -516,15 +518,23 @@ fn iat_within(
     iat: chrono::DateTime<chrono::Utc>,
     skew: chrono::Duration,
     oldest: chrono::Duration,
-) -> Result<(), String> {
+) -> Result<(), IatError> {
     let now = chrono::Utc::now();
     if iat > now + skew {
-        Err(format!("issued in the future ({iat})"))
+        Err(IatError::Future(iat))
     } else if iat < now - oldest {
-        Err(format!("issued too long ago ({iat})"))
+        Err(IatError::Old(iat))
     } else {
         Ok(())
     }
+}
+
+#[derive(Debug, Error)]
+enum IatError {
+    #[error("issued in the future ({0})")]
+    Future(chrono::DateTime<chrono::Utc>),
+    #[error("issued too long ago ({0})")]
+    Old(chrono::DateTime<chrono::Utc>),
 }
 
 /// A claim's values: a string, a number, or a list of them.
