@@ -36,7 +36,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         "intake and alerting",
         &["mllp", "syslog", "watch", "alert", "reload", "coverage"],
     ),
-    ("respond", &["scan", "notify", "case", "mine"]),
+    ("respond", &["scan", "notify", "case", "mine", "backtest"]),
     ("reporting", &["metrics", "noise"]),
     ("console", &["console"]),
     (

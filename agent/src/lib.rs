@@ -6,6 +6,7 @@
 //! [`scan`] wires the stages for a replay; [`demo`] builds a synthetic hospital to exercise them.
 
 pub mod alert;
+pub mod backtest;
 pub mod bench;
 pub mod case;
 pub mod check;

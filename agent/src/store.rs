@@ -257,9 +257,68 @@ pub fn journal_new(
     Ok(fresh)
 }
 
+/// The time of the newest stored access, if any.
+pub fn newest_access(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT max(time_ms) FROM accesses", [], |r| r.get(0))
+}
+
 /// How many accesses the store holds.
 pub fn access_count(conn: &Connection) -> Result<i64, QueryError> {
     Ok(conn.query_row("SELECT count(*) FROM accesses", [], |r| r.get(0))?)
+}
+
+/// Streams the stored accesses with `since_ms <= time_ms < until_ms` in time order, `chunk`
+/// at a time, to `each` (memory stays at one chunk however long the window). The access log
+/// keeps what detection needs of an access, not the department, encounter or inline
+/// demographics an extract carried: accesses read back have those empty. Answers how many.
+pub fn stored_accesses(
+    conn: &Connection,
+    since_ms: i64,
+    until_ms: i64,
+    chunk: usize,
+    mut each: impl FnMut(&mut Vec<AccessEvent>),
+) -> rusqlite::Result<u64> {
+    let mut st = conn.prepare(
+        "SELECT event_id, time_ms, user_id, patient_id, action, subtype, break_glass,
+                workstation, succeeded
+         FROM accesses WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, event_id",
+    )?;
+    let mut rows = st.query(params![since_ms, until_ms])?;
+    let mut batch = Vec::with_capacity(chunk);
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let action: String = r.get(4)?;
+        let action = crate::event::Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == action)
+            .unwrap_or_default();
+        batch.push(AccessEvent {
+            id: r.get(0)?,
+            time_ms: r.get(1)?,
+            user: r.get(2)?,
+            patient: r.get(3)?,
+            action,
+            action_code: match action {
+                crate::event::Action::Modify => 'U',
+                crate::event::Action::Query => 'E',
+                _ => 'R',
+            },
+            subtype: r.get(5)?,
+            break_glass: r.get(6)?,
+            workstation: r.get(7)?,
+            succeeded: r.get(8)?,
+            ..AccessEvent::default()
+        });
+        n += 1;
+        if batch.len() == chunk {
+            each(&mut batch);
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        each(&mut batch);
+    }
+    Ok(n)
 }
 
 /// The context journal's `(feed, message)` pairs in arrival order (read through a connection

@@ -43,6 +43,12 @@ fn key(f: &Finding, labels: &[Label], skip_patient: bool) -> String {
     k
 }
 
+/// The key that finds an open alert for `f`: findings with the same key join one alert
+/// (a backtest counts the alerts a draft would make by it).
+pub fn fold_key(f: &Finding, g: &super::routing::Grouping) -> String {
+    key(f, &g.group_by, g.fold_repeat_offenders)
+}
+
 pub fn apply(
     tx: &Transaction<'_>,
     findings: &[&Finding],
@@ -55,7 +61,7 @@ pub fn apply(
     for f in findings {
         let access_ms = crate::time::parse_fhir_time(&f.time);
         let group_key = key(f, &g.group_by, false);
-        let fold_key = key(f, &g.group_by, g.fold_repeat_offenders);
+        let fold_key = fold_key(f, g);
         let open: Option<(i64, String, i64)> = tx
             .query_row(
                 "SELECT id, severity, last_sent_ms FROM alerts

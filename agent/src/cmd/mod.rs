@@ -2,6 +2,7 @@
 //! edge; the work is done in the library.
 
 pub mod alerts;
+pub mod backtest;
 pub mod bench;
 pub mod case;
 pub mod check;

@@ -31,6 +31,10 @@ pub enum PolicyCmd {
         #[arg(long)]
         event: PathBuf,
     },
+    /// Replay the stored access log through a draft pack (and draft plugins) beside the pack
+    /// in force: findings and alerts the draft adds and removes, per day, detector and user,
+    /// with sample explanations. Changes nothing in the store.
+    Backtest(super::backtest::BacktestArgs),
 }
 
 pub fn policies(dir: Option<PathBuf>) -> Result<()> {
@@ -148,5 +152,6 @@ pub fn run(c: PolicyCmd) -> Result<()> {
             require_coverage,
         } => policy_test(&dir, policies, require_coverage),
         PolicyCmd::Explain { detection, event } => policy_explain(detection, &event),
+        PolicyCmd::Backtest(a) => super::backtest::run(a),
     }
 }
