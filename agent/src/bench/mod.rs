@@ -1,6 +1,7 @@
 //! `phiwatch bench`: stage-by-stage throughput on one generated day, each stage beside the
 //! raw NDJSON parse rate of the same file measured in the same run, on one thread.
 
+pub mod backtest;
 pub mod console;
 pub mod context;
 pub mod csv;

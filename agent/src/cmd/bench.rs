@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// decode >= 300,000 rows/s; `--events 5000000` scanned in under 2 minutes.
     #[arg(long, conflicts_with_all = ["live", "console", "plugins", "context"])]
     csv: bool,
+    /// Benchmark `policy backtest` instead: --events accesses scanned into a store (with the
+    /// access log on), then replayed through two packs, Cedar alone and with the shipped
+    /// plugins (accesses/s, and ratios to the scan that stored them).
+    #[arg(long, conflicts_with_all = ["live", "console", "plugins", "context", "csv"])]
+    backtest: bool,
     /// --context: practitioners.
     #[arg(long, default_value_t = 30_000)]
     staff: usize,
@@ -79,6 +84,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if a.console {
         return phiwatch::bench::console::run(a.alerts, a.rounds.max(1)).map(|r| print!("{r}"));
+    }
+    if a.backtest {
+        return phiwatch::bench::backtest::run(a.events, a.dir.as_deref()).map(|r| print!("{r}"));
     }
     if a.csv {
         return phiwatch::bench::csv::run(a.events, a.dir.as_deref());
