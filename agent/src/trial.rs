@@ -1,6 +1,7 @@
 //! `phiwatch plugin test`: one plugin over an event file, for plugin authors. Prints the
 //! plugin's findings as NDJSON and a summary: calls, failures with their messages, time per
-//! access, state kept.
+//! access, state kept. With `--cases`, a file of cases (events in, findings out) instead:
+//! pass or fail per case, and which of the plugin's categories no case shows.
 
 use crate::pipeline::Pipeline;
 use crate::plugin::{Compiled, PluginMetrics, PluginSet, PluginSpec, SHIPPED};
@@ -8,7 +9,7 @@ use crate::reload::Inputs;
 use crate::scan::{scan_files, Sinks};
 use anyhow::{Context as _, Result};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub struct TrialOptions {
@@ -29,27 +30,31 @@ pub struct TrialSummary {
     pub text: String,
 }
 
-pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
-    let mut spec = o.spec;
-    if let Some(name) = o.plugin.strip_prefix("builtin:") {
+/// The plugin under test: `builtin:NAME` or a component file, pinned to what it is (the
+/// author is testing their own build).
+fn compile(plugin: &str, mut spec: PluginSpec, settings: Option<&Path>) -> Result<Arc<Compiled>> {
+    if let Some(name) = plugin.strip_prefix("builtin:") {
         spec.builtin = Some(name.to_owned());
         spec.path = None;
     } else {
-        let path = PathBuf::from(&o.plugin);
+        let path = PathBuf::from(plugin);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        // The author is testing their own build: pin whatever it is.
         spec.sha256 = Some(crate::plugin::hex(&<sha2::Sha256 as sha2::Digest>::digest(
             &bytes,
         )));
         spec.path = Some(path);
     }
-    if let Some(f) = &o.settings {
+    if let Some(f) = settings {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         spec.settings =
             toml::from_str(&text).with_context(|| format!("settings {}", f.display()))?;
     }
-    let compiled = Arc::new(Compiled::load(&spec, None)?);
+    Ok(Arc::new(Compiled::load(&spec, None)?))
+}
+
+pub fn run(o: TrialOptions, out: &mut dyn Write) -> Result<TrialSummary> {
+    let compiled = compile(&o.plugin, o.spec, o.settings.as_deref())?;
     let mut loaded = o.inputs.load()?;
     let metrics = Arc::new(PluginMetrics::default());
     let set = PluginSet::new(std::slice::from_ref(&compiled), None, metrics.clone())?;
@@ -141,4 +146,152 @@ pub fn export(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
         out.push(p);
     }
     Ok(out)
+}
+
+/// A plugin's test cases (`plugin test --cases FILE`); paths are relative to the file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesFile {
+    /// FHIR context directory for every case (`--context` overrides it).
+    context: Option<PathBuf>,
+    /// The plugin's settings (`--settings` overrides them).
+    settings: Option<toml::Table>,
+    #[serde(rename = "case", default)]
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// AuditEvent NDJSON: the accesses of this case, judged from empty plugin state.
+    events: PathBuf,
+    /// Exactly the findings the plugin must raise; `[]` for a case that must raise none.
+    #[serde(default)]
+    expect: Vec<Expected>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expected {
+    /// The AuditEvent id of the access the finding is about.
+    event: String,
+    category: String,
+}
+
+pub struct CasesReport {
+    pub text: String,
+    pub failed: usize,
+    /// Declared categories with no case raising them, and "no negative case".
+    pub uncovered: Vec<String>,
+}
+
+/// Runs every case of `file` against the plugin, each from empty state.
+pub fn run_cases(
+    plugin: &str,
+    spec: PluginSpec,
+    settings: Option<&Path>,
+    file: &Path,
+    mut inputs: Inputs,
+) -> Result<CasesReport> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let cases: CasesFile =
+        toml::from_str(&text).with_context(|| format!("cases {}", file.display()))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut spec = spec;
+    if let (None, Some(t)) = (settings, &cases.settings) {
+        spec.settings = t.clone();
+    }
+    let compiled = compile(plugin, spec, settings)?;
+    if inputs.context.is_empty() {
+        inputs.context = Inputs::fhir_dir(cases.context.as_ref().map(|c| base.join(c)));
+    }
+    let mut loaded = inputs.load()?;
+    let detector = format!("plugin:{}", compiled.name);
+    let mut t = format!(
+        "plugin {} {}: {} case(s) from {}\n",
+        compiled.description.name,
+        compiled.description.version,
+        cases.cases.len(),
+        file.display()
+    );
+    let mut failed = 0;
+    for case in &cases.cases {
+        let set = PluginSet::new(std::slice::from_ref(&compiled), None, Default::default())?;
+        let mut pipeline = Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(set);
+        let mut buf = Vec::new();
+        let scanned = scan_files(
+            &[base.join(&case.events)],
+            &mut loaded.context,
+            &mut pipeline,
+            &mut Sinks {
+                findings: &mut buf,
+                rejects: None,
+                store: None,
+                store_accesses: false,
+                only_detector: Some(&detector),
+                grouping: None,
+            },
+        )
+        .with_context(|| format!("case {:?}", case.name))?;
+        let mut got = std::collections::BTreeSet::new();
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let f: crate::finding::Finding = serde_json::from_slice(line)?;
+            got.insert(Expected {
+                event: f.event_id,
+                category: f.category,
+            });
+        }
+        let want: std::collections::BTreeSet<Expected> = case.expect.iter().cloned().collect();
+        let calls_failed: u64 = scanned.plugin_failures.values().sum();
+        if got == want && calls_failed == 0 && scanned.problems.is_empty() {
+            t.push_str(&format!("  ok    {}\n", case.name));
+            continue;
+        }
+        failed += 1;
+        t.push_str(&format!("  FAIL  {}\n", case.name));
+        let show = |e: &Expected| format!("{} on {}", e.category, e.event);
+        for e in want.difference(&got) {
+            t.push_str(&format!("        missing    {}\n", show(e)));
+        }
+        for e in got.difference(&want) {
+            t.push_str(&format!("        unexpected {}\n", show(e)));
+        }
+        if calls_failed > 0 {
+            t.push_str(&format!("        {calls_failed} failed call(s)\n"));
+        }
+        for p in &scanned.problems {
+            t.push_str(&format!("        skipped line {p}\n"));
+        }
+    }
+    let mut uncovered: Vec<String> = compiled
+        .description
+        .categories
+        .iter()
+        .filter(|c| {
+            !cases
+                .cases
+                .iter()
+                .any(|k| k.expect.iter().any(|e| &e.category == *c))
+        })
+        .map(|c| format!("no case raises {c}"))
+        .collect();
+    if !cases.cases.iter().any(|k| k.expect.is_empty()) {
+        uncovered.push("no negative case (expect = [])".into());
+    }
+    t.push_str(&format!(
+        "{} passed, {failed} failed",
+        cases.cases.len() - failed
+    ));
+    if uncovered.is_empty() {
+        t.push_str("; every category has a case, and a negative one\n");
+    } else {
+        t.push_str(&format!("; coverage: {}\n", uncovered.join("; ")));
+    }
+    Ok(CasesReport {
+        text: t,
+        failed,
+        uncovered,
+    })
 }

@@ -257,3 +257,89 @@ fn plugin_test_prints_findings_and_failures() {
         "the summary gives the pin: {summary}"
     );
 }
+
+/// `plugin test --cases`: the shipped night-export cases pass with full coverage; a wrong
+/// expectation fails with what was missing and what was unexpected; coverage gaps fail only
+/// with --require-coverage.
+#[test]
+fn plugin_cases_pass_fail_and_report_coverage() {
+    let cases = common::repo().join("plugins/night-export/cases.toml");
+    let out = common::phiwatch(&[
+        "plugin",
+        "test",
+        "builtin:night-export",
+        "--cases",
+        cases.to_str().unwrap(),
+        "--require-coverage",
+    ]);
+    let text = common::text(&out.stdout);
+    assert!(out.status.success(), "{text}{}", common::text(&out.stderr));
+    assert!(
+        text.contains("2 passed, 0 failed; every category has a case"),
+        "{text}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let night = common::repo().join("plugins/night-export/cases/night.ndjson");
+    let wrong = d.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        format!(
+            "context = \"{}\"\n[[case]]\nname = \"expects the print only, and a read\"\nevents = \"{}\"\nexpect = [{{ event = \"print-0545\", category = \"night_export\" }}, {{ event = \"read-0230\", category = \"night_export\" }}]\n",
+            common::fixtures().join("clinic/context").display(),
+            night.display()
+        ),
+    )
+    .unwrap();
+    let out = common::phiwatch(&[
+        "plugin",
+        "test",
+        "builtin:night-export",
+        "--cases",
+        wrong.to_str().unwrap(),
+    ]);
+    let text = common::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  expects the print only"), "{text}");
+    assert!(
+        text.contains("missing    night_export on read-0230"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unexpected night_export on export-0230"),
+        "{text}"
+    );
+    assert!(text.contains("no negative case"), "{text}");
+
+    // Only a negative case: passes, but not with --require-coverage.
+    let negative = d.path().join("negative.toml");
+    std::fs::write(
+        &negative,
+        format!(
+            "[[case]]\nname = \"day\"\nevents = \"{}\"\n",
+            common::repo()
+                .join("plugins/night-export/cases/day.ndjson")
+                .display()
+        ),
+    )
+    .unwrap();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "plugin".to_owned(),
+            "test".into(),
+            "builtin:night-export".into(),
+            "--cases".into(),
+            negative.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        common::phiwatch(&a)
+    };
+    let out = run(args(&[]));
+    assert!(out.status.success(), "{}", common::text(&out.stdout));
+    assert!(common::text(&out.stdout).contains("no case raises night_export"));
+    assert_eq!(run(args(&["--require-coverage"])).status.code(), Some(1));
+}

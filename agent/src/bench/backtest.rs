@@ -20,7 +20,10 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<String> {
     let (dir, _tmp) = super::work_dir(dir)?;
     let ds = demo::DataSet::at(&dir);
     if !ds.events.exists() || super::count_lines(&ds.events)? != events as u64 {
-        eprintln!("generating a day of {events} events in {} ...", dir.display());
+        eprintln!(
+            "generating a day of {events} events in {} ...",
+            dir.display()
+        );
         demo::generate(&dir, events, 7, &settings)?;
     }
     let Loaded {
@@ -71,7 +74,10 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<String> {
     rows.push(("read the stored access log alone", read));
     for (label, plugins) in [
         ("backtest, Cedar only (both sides)", &[][..]),
-        ("backtest, Cedar + shipped plugins (both sides)", &plugins[..]),
+        (
+            "backtest, Cedar + shipped plugins (both sides)",
+            &plugins[..],
+        ),
     ] {
         let side = || Side {
             pack: &pack,
@@ -103,7 +109,11 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<String> {
         "phiwatch bench --backtest: {} stored accesses; ratio = rate / the scan's rate\n",
         read.0
     );
-    let _ = writeln!(s, "  {:<50} {:>12} {:>8} {:>9}", "stage", "accesses/s", "ratio", "seconds");
+    let _ = writeln!(
+        s,
+        "  {:<50} {:>12} {:>8} {:>9}",
+        "stage", "accesses/s", "ratio", "seconds"
+    );
     for (label, m) in rows {
         let _ = writeln!(
             s,

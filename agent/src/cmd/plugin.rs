@@ -21,8 +21,16 @@ pub enum PluginCmd {
         /// The component (.wasm), or builtin:NAME for a shipped plugin.
         plugin: String,
         /// AuditEvent NDJSON files.
-        #[arg(long, num_args = 1.., required = true)]
+        #[arg(long, num_args = 1.., required_unless_present = "cases", conflicts_with = "cases")]
         events: Vec<PathBuf>,
+        /// Run the test cases in this TOML file instead (events in, exactly the findings
+        /// expected out; README: Testing a plugin). Exits 1 when a case fails.
+        #[arg(long)]
+        cases: Option<PathBuf>,
+        /// With --cases: also fail when a category the plugin declares has no case raising
+        /// it, or no case expects nothing.
+        #[arg(long, requires = "cases")]
+        require_coverage: bool,
         #[command(flatten)]
         detection: DetectionArgs,
         /// TOML file holding the plugin's settings (the keys of [plugin.settings]).
@@ -55,6 +63,8 @@ pub fn run(c: PluginCmd) -> Result<()> {
         PluginCmd::Test {
             plugin,
             events,
+            cases,
+            require_coverage,
             detection,
             settings,
             expose,
@@ -79,18 +89,27 @@ pub fn run(c: PluginCmd) -> Result<()> {
             spec.timeout_ms = timeout_ms;
             spec.memory_mb = memory_mb;
             spec.batch = batch;
+            let inputs = Inputs {
+                rules: detection.rules,
+                policies: detection.policies,
+                context: Inputs::fhir_dir(detection.context),
+                journal: None,
+                plugins: PluginInputs::default(),
+            };
+            if let Some(file) = cases {
+                let r = trial::run_cases(&plugin, spec, settings.as_deref(), &file, inputs)?;
+                print!("{}", r.text);
+                if r.failed > 0 || (require_coverage && !r.uncovered.is_empty()) {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let summary = trial::run(
                 trial::TrialOptions {
                     plugin,
                     events,
-                    inputs: Inputs {
-                        rules: detection.rules,
-                        policies: detection.policies,
-                        context: Inputs::fhir_dir(detection.context),
-                        journal: None,
-                        plugins: PluginInputs::default(),
-                    },
+                    inputs,
                     settings,
                     spec,
                 },
