@@ -41,7 +41,9 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("console", &["console"]),
     (
         "commands",
-        &["demo", "trial", "source", "run", "check", "bench"],
+        &[
+            "demo", "trial", "scaffold", "source", "run", "check", "bench",
+        ],
     ),
 ];
 

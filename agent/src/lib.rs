@@ -36,6 +36,7 @@ pub mod plugin;
 pub mod quarantine;
 pub mod reload;
 pub mod run;
+pub mod scaffold;
 pub mod scan;
 pub mod settings;
 pub mod source;

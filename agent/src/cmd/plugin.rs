@@ -14,6 +14,23 @@ pub enum PluginCmd {
     List,
     /// Write the shipped plugin components to DIR (NAME.wasm), to inspect or pin them.
     Export { dir: PathBuf },
+    /// Start a new plugin in Rust, Python or JavaScript: its source (a small working rule to
+    /// replace), the WIT, a build (Python: ./build.sh with componentize-py; JavaScript:
+    /// `npm install && node build.mjs app.js NAME.wasm` with componentize-js; Rust: `cargo
+    /// build --release --target wasm32-wasip2`) and a cases file.
+    New {
+        /// The plugin's name (lowercase letters, digits and '-').
+        name: String,
+        #[arg(long, value_parser = ["rust", "python", "js"])]
+        lang: String,
+        /// Where to write it (default ./NAME); must be empty or missing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the path of phiwatch's plugin SDK (plugins/sdk in a phiwatch checkout) as the
+        /// new Cargo.toml should name it.
+        #[arg(long, default_value = "../phiwatch/plugins/sdk")]
+        sdk: String,
+    },
     /// Run one plugin over AuditEvent NDJSON and print its findings (NDJSON on stdout, a
     /// summary with failures and cost per access on stderr). For plugin authors: no sha256
     /// pin is needed here. Exits 1 when a call failed.
@@ -58,6 +75,17 @@ pub fn run(c: PluginCmd) -> Result<()> {
         PluginCmd::Export { dir } => {
             for p in trial::export(&dir)? {
                 println!("{}", p.display());
+            }
+        }
+        PluginCmd::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            for f in phiwatch::scaffold::new_plugin(&name, &lang, &dir, &sdk)? {
+                println!("{}", f.display());
             }
         }
         PluginCmd::Test {
