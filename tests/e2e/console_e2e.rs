@@ -1099,3 +1099,72 @@ fn openapi_document_matches_the_server() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains(" passed"), "{text}");
 }
+
+/// `/backtest`: a privacy officer pastes a draft of snooping.cedar without the neighbor rule
+/// and sees exactly the stored neighbor findings removed; an investigator may not; a draft
+/// that does not compile is shown with its problem.
+#[test]
+fn backtest_page_replays_a_pasted_draft() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clinic(dir.path());
+    // The tail has stored the clinic's accesses once the neighbor finding is there.
+    assert!(wait_for(Duration::from_secs(30), || count(
+        &c.db,
+        "SELECT count(*) FROM findings WHERE detector = 'neighbor'"
+    ) >= 1));
+    let neighbor = count(
+        &c.db,
+        "SELECT count(*) FROM findings WHERE detector = 'neighbor'",
+    );
+    let po = Client::login(c.port, "olivia", PASSWORD);
+    let page = po.get("/backtest");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("snooping.cedar"), "{}", page.text());
+    let shipped = std::fs::read_to_string(common::repo().join("policies/snooping.cedar")).unwrap();
+    let i = shipped.find("@id(\"neighbor\")").unwrap();
+    let end = shipped[i..].find("};\n").unwrap() + i + 3;
+    let draft = format!("{}{}", &shipped[..i], &shipped[end..]);
+    let post = |client: &Client, file: &str, text: &str| {
+        let body = serde_urlencoded::to_string([
+            ("csrf", client.csrf.as_str()),
+            ("file", file),
+            ("text", text),
+            ("since", "90d"),
+        ])
+        .unwrap();
+        request(
+            c.port,
+            "POST",
+            "/backtest",
+            &[
+                ("Cookie", &client.cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let r = post(&po, "snooping.cedar", &draft);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains(&format!("and removes {neighbor} (")),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("<td>neighbor</td>"), "{}", r.text());
+    // No patient is named on the page: the samples stay in the CLI.
+    assert!(!r.text().contains("pt-neighbor"), "{}", r.text());
+
+    let broken = post(
+        &po,
+        "snooping.cedar",
+        "forbid (principal, action, resource) when {",
+    );
+    assert_eq!(broken.status, 400);
+    assert!(broken.text().contains("the draft:"), "{}", broken.text());
+    let bad_name = post(&po, "../etc/passwd", "x");
+    assert_eq!(bad_name.status, 400);
+
+    let ivan = Client::login(c.port, "ivan", PASSWORD);
+    assert_eq!(ivan.get("/backtest").status, 403);
+    assert_eq!(post(&ivan, "snooping.cedar", &draft).status, 403);
+}

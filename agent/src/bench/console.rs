@@ -113,6 +113,7 @@ pub fn run(alerts: usize, rounds: usize) -> Result<String> {
             context: None,
             metrics: None,
             views: None,
+            detection: None,
         };
         let cfg = ConsoleConfig::loopback("127.0.0.1:0".parse()?);
         let (addr, serve) = crate::console::bind(&cfg, inputs).await?;

@@ -80,6 +80,8 @@ pub enum Perm {
     DecideCase,
     /// Policies, plugins and metrics.
     ReadStatus,
+    /// Backtest draft policies against the stored access log (the policy-author permission).
+    AuthorPolicies,
 }
 
 impl Perm {
@@ -95,6 +97,7 @@ impl Perm {
             Perm::WorkCase => "work-case",
             Perm::DecideCase => "decide-case",
             Perm::ReadStatus => "read-status",
+            Perm::AuthorPolicies => "author-policies",
         }
     }
 }

@@ -33,6 +33,7 @@ pub fn layout(title: &str, s: Option<&Signed>, active: &str, body: &str) -> Stri
             ("/dashboard", "Dashboard", Perm::ReadAlerts),
             ("/noise", "Noise", Perm::ReadAlerts),
             ("/status", "Status", Perm::ReadStatus),
+            ("/backtest", "Backtest", Perm::AuthorPolicies),
         ] {
             if role.may(perm) {
                 let cls = if href == active {

@@ -9,6 +9,7 @@ pub mod accounts;
 mod api;
 pub mod audit;
 pub mod authz;
+mod backtest_page;
 mod charts;
 pub mod data;
 mod extract;
@@ -60,6 +61,16 @@ pub struct ConsoleInputs {
     pub metrics: Option<Arc<Metrics>>,
     /// Where console views are recorded (`None`: not recorded).
     pub views: Option<crate::spool::SharedSpool>,
+    /// What `/backtest` replays drafts against (`None`: the page says it is not available).
+    pub detection: Option<DetectionInputs>,
+}
+
+/// The running agent's detection inputs (policies, plugins, context, settings) and alert
+/// grouping, for backtesting a draft pack against them.
+#[derive(Clone)]
+pub struct DetectionInputs {
+    pub inputs: crate::reload::Inputs,
+    pub grouping: crate::alert::routing::Grouping,
 }
 
 pub struct Console {
@@ -78,6 +89,8 @@ pub struct Console {
     sso: Option<sso::Sso>,
     /// End single sign-on sessions with the provider's ID token.
     sso_ends_with_token: bool,
+    /// One backtest at a time: each replays the whole window.
+    backtests: tokio::sync::Semaphore,
 }
 
 /// Why the console did not start.
@@ -120,6 +133,7 @@ impl Console {
             local_accounts: cfg.local_accounts,
             sso,
             sso_ends_with_token: cfg.oidc.as_ref().is_some_and(|o| o.end_with_token),
+            backtests: tokio::sync::Semaphore::new(1),
         })
     }
 

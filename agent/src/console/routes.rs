@@ -37,6 +37,8 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/cases/{id}", ReadCases),
     r("GET", "/dashboard", ReadAlerts),
     r("GET", "/noise", ReadAlerts),
+    r("GET", "/backtest", AuthorPolicies),
+    r("POST", "/backtest", AuthorPolicies),
     r("GET", "/status", ReadStatus),
     // API.
     r("GET", "/api/v1/openapi.json", Signed),
@@ -114,6 +116,10 @@ pub fn build() -> axum::Router<App> {
         .route("/cases/{id}", get(pages::case))
         .route("/dashboard", get(pages::dashboard))
         .route("/noise", get(noise::page))
+        .route(
+            "/backtest",
+            get(super::backtest_page::page).post(super::backtest_page::run),
+        )
         .route("/status", get(pages::status))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route(

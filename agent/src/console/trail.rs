@@ -133,6 +133,15 @@ mod tests {
             "privacy-officer",
         )
         .unwrap();
+        write(
+            &c,
+            Event::Refused,
+            "",
+            Method::Sso,
+            "10.0.0.3",
+            "bad\x1b[2Jthing",
+        )
+        .unwrap();
         let all = recent(&c, 10).unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[2].detail, "bad?[2Jthing");

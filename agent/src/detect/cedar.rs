@@ -185,19 +185,30 @@ fn rule_of(
     rule
 }
 
-impl PolicyPack {
-    pub fn embedded() -> Self {
-        let files: Vec<(String, String)> = EMBEDDED_POLICIES
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
-            .collect();
-        PolicyPack::from_sources(EMBEDDED_SCHEMA.0, EMBEDDED_SCHEMA.1, &files)
-            .expect("embedded policy pack is valid")
-    }
+/// The text of a pack: its schema and policy files (a draft is made by replacing some).
+#[derive(Debug, Clone)]
+pub struct PackSources {
+    pub schema_name: String,
+    pub schema: String,
+    /// (file name as messages show it, text), in load order.
+    pub files: Vec<(String, String)>,
+}
 
-    /// Loads `DIR/schema.cedarschema` and every `DIR/*.cedar`.
-    pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
+impl PackSources {
+    /// `DIR/schema.cedarschema` and every `DIR/*.cedar`; without a directory, the built-in
+    /// pack's.
+    pub fn read(dir: Option<&Path>) -> Result<Self, PolicyError> {
         let fail = |m: String| PolicyError { problems: vec![m] };
+        let Some(dir) = dir else {
+            return Ok(PackSources {
+                schema_name: EMBEDDED_SCHEMA.0.into(),
+                schema: EMBEDDED_SCHEMA.1.into(),
+                files: EMBEDDED_POLICIES
+                    .iter()
+                    .map(|(n, t)| (n.to_string(), t.to_string()))
+                    .collect(),
+            });
+        };
         let schema_path = dir.join("schema.cedarschema");
         let schema = std::fs::read_to_string(&schema_path)
             .map_err(|e| fail(format!("{}: {e}", schema_path.display())))?;
@@ -216,7 +227,41 @@ impl PolicyPack {
                 std::fs::read_to_string(&p).map_err(|e| fail(format!("{}: {e}", p.display())))?;
             files.push((p.display().to_string(), text));
         }
-        PolicyPack::from_sources(&schema_path.display().to_string(), &schema, &files)
+        Ok(PackSources {
+            schema_name: schema_path.display().to_string(),
+            schema,
+            files,
+        })
+    }
+
+    pub fn compile(&self) -> Result<PolicyPack, PolicyError> {
+        PolicyPack::from_sources(&self.schema_name, &self.schema, &self.files)
+    }
+
+    /// The file whose base name is `base` replaced by `text`, or added when there is none.
+    pub fn with_file(mut self, base: &str, text: &str) -> Self {
+        let same = |n: &str| Path::new(n).file_name().is_some_and(|f| f == base);
+        match self.files.iter_mut().find(|(n, _)| same(n)) {
+            Some(f) => f.1 = text.to_owned(),
+            None => self.files.push((format!("draft/{base}"), text.to_owned())),
+        }
+        self
+    }
+}
+
+impl PolicyPack {
+    pub fn embedded() -> Self {
+        let files: Vec<(String, String)> = EMBEDDED_POLICIES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        PolicyPack::from_sources(EMBEDDED_SCHEMA.0, EMBEDDED_SCHEMA.1, &files)
+            .expect("embedded policy pack is valid")
+    }
+
+    /// Loads `DIR/schema.cedarschema` and every `DIR/*.cedar`.
+    pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
+        PackSources::read(Some(dir))?.compile()
     }
 
     pub fn from_sources(

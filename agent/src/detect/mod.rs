@@ -6,7 +6,7 @@ pub mod files;
 mod locate;
 pub mod policy_test;
 
-pub use cedar::{Detector, PolicyError, PolicyPack, Rule};
+pub use cedar::{Detector, PackSources, PolicyError, PolicyPack, Rule};
 pub use files::FileDetector;
 
 /// A Cedar request that cannot be built or answered. Only a disagreement between the policy

@@ -118,6 +118,19 @@ impl App {
                     context: cfg.fhir_context(),
                     metrics: Some(metrics.clone()),
                     views: None,
+                    detection: Some(crate::console::DetectionInputs {
+                        inputs: crate::reload::Inputs {
+                            rules: cfg.rules.clone(),
+                            policies: cfg.policies.clone(),
+                            context: cfg.context_feeds(),
+                            journal: Some(db_path.clone()),
+                            plugins: cfg.plugin_inputs(),
+                        },
+                        grouping: routing
+                            .as_ref()
+                            .map(|(_, r)| crate::alert::current(r).grouping.clone())
+                            .unwrap_or_default(),
+                    }),
                 };
                 Some((c, inputs))
             }
