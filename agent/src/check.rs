@@ -198,6 +198,9 @@ fn check_data_dir(dir: &Path, c: &mut Checked) {
         Ok(_) => {}
         Err(e) => c.problems.push(format!("data_dir {}: {e}", dir.display())),
     }
+    if let Err(e) = crate::store::Store::check(&dir.join("phiwatch.db")) {
+        c.problems.push(e.to_string());
+    }
 }
 
 /// The console: its certificate and key load and match, and someone can sign in.

@@ -20,6 +20,23 @@ pub enum StoreError {
     },
     #[error("{path} does not exist: has the agent run with this data_dir?")]
     Missing { path: String },
+    #[error("store {path} is damaged ({detail}). phiwatch never resets a store: stop the agent, keep this file for the investigation, and restore the last backup of it (or move it aside to start an empty store, losing its alerts, cases and case logs)")]
+    Corrupt { path: String, detail: String },
+}
+
+/// A store error, told apart: a damaged file is not a passing failure to retry.
+fn sqlite_error(path: &str, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match source.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: source.to_string(),
+        },
+        _ => StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        },
+    }
 }
 
 /// Why a read of the store failed: the caller's filter, or the store itself. Read models
@@ -360,10 +377,7 @@ impl Store {
                 source,
             })?;
         }
-        let sql = |source| StoreError::Sqlite {
-            path: p.clone(),
-            source,
-        };
+        let sql = |source| sqlite_error(&p, source);
         let conn = Connection::open(path).map_err(sql)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
@@ -413,10 +427,7 @@ impl Store {
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sqlite_error(&self.path, source)
     }
 
     /// Stores accesses and their findings in one transaction, so a batch is either fully
@@ -505,6 +516,31 @@ impl Store {
     }
 
     /// The connection, for readers that live beside the store (plugin state).
+    /// `PRAGMA quick_check` on a read-only connection: the daemon runs it at start-up before
+    /// opening the store for writing, so a damaged store is reported, never built upon or
+    /// changed. A store that does not exist yet passes.
+    pub fn check(path: &Path) -> Result<(), StoreError> {
+        if !path.exists() {
+            return Ok(());
+        }
+        let p = path.display().to_string();
+        let e = |source| sqlite_error(&p, source);
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(e)?;
+        let mut st = conn.prepare("PRAGMA quick_check(5)").map_err(e)?;
+        let problems: Vec<String> = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(e)?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            path: p,
+            detail: format!("quick_check: {}", problems.join("; ")),
+        })
+    }
+
     pub fn conn(&self) -> &rusqlite::Connection {
         &self.conn
     }

@@ -888,3 +888,72 @@ fn every_patient_and_the_human_requestor_are_judged() {
     assert_eq!(self_access, ["two-patients#2", "app-first"], "{f:?}");
     assert!(f.iter().all(|x| x["user"] == "dr-ana"), "{f:?}");
 }
+
+/// A damaged store is detected at start-up (`PRAGMA quick_check`, and SQLite's own "not a
+/// database"), reported with what to do, and left exactly as it was: never reset.
+#[test]
+fn a_damaged_store_stops_the_agent_and_is_left_as_it_was() {
+    use sha2::Digest;
+    let d = tempfile::tempdir().unwrap();
+    let http = agent::free_port();
+    let cfg = config(d.path(), http, "", "");
+    let db = d.path().join("data/phiwatch.db");
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    // A store with a few thousand accesses in it.
+    let demo = common::demo_set(&d.path().join("demo"), 5_000);
+    let o = common::phiwatch(&[
+        "scan",
+        "--events",
+        demo.join("events.ndjson").to_str().unwrap(),
+        "--store",
+        db.to_str().unwrap(),
+        "--store-accesses",
+        "--no-plugins",
+    ]);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
+        .unwrap();
+    let healthy = std::fs::read(&db).unwrap();
+    assert!(healthy.len() > 64 * 4096, "{} bytes", healthy.len());
+
+    let damaged = |bytes: Vec<u8>, says: &str| {
+        std::fs::write(&db, &bytes).unwrap();
+        for side in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{side}", db.display()));
+        }
+        let before = sha2::Sha256::digest(&bytes);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = common::text(&out.stderr);
+        assert!(!out.status.success(), "the agent ran on a damaged store");
+        assert!(err.contains("is damaged") && err.contains(says), "{err}");
+        assert!(err.contains("never resets"), "{err}");
+        let checked = common::phiwatch(&["check", "--config", cfg.to_str().unwrap()]);
+        let said = common::text(&checked.stdout) + &common::text(&checked.stderr);
+        assert!(
+            !checked.status.success() && said.contains("is damaged"),
+            "{said}"
+        );
+        assert_eq!(
+            sha2::Sha256::digest(std::fs::read(&db).unwrap()),
+            before,
+            "the damaged store was changed"
+        );
+    };
+    // Pages in the middle overwritten (a bad disk block).
+    let mut torn = healthy.clone();
+    let mid = (torn.len() / 4096 / 2) * 4096;
+    torn[mid..mid + 3 * 4096].fill(0xA5);
+    damaged(torn, "");
+    // Cut short (a copy that stopped half way).
+    damaged(healthy[..healthy.len() / 2].to_vec(), "");
+    // Not a database at all.
+    damaged(
+        b"this is not a database, it is a log file\n".repeat(200),
+        "not a database",
+    );
+}

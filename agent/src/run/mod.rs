@@ -67,6 +67,8 @@ pub struct App {
 impl App {
     /// Loads the inputs, opens the store, builds every source and binds every listener.
     pub fn new(cfg: Config) -> Result<App> {
+        // Before anything reads the store (the context journal below) or writes it.
+        Store::check(&cfg.data_dir.join("phiwatch.db"))?;
         let inputs = Inputs {
             rules: cfg.rules.clone(),
             policies: cfg.policies.clone(),
