@@ -29,8 +29,11 @@ struct Provider {
 }
 
 impl Provider {
-    /// The provider, its messages going to `log`.
-    fn start(console: u16, log: &Path) -> Provider {
+    /// The provider for the console on `console`; its messages go to
+    /// target/tmp/sso-provider-PORT.log.
+    fn start(console: u16) -> Provider {
+        let log =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sso-provider-{console}.log"));
         let modules = std::env::var("PHIWATCH_OIDC_NODE_MODULES").unwrap_or_else(|_| {
             common::repo()
                 .join("target/oidc-provider/node_modules")
@@ -58,7 +61,7 @@ impl Provider {
             ])
             .env("PHIWATCH_OIDC_NODE_MODULES", &modules)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("node (Debian's nodejs) runs the test provider");
         let mut line = String::new();
@@ -239,10 +242,7 @@ fn officers_and_auditors_sign_in_through_a_real_provider() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_port();
-    let op = Provider::start(
-        port,
-        &Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sso-provider-{port}.log")),
-    );
+    let op = Provider::start(port);
     let (_agent, config) = start_agent(d, port, &op.issuer(), true);
     let db = d.join("data/phiwatch.db");
     let base = format!("http://127.0.0.1:{port}");
@@ -470,10 +470,7 @@ fn local_accounts_can_be_switched_off() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_port();
-    let op = Provider::start(
-        port,
-        &Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sso-provider-{port}.log")),
-    );
+    let op = Provider::start(port);
     let (agent, config) = start_agent(d, port, &op.issuer(), false);
     let mut child = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
         .args(["user", "add", "adam", "--role", "admin", "--password-stdin"])

@@ -5,12 +5,11 @@
 
 use crate::backtest::{self, Side};
 use crate::demo;
-use crate::plugin::PluginInputs;
-use crate::reload::{Inputs, Loaded};
+use crate::reload::Loaded;
 use crate::scan::{scan_files, Sinks};
 use crate::settings::Settings;
 use crate::store::Store;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
@@ -32,13 +31,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<String> {
         mut context,
         plugins,
         ..
-    } = Inputs {
-        context: Inputs::fhir_dir(Some(ds.context.clone())),
-        plugins: PluginInputs::shipped(),
-        ..Inputs::default()
-    }
-    .load()
-    .context("loading the day's context and the shipped plugins")?;
+    } = super::day_with_plugins(&ds)?;
 
     let db = dir.join("backtest-bench.db");
     for suffix in ["", "-wal", "-shm"] {

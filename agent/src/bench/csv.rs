@@ -8,11 +8,11 @@
 use crate::decode::csv::{CsvDecoder, CsvMapping};
 use crate::decode::{decode_audit_event, Decoded, LineDecoder};
 use crate::demo;
-use crate::plugin::{PluginInputs, PluginSet};
-use crate::reload::{Inputs, Loaded};
+use crate::plugin::PluginSet;
+use crate::reload::Loaded;
 use crate::scan::{scan_sources, ScanSource, Sinks};
 use crate::settings::Settings;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use chrono::TimeZone;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -154,13 +154,7 @@ pub fn run(events: usize, dir: Option<&Path>) -> Result<()> {
         mut context,
         plugins,
         ..
-    } = Inputs {
-        context: Inputs::fhir_dir(Some(ds.context.clone())),
-        plugins: PluginInputs::shipped(),
-        ..Inputs::default()
-    }
-    .load()
-    .context("loading the day's context and the shipped plugins")?;
+    } = super::day_with_plugins(&ds)?;
     let plugin_metrics = std::sync::Arc::new(crate::plugin::PluginMetrics::default());
     let plugin_set = PluginSet::new(&plugins, None, plugin_metrics.clone())?;
     let mut pipeline = crate::pipeline::Pipeline::new(&settings, &pack).with_plugins(plugin_set);

@@ -48,6 +48,17 @@ impl Row {
     }
 }
 
+/// A generated day's context with the settings, the built-in pack and the shipped plugins.
+pub(crate) fn day_with_plugins(ds: &demo::DataSet) -> Result<crate::reload::Loaded> {
+    crate::reload::Inputs {
+        context: crate::reload::Inputs::fhir_dir(Some(ds.context.clone())),
+        plugins: crate::plugin::PluginInputs::shipped(),
+        ..crate::reload::Inputs::default()
+    }
+    .load()
+    .context("loading the day's context and the shipped plugins")
+}
+
 /// Where a benchmark keeps its generated data: `dir` (created if missing), or a temporary
 /// directory that lives as long as the returned guard.
 pub fn work_dir(dir: Option<&Path>) -> Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {

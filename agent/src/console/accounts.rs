@@ -195,14 +195,16 @@ pub fn upsert_sso(
 
 /// Whether `name` signs in through the identity provider.
 pub fn is_sso(conn: &Connection, name: &str) -> Result<bool, AccountError> {
-    let hash: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM console_users WHERE name = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(hash.as_deref() == Some(SSO_HASH))
+    Ok(stored_hash(conn, name)?.as_deref() == Some(SSO_HASH))
+}
+
+fn stored_hash(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT hash FROM console_users WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// Removes the account and ends its sessions. Case logs keep the name as written.
@@ -256,14 +258,7 @@ pub fn get(conn: &Connection, name: &str) -> Result<Option<Account>, AccountErro
 /// The stored hash of `name`, or a decoy nobody's password matches (so an unknown name costs
 /// the same check), and whether the name exists. Verify it with [`super::hashing`].
 pub fn hash_of(conn: &Connection, name: &str) -> Result<(String, bool), AccountError> {
-    let hash: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM console_users WHERE name = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(match hash {
+    Ok(match stored_hash(conn, name)? {
         Some(h) => (h, true),
         None => (decoy().to_owned(), false),
     })
