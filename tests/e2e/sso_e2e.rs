@@ -495,5 +495,14 @@ fn local_accounts_can_be_switched_off() {
     );
     assert_eq!(api.status, 403, "{}", api.text());
     assert!(trail(&config).contains("refused"));
+    // Sign-ins started and not finished are bounded per client address: a flood of
+    // /oidc/login from one address cannot fill the table for everyone.
+    let statuses: Vec<u16> = (0..20)
+        .map(|_| request(port, "GET", "/oidc/login", &[], b"").status)
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 303), "{statuses:?}");
+    let busy = request(port, "GET", "/oidc/login", &[], b"");
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert!(busy.text().contains("too many sign-ins"), "{}", busy.text());
     drop(agent);
 }

@@ -28,6 +28,8 @@ const PENDING_FOR: Duration = Duration::from_secs(600);
 /// Sign-ins started and not finished, held at once: more are refused (a flood of
 /// `/oidc/login` must not grow memory).
 const PENDING_MAX: usize = 10_000;
+/// Of those, from one client address: one address cannot fill the table for everyone.
+const PENDING_PER_CLIENT: usize = 20;
 /// Discovery is read again after this long (new endpoints, new keys).
 const METADATA_FOR: Duration = Duration::from_secs(3600);
 /// The JWKS is re-read for an unknown key at most this often.
@@ -106,6 +108,8 @@ type Rp = openidconnect::core::CoreClient<
 struct Pending {
     /// Digest of the browser-binding cookie set when the sign-in started.
     browser: String,
+    /// The client address that started it.
+    client: String,
     verifier: PkceCodeVerifier,
     nonce: Nonce,
     next: String,
@@ -224,7 +228,7 @@ impl Sso {
     /// Starts a sign-in: the provider's URL to send the browser to, with a fresh `state`,
     /// `nonce` and PKCE challenge. `browser` is the value of the cookie that binds the
     /// sign-in to this browser.
-    pub async fn begin(&self, browser: &str, next: &str) -> Result<String, SsoError> {
+    pub async fn begin(&self, browser: &str, next: &str, from: &str) -> Result<String, SsoError> {
         let mut guard = self.provider.lock().await;
         self.fresh(&mut guard, false).await?;
         let p = guard.as_ref().expect("just read");
@@ -241,13 +245,15 @@ impl Sso {
         let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.retain(|_, p| p.started.elapsed() < PENDING_FOR);
-        if pending.len() >= PENDING_MAX {
+        let from_client = pending.values().filter(|p| p.client == from).count();
+        if pending.len() >= PENDING_MAX || from_client >= PENDING_PER_CLIENT {
             return Err(SsoError::Busy);
         }
         pending.insert(
             state.secret().clone(),
             Pending {
                 browser: super::session::digest(browser),
+                client: from.to_owned(),
                 verifier,
                 nonce,
                 next: next.to_owned(),

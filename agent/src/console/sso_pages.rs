@@ -21,6 +21,7 @@ const SSO_COOKIE_SECONDS: u64 = 600;
 
 pub async fn start(
     State(app): State<App>,
+    ci: ConnectInfo<crate::net::Peer>,
     headers: HeaderMap,
     Query(q): Query<NextQuery>,
 ) -> Response {
@@ -36,7 +37,7 @@ pub async fn start(
         .next()
         .filter(|n| local_path(n) && *n != "/login")
         .unwrap_or_default();
-    match sso.begin(&browser, next).await {
+    match sso.begin(&browser, next, &client(&ci)).await {
         Ok(url) => {
             let mut res = Redirect::to(&url).into_response();
             res.headers_mut().insert(
