@@ -240,3 +240,39 @@ fn new_python_and_javascript_plugins_build_and_run() {
         }
     });
 }
+
+/// `bench --plugins --guest`: the Python and JavaScript components are measured beside the
+/// shipped Rust plugin, in the same run.
+#[test]
+fn bench_measures_them_beside_the_rust_plugin() {
+    let (py, js) = (built("employee-first-look"), built("department-spread"));
+    let o = common::phiwatch(&[
+        "bench",
+        "--plugins",
+        "--events",
+        "2000",
+        "--guest",
+        py.to_str().unwrap(),
+        "--guest",
+        js.to_str().unwrap(),
+    ]);
+    let out = common::text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", common::text(&o.stderr));
+    let ns = |label: &str| -> f64 {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l[label.len() + 2..].split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {label} row in {out}"))
+    };
+    let rust = ns("plugin, batches of 1024");
+    for guest in [
+        "employee-first-look, batches of 1024",
+        "department-spread, batches of 1024",
+    ] {
+        assert!(
+            ns(guest) > rust,
+            "an interpreter costs more than Rust:\n{out}"
+        );
+    }
+}

@@ -29,7 +29,9 @@ fn per_access(accesses: usize, min: Duration, mut f: impl FnMut()) -> f64 {
     started.elapsed().as_nanos() as f64 / (rounds as f64 * accesses as f64)
 }
 
-pub fn run(events: usize) -> Result<String> {
+/// `guests`: plugin components (Python, JavaScript, any language) measured beside the
+/// shipped Rust one, in batches of 1024; their rules differ, so their findings do too.
+pub fn run(events: usize, guests: &[std::path::PathBuf]) -> Result<String> {
     let settings = Settings::default();
     let dir = tempfile::tempdir()?;
     let ds = demo::generate(dir.path(), events, 7, &settings)?;
@@ -65,11 +67,11 @@ pub fn run(events: usize) -> Result<String> {
     });
 
     let mut out = format!(
-        "plugin call cost over {n} enriched accesses (the night-export rule; release build, one thread)\n  {:<28} {:>10} {:>12} {:>10}\n",
+        "plugin call cost over {n} enriched accesses (the night-export rule; release build, one thread)\n  {:<40} {:>10} {:>12} {:>10}\n",
         "path", "ns/access", "overhead ns", "findings"
     );
     out.push_str(&format!(
-        "  {:<28} {native:>10.1} {:>12} {:>10}\n",
+        "  {:<40} {native:>10.1} {:>12} {:>10}\n",
         "native Rust (baseline)", "-", "-"
     ));
     let mut builder = crate::plugin::batch::Builder::new(&context);
@@ -79,7 +81,7 @@ pub fn run(events: usize) -> Result<String> {
         }
     });
     out.push_str(&format!(
-        "  {:<28} {build:>10.1} {:>12} {:>10}\n",
+        "  {:<40} {build:>10.1} {:>12} {:>10}\n",
         "building batches of 1024", "-", "-"
     ));
     let mut ring = crate::plugin::batch::Ring::new(crate::plugin::batch::RING_CAPACITY);
@@ -89,7 +91,7 @@ pub fn run(events: usize) -> Result<String> {
         }
     });
     out.push_str(&format!(
-        "  {:<28} {ring_ns:>10.1} {:>12} {:>10}\n",
+        "  {:<40} {ring_ns:>10.1} {:>12} {:>10}\n",
         "recent-access ring", "-", "-"
     ));
     for batch in [1usize, 64, 1024] {
@@ -115,8 +117,46 @@ pub fn run(events: usize) -> Result<String> {
         });
         anyhow::ensure!(failures.is_empty(), "plugin calls failed: {failures:?}");
         out.push_str(&format!(
-            "  {:<28} {ns:>10.1} {:>12.1} {count:>10}\n",
+            "  {:<40} {ns:>10.1} {:>12.1} {count:>10}\n",
             format!("plugin, batches of {batch}"),
+            ns - native
+        ));
+    }
+    for path in guests {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut spec = PluginSpec::file(path);
+        spec.sha256 = Some(crate::plugin::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            &bytes,
+        )));
+        spec.batch = 1024;
+        spec.timeout_ms = 60_000;
+        spec.memory_mb = 256;
+        let compiled = Arc::new(Compiled::load(&spec, None)?);
+        let name = compiled.name.to_string();
+        let mut set = PluginSet::new(&[compiled], None, Arc::new(PluginMetrics::default()))?;
+        let mut findings = Vec::new();
+        let (mut changes, mut failures) = (Vec::new(), Vec::new());
+        let mut count = 0usize;
+        let ns = per_access(n, min, || {
+            findings.clear();
+            changes.clear();
+            set.run(
+                &context,
+                &pending,
+                &accesses,
+                &mut findings,
+                &mut changes,
+                &mut failures,
+            );
+            count = findings.len();
+        });
+        anyhow::ensure!(
+            failures.is_empty(),
+            "{name}: plugin calls failed: {failures:?}"
+        );
+        out.push_str(&format!(
+            "  {:<40} {ns:>10.1} {:>12.1} {count:>10}\n",
+            format!("{name}, batches of 1024"),
             ns - native
         ));
     }

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// 100,000 is plenty).
     #[arg(long)]
     plugins: bool,
+    /// --plugins: also measure these plugin components (for example the Python and
+    /// JavaScript ones `plugins/build-guests` builds), in batches of 1024.
+    #[arg(long = "guest", requires = "plugins")]
+    guests: Vec<PathBuf>,
     /// --live: patients in the generated context (staff: one per ten, at least 3,000);
     /// --context: patients to load.
     #[arg(long, default_value_t = 100_000)]
@@ -100,7 +104,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return phiwatch::bench::context::run(&sizes, a.dir.as_deref()).map(|r| print!("{r}"));
     }
     if a.plugins {
-        return phiwatch::bench::plugins::run(a.events).map(|report| print!("{report}"));
+        return phiwatch::bench::plugins::run(a.events, &a.guests).map(|report| print!("{report}"));
     }
     phiwatch::bench::run(a.events, a.dir.as_deref())
 }
