@@ -31,6 +31,41 @@ fn per_access(accesses: usize, min: Duration, mut f: impl FnMut()) -> f64 {
 
 /// `guests`: plugin components (Python, JavaScript, any language) measured beside the
 /// shipped Rust one, in batches of 1024; their rules differ, so their findings do too.
+/// The plugin of `spec` called over every access until `min` has passed: ns per access and
+/// the findings of one pass.
+fn calls(
+    spec: &PluginSpec,
+    context: &crate::context::ContextStore,
+    pending: &[crate::plugin::Pending],
+    accesses: &[AccessEvent],
+    min: Duration,
+) -> Result<(f64, usize)> {
+    let compiled = Arc::new(Compiled::load(spec, None)?);
+    let name = compiled.name.to_string();
+    let mut set = PluginSet::new(&[compiled], None, Arc::new(PluginMetrics::default()))?;
+    let mut findings = Vec::new();
+    let (mut changes, mut failures) = (Vec::new(), Vec::new());
+    let mut count = 0usize;
+    let ns = per_access(accesses.len(), min, || {
+        findings.clear();
+        changes.clear();
+        set.run(
+            context,
+            pending,
+            accesses,
+            &mut findings,
+            &mut changes,
+            &mut failures,
+        );
+        count = findings.len();
+    });
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{name}: plugin calls failed: {failures:?}"
+    );
+    Ok((ns, count))
+}
+
 pub fn run(events: usize, guests: &[std::path::PathBuf]) -> Result<String> {
     let settings = Settings::default();
     let dir = tempfile::tempdir()?;
@@ -98,24 +133,7 @@ pub fn run(events: usize, guests: &[std::path::PathBuf]) -> Result<String> {
         let mut spec = PluginSpec::builtin("night-export");
         spec.batch = batch;
         spec.timeout_ms = 10_000;
-        let compiled = Arc::new(Compiled::load(&spec, None)?);
-        let mut set = PluginSet::new(&[compiled], None, Arc::new(PluginMetrics::default()))?;
-        let mut findings = Vec::new();
-        let (mut changes, mut failures) = (Vec::new(), Vec::new());
-        let mut count = 0usize;
-        let ns = per_access(n, min, || {
-            findings.clear();
-            set.run(
-                &context,
-                &pending,
-                &accesses,
-                &mut findings,
-                &mut changes,
-                &mut failures,
-            );
-            count = findings.len();
-        });
-        anyhow::ensure!(failures.is_empty(), "plugin calls failed: {failures:?}");
+        let (ns, count) = calls(&spec, &context, &pending, &accesses, min)?;
         out.push_str(&format!(
             "  {:<40} {ns:>10.1} {:>12.1} {count:>10}\n",
             format!("plugin, batches of {batch}"),
@@ -131,29 +149,8 @@ pub fn run(events: usize, guests: &[std::path::PathBuf]) -> Result<String> {
         spec.batch = 1024;
         spec.timeout_ms = 60_000;
         spec.memory_mb = 256;
-        let compiled = Arc::new(Compiled::load(&spec, None)?);
-        let name = compiled.name.to_string();
-        let mut set = PluginSet::new(&[compiled], None, Arc::new(PluginMetrics::default()))?;
-        let mut findings = Vec::new();
-        let (mut changes, mut failures) = (Vec::new(), Vec::new());
-        let mut count = 0usize;
-        let ns = per_access(n, min, || {
-            findings.clear();
-            changes.clear();
-            set.run(
-                &context,
-                &pending,
-                &accesses,
-                &mut findings,
-                &mut changes,
-                &mut failures,
-            );
-            count = findings.len();
-        });
-        anyhow::ensure!(
-            failures.is_empty(),
-            "{name}: plugin calls failed: {failures:?}"
-        );
+        let (ns, count) = calls(&spec, &context, &pending, &accesses, min)?;
+        let name = path.file_stem().unwrap_or_default().to_string_lossy();
         out.push_str(&format!(
             "  {:<40} {ns:>10.1} {:>12.1} {count:>10}\n",
             format!("{name}, batches of 1024"),
