@@ -69,6 +69,8 @@ pub struct Spool {
     cap_bytes: u64,
     /// Bytes of rotated segments not yet deleted, as of the last look.
     rotated_bytes: u64,
+    /// The size of the last record refused at the cap (0 once one is taken again).
+    refused_len: u64,
     metrics: Option<std::sync::Arc<IntakeMetrics>>,
 }
 
@@ -100,6 +102,7 @@ impl Spool {
             dirty: false,
             cap_bytes: DEFAULT_CAP_BYTES,
             rotated_bytes: 0,
+            refused_len: 0,
             metrics: None,
         };
         s.measure();
@@ -150,7 +153,10 @@ impl Spool {
         if let Some(m) = &self.metrics {
             use std::sync::atomic::Ordering::Relaxed;
             m.spool_bytes.store(self.bytes(), Relaxed);
-            m.spool_full.store(self.bytes() >= self.cap_bytes, Relaxed);
+            // Full while the last refused record still would not fit: a periodic re-measure
+            // must not report room that the records being refused do not have.
+            m.spool_full
+                .store(self.bytes() + self.refused_len >= self.cap_bytes, Relaxed);
         }
     }
 
@@ -165,6 +171,7 @@ impl Spool {
             // Detection may have deleted segments since the last look.
             self.measure();
             if self.bytes() + record.len() as u64 >= self.cap_bytes {
+                self.refused_len = record.len() as u64;
                 if let Some(m) = &self.metrics {
                     m.spool_full
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -185,6 +192,7 @@ impl Spool {
         self.file.write_all(&line)?;
         self.size += line.len() as u64;
         self.dirty = true;
+        self.refused_len = 0;
         if self.size >= self.max_bytes {
             self.rotate()?;
         }
@@ -292,6 +300,9 @@ mod tests {
         }
         // 200 bytes on disk (two rotated segments of 100): the next record passes the cap.
         assert!(matches!(s.append(&rec), Err(AppendError::Full(_))));
+        assert!(m.spool_full.load(std::sync::atomic::Ordering::Relaxed));
+        // A periodic re-measure while records are still refused keeps saying so.
+        s.sync().unwrap();
         assert!(m.spool_full.load(std::sync::atomic::Ordering::Relaxed));
         // Detection catches up and deletes the segments.
         for e in std::fs::read_dir(d.path()).unwrap() {
