@@ -38,11 +38,10 @@ fn compile(plugin: &str, mut spec: PluginSpec, settings: Option<&Path>) -> Resul
         spec.path = None;
     } else {
         let path = PathBuf::from(plugin);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        spec.sha256 = Some(crate::plugin::hex(&<sha2::Sha256 as sha2::Digest>::digest(
-            &bytes,
-        )));
-        spec.path = Some(path);
+        let pinned = PluginSpec::pinned_file(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        spec.sha256 = pinned.sha256;
+        spec.path = pinned.path;
     }
     if let Some(f) = settings {
         let text =

@@ -163,6 +163,28 @@ fn drafts_are_backtested_against_the_pack_in_force() {
         .iter()
         .all(|f| f["change"] == "removed" && f["detector"] == "plugin:volume-anomaly"));
 
+    // A plugin file given to the draft (pinned to what it is) loads and runs: the shipped
+    // first-access, exported, in place of itself changes nothing.
+    let exported = d.join("exported");
+    let o = common::phiwatch(&["plugin", "export", exported.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let file = exported.join("first-access.wasm");
+    let (report, same) = backtest(
+        &common::repo().join("policies"),
+        &d.join("same.ndjson"),
+        &[
+            "--without-plugin",
+            "first-access",
+            "--plugin",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(same.is_empty(), "{report}");
+    assert!(
+        report.contains("adds 0 findings") && report.contains("removes 0 ("),
+        "{report}"
+    );
+
     // Nothing in force was touched.
     assert_eq!(count(&db, "SELECT count(*) FROM findings"), stored);
     assert_eq!(

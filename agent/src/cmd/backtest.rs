@@ -84,15 +84,10 @@ pub fn run(a: BacktestArgs) -> Result<()> {
             (inputs, store, Default::default())
         }
     };
-    let mut draft_plugins = inputs.plugins.clone();
-    let inputs = Inputs {
-        plugins: if a.no_plugins {
-            PluginInputs::default()
-        } else {
-            inputs.plugins.clone()
-        },
-        ..inputs
-    };
+    let mut inputs = inputs;
+    if a.no_plugins {
+        inputs.plugins = PluginInputs::default();
+    }
     let Loaded {
         settings,
         pack,
@@ -104,21 +99,25 @@ pub fn run(a: BacktestArgs) -> Result<()> {
     eprint!("{}", context_stats.render());
     let draft = phiwatch::detect::PolicyPack::load_dir(&a.draft)
         .map_err(|e| anyhow::anyhow!("draft {}: {e}", a.draft.display()))?;
-    let draft_plugins = if a.no_plugins {
-        Vec::new()
-    } else {
-        draft_plugins
-            .specs
-            .extend(a.plugins.iter().map(|p| PluginSpec::file(p)));
-        let mut loaded = draft_plugins.load()?;
-        for name in &a.without_plugin {
-            if !loaded.iter().any(|c| &*c.name == name.as_str()) {
-                bail!("--without-plugin {name}: no plugin of that name is in force");
-            }
+    // The draft's plugins: those in force (already compiled) but the ones left out, and the
+    // author's files, pinned to what they are now.
+    for name in &a.without_plugin {
+        if !plugins.iter().any(|c| &*c.name == name.as_str()) {
+            bail!("--without-plugin {name}: no plugin of that name is in force");
         }
-        loaded.retain(|c| !a.without_plugin.iter().any(|n| *n == *c.name));
-        loaded
-    };
+    }
+    let mut draft_plugins: Vec<_> = plugins
+        .iter()
+        .filter(|c| !a.without_plugin.iter().any(|n| *n == *c.name))
+        .cloned()
+        .collect();
+    for p in &a.plugins {
+        let spec =
+            PluginSpec::pinned_file(p).with_context(|| format!("--plugin {}", p.display()))?;
+        draft_plugins.push(std::sync::Arc::new(phiwatch::plugin::Compiled::load(
+            &spec, None,
+        )?));
+    }
 
     let conn = phiwatch::store::Store::open_existing(&store)
         .with_context(|| format!("opening the store {}", store.display()))?;

@@ -164,6 +164,17 @@ impl PluginSpec {
         }
     }
 
+    /// A component file pinned to what it is now: for an author trying their own build
+    /// (`plugin test`, `policy backtest --plugin`, `bench --plugins --guest`), never for the
+    /// agent's config, where the operator pins what they trust.
+    pub fn pinned_file(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        Ok(PluginSpec {
+            sha256: Some(hex(&Sha256::digest(&bytes))),
+            ..PluginSpec::file(path)
+        })
+    }
+
     fn label(&self) -> String {
         match (&self.builtin, &self.path) {
             (Some(b), _) => format!("builtin {b}"),
