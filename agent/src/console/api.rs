@@ -33,18 +33,8 @@ impl super::Console {
         password: String,
     ) -> Result<(Account, String, String), Fail> {
         if !self.local_accounts {
-            let (u, c) = (user.clone(), client.clone());
-            self.db(move |db| {
-                Ok(trail::write(
-                    db,
-                    Event::Refused,
-                    &u,
-                    Method::Password,
-                    &c,
-                    "local accounts are off",
-                )?)
-            })
-            .await?;
+            self.refused(&user, Method::Password, &client, "local accounts are off")
+                .await?;
             return Err(Fail::new(
                 StatusCode::FORBIDDEN,
                 "password sign-in is turned off; sign in with single sign-on",
@@ -133,6 +123,19 @@ impl super::Console {
                 ))
             }
         }
+    }
+
+    /// Writes a refused sign-in (or logout token) to the trail.
+    pub(super) async fn refused(
+        self: &std::sync::Arc<Self>,
+        user: &str,
+        method: Method,
+        client: &str,
+        why: &str,
+    ) -> Result<(), Fail> {
+        let (u, c, w) = (user.to_owned(), client.to_owned(), why.to_owned());
+        self.db(move |db| Ok(trail::write(db, Event::Refused, &u, method, &c, &w)?))
+            .await
     }
 
     /// Ends the signed-in session and writes the sign-out to the trail; answers whether the

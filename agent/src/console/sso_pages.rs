@@ -107,20 +107,7 @@ pub async fn callback(
         }
         Err(r) => {
             tracing::warn!(client = %from, "single sign-on refused: {}", r.why);
-            let (user, why, f) = (r.user, r.why.clone(), from);
-            if let Err(e) = app
-                .db(move |db| {
-                    Ok(trail::write(
-                        db,
-                        Event::Refused,
-                        &user,
-                        Method::Sso,
-                        &f,
-                        &why,
-                    )?)
-                })
-                .await
-            {
+            if let Err(e) = app.refused(&r.user, Method::Sso, &from, &r.why).await {
                 return PageFail(e).into_response();
             }
             login_answer(&app, StatusCode::FORBIDDEN, "", Some(&r.why))
@@ -198,20 +185,7 @@ pub async fn backchannel(
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(client = %from, "back-channel logout refused: {e}");
-            let why = e.to_string();
-            let f2 = from.clone();
-            let _ = app
-                .db(move |db| {
-                    Ok(trail::write(
-                        db,
-                        Event::Refused,
-                        "",
-                        Method::Sso,
-                        &f2,
-                        &why,
-                    )?)
-                })
-                .await;
+            let _ = app.refused("", Method::Sso, &from, &e.to_string()).await;
             let body =
                 serde_json::json!({"error": "invalid_request", "error_description": e.to_string()});
             return answer(StatusCode::BAD_REQUEST, body.to_string());
