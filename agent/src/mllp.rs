@@ -285,8 +285,8 @@ async fn accept_frames(
 }
 
 /// One MLLP frame's message, its bytes reserved in the in-flight budget as they grow.
-/// `Ok(None)` at a clean end of stream.
-async fn read_frame<R: AsyncBufReadExt + Unpin>(
+/// `Ok(None)` at a clean end of stream. Public for the fuzz targets (tests/fuzz).
+pub async fn read_frame<R: AsyncBufReadExt + Unpin>(
     r: &mut R,
     max: usize,
     budget: &Arc<Semaphore>,
@@ -320,7 +320,16 @@ async fn read_frame<R: AsyncBufReadExt + Unpin>(
                 "connection closed inside a frame",
             ));
         }
-        let (n, done) = match buf.iter().position(|&b| b == END[0]) {
+        let (n, done) = match buf.iter().position(|&b| b == END[0] || b == START) {
+            // A start byte inside a frame: the sender gave up on the message before it and
+            // began again (a restart mid-send). The partial message is dropped rather than
+            // glued to the next one, which would refuse both.
+            Some(p) if buf[p] == START => {
+                r.consume(p + 1);
+                msg.clear();
+                held = None;
+                continue;
+            }
             Some(p) => (p, true),
             None => (buf.len(), false),
         };
@@ -368,6 +377,10 @@ mod tests {
         let (b, _) = read_frame(&mut r, 1000, &budget).await.unwrap().unwrap();
         assert_eq!(b, b"MSH|B");
         assert!(read_frame(&mut r, 1000, &budget).await.unwrap().is_none());
+        // A sender that restarts mid-message: the partial one is dropped, not glued on.
+        let mut r = BufReader::new(&b"\x0bMSH|partial\x0bMSH|whole\x1c\x0d"[..]);
+        let (c, _) = read_frame(&mut r, 1000, &budget).await.unwrap().unwrap();
+        assert_eq!(c, b"MSH|whole");
         let mut r = BufReader::new(&b"junk\x0bMSH\x1c\x0d"[..]);
         assert!(read_frame(&mut r, 1000, &budget).await.is_err());
         let mut r = BufReader::new(&b"\x0bMSH|^~\\&|very long\x1c\x0d"[..]);

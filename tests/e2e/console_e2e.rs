@@ -9,6 +9,7 @@ mod webdriver;
 
 use agent::{count, free_port, start_healthy, wait_for, write_config, Agent};
 use http::{request, Client};
+use phiwatch::console::authz::{Perm, Role};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -1043,14 +1044,16 @@ fn console_config_is_checked() {
     assert!(common::text(&out.stderr).contains("at least 12 characters"));
 }
 
-/// The OpenAPI document is what the server does: Schemathesis (installed by `tests/run`)
-/// generates conforming and non-conforming requests for every operation from
-/// `openapi.json` and checks each answer's status, content type and body against it, and that
-/// nothing is accepted without a session. Logging out (DELETE /api/v1/session) is left out: it
-/// would end the session the run uses (`api_refuses_anonymous_and_underprivileged_on_every_
-/// endpoint` covers it).
+/// The OpenAPI document is what the server does, for every role: Schemathesis (installed by
+/// `tests/run`) generates conforming and non-conforming requests for every operation from
+/// `openapi.json`, signed in as each of the four roles in turn, and checks each answer's
+/// status, content type and body against it, that nothing is accepted without a session, and
+/// with tests/schemathesis/hooks.py that an operation the role may not use answers 401/403
+/// to every request and that no error answer carries a patient id or name the request did
+/// not. Logging out (DELETE /api/v1/session) is left out: it would end the session the run
+/// uses (`api_refuses_anonymous_and_underprivileged_on_every_endpoint` covers it).
 #[test]
-fn openapi_document_matches_the_server() {
+fn openapi_document_matches_the_server_for_every_role() {
     let st = std::env::var("PHIWATCH_SCHEMATHESIS").unwrap_or_else(|_| {
         format!(
             "{}/../target/schemathesis/bin/schemathesis",
@@ -1065,39 +1068,135 @@ fn openapi_document_matches_the_server() {
     let c = clinic(dir.path());
     let po = Client::login(c.port, "olivia", PASSWORD);
     assert_eq!(open_case(&po, 1), 1, "the configuration names case 1");
-    let session = po.cookie.split_once('=').unwrap().1.to_owned();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Schemathesis keeps a cache in its working directory: not in the checkout.
-    let out = Command::new(&st)
-        .current_dir(dir.path())
-        .env("SESSION", &session)
-        .env("CSRF", &po.csrf)
-        .args([
-            "--config-file",
-            root.join("tests/schemathesis/schemathesis.toml")
-                .to_str()
-                .unwrap(),
-            "run",
-            root.join("agent/src/console/openapi.json")
-                .to_str()
-                .unwrap(),
-            "--url",
-            &format!("http://127.0.0.1:{}", c.port),
-            "--exclude-method",
-            "DELETE",
-            "--max-examples",
-            "30",
-            "--workers",
-            "1",
-            "--seed",
-            "1",
-            "--no-color",
-        ])
-        .output()
+    let root = common::repo();
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("agent/src/console/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let phi = clinic_phi();
+    let base = std::fs::read_to_string(root.join("tests/schemathesis/schemathesis.toml")).unwrap();
+    // Everyone signs in first: the runs' generated sign-ins trip the per-address limit.
+    let signed_in: Vec<_> = [
+        ("olivia", Role::PrivacyOfficer),
+        ("ivan", Role::Investigator),
+        ("audrey", Role::Auditor),
+        ("adam", Role::Admin),
+    ]
+    .into_iter()
+    .map(|(user, role)| (user, role, Client::login(c.port, user, PASSWORD)))
+    .collect();
+    for (user, role, client) in signed_in {
+        let perms: Vec<&str> = PERMS
+            .iter()
+            .filter(|p| role.may(**p))
+            .map(|p| p.as_str())
+            .collect();
+        // Valid data to an operation the role may not use is rightly refused (403): the
+        // hooks' authorization check stands in for positive_data_acceptance there.
+        let mut config = base.clone();
+        for (path, ops) in spec["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let need = op["x-phiwatch-permission"].as_str().unwrap();
+                if !perms.contains(&need) && need != "public" {
+                    config.push_str(&format!(
+                        "\n[[operations]]\ninclude-name = \"{} {path}\"\n\
+                         checks.positive_data_acceptance.enabled = false\n",
+                        method.to_uppercase()
+                    ));
+                }
+            }
+        }
+        let config_file = dir.path().join(format!("schemathesis-{user}.toml"));
+        std::fs::write(&config_file, config).unwrap();
+        let session = client.cookie.split_once('=').unwrap().1.to_owned();
+        let judged = dir.path().join(format!("judged-{user}.json"));
+        // Schemathesis keeps a cache in its working directory: not in the checkout.
+        let out = Command::new(&st)
+            .current_dir(dir.path())
+            .env("SESSION", &session)
+            .env("CSRF", &client.csrf)
+            .env("SCHEMATHESIS_HOOKS", "hooks")
+            .env("PYTHONPATH", root.join("tests/schemathesis"))
+            .env("PHIWATCH_PERMS", perms.join(","))
+            .env("PHIWATCH_PHI", phi.join("\n"))
+            .env("PHIWATCH_HOOK_LOG", &judged)
+            .args(["--config-file", config_file.to_str().unwrap(), "run"])
+            .arg(root.join("agent/src/console/openapi.json"))
+            .args([
+                "--url",
+                &format!("http://127.0.0.1:{}", c.port),
+                "--exclude-method",
+                "DELETE",
+                "--max-examples",
+                if role == Role::PrivacyOfficer {
+                    "30"
+                } else {
+                    "12"
+                },
+                "--workers",
+                "1",
+                "--seed",
+                "1",
+                "--no-color",
+            ])
+            .output()
+            .unwrap();
+        let text = common::text(&out.stdout) + &common::text(&out.stderr);
+        assert!(
+            out.status.success(),
+            "as {user} ({}): {text}",
+            role.as_str()
+        );
+        assert!(text.contains(" passed"), "as {user}: {text}");
+        let judged: Value = serde_json::from_str(
+            &std::fs::read_to_string(&judged).expect("the hooks did not load"),
+        )
         .unwrap();
-    let text = common::text(&out.stdout) + &common::text(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains(" passed"), "{text}");
+        for check in ["authorization_holds", "no_phi_in_errors"] {
+            assert!(
+                judged[check].as_u64().unwrap() > 100,
+                "as {user}: {check} judged {judged}"
+            );
+        }
+    }
+}
+
+/// Every permission a route can require.
+const PERMS: [Perm; 11] = [
+    Perm::Public,
+    Perm::Signed,
+    Perm::ReadAlerts,
+    Perm::Triage,
+    Perm::Silence,
+    Perm::ReadCases,
+    Perm::OpenCase,
+    Perm::WorkCase,
+    Perm::DecideCase,
+    Perm::ReadStatus,
+    Perm::AuthorPolicies,
+];
+
+/// The clinic's patient ids, family names and street lines.
+fn clinic_phi() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(common::fixtures().join("clinic/context/Patient.ndjson")).unwrap();
+    let mut phi = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let p: Value = serde_json::from_str(line).unwrap();
+        phi.push(p["id"].as_str().unwrap().to_owned());
+        for n in p["name"].as_array().into_iter().flatten() {
+            phi.extend(n["family"].as_str().map(str::to_owned));
+        }
+        for a in p["address"].as_array().into_iter().flatten() {
+            for l in a["line"].as_array().into_iter().flatten() {
+                phi.extend(l.as_str().map(str::to_owned));
+            }
+        }
+    }
+    phi.sort();
+    phi.dedup();
+    assert!(phi.len() >= 10, "{phi:?}");
+    phi
 }
 
 /// `/backtest`: a privacy officer pastes a draft of snooping.cedar without the neighbor rule
