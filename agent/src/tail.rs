@@ -31,7 +31,11 @@ pub enum TailError {
         path: String,
         source: std::io::Error,
     },
-    #[error("checkpoint file {path} is corrupt: {message}")]
+    #[error(
+        "checkpoint file {path} is corrupt: {message}. Restore it from a backup, or move it \
+         aside to read every file again from the start (stored accesses and findings are \
+         keyed by event id and are not stored twice)"
+    )]
     Checkpoint { path: String, message: String },
 }
 
@@ -240,6 +244,17 @@ impl Tailer {
                     if meta.len() >= c.offset {
                         start = (c.offset, c.line, c.head_len, c.head_sha256.clone());
                         read_head = prefix;
+                    } else {
+                        // Cut below the saved offset while the agent was down (or the
+                        // checkpoint was restored from elsewhere): the bytes past the end are
+                        // gone, so the file is read again; stored accesses and findings are
+                        // keyed by event id and are not stored twice.
+                        tracing::warn!(
+                            path = %path.display(),
+                            checkpoint = c.offset,
+                            size = meta.len(),
+                            "checkpoint points past the end of the file; reading it again from the start"
+                        );
                     }
                 }
             }

@@ -957,3 +957,92 @@ fn a_damaged_store_stops_the_agent_and_is_left_as_it_was() {
         "not a database",
     );
 }
+
+/// A checkpoint pointing past the end of its file (the file was cut while the agent was
+/// down, or the checkpoint came from a backup): said at warn level, the file read again
+/// from the start, nothing stored twice, and lines written afterwards stored. A checkpoint
+/// file that is not JSON stops the agent with what to do, and is left as it was.
+#[test]
+fn a_checkpoint_past_the_end_or_corrupt_is_reported_and_nothing_is_stored_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let cfg = config(d.path(), http, "", "");
+    let log = d.path().join("logs/ehr.ndjson");
+    let lines: String = (0..50)
+        .map(|i| {
+            event(
+                &format!("e{i}"),
+                "rn-ben",
+                "pt-plain",
+                "2026-03-10T10:00:00Z",
+            ) + "\n"
+        })
+        .collect();
+    std::fs::write(&log, &lines).unwrap();
+    let db = d.path().join("data/phiwatch.db");
+    let a = start_healthy(&cfg, http, &[], Duration::from_secs(60));
+    assert!(wait_for(Duration::from_secs(30), || count(
+        &db,
+        "SELECT count(*) FROM accesses"
+    ) == 50));
+    let (status, _) = a.stop();
+    assert!(status.success());
+    let findings = count(&db, "SELECT count(*) FROM findings");
+
+    let cp_path = d.path().join("data/checkpoints/ehr.json");
+    let mut cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cp_path).unwrap()).unwrap();
+    let saved = cp["files"][0]["offset"].as_u64().unwrap();
+    assert_eq!(saved, lines.len() as u64);
+    cp["files"][0]["offset"] = (saved + 100_000).into();
+    std::fs::write(&cp_path, serde_json::to_vec(&cp).unwrap()).unwrap();
+
+    let a = start_healthy(&cfg, http, &[], Duration::from_secs(60));
+    let more = event("e50", "rn-ben", "pt-plain", "2026-03-10T10:05:00Z") + "\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(more.as_bytes())
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(30), || count(
+        &db,
+        "SELECT count(*) FROM accesses"
+    ) == 51));
+    // Let the re-read finish: the checkpoint reaches the end again.
+    assert!(wait_for(Duration::from_secs(30), || {
+        let cp: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cp_path).unwrap_or_default())
+                .unwrap_or_default();
+        cp["files"][0]["offset"].as_u64() == Some((lines.len() + more.len()) as u64)
+    }));
+    let (status, err) = a.stop();
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("checkpoint points past the end of the file"),
+        "{err}"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM accesses"), 51);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM findings WHERE event_id != 'e50'"),
+        findings,
+        "findings stored twice"
+    );
+
+    // Not JSON: the agent stops, says what to do and leaves the file.
+    std::fs::write(&cp_path, b"{\"files\": [ torn").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = common::text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the agent ran on a corrupt checkpoint"
+    );
+    assert!(
+        err.contains("is corrupt") && err.contains("move it aside"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&cp_path).unwrap(), b"{\"files\": [ torn");
+}
