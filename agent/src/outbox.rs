@@ -48,6 +48,18 @@ pub fn due(conn: &Connection, now_ms: i64, limit: u32) -> rusqlite::Result<Vec<D
     rows.collect()
 }
 
+/// The wall clock went back `back_ms` (an NTP step, a VM restored from a snapshot): alert
+/// notifications queued since, whose creation now lies in the future, move back with it, so
+/// their group wait is counted from when they were queued rather than held for the hours the
+/// clock lost. Case reminders are calendar dates and stay. Returns the rows moved.
+pub fn rebase(tx: &Transaction<'_>, now_ms: i64, back_ms: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE outbox SET due_ms = due_ms - ?2, created_ms = created_ms - ?2
+         WHERE state = 'pending' AND case_id IS NULL AND created_ms > ?1",
+        params![now_ms, back_ms],
+    )
+}
+
 /// Whether a notification of `alert` waits for `receiver`.
 pub fn waiting(conn: &Connection, alert: i64, receiver: &str) -> rusqlite::Result<bool> {
     conn.query_row(

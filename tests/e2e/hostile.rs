@@ -10,7 +10,9 @@
 //! 6. grouping 40,000 findings on one user and patient (and health while it runs);
 //! 7. records naming several patients, or an application before the clinician;
 //! 8. a UDP flood while detection is held back: every datagram stored or counted;
-//! 9. stalled frames, handshakes and headers; over-long lines, odd times and ids.
+//! 9. stalled frames, handshakes and headers; over-long lines, odd times and ids;
+//! 10. a damaged store, a checkpoint past the end of its file or not JSON;
+//! 11. the system clock stepped back and forward by hours while the agent runs.
 
 mod agent;
 mod common;
@@ -1045,4 +1047,164 @@ fn a_checkpoint_past_the_end_or_corrupt_is_reported_and_nothing_is_stored_twice(
         "{err}"
     );
     assert_eq!(std::fs::read(&cp_path).unwrap(), b"{\"files\": [ torn");
+}
+
+/// libfaketime (Debian `libfaketime`, installed by tests/run) steps the agent's wall clock
+/// through a file it re-reads on every call; the monotonic clock runs on, as on a real host
+/// whose clock NTP steps.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// A webhook receiver on loopback: every body it was sent, in order.
+fn webhook_sink(port: u16) -> std::sync::Arc<Mutex<Vec<serde_json::Value>>> {
+    let got = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let sink = sink.clone();
+                    async move {
+                        let v = serde_json::from_slice(&body).unwrap_or_default();
+                        sink.lock().unwrap().push(v);
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            );
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    got
+}
+
+/// The system clock stepped back three hours and then forward five while the agent runs:
+/// every access stored once, every alert notified once and without waiting for the lost
+/// hours (a notification queued just before the step back used to wait three hours), and a
+/// case's deadlines stay those of its recorded discovery date.
+#[test]
+fn clock_steps_lose_nothing_and_hold_nothing_back() {
+    assert!(
+        Path::new(FAKETIME).exists(),
+        "libfaketime is not installed at {FAKETIME}: run the tests with tests/run"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let (http, hook) = (free_port(), free_port());
+    let got = webhook_sink(hook);
+    std::fs::write(
+        d.path().join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_by = [\"user\", \"patient\", \"category\"]\ngroup_wait = \"5s\"\n\
+             group_interval = \"1m\"\nrepeat_interval = \"7d\"\n\
+             [[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook}/hook\"\n\
+             [[route]]\nreceivers = [\"siem\"]\n"
+        ),
+    )
+    .unwrap();
+    let cfg = config(
+        d.path(),
+        http,
+        &format!("routing = \"{}/routing.toml\"", d.path().display()),
+        "",
+    );
+    let offset = d.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let env = [
+        ("LD_PRELOAD", FAKETIME),
+        ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let db = d.path().join("data/phiwatch.db");
+    let log = d.path().join("logs/ehr.ndjson");
+    std::fs::write(&log, "").unwrap();
+    let a = start_healthy(&cfg, http, &env, Duration::from_secs(60));
+    let append = |batch: usize| {
+        let lines: String = (0..3)
+            .map(|i| {
+                let n = batch * 3 + i;
+                event(
+                    &format!("e{n}"),
+                    "clerk-cal",
+                    &format!("pt-{n}"),
+                    "2026-03-10T10:00:00Z",
+                ) + "\n"
+            })
+            .collect();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+    };
+    let notified_once = |stored: i64| {
+        let alerts = count(&db, "SELECT count(*) FROM alerts");
+        let got = got.lock().unwrap();
+        let mut ids: Vec<i64> = got
+            .iter()
+            .filter_map(|v| v["alert"]["alert_id"].as_i64())
+            .collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(n, ids.len(), "an alert notified twice: {got:?}");
+        count(&db, "SELECT count(*) FROM accesses") == stored
+            && alerts > 0
+            && ids.len() as i64 == alerts
+    };
+
+    // Step back just after the first alerts are queued, inside their group wait.
+    append(0);
+    assert!(wait_for(Duration::from_secs(30), || count(
+        &db,
+        "SELECT count(*) FROM outbox"
+    ) > 0));
+    std::fs::write(&offset, "-3h\n").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || notified_once(3)),
+        "held back by the step: {:?}",
+        got.lock().unwrap()
+    );
+    let case = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+            .args(["case"])
+            .args(args)
+            .args(["--config", cfg.to_str().unwrap()])
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::text(&out.stderr));
+        common::text(&out.stdout)
+    };
+    case(&["open", "--alert", "1", "--by", "olivia"]);
+    case(&["determine", "1", "--outcome", "breach", "--by", "olivia"]);
+    let deadlines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.to_ascii_lowercase().contains("deadline") || l.contains("due"))
+            .map(|l| l.split(" (").next().unwrap_or(l).to_owned())
+            .collect()
+    };
+    let before = deadlines(&case(&["show", "1"]));
+    assert!(!before.is_empty(), "no deadlines shown");
+
+    append(1);
+    assert!(wait_for(Duration::from_secs(30), || notified_once(6)));
+    std::fs::write(&offset, "+5h\n").unwrap();
+    append(2);
+    assert!(wait_for(Duration::from_secs(30), || notified_once(9)));
+    assert_eq!(deadlines(&case(&["show", "1"])), before);
+    let (status, err) = a.stop();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("the system clock went back 10800 s"), "{err}");
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT event_id) FROM accesses"),
+        9
+    );
 }

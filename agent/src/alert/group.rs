@@ -157,6 +157,16 @@ pub fn mark_sent(tx: &Transaction<'_>, alert: i64, now_ms: i64) -> rusqlite::Res
     Ok(())
 }
 
+/// The wall clock went back `back_ms`: last-sent times now in the future move back with it,
+/// so the next group interval is not held for the hours the clock lost (see
+/// [`crate::outbox::rebase`]).
+pub fn rebase_sent(tx: &Transaction<'_>, now_ms: i64, back_ms: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE alerts SET last_sent_ms = last_sent_ms - ?2 WHERE last_sent_ms > ?1",
+        params![now_ms, back_ms],
+    )
+}
+
 /// Queues one notification per receiver unless one is already waiting (it will carry the
 /// alert as it is when sent). Returns how many rows were added.
 pub fn enqueue(

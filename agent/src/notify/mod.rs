@@ -93,7 +93,13 @@ pub struct Dispatcher {
     http: reqwest::Client,
     smtp: Transports,
     metrics: Arc<NotifyMetrics>,
+    /// The wall clock and the monotonic clock at the last tick: a step back of the wall
+    /// clock shows as the two disagreeing.
+    clock: Option<(i64, std::time::Instant)>,
 }
+
+/// A wall clock behind the monotonic one by more than this has been stepped back.
+const CLOCK_STEP_MS: i64 = 60_000;
 
 struct Due {
     id: i64,
@@ -171,7 +177,36 @@ impl Dispatcher {
             http,
             smtp,
             metrics,
+            clock: None,
         })
+    }
+
+    /// How far the wall clock went back since the last tick, when it did by more than
+    /// [`CLOCK_STEP_MS`].
+    fn stepped_back(&mut self, now: i64) -> Option<i64> {
+        let expected = self
+            .clock
+            .map(|(wall, at)| wall + at.elapsed().as_millis() as i64);
+        self.clock = Some((now, std::time::Instant::now()));
+        expected
+            .map(|e| e - now)
+            .filter(|back| *back > CLOCK_STEP_MS)
+    }
+
+    /// Moves what the lost time would hold up back with the clock (see [`outbox::rebase`]).
+    fn follow_clock(&mut self, conn: &mut Connection, now: i64) -> rusqlite::Result<()> {
+        let Some(back) = self.stepped_back(now) else {
+            return Ok(());
+        };
+        let tx = conn.transaction()?;
+        let queued = outbox::rebase(&tx, now, back)?;
+        crate::alert::group::rebase_sent(&tx, now, back)?;
+        tx.commit()?;
+        tracing::warn!(
+            "the system clock went back {} s; {queued} waiting notifications keep their wait",
+            back / 1000
+        );
+        Ok(())
     }
 
     /// Runs until the task is dropped.
@@ -210,6 +245,7 @@ impl Dispatcher {
                 Err(e) => tracing::error!("routing reload: {e}"),
             }
         }
+        self.follow_clock(conn, now_ms())?;
         self.schedule_repeats(conn)?;
         let now = now_ms();
         let due: Vec<Due> = outbox::due(conn, now, 50)?
