@@ -36,7 +36,7 @@ pub struct IntakeMetrics {
     pub accept_errors: AtomicU64,
     /// Records dropped because the spool was at its cap (datagrams only).
     pub spool_dropped: AtomicU64,
-    /// Bytes the spool holds on disk, and 1 while it is at its cap.
+    /// Bytes the spool holds on disk, and 1 while it is at its cap or its disk is full.
     pub spool_bytes: AtomicU64,
     pub spool_full: std::sync::atomic::AtomicBool,
     /// Datagrams the kernel dropped for this socket (`/proc/net/udp*` drops), and the
@@ -71,6 +71,8 @@ pub struct Spool {
     rotated_bytes: u64,
     /// The size of the last record refused at the cap (0 once one is taken again).
     refused_len: u64,
+    /// The last write failed for want of space on the disk (ENOSPC, EDQUOT).
+    disk_full: bool,
     metrics: Option<std::sync::Arc<IntakeMetrics>>,
 }
 
@@ -103,6 +105,7 @@ impl Spool {
             cap_bytes: DEFAULT_CAP_BYTES,
             rotated_bytes: 0,
             refused_len: 0,
+            disk_full: false,
             metrics: None,
         };
         s.measure();
@@ -155,8 +158,10 @@ impl Spool {
             m.spool_bytes.store(self.bytes(), Relaxed);
             // Full while the last refused record still would not fit: a periodic re-measure
             // must not report room that the records being refused do not have.
-            m.spool_full
-                .store(self.bytes() + self.refused_len >= self.cap_bytes, Relaxed);
+            m.spool_full.store(
+                self.disk_full || self.bytes() + self.refused_len >= self.cap_bytes,
+                Relaxed,
+            );
         }
     }
 
@@ -189,19 +194,31 @@ impl Spool {
                 .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
         );
         line.push(b'\n');
-        self.file.write_all(&line)?;
+        if let Err(e) = self.file.write_all(&line) {
+            // A short write (the disk filled mid-line) leaves part of the record: cut it off,
+            // so the record written again later starts a line of its own.
+            let _ = self.file.set_len(self.size);
+            if is_disk_full(&e) {
+                self.disk_full = true;
+                self.report();
+            }
+            return Err(e.into());
+        }
         self.size += line.len() as u64;
         self.dirty = true;
         self.refused_len = 0;
+        if std::mem::take(&mut self.disk_full) {
+            self.report();
+        }
         if self.size >= self.max_bytes {
             self.rotate()?;
         }
         Ok(())
     }
 
-    /// Appends, waiting while the spool is full: for receivers that can hold the sender
-    /// back (streams), so a full spool slows the sender instead of losing records. Gives up
-    /// after `patience`.
+    /// Appends, waiting while the spool or its disk is full: for receivers that can hold the
+    /// sender back (streams), so a full spool slows the sender instead of losing records.
+    /// Gives up after `patience`.
     pub fn append_waiting(
         spool: &SharedSpool,
         record: &[u8],
@@ -214,8 +231,12 @@ impl Spool {
                 .map_err(|_| std::io::Error::other("spool lock poisoned"))?
                 .append(record);
             match r {
-                Err(AppendError::Full(f)) if std::time::Instant::now() < until => {
-                    let _ = f;
+                Err(AppendError::Full(_)) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(AppendError::Io(e))
+                    if is_disk_full(&e) && std::time::Instant::now() < until =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 other => return other,
@@ -260,6 +281,12 @@ impl Spool {
     pub fn active(&self) -> &Path {
         &self.active
     }
+}
+
+/// No space left on the device, or the user's quota is spent: space an operator can free,
+/// after which the same write succeeds.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::EDQUOT)
 }
 
 #[cfg(test)]

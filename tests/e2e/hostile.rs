@@ -1208,3 +1208,200 @@ fn clock_steps_lose_nothing_and_hold_nothing_back() {
         9
     );
 }
+
+/// An MLLP frame around `msg`.
+fn mllp_frame(msg: &str) -> Vec<u8> {
+    [&[0x0b][..], msg.as_bytes(), &[0x1c, 0x0d]].concat()
+}
+
+/// Sends one MLLP frame and returns its ACK's MSA-1, or `None` when the connection failed.
+fn mllp_ack(s: &mut TcpStream, msg: &str) -> Option<String> {
+    s.write_all(&mllp_frame(msg)).ok()?;
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    while !buf.windows(2).any(|w| w == [0x1c, 0x0d]) {
+        let n = s.read(&mut b).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let msa = text.split('\r').find(|seg| seg.starts_with("MSA|"))?;
+    Some(msa.split('|').nth(1)?.to_owned())
+}
+
+/// `sql`'s count in the store at `db` as the process `pid` sees it (in its own mount
+/// namespace), read by Python's sqlite3 entered into that namespace: SQLite resolves the
+/// `/proc/PID/root` link to the caller's own root, which holds another file.
+fn ns_count(pid: u32, db: &Path, sql: &str) -> i64 {
+    let out = Command::new("nsenter")
+        .args(["--target", &pid.to_string(), "--user", "--mount", "--preserve-credentials"])
+        .args(["python3", "-c"])
+        .arg("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    common::text(&out.stdout).trim().parse().unwrap_or(-1)
+}
+
+/// The data directory (store, spools, checkpoints) on a 16 MB tmpfs that only the agent sees
+/// (its own mount namespace, made by util-linux `unshare`), filled up while the agent runs
+/// and then freed: while full, nothing read is checkpointed, MLLP messages are answered
+/// `AE` (never `AA`), `/healthz` answers 503 and the store errors are counted; once space is
+/// freed the agent catches up with every access once and every message resent once.
+#[test]
+fn a_full_disk_holds_intake_back_and_loses_nothing() {
+    let _g = heavy();
+    let d = tempfile::tempdir().unwrap();
+    let dp = d.path();
+    let (http, mllp) = (free_port(), free_port());
+    let data = dp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(dp.join("logs")).unwrap();
+    let cfg = dp.join("phiwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{data}\"\n[[context]]\nkind = \"fhir\"\npath = \"{ctx}\"\n[[context]]\nkind = \"mllp\"\nname = \"adt\"\nlisten = \"127.0.0.1:{mllp}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\nmax_detection_lag_seconds = 2\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\npoll_ms = 20\n",
+            data = data.display(),
+            d = dp.display(),
+            ctx = clinic_context().display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=16m tmpfs '{}' && exec '{}' run --config '{}'",
+            data.display(),
+            env!("CARGO_BIN_EXE_phiwatch"),
+            cfg.display()
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let a = Agent(child);
+    assert!(
+        wait_for(Duration::from_secs(60), || get(http, "/healthz")
+            .is_some_and(|b| b.contains("200 OK"))),
+        "agent never became healthy"
+    );
+    // The tmpfs as the agent sees it.
+    let seen = PathBuf::from(format!("/proc/{}/root{}", a.0.id(), data.display()));
+    assert!(
+        seen.join("phiwatch.db").exists(),
+        "the store is not on the agent's tmpfs"
+    );
+    let pid = a.0.id();
+    let count = |sql: &str| ns_count(pid, &data.join("phiwatch.db"), sql);
+    let mut s = TcpStream::connect(("127.0.0.1", mllp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let adt = |i: usize| {
+        format!(
+            "MSH|^~\\&|EHR|HOSP|PHIWATCH|HOSP|20260310080000||ADT^A01^ADT_A01|D{i:04}|P|2.5\rEVN|A01|20260310080000\rPID|1||MRN-{i}^^^HOSP^MR||PATIENT^N{i}\rPV1||I|CAR^1^A\r"
+        )
+    };
+    assert_eq!(mllp_ack(&mut s, &adt(0)).as_deref(), Some("AA"));
+
+    // Fill the disk.
+    let filler = seen.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+    }
+    eprintln!(
+        "filler: {} bytes",
+        std::fs::metadata(&filler).unwrap().len()
+    );
+    // Enough for the store to need new pages: its free pages and the WAL's are reused first.
+    let total = 20_000;
+    let lines: String = (0..total)
+        .map(|i| {
+            event(
+                &format!("f{i}"),
+                "rn-ben",
+                "pt-plain",
+                "2026-03-10T10:00:00Z",
+            ) + "\n"
+        })
+        .collect();
+    std::fs::write(dp.join("logs/ehr.ndjson"), &lines).unwrap();
+    // The last page of the spool file may still hold a message or two: those are stored
+    // and rightly acknowledged. The rest must not be.
+    let mut refused = Vec::new();
+    for i in 1..=200 {
+        match mllp_ack(&mut s, &adt(i)).as_deref() {
+            Some("AA") => {}
+            other => {
+                assert!(matches!(other, Some("AE") | None), "message {i}: {other:?}");
+                refused.push(i);
+                if other.is_none() {
+                    s = TcpStream::connect(("127.0.0.1", mllp)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "every message acknowledged on a full disk"
+    );
+    eprintln!(
+        "{} of 200 MLLP messages refused (AE) on the full disk",
+        refused.len()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || get(http, "/healthz")
+            .is_some_and(|b| b.contains("503"))),
+        "healthz stayed 200 on a full disk"
+    );
+    let errors = agent::metric(http, "phiwatch_store_errors_total").unwrap_or(0.0);
+    let checkpoint = |path: &Path| -> u64 {
+        let cp: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or_default();
+        cp["files"][0]["offset"].as_u64().unwrap_or(0)
+    };
+    let cp_path = seen.join("checkpoints/ehr.json");
+    // Reading stalls: the checkpoint stands still short of the end. (The store cannot be
+    // opened from outside while the disk is full; that nothing was checkpointed past what
+    // was stored shows below, as every access arriving once.)
+    let held = checkpoint(&cp_path);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(checkpoint(&cp_path), held, "reading went on on a full disk");
+    assert!(
+        held < lines.len() as u64,
+        "everything checkpointed on a full disk"
+    );
+
+    // Free the space: everything arrives, once.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(60), || count(
+            "SELECT count(*) FROM accesses"
+        ) == total),
+        "accesses after space was freed: {}",
+        count("SELECT count(*) FROM accesses")
+    );
+    for i in refused {
+        assert_eq!(
+            mllp_ack(&mut s, &adt(i)).as_deref(),
+            Some("AA"),
+            "resent {i}"
+        );
+    }
+    assert!(wait_for(Duration::from_secs(30), || get(http, "/healthz")
+        .is_some_and(|b| b.contains("200 OK"))));
+    eprintln!("caught up {:?} after space was freed", freed.elapsed());
+    assert!(wait_for(Duration::from_secs(30), || count(
+        "SELECT count(*) FROM context_journal"
+    ) == 201));
+    assert!(wait_for(Duration::from_secs(30), || checkpoint(&cp_path)
+        == lines.len() as u64));
+    let (status, err) = a.stop();
+    assert!(status.success(), "{err}");
+    assert!(errors > 0.0 || err.contains("No space left"), "{err}");
+}

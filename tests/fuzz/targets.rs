@@ -7,8 +7,8 @@
 //! - `cargo test -p phiwatch --test fuzz` (stable, what CI runs): every kept input under
 //!   `tests/fuzz/__fuzz__/<target>/{corpus,crashes}` and then random inputs for
 //!   `BOLERO_RANDOM_TEST_TIME_MS` (1 s by default; `.ci/run` gives each target 30 s);
-//! - `tests/fuzz/run [SECONDS]` (nightly, libFuzzer, coverage guided, 256 MB RSS cap per
-//!   input): grows the corpus and writes any crash into `crashes/`, where the stable run
+//! - `tests/fuzz/run [SECONDS]` (libFuzzer through cargo-bolero, coverage guided, 256 MB RSS
+//!   cap): grows the corpus and writes any crash into `crashes/`, where the plain test run
 //!   replays it from then on.
 //!
 //! Inputs starting with an even byte are raw bytes; with an odd byte, the rest is cut at 0xFF
