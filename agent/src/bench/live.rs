@@ -29,7 +29,7 @@ pub struct LiveOptions {
     pub dir: Option<PathBuf>,
 }
 
-struct Daemon(Child);
+pub(super) struct Daemon(pub(super) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -212,13 +212,26 @@ fn restamp(line: &str, now: &str) -> String {
     format!("{}{now}{}", &line[..start], &line[end..])
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn healthy(port: u16) -> bool {
+/// The body of a GET on the daemon's HTTP port.
+pub(super) fn get(port: u16, path: &str) -> Result<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+pub(super) fn healthy(port: u16) -> bool {
     use std::io::Read;
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -232,7 +245,7 @@ fn healthy(port: u16) -> bool {
     body.contains("200 OK")
 }
 
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+pub(super) fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f() {
@@ -261,7 +274,7 @@ fn delays(db: &Path) -> Result<Vec<i64>> {
     Ok(v)
 }
 
-fn peak_rss_kb(pid: u32) -> Result<u64> {
+pub(super) fn peak_rss_kb(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

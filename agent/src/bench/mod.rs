@@ -7,6 +7,7 @@ pub mod context;
 pub mod csv;
 pub mod live;
 pub mod plugins;
+pub mod udp;
 
 use crate::context::load_context;
 use crate::decode::{decode_audit_event, Decoded};

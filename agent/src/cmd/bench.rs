@@ -55,6 +55,15 @@ pub struct BenchArgs {
     /// plugins (accesses/s, and ratios to the scan that stored them).
     #[arg(long, conflicts_with_all = ["live", "console", "plugins", "context", "csv"])]
     backtest: bool,
+    /// Benchmark syslog over UDP instead: ~1 KB ATNA datagrams into the daemon at rising
+    /// rates (5,000 to 320,000 a second, 2 s each) until some are lost, beside a bare socket
+    /// that only counts them; losses are the kernel's drops for the socket.
+    #[arg(long, conflicts_with_all = ["live", "console", "plugins", "context", "csv", "backtest"])]
+    udp: bool,
+    /// --udp: the receive buffer asked for (`recv_buffer_bytes`; the kernel caps it at
+    /// net.core.rmem_max); default: the kernel's.
+    #[arg(long, requires = "udp")]
+    recv_buffer: Option<usize>,
     /// --context: practitioners.
     #[arg(long, default_value_t = 30_000)]
     staff: usize,
@@ -85,6 +94,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             poll_ms: a.poll_ms,
             dir: a.dir,
         });
+    }
+    if a.udp {
+        return phiwatch::bench::udp::run(a.recv_buffer).map(|r| print!("{r}"));
     }
     if a.console {
         return phiwatch::bench::console::run(a.alerts, a.rounds.max(1)).map(|r| print!("{r}"));
