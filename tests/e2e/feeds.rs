@@ -5,10 +5,10 @@
 
 mod agent;
 mod common;
+mod mllp;
 
 use agent::{count, free_port, get, start_healthy, wait_for, Agent};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
@@ -241,30 +241,6 @@ fn admission(i: usize) -> String {
     )
 }
 
-fn frame(msg: &str) -> Vec<u8> {
-    let mut v = vec![0x0b];
-    v.extend_from_slice(msg.as_bytes());
-    v.extend_from_slice(&[0x1c, 0x0d]);
-    v
-}
-
-/// Sends one frame and reads its ACK's MSA-1 (`None`: the connection failed).
-fn exchange(s: &mut TcpStream, msg: &[u8]) -> Option<String> {
-    s.write_all(msg).ok()?;
-    let mut buf = Vec::new();
-    let mut b = [0u8; 4096];
-    while !buf.windows(2).any(|w| w == [0x1c, 0x0d]) {
-        let n = s.read(&mut b).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&b[..n]);
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let msa = text.split('\r').find(|seg| seg.starts_with("MSA|"))?;
-    Some(msa.split('|').nth(1)?.to_owned())
-}
-
 fn connect(port: u16) -> TcpStream {
     let mut s = None;
     assert!(wait_for(Duration::from_secs(60), || {
@@ -300,17 +276,17 @@ fn mllp_acknowledges_what_is_stored_and_kill_9_loses_nothing() {
     let mut s = connect(mllp);
     // Malformed and foreign messages first.
     assert_eq!(
-        exchange(&mut s, &frame("NOT AN HL7 MESSAGE")).as_deref(),
+        mllp::exchange(&mut s, &mllp::frame("NOT AN HL7 MESSAGE")).as_deref(),
         Some("AE")
     );
     assert_eq!(
-        exchange(&mut s, &frame("MSH|^~\\&|A\rSMITH JOHN|X")).as_deref(),
+        mllp::exchange(&mut s, &mllp::frame("MSH|^~\\&|A\rSMITH JOHN|X")).as_deref(),
         Some("AE")
     );
     assert_eq!(
-        exchange(
+        mllp::exchange(
             &mut s,
-            &frame("MSH|^~\\&|LAB|H|X|Y|2026||ORU^R01|L1|P|2.5\rPID|1||MRN-1\r")
+            &mllp::frame("MSH|^~\\&|LAB|H|X|Y|2026||ORU^R01|L1|P|2.5\rPID|1||MRN-1\r")
         )
         .as_deref(),
         Some("AR")
@@ -326,7 +302,7 @@ fn mllp_acknowledges_what_is_stored_and_kill_9_loses_nothing() {
             let _ = agent.0.wait();
             agent = Agent::start(&config);
         }
-        match exchange(&mut s, &frame(&admission(i))) {
+        match mllp::exchange(&mut s, &mllp::frame(&admission(i))) {
             Some(code) => {
                 assert_eq!(code, "AA", "message {i}");
                 acked += 1;

@@ -17,6 +17,8 @@
 mod agent;
 mod common;
 mod http;
+mod mllp;
+mod serve;
 
 use agent::{count, free_port, get, metric, start_healthy, wait_for, Agent};
 use std::io::{Read, Write};
@@ -1058,29 +1060,18 @@ const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 fn webhook_sink(port: u16) -> std::sync::Arc<Mutex<Vec<serde_json::Value>>> {
     let got = std::sync::Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |body: axum::body::Bytes| {
-                    let sink = sink.clone();
-                    async move {
-                        let v = serde_json::from_slice(&body).unwrap_or_default();
-                        sink.lock().unwrap().push(v);
-                        axum::http::StatusCode::OK
-                    }
-                }),
-            );
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .unwrap();
-            axum::serve(l, app).await.unwrap();
-        });
-    });
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let v = serde_json::from_slice(&body).unwrap_or_default();
+                sink.lock().unwrap().push(v);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    serve::serve(port, app);
     got
 }
 
@@ -1209,28 +1200,6 @@ fn clock_steps_lose_nothing_and_hold_nothing_back() {
     );
 }
 
-/// An MLLP frame around `msg`.
-fn mllp_frame(msg: &str) -> Vec<u8> {
-    [&[0x0b][..], msg.as_bytes(), &[0x1c, 0x0d]].concat()
-}
-
-/// Sends one MLLP frame and returns its ACK's MSA-1, or `None` when the connection failed.
-fn mllp_ack(s: &mut TcpStream, msg: &str) -> Option<String> {
-    s.write_all(&mllp_frame(msg)).ok()?;
-    let mut buf = Vec::new();
-    let mut b = [0u8; 4096];
-    while !buf.windows(2).any(|w| w == [0x1c, 0x0d]) {
-        let n = s.read(&mut b).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&b[..n]);
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let msa = text.split('\r').find(|seg| seg.starts_with("MSA|"))?;
-    Some(msa.split('|').nth(1)?.to_owned())
-}
-
 /// `sql`'s count in the store at `db` as the process `pid` sees it (in its own mount
 /// namespace), read by Python's sqlite3 entered into that namespace: SQLite resolves the
 /// `/proc/PID/root` link to the caller's own root, which holds another file.
@@ -1303,7 +1272,10 @@ fn a_full_disk_holds_intake_back_and_loses_nothing() {
             "MSH|^~\\&|EHR|HOSP|PHIWATCH|HOSP|20260310080000||ADT^A01^ADT_A01|D{i:04}|P|2.5\rEVN|A01|20260310080000\rPID|1||MRN-{i}^^^HOSP^MR||PATIENT^N{i}\rPV1||I|CAR^1^A\r"
         )
     };
-    assert_eq!(mllp_ack(&mut s, &adt(0)).as_deref(), Some("AA"));
+    assert_eq!(
+        mllp::exchange(&mut s, &mllp::frame(&adt(0))).as_deref(),
+        Some("AA")
+    );
 
     // Fill the disk.
     let filler = seen.join("filler");
@@ -1333,7 +1305,7 @@ fn a_full_disk_holds_intake_back_and_loses_nothing() {
     // and rightly acknowledged. The rest must not be.
     let mut refused = Vec::new();
     for i in 1..=200 {
-        match mllp_ack(&mut s, &adt(i)).as_deref() {
+        match mllp::exchange(&mut s, &mllp::frame(&adt(i))).as_deref() {
             Some("AA") => {}
             other => {
                 assert!(matches!(other, Some("AE") | None), "message {i}: {other:?}");
@@ -1388,7 +1360,7 @@ fn a_full_disk_holds_intake_back_and_loses_nothing() {
     );
     for i in refused {
         assert_eq!(
-            mllp_ack(&mut s, &adt(i)).as_deref(),
+            mllp::exchange(&mut s, &mllp::frame(&adt(i))).as_deref(),
             Some("AA"),
             "resent {i}"
         );

@@ -6,6 +6,7 @@
 
 mod agent;
 mod common;
+mod serve;
 
 use agent::{count, free_port, get, metric, start_healthy, wait_for, write_config, Agent};
 use base64::Engine;
@@ -82,50 +83,39 @@ fn verify(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<String> {
 
 /// A real HTTP server on loopback, in its own thread and runtime.
 fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(
-                    move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                        let hooks = hooks.clone();
-                        async move {
-                            let mut h = hooks.lock().unwrap();
-                            h.seen += 1;
-                            if h.seen <= h.fail_first {
-                                return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let hooks = hooks.clone();
+                async move {
+                    let mut h = hooks.lock().unwrap();
+                    h.seen += 1;
+                    if h.seen <= h.fail_first {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    match verify(&headers, &body) {
+                        Some(id) => {
+                            let v = serde_json::from_slice(&body).unwrap();
+                            h.accepted.push((id, v));
+                            if let Some(pid) = h.kill_before_answer.take() {
+                                // The agent dies after sending, before it learns the
+                                // outcome: the same as dying before the commit.
+                                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                                std::thread::sleep(Duration::from_millis(200));
                             }
-                            match verify(&headers, &body) {
-                                Some(id) => {
-                                    let v = serde_json::from_slice(&body).unwrap();
-                                    h.accepted.push((id, v));
-                                    if let Some(pid) = h.kill_before_answer.take() {
-                                        // The agent dies after sending, before it learns the
-                                        // outcome: the same as dying before the commit.
-                                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                                        std::thread::sleep(Duration::from_millis(200));
-                                    }
-                                    axum::http::StatusCode::OK
-                                }
-                                None => {
-                                    h.bad_signatures += 1;
-                                    axum::http::StatusCode::UNAUTHORIZED
-                                }
-                            }
+                            axum::http::StatusCode::OK
                         }
-                    },
-                ),
-            );
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .unwrap();
-            axum::serve(l, app).await.unwrap();
-        });
-    });
+                        None => {
+                            h.bad_signatures += 1;
+                            axum::http::StatusCode::UNAUTHORIZED
+                        }
+                    }
+                }
+            },
+        ),
+    );
+    serve::serve(port, app);
 }
 
 /// The clinic fixture's events, appended to the log the agent tails.

@@ -31,6 +31,22 @@ pub struct LiveOptions {
 
 pub(super) struct Daemon(pub(super) Child);
 
+impl Daemon {
+    /// `phiwatch run --config CONFIG` from this very binary, its output discarded.
+    pub(super) fn start(config: &Path) -> Result<Daemon> {
+        let exe = std::env::current_exe().context("locating the phiwatch binary")?;
+        Ok(Daemon(
+            Command::new(exe)
+                .args(["run", "--config"])
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting phiwatch run")?,
+        ))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
@@ -71,17 +87,8 @@ pub fn run(o: &LiveOptions) -> Result<()> {
 
     let run_dir = dir.join("agent");
     let (config, port) = agent_config(&run_dir, &ds.context, o.poll_ms)?;
-    let exe = std::env::current_exe().context("locating the phiwatch binary")?;
     let started = Instant::now();
-    let daemon = Daemon(
-        Command::new(exe)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting phiwatch run")?,
-    );
+    let daemon = Daemon::start(&config)?;
     wait(Duration::from_secs(300), || healthy(port))?;
     let ready = started.elapsed();
     let db = run_dir.join("data/phiwatch.db");

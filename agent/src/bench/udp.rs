@@ -9,11 +9,10 @@
 //! datagrams the daemon stores are counted by `phiwatch_source_received_total`.
 
 use super::live::{free_port, healthy, peak_rss_kb, wait, Daemon};
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use std::fmt::Write as _;
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,16 +164,7 @@ fn start_daemon(dir: &Path, recv_buffer: Option<usize>) -> Result<(Daemon, u16, 
             c = ctx.display(),
         ),
     )?;
-    let exe = std::env::current_exe().context("locating the phiwatch binary")?;
-    let daemon = Daemon(
-        Command::new(exe)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting phiwatch run")?,
-    );
+    let daemon = Daemon::start(&config)?;
     wait(Duration::from_secs(120), || healthy(http))?;
     Ok((daemon, http, udp))
 }
