@@ -245,8 +245,12 @@ async fn serve_streams(
                     match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => read_stream(s, peer, &limits, &name, &spool, &m).await,
                         Ok(Err(e)) => {
+                            // Anyone can open a connection and close it: said once per 10 s.
+                            static FAILED: RateLimited = RateLimited::new(Duration::from_secs(10));
                             m.rejected.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(source = %name, %peer, "TLS handshake failed: {e}");
+                            if let Some(n) = FAILED.hit() {
+                                tracing::warn!(source = %name, %peer, "TLS handshake failed ({n} since last said): {e}");
+                            }
                         }
                         Err(_) => {
                             m.timeouts.fetch_add(1, Ordering::Relaxed);

@@ -1377,3 +1377,84 @@ fn a_full_disk_holds_intake_back_and_loses_nothing() {
     assert!(status.success(), "{err}");
     assert!(errors > 0.0 || err.contains("No space left"), "{err}");
 }
+
+/// 10,000 idle connections to a TCP listener, then 10,000 to a TLS listener that never
+/// begin their handshake: each is held (at most the cap) or closed on arrival and counted,
+/// the agent's descriptors and memory stay flat, `/healthz` answers throughout, the held
+/// ones are cut off by the idle and handshake timeouts, and a real sender then gets in.
+#[test]
+fn ten_thousand_idle_connections_keep_descriptors_and_memory_flat() {
+    let _turn = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::write_localhost_cert(d);
+    let (http, tcp, tls) = (free_port(), free_port(), free_port());
+    let cfg = config(
+        d,
+        http,
+        "",
+        &format!(
+            "[[source]]\nkind = \"syslog\"\nname = \"atna-tcp\"\nlisten = \"127.0.0.1:{tcp}\"\ntransport = \"tcp\"\nidle_timeout_seconds = 3\n[[source]]\nkind = \"syslog\"\nname = \"atna-tls\"\nlisten = \"127.0.0.1:{tls}\"\ntransport = \"tls\"\ntls_cert = \"{d}/cert.pem\"\ntls_key = \"{d}/key.pem\"\nframe_timeout_seconds = 2\n",
+            d = d.display()
+        ),
+    );
+    let a = start_healthy(&cfg, http, &[], Duration::from_secs(60));
+    let pid = a.0.id();
+    let rss0 = rss_kib(pid);
+    for (name, port) in [("atna-tcp", tcp), ("atna-tls", tls)] {
+        let conns = open_idle(port, 10_000);
+        assert!(
+            conns.len() >= 9_000,
+            "{name}: the test opened {}",
+            conns.len()
+        );
+        let refused = || source_metric(http, "phiwatch_source_connections_refused_total", name);
+        let admitted = || source_metric(http, "phiwatch_source_connections_total", name);
+        assert!(
+            wait_for(Duration::from_secs(30), || refused() + admitted()
+                == conns.len() as f64),
+            "{name}: {} connections, {} refused, {} admitted",
+            conns.len(),
+            refused(),
+            admitted()
+        );
+        assert!(
+            get(http, "/healthz").is_some_and(|b| b.contains("200 OK")),
+            "{name}: health answers during the attack"
+        );
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        assert!(fds < 2 * 256 + 100, "{name}: {fds} descriptors open");
+        let grown = rss_kib(pid).saturating_sub(rss0);
+        eprintln!(
+            "{name}: {} connections, {} refused, {fds} descriptors, memory +{} KiB",
+            conns.len(),
+            refused(),
+            grown
+        );
+        assert!(grown < 64 * 1024, "{name}: memory grew {grown} KiB");
+        assert!(
+            wait_for(Duration::from_secs(15), || source_metric(
+                http,
+                "phiwatch_source_timeouts_total",
+                name
+            ) >= 200.0),
+            "{name}: held connections never timed out"
+        );
+    }
+    let msg = syslog(&atna("ws-1", "dr-ana", "pt-mom"));
+    let db = d.join("data/phiwatch.db");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", tcp)) {
+                let _ = s.write_all(format!("{} {msg}", msg.len()).as_bytes());
+            }
+            count(&db, "SELECT count(*) FROM accesses") >= 1
+        }),
+        "a sender gets in after the idle ones time out"
+    );
+    let (_, log) = a.stop();
+    let lines = log.lines().count();
+    assert!(lines < 100, "{lines} log lines: {log}");
+}
