@@ -309,7 +309,13 @@ async fn read_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     })
                     .await
                     .unwrap_or_else(|e| Err(AppendError::Io(std::io::Error::other(e))));
-                    let full = matches!(r, Err(AppendError::Full(_)));
+                    // Still no room after waiting: close, so the sender sees the failure
+                    // rather than writing on into records that are counted and dropped.
+                    let full = match &r {
+                        Err(AppendError::Full(_)) => true,
+                        Err(AppendError::Io(e)) => crate::spool::is_disk_full(e),
+                        Ok(()) => false,
+                    };
                     spooled(r, name, metrics);
                     if full {
                         break Closed::Bad(std::io::Error::other("spool full"));

@@ -239,17 +239,7 @@ pub(super) fn get(port: u16, path: &str) -> Result<String> {
 }
 
 pub(super) fn healthy(port: u16) -> bool {
-    use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = write!(
-        s,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.contains("200 OK")
+    get(port, "/healthz").is_ok_and(|b| b.contains("200 OK"))
 }
 
 pub(super) fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {

@@ -225,20 +225,29 @@ impl LineDecoder {
 }
 
 /// Replaces every double-quoted run with `"…"` and drops serde's trailing position text.
+/// serde writes a string value with its quotes escaped (`string "<div class=\"x\">..."`):
+/// an escaped quote does not end the run, or the text after it would be shown.
 pub(crate) fn redact_quoted(msg: &str) -> String {
     let msg = msg.split(" at line ").next().unwrap_or(msg);
     let mut out = String::with_capacity(msg.len());
     let mut inside = false;
+    let mut escaped = false;
     for ch in msg.chars() {
-        if ch == '"' {
-            if inside {
+        if inside && std::mem::take(&mut escaped) {
+            continue;
+        }
+        match ch {
+            '\\' if inside => escaped = true,
+            '"' if inside => {
                 out.push_str("…\"");
-            } else {
-                out.push('"');
+                inside = false;
             }
-            inside = !inside;
-        } else if !inside {
-            out.push(ch);
+            '"' => {
+                out.push('"');
+                inside = true;
+            }
+            _ if !inside => out.push(ch),
+            _ => {}
         }
     }
     out
@@ -303,5 +312,17 @@ mod tests {
         let msg = DecodeError::from_json(&e).to_string();
         assert!(!msg.contains("Jane"), "{msg}");
         assert!(msg.contains("invalid type"), "{msg}");
+        // Found by the fhir_audit_event fuzz target: a value holding escaped quotes (FHIR
+        // narrative XHTML) used to end the redaction at the first of them.
+        let e = serde_json::from_str::<u32>(
+            r#""<div xmlns="http://www.w3.org/1999/xhtml">Jane Doe, MRN 12345 \ "x"</div>""#,
+        )
+        .unwrap_err();
+        let msg = DecodeError::from_json(&e).to_string();
+        assert!(!msg.contains("Jane") && !msg.contains("12345"), "{msg}");
+        assert!(
+            msg.contains("invalid type: string \"…\", expected u32"),
+            "{msg}"
+        );
     }
 }
