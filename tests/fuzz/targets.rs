@@ -372,7 +372,7 @@ fn hl7v2_adt() {
                 assert!(ack.starts_with("MSH|"), "{ack:?}");
                 assert!(ack.contains("\rMSA|AA|"), "{ack:?}");
                 if let Applied::Refused(r) | Applied::Ignored(r) = apply(&m) {
-                    assert!(r.len() <= MAX_REASON);
+                    assert!(r.len() <= MAX_REASON, "{} bytes: {:.300}", r.len(), r);
                 }
             }
             return;
