@@ -166,9 +166,15 @@ impl<'m> Message<'m> {
                     "R" => out.push(self.sep.repetition),
                     "E" => out.push(e),
                     x if x.starts_with('X') => {
-                        let hex = &x[1..];
-                        let bytes: Vec<u8> = (0..hex.len() / 2)
-                            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                        // By bytes: the text after \X may be anything, and slicing a str in
+                        // the middle of a character panics (found by the hl7v2_adt fuzz
+                        // target).
+                        let bytes: Vec<u8> = x.as_bytes()[1..]
+                            .chunks_exact(2)
+                            .filter_map(|pair| {
+                                let hex = std::str::from_utf8(pair).ok()?;
+                                u8::from_str_radix(hex, 16).ok()
+                            })
                             .collect();
                         out.push_str(&String::from_utf8_lossy(&bytes));
                     }
@@ -318,6 +324,11 @@ mod tests {
         let pid = m.segment("PID").unwrap();
         assert_eq!(m.component(pid.field(5), 1), "O^BRIEN&CO\\A");
         assert_eq!(m.component(pid.field(5), 2), "ANN");
+        // A hex escape holding more than hex digits, a character cut in two among them.
+        let m = Message::parse("MSH|^~\\&|A|B|C|D|2026||ADT^A08|1|P|2.5\rPID|1||X1||G\\X4é1é\\Z")
+            .unwrap();
+        let pid = m.segment("PID").unwrap();
+        assert_eq!(m.component(pid.field(5), 1), "GZ");
     }
 
     #[test]
