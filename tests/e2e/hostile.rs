@@ -293,6 +293,18 @@ fn open_idle(port: u16, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// Whether one syslog message sent over TCP (tried again until it gets a connection) is
+/// stored within 10 s.
+fn a_sender_gets_in(tcp: u16, db: &Path) -> bool {
+    let msg = syslog(&atna("ws-1", "dr-ana", "pt-mom"));
+    wait_for(Duration::from_secs(10), || {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", tcp)) {
+            let _ = s.write_all(format!("{} {msg}", msg.len()).as_bytes());
+        }
+        count(db, "SELECT count(*) FROM accesses") >= 1
+    })
+}
+
 fn log_lines(a: Agent) -> usize {
     let (_, log) = a.stop();
     log.lines().count()
@@ -359,15 +371,8 @@ fn idle_connections_cannot_exhaust_descriptors_or_flood_the_log() {
     );
     // Idle connections are closed after idle_timeout_seconds; a real sender then gets in.
     std::thread::sleep(Duration::from_secs(3));
-    let msg = syslog(&atna("ws-1", "dr-ana", "pt-mom"));
-    let db = d.join("data/phiwatch.db");
     assert!(
-        wait_for(Duration::from_secs(10), || {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", tcp)) {
-                let _ = s.write_all(format!("{} {msg}", msg.len()).as_bytes());
-            }
-            count(&db, "SELECT count(*) FROM accesses") >= 1
-        }),
+        a_sender_gets_in(tcp, &d.join("data/phiwatch.db")),
         "a sender gets in after the idle ones time out"
     );
     assert!(source_metric(http, "phiwatch_source_timeouts_total", "atna-tcp") >= 200.0);
@@ -1443,15 +1448,8 @@ fn ten_thousand_idle_connections_keep_descriptors_and_memory_flat() {
             "{name}: held connections never timed out"
         );
     }
-    let msg = syslog(&atna("ws-1", "dr-ana", "pt-mom"));
-    let db = d.join("data/phiwatch.db");
     assert!(
-        wait_for(Duration::from_secs(10), || {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", tcp)) {
-                let _ = s.write_all(format!("{} {msg}", msg.len()).as_bytes());
-            }
-            count(&db, "SELECT count(*) FROM accesses") >= 1
-        }),
+        a_sender_gets_in(tcp, &d.join("data/phiwatch.db")),
         "a sender gets in after the idle ones time out"
     );
     let (_, log) = a.stop();
