@@ -61,7 +61,10 @@ impl<'m> Message<'m> {
         let mut chars = text[3..].chars();
         let field = chars.next().ok_or(Hl7Error::BadSeparators)?;
         let enc: Vec<char> = chars.take_while(|c| *c != field).collect();
-        if field.is_alphanumeric() || enc.len() < 4 || enc.iter().any(|c| c.is_alphanumeric()) {
+        // Separators are printable: a line break or control character as one would cut the
+        // MSH segment itself apart (found by the hl7v2_adt fuzz target).
+        let unfit = |c: &char| c.is_alphanumeric() || c.is_control() || c.is_whitespace();
+        if unfit(&field) || enc.len() < 4 || enc.iter().take(4).any(unfit) {
             return Err(Hl7Error::BadSeparators);
         }
         let sep = Separators {
@@ -92,7 +95,7 @@ impl<'m> Message<'m> {
                 let enc_field = fields.get(1).copied().unwrap_or("");
                 fields.splice(
                     1..2.min(fields.len()),
-                    [&raw[3..3 + field.len_utf8()], enc_field],
+                    [raw.get(3..3 + field.len_utf8()).unwrap_or(""), enc_field],
                 );
             }
             segments.push(Segment { name, fields });
@@ -336,6 +339,11 @@ mod tests {
         assert_eq!(Message::parse("PID|1||X"), Err(Hl7Error::NoMsh));
         assert_eq!(Message::parse("MSH"), Err(Hl7Error::BadSeparators));
         assert_eq!(Message::parse("MSHA^~\\&|x"), Err(Hl7Error::BadSeparators));
+        assert_eq!(
+            Message::parse("MSH\r\r\r\r\r"),
+            Err(Hl7Error::BadSeparators)
+        );
+        assert_eq!(Message::parse("MSH|^~\\\t|x"), Err(Hl7Error::BadSeparators));
         let e = Message::parse("MSH|^~\\&|A\rSMITH JOHN|1").unwrap_err();
         assert_eq!(e, Hl7Error::BadSegmentName(2));
         assert!(!e.to_string().contains("SMITH"));
