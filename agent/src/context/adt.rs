@@ -376,15 +376,17 @@ pub fn hl7_time(ts: &str, zone: chrono_tz::Tz) -> Option<i64> {
     let naive = NaiveDateTime::parse_from_str(&digits, "%Y%m%d%H%M%S")
         .ok()
         .or_else(|| {
-            NaiveDate::parse_from_str(&digits[..8], "%Y%m%d")
+            // By `get`: the text may hold any character, and slicing inside one panics
+            // (found by the hl7v2_adt fuzz target).
+            NaiveDate::parse_from_str(digits.get(..8)?, "%Y%m%d")
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })?;
     match offset {
         Some(o) if o.len() == 5 => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            let h: i32 = o[1..3].parse().ok()?;
-            let mi: i32 = o[3..5].parse().ok()?;
+            let h: i32 = o.get(1..3)?.parse().ok()?;
+            let mi: i32 = o.get(3..5)?.parse().ok()?;
             let fixed = chrono::FixedOffset::east_opt(sign * (h * 3600 + mi * 60))?;
             fixed
                 .from_local_datetime(&naive)
@@ -570,6 +572,9 @@ mod tests {
         );
         assert_eq!(hl7_time("2026", utc), None);
         assert_eq!(hl7_time("garbage!", utc), None);
+        // Characters cut by the fixed positions: no time, never a panic.
+        assert_eq!(hl7_time("20260310+0é0", utc), None);
+        assert_eq!(hl7_time("2026aaa\u{e9}1", utc), None);
     }
 
     /// Messages written by an independent HL7 v2 library (hl7apy 1.3.5, MIT; see
