@@ -293,6 +293,20 @@ fn open_idle(port: u16, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// Waits until each of `opened` connections to `source` is counted as admitted or refused
+/// on arrival; returns how many were refused.
+fn every_connection_counted(http: u16, source: &str, opened: usize, within: Duration) -> f64 {
+    let refused = || source_metric(http, "phiwatch_source_connections_refused_total", source);
+    let admitted = || source_metric(http, "phiwatch_source_connections_total", source);
+    assert!(
+        wait_for(within, || refused() + admitted() == opened as f64),
+        "{source}: {opened} connections, {} refused, {} admitted",
+        refused(),
+        admitted()
+    );
+    refused()
+}
+
 /// Whether one syslog message sent over TCP (tried again until it gets a connection) is
 /// stored within 10 s.
 fn a_sender_gets_in(tcp: u16, db: &Path) -> bool {
@@ -341,23 +355,8 @@ fn idle_connections_cannot_exhaust_descriptors_or_flood_the_log() {
     );
     // Every connection is either held (at most the cap) or closed on arrival, and the
     // agent's descriptors stay well under its limit.
-    let refused = || {
-        source_metric(
-            http,
-            "phiwatch_source_connections_refused_total",
-            "atna-tcp",
-        )
-    };
-    let admitted = || source_metric(http, "phiwatch_source_connections_total", "atna-tcp");
-    assert!(
-        wait_for(Duration::from_secs(10), || refused() + admitted()
-            == conns.len() as f64),
-        "{} connections, {} refused, {} admitted",
-        conns.len(),
-        refused(),
-        admitted()
-    );
-    assert!(refused() >= 500.0, "{} refused", refused());
+    let refused = every_connection_counted(http, "atna-tcp", conns.len(), Duration::from_secs(10));
+    assert!(refused >= 500.0, "{refused} refused");
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
@@ -1419,16 +1418,7 @@ fn ten_thousand_idle_connections_keep_descriptors_and_memory_flat() {
             "{name}: the test opened {}",
             conns.len()
         );
-        let refused = || source_metric(http, "phiwatch_source_connections_refused_total", name);
-        let admitted = || source_metric(http, "phiwatch_source_connections_total", name);
-        assert!(
-            wait_for(Duration::from_secs(30), || refused() + admitted()
-                == conns.len() as f64),
-            "{name}: {} connections, {} refused, {} admitted",
-            conns.len(),
-            refused(),
-            admitted()
-        );
+        let refused = every_connection_counted(http, name, conns.len(), Duration::from_secs(30));
         assert!(
             get(http, "/healthz").is_some_and(|b| b.contains("200 OK")),
             "{name}: health answers during the attack"
@@ -1439,9 +1429,8 @@ fn ten_thousand_idle_connections_keep_descriptors_and_memory_flat() {
         assert!(fds < 2 * 256 + 100, "{name}: {fds} descriptors open");
         let grown = rss_kib(pid).saturating_sub(rss0);
         eprintln!(
-            "{name}: {} connections, {} refused, {fds} descriptors, memory +{} KiB",
+            "{name}: {} connections, {refused} refused, {fds} descriptors, memory +{} KiB",
             conns.len(),
-            refused(),
             grown
         );
         assert!(grown < 64 * 1024, "{name}: memory grew {grown} KiB");
