@@ -65,7 +65,9 @@ pub struct Spool {
     file: File,
     size: u64,
     max_bytes: u64,
-    dirty: bool,
+    /// Records appended, and how many of them a completed fsync covers.
+    appended: u64,
+    synced: u64,
     cap_bytes: u64,
     /// Bytes of rotated segments not yet deleted, as of the last look.
     rotated_bytes: u64,
@@ -101,7 +103,8 @@ impl Spool {
             file,
             size,
             max_bytes,
-            dirty: false,
+            appended: 0,
+            synced: 0,
             cap_bytes: DEFAULT_CAP_BYTES,
             rotated_bytes: 0,
             refused_len: 0,
@@ -205,7 +208,7 @@ impl Spool {
             return Err(e.into());
         }
         self.size += line.len() as u64;
-        self.dirty = true;
+        self.appended += 1;
         self.refused_len = 0;
         if std::mem::take(&mut self.disk_full) {
             self.report();
@@ -259,7 +262,7 @@ impl Spool {
             .append(true)
             .open(&self.active)?;
         self.size = 0;
-        self.dirty = false;
+        self.synced = self.appended;
         if let Some(dir) = self.active.parent() {
             File::open(dir)?.sync_all()?;
         }
@@ -270,11 +273,39 @@ impl Spool {
     /// Makes appended records survive a power loss (a process crash cannot lose them).
     /// Also refreshes the on-disk size, so the cap frees up as detection deletes segments.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        if self.dirty {
+        if self.appended > self.synced {
             self.file.sync_data()?;
-            self.dirty = false;
+            self.synced = self.appended;
         }
         self.measure();
+        Ok(())
+    }
+
+    /// [`Spool::sync`] for a spool receivers share, without holding the lock during the
+    /// fsync: a receiver blocked for the fsync's milliseconds lets a UDP socket's buffer
+    /// overflow (the kernel default holds about 100 datagrams of 1 KB).
+    pub fn sync_shared(spool: &SharedSpool) -> std::io::Result<()> {
+        let lock = || {
+            spool
+                .lock()
+                .map_err(|_| std::io::Error::other("spool lock poisoned"))
+        };
+        let pending = {
+            let s = lock()?;
+            if s.appended > s.synced {
+                // A second descriptor of the same open file: its fsync covers every write
+                // made before it, through either descriptor.
+                Some((s.appended, s.file.try_clone()?))
+            } else {
+                None
+            }
+        };
+        if let Some((upto, file)) = pending {
+            file.sync_data()?;
+            let mut s = lock()?;
+            s.synced = s.synced.max(upto);
+        }
+        lock()?.measure();
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use crate::notify::Dispatcher;
 use crate::quarantine::Quarantine;
 use crate::reload::{Inputs, Loaded};
 use crate::source::{Env, Intake};
-use crate::spool::SharedSpool;
+use crate::spool::{SharedSpool, Spool};
 use crate::store::Store;
 use crate::tail::Tailer;
 use anyhow::{Context as _, Result};
@@ -244,7 +244,9 @@ impl App {
             let mut tick = tokio::time::interval(SPOOL_SYNC);
             loop {
                 tick.tick().await;
-                sync_spools(&syncing);
+                // fsync blocks: off the workers that receive.
+                let spools = syncing.clone();
+                let _ = tokio::task::spawn_blocking(move || sync_spools(&spools)).await;
             }
         });
         Ok(Running {
@@ -339,10 +341,8 @@ fn warn_if_descriptors_short(cfg: &Config) {
 
 fn sync_spools(spools: &[SharedSpool]) {
     for s in spools {
-        if let Ok(mut s) = s.lock() {
-            if let Err(e) = s.sync() {
-                tracing::error!("syncing a spool: {e}");
-            }
+        if let Err(e) = Spool::sync_shared(s) {
+            tracing::error!("syncing a spool: {e}");
         }
     }
 }
