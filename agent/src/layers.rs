@@ -31,7 +31,10 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("context", &["context"]),
     ("enrich", &["enrich"]),
     ("detect", &["detect", "plugin"]),
-    ("assembly", &["pipeline", "store", "outbox", "config"]),
+    (
+        "assembly",
+        &["pipeline", "store", "fleet", "outbox", "config"],
+    ),
     (
         "intake and alerting",
         &["mllp", "syslog", "watch", "alert", "reload", "coverage"],

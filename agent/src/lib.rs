@@ -22,6 +22,7 @@ pub mod event;
 pub mod fault;
 pub mod fhir;
 pub mod finding;
+pub mod fleet;
 pub mod invalid;
 pub mod layers;
 pub mod metrics;

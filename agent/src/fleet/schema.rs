@@ -1,0 +1,172 @@
+//! The fleet database's schema, in numbered versions applied once each by `phiwatch migrate`.
+//! Every node checks the version at start and refuses a schema it does not know.
+
+use super::FleetError;
+use tokio_postgres::Client;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Applied in order; a version, once released, never changes (add the next one instead).
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "ingest queue, detector lease, accesses by month, findings",
+    sql: V1,
+}];
+
+/// The version this phiwatch needs.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+const V1: &str = "
+-- The one detector: whoever holds an unexpired lease. Every write it makes checks the
+-- epoch it was given, inside the writing transaction (lease.rs).
+CREATE TABLE detector_lease (
+    id          smallint PRIMARY KEY CHECK (id = 1),
+    holder      text NOT NULL,
+    epoch       bigint NOT NULL,
+    acquired_at timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+-- One row per source: the collector's position in it and the last batch it appended, written
+-- in the transaction that appends the batch.
+CREATE TABLE source_checkpoints (
+    source     text PRIMARY KEY,
+    collector  text NOT NULL,
+    last_seq   bigint NOT NULL,
+    checkpoint text NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+-- The ingest queue: raw records, numbered per source from 1 without gaps.
+CREATE TABLE ingest_batches (
+    source     text NOT NULL,
+    seq        bigint NOT NULL,
+    records    bytea[] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (source, seq)
+);
+-- How far detection has gone in each source, and under which lease epoch.
+CREATE TABLE detector_progress (
+    source   text PRIMARY KEY,
+    done_seq bigint NOT NULL,
+    epoch    bigint NOT NULL
+);
+-- Accesses, one partition per calendar month (UTC) so years of history are kept, archived
+-- and dropped a month at a time (retention.rs). Keyed by time and id: an access read again
+-- has the same time, so it is stored once.
+CREATE TABLE accesses (
+    event_id    text NOT NULL,
+    time_ms     bigint NOT NULL,
+    user_id     text NOT NULL,
+    patient_id  text,
+    action      text NOT NULL,
+    subtype     text NOT NULL,
+    break_glass boolean NOT NULL,
+    workstation text NOT NULL,
+    succeeded   boolean NOT NULL,
+    stored_ms   bigint NOT NULL,
+    PRIMARY KEY (time_ms, event_id)
+) PARTITION BY RANGE (time_ms);
+CREATE INDEX accesses_patient ON accesses (patient_id, time_ms);
+CREATE TABLE findings (
+    event_id    text NOT NULL,
+    detector    text NOT NULL,
+    time        text NOT NULL,
+    user_id     text NOT NULL,
+    patient_id  text NOT NULL,
+    action      text NOT NULL,
+    category    text NOT NULL,
+    severity    text NOT NULL,
+    explanation text NOT NULL,
+    hipaa       text NOT NULL,
+    department  text NOT NULL DEFAULT '',
+    stored_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (event_id, detector)
+);
+CREATE INDEX findings_user ON findings (user_id, time);
+CREATE INDEX findings_patient ON findings (patient_id, time);
+";
+
+/// Any number to serialise migrations run by several nodes at once.
+const MIGRATE_LOCK: i64 = 0x7068_6977_6174_6368; // "phiwatch" in ASCII
+
+/// The schema's version (0 for a database phiwatch never migrated).
+pub async fn version(client: &Client) -> Result<i32, FleetError> {
+    let row = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(FleetError::sql("reading the schema version"))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(FleetError::sql("reading the schema version"))?;
+    Ok(row.get(0))
+}
+
+/// Refuses a schema this phiwatch cannot work on: behind (migrate first) or ahead (upgrade).
+pub async fn require_current(client: &Client) -> Result<i32, FleetError> {
+    let found = version(client).await?;
+    let known = latest();
+    match found.cmp(&known) {
+        std::cmp::Ordering::Less => Err(FleetError::SchemaBehind { found, known }),
+        std::cmp::Ordering::Greater => Err(FleetError::SchemaTooNew { found, known }),
+        std::cmp::Ordering::Equal => Ok(found),
+    }
+}
+
+/// Applies the versions not yet applied, all in one transaction (PostgreSQL's DDL is
+/// transactional: a failed migration leaves the schema as it was). Returns the versions
+/// before and after. Several nodes may run it at once: an advisory lock orders them.
+pub async fn migrate(client: &mut Client) -> Result<(i32, i32), FleetError> {
+    let e = FleetError::sql("migrating");
+    let tx = client.transaction().await.map_err(&e)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+        .await
+        .map_err(&e)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+         )",
+    )
+    .await
+    .map_err(&e)?;
+    let from: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(&e)?
+        .get(0);
+    if from > latest() {
+        return Err(FleetError::SchemaTooNew {
+            found: from,
+            known: latest(),
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > from) {
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(FleetError::sql(m.name))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await
+        .map_err(&e)?;
+    }
+    tx.commit().await.map_err(&e)?;
+    Ok((from, latest()))
+}

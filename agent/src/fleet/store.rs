@@ -1,0 +1,76 @@
+//! Accesses and findings in the fleet's database, written in the detector's fenced batch
+//! transaction: the PostgreSQL counterpart of `store::Store::insert_batch`.
+
+use super::{retention, FleetError};
+use crate::event::AccessEvent;
+use crate::finding::Finding;
+use tokio_postgres::Transaction;
+
+/// Stores accesses and findings not stored before; returns how many of each were new.
+/// The months' partitions must exist ([`retention::ensure_months`], outside the batch).
+/// One statement per table and batch (arrays unnested by the server): a round trip per row
+/// would bound the detector by the network's latency.
+pub async fn insert_batch(
+    tx: &Transaction<'_>,
+    accesses: &[AccessEvent],
+    findings: &[Finding],
+) -> Result<(u64, u64), FleetError> {
+    let e = FleetError::sql("storing accesses and findings");
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let col = |f: fn(&AccessEvent) -> String| accesses.iter().map(f).collect::<Vec<_>>();
+    let ids = col(|a| a.id.clone());
+    let times: Vec<i64> = accesses.iter().map(|a| a.time_ms).collect();
+    let users = col(|a| a.user.clone());
+    let patients: Vec<Option<&str>> = accesses.iter().map(|a| a.patient.as_deref()).collect();
+    let actions = col(|a| a.action.as_str().to_owned());
+    let subtypes = col(|a| a.subtype.clone());
+    let glass: Vec<bool> = accesses.iter().map(|a| a.break_glass).collect();
+    let stations = col(|a| a.workstation.clone());
+    let ok: Vec<bool> = accesses.iter().map(|a| a.succeeded).collect();
+    let new_accesses = tx
+        .execute(
+            "INSERT INTO accesses (event_id, time_ms, user_id, patient_id, action, subtype,
+                 break_glass, workstation, succeeded, stored_ms)
+             SELECT *, $10::bigint FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[],
+                 $5::text[], $6::text[], $7::bool[], $8::text[], $9::bool[])
+             ON CONFLICT DO NOTHING",
+            &[
+                &ids, &times, &users, &patients, &actions, &subtypes, &glass, &stations, &ok,
+                &now_ms,
+            ],
+        )
+        .await
+        .map_err(|err| match retention::missing_partition(&err) {
+            true => FleetError::Sql {
+                what: "storing accesses",
+                detail: "no partition for an access's month: call retention::ensure_months first"
+                    .to_owned(),
+            },
+            false => e(err),
+        })?;
+    let col = |f: fn(&Finding) -> &str| findings.iter().map(f).collect::<Vec<&str>>();
+    let new_findings = tx
+        .execute(
+            "INSERT INTO findings (event_id, detector, time, user_id, patient_id, action,
+                 category, severity, explanation, hipaa, department)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+             ON CONFLICT DO NOTHING",
+            &[
+                &col(|f| &f.event_id),
+                &col(|f| &f.detector),
+                &col(|f| &f.time),
+                &col(|f| &f.user),
+                &col(|f| &f.patient),
+                &col(|f| &f.action),
+                &col(|f| &f.category),
+                &col(|f| f.severity.as_str()),
+                &col(|f| &f.explanation),
+                &col(|f| &f.hipaa),
+                &col(|f| &f.department),
+            ],
+        )
+        .await
+        .map_err(&e)?;
+    Ok((new_accesses, new_findings))
+}

@@ -1,0 +1,488 @@
+//! Fleet mode's store against a real PostgreSQL server (a throwaway cluster on loopback,
+//! `postgres.rs`): schema versions, the detector lease and its fencing, the ingest queue
+//! under concurrent collectors and a detector killed mid-batch, retention by month, and
+//! the connection's TLS checks.
+
+mod postgres;
+
+use phiwatch::event::AccessEvent;
+use phiwatch::fleet::pg::{self, DatabaseConfig};
+use phiwatch::fleet::{lease, queue, retention, schema, store, FleetError};
+use postgres::{Postgres, ServerTls};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+fn db(pg: &Postgres) -> DatabaseConfig {
+    DatabaseConfig {
+        url: pg.url(),
+        ca_file: None,
+    }
+}
+
+async fn connect(pg: &Postgres, app: &str) -> Client {
+    pg::connect(&db(pg), app).await.unwrap()
+}
+
+async fn migrated(pg: &Postgres) -> Client {
+    let mut c = connect(pg, "test").await;
+    schema::migrate(&mut c).await.unwrap();
+    c
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn migrations_apply_once_even_when_nodes_race_and_a_newer_schema_is_refused() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let c = connect(&pg, "test").await;
+        assert_eq!(schema::version(&c).await.unwrap(), 0);
+        assert!(matches!(
+            schema::require_current(&c).await,
+            Err(FleetError::SchemaBehind { found: 0, .. })
+        ));
+        // Three nodes start at once and each migrates.
+        let mut racing = Vec::new();
+        for n in 0..3 {
+            let cfg = db(&pg);
+            racing.push(tokio::spawn(async move {
+                let mut c = pg::connect(&cfg, &format!("node-{n}")).await.unwrap();
+                schema::migrate(&mut c).await.unwrap()
+            }));
+        }
+        let mut froms = Vec::new();
+        for r in racing {
+            let (from, to) = r.await.unwrap();
+            assert_eq!(to, schema::latest());
+            froms.push(from);
+        }
+        froms.sort();
+        assert_eq!(
+            froms,
+            vec![0, schema::latest(), schema::latest()],
+            "one node migrated"
+        );
+        assert_eq!(schema::require_current(&c).await.unwrap(), schema::latest());
+        // A schema written by a newer phiwatch.
+        c.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')",
+            &[],
+        )
+        .await
+        .unwrap();
+        let mut c2 = connect(&pg, "test").await;
+        let err = schema::migrate(&mut c2).await.unwrap_err();
+        assert!(
+            matches!(err, FleetError::SchemaTooNew { found: 999, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade phiwatch"), "{err}");
+        assert!(matches!(
+            schema::require_current(&c).await,
+            Err(FleetError::SchemaTooNew { .. })
+        ));
+    });
+}
+
+#[test]
+fn one_detector_holds_the_lease_and_a_fenced_one_never_commits() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let ttl = Duration::from_secs(2);
+        let mut a = migrated(&pg).await;
+        let mut b = connect(&pg, "detector-b").await;
+        let la = lease::try_acquire(&a, "a", ttl)
+            .await
+            .unwrap()
+            .expect("a takes it");
+        assert_eq!(la.epoch, 1);
+        assert_eq!(
+            lease::try_acquire(&b, "b", ttl).await.unwrap(),
+            None,
+            "b waits"
+        );
+        assert!(lease::renew(&a, &la, ttl).await.unwrap());
+        // A write under the lease commits.
+        let tx = a.transaction().await.unwrap();
+        lease::fence(&tx, &la).await.unwrap();
+        tx.execute("CREATE TABLE written (by text, epoch bigint)", &[])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        // a stops renewing (paused); once the lease expires b takes it with a new epoch.
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        assert!(
+            !lease::renew(&a, &la, ttl).await.unwrap(),
+            "a lapsed lease is not revived"
+        );
+        let lb = lease::try_acquire(&b, "b", ttl)
+            .await
+            .unwrap()
+            .expect("b takes over");
+        assert_eq!(lb.epoch, 2);
+        // a wakes and tries to write: refused before anything is written.
+        let tx = a.transaction().await.unwrap();
+        let err = lease::fence(&tx, &la).await.unwrap_err();
+        assert!(matches!(err, FleetError::Fenced { epoch: 1 }), "{err}");
+        drop(tx);
+        let state = lease::current(&b).await.unwrap().unwrap();
+        assert_eq!((state.holder.as_str(), state.epoch), ("b", 2));
+        assert!(state.expires_in > 0.0);
+
+        // b is paused in the middle of a transaction, past its fence, holding the lease row
+        // for share. The lease expires; a tries to take over and must wait, not run beside
+        // it; the server ends b's idle transaction, a takes epoch 3, and b's late commit
+        // fails: nothing b wrote is stored.
+        let tx = b.transaction().await.unwrap();
+        lease::fence(&tx, &lb).await.unwrap();
+        tx.execute("INSERT INTO written VALUES ('b', 2)", &[])
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let la3 = loop {
+            if let Some(l) = lease::try_acquire(&a, "a", ttl).await.unwrap() {
+                break l;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "a never took over"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(la3.epoch, 3);
+        assert!(
+            started.elapsed() >= pg::IDLE_IN_TRANSACTION - Duration::from_secs(1),
+            "a took over after {:?}, while b's transaction was open",
+            started.elapsed()
+        );
+        assert!(tx.commit().await.is_err(), "b's late commit is refused");
+        let n: i64 = a
+            .query_one("SELECT count(*) FROM written WHERE by = 'b'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            n, 0,
+            "nothing of the fenced detector's transaction is stored"
+        );
+        lease::release(&a, &la3).await.unwrap();
+        let lb4 = lease::try_acquire(&b_again(&pg).await, "b2", ttl)
+            .await
+            .unwrap();
+        assert_eq!(
+            lb4.map(|l| l.epoch),
+            Some(4),
+            "a released lease is taken at once"
+        );
+    });
+}
+
+async fn b_again(pg: &Postgres) -> Client {
+    connect(pg, "detector-b2").await
+}
+
+fn access(id: &str, time_ms: i64) -> AccessEvent {
+    AccessEvent {
+        id: id.to_owned(),
+        time_ms,
+        user: "dr-ana".to_owned(),
+        patient: Some("pt-mom".to_owned()),
+        subtype: "read".to_owned(),
+        workstation: "ws-1".to_owned(),
+        succeeded: true,
+        ..Default::default()
+    }
+}
+
+/// Records of the test's collectors: "<event id> <time ms>".
+fn decode(records: &[Vec<u8>]) -> Vec<AccessEvent> {
+    records
+        .iter()
+        .map(|r| {
+            let s = String::from_utf8_lossy(r);
+            let (id, t) = s.split_once(' ').unwrap();
+            access(id, t.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn collectors_append_in_order_and_each_batch_is_applied_once_despite_a_killed_detector() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let c = migrated(&pg).await;
+        let (sources, batches, per) = (3, 40, 25);
+        let march = 1_773_151_200_000i64; // 2026-03-10T14:00:00Z
+        let mut collectors = Vec::new();
+        for s in 0..sources {
+            let cfg = db(&pg);
+            collectors.push(tokio::spawn(async move {
+                let mut c = pg::connect(&cfg, &format!("collector-{s}")).await.unwrap();
+                for b in 0..batches {
+                    let records: Vec<Vec<u8>> = (0..per)
+                        .map(|i| {
+                            format!("s{s}-b{b}-{i} {}", march + (b * per + i) as i64 * 60_000)
+                                .into_bytes()
+                        })
+                        .collect();
+                    let seq = queue::append(
+                        &mut c,
+                        &format!("src-{s}"),
+                        &format!("node-{s}"),
+                        &records,
+                        &format!("offset-{}", b + 1),
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(seq, b as i64 + 1, "numbered without gaps");
+                }
+            }));
+        }
+        let ttl = Duration::from_secs(5);
+        let mut det = connect(&pg, "detector").await;
+        let l = lease::try_acquire(&det, "detector", ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut applied = 0;
+        let mut killed = false;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while applied < sources * batches {
+            assert!(Instant::now() < deadline, "applied {applied}");
+            let next = queue::pending(&det, 8).await.unwrap();
+            if next.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            for batch in next {
+                let accesses = decode(&batch.records);
+                retention::ensure_months(&det, accesses.iter().map(|a| a.time_ms))
+                    .await
+                    .unwrap();
+                let tx = queue::begin(&mut det, &l).await.unwrap();
+                store::insert_batch(&tx, &accesses, &[]).await.unwrap();
+                if !killed && applied == 30 {
+                    // The detector dies mid-batch: its transaction never commits. Its
+                    // successor (here, a new connection) finds the batch still pending.
+                    killed = true;
+                    drop(tx);
+                    det = connect(&pg, "detector").await;
+                    break;
+                }
+                queue::complete(tx, &l, &batch).await.unwrap();
+                applied += 1;
+            }
+            lease::renew(&det, &l, ttl).await.unwrap();
+        }
+        for c in collectors {
+            c.await.unwrap();
+        }
+        assert!(killed);
+        let stored: i64 = c
+            .query_one("SELECT count(*) FROM accesses", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            stored,
+            (sources * batches * per) as i64,
+            "every record stored once"
+        );
+        assert_eq!(queue::backlog(&c).await.unwrap(), 0);
+        let left: i64 = c
+            .query_one("SELECT count(*) FROM ingest_batches", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "applied batches are deleted");
+        for s in 0..sources {
+            assert_eq!(
+                queue::checkpoint(&c, &format!("src-{s}"))
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(format!("offset-{batches}").as_str())
+            );
+        }
+        // A batch applied twice (a detector that read it before its predecessor's commit
+        // landed) is refused, not stored twice.
+        let mut c2 = connect(&pg, "late").await;
+        let seq = queue::append(
+            &mut c2,
+            "src-0",
+            "node-0",
+            &[b"late-1 1773151200000".to_vec()],
+            "offset-late",
+        )
+        .await
+        .unwrap();
+        let batch = queue::pending(&c2, 1).await.unwrap().remove(0);
+        assert_eq!(batch.seq, seq);
+        let tx = queue::begin(&mut c2, &l).await.unwrap();
+        queue::complete(tx, &l, &batch).await.unwrap();
+        let tx = queue::begin(&mut c2, &l).await.unwrap();
+        let err = queue::complete(tx, &l, &batch).await.unwrap_err();
+        assert!(matches!(err, FleetError::OutOfOrder { .. }), "{err}");
+    });
+}
+
+#[test]
+fn months_past_retention_are_archived_then_dropped() {
+    let pg = Postgres::start();
+    let archive = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut c = migrated(&pg).await;
+        let day = 86_400_000i64;
+        let jan_2019 = 1_546_300_800_000i64; // 2019-01-01T00:00:00Z
+        let march_2026 = 1_773_151_200_000i64;
+        let times: Vec<i64> = (0..10)
+            .map(|i| jan_2019 + i * day)
+            .chain((0..5).map(|i| march_2026 - 50 * day + i * day))
+            .chain((0..5).map(|i| march_2026 + i * 1000))
+            .collect();
+        let accesses: Vec<AccessEvent> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| access(&format!("ev-{i}"), t))
+            .collect();
+        // Storing without a month's partition is refused with what to do.
+        let tx = c.transaction().await.unwrap();
+        let err = store::insert_batch(&tx, &accesses, &[]).await.unwrap_err();
+        assert!(err.to_string().contains("ensure_months"), "{err}");
+        drop(tx);
+        retention::ensure_months(&c, times.iter().copied())
+            .await
+            .unwrap();
+        let tx = c.transaction().await.unwrap();
+        assert_eq!(
+            store::insert_batch(&tx, &accesses, &[]).await.unwrap(),
+            (20, 0)
+        );
+        // Read again: stored once.
+        assert_eq!(
+            store::insert_batch(&tx, &accesses, &[]).await.unwrap(),
+            (0, 0)
+        );
+        tx.commit().await.unwrap();
+        let months: Vec<String> = retention::months(&c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.table())
+            .collect();
+        assert_eq!(
+            months,
+            ["accesses_2019_01", "accesses_2026_01", "accesses_2026_03"]
+        );
+
+        let done = retention::apply(
+            &mut c,
+            retention::DEFAULT_MONTHS,
+            march_2026,
+            Some(archive.path()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].month.table(), "accesses_2019_01");
+        assert_eq!(done[0].rows, 10);
+        let csv = std::fs::read_to_string(archive.path().join("accesses_2019_01.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 11, "a header and ten accesses");
+        assert!(
+            csv.starts_with("event_id,time_ms,user_id,patient_id"),
+            "{csv}"
+        );
+        let sum =
+            std::fs::read_to_string(archive.path().join("accesses_2019_01.csv.sha256")).unwrap();
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(csv.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sum, format!("{digest}  accesses_2019_01.csv\n"));
+        let months: Vec<String> = retention::months(&c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.table())
+            .collect();
+        assert_eq!(months, ["accesses_2026_01", "accesses_2026_03"]);
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM accesses", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 10);
+    });
+}
+
+/// A CA and a certificate for "localhost" it signed: (CA PEM, server cert PEM, key PEM).
+fn ca_and_server() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn the_connection_checks_the_servers_certificate_and_name_and_refuses_clear_text_elsewhere() {
+    let (ca, cert, key) = ca_and_server();
+    let pg = Postgres::start_with(Some(ServerTls { cert, key }));
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("ca.pem");
+    std::fs::write(&good, &ca).unwrap();
+    let (other_ca, _, _) = ca_and_server();
+    let bad = dir.path().join("other-ca.pem");
+    std::fs::write(&bad, &other_ca).unwrap();
+    rt().block_on(async {
+        let at = |host: &str, ca: &std::path::Path| DatabaseConfig {
+            url: format!("postgres://phiwatch:s3cret-pw@{host}:{}/phiwatch", pg.port),
+            ca_file: Some(ca.to_owned()),
+        };
+        let c = pg::connect(&at("localhost", &good), "tls").await.unwrap();
+        let ssl: bool = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the session is encrypted");
+        // Another CA's server, or the right server under a name its certificate lacks.
+        for (host, ca) in [("localhost", &bad), ("127.0.0.1", &good)] {
+            let err = pg::connect(&at(host, ca), "tls").await.unwrap_err();
+            assert!(matches!(err, FleetError::Connect { .. }), "{host}: {err}");
+            assert!(
+                !err.to_string().contains("s3cret-pw"),
+                "the password never shows: {err}"
+            );
+        }
+        // A server elsewhere without a CA: refused before a byte is sent.
+        let err = pg::connect(
+            &DatabaseConfig {
+                url: "postgres://phiwatch:s3cret-pw@db.example.org/phiwatch".to_owned(),
+                ca_file: None,
+            },
+            "tls",
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("ca_file"), "{err}");
+        assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+    });
+}
