@@ -40,6 +40,9 @@ pub fn check(config_path: &Path) -> Checked {
     check_plugins(&cfg, &mut c);
     check_context(&cfg, &settings, &mut c);
     check_data_dir(&cfg.data_dir, &mut c);
+    if let Some(db) = &cfg.database {
+        check_database(db, &mut c);
+    }
     check_console(&cfg, &mut c);
     for src in &cfg.sources {
         check_source(src, &mut c);
@@ -69,6 +72,42 @@ pub fn check(config_path: &Path) -> Checked {
             .push("no routing: findings group into alerts with the default grouping, and nobody is notified".into());
     }
     c
+}
+
+/// Connects as the agent would: the URL, TLS and CA, the schema version and the lease.
+fn check_database(db: &crate::fleet::pg::DatabaseConfig, c: &mut Checked) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            c.problems.push(format!("[database]: {e}"));
+            return;
+        }
+    };
+    match rt.block_on(crate::fleet::status(db)) {
+        Ok(s) => {
+            let known = crate::fleet::schema::latest();
+            if s.schema < known {
+                c.problems.push(format!(
+                    "[database] {}: schema version {}, this phiwatch needs {known}: run `phiwatch migrate --config ...`",
+                    s.at, s.schema
+                ));
+            } else if s.schema > known {
+                c.problems.push(format!(
+                    "[database] {}: schema version {}, newer than this phiwatch knows ({known}): upgrade phiwatch",
+                    s.at, s.schema
+                ));
+            } else {
+                c.summary.push(s.to_string());
+            }
+            c.warnings.push(
+                "[database]: the fleet roles are not built yet, so `phiwatch run` refuses a config with [database]".to_owned(),
+            );
+        }
+        Err(e) => c.problems.push(format!("[database]: {e}")),
+    }
 }
 
 fn check_policies(cfg: &Config, c: &mut Checked) {

@@ -59,6 +59,10 @@ pub struct Config {
     pub shipped_plugins: bool,
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<crate::plugin::PluginSpec>,
+    /// Fleet mode's PostgreSQL (`[database] url`, `ca_file`): `phiwatch migrate` makes its
+    /// schema and `phiwatch check` reports it. Without it everything stays in data_dir's
+    /// SQLite store.
+    pub database: Option<crate::fleet::pg::DatabaseConfig>,
 }
 
 /// `context = "DIR"` or `[[context]]` tables.

@@ -61,6 +61,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Bring a store's schema to this version: fleet mode's PostgreSQL or the SQLite store.
+    ///
+    /// Run once after installing or upgrading phiwatch, before the nodes start (they refuse a
+    /// schema that is behind, and one written by a newer phiwatch). Several nodes may run it
+    /// at once: the database orders them, and a version is applied once, in one transaction.
+    Migrate(cmd::migrate::MigrateArgs),
     /// Breach-response cases: open from alerts, assign, assess, determine, close, verify the log.
     #[command(subcommand)]
     Case(cmd::case::CaseCmd),
@@ -118,6 +124,7 @@ fn main() {
         Command::Alerts(c) => cmd::alerts::run(c),
         Command::Case(c) => cmd::case::run(c),
         Command::Check { config } => cmd::check::run(&config),
+        Command::Migrate(a) => cmd::migrate::run(a),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Plugin(c) => cmd::plugin::run(c),
         Command::User(c) => cmd::user::run(c),

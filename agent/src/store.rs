@@ -22,6 +22,12 @@ pub enum StoreError {
     Missing { path: String },
     #[error("store {path} is damaged ({detail}). phiwatch never resets a store: stop the agent, keep this file for the investigation, and restore the last backup of it (or move it aside to start an empty store, losing its alerts, cases and case logs)")]
     Corrupt { path: String, detail: String },
+    #[error("store {path} has schema version {found}, newer than this phiwatch knows ({known}): it was written by a newer phiwatch; upgrade this one")]
+    Newer {
+        path: String,
+        found: i32,
+        known: i32,
+    },
 }
 
 /// A store error, told apart: a damaged file is not a passing failure to retry.
@@ -61,6 +67,11 @@ pub struct Store {
     conn: Connection,
     path: String,
 }
+
+/// The SQLite store's schema version (`PRAGMA user_version`). Stores made before versions
+/// were kept read 0 and are brought up to this one; a store written by a newer phiwatch is
+/// refused rather than written by code that does not know its tables.
+pub const SQLITE_SCHEMA: i32 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS findings (
@@ -383,6 +394,16 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
         )
         .map_err(sql)?;
+        let found: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        if found > SQLITE_SCHEMA {
+            return Err(StoreError::Newer {
+                path: p,
+                found,
+                known: SQLITE_SCHEMA,
+            });
+        }
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(crate::plugin::state::SCHEMA)
             .map_err(sql)?;
@@ -412,7 +433,25 @@ impl Store {
                     .map_err(sql)?;
             }
         }
+        conn.execute_batch(&format!("PRAGMA user_version = {SQLITE_SCHEMA}"))
+            .map_err(sql)?;
         Ok(Store { conn, path: p })
+    }
+
+    /// The schema version of an existing store file, read without changing it.
+    pub fn read_version(path: &Path) -> Result<i32, StoreError> {
+        let p = path.display().to_string();
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sqlite_error(&p, e))?;
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sqlite_error(&p, e))
+    }
+
+    /// This store's schema version.
+    pub fn schema_version(&self) -> Result<i32, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Opens the agent's store for a command that works on what the agent stored (alerts,

@@ -486,3 +486,93 @@ fn the_connection_checks_the_servers_certificate_and_name_and_refuses_clear_text
         assert!(!err.to_string().contains("s3cret-pw"), "{err}");
     });
 }
+
+fn phiwatch(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+        .args(args)
+        .env_remove("PHIWATCH_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn migrate_and_check_from_the_command_line() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = pg.url();
+    let (ok, out) = phiwatch(&["migrate", "--database", &url]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("schema version 0 -> {}", schema::latest())),
+        "{out}"
+    );
+    let (ok, out) = phiwatch(&["migrate", "--database", &url]);
+    assert!(ok && out.contains("up to date"), "{out}");
+
+    let cfg = d.join("phiwatch.toml");
+    let write = |url: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"{d}/data\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n[database]\nurl = \"{url}\"\n",
+                d = d.display()
+            ),
+        )
+        .unwrap()
+    };
+    write(&url);
+    let (ok, out) = phiwatch(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok: database phiwatch@127.0.0.1:{}/phiwatch: schema version {}",
+            pg.port,
+            schema::latest()
+        )) && out.contains("no detector has held the lease")
+            && out.contains("0 batch(es) waiting"),
+        "{out}"
+    );
+    // `run` refuses to put the accesses in SQLite while [database] names PostgreSQL.
+    let (ok, out) = phiwatch(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && out.contains("not built yet"), "{out}");
+    // A database that is not there, with a password in the URL: said, never shown.
+    write(&format!(
+        "postgres://phiwatch:s3cret-pw@127.0.0.1:{}/phiwatch",
+        free_port()
+    ));
+    let (ok, out) = phiwatch(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("error: [database]: connecting to PostgreSQL"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret-pw"), "{out}");
+
+    // The SQLite store keeps a schema version too, and refuses a newer one.
+    let store = d.join("store/phiwatch.db");
+    let (ok, out) = phiwatch(&["migrate", "--store", store.to_str().unwrap()]);
+    assert!(ok && out.contains("created, schema version 1"), "{out}");
+    let (ok, out) = phiwatch(&["migrate", "--store", store.to_str().unwrap()]);
+    assert!(ok && out.contains("schema version 1, up to date"), "{out}");
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 7")
+        .unwrap();
+    let (ok, out) = phiwatch(&["migrate", "--store", store.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("schema version 7, newer than this phiwatch knows (1)"),
+        "{out}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -8,6 +8,7 @@ pub mod case;
 pub mod check;
 pub mod demo;
 pub mod explain;
+pub mod migrate;
 pub mod notify;
 pub mod plugin;
 pub mod policy;

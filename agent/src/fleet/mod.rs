@@ -19,6 +19,55 @@ pub mod store;
 
 pub use lease::Lease;
 
+/// What `phiwatch check` and `phiwatch migrate` say about the fleet's database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The database, without its password.
+    pub at: String,
+    pub schema: i32,
+    pub lease: Option<lease::LeaseState>,
+    /// Batches appended and not yet applied (when the schema is current).
+    pub backlog: Option<i64>,
+}
+
+/// Connects and reads the schema version, the lease and the backlog.
+pub async fn status(db: &pg::DatabaseConfig) -> Result<Status, FleetError> {
+    let client = pg::connect(db, "phiwatch-check").await?;
+    let schema = schema::version(&client).await?;
+    let current = schema == schema::latest();
+    Ok(Status {
+        at: pg::describe(&db.url),
+        schema,
+        lease: match current {
+            true => lease::current(&client).await?,
+            false => None,
+        },
+        backlog: match current {
+            true => Some(queue::backlog(&client).await?),
+            false => None,
+        },
+    })
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "database {}: schema version {}", self.at, self.schema)?;
+        match &self.lease {
+            Some(l) if l.expires_in > 0.0 => write!(
+                f,
+                "; detector lease held by {} (epoch {}, {:.0} s left)",
+                l.holder, l.epoch, l.expires_in
+            )?,
+            Some(l) => write!(f, "; detector lease free (last epoch {})", l.epoch)?,
+            None => write!(f, "; no detector has held the lease")?,
+        }
+        if let Some(b) = self.backlog {
+            write!(f, "; {b} batch(es) waiting for detection")?;
+        }
+        Ok(())
+    }
+}
+
 /// What went wrong talking to the fleet's database. Database errors carry SQLSTATE and the
 /// server's message only: PostgreSQL's DETAIL lines quote key values (ids, patients), which
 /// must not reach logs.

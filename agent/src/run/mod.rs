@@ -47,6 +47,18 @@ pub fn run(config_path: &Path) -> Result<()> {
     // SAFETY: umask(2) only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
     let cfg = Config::load(config_path)?;
+    if let Some(db) = &cfg.database {
+        // Running on the SQLite store while the operator named PostgreSQL would put the
+        // accesses where nobody looks for them.
+        anyhow::bail!(
+            "{}: [database] names fleet mode's PostgreSQL ({}), but the fleet roles (collect, \
+             detect, dispatch, console) are not built yet; remove [database] to run on the \
+             SQLite store in {} (`phiwatch migrate` and `phiwatch check` use [database] already)",
+            config_path.display(),
+            crate::fleet::pg::describe(&db.url),
+            cfg.data_dir.display()
+        );
+    }
     let running = App::new(cfg)?.start()?;
     let served = running.serve();
     running.shutdown();
