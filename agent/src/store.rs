@@ -130,7 +130,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     -- The access times of the alert's earliest and latest findings (epoch ms): what an
     -- officer replaying last month's logs charts by, where first_ms is when it was stored.
     first_access_ms INTEGER,
-    last_access_ms  INTEGER
+    last_access_ms  INTEGER,
+    -- The finding that opened the alert, hashed: names it in notification idempotency keys
+    -- (alert/group.rs), where a row id could be handed out again after a lost commit.
+    origin          TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_fold ON alerts (fold_key, status);
 CREATE TABLE IF NOT EXISTS alert_findings (
@@ -417,6 +420,7 @@ impl Store {
             ("alerts", "first_access_ms", "INTEGER"),
             ("alerts", "last_access_ms", "INTEGER"),
             ("alerts", "ack_disposition", "TEXT"),
+            ("alerts", "origin", "TEXT"),
             ("console_sessions", "expires_ms", "INTEGER"),
             ("console_sessions", "sso_sub", "TEXT"),
             ("console_sessions", "sso_sid", "TEXT"),

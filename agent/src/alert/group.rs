@@ -75,8 +75,8 @@ pub fn apply(
                 tx.execute(
                     "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id,
                      department, first_ms, last_ms, findings, incidents, first_access_ms,
-                     last_access_ms)
-                     VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?7, 0, 0, ?8, ?8)",
+                     last_access_ms, origin)
+                     VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?7, 0, 0, ?8, ?8, ?9)",
                     params![
                         group_key,
                         fold_key,
@@ -85,7 +85,8 @@ pub fn apply(
                         f.user,
                         f.department,
                         now_ms,
-                        access_ms
+                        access_ms,
+                        origin(f)
                     ],
                 )?;
                 done.opened += 1;
@@ -167,6 +168,22 @@ pub fn rebase_sent(tx: &Transaction<'_>, now_ms: i64, back_ms: i64) -> rusqlite:
     )
 }
 
+/// What names an alert in idempotency keys: the finding that opened it (its event and
+/// detector), not its row id. A row id is handed out again when the transaction that took it
+/// is lost (a crash, a failover to a standby that had not received it), and a receiver would
+/// then drop a different alert's notification as a duplicate; replaying the lost batch opens
+/// the alert from the same finding, so its notifications carry the same keys again.
+fn origin(f: &Finding) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::new()
+        .chain_update(f.event_id.as_bytes())
+        .chain_update([0])
+        .chain_update(f.detector.as_bytes())
+        .finalize();
+    let hex: String = d[..10].iter().map(|b| format!("{b:02x}")).collect();
+    format!("alert-{hex}")
+}
+
 /// Queues one notification per receiver unless one is already waiting (it will carry the
 /// alert as it is when sent). Returns how many rows were added.
 pub fn enqueue(
@@ -181,12 +198,15 @@ pub fn enqueue(
         if crate::outbox::waiting(tx, alert, r)? {
             continue;
         }
-        let seq: i64 = tx.query_row(
-            "UPDATE alerts SET notifications = notifications + 1 WHERE id = ?1 RETURNING notifications",
+        let (seq, origin): (i64, Option<String>) = tx.query_row(
+            "UPDATE alerts SET notifications = notifications + 1 WHERE id = ?1
+             RETURNING notifications, origin",
             [alert],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        let key = format!("phiwatch-alert-{alert}-{seq}-{r}");
+        // Alerts stored before origins were kept fall back to their row id.
+        let origin = origin.unwrap_or_else(|| format!("alert-{alert}"));
+        let key = format!("phiwatch-{origin}-{seq}-{r}");
         crate::outbox::queue_alert(tx, &key, alert, r, now_ms, due_ms)?;
         added += 1;
     }
@@ -309,6 +329,72 @@ mod tests {
             2,
             "each notification has its own key"
         );
+    }
+
+    /// A lost commit hands its alert row id out again: the keys must still tell the two
+    /// alerts apart, and replaying the lost batch must give the same keys again.
+    #[test]
+    fn keys_name_the_opening_finding_not_a_row_id_a_lost_commit_reuses() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("p.db");
+        let mut store = Store::open(&db).unwrap();
+        let routing = Routing::parse(ROUTING).unwrap();
+        let keys = |db: &std::path::Path| -> Vec<(String, String)> {
+            let c = rusqlite::Connection::open(db).unwrap();
+            let mut st = c
+                .prepare(
+                    "SELECT a.user_id, o.idempotency_key FROM outbox o
+                     JOIN alerts a ON a.id = o.alert_id ORDER BY a.user_id",
+                )
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let lost = [finding("e1", "dr-a", "pt-1", "vip", Severity::Critical)];
+        let other = [finding("e9", "dr-z", "pt-9", "coworker", Severity::High)];
+        // The batch that opened alert 1 is lost (a crash before its commit reached disk).
+        let r = store.insert_batch_then(&[], &lost, |tx, fresh| {
+            apply(tx, fresh, &routing, chrono_tz::UTC, 0)?;
+            Err(rusqlite::Error::InvalidQuery)
+        });
+        assert!(r.is_err());
+        store
+            .insert_batch_then(&[], &other, |tx, fresh| {
+                apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
+            })
+            .unwrap();
+        store
+            .insert_batch_then(&[], &lost, |tx, fresh| {
+                apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
+            })
+            .unwrap();
+        assert_eq!(
+            rows(&db, "SELECT id FROM alerts WHERE user_id = 'dr-z'"),
+            1,
+            "the other alert took the lost one's row id"
+        );
+        let k = keys(&db);
+        assert_eq!(k.len(), 2);
+        assert_ne!(k[0].1, k[1].1);
+        assert!(k.iter().all(|(_, key)| key.starts_with("phiwatch-alert-")));
+        // The same findings in another store (a replay after a failover) give the same keys.
+        let db2 = d.path().join("q.db");
+        let mut again = Store::open(&db2).unwrap();
+        for batch in [&lost, &other] {
+            again
+                .insert_batch_then(&[], batch, |tx, fresh| {
+                    apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
+                })
+                .unwrap();
+        }
+        // Each alert keeps its key though the row ids came out the other way round.
+        assert_eq!(
+            rows(&db2, "SELECT id FROM alerts WHERE user_id = 'dr-z'"),
+            2
+        );
+        assert_eq!(k, keys(&db2));
     }
 
     /// 40,000 findings on one user and patient used to take 57 s (each recounted the
