@@ -176,7 +176,13 @@ impl Cases {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(&sql)?;
+        // Immediate: the write lock is taken (waiting out other writers) before the log's
+        // head is read. A deferred transaction reads first and then cannot write once
+        // another connection has committed in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&sql)?;
         Ok((tx, sql))
     }
 
@@ -794,4 +800,39 @@ fn need(s: &str, what: &str) -> Result<(), CaseError> {
         return Err(invalid(format!("{what} is required")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console, the CLI and the dispatcher's reminders write cases from their own
+    /// connections. A deferred transaction read the log's head, then could not take the
+    /// write lock once another writer had committed (SQLITE_BUSY_SNAPSHOT, which no busy
+    /// timeout waits out): the officer's change failed.
+    #[test]
+    fn concurrent_writers_each_append_to_one_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("p.db");
+        crate::store::Store::open(&db).unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let mut cases = Cases::open(&db).unwrap();
+                    for i in 0..25 {
+                        let id = cases
+                            .create(&format!("officer-{w}"), &format!("case {w}-{i}"), &[], None)
+                            .unwrap();
+                        cases.assign(id, &format!("officer-{w}"), "po-ann").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let (entries, _) = Cases::open(&db).unwrap().verify().unwrap().unwrap();
+        assert_eq!(entries, 4 * 25 * 2);
+    }
 }

@@ -147,7 +147,9 @@ pub fn upsert_sso(
     staff_id: Option<&str>,
 ) -> Result<SsoAccount, AccountError> {
     valid_name(name)?;
-    let tx = conn.transaction()?;
+    // Immediate: it reads, then writes; a deferred transaction cannot write once the
+    // detection thread (always writing) has committed after its read.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let old: Option<(String, String, Option<String>)> = tx
         .query_row(
             "SELECT hash, role, staff_id FROM console_users WHERE name = ?1",
