@@ -450,7 +450,10 @@ fn the_connection_checks_the_servers_certificate_and_name_and_refuses_clear_text
     std::fs::write(&bad, &other_ca).unwrap();
     rt().block_on(async {
         let at = |host: &str, ca: &std::path::Path| DatabaseConfig {
-            url: format!("postgres://phiwatch:s3cret-pw@{host}:{}/phiwatch", pg.port),
+            url: format!(
+                "postgres://phiwatch:s3cret-pw@{host}:{}/phiwatch",
+                pg.port()
+            ),
             ca_file: Some(ca.to_owned()),
         };
         let c = pg::connect(&at("localhost", &good), "tls").await.unwrap();
@@ -531,7 +534,7 @@ fn migrate_and_check_from_the_command_line() {
     assert!(
         out.contains(&format!(
             "ok: database phiwatch@127.0.0.1:{}/phiwatch: schema version {}",
-            pg.port,
+            pg.port(),
             schema::latest()
         )) && out.contains("no detector has held the lease")
             && out.contains("0 batch(es) waiting"),
@@ -575,4 +578,42 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The fleet benchmark on a small backlog, against a database it is given: every access
+/// stored once (it checks), each figure reported, and a database with accesses refused.
+#[test]
+fn the_fleet_benchmark_reports_each_figure_and_refuses_a_database_in_use() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let args = [
+        "bench",
+        "--fleet",
+        "--events",
+        "3000",
+        "--lease-seconds",
+        "1",
+        "--database",
+        &url,
+    ];
+    let (ok, out) = phiwatch(&args);
+    assert!(ok, "{out}");
+    for row in [
+        "baseline: SQLite store, batch insert",
+        "3 collectors append to the ingest queue",
+        "detector drains the backlog, fenced",
+        "took the lease",
+    ] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
+    let took: f64 = out
+        .split("took the lease ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(took >= 0.9, "not before the lease expired: {took} s");
+    assert_eq!(pg.psql("phiwatch", "SELECT count(*) FROM accesses"), "3000");
+    let (ok, out) = phiwatch(&args);
+    assert!(!ok && out.contains("needs an empty one"), "{out}");
 }

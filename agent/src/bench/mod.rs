@@ -5,8 +5,10 @@ pub mod backtest;
 pub mod console;
 pub mod context;
 pub mod csv;
+pub mod fleet;
 pub mod live;
 pub mod plugins;
+pub mod postgres;
 pub mod udp;
 
 use crate::context::load_context;

@@ -64,6 +64,22 @@ pub struct BenchArgs {
     /// net.core.rmem_max); default: the kernel's.
     #[arg(long, requires = "udp")]
     recv_buffer: Option<usize>,
+    /// Benchmark fleet mode's store instead: --events accesses into the SQLite store (the
+    /// baseline), then appended to PostgreSQL's ingest queue by 3 collectors and drained by a
+    /// fenced detector (a 1,000,000-access backlog by default), and the lease takeover time
+    /// after the detector dies. Starts a throwaway PostgreSQL on loopback unless --database
+    /// names an empty one
+    #[arg(long)]
+    fleet: bool,
+    /// --fleet: an empty PostgreSQL database to fill (URL; default: a throwaway cluster)
+    #[arg(long, requires = "fleet")]
+    database: Option<String>,
+    /// --fleet: the PEM CA of --database's server certificate
+    #[arg(long, requires = "database")]
+    ca_file: Option<PathBuf>,
+    /// --fleet: the detector lease's time to live, in seconds
+    #[arg(long, default_value_t = 10, requires = "fleet")]
+    lease_seconds: u64,
     /// --context: practitioners.
     #[arg(long, default_value_t = 30_000)]
     staff: usize,
@@ -94,6 +110,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
             poll_ms: a.poll_ms,
             dir: a.dir,
         });
+    }
+    if a.fleet {
+        return phiwatch::bench::fleet::run(phiwatch::bench::fleet::FleetArgs {
+            database: a.database.map(|url| phiwatch::fleet::pg::DatabaseConfig {
+                url,
+                ca_file: a.ca_file,
+            }),
+            events: a.events,
+            lease: std::time::Duration::from_secs(a.lease_seconds.max(1)),
+        })
+        .map(|r| print!("{r}"));
     }
     if a.udp {
         return phiwatch::bench::udp::run(a.recv_buffer).map(|r| print!("{r}"));
