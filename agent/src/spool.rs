@@ -345,6 +345,41 @@ mod tests {
         assert_eq!(glob::glob(&pattern).unwrap().count(), 2);
     }
 
+    /// The receivers keep appending while a sync runs outside the lock: a sync covers what
+    /// was appended before it began, and what came during it waits for the next one.
+    #[test]
+    fn a_shared_sync_lets_receivers_append_and_covers_what_came_before() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = Spool::open(d.path(), "udp", 1 << 20).unwrap().shared();
+        let pending = |s: &SharedSpool| {
+            let s = s.lock().unwrap();
+            s.appended - s.synced
+        };
+        spool.lock().unwrap().append(b"one").unwrap();
+        assert_eq!(pending(&spool), 1);
+        let appender = {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2_000 {
+                    spool.lock().unwrap().append(b"more").unwrap();
+                }
+            })
+        };
+        for _ in 0..5 {
+            Spool::sync_shared(&spool).unwrap();
+        }
+        appender.join().unwrap();
+        Spool::sync_shared(&spool).unwrap();
+        assert_eq!(pending(&spool), 0);
+        let s = spool.lock().unwrap();
+        assert_eq!(s.appended, 2_001);
+        assert_eq!(
+            std::fs::read(s.active()).unwrap().len(),
+            4 + 2_000 * 5,
+            "every record on disk once"
+        );
+    }
+
     #[test]
     fn a_full_spool_refuses_until_segments_are_deleted() {
         let d = tempfile::tempdir().unwrap();
