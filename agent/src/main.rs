@@ -67,6 +67,12 @@ enum Command {
     /// schema that is behind, and one written by a newer phiwatch). Several nodes may run it
     /// at once: the database orders them, and a version is applied once, in one transaction.
     Migrate(cmd::migrate::MigrateArgs),
+    /// Archive and drop the months of accesses past the retention (fleet mode's PostgreSQL).
+    ///
+    /// Each month past `retention_months` in [database] (72: HIPAA's six years) is written to
+    /// `archive_dir` as CSV with its SHA-256, synced, then detached and dropped. Run it daily
+    /// (a systemd timer or cron); `--dry-run` shows what it would do.
+    Retention(cmd::retention::RetentionArgs),
     /// Breach-response cases: open from alerts, assign, assess, determine, close, verify the log.
     #[command(subcommand)]
     Case(cmd::case::CaseCmd),
@@ -125,6 +131,7 @@ fn main() {
         Command::Case(c) => cmd::case::run(c),
         Command::Check { config } => cmd::check::run(&config),
         Command::Migrate(a) => cmd::migrate::run(a),
+        Command::Retention(a) => cmd::retention::run(a),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Plugin(c) => cmd::plugin::run(c),
         Command::User(c) => cmd::user::run(c),

@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 fn db(pg: &Postgres) -> DatabaseConfig {
-    DatabaseConfig {
-        url: pg.url(),
-        ca_file: None,
-    }
+    DatabaseConfig::at(pg.url(), None)
 }
 
 async fn connect(pg: &Postgres, app: &str) -> Client {
@@ -449,12 +446,14 @@ fn the_connection_checks_the_servers_certificate_and_name_and_refuses_clear_text
     let bad = dir.path().join("other-ca.pem");
     std::fs::write(&bad, &other_ca).unwrap();
     rt().block_on(async {
-        let at = |host: &str, ca: &std::path::Path| DatabaseConfig {
-            url: format!(
-                "postgres://phiwatch:s3cret-pw@{host}:{}/phiwatch",
-                pg.port()
-            ),
-            ca_file: Some(ca.to_owned()),
+        let at = |host: &str, ca: &std::path::Path| {
+            DatabaseConfig::at(
+                format!(
+                    "postgres://phiwatch:s3cret-pw@{host}:{}/phiwatch",
+                    pg.port()
+                ),
+                Some(ca.to_owned()),
+            )
         };
         let c = pg::connect(&at("localhost", &good), "tls").await.unwrap();
         let ssl: bool = c
@@ -477,10 +476,10 @@ fn the_connection_checks_the_servers_certificate_and_name_and_refuses_clear_text
         }
         // A server elsewhere without a CA: refused before a byte is sent.
         let err = pg::connect(
-            &DatabaseConfig {
-                url: "postgres://phiwatch:s3cret-pw@db.example.org/phiwatch".to_owned(),
-                ca_file: None,
-            },
+            &DatabaseConfig::at(
+                "postgres://phiwatch:s3cret-pw@db.example.org/phiwatch",
+                None,
+            ),
             "tls",
         )
         .await
@@ -616,4 +615,70 @@ fn the_fleet_benchmark_reports_each_figure_and_refuses_a_database_in_use() {
     assert_eq!(pg.psql("phiwatch", "SELECT count(*) FROM accesses"), "3000");
     let (ok, out) = phiwatch(&args);
     assert!(!ok && out.contains("needs an empty one"), "{out}");
+}
+
+#[test]
+fn the_retention_command_archives_then_drops_only_months_past_retention() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let now = chrono::Utc::now().timestamp_millis();
+    let old = now - 8 * 366 * 86_400_000; // eight years ago: past six
+    rt().block_on(async {
+        let mut c = migrated(&pg).await;
+        let accesses = [
+            access("old-1", old),
+            access("old-2", old + 1),
+            access("new-1", now),
+        ];
+        retention::ensure_months(&c, accesses.iter().map(|a| a.time_ms))
+            .await
+            .unwrap();
+        let tx = c.transaction().await.unwrap();
+        store::insert_batch(&tx, &accesses, &[]).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+    let old_table = retention::Month::of(old).unwrap().table();
+    let cfg = d.join("phiwatch.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"{d}/data\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n[database]\nurl = \"{}\"\n{extra}",
+                pg.url(),
+                d = d.display()
+            ),
+        )
+        .unwrap()
+    };
+    write("");
+    let c = cfg.to_str().unwrap();
+    let (ok, out) = phiwatch(&["retention", "--config", c, "--dry-run"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{old_table}  past retention")),
+        "{out}"
+    );
+    assert_eq!(out.matches("past retention").count(), 1, "{out}");
+    let (ok, out) = phiwatch(&["retention", "--config", c]);
+    assert!(!ok && out.contains("archive_dir"), "{out}");
+    assert_eq!(pg.psql("phiwatch", "SELECT count(*) FROM accesses"), "3");
+    write(&format!("archive_dir = \"{}/archive\"\n", d.display()));
+    let (ok, out) = phiwatch(&["retention", "--config", c]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{old_table}: 2 accesses archived to")),
+        "{out}"
+    );
+    let csv = std::fs::read_to_string(d.join(format!("archive/{old_table}.csv"))).unwrap();
+    assert!(
+        csv.contains("old-1") && csv.contains("old-2") && !csv.contains("new-1"),
+        "{csv}"
+    );
+    assert_eq!(pg.psql("phiwatch", "SELECT count(*) FROM accesses"), "1");
+    let (ok, out) = phiwatch(&["retention", "--config", c]);
+    assert!(
+        ok && out.contains("no month is past the retention of 72 month(s)"),
+        "{out}"
+    );
 }

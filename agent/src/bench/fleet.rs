@@ -37,10 +37,7 @@ pub fn run(a: FleetArgs) -> Result<String> {
         Some(db) => db,
         None => {
             throwaway = super::postgres::Throwaway::start(None)?;
-            DatabaseConfig {
-                url: throwaway.url(),
-                ca_file: None,
-            }
+            DatabaseConfig::at(throwaway.url(), None)
         }
     };
     let accesses = generate(a.events);

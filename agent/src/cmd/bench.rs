@@ -113,10 +113,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if a.fleet {
         return phiwatch::bench::fleet::run(phiwatch::bench::fleet::FleetArgs {
-            database: a.database.map(|url| phiwatch::fleet::pg::DatabaseConfig {
-                url,
-                ca_file: a.ca_file,
-            }),
+            database: a
+                .database
+                .map(|url| phiwatch::fleet::pg::DatabaseConfig::at(url, a.ca_file)),
             events: a.events,
             lease: std::time::Duration::from_secs(a.lease_seconds.max(1)),
         })

@@ -34,13 +34,7 @@ pub fn run(a: MigrateArgs) -> Result<()> {
                 None => (None, Some(cfg.data_dir.join("phiwatch.db"))),
             }
         }
-        (None, Some(url), _) => (
-            Some(DatabaseConfig {
-                url,
-                ca_file: a.ca_file,
-            }),
-            None,
-        ),
+        (None, Some(url), _) => (Some(DatabaseConfig::at(url, a.ca_file)), None),
         (None, None, Some(store)) => (None, Some(store)),
         (None, None, None) => bail!("say which store: --config, --database or --store"),
     };

@@ -13,6 +13,7 @@ pub mod notify;
 pub mod plugin;
 pub mod policy;
 pub mod report;
+pub mod retention;
 pub mod rules;
 pub mod scan;
 pub mod silence;

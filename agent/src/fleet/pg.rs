@@ -17,6 +17,29 @@ pub struct DatabaseConfig {
     pub url: String,
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Months of accesses kept (`phiwatch retention`): HIPAA asks for six years.
+    #[serde(default = "default_retention")]
+    pub retention_months: u32,
+    /// Where `phiwatch retention` writes each month it drops, as CSV with its SHA-256.
+    /// Without it months past retention are kept until it is set (or `--no-archive`).
+    #[serde(default)]
+    pub archive_dir: Option<std::path::PathBuf>,
+}
+
+fn default_retention() -> u32 {
+    super::retention::DEFAULT_MONTHS
+}
+
+impl DatabaseConfig {
+    /// The database at `url` with the defaults for everything else.
+    pub fn at(url: impl Into<String>, ca_file: Option<std::path::PathBuf>) -> Self {
+        DatabaseConfig {
+            url: url.into(),
+            ca_file,
+            retention_months: default_retention(),
+            archive_dir: None,
+        }
+    }
 }
 
 /// A transaction idle longer than this is ended by the server: a detector stopped in the

@@ -116,6 +116,23 @@ pub async fn months(client: &Client) -> Result<Vec<Month>, FleetError> {
     Ok(out)
 }
 
+/// The stored months that ended more than `keep_months` months before `now_ms`'s month.
+pub async fn past(
+    client: &Client,
+    keep_months: u32,
+    now_ms: i64,
+) -> Result<Vec<Month>, FleetError> {
+    let Some(now) = Month::of(now_ms) else {
+        return Ok(Vec::new());
+    };
+    let oldest_kept = now.minus(keep_months);
+    Ok(months(client)
+        .await?
+        .into_iter()
+        .filter(|m| *m < oldest_kept)
+        .collect())
+}
+
 /// What [`apply`] did with one month.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
@@ -134,15 +151,8 @@ pub async fn apply(
     now_ms: i64,
     archive_dir: Option<&Path>,
 ) -> Result<Vec<Expired>, FleetError> {
-    let Some(now) = Month::of(now_ms) else {
-        return Ok(Vec::new());
-    };
-    let oldest_kept = now.minus(keep_months);
     let mut done = Vec::new();
-    for month in months(client).await? {
-        if month >= oldest_kept {
-            break;
-        }
+    for month in past(client, keep_months, now_ms).await? {
         let (rows, archive) = match archive_dir {
             Some(dir) => {
                 let (rows, path) = archive(client, &month, dir).await?;
