@@ -26,6 +26,10 @@ async fn migrated(pg: &Postgres) -> Client {
     c
 }
 
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -160,11 +164,7 @@ fn one_detector_holds_the_lease_and_a_fenced_one_never_commits() {
             started.elapsed()
         );
         assert!(tx.commit().await.is_err(), "b's late commit is refused");
-        let n: i64 = a
-            .query_one("SELECT count(*) FROM written WHERE by = 'b'", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n = count(&a, "SELECT count(*) FROM written WHERE by = 'b'").await;
         assert_eq!(
             n, 0,
             "nothing of the fenced detector's transaction is stored"
@@ -282,22 +282,14 @@ fn collectors_append_in_order_and_each_batch_is_applied_once_despite_a_killed_de
             c.await.unwrap();
         }
         assert!(killed);
-        let stored: i64 = c
-            .query_one("SELECT count(*) FROM accesses", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let stored = count(&c, "SELECT count(*) FROM accesses").await;
         assert_eq!(
             stored,
             (sources * batches * per) as i64,
             "every record stored once"
         );
         assert_eq!(queue::backlog(&c).await.unwrap(), 0);
-        let left: i64 = c
-            .query_one("SELECT count(*) FROM ingest_batches", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let left = count(&c, "SELECT count(*) FROM ingest_batches").await;
         assert_eq!(left, 0, "applied batches are deleted");
         for s in 0..sources {
             assert_eq!(
@@ -411,11 +403,7 @@ fn months_past_retention_are_archived_then_dropped() {
             .map(|m| m.table())
             .collect();
         assert_eq!(months, ["accesses_2026_01", "accesses_2026_03"]);
-        let n: i64 = c
-            .query_one("SELECT count(*) FROM accesses", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n = count(&c, "SELECT count(*) FROM accesses").await;
         assert_eq!(n, 10);
     });
 }
