@@ -26,6 +26,12 @@ async fn migrated(pg: &Postgres) -> Client {
     c
 }
 
+/// The months of accesses stored, as their tables' names.
+async fn tables(c: &Client) -> Vec<String> {
+    let months = retention::months(c).await.unwrap();
+    months.iter().map(|m| m.table()).collect()
+}
+
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -360,12 +366,7 @@ fn months_past_retention_are_archived_then_dropped() {
             (0, 0)
         );
         tx.commit().await.unwrap();
-        let months: Vec<String> = retention::months(&c)
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.table())
-            .collect();
+        let months = tables(&c).await;
         assert_eq!(
             months,
             ["accesses_2019_01", "accesses_2026_01", "accesses_2026_03"]
@@ -396,12 +397,7 @@ fn months_past_retention_are_archived_then_dropped() {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(sum, format!("{digest}  accesses_2019_01.csv\n"));
-        let months: Vec<String> = retention::months(&c)
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.table())
-            .collect();
+        let months = tables(&c).await;
         assert_eq!(months, ["accesses_2026_01", "accesses_2026_03"]);
         let n = count(&c, "SELECT count(*) FROM accesses").await;
         assert_eq!(n, 10);
