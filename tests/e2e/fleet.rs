@@ -666,3 +666,81 @@ fn the_retention_command_archives_then_drops_only_months_past_retention() {
         "{out}"
     );
 }
+
+/// Dispatchers share the outbox: three claim at once and every notification goes out once;
+/// one that dies holding claims leaves them to expire, and another then sends them with the
+/// same key; a key queued twice is one row; a lapsed claim cannot overwrite its successor's.
+#[test]
+fn dispatchers_claim_each_notification_once_and_take_over_a_dead_ones_claims() {
+    use phiwatch::fleet::outbox::{self, Settled};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let c = migrated(&pg).await;
+        let now = 1_773_151_200_000i64;
+        for i in 0..300 {
+            let key = format!("phiwatch-alert-{i:04}-1-siem");
+            assert!(outbox::enqueue(&c, &key, Some(i), "siem", now, now)
+                .await
+                .unwrap());
+        }
+        assert!(
+            !outbox::enqueue(&c, "phiwatch-alert-0000-1-siem", Some(0), "siem", now, now)
+                .await
+                .unwrap(),
+            "a key queued again is not a second row"
+        );
+        assert_eq!(outbox::depth(&c).await.unwrap(), 300);
+
+        // The receiver: counts deliveries per key.
+        let delivered: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        // A dispatcher claims 20 and dies before sending or settling any.
+        let dead = connect(&pg, "dispatcher-dead").await;
+        let held = outbox::claim(&dead, "dead", now, 20, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 20);
+        drop(dead);
+        let mut live = Vec::new();
+        for d in 0..3 {
+            let cfg = db(&pg);
+            let delivered = delivered.clone();
+            live.push(tokio::spawn(async move {
+                let c = pg::connect(&cfg, &format!("dispatcher-{d}")).await.unwrap();
+                let name = format!("d{d}");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while outbox::depth(&c).await.unwrap() > 0 {
+                    assert!(Instant::now() < deadline, "the outbox never drained");
+                    let rows = outbox::claim(&c, &name, now, 7, Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                    if rows.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    for r in rows {
+                        *delivered.lock().unwrap().entry(r.key.clone()).or_default() += 1;
+                        assert!(outbox::settle(&c, &name, &r, Settled::Sent, now)
+                            .await
+                            .unwrap());
+                    }
+                }
+            }));
+        }
+        for t in live {
+            t.await.unwrap();
+        }
+        let delivered = delivered.lock().unwrap();
+        assert_eq!(delivered.len(), 300, "every notification went out");
+        assert!(delivered.values().all(|&n| n == 1), "none twice");
+        // The dead dispatcher's claims were taken over only after they expired, and its late
+        // settle changes nothing.
+        assert!(
+            !outbox::settle(&c, "dead", &held[0], Settled::Dead { error: "late" }, now)
+                .await
+                .unwrap()
+        );
+        let sent = count(&c, "SELECT count(*) FROM outbox WHERE state = 'sent'").await;
+        assert_eq!(sent, 300);
+    });
+}

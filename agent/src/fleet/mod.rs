@@ -11,6 +11,7 @@
 //! is the operator's: phiwatch only needs one read-write primary to find.
 
 pub mod lease;
+pub mod outbox;
 pub mod pg;
 pub mod queue;
 pub mod retention;

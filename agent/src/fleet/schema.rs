@@ -11,11 +11,18 @@ pub struct Migration {
 }
 
 /// Applied in order; a version, once released, never changes (add the next one instead).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "ingest queue, detector lease, accesses by month, findings",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "ingest queue, detector lease, accesses by month, findings",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "outbox claimed by dispatchers",
+        sql: V2,
+    },
+];
 
 /// The version this phiwatch needs.
 pub fn latest() -> i32 {
@@ -89,6 +96,29 @@ CREATE TABLE findings (
 );
 CREATE INDEX findings_user ON findings (user_id, time);
 CREATE INDEX findings_patient ON findings (patient_id, time);
+";
+
+const V2: &str = "
+-- Notifications to send: written with the change that causes them, claimed by any number of
+-- dispatchers (FOR UPDATE SKIP LOCKED) for a while, settled by the one that claimed them.
+CREATE TABLE outbox (
+    id              bigserial PRIMARY KEY,
+    idempotency_key text NOT NULL UNIQUE,
+    alert_id        bigint,
+    case_id         bigint,
+    receiver        text NOT NULL,
+    state           text NOT NULL,
+    created_ms      bigint NOT NULL,
+    due_ms          bigint NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    sent_ms         bigint,
+    subject         text,
+    body            text,
+    claimed_by      text,
+    claimed_until   timestamptz
+);
+CREATE INDEX outbox_due ON outbox (state, due_ms);
 ";
 
 /// Any number to serialise migrations run by several nodes at once.

@@ -1,0 +1,144 @@
+//! The outbox on PostgreSQL: any number of dispatchers share it. Each claims due rows for a
+//! while with `FOR UPDATE SKIP LOCKED` (two dispatchers never claim the same row at once, and
+//! neither waits for the other), sends them, and settles them. A dispatcher that dies
+//! mid-send leaves its claims to expire; another then sends those rows again with the same
+//! idempotency key, which the receiver uses to drop the repeat.
+
+use super::FleetError;
+use std::time::Duration;
+use tokio_postgres::GenericClient;
+
+/// A notification waiting to be sent, as a dispatcher claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    pub key: String,
+    pub receiver: String,
+    pub alert_id: Option<i64>,
+    pub attempts: i32,
+}
+
+/// Queues a notification unless one with this key is queued already (a batch applied again
+/// derives the same key). Returns whether a row was added.
+pub async fn enqueue(
+    tx: &impl GenericClient,
+    key: &str,
+    alert_id: Option<i64>,
+    receiver: &str,
+    now_ms: i64,
+    due_ms: i64,
+) -> Result<bool, FleetError> {
+    let n = tx
+        .execute(
+            "INSERT INTO outbox (idempotency_key, alert_id, receiver, state, created_ms, due_ms)
+             VALUES ($1, $2, $3, 'pending', $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+            &[&key, &alert_id, &receiver, &now_ms, &due_ms],
+        )
+        .await
+        .map_err(FleetError::sql("queueing a notification"))?;
+    Ok(n == 1)
+}
+
+/// Claims up to `limit` rows due by `now_ms` and not claimed by a live dispatcher, for `hold`.
+pub async fn claim(
+    client: &impl GenericClient,
+    dispatcher: &str,
+    now_ms: i64,
+    limit: i64,
+    hold: Duration,
+) -> Result<Vec<Claimed>, FleetError> {
+    let rows = client
+        .query(
+            "UPDATE outbox SET claimed_by = $1,
+                    claimed_until = clock_timestamp() + make_interval(secs => $3)
+             WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE state = 'pending' AND due_ms <= $2
+                   AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
+                 ORDER BY due_ms, id LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, idempotency_key, receiver, alert_id, attempts",
+            &[&dispatcher, &now_ms, &hold.as_secs_f64(), &limit],
+        )
+        .await
+        .map_err(FleetError::sql("claiming notifications"))?;
+    let mut out: Vec<Claimed> = rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.get(0),
+            key: r.get(1),
+            receiver: r.get(2),
+            alert_id: r.get(3),
+            attempts: r.get(4),
+        })
+        .collect();
+    out.sort_by_key(|c| c.id);
+    Ok(out)
+}
+
+/// How a send ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled<'e> {
+    Sent,
+    /// Try again at this time.
+    Retry {
+        due_ms: i64,
+        error: &'e str,
+    },
+    /// Given up on: kept for `phiwatch notify dead-letters`.
+    Dead {
+        error: &'e str,
+    },
+}
+
+/// Records the outcome of a claimed row. `false` when this dispatcher's claim had lapsed and
+/// another dispatcher claimed the row meanwhile: its outcome is the one that counts.
+pub async fn settle(
+    client: &impl GenericClient,
+    dispatcher: &str,
+    row: &Claimed,
+    outcome: Settled<'_>,
+    now_ms: i64,
+) -> Result<bool, FleetError> {
+    let e = FleetError::sql("settling a notification");
+    let attempts = row.attempts + 1;
+    let n = match outcome {
+        Settled::Sent => client
+            .execute(
+                "UPDATE outbox SET state = 'sent', sent_ms = $3, attempts = $4,
+                        claimed_by = NULL, claimed_until = NULL
+                 WHERE id = $1 AND claimed_by = $2",
+                &[&row.id, &dispatcher, &now_ms, &attempts],
+            )
+            .await
+            .map_err(e)?,
+        Settled::Retry { due_ms, error } => client
+            .execute(
+                "UPDATE outbox SET due_ms = $3, attempts = $4, last_error = $5,
+                        claimed_by = NULL, claimed_until = NULL
+                 WHERE id = $1 AND claimed_by = $2",
+                &[&row.id, &dispatcher, &due_ms, &attempts, &error],
+            )
+            .await
+            .map_err(e)?,
+        Settled::Dead { error } => client
+            .execute(
+                "UPDATE outbox SET state = 'dead', attempts = $3, last_error = $4,
+                        claimed_by = NULL, claimed_until = NULL
+                 WHERE id = $1 AND claimed_by = $2",
+                &[&row.id, &dispatcher, &attempts, &error],
+            )
+            .await
+            .map_err(e)?,
+    };
+    Ok(n == 1)
+}
+
+/// Rows waiting to be sent: the outbox depth `/metrics` reports per dispatcher.
+pub async fn depth(client: &impl GenericClient) -> Result<i64, FleetError> {
+    Ok(client
+        .query_one("SELECT count(*) FROM outbox WHERE state = 'pending'", &[])
+        .await
+        .map_err(FleetError::sql("measuring the outbox"))?
+        .get(0))
+}
