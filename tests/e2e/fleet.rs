@@ -730,7 +730,7 @@ fn dispatchers_claim_each_notification_once_and_take_over_a_dead_ones_claims() {
         for t in live {
             t.await.unwrap();
         }
-        let delivered = delivered.lock().unwrap();
+        let delivered = delivered.lock().unwrap().clone();
         assert_eq!(delivered.len(), 300, "every notification went out");
         assert!(delivered.values().all(|&n| n == 1), "none twice");
         // The dead dispatcher's claims were taken over only after they expired, and its late
