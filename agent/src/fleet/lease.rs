@@ -28,10 +28,6 @@ pub struct LeaseState {
     pub expires_in: f64,
 }
 
-fn interval(ttl: Duration) -> f64 {
-    ttl.as_secs_f64()
-}
-
 /// Takes the lease if nobody holds an unexpired one; `None` while another detector does.
 /// `holder` must be unique per process (node name and process id), so that a restarted
 /// detector waits out its own old lease like any other.
@@ -49,7 +45,7 @@ pub async fn try_acquire(
                     acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
                 WHERE detector_lease.expires_at < clock_timestamp()
              RETURNING epoch",
-            &[&holder, &interval(ttl)],
+            &[&holder, &ttl.as_secs_f64()],
         )
         .await
         .map_err(FleetError::sql("taking the detector lease"))?;
@@ -59,14 +55,14 @@ pub async fn try_acquire(
     }))
 }
 
-/// Extends the lease; `false` when it was lost (expired and taken, or expired: a lapsed
-/// lease is not revived, the detector must acquire a new epoch and reread its progress).
+/// Extends the lease; `false` once it has expired, taken over or not: a lapsed lease is not
+/// revived, the detector must acquire a new epoch and read its progress again.
 pub async fn renew(client: &Client, lease: &Lease, ttl: Duration) -> Result<bool, FleetError> {
     let n = client
         .execute(
             "UPDATE detector_lease SET expires_at = clock_timestamp() + make_interval(secs => $3)
              WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp()",
-            &[&lease.holder, &lease.epoch, &interval(ttl)],
+            &[&lease.holder, &lease.epoch, &ttl.as_secs_f64()],
         )
         .await
         .map_err(FleetError::sql("renewing the detector lease"))?;

@@ -11,7 +11,7 @@ use tokio_postgres::{Client, Config};
 /// Where the fleet's database is: `url` is a libpq URL or key=value string
 /// (`postgres://phiwatch@db1,db2/phiwatch`); `ca_file` the PEM CA that signed the servers'
 /// certificates.
-#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, serde::Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
@@ -28,6 +28,18 @@ pub struct DatabaseConfig {
 
 fn default_retention() -> u32 {
     super::retention::DEFAULT_MONTHS
+}
+
+/// Without the URL's password: a config printed for debugging must not hand it out.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &describe(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("retention_months", &self.retention_months)
+            .field("archive_dir", &self.archive_dir)
+            .finish()
+    }
 }
 
 impl DatabaseConfig {
@@ -51,10 +63,17 @@ pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 pub fn describe(url: &str) -> String {
     match url.parse::<Config>() {
         Ok(c) => {
+            // As libpq: one port applies to every host; none means 5432.
+            let ports = c.get_ports();
+            let port = |i: usize| match ports {
+                [one] => *one,
+                _ => ports.get(i).copied().unwrap_or(5432),
+            };
             let hosts: Vec<String> = c
                 .get_hosts()
                 .iter()
-                .zip(c.get_ports().iter().chain(std::iter::repeat(&5432)))
+                .enumerate()
+                .map(|(i, h)| (h, port(i)))
                 .map(|(h, p)| match h {
                     Host::Tcp(h) => format!("{h}:{p}"),
                     Host::Unix(d) => format!("{}:{p}", d.display()),
@@ -177,4 +196,20 @@ fn client_tls(ca: &Path) -> Result<rustls::ClientConfig, FleetError> {
         .map_err(|e| err(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_and_debug_output_leave_the_password_out() {
+        let db = DatabaseConfig::at("postgres://phiwatch:s3cret@db1:5433,db2/phiwatch", None);
+        assert_eq!(describe(&db.url), "phiwatch@db1:5433,db2:5432/phiwatch");
+        assert!(!format!("{db:?}").contains("s3cret"), "{db:?}");
+        assert_eq!(
+            describe("host=/run/postgresql user=pw dbname=x"),
+            "pw@/run/postgresql:5432/x"
+        );
+    }
 }
