@@ -473,6 +473,19 @@ fn the_connection_checks_the_servers_certificate_and_name_and_refuses_clear_text
     });
 }
 
+/// An agent config at `cfg` with one file source and `[database] url`, then `extra`
+/// (further `[database]` keys).
+fn write_config(cfg: &std::path::Path, d: &std::path::Path, url: &str, extra: &str) {
+    std::fs::write(
+        cfg,
+        format!(
+            "data_dir = \"{d}/data\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n[database]\nurl = \"{url}\"\n{extra}",
+            d = d.display()
+        ),
+    )
+    .unwrap()
+}
+
 fn phiwatch(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_phiwatch"))
         .args(args)
@@ -501,16 +514,7 @@ fn migrate_and_check_from_the_command_line() {
     assert!(ok && out.contains("up to date"), "{out}");
 
     let cfg = d.join("phiwatch.toml");
-    let write = |url: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "data_dir = \"{d}/data\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n[database]\nurl = \"{url}\"\n",
-                d = d.display()
-            ),
-        )
-        .unwrap()
-    };
+    let write = |url: &str| write_config(&cfg, d, url, "");
     write(&url);
     let (ok, out) = phiwatch(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(ok, "{out}");
@@ -624,17 +628,7 @@ fn the_retention_command_archives_then_drops_only_months_past_retention() {
     });
     let old_table = retention::Month::of(old).unwrap().table();
     let cfg = d.join("phiwatch.toml");
-    let write = |extra: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "data_dir = \"{d}/data\"\n[[source]]\nkind = \"file\"\nname = \"ehr\"\npaths = [\"{d}/logs/*.ndjson\"]\nformat = \"fhir-auditevent\"\n[database]\nurl = \"{}\"\n{extra}",
-                pg.url(),
-                d = d.display()
-            ),
-        )
-        .unwrap()
-    };
+    let write = |extra: &str| write_config(&cfg, d, &pg.url(), extra);
     write("");
     let c = cfg.to_str().unwrap();
     let (ok, out) = phiwatch(&["retention", "--config", c, "--dry-run"]);

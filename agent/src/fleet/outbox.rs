@@ -100,37 +100,30 @@ pub async fn settle(
     outcome: Settled<'_>,
     now_ms: i64,
 ) -> Result<bool, FleetError> {
-    let e = FleetError::sql("settling a notification");
-    let attempts = row.attempts + 1;
-    let n = match outcome {
-        Settled::Sent => client
-            .execute(
-                "UPDATE outbox SET state = 'sent', sent_ms = $3, attempts = $4,
-                        claimed_by = NULL, claimed_until = NULL
-                 WHERE id = $1 AND claimed_by = $2",
-                &[&row.id, &dispatcher, &now_ms, &attempts],
-            )
-            .await
-            .map_err(e)?,
-        Settled::Retry { due_ms, error } => client
-            .execute(
-                "UPDATE outbox SET due_ms = $3, attempts = $4, last_error = $5,
-                        claimed_by = NULL, claimed_until = NULL
-                 WHERE id = $1 AND claimed_by = $2",
-                &[&row.id, &dispatcher, &due_ms, &attempts, &error],
-            )
-            .await
-            .map_err(e)?,
-        Settled::Dead { error } => client
-            .execute(
-                "UPDATE outbox SET state = 'dead', attempts = $3, last_error = $4,
-                        claimed_by = NULL, claimed_until = NULL
-                 WHERE id = $1 AND claimed_by = $2",
-                &[&row.id, &dispatcher, &attempts, &error],
-            )
-            .await
-            .map_err(e)?,
+    // What each outcome changes; the columns it leaves alone are passed as NULL.
+    let (state, sent_ms, due_ms, error) = match outcome {
+        Settled::Sent => ("sent", Some(now_ms), None, None),
+        Settled::Retry { due_ms, error } => ("pending", None, Some(due_ms), Some(error)),
+        Settled::Dead { error } => ("dead", None, None, Some(error)),
     };
+    let n = client
+        .execute(
+            "UPDATE outbox SET state = $3, sent_ms = coalesce($4, sent_ms),
+                    due_ms = coalesce($5, due_ms), last_error = coalesce($6, last_error),
+                    attempts = $7, claimed_by = NULL, claimed_until = NULL
+             WHERE id = $1 AND claimed_by = $2",
+            &[
+                &row.id,
+                &dispatcher,
+                &state,
+                &sent_ms,
+                &due_ms,
+                &error,
+                &(row.attempts + 1),
+            ],
+        )
+        .await
+        .map_err(FleetError::sql("settling a notification"))?;
     Ok(n == 1)
 }
 
