@@ -12,6 +12,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         "foundation",
         &[
             "time",
+            "errors",
             "event",
             "finding",
             "fhir",

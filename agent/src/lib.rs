@@ -18,6 +18,7 @@ pub mod decode;
 pub mod demo;
 pub mod detect;
 pub mod enrich;
+pub mod errors;
 pub mod event;
 pub mod fault;
 pub mod fhir;

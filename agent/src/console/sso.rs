@@ -192,7 +192,7 @@ impl Sso {
             .map_err(|e| SsoError::Discovery(e.to_string()))?;
         let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| SsoError::Discovery(error_chain(&e)))?;
+            .map_err(|e| SsoError::Discovery(crate::errors::chain(&e)))?;
         *p = Some(Provider {
             metadata,
             read: Instant::now(),
@@ -208,7 +208,7 @@ impl Sso {
         }
         let keys = CoreJsonWebKeySet::fetch_async(p.metadata.jwks_uri(), &self.http)
             .await
-            .map_err(|e| SsoError::Discovery(error_chain(&e)))?;
+            .map_err(|e| SsoError::Discovery(crate::errors::chain(&e)))?;
         p.metadata = p.metadata.clone().set_jwks(keys);
         p.jwks_read = Instant::now();
         Ok(true)
@@ -301,7 +301,7 @@ impl Sso {
                 .set_pkce_verifier(pending.verifier)
                 .request_async(&self.http)
                 .await
-                .map_err(|e| SsoError::Exchange(error_chain(&e)))?;
+                .map_err(|e| SsoError::Exchange(crate::errors::chain(&e)))?;
             answer
                 .id_token()
                 .ok_or_else(|| SsoError::Exchange("no id_token in the answer".into()))?
@@ -555,19 +555,6 @@ fn claim_values(all: &Value, name: &str) -> Vec<String> {
         Some(v) => one(v).into_iter().collect(),
         None => Vec::new(),
     }
-}
-
-/// An error with its sources: the crate's top-level messages alone ("Request failed") do not
-/// say what to fix.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
