@@ -37,13 +37,6 @@ pub async fn append(
     )
     .await
     .map_err(&e)?;
-    tx.execute(
-        "INSERT INTO detector_progress (source, done_seq, epoch) VALUES ($1, 0, 0)
-         ON CONFLICT (source) DO NOTHING",
-        &[&source],
-    )
-    .await
-    .map_err(&e)?;
     let last: i64 = tx
         .query_one(
             "SELECT last_seq FROM source_checkpoints WHERE source = $1 FOR UPDATE",
@@ -52,6 +45,16 @@ pub async fn append(
         .await
         .map_err(&e)?
         .get(0);
+    if last == 0 {
+        // The source's first batch: detection starts it from nothing applied.
+        tx.execute(
+            "INSERT INTO detector_progress (source, done_seq, epoch) VALUES ($1, 0, 0)
+             ON CONFLICT (source) DO NOTHING",
+            &[&source],
+        )
+        .await
+        .map_err(&e)?;
+    }
     let seq = last + 1;
     tx.execute(
         "INSERT INTO ingest_batches (source, seq, records) VALUES ($1, $2, $3)",
