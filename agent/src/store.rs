@@ -73,6 +73,10 @@ pub struct Store {
 /// refused rather than written by code that does not know its tables.
 pub const SQLITE_SCHEMA: i32 = 1;
 
+fn user_version(conn: &Connection) -> rusqlite::Result<i32> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS findings (
     event_id    TEXT NOT NULL,
@@ -397,9 +401,7 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
         )
         .map_err(sql)?;
-        let found: i32 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql)?;
+        let found = user_version(&conn).map_err(sql)?;
         if found > SQLITE_SCHEMA {
             return Err(StoreError::Newer {
                 path: p,
@@ -447,15 +449,12 @@ impl Store {
         let p = path.display().to_string();
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sqlite_error(&p, e))?;
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| sqlite_error(&p, e))
+        user_version(&conn).map_err(|e| sqlite_error(&p, e))
     }
 
     /// This store's schema version.
     pub fn schema_version(&self) -> Result<i32, StoreError> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.err(e))
+        user_version(&self.conn).map_err(|e| self.err(e))
     }
 
     /// Opens the agent's store for a command that works on what the agent stored (alerts,
