@@ -236,6 +236,15 @@ mod tests {
 
     const ROUTING: &str = "[grouping]\ngroup_wait = \"1s\"\ngroup_interval = \"1m\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:9/\"\n[[route]]\nreceivers = [\"siem\"]\n";
 
+    /// Stores `findings` and groups the new ones into alerts, in one transaction.
+    fn group(store: &mut Store, findings: &[Finding], routing: &Routing, now_ms: i64) {
+        store
+            .insert_batch_then(&[], findings, |tx, fresh| {
+                apply(tx, fresh, routing, chrono_tz::UTC, now_ms).map(|_| ())
+            })
+            .unwrap();
+    }
+
     fn rows(db: &std::path::Path, sql: &str) -> i64 {
         rusqlite::Connection::open(db)
             .unwrap()
@@ -299,11 +308,7 @@ mod tests {
         let mut store = Store::open(&db).unwrap();
         let routing = Routing::parse(ROUTING).unwrap();
         let f1 = [finding("e1", "dr-a", "pt-1", "family", Severity::High)];
-        store
-            .insert_batch_then(&[], &f1, |tx, fresh| {
-                apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
-            })
-            .unwrap();
+        group(&mut store, &f1, &routing, 0);
         rusqlite::Connection::open(&db)
             .unwrap()
             .execute_batch(
@@ -311,11 +316,7 @@ mod tests {
             )
             .unwrap();
         let f2 = [finding("e2", "dr-a", "pt-3", "family", Severity::High)];
-        store
-            .insert_batch_then(&[], &f2, |tx, fresh| {
-                apply(tx, fresh, &routing, chrono_tz::UTC, 2_000).map(|_| ())
-            })
-            .unwrap();
+        group(&mut store, &f2, &routing, 2_000);
         assert_eq!(rows(&db, "SELECT count(*) FROM alerts"), 1);
         assert_eq!(
             rows(
@@ -360,16 +361,8 @@ mod tests {
             Err(rusqlite::Error::InvalidQuery)
         });
         assert!(r.is_err());
-        store
-            .insert_batch_then(&[], &other, |tx, fresh| {
-                apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
-            })
-            .unwrap();
-        store
-            .insert_batch_then(&[], &lost, |tx, fresh| {
-                apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
-            })
-            .unwrap();
+        group(&mut store, &other, &routing, 0);
+        group(&mut store, &lost, &routing, 0);
         assert_eq!(
             rows(&db, "SELECT id FROM alerts WHERE user_id = 'dr-z'"),
             1,
@@ -383,11 +376,7 @@ mod tests {
         let db2 = d.path().join("q.db");
         let mut again = Store::open(&db2).unwrap();
         for batch in [&lost, &other] {
-            again
-                .insert_batch_then(&[], batch, |tx, fresh| {
-                    apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
-                })
-                .unwrap();
+            group(&mut again, batch, &routing, 0);
         }
         // Each alert keeps its key though the row ids came out the other way round.
         assert_eq!(
@@ -419,11 +408,7 @@ mod tests {
                 .collect();
             let t = std::time::Instant::now();
             for chunk in batch.chunks(1000) {
-                store
-                    .insert_batch_then(&[], chunk, |tx, fresh| {
-                        apply(tx, fresh, &routing, chrono_tz::UTC, 0).map(|_| ())
-                    })
-                    .unwrap();
+                group(&mut store, chunk, &routing, 0);
             }
             (t.elapsed(), d.path().join(db))
         };
