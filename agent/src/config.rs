@@ -63,6 +63,9 @@ pub struct Config {
     /// schema and `phiwatch check` reports it. Without it everything stays in data_dir's
     /// SQLite store.
     pub database: Option<crate::fleet::pg::DatabaseConfig>,
+    /// Fleet mode: this node's role (collect, detect; all without `[database]`) and name.
+    #[serde(default)]
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 /// `context = "DIR"` or `[[context]]` tables.

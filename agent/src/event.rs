@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// What the user did to the record, in the vocabulary of the Cedar schema's actions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     #[default]
@@ -34,8 +34,9 @@ impl Action {
     }
 }
 
-/// One access to one patient's record by one user.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One access to one patient's record by one user. Serialised as decoded (fleet mode's
+/// collectors queue it for the detector).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AccessEvent {
     /// `AuditEvent.id`, or a stable hash of the source line when the id is absent.
     pub id: String,

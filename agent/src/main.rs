@@ -27,11 +27,10 @@ enum Command {
     /// batch's results are stored, so a crash or kill replays at most the batches in flight and
     /// stores nothing twice. SIGTERM or Ctrl-C stops reading, finishes in-flight batches and
     /// saves checkpoints. /healthz and /metrics (Prometheus) are served on [http] listen.
-    Run {
-        /// Configuration file.
-        #[arg(long)]
-        config: PathBuf,
-    },
+    ///
+    /// Fleet mode ([database] and a role): collect nodes queue what their sources read in
+    /// PostgreSQL, detect nodes hold a fenced lease in turn and judge the queue.
+    Run(cmd::run::RunArgs),
     /// Generate a synthetic hospital with injected violations, scan it, and score detection.
     Demo(cmd::demo::DemoArgs),
     /// Measure events/s for parse, decode, enrich, Cedar and the whole pipeline.
@@ -121,7 +120,7 @@ fn main() {
     init_logging();
     let result = match Cli::parse().command {
         Command::Scan(a) => cmd::scan::run(a),
-        Command::Run { config } => phiwatch::run::run(&config),
+        Command::Run(a) => cmd::run::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Explain(c) => cmd::explain::run(c),
         Command::Report(c) => cmd::report::run(c),

@@ -97,6 +97,80 @@ pub struct Metrics {
     pub loaded: std::sync::RwLock<Option<crate::reload::LoadedSummary>>,
     /// What access-log rows taught the context, since it was last loaded.
     pub inline: std::sync::Mutex<crate::context::inline::InlineStats>,
+    /// Fleet mode: this node's role and its view of the queue and the lease.
+    pub fleet: FleetMetrics,
+}
+
+/// Fleet mode's gauges (`phiwatch_fleet_*`), rendered only when a role other than `all` runs.
+#[derive(Debug, Default)]
+pub struct FleetMetrics {
+    pub role: std::sync::OnceLock<crate::fleet::Role>,
+    /// 1 while this detector holds the lease.
+    pub lease_held: AtomicBool,
+    /// The epoch of the lease this detector holds or last held.
+    pub lease_epoch: AtomicI64,
+    /// Batches appended and not yet applied, fleet-wide, as last read.
+    pub backlog_batches: AtomicI64,
+    pub batches_appended: AtomicU64,
+    pub batches_applied: AtomicU64,
+    /// Database errors (each retried: a reconnect, or a takeover).
+    pub errors: AtomicU64,
+}
+
+impl FleetMetrics {
+    fn render(&self, out: &mut String) {
+        let Some(role) = self.role.get() else {
+            return;
+        };
+        let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "# HELP phiwatch_fleet_role This node's role in the fleet.\n# TYPE phiwatch_fleet_role gauge\nphiwatch_fleet_role{{role=\"{}\"}} 1\n",
+            role.as_str()
+        ));
+        for (name, kind, help, v) in [
+            (
+                "phiwatch_fleet_lease_held",
+                "gauge",
+                "1 while this detector holds the detector lease.",
+                i64::from(self.lease_held.load(Ordering::Relaxed)),
+            ),
+            (
+                "phiwatch_fleet_lease_epoch",
+                "gauge",
+                "Epoch of the detector lease this node holds or last held.",
+                g(&self.lease_epoch),
+            ),
+            (
+                "phiwatch_fleet_backlog_batches",
+                "gauge",
+                "Batches appended and not yet applied, fleet-wide, as last read.",
+                g(&self.backlog_batches),
+            ),
+            (
+                "phiwatch_fleet_batches_appended_total",
+                "counter",
+                "Batches this collector appended to the ingest queue.",
+                c(&self.batches_appended) as i64,
+            ),
+            (
+                "phiwatch_fleet_batches_applied_total",
+                "counter",
+                "Batches this detector applied.",
+                c(&self.batches_applied) as i64,
+            ),
+            (
+                "phiwatch_fleet_errors_total",
+                "counter",
+                "Database errors, each retried (reconnect or takeover).",
+                c(&self.errors) as i64,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+    }
 }
 
 /// Why `/healthz` answers 503.
@@ -298,6 +372,7 @@ impl Metrics {
             *self.inline.lock().unwrap_or_else(|e| e.into_inner()),
             &mut out,
         );
+        self.fleet.render(&mut out);
         for (name, kind, help, v) in self.counters() {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",

@@ -130,6 +130,21 @@ pub enum LoadError {
 
 impl Inputs {
     pub fn load(&self) -> Result<Loaded, LoadError> {
+        let journal = match &self.journal {
+            Some(db) if db.exists() => {
+                crate::store::journal(db).map_err(|error| LoadError::Journal {
+                    db: db.display().to_string(),
+                    error,
+                })?
+            }
+            _ => Vec::new(),
+        };
+        self.load_with_journal(&journal)
+    }
+
+    /// As [`Inputs::load`], replaying `journal` (feed, message) after the feeds' files rather
+    /// than the SQLite store's (fleet mode's detector reads it from PostgreSQL).
+    pub fn load_with_journal(&self, journal: &[(String, String)]) -> Result<Loaded, LoadError> {
         let invalid = |what, dir: &Path| {
             let dir = dir.display().to_string();
             move |error| LoadError::Policies { what, dir, error }
@@ -149,19 +164,10 @@ impl Inputs {
             }
             _ => PolicyPack::embedded_files(),
         };
-        let journal = match &self.journal {
-            Some(db) if db.exists() => {
-                crate::store::journal(db).map_err(|error| LoadError::Journal {
-                    db: db.display().to_string(),
-                    error,
-                })?
-            }
-            _ => Vec::new(),
-        };
         let (context, context_stats) = if self.context.is_empty() && journal.is_empty() {
             Default::default()
         } else {
-            load_feeds(&self.context, &settings, &journal).map_err(LoadError::Feeds)?
+            load_feeds(&self.context, &settings, journal).map_err(LoadError::Feeds)?
         };
         tracing::info!(
             users = context.users.len(),

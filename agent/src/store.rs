@@ -267,6 +267,15 @@ CREATE INDEX IF NOT EXISTS alerts_rank ON alerts (
     last_ms DESC, id DESC);
 ";
 
+/// A journaled message's key: its content, so the same message read twice is journaled once.
+pub fn journal_key(message: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(message.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Journals `(feed, message)` pairs not journaled before; returns the indexes of those that
 /// are new (to apply to the context once the transaction commits).
 pub fn journal_new(
@@ -274,18 +283,13 @@ pub fn journal_new(
     messages: &[(String, String)],
     now_ms: i64,
 ) -> rusqlite::Result<Vec<usize>> {
-    use sha2::Digest as _;
     let mut fresh = Vec::new();
     let mut st = tx.prepare_cached(
         "INSERT OR IGNORE INTO context_journal (feed, key, received_ms, message)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
     for (i, (feed, message)) in messages.iter().enumerate() {
-        let key: String = sha2::Sha256::digest(message.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if st.execute(params![feed, key, now_ms, message])? == 1 {
+        if st.execute(params![feed, journal_key(message), now_ms, message])? == 1 {
             fresh.push(i);
         }
     }

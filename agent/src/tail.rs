@@ -138,11 +138,21 @@ impl Chunk {
 
 pub struct Tailer {
     patterns: Vec<String>,
-    checkpoint_path: PathBuf,
+    /// Where [`Tailer::save`] writes; `None` when the caller keeps the checkpoint itself
+    /// ([`Tailer::checkpoint`]: fleet mode's collectors commit it with the batch).
+    checkpoint_path: Option<PathBuf>,
     files: HashMap<FileKey, Tracked>,
     saved: HashMap<FileKey, Checkpoint>,
     max_chunk_bytes: usize,
     max_line_bytes: usize,
+}
+
+fn parse_checkpoint(bytes: &[u8], label: &str) -> Result<HashMap<FileKey, Checkpoint>, TailError> {
+    let cf: CheckpointFile = serde_json::from_slice(bytes).map_err(|e| TailError::Checkpoint {
+        path: label.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(cf.files.into_iter().map(|c| (c.key, c)).collect())
 }
 
 /// The first `len` bytes, or `None` when the file is shorter.
@@ -174,24 +184,49 @@ impl Tailer {
         max_chunk_bytes: usize,
         max_line_bytes: usize,
     ) -> Result<Self, TailError> {
+        let saved = match std::fs::read(&checkpoint_path) {
+            Ok(bytes) => parse_checkpoint(&bytes, &checkpoint_path.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(io_err(&checkpoint_path)(e)),
+        };
+        Tailer::with(
+            patterns,
+            Some(checkpoint_path),
+            saved,
+            max_chunk_bytes,
+            max_line_bytes,
+        )
+    }
+
+    /// A tailer resuming from a checkpoint the caller kept (`saved`, as [`Tailer::checkpoint`]
+    /// wrote it; empty for a source never read). `label` names it in errors.
+    pub fn resume(
+        patterns: Vec<String>,
+        saved: &str,
+        label: &str,
+        max_chunk_bytes: usize,
+        max_line_bytes: usize,
+    ) -> Result<Self, TailError> {
+        let saved = match saved.is_empty() {
+            true => HashMap::new(),
+            false => parse_checkpoint(saved.as_bytes(), label)?,
+        };
+        Tailer::with(patterns, None, saved, max_chunk_bytes, max_line_bytes)
+    }
+
+    fn with(
+        patterns: Vec<String>,
+        checkpoint_path: Option<PathBuf>,
+        saved: HashMap<FileKey, Checkpoint>,
+        max_chunk_bytes: usize,
+        max_line_bytes: usize,
+    ) -> Result<Self, TailError> {
         for p in &patterns {
             glob::Pattern::new(p).map_err(|e| TailError::Glob {
                 pattern: p.clone(),
                 message: e.to_string(),
             })?;
         }
-        let saved = match std::fs::read(&checkpoint_path) {
-            Ok(bytes) => {
-                let cf: CheckpointFile =
-                    serde_json::from_slice(&bytes).map_err(|e| TailError::Checkpoint {
-                        path: checkpoint_path.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                cf.files.into_iter().map(|c| (c.key, c)).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(e) => return Err(io_err(&checkpoint_path)(e)),
-        };
         Ok(Tailer {
             patterns,
             checkpoint_path,
@@ -351,26 +386,32 @@ impl Tailer {
 
     /// Writes every tracked file's committed offset atomically.
     pub fn save(&mut self) -> Result<(), TailError> {
-        let files: Vec<Checkpoint> = self
-            .files
-            .iter()
-            .map(|(k, t)| Checkpoint {
-                key: *k,
-                path: t.path.display().to_string(),
-                offset: t.offset,
-                line: t.line,
-                head_len: t.head_len,
-                head_sha256: t.head.clone(),
-            })
-            .collect();
-        let body = serde_json::to_vec_pretty(&CheckpointFile {
-            version: 1,
-            files: files.clone(),
-        })
-        .expect("checkpoints serialise");
-        write_atomically(&self.checkpoint_path, &body)?;
-        self.saved = files.into_iter().map(|c| (c.key, c)).collect();
+        let body = self.checkpoint();
+        if let Some(path) = &self.checkpoint_path {
+            write_atomically(path, body.as_bytes())?;
+        }
+        self.saved = self.committed().map(|c| (c.key, c)).collect();
         Ok(())
+    }
+
+    /// Every tracked file's committed offset, as [`Tailer::save`] writes it.
+    pub fn checkpoint(&self) -> String {
+        serde_json::to_string_pretty(&CheckpointFile {
+            version: 1,
+            files: self.committed().collect(),
+        })
+        .expect("checkpoints serialise")
+    }
+
+    fn committed(&self) -> impl Iterator<Item = Checkpoint> + '_ {
+        self.files.iter().map(|(k, t)| Checkpoint {
+            key: *k,
+            path: t.path.display().to_string(),
+            offset: t.offset,
+            line: t.line,
+            head_len: t.head_len,
+            head_sha256: t.head.clone(),
+        })
     }
 
     /// Bytes written to tracked files but not yet committed.

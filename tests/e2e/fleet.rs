@@ -529,7 +529,7 @@ fn migrate_and_check_from_the_command_line() {
     );
     // `run` refuses to put the accesses in SQLite while [database] names PostgreSQL.
     let (ok, out) = phiwatch(&["run", "--config", cfg.to_str().unwrap()]);
-    assert!(!ok && out.contains("not built yet"), "{out}");
+    assert!(!ok && out.contains("give this node a role"), "{out}");
     // A database that is not there, with a password in the URL: said, never shown.
     write(&format!(
         "postgres://phiwatch:s3cret-pw@127.0.0.1:{}/phiwatch",

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod report;
 pub mod retention;
 pub mod rules;
+pub mod run;
 pub mod scan;
 pub mod silence;
 pub mod user;

@@ -206,26 +206,38 @@ pub fn load_feeds(
         merge_adt_stats(&mut stats.adt, &adt.stats);
     }
     if !journal.is_empty() {
-        let options = feeds
-            .iter()
-            .find_map(|f| match f {
-                ContextFeed::Mllp(m) => {
-                    Some(adt_options(&m.departments, m.timezone, m.labels.as_deref()))
-                }
-                _ => None,
-            })
-            .unwrap_or_default();
-        let mut adt = Adt::new(settings, options);
-        for (feed, msg) in journal {
-            if feed == super::inline::FEED {
-                super::inline::Learned::replay(&mut store, msg);
-            } else {
-                adt.apply_text(&mut store, msg);
-            }
-        }
-        merge_adt_stats(&mut stats.adt, &adt.stats);
+        let adt = replay_journal(&mut store, feeds, settings, journal);
+        merge_adt_stats(&mut stats.adt, &adt);
     }
     Ok((store, stats))
+}
+
+/// Applies journaled `(feed, message)` pairs to a loaded context, in order: demographics
+/// learned from access-log rows, and ADT messages as the MLLP feed maps them.
+pub fn replay_journal(
+    store: &mut ContextStore,
+    feeds: &[ContextFeed],
+    settings: &Settings,
+    journal: &[(String, String)],
+) -> super::adt::AdtStats {
+    let options = feeds
+        .iter()
+        .find_map(|f| match f {
+            ContextFeed::Mllp(m) => {
+                Some(adt_options(&m.departments, m.timezone, m.labels.as_deref()))
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut adt = Adt::new(settings, options);
+    for (feed, msg) in journal {
+        if feed == super::inline::FEED {
+            super::inline::Learned::replay(store, msg);
+        } else {
+            adt.apply_text(store, msg);
+        }
+    }
+    adt.stats
 }
 
 /// How a feed's configuration maps its messages onto the context.

@@ -14,7 +14,7 @@ pub mod normalize;
 mod roster;
 
 pub use identity::Resolved;
-pub use load::{adt_options, load_context, load_feeds, ContextStats};
+pub use load::{adt_options, load_context, load_feeds, replay_journal, ContextStats};
 
 use ahash::AHashMap;
 

@@ -82,8 +82,8 @@ pub enum Format {
     Leef,
 }
 
-/// What one line holds.
-#[derive(Debug, PartialEq, Eq)]
+/// What one line holds. Serialisable: fleet mode's collectors decode, and queue items.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum Item {
     Access(AccessEvent),
     /// One record naming several patients: an access each (see [`Decoded::Many`]).

@@ -11,14 +11,17 @@
 //! is the operator's: phiwatch only needs one read-write primary to find.
 
 pub mod lease;
+pub mod node;
 pub mod outbox;
 pub mod pg;
 pub mod queue;
 pub mod retention;
 pub mod schema;
+pub mod state;
 pub mod store;
 
 pub use lease::Lease;
+pub use node::{FleetConfig, Role};
 
 /// What `phiwatch check` and `phiwatch migrate` say about the fleet's database.
 #[derive(Debug, Clone, PartialEq)]

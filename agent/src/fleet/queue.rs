@@ -11,7 +11,8 @@
 use super::{lease, FleetError, Lease};
 use tokio_postgres::{Client, Transaction};
 
-/// One batch of raw records (lines, messages) from one source.
+/// One batch of records from one source: each a decoded item, serialised by the collector
+/// that read it (`run::collect`), opaque to the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub source: String,
@@ -71,6 +72,27 @@ pub async fn append(
     .map_err(&e)?;
     tx.commit().await.map_err(&e)?;
     Ok(seq)
+}
+
+/// Moves the source's checkpoint past records that made no batch (blank lines, headers,
+/// rejects), so a restart does not read them again.
+pub async fn advance(
+    client: &Client,
+    source: &str,
+    collector: &str,
+    checkpoint: &str,
+) -> Result<(), FleetError> {
+    client
+        .execute(
+            "INSERT INTO source_checkpoints (source, collector, last_seq, checkpoint, updated_at)
+             VALUES ($1, $2, 0, $3, clock_timestamp())
+             ON CONFLICT (source) DO UPDATE SET collector = excluded.collector,
+                 checkpoint = excluded.checkpoint, updated_at = excluded.updated_at",
+            &[&source, &collector, &checkpoint],
+        )
+        .await
+        .map_err(FleetError::sql("saving a source checkpoint"))?;
+    Ok(())
 }
 
 /// Where a collector resumes reading the source: the checkpoint of its last appended batch.

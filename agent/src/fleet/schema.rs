@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox claimed by dispatchers",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        name: "plugin state and context journal",
+        sql: V3,
+    },
 ];
 
 /// The version this phiwatch needs.
@@ -119,6 +124,27 @@ CREATE TABLE outbox (
     claimed_until   timestamptz
 );
 CREATE INDEX outbox_due ON outbox (state, due_ms);
+";
+
+const V3: &str = "
+-- A plugin's key/value state, a row per key (volume windows, first looks), written by the
+-- detector in the fenced transaction of the batch that changed it: a standby that takes over
+-- reads exactly what the batches applied so far left.
+CREATE TABLE plugin_state (
+    plugin text NOT NULL,
+    key    text NOT NULL,
+    value  bytea NOT NULL,
+    PRIMARY KEY (plugin, key)
+);
+-- Context facts learned from the queued records (HL7 v2 ADT, demographics inline in an
+-- extract), journaled once by content so a detector that takes over replays them.
+CREATE TABLE context_journal (
+    seq         bigserial PRIMARY KEY,
+    feed        text NOT NULL,
+    key         text NOT NULL UNIQUE,
+    received_ms bigint NOT NULL,
+    message     text NOT NULL
+);
 ";
 
 /// Any number to serialise migrations run by several nodes at once.

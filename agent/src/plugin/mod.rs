@@ -535,34 +535,48 @@ impl PluginSet {
         conn: Option<&rusqlite::Connection>,
         metrics: Arc<PluginMetrics>,
     ) -> Result<PluginSet, rusqlite::Error> {
-        let mut runners = Vec::new();
-        for c in compiled {
-            let stored = match conn {
-                Some(conn) => state::load(conn, &c.name)?,
-                None => Vec::new(),
-            };
-            let quota = (c.spec.state_mb as usize).saturating_mul(1 << 20);
-            runners.push(Runner {
-                compiled: c.clone(),
-                instance: None,
-                idle_state: Some(PluginState::new(quota, stored)),
-            });
+        let mut stored = std::collections::HashMap::new();
+        if let Some(conn) = conn {
+            for name in compiled.iter().map(|c| &*c.name).chain([HOST_STATE]) {
+                stored.insert(name.to_owned(), state::load(conn, name)?);
+            }
         }
-        let next_id = match conn {
-            Some(conn) => state::load(conn, HOST_STATE)?
-                .into_iter()
-                .find(|(k, _)| k == NEXT_ID_KEY)
-                .and_then(|(_, v)| v.try_into().ok().map(u64::from_le_bytes))
-                .unwrap_or(1),
-            None => 1,
-        };
-        Ok(PluginSet {
+        Ok(PluginSet::from_stored(compiled, stored, metrics))
+    }
+
+    /// The plugins with the state a store holds for them (plugin name → its keys and values;
+    /// the host's own counters under the empty name), whichever store that is.
+    pub fn from_stored(
+        compiled: &[Arc<Compiled>],
+        mut stored: std::collections::HashMap<String, Vec<(String, Vec<u8>)>>,
+        metrics: Arc<PluginMetrics>,
+    ) -> PluginSet {
+        let runners = compiled
+            .iter()
+            .map(|c| {
+                let quota = (c.spec.state_mb as usize).saturating_mul(1 << 20);
+                let own = stored.remove(&*c.name).unwrap_or_default();
+                Runner {
+                    compiled: c.clone(),
+                    instance: None,
+                    idle_state: Some(PluginState::new(quota, own)),
+                }
+            })
+            .collect();
+        let next_id = stored
+            .remove(HOST_STATE)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(k, _)| k == NEXT_ID_KEY)
+            .and_then(|(_, v)| v.try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(1);
+        PluginSet {
             runners,
             ring: batch::Ring::new(batch::RING_CAPACITY),
             next_id,
             id_saved: next_id,
             metrics,
-        })
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -201,6 +201,49 @@ struct Judges<'l> {
     unjournaled: Vec<(String, String)>,
 }
 
+/// Judges one batch's items into `judged`: accesses through the pipeline (its plugins run at
+/// the end), folder events through their detector, context messages kept for the journal.
+pub(super) fn judge_items(
+    pipeline: &mut Pipeline<'_>,
+    files: &mut FileDetector<'_>,
+    ctx: &mut crate::context::ContextStore,
+    items: Vec<Item>,
+    judged: &mut Judged,
+) {
+    for item in items {
+        match item {
+            Item::Access(ev) => pipeline.judge(ctx, ev, judged),
+            Item::Many { accesses, .. } => {
+                for ev in accesses {
+                    pipeline.judge(ctx, ev, judged);
+                }
+            }
+            Item::File(ev) => files.findings(&ev, &mut judged.findings),
+            Item::Context { feed, message } => judged.journal.push((feed, message)),
+            Item::Nothing => {}
+        }
+    }
+    pipeline.finish(ctx, judged);
+}
+
+/// Applies the context messages journaled for the first time (indexes into `journal`) once
+/// their batch has committed: a message read again after a crash is not applied twice.
+pub(super) fn apply_fresh(
+    adt: &mut std::collections::HashMap<String, Adt<'_>>,
+    ctx: &mut crate::context::ContextStore,
+    journal: &[(String, String)],
+    fresh: &[usize],
+) {
+    for &i in fresh {
+        let (feed, message) = &journal[i];
+        if let Some(adt) = adt.get_mut(feed) {
+            if let crate::context::adt::Applied::Refused(why) = adt.apply_text(ctx, message) {
+                tracing::warn!(feed = %feed, "HL7 v2 message not applied: {why}");
+            }
+        }
+    }
+}
+
 fn judge_batch(
     j: &mut Judges<'_>,
     ctx: &mut crate::context::ContextStore,
@@ -218,20 +261,7 @@ fn judge_batch(
     // Facts learned from rows of a batch that failed to store: the rows come again, but the
     // context has them already, so their journal entries are carried to this batch.
     judged.journal.append(&mut j.unjournaled);
-    for item in batch.items {
-        match item {
-            Item::Access(ev) => pipeline.judge(ctx, ev, judged),
-            Item::Many { accesses, .. } => {
-                for ev in accesses {
-                    pipeline.judge(ctx, ev, judged);
-                }
-            }
-            Item::File(ev) => files.findings(&ev, &mut judged.findings),
-            Item::Context { feed, message } => judged.journal.push((feed, message)),
-            Item::Nothing => {}
-        }
-    }
-    pipeline.finish(ctx, judged);
+    judge_items(pipeline, files, ctx, batch.items, judged);
     let stored_at = now_ms();
     let mut fresh_context = Vec::new();
     let result = store
@@ -249,15 +279,7 @@ fn judge_batch(
             Ok(())
         })
         .map(|(_, new)| {
-            for &i in &fresh_context {
-                let (feed, message) = &judged.journal[i];
-                if let Some(adt) = j.adt.get_mut(feed) {
-                    if let crate::context::adt::Applied::Refused(why) = adt.apply_text(ctx, message)
-                    {
-                        tracing::warn!(feed = %feed, "HL7 v2 message not applied: {why}");
-                    }
-                }
-            }
+            apply_fresh(&mut j.adt, ctx, &judged.journal, &fresh_context);
             for a in &judged.accesses {
                 metrics.delay.observe(stored_at - a.time_ms);
             }

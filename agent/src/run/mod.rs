@@ -9,12 +9,16 @@
 //! [`Running::serve`] until a signal and [`Running::shutdown`]: receivers stop first, spools
 //! are synced, tailers finish what is in flight and save their checkpoints, detection drains.
 
+mod collect;
 mod detection;
+mod fleet_detect;
 mod http;
+mod roles;
 mod tail;
 
 use crate::alert::{Routing, SharedRouting};
 use crate::config::{Config, Source};
+use crate::fleet::Role;
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::notify::Dispatcher;
 use crate::quarantine::Quarantine;
@@ -40,29 +44,51 @@ const DISPATCH_TICK: Duration = Duration::from_millis(250);
 /// How often received messages are forced to disk.
 const SPOOL_SYNC: Duration = Duration::from_millis(200);
 
-/// Runs the agent until SIGTERM or Ctrl-C.
-pub fn run(config_path: &Path) -> Result<()> {
+/// Runs the agent until SIGTERM or Ctrl-C, in the role the config (or `role`) names.
+pub fn run(config_path: &Path, role: Option<Role>, node: Option<String>) -> Result<()> {
     // The store, checkpoints and spools hold PHI: readable by this account only, whatever
     // umask the agent was started with (systemd sets UMask=0077 too).
     // SAFETY: umask(2) only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
-    let cfg = Config::load(config_path)?;
-    if let Some(db) = &cfg.database {
+    let mut cfg = Config::load(config_path)?;
+    if let Some(r) = role {
+        cfg.fleet.role = r;
+    }
+    if node.is_some() {
+        cfg.fleet.node = node;
+    }
+    let role = cfg.fleet.role;
+    match (role, cfg.database.clone()) {
+        (Role::All, None) => {
+            let running = App::new(cfg)?.start()?;
+            let served = running.serve();
+            running.shutdown();
+            served
+        }
         // Running on the SQLite store while the operator named PostgreSQL would put the
         // accesses where nobody looks for them.
-        anyhow::bail!(
-            "{}: [database] names fleet mode's PostgreSQL ({}), but the fleet roles (collect, \
-             detect, dispatch, console) are not built yet; remove [database] to run on the \
-             SQLite store in {} (`phiwatch migrate` and `phiwatch check` use [database] already)",
+        (Role::All, Some(db)) => anyhow::bail!(
+            "{}: [database] names fleet mode's PostgreSQL ({}): give this node a role with \
+             [fleet] role = \"collect\" or \"detect\" (or --role), or remove [database] to \
+             run everything in one process on the SQLite store in {}",
             config_path.display(),
             crate::fleet::pg::describe(&db.url),
             cfg.data_dir.display()
-        );
+        ),
+        (_, None) => anyhow::bail!(
+            "{}: role {} is fleet mode's and needs [database] (the fleet's PostgreSQL)",
+            config_path.display(),
+            role.as_str()
+        ),
+        (Role::Collect, Some(db)) => roles::collect(cfg, db),
+        (Role::Detect, Some(db)) => roles::detect(cfg, db),
+        (Role::Dispatch | Role::Console, Some(_)) => anyhow::bail!(
+            "{}: role {} is not built yet: in fleet mode this release runs collect and detect \
+             nodes; alerts, notifications and the console still run on the SQLite store",
+            config_path.display(),
+            role.as_str()
+        ),
     }
-    let running = App::new(cfg)?.start()?;
-    let served = running.serve();
-    running.shutdown();
-    served
 }
 
 /// The agent built from its configuration, nothing started yet.
@@ -101,7 +127,7 @@ impl App {
             }
             None => None,
         };
-        let metrics = metrics_for(&cfg, &loaded);
+        let metrics = metrics_for(&cfg, Some(&loaded));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -236,31 +262,14 @@ impl App {
             );
         }
         drop(tx);
-        for w in intake.watchers {
-            let stop = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("watch".into())
-                    .spawn(move || {
-                        if let Err(e) = w.run(stop) {
-                            tracing::error!("folder watcher stopped: {e:#}");
-                        }
-                    })?,
-            );
-        }
-        for task in intake.tasks {
-            rt.spawn(task);
-        }
-        let syncing = intake.spools.clone();
-        rt.spawn(async move {
-            let mut tick = tokio::time::interval(SPOOL_SYNC);
-            loop {
-                tick.tick().await;
-                // fsync blocks: off the workers that receive.
-                let spools = syncing.clone();
-                let _ = tokio::task::spawn_blocking(move || sync_spools(&spools)).await;
-            }
-        });
+        start_receivers(
+            &rt,
+            intake.watchers,
+            intake.tasks,
+            &intake.spools,
+            &stop,
+            &mut threads,
+        )?;
         Ok(Running {
             rt,
             metrics,
@@ -307,7 +316,7 @@ impl Running {
 
 /// Counters for every source, in source-index order: the configured sources, the console's
 /// view log, the MLLP feeds.
-fn metrics_for(cfg: &Config, loaded: &Loaded) -> Arc<Metrics> {
+fn metrics_for(cfg: &Config, loaded: Option<&Loaded>) -> Arc<Metrics> {
     let metrics = Arc::new(Metrics {
         sources: cfg
             .sources
@@ -322,13 +331,13 @@ fn metrics_for(cfg: &Config, loaded: &Loaded) -> Arc<Metrics> {
             .collect(),
         ..Default::default()
     });
-    if let Ok(mut l) = metrics.loaded.write() {
+    if let (Some(loaded), Ok(mut l)) = (loaded, metrics.loaded.write()) {
         *l = Some(loaded.summary());
     }
     metrics
 }
 
-fn warn_if_descriptors_short(cfg: &Config) {
+pub(super) fn warn_if_descriptors_short(cfg: &Config) {
     let open_files = crate::net::raise_open_files();
     let wanted: usize = cfg
         .sources
@@ -349,6 +358,43 @@ fn warn_if_descriptors_short(cfg: &Config) {
             "the connection caps add up to more than the descriptor limit leaves room for: raise LimitNOFILE or lower max_connections"
         );
     }
+}
+
+/// Starts the folder watchers (a thread each), the receivers' tasks and the spools' sync.
+fn start_receivers(
+    rt: &tokio::runtime::Runtime,
+    watchers: Vec<crate::watch::FolderWatch>,
+    tasks: Vec<crate::source::Task>,
+    spools: &[SharedSpool],
+    stop: &Arc<AtomicBool>,
+    threads: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<()> {
+    for w in watchers {
+        let stop = stop.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("watch".into())
+                .spawn(move || {
+                    if let Err(e) = w.run(stop) {
+                        tracing::error!("folder watcher stopped: {e:#}");
+                    }
+                })?,
+        );
+    }
+    for task in tasks {
+        rt.spawn(task);
+    }
+    let syncing = spools.to_vec();
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(SPOOL_SYNC);
+        loop {
+            tick.tick().await;
+            // fsync blocks: off the workers that receive.
+            let spools = syncing.clone();
+            let _ = tokio::task::spawn_blocking(move || sync_spools(&spools)).await;
+        }
+    });
+    Ok(())
 }
 
 fn sync_spools(spools: &[SharedSpool]) {

@@ -94,14 +94,7 @@ pub fn tail_loop(
                     tracing::error!(source = %r.name, "saving checkpoint: {e}");
                 }
             }
-            if let Some(active) = &r.spool_active {
-                // Rotated spool segments are deleted once their checkpoint is durable.
-                for done in tailer.drained().into_iter().filter(|p| p != active) {
-                    if let Err(e) = std::fs::remove_file(&done) {
-                        tracing::warn!(source = %r.name, "removing drained spool {}: {e}", done.display());
-                    }
-                }
-            }
+            remove_drained(&r, &tailer);
         }
         m.lag_bytes.store(tailer.lag_bytes(), Ordering::Relaxed);
         m.files.store(tailer.tracked() as u64, Ordering::Relaxed);
@@ -123,9 +116,20 @@ pub fn tail_loop(
     }
 }
 
+/// Deletes rotated spool segments whose every record is behind a durable checkpoint.
+pub(super) fn remove_drained(r: &Reader, tailer: &Tailer) {
+    if let Some(active) = &r.spool_active {
+        for done in tailer.drained().into_iter().filter(|p| p != active) {
+            if let Err(e) = std::fs::remove_file(&done) {
+                tracing::warn!(source = %r.name, "removing drained spool {}: {e}", done.display());
+            }
+        }
+    }
+}
+
 /// Watches the fixed directory part of each glob, so a write wakes the tailer at once.
 /// Returns the watcher (dropping it stops the watch); `None` means polling only.
-fn watch_dirs(
+pub(super) fn watch_dirs(
     patterns: &[String],
     wake: SyncSender<()>,
     name: &str,
@@ -206,7 +210,12 @@ fn finish(
 /// the detection thread only enriches and judges. A line that cannot be decoded, is too
 /// long, panics the decoder or killed the process before is counted, reported with its
 /// place, written to the rejects file and skipped: it never stops the source.
-fn decode_chunk(r: &mut Reader, q: &mut Quarantine, chunk: &Chunk, m: &SourceMetrics) -> Vec<Item> {
+pub(super) fn decode_chunk(
+    r: &mut Reader,
+    q: &mut Quarantine,
+    chunk: &Chunk,
+    m: &SourceMetrics,
+) -> Vec<Item> {
     let file = (chunk.key.dev, chunk.key.ino);
     if chunk.first_line == 1 {
         r.decoder.forget(file);

@@ -1,0 +1,273 @@
+//! Fleet mode's `detect` role: stand by until the detector lease is free, take it, and apply
+//! the queued batches in order. Each batch's accesses, findings, plugin state and context
+//! journal are written in one transaction that first checks the lease's epoch, and that
+//! marks the batch applied: a detector paused past its lease (SIGSTOP, a frozen VM, a
+//! partition) finds its late commit refused, and its successor applies the batch instead.
+//!
+//! Whenever a batch does not commit, what this detector holds in memory (plugin state, the
+//! context) may be ahead of the database, so it is thrown away and read again from the
+//! database before the next batch: memory is only ever a cache of committed state.
+
+use super::detection::{apply_fresh, judge_items};
+use crate::context::adt::{Adt, AdtOptions};
+use crate::decode::Item;
+use crate::detect::FileDetector;
+use crate::fleet::{lease, pg, queue, retention, state, FleetError, Lease};
+use crate::metrics::Metrics;
+use crate::pipeline::{Judged, Pipeline};
+use crate::plugin::PluginSet;
+use crate::reload::{Inputs, Loaded};
+use crate::time::now_ms;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// Batches read from the queue at a time.
+const READ_AHEAD: i64 = 8;
+/// How often an idle detector looks for new batches.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// What the detector role needs.
+pub struct FleetDetector {
+    pub inputs: Inputs,
+    pub db: pg::DatabaseConfig,
+    pub node: String,
+    pub ttl: Duration,
+    /// The folders watched fleet-wide, which the folder-event detector names.
+    pub folders: Vec<String>,
+    /// How each MLLP feed's messages map onto the context.
+    pub adt: HashMap<String, AdtOptions>,
+    /// The detector thread's own runtime for its database calls.
+    pub rt: tokio::runtime::Runtime,
+    pub stop: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why the detector left the batches it was applying (it then stands by again, or retries).
+#[derive(Debug, thiserror::Error)]
+enum Interrupted {
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error(
+        "the detector lease (epoch {0}) was not renewed in time: another detector may hold it"
+    )]
+    LeaseLost(i64),
+    #[error("batch {seq} of source {name} holds a record this phiwatch cannot read ({detail}): is its collector a different version?")]
+    Record {
+        name: String,
+        seq: i64,
+        detail: String,
+    },
+}
+
+impl FleetDetector {
+    /// `loaded`: the inputs, loaded at start without any journal, so a standby is ready to
+    /// judge the moment it takes the lease (loading a hospital's context takes seconds).
+    pub fn run(self, mut loaded: Loaded) {
+        let m = self.metrics.clone();
+        // The lease this process held when a batch failed: taken up again on a new
+        // connection if it has not expired meanwhile (nobody else can have it then).
+        let mut kept: Option<Lease> = None;
+        // Whether `loaded` is as the files left it: once a detector has applied batches its
+        // context holds their facts, which the next holder's journal would apply again.
+        let mut pristine = true;
+        while !self.stop.load(Ordering::SeqCst) {
+            if !pristine {
+                match self.inputs.load() {
+                    Ok(l) => {
+                        loaded = l;
+                        pristine = true;
+                    }
+                    Err(e) => {
+                        tracing::error!("detector: reloading the inputs: {e}; retrying");
+                        self.pause(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            let (mut client, lease) = match self.rt.block_on(self.stand_by(kept.take())) {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e) => {
+                    m.fleet.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("detector: {e}; retrying");
+                    self.pause(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            m.fleet.lease_held.store(true, Ordering::Relaxed);
+            m.fleet.lease_epoch.store(lease.epoch, Ordering::Relaxed);
+            pristine = false;
+            match self.apply(&mut client, &lease, &mut loaded) {
+                Ok(()) => {
+                    // Stopping: a standby takes over at once rather than after the TTL.
+                    let _ = self.rt.block_on(lease::release(&client, &lease));
+                    tracing::info!(epoch = lease.epoch, "detector lease released");
+                }
+                Err(e) => {
+                    m.fleet.errors.fetch_add(1, Ordering::Relaxed);
+                    m.detect_batch_sent_ms.store(0, Ordering::Relaxed);
+                    tracing::warn!(
+                        epoch = lease.epoch,
+                        "detector: {e}; reading committed state again"
+                    );
+                    let lost = matches!(
+                        e,
+                        Interrupted::LeaseLost(_) | Interrupted::Fleet(FleetError::Fenced { .. })
+                    );
+                    if !lost {
+                        kept = Some(lease);
+                    }
+                    self.pause(Duration::from_secs(1));
+                }
+            }
+            m.fleet.lease_held.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Connects, then takes up `kept` if it is still current, else waits for the lease;
+    /// `None` when stopped while waiting.
+    async fn stand_by(&self, kept: Option<Lease>) -> Result<Option<(Client, Lease)>, FleetError> {
+        let client = pg::connect(&self.db, &format!("phiwatch-detect-{}", self.node)).await?;
+        crate::fleet::schema::require_current(&client).await?;
+        if let Some(l) = kept {
+            if lease::renew(&client, &l, self.ttl).await? {
+                return Ok(Some((client, l)));
+            }
+        }
+        // Unique per process: a restarted detector waits out its old self's lease like any
+        // other standby, which cannot tell a dead holder from a paused one.
+        let holder = format!("{}/{}", self.node, std::process::id());
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            if let Some(l) = lease::try_acquire(&client, &holder, self.ttl).await? {
+                tracing::info!(epoch = l.epoch, holder = %holder, "detector lease taken");
+                return Ok(Some((client, l)));
+            }
+            if let Ok(b) = queue::backlog(&client).await {
+                self.metrics
+                    .fleet
+                    .backlog_batches
+                    .store(b, Ordering::Relaxed);
+            }
+            // A standby asks a few times per lease period, so it takes over soon after expiry.
+            tokio::time::sleep(self.ttl / 5).await;
+        }
+    }
+
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Applies batches under `lease` until stopped (`Ok`) or interrupted.
+    fn apply(
+        &self,
+        client: &mut Client,
+        lease: &Lease,
+        loaded: &mut Loaded,
+    ) -> Result<(), Interrupted> {
+        let rt = &self.rt;
+        let journal = rt.block_on(state::journal(client))?;
+        crate::context::replay_journal(
+            &mut loaded.context,
+            &self.inputs.context,
+            &loaded.settings,
+            &journal,
+        );
+        let stored = rt.block_on(state::plugins(client))?;
+        let plugins = PluginSet::from_stored(&loaded.plugins, stored, self.metrics.plugins.clone());
+        let mut pipeline = Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(plugins);
+        let mut files = FileDetector::new(&loaded.file_pack, &self.folders);
+        let mut adt: HashMap<String, Adt<'_>> = self
+            .adt
+            .iter()
+            .map(|(feed, o)| (feed.clone(), Adt::new(&loaded.settings, o.clone())))
+            .collect();
+        let ctx = &mut loaded.context;
+        let mut judged = Judged::default();
+        let mut renewed = Instant::now();
+        let mut months = std::collections::BTreeSet::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            if renewed.elapsed() >= self.ttl / 3 {
+                if !rt.block_on(lease::renew(client, lease, self.ttl))? {
+                    return Err(Interrupted::LeaseLost(lease.epoch));
+                }
+                renewed = Instant::now();
+            }
+            let batches = rt.block_on(queue::pending(client, READ_AHEAD))?;
+            if batches.is_empty() {
+                self.metrics
+                    .fleet
+                    .backlog_batches
+                    .store(0, Ordering::Relaxed);
+                std::thread::sleep(IDLE);
+                continue;
+            }
+            for batch in batches {
+                let sent_ms = now_ms();
+                self.metrics
+                    .detect_batch_sent_ms
+                    .store(sent_ms, Ordering::Relaxed);
+                crate::fault::pause_detection();
+                judged.clear();
+                let items = read_records(&batch)?;
+                judge_items(&mut pipeline, &mut files, ctx, items, &mut judged);
+                let fresh = rt.block_on(async {
+                    let new: Vec<_> = judged
+                        .accesses
+                        .iter()
+                        .filter_map(|a| retention::Month::of(a.time_ms))
+                        .filter(|m| !months.contains(m))
+                        .collect();
+                    if !new.is_empty() {
+                        retention::ensure_months(client, judged.accesses.iter().map(|a| a.time_ms))
+                            .await?;
+                        months.extend(new);
+                    }
+                    let tx = queue::begin(client, lease).await?;
+                    crate::fleet::store::insert_batch(&tx, &judged.accesses, &judged.findings)
+                        .await?;
+                    state::write_plugins(&tx, &judged.plugin_state).await?;
+                    let fresh = state::journal_new(&tx, &judged.journal, now_ms()).await?;
+                    queue::complete(tx, lease, &batch).await?;
+                    Ok::<_, FleetError>(fresh)
+                })?;
+                apply_fresh(&mut adt, ctx, &judged.journal, &fresh);
+                let stored_at = now_ms();
+                for a in &judged.accesses {
+                    self.metrics.delay.observe(stored_at - a.time_ms);
+                }
+                let m = &self.metrics;
+                m.findings
+                    .fetch_add(judged.findings.len() as u64, Ordering::Relaxed);
+                m.fleet.batches_applied.fetch_add(1, Ordering::Relaxed);
+                m.detect_last_lag_ms
+                    .store(stored_at - sent_ms, Ordering::Relaxed);
+                m.detect_batch_sent_ms.store(0, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch's records as the collector serialised them.
+fn read_records(batch: &queue::Batch) -> Result<Vec<Item>, Interrupted> {
+    batch
+        .records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice(r).map_err(|e| Interrupted::Record {
+                name: batch.source.clone(),
+                seq: batch.seq,
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,168 @@
+//! Fleet mode's roles as processes: what each builds from the config, starts, serves and
+//! stops. A `collect` node builds the sources exactly as the single process does and queues
+//! what they read; a `detect` node builds no source, and judges what the queue holds.
+
+use super::collect::{collect_loop, Collector};
+use super::fleet_detect::FleetDetector;
+use super::{http, metrics_for, start_receivers, sync_spools, warn_if_descriptors_short};
+use crate::config::{Config, Source};
+use crate::fleet::pg::DatabaseConfig;
+use crate::fleet::{pg, schema, Role};
+use crate::quarantine::Quarantine;
+use crate::reload::Inputs;
+use crate::source::{Env, Intake};
+use anyhow::{Context as _, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Checked before anything is bound: an unreachable or unmigrated database stops the node
+/// at start-up with the reason, instead of a node that runs and queues nothing.
+fn database_ready(rt: &tokio::runtime::Runtime, db: &DatabaseConfig, role: Role) -> Result<()> {
+    rt.block_on(async {
+        let c = pg::connect(db, &format!("phiwatch-{}", role.as_str())).await?;
+        schema::require_current(&c).await
+    })
+    .with_context(|| format!("the fleet's database ({})", pg::describe(&db.url)))?;
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// A `collect` node: every configured source and MLLP feed, read, decoded and queued.
+pub fn collect(mut cfg: Config, db: DatabaseConfig) -> Result<()> {
+    let rt = runtime()?;
+    database_ready(&rt, &db, Role::Collect)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    let metrics = metrics_for(&cfg, None);
+    let _ = metrics.fleet.role.set(Role::Collect);
+    warn_if_descriptors_short(&cfg);
+    let node = cfg.fleet.node_name();
+    let env = Env {
+        spool_dir: cfg.data_dir.join("spool"),
+        metrics: &metrics,
+        rt: &rt,
+        inflight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.inflight_bytes)),
+    };
+    let mut intake = Intake::default();
+    // Indices as metrics_for lists them: the sources, the console's view log, the feeds.
+    let mllp_ix = cfg.sources.len() + usize::from(cfg.console.is_some());
+    let feeds = cfg.mllp_feeds();
+    crate::source::build(std::mem::take(&mut cfg.sources), &env, &mut intake)?;
+    for (i, f) in feeds.iter().enumerate() {
+        crate::source::mllp::build(f, mllp_ix + i, &env, &mut intake)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    metrics.detection_alive.store(true, Ordering::Relaxed);
+    let mut threads = Vec::new();
+    for reader in intake.readers {
+        let quarantine = Quarantine::open(
+            cfg.data_dir
+                .join("checkpoints")
+                .join(format!("{}.decoding", reader.name)),
+            cfg.data_dir
+                .join("rejects")
+                .join(format!("{}.ndjson", reader.name)),
+        );
+        let c = Collector {
+            quarantine,
+            db: db.clone(),
+            node: node.clone(),
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+            reader,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("collect-{}", c.reader.name))
+                .spawn(move || collect_loop(c))?,
+        );
+    }
+    start_receivers(
+        &rt,
+        intake.watchers,
+        intake.tasks,
+        &intake.spools,
+        &stop,
+        &mut threads,
+    )?;
+    tracing::info!(node = %node, sources = threads.len(), "collecting into {}", pg::describe(&db.url));
+    let served = rt.block_on(http::serve_until_signal(&cfg.http, metrics.clone()));
+    // Receivers stop first, so nothing arrives after the spools' last sync; then each
+    // collector finishes the batch in hand.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    sync_spools(&intake.spools);
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    tracing::info!("stopped: batches appended, checkpoints stored with them");
+    served
+}
+
+/// A `detect` node: the active detector while it holds the lease, a standby otherwise.
+pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
+    let rt = runtime()?;
+    database_ready(&rt, &db, Role::Detect)?;
+    let inputs = Inputs {
+        rules: cfg.rules.clone(),
+        policies: cfg.policies.clone(),
+        context: cfg.context_feeds(),
+        // The journal is the database's (fleet::state), read when the lease is taken.
+        journal: None,
+        plugins: cfg.plugin_inputs(),
+    };
+    // Bad policies, rules or plugins stop the node now, not when it first takes the lease;
+    // and a standby holds them loaded, ready to take over.
+    let loaded = inputs.load()?;
+    let metrics = metrics_for(&cfg, Some(&loaded));
+    let _ = metrics.fleet.role.set(Role::Detect);
+    let folders = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Folder(f) => Some(f.paths.iter().map(|p| p.display().to_string())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let adt = cfg
+        .mllp_feeds()
+        .iter()
+        .map(|f| {
+            let o = crate::context::adt_options(&f.departments, f.timezone, f.labels.as_deref());
+            (f.name.clone(), o)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let detector = FleetDetector {
+        inputs,
+        db: db.clone(),
+        node: cfg.fleet.node_name(),
+        ttl: cfg.fleet.lease(),
+        folders,
+        adt,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        stop: stop.clone(),
+        metrics: metrics.clone(),
+    };
+    metrics.detection_alive.store(true, Ordering::Relaxed);
+    let detecting = std::thread::Builder::new()
+        .name("detect".into())
+        .spawn(move || detector.run(loaded))?;
+    tracing::info!(node = %cfg.fleet.node_name(), "detector standing by for the lease in {}", pg::describe(&db.url));
+    let served = rt.block_on(http::serve_until_signal(&cfg.http, metrics.clone()));
+    stop.store(true, Ordering::SeqCst);
+    let _ = detecting.join();
+    metrics.detection_alive.store(false, Ordering::Relaxed);
+    tracing::info!("stopped");
+    served
+}

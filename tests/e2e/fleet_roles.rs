@@ -1,0 +1,446 @@
+//! Fleet mode's roles as real processes against a real PostgreSQL (a throwaway cluster on
+//! loopback): three collectors, each tailing one site's log, and two detectors taking the
+//! lease in turn. A collector and the active detector are killed with SIGKILL while batches
+//! flow; a detector is held in the middle of a batch and stopped (SIGSTOP) past its lease,
+//! then continued, and its late commit must be refused. Afterwards every access written is
+//! stored once, and the findings are exactly those of a single-process SQLite scan of the
+//! same files.
+
+mod common;
+mod postgres;
+
+use postgres::Postgres;
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SITES: usize = 3;
+const LEASE_SECONDS: u64 = 3;
+/// Slices of the week the sites write one after another.
+const SLICES: usize = 90;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node: its own data_dir and metrics port, the sites' sources it is given, the
+/// shared context and [database]. Detectors are given every source (they read none).
+fn node_config(d: &Path, node: &str, sites: &[usize], url: &str, role: &str) -> PathBuf {
+    let mut text = format!(
+        "data_dir = \"{d}/{node}\"\ncontext = \"{d}/demo/context\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        d = d.display(),
+        port = free_port()
+    );
+    for s in sites {
+        text += &format!(
+            "[[source]]\nkind = \"file\"\nname = \"site{s}\"\npaths = [\"{d}/logs/site{s}.ndjson\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display()
+        );
+    }
+    if !url.is_empty() {
+        text += &format!(
+            "[database]\nurl = \"{url}\"\n[fleet]\nrole = \"{role}\"\nnode = \"{node}\"\nlease_seconds = {LEASE_SECONDS}\n"
+        );
+    }
+    let path = d.join(format!("{node}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Node {
+    name: String,
+    config: PathBuf,
+    log: PathBuf,
+    pause: PathBuf,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl Node {
+    fn new(d: &Path, name: &str, config: PathBuf) -> Node {
+        Node {
+            name: name.to_owned(),
+            config,
+            log: d.join(format!("{name}.log")),
+            pause: d.join(format!("{name}.pause")),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+                .args(["run", "--config", self.config.to_str().unwrap()])
+                .env("PHIWATCH_LOG", "info")
+                .env("PHIWATCH_FAULT_PAUSE_DETECTION", &self.pause)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.child.take().unwrap().wait().unwrap();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: as above.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while c.try_wait().unwrap().is_none() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "{} did not stop",
+                    self.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The demo's events split into sites by user, as a health system's sites split staff: each
+/// user's accesses stay in one log, in their order.
+fn sites(events: &Path) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new(); SITES];
+    let mut site_of = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(events).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let who = v["agent"][0]["who"].to_string();
+        let n = site_of.len();
+        let site = *site_of.entry(who).or_insert(n % SITES);
+        out[site].push(line.to_owned());
+    }
+    out
+}
+
+fn append(d: &Path, site: usize, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join(format!("logs/site{site}.ndjson")))
+        .unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+fn psql_i64(pg: &Postgres, sql: &str) -> i64 {
+    pg.psql("phiwatch", sql).trim().parse().unwrap_or(-1)
+}
+
+/// The lease's holder while unexpired, else "".
+fn holder(pg: &Postgres) -> String {
+    pg.psql(
+        "phiwatch",
+        "SELECT coalesce((SELECT holder FROM detector_lease WHERE expires_at > clock_timestamp()), '')",
+    )
+    .trim()
+    .to_owned()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_find_what_one_process_finds(
+) {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::demo_set(&d.join("demo"), 12_000);
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let split = sites(&d.join("demo/events.ndjson"));
+    assert!(
+        split.iter().all(|s| s.len() > 1000),
+        "each site has a share"
+    );
+    let out = common::phiwatch(&["migrate", "--database", &url]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+
+    // The single process (SQLite) over the same events, as one log in time order.
+    let (in_time_order, accesses) = scan_one_log(d, "single", &d.join("demo/events.ndjson"));
+    assert!(accesses > 5000, "{accesses} accesses stored");
+
+    // The sites write their logs as time passes: slice k of every site's log covers the same
+    // stretch of the week, and the collectors read each as it comes.
+    let slice = |s: usize, k: usize| {
+        let n = split[s].len();
+        &split[s][n * k / SLICES..n * (k + 1) / SLICES]
+    };
+    let write = |k: usize| {
+        for s in 0..SITES {
+            append(d, s, slice(s, k));
+        }
+        std::thread::sleep(Duration::from_millis(120));
+    };
+    let all: Vec<usize> = (0..SITES).collect();
+    let mut collectors: Vec<Node> = (0..SITES)
+        .map(|s| {
+            let name = format!("collector{s}");
+            Node::new(d, &name, node_config(d, &name, &[s], &url, "collect"))
+        })
+        .collect();
+    let mut detectors: Vec<Node> = (0..2)
+        .map(|i| {
+            let name = format!("detector{i}");
+            Node::new(d, &name, node_config(d, &name, &all, &url, "detect"))
+        })
+        .collect();
+    for n in collectors.iter_mut().chain(detectors.iter_mut()) {
+        n.start();
+    }
+    wait_for(
+        "a detector to take the lease",
+        Duration::from_secs(30),
+        || !holder(&pg).is_empty(),
+    );
+    let active = |pg: &Postgres| -> usize {
+        let h = holder(pg);
+        (0..2)
+            .find(|&i| h.starts_with(&format!("detector{i}/")))
+            .unwrap_or(usize::MAX)
+    };
+    let mut k = 0;
+    while k < SLICES / 3 {
+        write(k);
+        k += 1;
+    }
+
+    // A collector and the active detector are killed while batches flow.
+    collectors[1].kill9();
+    let a = active(&pg);
+    assert!(a < 2, "a detector holds the lease");
+    let killed = holder(&pg);
+    detectors[a].kill9();
+    let t = Instant::now();
+    collectors[1].start();
+    detectors[a].start();
+    wait_for("a standby to take over", Duration::from_secs(30), || {
+        let h = holder(&pg);
+        !h.is_empty() && h != killed
+    });
+    let takeover = t.elapsed();
+    // The killed detector's old lease runs out first, whoever takes the new one.
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECONDS + 10),
+        "takeover took {takeover:?}"
+    );
+    while k < 2 * SLICES / 3 {
+        write(k);
+        k += 1;
+    }
+
+    // The active detector is held before its next batch, then stopped past its lease; the
+    // other takes over; the held one is continued and tries to commit its batch.
+    let held = active(&pg);
+    assert!(held < 2);
+    std::fs::write(&detectors[held].pause, b"").unwrap();
+    write(k);
+    k += 1;
+    std::thread::sleep(Duration::from_millis(1000));
+    detectors[held].signal(libc::SIGSTOP);
+    let other = 1 - held;
+    wait_for(
+        "the other detector to take the lease from the stopped one",
+        Duration::from_secs(30),
+        || active(&pg) == other,
+    );
+    std::fs::remove_file(&detectors[held].pause).unwrap();
+    detectors[held].signal(libc::SIGCONT);
+    while k < SLICES {
+        write(k);
+        k += 1;
+    }
+
+    // Everything applied: the queue drained and every collector caught up.
+    let stored = || psql_i64(&pg, "SELECT count(*) FROM accesses");
+    let t = Instant::now();
+    while psql_i64(&pg, "SELECT count(*) FROM ingest_batches") != 0 || stored() != accesses {
+        if t.elapsed() > Duration::from_secs(120) {
+            let logs: Vec<String> = collectors
+                .iter()
+                .chain(detectors.iter())
+                .map(|n| {
+                    let log = n.log();
+                    let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                    format!("== {}\n{}", n.name, tail.join("\n"))
+                })
+                .collect();
+            panic!(
+                "stored {} of {accesses}; queue {}; checkpoints {}\n{}",
+                stored(),
+                pg.psql("phiwatch", "SELECT count(*) FROM ingest_batches"),
+                pg.psql(
+                    "phiwatch",
+                    "SELECT source, last_seq, length(checkpoint) FROM source_checkpoints"
+                ),
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(
+        "the held detector to see it was fenced",
+        Duration::from_secs(20),
+        || {
+            let log = detectors[held].log();
+            log.contains("no longer current") || log.contains("was not renewed in time")
+        },
+    );
+    for n in collectors.iter_mut().chain(detectors.iter_mut()) {
+        n.stop();
+    }
+    assert_eq!(stored(), accesses, "accesses stored = accesses written");
+    let epochs = psql_i64(&pg, "SELECT epoch FROM detector_lease");
+    assert!(
+        epochs >= 3,
+        "three leases at least (start, kill, stop): {epochs}"
+    );
+
+    let fleet: BTreeSet<(String, String)> = pg
+        .psql(
+            "phiwatch",
+            "SELECT event_id || '|' || detector FROM findings ORDER BY 1",
+        )
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (e, det) = l.trim().split_once('|').unwrap();
+            (e.to_owned(), det.to_owned())
+        })
+        .collect();
+    let policies = |f: &BTreeSet<(String, String)>| -> BTreeSet<(String, String)> {
+        f.iter()
+            .filter(|(_, det)| !det.starts_with("plugin:"))
+            .cloned()
+            .collect()
+    };
+    // Cedar policies judge each access on its own: the fleet finds exactly what the single
+    // process finds over the log in time order.
+    assert!(
+        policies(&in_time_order).len() > 50,
+        "the demo's violations are found"
+    );
+    same(&policies(&fleet), &policies(&in_time_order), "policies");
+
+    // Plugins keep state across users (volume-anomaly's peer prior), so what they find
+    // depends on the order accesses from different sites arrive in, in one process as in
+    // the fleet. Replayed by one process in the order the fleet's detectors applied them,
+    // the accesses give exactly the fleet's findings, plugins included.
+    let by_id: std::collections::HashMap<String, String> =
+        std::fs::read_to_string(d.join("demo/events.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["id"].as_str().unwrap().to_owned(), l.to_owned())
+            })
+            .collect();
+    let applied: Vec<String> = pg
+        .psql(
+            "phiwatch",
+            "SELECT event_id FROM accesses ORDER BY stored_ms, time_ms, event_id",
+        )
+        .lines()
+        .map(|id| by_id[id.trim()].clone())
+        .collect();
+    std::fs::write(d.join("applied.ndjson"), applied.join("\n") + "\n").unwrap();
+    let (in_applied_order, _) = scan_one_log(d, "replayed", &d.join("applied.ndjson"));
+    same(&fleet, &in_applied_order, "policies and plugins");
+}
+
+fn same(fleet: &BTreeSet<(String, String)>, single: &BTreeSet<(String, String)>, what: &str) {
+    let missing: Vec<_> = single.difference(fleet).take(5).collect();
+    let extra: Vec<_> = fleet.difference(single).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: fleet findings {} vs single process {}: missing {missing:?}, extra {extra:?}",
+        fleet.len(),
+        single.len()
+    );
+}
+
+/// `phiwatch scan` of one log into a SQLite store of its own: the findings (event id,
+/// detector) and how many accesses it stored.
+fn scan_one_log(d: &Path, name: &str, log: &Path) -> (BTreeSet<(String, String)>, i64) {
+    let config = d.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}/{name}\"\ncontext = \"{d}/demo/context\"\n[[source]]\nkind = \"file\"\nname = \"all\"\npaths = [\"{log}\"]\nformat = \"fhir-auditevent\"\n",
+            d = d.display(),
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    let store = d.join(format!("{name}.db"));
+    let out = common::phiwatch(&[
+        "scan",
+        "--config",
+        config.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--store-accesses",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let findings = common::findings(&out.stdout)
+        .iter()
+        .map(|f| {
+            (
+                f["event_id"].as_str().unwrap().to_owned(),
+                f["detector"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let accesses = rusqlite::Connection::open(&store)
+        .unwrap()
+        .query_row("SELECT count(*) FROM accesses", [], |r| r.get(0))
+        .unwrap();
+    (findings, accesses)
+}
