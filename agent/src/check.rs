@@ -43,6 +43,7 @@ pub fn check(config_path: &Path) -> Checked {
     if let Some(db) = &cfg.database {
         check_database(db, &mut c);
     }
+    check_role(&cfg, &mut c);
     check_console(&cfg, &mut c);
     for src in &cfg.sources {
         check_source(src, &mut c);
@@ -102,11 +103,35 @@ fn check_database(db: &crate::fleet::pg::DatabaseConfig, c: &mut Checked) {
             } else {
                 c.summary.push(s.to_string());
             }
-            c.warnings.push(
-                "[database]: the fleet roles are not built yet, so `phiwatch run` refuses a config with [database]".to_owned(),
-            );
         }
         Err(e) => c.problems.push(format!("[database]: {e}")),
+    }
+}
+
+/// The node's role against what the config gives it: fleet roles need [database], and the
+/// roles not built yet are said before `run` refuses them.
+fn check_role(cfg: &Config, c: &mut Checked) {
+    use crate::fleet::Role;
+    let role = cfg.fleet.role;
+    match (role, &cfg.database) {
+        (Role::All, None) => {}
+        (Role::All, Some(_)) => c.problems.push(
+            "[database] without a fleet role: set [fleet] role = \"collect\" or \"detect\" (or remove [database] for the single process on SQLite)".to_owned(),
+        ),
+        (_, None) => c.problems.push(format!(
+            "[fleet] role {} needs [database] (the fleet's PostgreSQL)",
+            role.as_str()
+        )),
+        (Role::Dispatch | Role::Console, Some(_)) => c.problems.push(format!(
+            "[fleet] role {} is not built yet: this release runs collect and detect nodes",
+            role.as_str()
+        )),
+        (Role::Collect | Role::Detect, Some(_)) => c.summary.push(format!(
+            "fleet: role {}, node {}, detector lease {} s",
+            role.as_str(),
+            cfg.fleet.node_name(),
+            cfg.fleet.lease().as_secs()
+        )),
     }
 }
 

@@ -674,7 +674,8 @@ impl Config {
 
     /// What can be checked before any source is opened: names, listeners, limits, mappings.
     fn check(&self) -> Result<(), Invalid> {
-        if self.sources.is_empty() {
+        // A fleet's detector reads the queue, not sources.
+        if self.sources.is_empty() && self.fleet.role != crate::fleet::Role::Detect {
             return Err("no [[source]] declared: nothing to watch".into());
         }
         if let Some(console) = &self.console {

@@ -3,6 +3,7 @@
 //! under concurrent collectors and a detector killed mid-batch, retention by month, and
 //! the connection's TLS checks.
 
+mod agent;
 mod postgres;
 
 use phiwatch::event::AccessEvent;
@@ -514,7 +515,14 @@ fn migrate_and_check_from_the_command_line() {
     assert!(ok && out.contains("up to date"), "{out}");
 
     let cfg = d.join("phiwatch.toml");
-    let write = |url: &str| write_config(&cfg, d, url, "");
+    let write = |url: &str| {
+        write_config(
+            &cfg,
+            d,
+            url,
+            "[fleet]\nrole = \"collect\"\nnode = \"site-a\"\n",
+        )
+    };
     write(&url);
     let (ok, out) = phiwatch(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(ok, "{out}");
@@ -527,13 +535,29 @@ fn migrate_and_check_from_the_command_line() {
             && out.contains("0 batch(es) waiting"),
         "{out}"
     );
+    assert!(
+        out.contains("fleet: role collect, node site-a, detector lease 10 s"),
+        "{out}"
+    );
     // `run` refuses to put the accesses in SQLite while [database] names PostgreSQL.
-    let (ok, out) = phiwatch(&["run", "--config", cfg.to_str().unwrap()]);
+    let (ok, out) = phiwatch(&["run", "--config", cfg.to_str().unwrap(), "--role", "all"]);
     assert!(!ok && out.contains("give this node a role"), "{out}");
+    // And the roles not built yet are refused by name.
+    let (ok, out) = phiwatch(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--role",
+        "dispatch",
+    ]);
+    assert!(
+        !ok && out.contains("role dispatch is not built yet"),
+        "{out}"
+    );
     // A database that is not there, with a password in the URL: said, never shown.
     write(&format!(
         "postgres://phiwatch:s3cret-pw@127.0.0.1:{}/phiwatch",
-        free_port()
+        agent::free_port()
     ));
     let (ok, out) = phiwatch(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(
@@ -557,14 +581,6 @@ fn migrate_and_check_from_the_command_line() {
         !ok && out.contains("schema version 7, newer than this phiwatch knows (1)"),
         "{out}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The fleet benchmark on a small backlog, against a database it is given: every access

@@ -6,6 +6,7 @@
 //! stored once, and the findings are exactly those of a single-process SQLite scan of the
 //! same files.
 
+mod agent;
 mod common;
 mod postgres;
 
@@ -21,21 +22,13 @@ const LEASE_SECONDS: u64 = 3;
 /// Slices of the week the sites write one after another.
 const SLICES: usize = 90;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One node: its own data_dir and metrics port, the sites' sources it is given, the
 /// shared context and [database]. Detectors are given every source (they read none).
 fn node_config(d: &Path, node: &str, sites: &[usize], url: &str, role: &str) -> PathBuf {
     let mut text = format!(
         "data_dir = \"{d}/{node}\"\ncontext = \"{d}/demo/context\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
         d = d.display(),
-        port = free_port()
+        port = agent::free_port()
     );
     for s in sites {
         text += &format!(

@@ -32,14 +32,7 @@ pub struct FleetArgs {
 }
 
 pub fn run(a: FleetArgs) -> Result<String> {
-    let throwaway;
-    let db = match a.database {
-        Some(db) => db,
-        None => {
-            throwaway = super::postgres::Throwaway::start(None)?;
-            DatabaseConfig::at(throwaway.url(), None)
-        }
-    };
+    let (db, _throwaway) = super::postgres::given_or_throwaway(a.database)?;
     let accesses = generate(a.events);
     let sqlite = sqlite_baseline(&accesses)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

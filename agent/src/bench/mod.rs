@@ -6,6 +6,7 @@ pub mod console;
 pub mod context;
 pub mod csv;
 pub mod fleet;
+pub mod fleet_nodes;
 pub mod live;
 pub mod plugins;
 pub mod postgres;

@@ -199,3 +199,16 @@ impl Drop for Throwaway {
         let _ = self.server.wait();
     }
 }
+
+/// `db` if given, else a throwaway cluster on loopback (kept alive by the returned guard).
+pub fn given_or_throwaway(
+    db: Option<crate::fleet::pg::DatabaseConfig>,
+) -> Result<(crate::fleet::pg::DatabaseConfig, Option<Throwaway>)> {
+    Ok(match db {
+        Some(db) => (db, None),
+        None => {
+            let t = Throwaway::start(None)?;
+            (crate::fleet::pg::DatabaseConfig::at(t.url(), None), Some(t))
+        }
+    })
+}

@@ -71,14 +71,21 @@ pub struct BenchArgs {
     /// names an empty one
     #[arg(long)]
     fleet: bool,
-    /// --fleet: an empty PostgreSQL database to fill (URL; default: a throwaway cluster)
-    #[arg(long, requires = "fleet")]
+    /// Benchmark fleet mode's roles as processes instead: `phiwatch scan` of a generated
+    /// day of --events (the baseline), 3 collect processes queueing it, one detect process
+    /// catching up on the backlog (the pack and the shipped plugins), and the takeover time
+    /// after kill -9 of the active detector. Data in --dir if given
+    #[arg(long, conflicts_with = "fleet")]
+    fleet_nodes: bool,
+    /// --fleet, --fleet-nodes: an empty PostgreSQL database to fill (URL; default: a
+    /// throwaway cluster)
+    #[arg(long)]
     database: Option<String>,
     /// --fleet: the PEM CA of --database's server certificate
     #[arg(long, requires = "database")]
     ca_file: Option<PathBuf>,
-    /// --fleet: the detector lease's time to live, in seconds
-    #[arg(long, default_value_t = 10, requires = "fleet")]
+    /// --fleet, --fleet-nodes: the detector lease's time to live, in seconds
+    #[arg(long, default_value_t = 10)]
     lease_seconds: u64,
     /// --context: practitioners.
     #[arg(long, default_value_t = 30_000)]
@@ -118,6 +125,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 .map(|url| phiwatch::fleet::pg::DatabaseConfig::at(url, a.ca_file)),
             events: a.events,
             lease: std::time::Duration::from_secs(a.lease_seconds.max(1)),
+        })
+        .map(|r| print!("{r}"));
+    }
+    if a.fleet_nodes {
+        return phiwatch::bench::fleet_nodes::run(phiwatch::bench::fleet_nodes::FleetNodesArgs {
+            database: a
+                .database
+                .map(|url| phiwatch::fleet::pg::DatabaseConfig::at(url, a.ca_file)),
+            events: a.events,
+            lease: std::time::Duration::from_secs(a.lease_seconds.max(1)),
+            dir: a.dir,
         })
         .map(|r| print!("{r}"));
     }

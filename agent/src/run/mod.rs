@@ -128,17 +128,9 @@ impl App {
             None => None,
         };
         let metrics = metrics_for(&cfg, Some(&loaded));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
+        let rt = runtime()?;
         warn_if_descriptors_short(&cfg);
-        let env = Env {
-            spool_dir: cfg.data_dir.join("spool"),
-            metrics: &metrics,
-            rt: &rt,
-            inflight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.inflight_bytes)),
-        };
+        let env = env(&cfg, &metrics, &rt);
         let mut intake = Intake::default();
         // Source indices: the configured sources, then the console's view log, then the
         // MLLP feeds; `metrics_for` lists them in the same order.
@@ -311,6 +303,25 @@ impl Running {
         }
         let _ = self.detecting.join();
         tracing::info!("stopped: checkpoints saved, store closed");
+    }
+}
+
+/// The runtime receivers, the metrics endpoint and the dispatcher run on.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// What every source's build shares: the spool directory, the counters, the runtime and the
+/// bytes-in-flight budget of the stream receivers.
+fn env<'a>(cfg: &Config, metrics: &'a Arc<Metrics>, rt: &'a tokio::runtime::Runtime) -> Env<'a> {
+    Env {
+        spool_dir: cfg.data_dir.join("spool"),
+        metrics,
+        rt,
+        inflight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.inflight_bytes)),
     }
 }
 

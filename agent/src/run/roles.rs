@@ -4,13 +4,15 @@
 
 use super::collect::{collect_loop, Collector};
 use super::fleet_detect::FleetDetector;
-use super::{http, metrics_for, start_receivers, sync_spools, warn_if_descriptors_short};
+use super::{
+    env, http, metrics_for, runtime, start_receivers, sync_spools, warn_if_descriptors_short,
+};
 use crate::config::{Config, Source};
 use crate::fleet::pg::DatabaseConfig;
 use crate::fleet::{pg, schema, Role};
 use crate::quarantine::Quarantine;
 use crate::reload::Inputs;
-use crate::source::{Env, Intake};
+use crate::source::Intake;
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,13 +29,6 @@ fn database_ready(rt: &tokio::runtime::Runtime, db: &DatabaseConfig, role: Role)
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
 /// A `collect` node: every configured source and MLLP feed, read, decoded and queued.
 pub fn collect(mut cfg: Config, db: DatabaseConfig) -> Result<()> {
     let rt = runtime()?;
@@ -44,12 +39,7 @@ pub fn collect(mut cfg: Config, db: DatabaseConfig) -> Result<()> {
     let _ = metrics.fleet.role.set(Role::Collect);
     warn_if_descriptors_short(&cfg);
     let node = cfg.fleet.node_name();
-    let env = Env {
-        spool_dir: cfg.data_dir.join("spool"),
-        metrics: &metrics,
-        rt: &rt,
-        inflight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.inflight_bytes)),
-    };
+    let env = env(&cfg, &metrics, &rt);
     let mut intake = Intake::default();
     // Indices as metrics_for lists them: the sources, the console's view log, the feeds.
     let mllp_ix = cfg.sources.len() + usize::from(cfg.console.is_some());
