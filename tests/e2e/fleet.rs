@@ -621,6 +621,48 @@ fn the_fleet_benchmark_reports_each_figure_and_refuses_a_database_in_use() {
     assert!(!ok && out.contains("needs an empty one"), "{out}");
 }
 
+/// The fleet's roles as processes, on a small day: every figure reported, the detector's
+/// catch-up stores every access the scan stored, and the standby waits out the lease.
+#[test]
+fn the_fleet_nodes_benchmark_runs_real_nodes_and_reports_each_figure() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let (ok, out) = phiwatch(&[
+        "bench",
+        "--fleet-nodes",
+        "--events",
+        "4000",
+        "--lease-seconds",
+        "2",
+        "--database",
+        &url,
+    ]);
+    assert!(ok, "{out}");
+    for row in [
+        "baseline: phiwatch scan, one process",
+        "3 collect processes",
+        "1 detect process: catch-up",
+        "standby holding the lease",
+    ] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
+    // The benchmark checks the fleet stored what the scan stored; it reports that count.
+    let stored = pg.psql("phiwatch", "SELECT count(*) FROM accesses");
+    assert!(
+        out.contains(&format!("a day of 4000 events ({stored} accesses")),
+        "{stored}: {out}"
+    );
+    assert!(stored.parse::<i64>().unwrap() >= 4000, "{stored}");
+    let lease_epochs: i64 = pg
+        .psql("phiwatch", "SELECT epoch FROM detector_lease")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        lease_epochs, 3,
+        "catch-up, then the killed detector, then its standby"
+    );
+}
+
 #[test]
 fn the_retention_command_archives_then_drops_only_months_past_retention() {
     let pg = Postgres::start();
