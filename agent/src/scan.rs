@@ -223,7 +223,18 @@ enum Decoded {
     /// The next file begins; its name as messages show it.
     File(std::sync::Arc<str>),
     /// Lines of the current file: the line number and what it decoded to, or why not.
-    Lines(Vec<(u64, Result<crate::decode::Item, String>)>),
+    Lines(Vec<(u64, Result<crate::decode::Item, LineError>)>),
+}
+
+/// Why a line was rejected (the reason written beside its place).
+#[derive(Debug, thiserror::Error)]
+enum LineError {
+    #[error("line of {bytes} bytes exceeds max_line_bytes {max}")]
+    TooLong { bytes: u64, max: usize },
+    #[error(transparent)]
+    Decode(#[from] crate::decode::DecodeError),
+    #[error("the decoder panicked on this line")]
+    Panicked,
 }
 
 /// Replays files of every format once (a configuration's file sources): each line decoded
@@ -309,13 +320,14 @@ fn decode_ahead(
                 }
                 lines += 1;
                 let decoded = match read {
-                    LineRead::TooLong(n) => Err(format!(
-                        "line of {n} bytes exceeds max_line_bytes {max_line}"
-                    )),
+                    LineRead::TooLong(n) => Err(LineError::TooLong {
+                        bytes: n,
+                        max: max_line,
+                    }),
                     _ => {
                         match crate::quarantine::contain(|| src.decoder.decode(path, key, &line)) {
-                            Ok(r) => r.map_err(|e| e.to_string()),
-                            Err(_) => Err("the decoder panicked on this line".to_owned()),
+                            Ok(r) => r.map_err(LineError::from),
+                            Err(_) => Err(LineError::Panicked),
                         }
                     }
                 };

@@ -148,76 +148,25 @@ pub fn run(a: FleetNodesArgs) -> Result<String> {
         schema::migrate(&mut c).await?;
         anyhow::Ok(c)
     })?;
-    let empty: i64 = rt
-        .block_on(client.query_one("SELECT count(*) FROM accesses", &[]))?
-        .get(0);
+    let fleet = Fleet {
+        dir: &dir,
+        database: format!("[database]\nurl = \"{}\"\n", db.url),
+        lease: a.lease.as_secs().max(1),
+        rt,
+        client,
+    };
+    let empty = fleet.count("accesses")?;
     anyhow::ensure!(
         empty == 0,
         "{}: the database holds {empty} accesses; the benchmark needs an empty one",
         pg::describe(&db.url)
     );
-    let database = format!("[database]\nurl = \"{}\"\n", db.url);
     let scan = baseline(&dir, &ds.events)?;
-
-    // Collectors: each decodes its third of the day into the queue.
-    let t = Instant::now();
-    let collectors: Vec<Node> = (0..COLLECTORS)
-        .map(|i| {
-            Node::start(
-                &dir,
-                &format!("collector{i}"),
-                &format!(
-                    "{database}[fleet]\nrole = \"collect\"\nnode = \"collector{i}\"\n[[source]]\nkind = \"file\"\nname = \"site{i}\"\npaths = [\"{}\"]\nformat = \"fhir-auditevent\"\n",
-                    dir.join(format!("site{i}.ndjson")).display()
-                ),
-            )
-        })
-        .collect::<Result<_>>()?;
-    let mut collectors = collectors;
-    wait_until("the collectors to read every line", || {
-        for c in collectors.iter_mut() {
-            c.alive()?;
-        }
-        let read: f64 = collectors
-            .iter()
-            .filter_map(|c| c.metric("phiwatch_source_lines_total"))
-            .sum();
-        let lag: f64 = collectors
-            .iter()
-            .map(|c| c.metric("phiwatch_source_lag_bytes").unwrap_or(1.0))
-            .sum();
-        Ok(read >= lines as f64 && lag == 0.0)
-    })?;
-    let collect = t.elapsed();
-    for c in collectors {
-        c.stop()?;
-    }
-    let backlog = rt.block_on(queue::backlog(&client))?;
-    rt.block_on(
-        client.batch_execute("CREATE TABLE bench_batches AS SELECT * FROM ingest_batches"),
-    )?;
-    let lease = a.lease.as_secs().max(1);
-    let detector = |name: &str| {
-        Node::start(
-            &dir,
-            name,
-            &format!("{database}[fleet]\nrole = \"detect\"\nnode = \"{name}\"\nlease_seconds = {lease}\n"),
-        )
-    };
-    let drained = || -> Result<bool> { Ok(rt.block_on(queue::backlog(&client))? == 0) };
-
-    // One detector catches up on the whole backlog.
-    let t = Instant::now();
-    let mut d = detector("detector0")?;
-    wait_until("the detector to drain the backlog", || {
-        d.alive()?;
-        drained()
-    })?;
-    let catch_up = t.elapsed();
-    d.stop()?;
-    let accesses: i64 = rt
-        .block_on(client.query_one("SELECT count(*) FROM accesses", &[]))?
-        .get(0);
+    let collect = fleet.collect(lines)?;
+    let backlog = fleet.rt.block_on(queue::backlog(&fleet.client))?;
+    fleet.sql("CREATE TABLE bench_batches AS SELECT * FROM ingest_batches")?;
+    let catch_up = fleet.catch_up()?;
+    let accesses = fleet.count("accesses")?;
     let scanned: i64 = rusqlite::Connection::open(dir.join("scan.db"))?.query_row(
         "SELECT count(*) FROM accesses",
         [],
@@ -227,49 +176,14 @@ pub fn run(a: FleetNodesArgs) -> Result<String> {
         accesses == scanned,
         "the fleet stored {accesses} accesses, the scan {scanned}"
     );
-
-    // Takeover: the backlog restored, a detector applying it is killed; its standby,
-    // started beside it and loaded, takes the lease once it expires.
-    rt.block_on(client.batch_execute(
+    // The backlog restored for the takeover.
+    fleet.sql(
         "TRUNCATE accesses, findings, plugin_state, context_journal;
          INSERT INTO ingest_batches SELECT * FROM bench_batches;
          UPDATE detector_progress SET done_seq = 0;
          DROP TABLE bench_batches;",
-    ))?;
-    let mut active = detector("detector1")?;
-    wait_until("the first detector to apply a batch", || {
-        active.alive()?;
-        Ok(active
-            .metric("phiwatch_fleet_batches_applied_total")
-            .unwrap_or(0.0)
-            > 0.0)
-    })?;
-    let mut standby = detector("detector2")?;
-    wait_until("the standby to be ready", || {
-        standby.alive()?;
-        Ok(standby.metric("phiwatch_fleet_role").is_some())
-    })?;
-    let holder = || -> Result<String> {
-        Ok(rt
-            .block_on(client.query_one(
-                "SELECT coalesce((SELECT holder FROM detector_lease
-                                  WHERE expires_at > clock_timestamp()), '')",
-                &[],
-            ))?
-            .get(0))
-    };
-    active.kill9()?;
-    let t = Instant::now();
-    wait_until("the standby to take the lease", || {
-        standby.alive()?;
-        Ok(holder()?.starts_with("detector2/"))
-    })?;
-    let takeover = t.elapsed();
-    wait_until("the standby to drain the rest", || {
-        standby.alive()?;
-        drained()
-    })?;
-    standby.stop()?;
+    )?;
+    let takeover = fleet.takeover()?;
     report(ReportIn {
         events: a.events,
         accesses,
@@ -278,9 +192,126 @@ pub fn run(a: FleetNodesArgs) -> Result<String> {
         collect,
         catch_up,
         takeover,
-        lease,
+        lease: fleet.lease,
         at: pg::describe(&db.url),
     })
+}
+
+/// The benchmark's fleet: its directory, its database, and the nodes it starts.
+struct Fleet<'a> {
+    dir: &'a Path,
+    /// The `[database]` table every node's config carries.
+    database: String,
+    lease: u64,
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl Fleet<'_> {
+    fn sql(&self, sql: &str) -> Result<()> {
+        Ok(self.rt.block_on(self.client.batch_execute(sql))?)
+    }
+
+    fn count(&self, table: &str) -> Result<i64> {
+        let sql = format!("SELECT count(*) FROM {table}");
+        Ok(self.rt.block_on(self.client.query_one(&sql, &[]))?.get(0))
+    }
+
+    fn drained(&self) -> Result<bool> {
+        Ok(self.rt.block_on(queue::backlog(&self.client))? == 0)
+    }
+
+    /// The lease's holder while unexpired, else "".
+    fn holder(&self) -> Result<String> {
+        let sql = "SELECT coalesce((SELECT holder FROM detector_lease
+                                    WHERE expires_at > clock_timestamp()), '')";
+        Ok(self.rt.block_on(self.client.query_one(sql, &[]))?.get(0))
+    }
+
+    fn detector(&self, name: &str) -> Result<Node> {
+        let body = format!(
+            "{}[fleet]\nrole = \"detect\"\nnode = \"{name}\"\nlease_seconds = {}\n",
+            self.database, self.lease
+        );
+        Node::start(self.dir, name, &body)
+    }
+
+    /// Three collectors, each decoding its third of the day into the queue, until every
+    /// line is read and appended.
+    fn collect(&self, lines: usize) -> Result<Duration> {
+        let t = Instant::now();
+        let mut collectors: Vec<Node> = (0..COLLECTORS)
+            .map(|i| {
+                let body = format!(
+                    "{}[fleet]\nrole = \"collect\"\nnode = \"collector{i}\"\n[[source]]\nkind = \"file\"\nname = \"site{i}\"\npaths = [\"{}\"]\nformat = \"fhir-auditevent\"\n",
+                    self.database,
+                    self.dir.join(format!("site{i}.ndjson")).display()
+                );
+                Node::start(self.dir, &format!("collector{i}"), &body)
+            })
+            .collect::<Result<_>>()?;
+        wait_until("the collectors to read every line", || {
+            for c in collectors.iter_mut() {
+                c.alive()?;
+            }
+            let read: f64 = collectors
+                .iter()
+                .filter_map(|c| c.metric("phiwatch_source_lines_total"))
+                .sum();
+            let lag: f64 = collectors
+                .iter()
+                .map(|c| c.metric("phiwatch_source_lag_bytes").unwrap_or(1.0))
+                .sum();
+            Ok(read >= lines as f64 && lag == 0.0)
+        })?;
+        let took = t.elapsed();
+        for c in collectors {
+            c.stop()?;
+        }
+        Ok(took)
+    }
+
+    /// One detector, started on the whole backlog, until it is drained.
+    fn catch_up(&self) -> Result<Duration> {
+        let t = Instant::now();
+        let mut d = self.detector("detector0")?;
+        wait_until("the detector to drain the backlog", || {
+            d.alive()?;
+            self.drained()
+        })?;
+        let took = t.elapsed();
+        d.stop()?;
+        Ok(took)
+    }
+
+    /// A detector applying the backlog is killed; its standby, started beside it and
+    /// loaded, takes the lease once it expires, then drains the rest.
+    fn takeover(&self) -> Result<Duration> {
+        let mut active = self.detector("detector1")?;
+        wait_until("the first detector to apply a batch", || {
+            active.alive()?;
+            let applied = active.metric("phiwatch_fleet_batches_applied_total");
+            Ok(applied.unwrap_or(0.0) > 0.0)
+        })?;
+        let mut standby = self.detector("detector2")?;
+        wait_until("the standby to be ready", || {
+            standby.alive()?;
+            Ok(standby.metric("phiwatch_fleet_role").is_some())
+        })?;
+        active.kill9()?;
+        let t = Instant::now();
+        wait_until("the standby to take the lease", || {
+            standby.alive()?;
+            Ok(self.holder()?.starts_with("detector2/"))
+        })?;
+        let took = t.elapsed();
+        wait_until("the standby to drain the rest", || {
+            standby.alive()?;
+            self.drained()
+        })?;
+        standby.stop()?;
+        Ok(took)
+    }
 }
 
 /// Splits the day into a log per collector, by user (a site's staff stay at their site);

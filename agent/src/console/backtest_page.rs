@@ -87,7 +87,7 @@ pub async fn run(
     .await;
     let result = match done {
         Ok(r) => r,
-        Err(e) => Err(format!("the backtest stopped: {e}")),
+        Err(e) => Err(ReplayError::Stopped(e.to_string())),
     };
     match result {
         Ok(report) => {
@@ -100,8 +100,31 @@ pub async fn run(
             );
             answer(&app, &s, StatusCode::OK, &f, &render(&report))
         }
-        Err(m) => bad(m),
+        Err(e) => bad(e.to_string()),
     }
+}
+
+/// Why a draft could not be replayed; shown to the officer as it reads.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error(transparent)]
+    Load(#[from] crate::reload::LoadError),
+    #[error("the pack in force: {0}")]
+    InForce(crate::detect::PolicyError),
+    #[error("the draft: {0}")]
+    Draft(crate::detect::PolicyError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("the store has no stored accesses yet")]
+    Empty,
+    #[error(transparent)]
+    Window(#[from] crate::mine::WindowError),
+    #[error(transparent)]
+    Backtest(#[from] crate::backtest::BacktestError),
+    #[error("the backtest stopped: {0}")]
+    Stopped(String),
 }
 
 /// The pack in force with `file` replaced (or added), replayed beside the pack in force.
@@ -112,30 +135,26 @@ fn replay(
     text: &str,
     since: &str,
     with_plugins: bool,
-) -> Result<Report, String> {
+) -> Result<Report, ReplayError> {
     let mut inputs = d.inputs.clone();
     if !with_plugins {
         inputs.plugins = Default::default();
     }
-    let loaded = inputs.load().map_err(|e| e.to_string())?;
+    let loaded = inputs.load()?;
     let draft = PackSources::read(d.inputs.policies.as_deref())
-        .map_err(|e| format!("the pack in force: {e}"))?
+        .map_err(ReplayError::InForce)?
         .with_file(file, text)
         .compile()
-        .map_err(|e| format!("the draft: {e}"))?;
-    let conn = crate::store::Store::open_existing(db).map_err(|e| e.to_string())?;
-    let newest = crate::store::newest_access(&conn)
-        .map_err(|e| e.to_string())?
-        .ok_or("the store has no stored accesses yet")?;
+        .map_err(ReplayError::Draft)?;
+    let conn = crate::store::Store::open_existing(db)?;
+    let newest = crate::store::newest_access(&conn)?.ok_or(ReplayError::Empty)?;
     let until = newest + 1;
-    let from = crate::mine::Since::parse(since)
-        .map_err(|e| e.to_string())?
-        .start(until);
+    let from = crate::mine::Since::parse(since)?.start(until);
     let side = |pack| Side {
         pack,
         plugins: &loaded.plugins,
     };
-    backtest::run(
+    Ok(backtest::run(
         &conn,
         &loaded.context,
         &loaded.settings,
@@ -145,8 +164,7 @@ fn replay(
         (from, until),
         0,
         &mut |_, _| Ok(()),
-    )
-    .map_err(|e| e.to_string())
+    )?)
 }
 
 fn error(m: &str) -> String {
