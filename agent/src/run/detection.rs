@@ -85,10 +85,7 @@ pub fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
             pipeline: Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(plugins),
             files: FileDetector::new(&loaded.file_pack, &folders),
             judged: std::mem::take(&mut judged),
-            adt: adt
-                .iter()
-                .map(|(feed, o)| (feed.clone(), Adt::new(&loaded.settings, o.clone())))
-                .collect(),
+            adt: appliers(&adt, &loaded.settings),
             unjournaled: Vec::new(),
         };
         let mut last_check = std::time::Instant::now();
@@ -199,6 +196,17 @@ struct Judges<'l> {
     adt: std::collections::HashMap<String, Adt<'l>>,
     /// Journal entries of access-log facts whose batch failed to store.
     unjournaled: Vec<(String, String)>,
+}
+
+/// The ADT applier of each MLLP feed, for the settings in force.
+pub(super) fn appliers<'l>(
+    options: &std::collections::HashMap<String, crate::context::adt::AdtOptions>,
+    settings: &'l crate::settings::Settings,
+) -> std::collections::HashMap<String, Adt<'l>> {
+    options
+        .iter()
+        .map(|(feed, o)| (feed.clone(), Adt::new(settings, o.clone())))
+        .collect()
 }
 
 /// Judges one batch's items into `judged`: accesses through the pipeline (its plugins run at

@@ -8,8 +8,8 @@
 //! context) may be ahead of the database, so it is thrown away and read again from the
 //! database before the next batch: memory is only ever a cache of committed state.
 
-use super::detection::{apply_fresh, judge_items};
-use crate::context::adt::{Adt, AdtOptions};
+use super::detection::{appliers, apply_fresh, judge_items};
+use crate::context::adt::AdtOptions;
 use crate::decode::Item;
 use crate::detect::FileDetector;
 use crate::fleet::{lease, pg, queue, retention, state, FleetError, Lease};
@@ -185,11 +185,7 @@ impl FleetDetector {
         let plugins = PluginSet::from_stored(&loaded.plugins, stored, self.metrics.plugins.clone());
         let mut pipeline = Pipeline::new(&loaded.settings, &loaded.pack).with_plugins(plugins);
         let mut files = FileDetector::new(&loaded.file_pack, &self.folders);
-        let mut adt: HashMap<String, Adt<'_>> = self
-            .adt
-            .iter()
-            .map(|(feed, o)| (feed.clone(), Adt::new(&loaded.settings, o.clone())))
-            .collect();
+        let mut adt = appliers(&self.adt, &loaded.settings);
         let ctx = &mut loaded.context;
         let mut judged = Judged::default();
         let mut renewed = Instant::now();

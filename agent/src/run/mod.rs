@@ -107,13 +107,7 @@ impl App {
     pub fn new(cfg: Config) -> Result<App> {
         // Before anything reads the store (the context journal below) or writes it.
         Store::check(&cfg.data_dir.join("phiwatch.db"))?;
-        let inputs = Inputs {
-            rules: cfg.rules.clone(),
-            policies: cfg.policies.clone(),
-            context: cfg.context_feeds(),
-            journal: Some(cfg.data_dir.join("phiwatch.db")),
-            plugins: cfg.plugin_inputs(),
-        };
+        let inputs = inputs_of(&cfg, Some(cfg.data_dir.join("phiwatch.db")));
         let stamp = inputs.stamp();
         let loaded = inputs.load()?;
         std::fs::create_dir_all(&cfg.data_dir)
@@ -137,6 +131,7 @@ impl App {
         let console_ix = cfg.sources.len();
         let mllp_ix = console_ix + usize::from(cfg.console.is_some());
         let mllp_feeds = cfg.mllp_feeds();
+        let adt = mllp_options(&cfg);
         let console = match &cfg.console {
             Some(c) => {
                 let (jurisdictions, response) = crate::case::plan_for(&cfg)?;
@@ -151,13 +146,7 @@ impl App {
                     metrics: Some(metrics.clone()),
                     views: None,
                     detection: Some(crate::console::DetectionInputs {
-                        inputs: crate::reload::Inputs {
-                            rules: cfg.rules.clone(),
-                            policies: cfg.policies.clone(),
-                            context: cfg.context_feeds(),
-                            journal: Some(db_path.clone()),
-                            plugins: cfg.plugin_inputs(),
-                        },
+                        inputs: inputs_of(&cfg, Some(db_path.clone())),
                         grouping: routing
                             .as_ref()
                             .map(|(_, r)| crate::alert::current(r).grouping.clone())
@@ -187,14 +176,6 @@ impl App {
             ),
             None => None,
         };
-        let adt = mllp_feeds
-            .iter()
-            .map(|f| {
-                let o =
-                    crate::context::adt_options(&f.departments, f.timezone, f.labels.as_deref());
-                (f.name.clone(), o)
-            })
-            .collect();
         let detection = Detection {
             inputs,
             loaded,
@@ -242,10 +223,7 @@ impl App {
             let checkpoints = data_dir.join("checkpoints");
             let cp = checkpoints.join(format!("{}.json", r.name));
             let tailer = Tailer::new(r.patterns.clone(), cp, CHUNK_BYTES, r.max_line_bytes)?;
-            let quarantine = Quarantine::open(
-                checkpoints.join(format!("{}.decoding", r.name)),
-                data_dir.join("rejects").join(format!("{}.ndjson", r.name)),
-            );
+            let quarantine = quarantine(&data_dir, &r.name);
             let (tx, stop, m) = (tx.clone(), stop.clone(), metrics.clone());
             threads.push(
                 std::thread::Builder::new()
@@ -304,6 +282,41 @@ impl Running {
         let _ = self.detecting.join();
         tracing::info!("stopped: checkpoints saved, store closed");
     }
+}
+
+/// What detection loads: settings, policies, context feeds and plugins, with the context
+/// journal of the SQLite store at `journal` (fleet mode's detector reads PostgreSQL's).
+fn inputs_of(cfg: &Config, journal: Option<PathBuf>) -> Inputs {
+    Inputs {
+        rules: cfg.rules.clone(),
+        policies: cfg.policies.clone(),
+        context: cfg.context_feeds(),
+        journal,
+        plugins: cfg.plugin_inputs(),
+    }
+}
+
+/// How each MLLP feed's messages map onto the context, by feed name.
+fn mllp_options(
+    cfg: &Config,
+) -> std::collections::HashMap<String, crate::context::adt::AdtOptions> {
+    cfg.mllp_feeds()
+        .iter()
+        .map(|f| {
+            let o = crate::context::adt_options(&f.departments, f.timezone, f.labels.as_deref());
+            (f.name.clone(), o)
+        })
+        .collect()
+}
+
+/// A source's decode marker and rejects file under `data_dir`.
+fn quarantine(data_dir: &Path, source: &str) -> Quarantine {
+    Quarantine::open(
+        data_dir
+            .join("checkpoints")
+            .join(format!("{source}.decoding")),
+        data_dir.join("rejects").join(format!("{source}.ndjson")),
+    )
 }
 
 /// The runtime receivers, the metrics endpoint and the dispatcher run on.

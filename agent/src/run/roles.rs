@@ -5,13 +5,12 @@
 use super::collect::{collect_loop, Collector};
 use super::fleet_detect::FleetDetector;
 use super::{
-    env, http, metrics_for, runtime, start_receivers, sync_spools, warn_if_descriptors_short,
+    env, http, inputs_of, metrics_for, mllp_options, quarantine, runtime, start_receivers,
+    sync_spools, warn_if_descriptors_short,
 };
 use crate::config::{Config, Source};
 use crate::fleet::pg::DatabaseConfig;
 use crate::fleet::{pg, schema, Role};
-use crate::quarantine::Quarantine;
-use crate::reload::Inputs;
 use crate::source::Intake;
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,16 +51,8 @@ pub fn collect(mut cfg: Config, db: DatabaseConfig) -> Result<()> {
     metrics.detection_alive.store(true, Ordering::Relaxed);
     let mut threads = Vec::new();
     for reader in intake.readers {
-        let quarantine = Quarantine::open(
-            cfg.data_dir
-                .join("checkpoints")
-                .join(format!("{}.decoding", reader.name)),
-            cfg.data_dir
-                .join("rejects")
-                .join(format!("{}.ndjson", reader.name)),
-        );
         let c = Collector {
-            quarantine,
+            quarantine: quarantine(&cfg.data_dir, &reader.name),
             db: db.clone(),
             node: node.clone(),
             stop: stop.clone(),
@@ -100,14 +91,8 @@ pub fn collect(mut cfg: Config, db: DatabaseConfig) -> Result<()> {
 pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
     let rt = runtime()?;
     database_ready(&rt, &db, Role::Detect)?;
-    let inputs = Inputs {
-        rules: cfg.rules.clone(),
-        policies: cfg.policies.clone(),
-        context: cfg.context_feeds(),
-        // The journal is the database's (fleet::state), read when the lease is taken.
-        journal: None,
-        plugins: cfg.plugin_inputs(),
-    };
+    // The journal is the database's (fleet::state), read when the lease is taken.
+    let inputs = inputs_of(&cfg, None);
     // Bad policies, rules or plugins stop the node now, not when it first takes the lease;
     // and a standby holds them loaded, ready to take over.
     let loaded = inputs.load()?;
@@ -122,14 +107,7 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
         })
         .flatten()
         .collect();
-    let adt = cfg
-        .mllp_feeds()
-        .iter()
-        .map(|f| {
-            let o = crate::context::adt_options(&f.departments, f.timezone, f.labels.as_deref());
-            (f.name.clone(), o)
-        })
-        .collect();
+    let adt = mllp_options(&cfg);
     let stop = Arc::new(AtomicBool::new(false));
     let detector = FleetDetector {
         inputs,
