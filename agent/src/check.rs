@@ -116,17 +116,19 @@ fn check_role(cfg: &Config, c: &mut Checked) {
     match (role, &cfg.database) {
         (Role::All, None) => {}
         (Role::All, Some(_)) => c.problems.push(
-            "[database] without a fleet role: set [fleet] role = \"collect\" or \"detect\" (or remove [database] for the single process on SQLite)".to_owned(),
+            "[database] without a fleet role: set [fleet] role = \"collect\", \"detect\" or \"dispatch\" (or remove [database] for the single process on SQLite)".to_owned(),
         ),
         (_, None) => c.problems.push(format!(
             "[fleet] role {} needs [database] (the fleet's PostgreSQL)",
             role.as_str()
         )),
-        (Role::Dispatch | Role::Console, Some(_)) => c.problems.push(format!(
-            "[fleet] role {} is not built yet: this release runs collect and detect nodes",
-            role.as_str()
-        )),
-        (Role::Collect | Role::Detect, Some(_)) => c.summary.push(format!(
+        (Role::Console, Some(_)) => c.problems.push(
+            "[fleet] role console is not built yet: this release runs collect, detect and dispatch nodes".to_owned(),
+        ),
+        (Role::Dispatch, Some(_)) if cfg.routing.is_none() => c.problems.push(
+            "[fleet] role dispatch needs a routing file (routing = \"...\"), the one the detect nodes use".to_owned(),
+        ),
+        (Role::Collect | Role::Detect | Role::Dispatch, Some(_)) => c.summary.push(format!(
             "fleet: role {}, node {}, detector lease {} s",
             role.as_str(),
             cfg.fleet.node_name(),

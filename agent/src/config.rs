@@ -63,7 +63,7 @@ pub struct Config {
     /// schema and `phiwatch check` reports it. Without it everything stays in data_dir's
     /// SQLite store.
     pub database: Option<crate::fleet::pg::DatabaseConfig>,
-    /// Fleet mode: this node's role (collect, detect; all without `[database]`) and name.
+    /// Fleet mode: this node's role (collect, detect, dispatch; all without `[database]`) and name.
     #[serde(default)]
     pub fleet: crate::fleet::FleetConfig,
 }
@@ -674,8 +674,10 @@ impl Config {
 
     /// What can be checked before any source is opened: names, listeners, limits, mappings.
     fn check(&self) -> Result<(), Invalid> {
-        // A fleet's detector reads the queue, not sources.
-        if self.sources.is_empty() && self.fleet.role != crate::fleet::Role::Detect {
+        // Only collectors (and the single process) read sources: a fleet's detector reads
+        // the queue, a dispatcher the outbox.
+        use crate::fleet::Role;
+        if self.sources.is_empty() && matches!(self.fleet.role, Role::All | Role::Collect) {
             return Err("no [[source]] declared: nothing to watch".into());
         }
         if let Some(console) = &self.console {

@@ -542,7 +542,7 @@ fn migrate_and_check_from_the_command_line() {
     // `run` refuses to put the accesses in SQLite while [database] names PostgreSQL.
     let (ok, out) = phiwatch(&["run", "--config", cfg.to_str().unwrap(), "--role", "all"]);
     assert!(!ok && out.contains("give this node a role"), "{out}");
-    // And the roles not built yet are refused by name.
+    // A dispatcher needs the receivers of a routing file.
     let (ok, out) = phiwatch(&[
         "run",
         "--config",
@@ -551,7 +551,19 @@ fn migrate_and_check_from_the_command_line() {
         "dispatch",
     ]);
     assert!(
-        !ok && out.contains("role dispatch is not built yet"),
+        !ok && out.contains("role dispatch sends to the receivers of a routing file"),
+        "{out}"
+    );
+    // And the role not built yet is refused by name.
+    let (ok, out) = phiwatch(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--role",
+        "console",
+    ]);
+    assert!(
+        !ok && out.contains("role console is not built yet"),
         "{out}"
     );
     // A database that is not there, with a password in the URL: said, never shown.

@@ -1,20 +1,23 @@
 //! Fleet mode's roles as real processes against a real PostgreSQL (a throwaway cluster on
-//! loopback): three collectors, each tailing one site's log, and two detectors taking the
-//! lease in turn. A collector and the active detector are killed with SIGKILL while batches
-//! flow; a detector is held in the middle of a batch and stopped (SIGSTOP) past its lease,
-//! then continued, and its late commit must be refused. Afterwards every access written is
-//! stored once, and the findings are exactly those of a single-process SQLite scan of the
-//! same files.
+//! loopback): three collectors, each tailing one site's log, two detectors taking the lease
+//! in turn, and two dispatchers sending to a real webhook receiver. A collector and the
+//! active detector are killed with SIGKILL while batches flow; a detector is held in the
+//! middle of a batch and stopped (SIGSTOP) past its lease, then continued, and its late
+//! commit must be refused. Afterwards every access written is stored once, the findings and
+//! the alerts are exactly those of a single-process SQLite scan of the same files, and every
+//! notification reached the receiver once.
 
 mod agent;
 mod common;
 mod postgres;
+mod serve;
 
 use postgres::Postgres;
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SITES: usize = 3;
@@ -23,10 +26,10 @@ const LEASE_SECONDS: u64 = 3;
 const SLICES: usize = 90;
 
 /// One node: its own data_dir and metrics port, the sites' sources it is given, the
-/// shared context and [database]. Detectors are given every source (they read none).
+/// shared context, routing and [database]. Detectors are given every source (they read none).
 fn node_config(d: &Path, node: &str, sites: &[usize], url: &str, role: &str) -> PathBuf {
     let mut text = format!(
-        "data_dir = \"{d}/{node}\"\ncontext = \"{d}/demo/context\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        "data_dir = \"{d}/{node}\"\ncontext = \"{d}/demo/context\"\nrouting = \"{d}/routing.toml\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
         d = d.display(),
         port = agent::free_port()
     );
@@ -195,6 +198,18 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
     );
     let out = common::phiwatch(&["migrate", "--database", &url]);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let hook = agent::free_port();
+    let delivered = webhook_sink(hook);
+    // Short waits, so every alert's notifications go out while the test watches.
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_wait = \"1s\"\ngroup_interval = \"2s\"\nrepeat_interval = \"7d\"\n\
+             [[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook}/hook\"\n\
+             [[route]]\nreceivers = [\"siem\"]\n"
+        ),
+    )
+    .unwrap();
 
     // The single process (SQLite) over the same events, as one log in time order.
     let (in_time_order, accesses) = scan_one_log(d, "single", &d.join("demo/events.ndjson"));
@@ -225,7 +240,17 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
             Node::new(d, &name, node_config(d, &name, &all, &url, "detect"))
         })
         .collect();
-    for n in collectors.iter_mut().chain(detectors.iter_mut()) {
+    let mut dispatchers: Vec<Node> = (0..2)
+        .map(|i| {
+            let name = format!("dispatcher{i}");
+            Node::new(d, &name, node_config(d, &name, &[], &url, "dispatch"))
+        })
+        .collect();
+    for n in collectors
+        .iter_mut()
+        .chain(detectors.iter_mut())
+        .chain(dispatchers.iter_mut())
+    {
         n.start();
     }
     wait_for(
@@ -326,10 +351,31 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
             log.contains("no longer current") || log.contains("was not renewed in time")
         },
     );
-    for n in collectors.iter_mut().chain(detectors.iter_mut()) {
+    // Every notification the alerts queued is settled (each alert's last one waits out
+    // the group interval).
+    let t = Instant::now();
+    while psql_i64(&pg, "SELECT count(*) FROM outbox WHERE state = 'pending'") != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the outbox did not drain: {}\n{}\n{}",
+            pg.psql(
+                "phiwatch",
+                "SELECT state, count(*), min(due_ms), max(attempts), max(last_error) FROM outbox GROUP BY 1"
+            ),
+            dispatchers[0].log(),
+            dispatchers[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for n in collectors
+        .iter_mut()
+        .chain(detectors.iter_mut())
+        .chain(dispatchers.iter_mut())
+    {
         n.stop();
     }
     assert_eq!(stored(), accesses, "accesses stored = accesses written");
+    notified_once(&pg, &delivered.lock().unwrap(), &dispatchers);
     let epochs = psql_i64(&pg, "SELECT epoch FROM detector_lease");
     assert!(
         epochs >= 3,
@@ -386,6 +432,102 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
     std::fs::write(d.join("applied.ndjson"), applied.join("\n") + "\n").unwrap();
     let (in_applied_order, _) = scan_one_log(d, "replayed", &d.join("applied.ndjson"));
     same(&fleet, &in_applied_order, "policies and plugins");
+
+    // The same findings group into the same alerts: labels, counts and severity.
+    let alerts = "SELECT group_key || '|' || findings || '|' || incidents || '|' || severity
+                  FROM alerts ORDER BY 1";
+    let fleet_alerts: Vec<String> = pg
+        .psql("phiwatch", alerts)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let single_alerts: Vec<String> = rusqlite::Connection::open(d.join("replayed.db"))
+        .unwrap()
+        .prepare(alerts)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(fleet_alerts.len() > 20, "{} alerts", fleet_alerts.len());
+    assert_eq!(
+        fleet_alerts, single_alerts,
+        "alerts: fleet vs single process"
+    );
+}
+
+/// Every notification the dispatchers settled as sent reached the receiver exactly once
+/// (no idempotency key twice), and every alert was notified or deliberately held back.
+fn notified_once(pg: &Postgres, delivered: &[String], dispatchers: &[Node]) {
+    let sent = psql_i64(pg, "SELECT count(*) FROM outbox WHERE state = 'sent'");
+    let unique: BTreeSet<&String> = delivered.iter().collect();
+    assert_eq!(
+        unique.len(),
+        delivered.len(),
+        "an idempotency key came twice"
+    );
+    assert_eq!(
+        delivered.len() as i64,
+        sent,
+        "deliveries = rows settled as sent"
+    );
+    let keys: BTreeSet<String> = pg
+        .psql(
+            "phiwatch",
+            "SELECT idempotency_key FROM outbox WHERE state = 'sent'",
+        )
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        keys,
+        unique.into_iter().cloned().collect(),
+        "the keys delivered are the rows'"
+    );
+    assert_eq!(
+        psql_i64(
+            pg,
+            "SELECT count(*) FROM alerts a WHERE NOT EXISTS (SELECT 1 FROM outbox o
+               WHERE o.alert_id = a.id AND o.state IN ('sent', 'suppressed'))"
+        ),
+        0,
+        "every alert notified (or held back by a critical one)"
+    );
+    assert_eq!(
+        psql_i64(
+            pg,
+            "SELECT count(*) FROM outbox WHERE state NOT IN ('sent', 'suppressed')"
+        ),
+        0
+    );
+    for n in dispatchers {
+        assert!(!n.log().contains("ERROR"), "{}: {}", n.name, n.log());
+    }
+}
+
+/// A webhook receiver on loopback: the `webhook-id` (idempotency key) of every delivery.
+fn webhook_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let sink = sink.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                sink.lock().unwrap().push(id);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    serve::serve(port, app);
+    got
 }
 
 fn same(fleet: &BTreeSet<(String, String)>, single: &BTreeSet<(String, String)>, what: &str) {
@@ -406,7 +548,7 @@ fn scan_one_log(d: &Path, name: &str, log: &Path) -> (BTreeSet<(String, String)>
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{d}/{name}\"\ncontext = \"{d}/demo/context\"\n[[source]]\nkind = \"file\"\nname = \"all\"\npaths = [\"{log}\"]\nformat = \"fhir-auditevent\"\n",
+            "data_dir = \"{d}/{name}\"\ncontext = \"{d}/demo/context\"\nrouting = \"{d}/routing.toml\"\n[[source]]\nkind = \"file\"\nname = \"all\"\npaths = [\"{log}\"]\nformat = \"fhir-auditevent\"\n",
             d = d.display(),
             log = log.display()
         ),

@@ -60,7 +60,7 @@ pub fn apply(
     let mut done = Applied::default();
     for f in findings {
         let access_ms = crate::time::parse_fhir_time(&f.time);
-        let group_key = key(f, &g.group_by, false);
+        let group_key = group_key(f, g);
         let fold_key = fold_key(f, g);
         let open: Option<(i64, String, i64)> = tx
             .query_row(
@@ -91,11 +91,11 @@ pub fn apply(
                 )?;
                 done.opened += 1;
                 let id = tx.last_insert_rowid();
-                (id, now_ms + g.group_wait.as_millis() as i64, f.severity)
+                (id, first_due(g, None, now_ms), f.severity)
             }
             Some((id, sev, last_sent)) => {
                 done.updated += 1;
-                let sev = sev.parse().unwrap_or(Severity::Low).max(f.severity);
+                let sev = merged(&sev, f.severity);
                 // New evidence reopens an acknowledged alert: someone must look again.
                 tx.execute(
                     "UPDATE alerts SET status = 'open', severity = ?2, last_ms = ?3,
@@ -104,12 +104,7 @@ pub fn apply(
                      WHERE id = ?1",
                     params![id, sev.as_str(), now_ms, access_ms],
                 )?;
-                let due = if last_sent == 0 {
-                    now_ms + g.group_wait.as_millis() as i64
-                } else {
-                    (last_sent + g.group_interval.as_millis() as i64).max(now_ms)
-                };
-                (id, due, sev)
+                (id, first_due(g, Some(last_sent), now_ms), sev)
             }
         };
         // Counters move by what this finding adds, found through indexes: recounting the
@@ -134,18 +129,61 @@ pub fn apply(
                 params![alert, i64::from(new_patient)],
             )?;
         }
-        let hour = chrono::DateTime::from_timestamp_millis(now_ms)
-            .map(|t| t.with_timezone(&tz).hour())
-            .unwrap_or(0);
-        let receivers = routing.receivers_for(&RouteInput {
-            category: &f.category,
-            severity,
-            department: &f.department,
-            hour,
-        });
+        let receivers = receivers(routing, f, severity, tz, now_ms);
         done.queued += enqueue(tx, alert, &receivers, now_ms, due)?;
     }
     Ok(done)
+}
+
+/// An open alert's severity once `f` joins it: the highest seen.
+pub(crate) fn merged(stored: &str, f: Severity) -> Severity {
+    stored.parse().unwrap_or(Severity::Low).max(f)
+}
+
+/// When an alert's next notification is due as a finding joins it: `group_wait` after it
+/// opens (or while it was never notified), else `group_interval` after the last one.
+/// `last_sent`: `None` for a new alert, `Some(0)` for one not notified yet.
+pub(crate) fn first_due(g: &super::routing::Grouping, last_sent: Option<i64>, now_ms: i64) -> i64 {
+    match last_sent {
+        None | Some(0) => now_ms + g.group_wait.as_millis() as i64,
+        Some(sent) => (sent + g.group_interval.as_millis() as i64).max(now_ms),
+    }
+}
+
+/// The receivers the routes give a finding of this severity now (routes may name hours).
+pub(crate) fn receivers(
+    routing: &Routing,
+    f: &Finding,
+    severity: Severity,
+    tz: chrono_tz::Tz,
+    now_ms: i64,
+) -> Vec<String> {
+    let hour = chrono::DateTime::from_timestamp_millis(now_ms)
+        .map(|t| t.with_timezone(&tz).hour())
+        .unwrap_or(0);
+    routing.receivers_for(&RouteInput {
+        category: &f.category,
+        severity,
+        department: &f.department,
+        hour,
+    })
+}
+
+/// The idempotency key of an alert's `seq`th notification to `receiver`.
+pub(crate) fn notification_key(
+    origin: Option<String>,
+    alert: i64,
+    seq: i64,
+    receiver: &str,
+) -> String {
+    // Alerts stored before origins were kept fall back to their row id.
+    let origin = origin.unwrap_or_else(|| format!("alert-{alert}"));
+    format!("phiwatch-{origin}-{seq}-{receiver}")
+}
+
+/// The group key (every `group_by` label) that names an alert.
+pub(crate) fn group_key(f: &Finding, g: &super::routing::Grouping) -> String {
+    key(f, &g.group_by, false)
 }
 
 /// The alert's notification went out (or was counted as gone out) at `now_ms`: repeats are
@@ -173,7 +211,7 @@ pub fn rebase_sent(tx: &Transaction<'_>, now_ms: i64, back_ms: i64) -> rusqlite:
 /// is lost (a crash, a failover to a standby that had not received it), and a receiver would
 /// then drop a different alert's notification as a duplicate; replaying the lost batch opens
 /// the alert from the same finding, so its notifications carry the same keys again.
-fn origin(f: &Finding) -> String {
+pub(crate) fn origin(f: &Finding) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::new()
         .chain_update(f.event_id.as_bytes())
@@ -204,9 +242,7 @@ pub fn enqueue(
             [alert],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        // Alerts stored before origins were kept fall back to their row id.
-        let origin = origin.unwrap_or_else(|| format!("alert-{alert}"));
-        let key = format!("phiwatch-{origin}-{seq}-{r}");
+        let key = notification_key(origin, alert, seq, r);
         crate::outbox::queue_alert(tx, &key, alert, r, now_ms, due_ms)?;
         added += 1;
     }

@@ -10,8 +10,9 @@ pub struct RunArgs {
     /// Configuration file.
     #[arg(long)]
     config: PathBuf,
-    /// Fleet mode: this node's role, overriding [fleet] role. collect and detect need
-    /// [database]; all (the default) is the single process on the SQLite store.
+    /// Fleet mode: this node's role, overriding [fleet] role. collect, detect and dispatch
+    /// need [database] (dispatch also a routing file); all (the default) is the single
+    /// process on the SQLite store.
     #[arg(long, value_enum)]
     role: Option<Role>,
     /// Fleet mode: this node's name (lease holder, collector of its sources), overriding

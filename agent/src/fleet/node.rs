@@ -16,7 +16,8 @@ pub enum Role {
     /// Hold the detector lease (or stand by for it) and apply the queued batches: enrich,
     /// judge with policies and plugins, store accesses, findings and plugin state, fenced.
     Detect,
-    /// Send notifications from the outbox (not built yet: refused at start).
+    /// Send the notifications the detector queued in the outbox, beside any number of other
+    /// dispatch nodes (each row is claimed by one of them at a time).
     Dispatch,
     /// Serve the web console (not built yet: refused at start).
     Console,

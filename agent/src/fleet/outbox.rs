@@ -16,6 +16,7 @@ pub struct Claimed {
     pub receiver: String,
     pub alert_id: Option<i64>,
     pub attempts: i32,
+    pub created_ms: i64,
 }
 
 /// Queues a notification unless one with this key is queued already (a batch applied again
@@ -57,7 +58,7 @@ pub async fn claim(
                    AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
                  ORDER BY due_ms, id LIMIT $4
                  FOR UPDATE SKIP LOCKED)
-             RETURNING id, idempotency_key, receiver, alert_id, attempts",
+             RETURNING id, idempotency_key, receiver, alert_id, attempts, created_ms",
             &[&dispatcher, &now_ms, &hold.as_secs_f64(), &limit],
         )
         .await
@@ -70,6 +71,7 @@ pub async fn claim(
             receiver: r.get(2),
             alert_id: r.get(3),
             attempts: r.get(4),
+            created_ms: r.get(5),
         })
         .collect();
     out.sort_by_key(|c| c.id);
@@ -89,6 +91,10 @@ pub enum Settled<'e> {
     Dead {
         error: &'e str,
     },
+    /// Not to be sent (the alert was acknowledged or closed, or is inhibited): why.
+    Suppressed {
+        why: &'e str,
+    },
 }
 
 /// Records the outcome of a claimed row. `false` when this dispatcher's claim had lapsed and
@@ -105,6 +111,7 @@ pub async fn settle(
         Settled::Sent => ("sent", Some(now_ms), None, None),
         Settled::Retry { due_ms, error } => ("pending", None, Some(due_ms), Some(error)),
         Settled::Dead { error } => ("dead", None, None, Some(error)),
+        Settled::Suppressed { why } => ("suppressed", None, None, Some(why)),
     };
     let n = client
         .execute(

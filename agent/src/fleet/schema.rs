@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "plugin state and context journal",
         sql: V3,
     },
+    Migration {
+        version: 4,
+        name: "alerts grouping findings",
+        sql: V4,
+    },
 ];
 
 /// The version this phiwatch needs.
@@ -145,6 +150,44 @@ CREATE TABLE context_journal (
     received_ms bigint NOT NULL,
     message     text NOT NULL
 );
+";
+
+const V4: &str = "
+-- Alerts group findings as in the single process (alert/group.rs and its store schema),
+-- written by the detector in the fenced transaction of the batch whose findings they group,
+-- with the outbox rows they queue.
+CREATE TABLE alerts (
+    id              bigserial PRIMARY KEY,
+    group_key       text NOT NULL,
+    fold_key        text NOT NULL,
+    status          text NOT NULL,
+    category        text NOT NULL,
+    severity        text NOT NULL,
+    user_id         text NOT NULL,
+    department      text NOT NULL,
+    first_ms        bigint NOT NULL,
+    last_ms         bigint NOT NULL,
+    findings        bigint NOT NULL DEFAULT 0,
+    incidents       bigint NOT NULL DEFAULT 0,
+    notifications   bigint NOT NULL DEFAULT 0,
+    last_sent_ms    bigint NOT NULL DEFAULT 0,
+    ack_by          text,
+    ack_ms          bigint,
+    ack_note        text,
+    ack_disposition text,
+    first_access_ms bigint,
+    last_access_ms  bigint,
+    origin          text NOT NULL
+);
+CREATE INDEX alerts_fold ON alerts (fold_key, status);
+CREATE TABLE alert_findings (
+    alert_id   bigint NOT NULL REFERENCES alerts (id),
+    event_id   text NOT NULL,
+    detector   text NOT NULL,
+    patient_id text NOT NULL,
+    PRIMARY KEY (alert_id, event_id, detector)
+);
+CREATE INDEX alert_findings_patient ON alert_findings (alert_id, patient_id);
 ";
 
 /// Any number to serialise migrations run by several nodes at once.

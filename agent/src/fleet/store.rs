@@ -7,14 +7,25 @@ use crate::finding::Finding;
 use tokio_postgres::Transaction;
 
 /// Stores accesses and findings not stored before; returns how many of each were new.
-/// The months' partitions must exist ([`retention::ensure_months`], outside the batch).
-/// One statement per table and batch (arrays unnested by the server): a round trip per row
-/// would bound the detector by the network's latency.
 pub async fn insert_batch(
     tx: &Transaction<'_>,
     accesses: &[AccessEvent],
     findings: &[Finding],
 ) -> Result<(u64, u64), FleetError> {
+    let (accesses, fresh) = insert_batch_fresh(tx, accesses, findings).await?;
+    Ok((accesses, fresh.len() as u64))
+}
+
+/// Stores accesses and findings not stored before; returns how many accesses were new and
+/// the findings that were (those alerts group: a finding stored before is grouped already).
+/// The months' partitions must exist ([`retention::ensure_months`], outside the batch).
+/// One statement per table and batch (arrays unnested by the server): a round trip per row
+/// would bound the detector by the network's latency.
+pub async fn insert_batch_fresh<'f>(
+    tx: &Transaction<'_>,
+    accesses: &[AccessEvent],
+    findings: &'f [Finding],
+) -> Result<(u64, Vec<&'f Finding>), FleetError> {
     let e = FleetError::sql("storing accesses and findings");
     let now_ms = chrono::Utc::now().timestamp_millis();
     let col = |f: fn(&AccessEvent) -> String| accesses.iter().map(f).collect::<Vec<_>>();
@@ -50,12 +61,12 @@ pub async fn insert_batch(
         })?;
     let col = |f: fn(&Finding) -> &str| findings.iter().map(f).collect::<Vec<&str>>();
     let new_findings = tx
-        .execute(
+        .query(
             "INSERT INTO findings (event_id, detector, time, user_id, patient_id, action,
                  category, severity, explanation, hipaa, department)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO NOTHING RETURNING event_id, detector",
             &[
                 &col(|f| &f.event_id),
                 &col(|f| &f.detector),
@@ -72,5 +83,16 @@ pub async fn insert_batch(
         )
         .await
         .map_err(&e)?;
-    Ok((new_accesses, new_findings))
+    let new: std::collections::HashSet<(String, String)> =
+        new_findings.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // In the batch's order, each once (a batch may judge one access twice).
+    let mut seen = std::collections::HashSet::new();
+    let fresh = findings
+        .iter()
+        .filter(|f| {
+            let k = (f.event_id.clone(), f.detector.clone());
+            new.contains(&k) && seen.insert(k)
+        })
+        .collect();
+    Ok((new_accesses, fresh))
 }

@@ -37,34 +37,73 @@ struct Job {
     due: Due,
     receiver: Receiver,
     payload: Payload,
-    smtp: Option<(
-        lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
-        email::Templates,
-    )>,
+    smtp: Option<Smtp>,
     http: reqwest::Client,
 }
 
 impl Job {
     async fn send(&self) -> Outcome {
         let key = &self.due.key;
-        match (&self.receiver, &self.payload) {
-            (Receiver::Email(e), payload) => {
-                let Some((t, templates)) = &self.smtp else {
+        let r = match &self.payload {
+            Payload::Alert(v) => {
+                return deliver(&self.receiver, v, key, self.smtp.as_ref(), &self.http).await
+            }
+            Payload::Reminder(r) => r,
+        };
+        match &self.receiver {
+            Receiver::Email(e) => {
+                let Some((t, _)) = &self.smtp else {
                     return Outcome::Permanent("no SMTP transport".into());
                 };
-                match payload {
-                    Payload::Alert(v) => email::send(e, t, templates, v, key).await,
-                    Payload::Reminder(r) => reminder::email(e, t, r, key).await,
-                }
+                reminder::email(e, t, r, key).await
             }
-            (Receiver::Webhook(w), Payload::Alert(v)) => webhook::send(w, &self.http, v, key).await,
-            (Receiver::Webhook(w), Payload::Reminder(r)) => {
-                reminder::webhook(w, &self.http, r, key).await
-            }
-            (Receiver::Syslog(s), Payload::Alert(v)) => cef::send(s, v, key).await,
-            (Receiver::Syslog(s), Payload::Reminder(r)) => reminder::syslog(s, r, key).await,
+            Receiver::Webhook(w) => reminder::webhook(w, &self.http, r, key).await,
+            Receiver::Syslog(s) => reminder::syslog(s, r, key).await,
         }
     }
+}
+
+/// An email receiver's SMTP transport and templates.
+pub type Smtp = (
+    lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    email::Templates,
+);
+
+/// Sends one alert notification, with its idempotency key, to `receiver` (`smtp`: the
+/// receiver's transport, when it is an email receiver). The single process's dispatcher and
+/// the fleet's dispatch nodes both send through here.
+pub async fn deliver(
+    receiver: &Receiver,
+    view: &AlertView,
+    key: &str,
+    smtp: Option<&Smtp>,
+    http: &reqwest::Client,
+) -> Outcome {
+    match receiver {
+        Receiver::Email(e) => match smtp {
+            Some((t, templates)) => email::send(e, t, templates, view, key).await,
+            None => Outcome::Permanent("no SMTP transport".into()),
+        },
+        Receiver::Webhook(w) => webhook::send(w, http, view, key).await,
+        Receiver::Syslog(s) => cef::send(s, view, key).await,
+    }
+}
+
+/// When to try again a notification that failed for now after `attempts` earlier tries:
+/// exponential backoff with jitter, capped; `None` once it has failed for `give_up_after`
+/// since it was queued (it becomes a dead letter).
+pub fn next_try(
+    retry: &crate::alert::routing::Retry,
+    created_ms: i64,
+    attempts: i64,
+    now: i64,
+) -> Option<i64> {
+    if now - created_ms > retry.give_up_after.as_millis() as i64 {
+        return None;
+    }
+    let exp = retry.initial.as_millis() as f64 * 2f64.powi(attempts.min(30) as i32);
+    let jitter = rand::rng().random_range(0.5..1.5);
+    Some(now + (exp * jitter).min(retry.max.as_millis() as f64) as i64)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,9 +205,7 @@ impl Dispatcher {
     ) -> Result<Self, ReceiverError> {
         let routing = crate::alert::current(&shared);
         let smtp = transports(&routing)?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("phiwatch/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = http_client()?;
         Ok(Dispatcher {
             db: db.to_owned(),
             shared,
@@ -372,17 +409,14 @@ impl Dispatcher {
             }
             Outcome::Transient(e) => {
                 let now = now_ms();
-                if now - d.created_ms > retry.give_up_after.as_millis() as i64 {
+                let Some(at) = next_try(retry, d.created_ms, d.attempts, now) else {
                     self.metrics.dead.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(receiver = %d.receiver, alert = d.alert, "giving up on a notification: {e}");
                     return self.settle(conn, d, "dead", Some(&e), 1);
-                }
+                };
                 self.metrics.retried.fetch_add(1, Ordering::Relaxed);
-                let exp = retry.initial.as_millis() as f64 * 2f64.powi(d.attempts.min(30) as i32);
-                let jitter = rand::rng().random_range(0.5..1.5);
-                let wait = (exp * jitter).min(retry.max.as_millis() as f64) as i64;
-                tracing::info!(receiver = %d.receiver, alert = d.alert, attempt = d.attempts + 1, "notification will be retried in {wait} ms: {e}");
-                outbox::retry_at(conn, d.id, now + wait, &e)
+                tracing::info!(receiver = %d.receiver, alert = d.alert, attempt = d.attempts + 1, "notification will be retried in {} ms: {e}", at - now);
+                outbox::retry_at(conn, d.id, at, &e)
             }
         }
     }
@@ -438,13 +472,14 @@ impl Dispatcher {
     }
 }
 
-type Transports = HashMap<
-    String,
-    (
-        lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
-        email::Templates,
-    ),
->;
+pub type Transports = HashMap<String, Smtp>;
+
+/// The HTTP client webhooks are sent with.
+pub fn http_client() -> Result<reqwest::Client, ReceiverError> {
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("phiwatch/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
 
 /// An SMTP transport and templates per email receiver.
 pub fn transports(routing: &Routing) -> Result<Transports, ReceiverError> {

@@ -51,8 +51,7 @@ impl AlertView {
                         last_seen: crate::time::format_ms(r.get(6)?),
                         findings: r.get(7)?,
                         incidents: r.get(8)?,
-                        link: console_url
-                            .map(|u| format!("{}/alerts/{id}", u.trim_end_matches('/'))),
+                        link: Self::link(console_url, id),
                         patients: Vec::new(),
                         explanations: Vec::new(),
                     })
@@ -73,13 +72,23 @@ impl AlertView {
             })?;
             for row in rows {
                 let (p, e) = row?;
-                if !view.patients.contains(&p) {
-                    view.patients.push(p);
-                }
-                view.explanations.push(e);
+                view.add_patient(p, e);
             }
         }
         Ok(Some(view))
+    }
+
+    /// The alert's page in the console, when the receiver names the console's address.
+    pub fn link(console_url: Option<&str>, id: i64) -> Option<String> {
+        console_url.map(|u| format!("{}/alerts/{id}", u.trim_end_matches('/')))
+    }
+
+    /// One of the alert's findings, for a receiver that sets `include_patient`.
+    pub fn add_patient(&mut self, patient: String, explanation: String) {
+        if !self.patients.contains(&patient) {
+            self.patients.push(patient);
+        }
+        self.explanations.push(explanation);
     }
 
     pub fn subject(&self) -> String {

@@ -9,10 +9,11 @@
 //! database before the next batch: memory is only ever a cache of committed state.
 
 use super::detection::{appliers, apply_fresh, judge_items};
+use crate::alert::Routing;
 use crate::context::adt::AdtOptions;
 use crate::decode::Item;
 use crate::detect::FileDetector;
-use crate::fleet::{lease, pg, queue, retention, state, FleetError, Lease};
+use crate::fleet::{alerts, lease, pg, queue, retention, state, store, FleetError, Lease};
 use crate::metrics::Metrics;
 use crate::pipeline::{Judged, Pipeline};
 use crate::plugin::PluginSet;
@@ -39,6 +40,9 @@ pub struct FleetDetector {
     pub folders: Vec<String>,
     /// How each MLLP feed's messages map onto the context.
     pub adt: HashMap<String, AdtOptions>,
+    /// How findings group into alerts and whom those notify (the default grouping and
+    /// nobody without a routing file, as in the single process).
+    pub routing: Arc<Routing>,
     /// The detector thread's own runtime for its database calls.
     pub rt: tokio::runtime::Runtime,
     pub stop: Arc<AtomicBool>,
@@ -228,13 +232,23 @@ impl FleetDetector {
                         months.extend(new);
                     }
                     let tx = queue::begin(client, lease).await?;
-                    crate::fleet::store::insert_batch(&tx, &judged.accesses, &judged.findings)
-                        .await?;
+                    let (_, new) =
+                        store::insert_batch_fresh(&tx, &judged.accesses, &judged.findings).await?;
                     state::write_plugins(&tx, &judged.plugin_state).await?;
-                    let fresh = state::journal_new(&tx, &judged.journal, now_ms()).await?;
+                    let stored_at = now_ms();
+                    let fresh = state::journal_new(&tx, &judged.journal, stored_at).await?;
+                    let tz = loaded.settings.timezone;
+                    let a = alerts::apply(&tx, &new, &self.routing, tz, stored_at).await?;
                     queue::complete(tx, lease, &batch).await?;
-                    Ok::<_, FleetError>(fresh)
+                    Ok::<_, FleetError>((fresh, a))
                 })?;
+                let (fresh, a) = fresh;
+                self.metrics
+                    .alerts_opened
+                    .fetch_add(a.opened, Ordering::Relaxed);
+                self.metrics
+                    .notifications_queued
+                    .fetch_add(a.queued, Ordering::Relaxed);
                 apply_fresh(&mut adt, ctx, &judged.journal, &fresh);
                 let stored_at = now_ms();
                 for a in &judged.accesses {

@@ -11,6 +11,7 @@
 
 mod collect;
 mod detection;
+mod dispatch;
 mod fleet_detect;
 mod http;
 mod roles;
@@ -69,7 +70,7 @@ pub fn run(config_path: &Path, role: Option<Role>, node: Option<String>) -> Resu
         // accesses where nobody looks for them.
         (Role::All, Some(db)) => anyhow::bail!(
             "{}: [database] names fleet mode's PostgreSQL ({}): give this node a role with \
-             [fleet] role = \"collect\" or \"detect\" (or --role), or remove [database] to \
+             [fleet] role = \"collect\", \"detect\" or \"dispatch\" (or --role), or remove [database] to \
              run everything in one process on the SQLite store in {}",
             config_path.display(),
             crate::fleet::pg::describe(&db.url),
@@ -82,11 +83,11 @@ pub fn run(config_path: &Path, role: Option<Role>, node: Option<String>) -> Resu
         ),
         (Role::Collect, Some(db)) => roles::collect(cfg, db),
         (Role::Detect, Some(db)) => roles::detect(cfg, db),
-        (Role::Dispatch | Role::Console, Some(_)) => anyhow::bail!(
-            "{}: role {} is not built yet: in fleet mode this release runs collect and detect \
-             nodes; alerts, notifications and the console still run on the SQLite store",
-            config_path.display(),
-            role.as_str()
+        (Role::Dispatch, Some(db)) => roles::dispatch(cfg, db),
+        (Role::Console, Some(_)) => anyhow::bail!(
+            "{}: role console is not built yet: in fleet mode this release runs collect, \
+             detect and dispatch nodes; the console and cases still run on the SQLite store",
+            config_path.display()
         ),
     }
 }

@@ -3,11 +3,13 @@
 //! what they read; a `detect` node builds no source, and judges what the queue holds.
 
 use super::collect::{collect_loop, Collector};
+use super::dispatch::FleetDispatcher;
 use super::fleet_detect::FleetDetector;
 use super::{
     env, http, inputs_of, metrics_for, mllp_options, quarantine, runtime, start_receivers,
     sync_spools, warn_if_descriptors_short,
 };
+use crate::alert::Routing;
 use crate::config::{Config, Source};
 use crate::fleet::pg::DatabaseConfig;
 use crate::fleet::{pg, schema, Role};
@@ -108,8 +110,10 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
         .flatten()
         .collect();
     let adt = mllp_options(&cfg);
+    let routing = Arc::new(routing_of(&cfg)?);
     let stop = Arc::new(AtomicBool::new(false));
     let detector = FleetDetector {
+        routing,
         inputs,
         db: db.clone(),
         node: cfg.fleet.node_name(),
@@ -133,4 +137,46 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
     metrics.detection_alive.store(false, Ordering::Relaxed);
     tracing::info!("stopped");
     served
+}
+
+/// A `dispatch` node: sends what the outbox holds, beside any number of other dispatchers.
+pub fn dispatch(cfg: Config, db: DatabaseConfig) -> Result<()> {
+    let rt = runtime()?;
+    database_ready(&rt, &db, Role::Dispatch)?;
+    let Some(path) = &cfg.routing else {
+        anyhow::bail!(
+            "role dispatch sends to the receivers of a routing file: set routing = \"...\" \
+             in the config (the same file the detect nodes use)"
+        );
+    };
+    let routing = Routing::load(path)?;
+    // A bad CA file or a missing password variable stops the node now, not at the first alert.
+    let smtp = crate::notify::transports(&routing)?;
+    let metrics = metrics_for(&cfg, None);
+    let _ = metrics.fleet.role.set(Role::Dispatch);
+    let node = cfg.fleet.node_name();
+    let dispatcher = FleetDispatcher {
+        db: db.clone(),
+        node: node.clone(),
+        routing: Arc::new(routing),
+        smtp,
+        http: crate::notify::http_client()?,
+        metrics: metrics.clone(),
+    };
+    let sending = rt.spawn(dispatcher.run());
+    tracing::info!(node = %node, "dispatching notifications from {}", pg::describe(&db.url));
+    let served = rt.block_on(http::serve_until_signal(&cfg.http, metrics.clone()));
+    // A send cut short leaves its row claimed: it goes out again once the claim lapses.
+    sending.abort();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!("stopped");
+    served
+}
+
+/// The routing rules, or the default grouping (and no receiver) without a routing file.
+fn routing_of(cfg: &Config) -> Result<Routing> {
+    match &cfg.routing {
+        Some(p) => Ok(Routing::load(p)?),
+        None => Ok(Routing::default()),
+    }
 }

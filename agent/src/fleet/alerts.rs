@@ -1,0 +1,242 @@
+//! Findings → alerts on PostgreSQL: the fleet's counterpart of `alert::group::apply`, called
+//! by the detector inside the fenced transaction of the batch whose findings it groups, so
+//! an alert, its counters and the notifications it queues commit with the batch or not at
+//! all. The decisions (keys, severity, when a notification is due, which receivers, the
+//! idempotency key) are `alert::group`'s own functions; only the statements differ.
+//!
+//! The detector is the only writer of new evidence; a dispatcher only marks an alert sent.
+
+use super::{outbox, FleetError};
+use crate::alert::group::{self, Applied};
+use crate::alert::Routing;
+use crate::finding::Finding;
+use crate::notify::render::AlertView;
+use tokio_postgres::{GenericClient, Transaction};
+
+/// Groups `findings` (new to the store) into alerts and queues their notifications.
+/// Statements are prepared once per call: a batch's findings reuse them.
+pub async fn apply(
+    tx: &Transaction<'_>,
+    findings: &[&Finding],
+    routing: &Routing,
+    tz: chrono_tz::Tz,
+    now_ms: i64,
+) -> Result<Applied, FleetError> {
+    let mut done = Applied::default();
+    if findings.is_empty() {
+        return Ok(done);
+    }
+    let e = FleetError::sql("grouping findings into alerts");
+    let find_open = tx
+        .prepare(
+            "SELECT id, severity, last_sent_ms FROM alerts
+             WHERE fold_key = $1 AND status <> 'closed' ORDER BY id DESC LIMIT 1",
+        )
+        .await
+        .map_err(&e)?;
+    let open_new = tx
+        .prepare(
+            "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id,
+                 department, first_ms, last_ms, first_access_ms, last_access_ms, origin)
+             VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $7, $8, $8, $9) RETURNING id",
+        )
+        .await
+        .map_err(&e)?;
+    // New evidence reopens an acknowledged alert: someone must look again.
+    let update = tx
+        .prepare(
+            "UPDATE alerts SET status = 'open', severity = $2, last_ms = $3,
+                 first_access_ms = least(first_access_ms, $4),
+                 last_access_ms = greatest(last_access_ms, $4)
+             WHERE id = $1",
+        )
+        .await
+        .map_err(&e)?;
+    // Counters move by what the finding adds, as in the single process: one probe, no recount.
+    let add = tx
+        .prepare(
+            "WITH known AS (
+                 SELECT EXISTS (SELECT 1 FROM alert_findings
+                                WHERE alert_id = $1 AND patient_id = $4) AS seen),
+             added AS (
+                 INSERT INTO alert_findings (alert_id, event_id, detector, patient_id)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1)
+             UPDATE alerts SET findings = findings + 1,
+                 incidents = incidents + CASE WHEN (SELECT seen FROM known) THEN 0 ELSE 1 END
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM added)",
+        )
+        .await
+        .map_err(&e)?;
+    let g = &routing.grouping;
+    for f in findings {
+        let access_ms = crate::time::parse_fhir_time(&f.time);
+        let fold_key = group::fold_key(f, g);
+        let open = tx.query_opt(&find_open, &[&fold_key]).await.map_err(&e)?;
+        let (alert, due, severity) = match open {
+            None => {
+                let id: i64 = tx
+                    .query_one(
+                        &open_new,
+                        &[
+                            &group::group_key(f, g),
+                            &fold_key,
+                            &f.category,
+                            &f.severity.as_str(),
+                            &f.user,
+                            &f.department,
+                            &now_ms,
+                            &access_ms,
+                            &group::origin(f),
+                        ],
+                    )
+                    .await
+                    .map_err(&e)?
+                    .get(0);
+                done.opened += 1;
+                (id, group::first_due(g, None, now_ms), f.severity)
+            }
+            Some(row) => {
+                let (id, stored, last_sent): (i64, String, i64) =
+                    (row.get(0), row.get(1), row.get(2));
+                done.updated += 1;
+                let sev = group::merged(&stored, f.severity);
+                tx.execute(&update, &[&id, &sev.as_str(), &now_ms, &access_ms])
+                    .await
+                    .map_err(&e)?;
+                (id, group::first_due(g, Some(last_sent), now_ms), sev)
+            }
+        };
+        tx.execute(&add, &[&alert, &f.event_id, &f.detector, &f.patient])
+            .await
+            .map_err(&e)?;
+        let receivers = group::receivers(routing, f, severity, tz, now_ms);
+        done.queued += enqueue(tx, alert, &receivers, now_ms, due).await?;
+    }
+    Ok(done)
+}
+
+/// Queues one notification per receiver unless one already waits (it carries the alert as
+/// it is when sent).
+async fn enqueue(
+    tx: &Transaction<'_>,
+    alert: i64,
+    receivers: &[String],
+    now_ms: i64,
+    due_ms: i64,
+) -> Result<u64, FleetError> {
+    let e = FleetError::sql("queueing an alert's notifications");
+    let mut added = 0;
+    for r in receivers {
+        let waiting: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE alert_id = $1 AND receiver = $2
+                   AND state = 'pending')",
+                &[&alert, r],
+            )
+            .await
+            .map_err(&e)?
+            .get(0);
+        if waiting {
+            continue;
+        }
+        let row = tx
+            .query_one(
+                "UPDATE alerts SET notifications = notifications + 1 WHERE id = $1
+                 RETURNING notifications, origin",
+                &[&alert],
+            )
+            .await
+            .map_err(&e)?;
+        let key = group::notification_key(Some(row.get(1)), alert, row.get(0), r);
+        if outbox::enqueue(tx, &key, Some(alert), r, now_ms, due_ms).await? {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// The alert's notification went out at `now_ms`: repeats are timed from here.
+pub async fn mark_sent(
+    client: &impl GenericClient,
+    alert: i64,
+    now_ms: i64,
+) -> Result<(), FleetError> {
+    client
+        .execute(
+            "UPDATE alerts SET last_sent_ms = greatest(last_sent_ms, $2) WHERE id = $1",
+            &[&alert, &now_ms],
+        )
+        .await
+        .map_err(FleetError::sql("marking an alert notified"))?;
+    Ok(())
+}
+
+/// What a notification of alert `id` says, as `AlertView::load` reads it from SQLite; `None`
+/// when there is no such alert.
+pub async fn view(
+    client: &impl GenericClient,
+    id: i64,
+    include_patient: bool,
+    console_url: Option<&str>,
+) -> Result<Option<AlertView>, FleetError> {
+    let e = FleetError::sql("reading an alert");
+    let Some(r) = client
+        .query_opt(
+            "SELECT status, category, severity, user_id, department, first_ms, last_ms,
+                    findings, incidents FROM alerts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(&e)?
+    else {
+        return Ok(None);
+    };
+    let mut view = AlertView {
+        alert_id: id,
+        status: r.get(0),
+        category: r.get(1),
+        severity: r.get(2),
+        user: r.get(3),
+        department: r.get(4),
+        first_seen: crate::time::format_ms(r.get(5)),
+        last_seen: crate::time::format_ms(r.get(6)),
+        findings: r.get(7),
+        incidents: r.get(8),
+        link: AlertView::link(console_url, id),
+        patients: Vec::new(),
+        explanations: Vec::new(),
+    };
+    if include_patient {
+        let rows = client
+            .query(
+                "SELECT af.patient_id, f.explanation FROM alert_findings af
+                 JOIN findings f ON f.event_id = af.event_id AND f.detector = af.detector
+                 WHERE af.alert_id = $1 GROUP BY 1, 2 ORDER BY min(f.time) LIMIT 50",
+                &[&id],
+            )
+            .await
+            .map_err(&e)?;
+        for row in rows {
+            view.add_patient(row.get(0), row.get(1));
+        }
+    }
+    Ok(Some(view))
+}
+
+/// Whether `user` has an open critical alert other than `alert` (which then inhibits the
+/// lower-severity one's notifications, with `inhibit_lower_for_critical`).
+pub async fn open_critical_besides(
+    client: &impl GenericClient,
+    user: &str,
+    alert: i64,
+) -> Result<bool, FleetError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM alerts WHERE user_id = $1 AND id <> $2
+               AND status = 'open' AND severity = 'critical')",
+            &[&user, &alert],
+        )
+        .await
+        .map_err(FleetError::sql("reading a user's open alerts"))?
+        .get(0))
+}

@@ -1,0 +1,227 @@
+//! Fleet mode's `dispatch` role: any number of nodes send what the detector queued in the
+//! outbox. Each claims due rows for a while (`FOR UPDATE SKIP LOCKED`, so two never hold one
+//! row), sends them through the same transports as the single process, and settles each.
+//! A dispatcher that dies mid-send leaves its claims to lapse; another then sends those rows
+//! again with the same idempotency key, which receivers use to drop the repeat.
+
+use crate::alert::Routing;
+use crate::fleet::outbox::{self, Claimed, Settled};
+use crate::fleet::{alerts, pg, FleetError};
+use crate::metrics::Metrics;
+use crate::notify::{self, Outcome, Transports};
+use crate::time::now_ms;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// Rows claimed at a time.
+const CLAIM: i64 = 20;
+/// How long a claim holds: longer than a round of sends takes (a webhook times out after
+/// its `timeout`, mail after 20 s), short enough that a dead dispatcher's rows soon go out.
+const HOLD: Duration = Duration::from_secs(60);
+/// How often an idle dispatcher looks for due rows.
+const IDLE: Duration = Duration::from_millis(500);
+
+pub struct FleetDispatcher {
+    pub db: pg::DatabaseConfig,
+    pub node: String,
+    pub routing: Arc<Routing>,
+    pub smtp: Transports,
+    pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A claimed row and what to send for it.
+struct Job {
+    row: Claimed,
+    receiver: crate::alert::Receiver,
+    view: notify::render::AlertView,
+}
+
+impl FleetDispatcher {
+    /// Runs until the task is dropped, reconnecting after any database error.
+    pub async fn run(self) {
+        // Unique per process: a restarted dispatcher's lapsed claims are not taken for its own.
+        let holder = format!("{}/{}", self.node, std::process::id());
+        let mut client: Option<Client> = None;
+        loop {
+            if client.is_none() {
+                match pg::connect(&self.db, &format!("phiwatch-dispatch-{}", self.node)).await {
+                    Ok(c) => client = Some(c),
+                    Err(e) => tracing::error!("dispatcher: {e}; retrying"),
+                }
+            }
+            let busy = match &client {
+                Some(c) => match self.round(c, &holder).await {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        self.metrics.fleet.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("dispatcher: {e}; reconnecting");
+                        client = None;
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !busy {
+                tokio::time::sleep(if client.is_some() {
+                    IDLE
+                } else {
+                    Duration::from_secs(1)
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Claims due rows, sends them (receivers concurrently, each receiver's rows in order,
+    /// as the single process does) and settles each. Returns how many rows it claimed.
+    async fn round(&self, client: &Client, holder: &str) -> Result<usize, FleetError> {
+        let claimed = outbox::claim(client, holder, now_ms(), CLAIM, HOLD).await?;
+        let n = claimed.len();
+        let mut groups: HashMap<String, Vec<Job>> = HashMap::new();
+        for row in claimed {
+            if let Some(job) = self.prepare(client, holder, row).await? {
+                groups
+                    .entry(job.row.receiver.clone())
+                    .or_default()
+                    .push(job);
+            }
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        for (_, jobs) in groups {
+            let http = self.http.clone();
+            let smtp = self.smtp.clone();
+            sends.spawn(async move {
+                let mut done = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    let name = job.receiver.name().to_owned();
+                    let key = &job.row.key;
+                    let outcome =
+                        notify::deliver(&job.receiver, &job.view, key, smtp.get(&name), &http)
+                            .await;
+                    done.push((job.row, outcome));
+                }
+                done
+            });
+        }
+        while let Some(result) = sends.join_next().await {
+            match result {
+                Ok(done) => {
+                    for (row, outcome) in done {
+                        self.record(client, holder, &row, outcome).await?;
+                    }
+                }
+                // The rows stay claimed and go out again once the claim lapses.
+                Err(e) => tracing::error!("a notification send failed to complete: {e}"),
+            }
+        }
+        let depth = outbox::depth(client).await?;
+        self.metrics
+            .notify
+            .pending
+            .store(depth as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Renders a claimed row, or settles it when it must not be sent.
+    async fn prepare(
+        &self,
+        client: &Client,
+        holder: &str,
+        row: Claimed,
+    ) -> Result<Option<Job>, FleetError> {
+        let m = &self.metrics.notify;
+        let Some(receiver) = self.routing.receiver(&row.receiver).cloned() else {
+            let error = "receiver no longer configured";
+            outbox::settle(client, holder, &row, Settled::Dead { error }, now_ms()).await?;
+            return Ok(None);
+        };
+        let view = match row.alert_id {
+            Some(id) => {
+                let url = receiver.console_url();
+                alerts::view(client, id, receiver.include_patient(), url).await?
+            }
+            None => None,
+        };
+        let Some(view) = view else {
+            let error = "alert no longer exists";
+            outbox::settle(client, holder, &row, Settled::Dead { error }, now_ms()).await?;
+            return Ok(None);
+        };
+        let why = if view.status != "open" {
+            Some(format!("alert is {}", view.status))
+        } else if self.routing.grouping.inhibit_lower_for_critical
+            && view.severity != "critical"
+            && alerts::open_critical_besides(client, &view.user, view.alert_id).await?
+        {
+            Some("inhibited by an open critical alert for the same user".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            m.suppressed.fetch_add(1, Ordering::Relaxed);
+            outbox::settle(
+                client,
+                holder,
+                &row,
+                Settled::Suppressed { why: &why },
+                now_ms(),
+            )
+            .await?;
+            return Ok(None);
+        }
+        Ok(Some(Job {
+            row,
+            receiver,
+            view,
+        }))
+    }
+
+    /// Records a send's outcome. A claim that lapsed meanwhile is another dispatcher's now:
+    /// its outcome counts, and this one is only logged.
+    async fn record(
+        &self,
+        client: &Client,
+        holder: &str,
+        row: &Claimed,
+        outcome: Outcome,
+    ) -> Result<(), FleetError> {
+        let m = &self.metrics.notify;
+        let now = now_ms();
+        let (settled, counter) = match &outcome {
+            Outcome::Sent => (Settled::Sent, &m.sent),
+            Outcome::Permanent(error) => {
+                tracing::warn!(receiver = %row.receiver, alert = ?row.alert_id, "notification failed permanently: {error}");
+                (Settled::Dead { error }, &m.dead)
+            }
+            Outcome::Transient(error) => {
+                let attempts = i64::from(row.attempts);
+                match notify::next_try(&self.routing.retry, row.created_ms, attempts, now) {
+                    Some(due_ms) => {
+                        tracing::info!(receiver = %row.receiver, alert = ?row.alert_id, attempt = attempts + 1, "notification will be retried in {} ms: {error}", due_ms - now);
+                        (Settled::Retry { due_ms, error }, &m.retried)
+                    }
+                    None => {
+                        tracing::warn!(receiver = %row.receiver, alert = ?row.alert_id, "giving up on a notification: {error}");
+                        (Settled::Dead { error }, &m.dead)
+                    }
+                }
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if !outbox::settle(client, holder, row, settled, now).await? {
+            tracing::warn!(
+                receiver = %row.receiver,
+                "a notification's claim lapsed while it was sent; the dispatcher that claimed it since settles it"
+            );
+            return Ok(());
+        }
+        if let (Settled::Sent, Some(alert)) = (settled, row.alert_id) {
+            alerts::mark_sent(client, alert, now).await?;
+        }
+        Ok(())
+    }
+}
