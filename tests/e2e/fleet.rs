@@ -808,3 +808,68 @@ fn dispatchers_claim_each_notification_once_and_take_over_a_dead_ones_claims() {
         assert_eq!(sent, 300);
     });
 }
+
+/// Every dispatcher schedules repeats of open alerts not notified for `repeat_interval`:
+/// however many do it at once, each stale open alert gets one repeat, and acknowledged,
+/// recently notified or never notified alerts none.
+#[test]
+fn repeats_are_queued_once_however_many_dispatchers_schedule_them() {
+    use phiwatch::fleet::alerts;
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let c = migrated(&pg).await;
+        let now = chrono::Utc::now().timestamp_millis();
+        for (status, sent) in [
+            ("open", now - 2 * 3_600_000),
+            ("acknowledged", now - 2 * 3_600_000),
+            ("open", now - 600_000),
+            ("open", 0),
+            ("open", now - 3 * 3_600_000),
+        ] {
+            c.execute(
+                "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id,
+                     department, first_ms, last_ms, findings, incidents, last_sent_ms, origin)
+                 VALUES ('k', 'k', $1, 'vip', 'high', 'u', 'd', 0, 0, 1, 1, $2,
+                         'alert-' || $1 || $2::bigint)",
+                &[&status, &sent],
+            )
+            .await
+            .unwrap();
+        }
+        let routing = phiwatch::alert::Routing::parse(
+            "[grouping]\nrepeat_interval = \"1h\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:9/\"\n[[route]]\nreceivers = [\"siem\"]\n",
+        )
+        .unwrap();
+        let mut runs = Vec::new();
+        for d in 0..4 {
+            let cfg = db(&pg);
+            let routing = routing.clone();
+            runs.push(tokio::spawn(async move {
+                let mut c = pg::connect(&cfg, &format!("dispatcher-{d}")).await.unwrap();
+                alerts::schedule_repeats(&mut c, &routing, chrono_tz::UTC, now)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut queued = 0;
+        for r in runs {
+            queued += r.await.unwrap();
+        }
+        assert_eq!(queued, 2, "alerts 1 and 5, once each");
+        let rows = c
+            .query(
+                "SELECT alert_id FROM outbox WHERE state = 'pending' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let ids: Vec<i64> = rows.iter().map(|r| r.get::<_, Option<i64>>(0).unwrap()).collect();
+        assert_eq!(ids, vec![1, 5]);
+        // Marked notified now: scheduling again adds nothing.
+        let mut c = connect(&pg, "again").await;
+        let later = alerts::schedule_repeats(&mut c, &routing, chrono_tz::UTC, now + 1)
+            .await
+            .unwrap();
+        assert_eq!(later, 0);
+    });
+}

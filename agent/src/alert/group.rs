@@ -129,7 +129,7 @@ pub fn apply(
                 params![alert, i64::from(new_patient)],
             )?;
         }
-        let receivers = receivers(routing, f, severity, tz, now_ms);
+        let receivers = receivers(routing, (&f.category, severity, &f.department), tz, now_ms);
         done.queued += enqueue(tx, alert, &receivers, now_ms, due)?;
     }
     Ok(done)
@@ -150,11 +150,11 @@ pub(crate) fn first_due(g: &super::routing::Grouping, last_sent: Option<i64>, no
     }
 }
 
-/// The receivers the routes give a finding of this severity now (routes may name hours).
+/// The receivers the routes give an alert of this category, severity and department now
+/// (routes may name hours of the day).
 pub(crate) fn receivers(
     routing: &Routing,
-    f: &Finding,
-    severity: Severity,
+    (category, severity, department): (&str, Severity, &str),
     tz: chrono_tz::Tz,
     now_ms: i64,
 ) -> Vec<String> {
@@ -162,9 +162,9 @@ pub(crate) fn receivers(
         .map(|t| t.with_timezone(&tz).hour())
         .unwrap_or(0);
     routing.receivers_for(&RouteInput {
-        category: &f.category,
+        category,
         severity,
-        department: &f.department,
+        department,
         hour,
     })
 }

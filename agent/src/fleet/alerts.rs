@@ -9,7 +9,7 @@
 use super::{outbox, FleetError};
 use crate::alert::group::{self, Applied};
 use crate::alert::Routing;
-use crate::finding::Finding;
+use crate::finding::{Finding, Severity};
 use crate::notify::render::AlertView;
 use tokio_postgres::{GenericClient, Transaction};
 
@@ -109,7 +109,8 @@ pub async fn apply(
         tx.execute(&add, &[&alert, &f.event_id, &f.detector, &f.patient])
             .await
             .map_err(&e)?;
-        let receivers = group::receivers(routing, f, severity, tz, now_ms);
+        let labels = (f.category.as_str(), severity, f.department.as_str());
+        let receivers = group::receivers(routing, labels, tz, now_ms);
         done.queued += enqueue(tx, alert, &receivers, now_ms, due).await?;
     }
     Ok(done)
@@ -153,6 +154,43 @@ async fn enqueue(
         }
     }
     Ok(added)
+}
+
+/// Queues another notification of each open alert last notified `repeat_interval` ago or
+/// more with none waiting, as the single process's dispatcher does. Every dispatcher runs
+/// this: the alert rows it repeats are locked (`FOR UPDATE SKIP LOCKED`, the others pass
+/// them by) and marked notified in the same transaction, so each repeat is queued once.
+pub async fn schedule_repeats(
+    client: &mut tokio_postgres::Client,
+    routing: &Routing,
+    tz: chrono_tz::Tz,
+    now_ms: i64,
+) -> Result<u64, FleetError> {
+    let e = FleetError::sql("scheduling repeat notifications");
+    let repeat = routing.grouping.repeat_interval.as_millis() as i64;
+    let tx = client.transaction().await.map_err(&e)?;
+    let stale = tx
+        .query(
+            "SELECT id, category, severity, department FROM alerts a
+             WHERE status = 'open' AND last_sent_ms > 0 AND last_sent_ms <= $1
+               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = a.id
+                               AND o.state = 'pending')
+             ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+            &[&(now_ms - repeat)],
+        )
+        .await
+        .map_err(&e)?;
+    let mut queued = 0;
+    for a in &stale {
+        let severity = a.get::<_, String>(2).parse().unwrap_or(Severity::Low);
+        let labels = (a.get(1), severity, a.get(3));
+        let receivers = group::receivers(routing, labels, tz, now_ms);
+        queued += enqueue(&tx, a.get(0), &receivers, now_ms, now_ms).await?;
+        // Counted as notified now, so an alert with no receiver is not examined forever.
+        mark_sent(&tx, a.get(0), now_ms).await?;
+    }
+    tx.commit().await.map_err(&e)?;
+    Ok(queued)
 }
 
 /// The alert's notification went out at `now_ms`: repeats are timed from here.

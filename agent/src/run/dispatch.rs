@@ -28,6 +28,8 @@ pub struct FleetDispatcher {
     pub db: pg::DatabaseConfig,
     pub node: String,
     pub routing: Arc<Routing>,
+    /// The hospital's time zone, which routes naming hours of the day are read in.
+    pub tz: chrono_tz::Tz,
     pub smtp: Transports,
     pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
@@ -53,7 +55,7 @@ impl FleetDispatcher {
                     Err(e) => tracing::error!("dispatcher: {e}; retrying"),
                 }
             }
-            let busy = match &client {
+            let busy = match &mut client {
                 Some(c) => match self.round(c, &holder).await {
                     Ok(n) => n > 0,
                     Err(e) => {
@@ -76,9 +78,12 @@ impl FleetDispatcher {
         }
     }
 
-    /// Claims due rows, sends them (receivers concurrently, each receiver's rows in order,
-    /// as the single process does) and settles each. Returns how many rows it claimed.
-    async fn round(&self, client: &Client, holder: &str) -> Result<usize, FleetError> {
+    /// Queues repeats of alerts still open, claims due rows, sends them (receivers
+    /// concurrently, each receiver's rows in order, as the single process does) and settles
+    /// each. Returns how many rows it claimed.
+    async fn round(&self, client: &mut Client, holder: &str) -> Result<usize, FleetError> {
+        alerts::schedule_repeats(client, &self.routing, self.tz, now_ms()).await?;
+        let client = &*client;
         let claimed = outbox::claim(client, holder, now_ms(), CLAIM, HOLD).await?;
         let n = claimed.len();
         let mut groups: HashMap<String, Vec<Job>> = HashMap::new();

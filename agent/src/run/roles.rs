@@ -152,6 +152,10 @@ pub fn dispatch(cfg: Config, db: DatabaseConfig) -> Result<()> {
     let routing = Routing::load(path)?;
     // A bad CA file or a missing password variable stops the node now, not at the first alert.
     let smtp = crate::notify::transports(&routing)?;
+    let tz = match &cfg.rules {
+        Some(p) => crate::settings::Settings::load(p)?.timezone,
+        None => crate::settings::Settings::default().timezone,
+    };
     let metrics = metrics_for(&cfg, None);
     let _ = metrics.fleet.role.set(Role::Dispatch);
     let node = cfg.fleet.node_name();
@@ -159,6 +163,7 @@ pub fn dispatch(cfg: Config, db: DatabaseConfig) -> Result<()> {
         db: db.clone(),
         node: node.clone(),
         routing: Arc::new(routing),
+        tz,
         smtp,
         http: crate::notify::http_client()?,
         metrics: metrics.clone(),
