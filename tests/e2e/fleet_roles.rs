@@ -455,6 +455,51 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
         fleet_alerts, single_alerts,
         "alerts: fleet vs single process"
     );
+    officer_lists_and_acknowledges(&pg, &d.join("detector0.toml"));
+}
+
+/// `phiwatch alerts` works on the fleet's database when the config names one.
+fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path) {
+    let c = config.to_str().unwrap();
+    let out = common::phiwatch(&["alerts", "list", "--config", c]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let listed = common::text(&out.stdout);
+    let open = psql_i64(pg, "SELECT count(*) FROM alerts WHERE status = 'open'");
+    assert_eq!(listed.lines().count() as i64, open + 1, "{listed}");
+    let first = psql_i64(pg, "SELECT min(id) FROM alerts WHERE status = 'open'").to_string();
+    let out = common::phiwatch(&[
+        "alerts",
+        "ack",
+        "--config",
+        c,
+        &first,
+        "--by",
+        "privacy-officer",
+        "--as",
+        "benign",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert_eq!(
+        pg.psql(
+            "phiwatch",
+            &format!("SELECT status || ' ' || ack_by || ' ' || ack_disposition FROM alerts WHERE id = {first}")
+        ),
+        "acknowledged privacy-officer benign"
+    );
+    // Commands on what the fleet's database does not hold yet say so, rather than read an
+    // empty SQLite store.
+    let out = common::phiwatch(&["case", "list", "--config", c]);
+    assert!(
+        !out.status.success() && common::text(&out.stderr).contains("cases, silences"),
+        "{}",
+        common::text(&out.stderr)
+    );
+    let out = common::phiwatch(&["alerts", "ack", "--config", c, "999999", "--by", "x"]);
+    assert!(
+        !out.status.success() && common::text(&out.stderr).contains("no alert #999999"),
+        "{}",
+        common::text(&out.stderr)
+    );
 }
 
 /// Every notification the dispatchers settled as sent reached the receiver exactly once

@@ -26,6 +26,20 @@ pub enum AdminError {
 pub const DISPOSITIONS: &[&str] = &["false_positive", "benign", "confirmed"];
 
 /// `false-positive` or `false_positive` (any case) → `false_positive`.
+/// Checks an acknowledgement's author and disposition (either store's `ack` records them):
+/// the disposition as stored, if one was given.
+pub fn ack_fields(by: &str, disposition: Option<&str>) -> Result<Option<&'static str>, AdminError> {
+    if by.trim().is_empty() {
+        return Err(AdminError::Invalid(
+            "--by names the person acknowledging".into(),
+        ));
+    }
+    match disposition.map(str::trim).filter(|d| !d.is_empty()) {
+        None => Ok(None),
+        Some(d) => Ok(Some(parse_disposition(d)?)),
+    }
+}
+
 pub fn parse_disposition(s: &str) -> Result<&'static str, AdminError> {
     let norm = s.trim().to_ascii_lowercase().replace('-', "_");
     DISPOSITIONS
@@ -95,15 +109,7 @@ impl Admin {
         note: &str,
         disposition: Option<&str>,
     ) -> Result<(), AdminError> {
-        if by.trim().is_empty() {
-            return Err(AdminError::Invalid(
-                "--by names the person acknowledging".into(),
-            ));
-        }
-        let disposition = match disposition.map(str::trim).filter(|d| !d.is_empty()) {
-            None => None,
-            Some(d) => Some(parse_disposition(d)?),
-        };
+        let disposition = ack_fields(by, disposition)?;
         let tx = self
             .conn
             .transaction()

@@ -260,12 +260,12 @@ pub fn cases(s: &StoreArgs) -> Result<phiwatch::case::Cases> {
 pub fn cases_in(cfg: &phiwatch::config::Config) -> Result<phiwatch::case::Cases> {
     let (jurisdictions, response) = phiwatch::case::plan_for(cfg)?;
     Ok(
-        phiwatch::case::Cases::open(&cfg.data_dir.join("phiwatch.db"))?.with_plan(
-            std::sync::Arc::new(phiwatch::case::schedule::Plan {
+        phiwatch::case::Cases::open(&super::sqlite_store(cfg)?)?.with_plan(std::sync::Arc::new(
+            phiwatch::case::schedule::Plan {
                 jurisdictions,
                 response,
-            }),
-        ),
+            },
+        )),
     )
 }
 

@@ -31,7 +31,8 @@ pub fn parse_time(s: &str) -> Result<i64> {
 
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// The agent's configuration file (its data_dir holds the store).
+    /// The agent's configuration file (its data_dir holds the store; in fleet mode its
+    /// [database] names the fleet's, for `alerts`).
     #[arg(long)]
     pub config: PathBuf,
 }
@@ -53,7 +54,20 @@ pub struct DetectionArgs {
 
 pub fn admin(s: &StoreArgs) -> Result<phiwatch::alert::admin::Admin> {
     let cfg = phiwatch::config::Config::load(&s.config)?;
-    Ok(phiwatch::alert::admin::Admin::open(
-        &cfg.data_dir.join("phiwatch.db"),
-    )?)
+    Ok(phiwatch::alert::admin::Admin::open(&sqlite_store(&cfg)?)?)
+}
+
+/// The single process's SQLite store. A fleet node's config is refused: its data_dir holds
+/// no store, and reading an empty one would answer "nothing" where the fleet holds the truth.
+pub fn sqlite_store(cfg: &phiwatch::config::Config) -> Result<PathBuf> {
+    if let Some(db) = &cfg.database {
+        anyhow::bail!(
+            "[database] names fleet mode's PostgreSQL ({}): this command works on the single \
+             process's SQLite store. In fleet mode this release keeps accesses, findings, \
+             alerts (phiwatch alerts) and notifications in PostgreSQL; cases, silences and \
+             dead letters are not there yet",
+            phiwatch::fleet::pg::describe(&db.url)
+        );
+    }
+    Ok(cfg.data_dir.join("phiwatch.db"))
 }

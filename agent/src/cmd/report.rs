@@ -47,7 +47,7 @@ pub fn run(cmd: ReportCmd) -> Result<()> {
                 Some(r) => phiwatch::settings::Settings::load(r)?.timezone,
                 None => chrono_tz::UTC,
             };
-            (cfg.data_dir.join("phiwatch.db"), tz)
+            (super::sqlite_store(&cfg)?, tz)
         }
         (None, Some(s)) => (s.clone(), chrono_tz::UTC),
         (None, None) => bail!("give --config, or --store"),

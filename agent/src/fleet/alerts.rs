@@ -8,6 +8,7 @@
 
 use super::{outbox, FleetError};
 use crate::alert::group::{self, Applied};
+use crate::alert::query::AlertRow;
 use crate::alert::Routing;
 use crate::finding::{Finding, Severity};
 use crate::notify::render::AlertView;
@@ -277,4 +278,80 @@ pub async fn open_critical_besides(
         .await
         .map_err(FleetError::sql("reading a user's open alerts"))?
         .get(0))
+}
+
+/// Every open alert (or every alert), oldest first, as `alerts list` prints them.
+pub async fn list(client: &impl GenericClient, all: bool) -> Result<Vec<AlertRow>, FleetError> {
+    let rows = client
+        .query(
+            "SELECT a.id, a.status, a.severity, a.category, a.user_id, a.department,
+                    a.first_ms, a.last_ms, a.findings, a.incidents, a.ack_by, a.ack_note,
+                    (SELECT f.explanation FROM alert_findings af JOIN findings f
+                       ON f.event_id = af.event_id AND f.detector = af.detector
+                     WHERE af.alert_id = a.id ORDER BY f.time DESC LIMIT 1),
+                    a.ack_disposition
+             FROM alerts a WHERE $1 OR a.status = 'open' ORDER BY a.id",
+            &[&all],
+        )
+        .await
+        .map_err(FleetError::sql("listing alerts"))?;
+    Ok(rows
+        .iter()
+        .map(|r| AlertRow {
+            id: r.get(0),
+            status: r.get(1),
+            severity: r.get(2),
+            category: r.get(3),
+            user: r.get(4),
+            department: r.get(5),
+            first: crate::time::format_ms(r.get(6)),
+            last: crate::time::format_ms(r.get(7)),
+            findings: r.get(8),
+            patients: r.get(9),
+            acknowledged_by: r.get(10),
+            ack_note: r.get(11),
+            explanation: r.get::<_, Option<String>>(12).unwrap_or_default(),
+            // Cases are not kept in the fleet's database yet.
+            case_id: None,
+            disposition: r.get(13),
+        })
+        .collect())
+}
+
+/// Records who acknowledged alert `id`, when and what they concluded (checked by
+/// [`crate::alert::admin::ack_fields`]), and drops its waiting notifications, in one
+/// transaction. `false` when there is no such alert.
+pub async fn ack(
+    client: &mut tokio_postgres::Client,
+    id: i64,
+    by: &str,
+    note: &str,
+    disposition: Option<&str>,
+    now_ms: i64,
+) -> Result<bool, FleetError> {
+    let e = FleetError::sql("acknowledging an alert");
+    let tx = client.transaction().await.map_err(&e)?;
+    let n = tx
+        .execute(
+            "UPDATE alerts SET status = 'acknowledged', ack_by = $2, ack_ms = $3, ack_note = $4,
+                 ack_disposition = $5
+             WHERE id = $1",
+            &[&id, &by, &now_ms, &note, &disposition],
+        )
+        .await
+        .map_err(&e)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    // A row a dispatcher holds is being sent already: its outcome stands.
+    tx.execute(
+        "UPDATE outbox SET state = 'suppressed', last_error = 'alert acknowledged'
+         WHERE alert_id = $1 AND state = 'pending'
+           AND (claimed_until IS NULL OR claimed_until < clock_timestamp())",
+        &[&id],
+    )
+    .await
+    .map_err(&e)?;
+    tx.commit().await.map_err(&e)?;
+    Ok(true)
 }
