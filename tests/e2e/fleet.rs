@@ -814,7 +814,7 @@ fn dispatchers_claim_each_notification_once_and_take_over_a_dead_ones_claims() {
 /// recently notified or never notified alerts none.
 #[test]
 fn repeats_are_queued_once_however_many_dispatchers_schedule_them() {
-    use phiwatch::fleet::alerts;
+    use phiwatch::alert::fleet as alerts;
     let pg = Postgres::start();
     rt().block_on(async {
         let c = migrated(&pg).await;

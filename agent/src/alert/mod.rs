@@ -1,6 +1,7 @@
 //! Alerts: findings grouped by `rules/routing.toml`, routed to receivers through the outbox.
 
 pub mod admin;
+pub mod fleet;
 pub mod group;
 pub mod query;
 pub mod routing;

@@ -59,7 +59,8 @@ pub fn run(c: AlertsCmd) -> Result<()> {
 }
 
 fn fleet(c: AlertsCmd, db: &phiwatch::fleet::pg::DatabaseConfig) -> Result<()> {
-    use phiwatch::fleet::{alerts, pg, schema};
+    use phiwatch::alert::fleet as alerts;
+    use phiwatch::fleet::{pg, schema};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

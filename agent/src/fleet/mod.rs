@@ -10,7 +10,6 @@
 //! PostgreSQL's own high availability (streaming replication, Patroni or a managed service)
 //! is the operator's: phiwatch only needs one read-write primary to find.
 
-pub mod alerts;
 pub mod lease;
 pub mod node;
 pub mod outbox;

@@ -78,6 +78,57 @@ impl AlertView {
         Ok(Some(view))
     }
 
+    /// [`AlertView::load`] from fleet mode's PostgreSQL; `None` when there is no such alert.
+    pub async fn load_fleet(
+        client: &impl tokio_postgres::GenericClient,
+        id: i64,
+        include_patient: bool,
+        console_url: Option<&str>,
+    ) -> Result<Option<Self>, crate::fleet::FleetError> {
+        let e = crate::fleet::FleetError::sql("reading an alert");
+        let Some(r) = client
+            .query_opt(
+                "SELECT status, category, severity, user_id, department, first_ms, last_ms,
+                        findings, incidents FROM alerts WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(&e)?
+        else {
+            return Ok(None);
+        };
+        let mut view = Self {
+            alert_id: id,
+            status: r.get(0),
+            category: r.get(1),
+            severity: r.get(2),
+            user: r.get(3),
+            department: r.get(4),
+            first_seen: crate::time::format_ms(r.get(5)),
+            last_seen: crate::time::format_ms(r.get(6)),
+            findings: r.get(7),
+            incidents: r.get(8),
+            link: Self::link(console_url, id),
+            patients: Vec::new(),
+            explanations: Vec::new(),
+        };
+        if include_patient {
+            let rows = client
+                .query(
+                    "SELECT af.patient_id, f.explanation FROM alert_findings af
+                     JOIN findings f ON f.event_id = af.event_id AND f.detector = af.detector
+                     WHERE af.alert_id = $1 GROUP BY 1, 2 ORDER BY min(f.time) LIMIT 50",
+                    &[&id],
+                )
+                .await
+                .map_err(&e)?;
+            for row in rows {
+                view.add_patient(row.get(0), row.get(1));
+            }
+        }
+        Ok(Some(view))
+    }
+
     /// The alert's page in the console, when the receiver names the console's address.
     pub fn link(console_url: Option<&str>, id: i64) -> Option<String> {
         console_url.map(|u| format!("{}/alerts/{id}", u.trim_end_matches('/')))

@@ -4,9 +4,9 @@
 //! A dispatcher that dies mid-send leaves its claims to lapse; another then sends those rows
 //! again with the same idempotency key, which receivers use to drop the repeat.
 
-use crate::alert::Routing;
+use crate::alert::{fleet as alerts, Routing};
 use crate::fleet::outbox::{self, Claimed, Settled};
-use crate::fleet::{alerts, pg, FleetError};
+use crate::fleet::{pg, FleetError};
 use crate::metrics::Metrics;
 use crate::notify::{self, Outcome, Transports};
 use crate::time::now_ms;
@@ -147,7 +147,8 @@ impl FleetDispatcher {
         let view = match row.alert_id {
             Some(id) => {
                 let url = receiver.console_url();
-                alerts::view(client, id, receiver.include_patient(), url).await?
+                notify::render::AlertView::load_fleet(client, id, receiver.include_patient(), url)
+                    .await?
             }
             None => None,
         };

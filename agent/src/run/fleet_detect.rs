@@ -9,11 +9,11 @@
 //! database before the next batch: memory is only ever a cache of committed state.
 
 use super::detection::{appliers, apply_fresh, judge_items};
-use crate::alert::Routing;
+use crate::alert::{fleet as alerts, Routing};
 use crate::context::adt::AdtOptions;
 use crate::decode::Item;
 use crate::detect::FileDetector;
-use crate::fleet::{alerts, lease, pg, queue, retention, state, store, FleetError, Lease};
+use crate::fleet::{lease, pg, queue, retention, state, store, FleetError, Lease};
 use crate::metrics::Metrics;
 use crate::pipeline::{Judged, Pipeline};
 use crate::plugin::PluginSet;

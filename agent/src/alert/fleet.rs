@@ -1,17 +1,17 @@
-//! Findings → alerts on PostgreSQL: the fleet's counterpart of `alert::group::apply`, called
+//! Alerts in fleet mode's PostgreSQL: the counterpart of `alert::group::apply`, called
 //! by the detector inside the fenced transaction of the batch whose findings it groups, so
 //! an alert, its counters and the notifications it queues commit with the batch or not at
 //! all. The decisions (keys, severity, when a notification is due, which receivers, the
 //! idempotency key) are `alert::group`'s own functions; only the statements differ.
 //!
-//! The detector is the only writer of new evidence; a dispatcher only marks an alert sent.
+//! The detector is the only writer of new evidence; dispatchers mark alerts sent and queue
+//! repeats, and officers acknowledge them (`phiwatch alerts ack`).
 
-use super::{outbox, FleetError};
-use crate::alert::group::{self, Applied};
-use crate::alert::query::AlertRow;
-use crate::alert::Routing;
+use super::group::{self, Applied};
+use super::query::AlertRow;
+use super::Routing;
 use crate::finding::{Finding, Severity};
-use crate::notify::render::AlertView;
+use crate::fleet::{outbox, FleetError};
 use tokio_postgres::{GenericClient, Transaction};
 
 /// Groups `findings` (new to the store) into alerts and queues their notifications.
@@ -208,58 +208,6 @@ pub async fn mark_sent(
         .await
         .map_err(FleetError::sql("marking an alert notified"))?;
     Ok(())
-}
-
-/// What a notification of alert `id` says, as `AlertView::load` reads it from SQLite; `None`
-/// when there is no such alert.
-pub async fn view(
-    client: &impl GenericClient,
-    id: i64,
-    include_patient: bool,
-    console_url: Option<&str>,
-) -> Result<Option<AlertView>, FleetError> {
-    let e = FleetError::sql("reading an alert");
-    let Some(r) = client
-        .query_opt(
-            "SELECT status, category, severity, user_id, department, first_ms, last_ms,
-                    findings, incidents FROM alerts WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(&e)?
-    else {
-        return Ok(None);
-    };
-    let mut view = AlertView {
-        alert_id: id,
-        status: r.get(0),
-        category: r.get(1),
-        severity: r.get(2),
-        user: r.get(3),
-        department: r.get(4),
-        first_seen: crate::time::format_ms(r.get(5)),
-        last_seen: crate::time::format_ms(r.get(6)),
-        findings: r.get(7),
-        incidents: r.get(8),
-        link: AlertView::link(console_url, id),
-        patients: Vec::new(),
-        explanations: Vec::new(),
-    };
-    if include_patient {
-        let rows = client
-            .query(
-                "SELECT af.patient_id, f.explanation FROM alert_findings af
-                 JOIN findings f ON f.event_id = af.event_id AND f.detector = af.detector
-                 WHERE af.alert_id = $1 GROUP BY 1, 2 ORDER BY min(f.time) LIMIT 50",
-                &[&id],
-            )
-            .await
-            .map_err(&e)?;
-        for row in rows {
-            view.add_patient(row.get(0), row.get(1));
-        }
-    }
-    Ok(Some(view))
 }
 
 /// Whether `user` has an open critical alert other than `alert` (which then inhibits the
