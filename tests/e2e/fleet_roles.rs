@@ -490,7 +490,9 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path) {
     // empty SQLite store.
     let out = common::phiwatch(&["case", "list", "--config", c]);
     assert!(
-        !out.status.success() && common::text(&out.stderr).contains("cases, silences"),
+        !out.status.success()
+            && common::text(&out.stderr)
+                .contains("cases, console accounts and reports are not there yet"),
         "{}",
         common::text(&out.stderr)
     );
@@ -623,4 +625,151 @@ fn scan_one_log(d: &Path, name: &str, log: &Path) -> (BTreeSet<(String, String)>
         .query_row("SELECT count(*) FROM accesses", [], |r| r.get(0))
         .unwrap();
     (findings, accesses)
+}
+
+/// A dispatch process against alerts made in the fleet's database: an acknowledged alert, a
+/// silenced one and one inhibited by the same user's open critical alert are held back with
+/// the reason; the others reach the receiver once; a receiver that refuses for good leaves a
+/// dead letter, which `phiwatch notify` lists and queues again, and `phiwatch silence` works
+/// on the fleet's database.
+#[test]
+fn a_dispatcher_holds_back_what_must_not_go_out_and_keeps_dead_letters() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = common::phiwatch(&["migrate", "--database", &url]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let hook = agent::free_port();
+    let delivered = webhook_sink(hook);
+    std::fs::write(
+        d.join("routing.toml"),
+        format!(
+            "[grouping]\ngroup_wait = \"1s\"\nrepeat_interval = \"7d\"\n\
+             [[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook}/hook\"\n\
+             [[receiver]]\nkind = \"webhook\"\nname = \"gone\"\nurl = \"http://127.0.0.1:{hook}/gone\"\n\
+             [[route]]\nreceivers = [\"siem\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = node_config(d, "dispatcher", &[], &url, "dispatch");
+    let c = config.to_str().unwrap();
+    let out = common::phiwatch(&[
+        "silence",
+        "add",
+        "--config",
+        c,
+        "--match",
+        "user=dr-quiet",
+        "--for",
+        "1h",
+        "--author",
+        "po",
+        "--reason",
+        "on leave, reviewed",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(common::text(&out.stdout).starts_with("silence #1 until"));
+    // Alerts as the detector leaves them: (status, user, severity, receiver).
+    let alerts = [
+        ("open", "dr-a", "high", "siem"),
+        ("acknowledged", "dr-b", "high", "siem"),
+        ("open", "dr-quiet", "high", "siem"),
+        ("open", "dr-c", "critical", "siem"),
+        ("open", "dr-c", "medium", "siem"),
+        ("open", "dr-d", "high", "gone"),
+    ];
+    for (i, (status, user, severity, receiver)) in alerts.iter().enumerate() {
+        let id = i + 1;
+        pg.psql(
+            "phiwatch",
+            &format!(
+                "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id,
+                     department, first_ms, last_ms, findings, incidents, origin)
+                 VALUES ('k{id}', 'k{id}', '{status}', 'vip', '{severity}', '{user}', 'icu',
+                         0, 0, 1, 1, 'alert-{id}');
+                 INSERT INTO outbox (idempotency_key, alert_id, receiver, state, created_ms, due_ms)
+                 VALUES ('phiwatch-alert-{id}-1-{receiver}', {id}, '{receiver}', 'pending',
+                         (extract(epoch from now()) * 1000)::bigint, 0);"
+            ),
+        );
+    }
+    let mut dispatcher = Node::new(d, "dispatcher", config.clone());
+    dispatcher.start();
+    wait_for("the outbox to settle", Duration::from_secs(30), || {
+        psql_i64(&pg, "SELECT count(*) FROM outbox WHERE state = 'pending'") == 0
+    });
+    dispatcher.stop();
+    let settled = pg.psql(
+        "phiwatch",
+        "SELECT alert_id || ' ' || state || ' ' || coalesce(last_error, '') FROM outbox ORDER BY alert_id",
+    );
+    let want = [
+        "1 sent",
+        "2 suppressed alert is acknowledged",
+        "3 suppressed silenced by silence #1",
+        "4 sent",
+        "5 suppressed inhibited by an open critical alert for the same user",
+        "6 dead HTTP 404 Not Found",
+    ];
+    let got: Vec<&str> = settled.lines().map(str::trim).collect();
+    assert_eq!(got, want, "{}", dispatcher.log());
+    assert_eq!(
+        *delivered.lock().unwrap(),
+        vec!["phiwatch-alert-1-1-siem", "phiwatch-alert-4-1-siem"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        psql_i64(&pg, "SELECT count(*) FROM alerts WHERE last_sent_ms > 0") == 2,
+        "the two sent alerts are marked sent"
+    );
+
+    // The dead letter, as an operator sees it and sends it again.
+    let out = common::phiwatch(&["notify", "dead-letters", "--config", c]);
+    let text = common::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "alert #6 to gone: 1 attempt(s), HTTP 404 Not Found [phiwatch-alert-6-1-gone]"
+        ),
+        "{text}"
+    );
+    let out = common::phiwatch(&["notify", "retry", "--config", c]);
+    assert!(
+        common::text(&out.stdout).contains("1 notification(s) queued again"),
+        "{}",
+        common::text(&out.stderr)
+    );
+    assert_eq!(
+        psql_i64(
+            &pg,
+            "SELECT count(*) FROM outbox WHERE alert_id = 6 AND state = 'pending'"
+        ),
+        1
+    );
+    let out = common::phiwatch(&["notify", "retry", "--config", c]);
+    assert!(
+        !out.status.success() && common::text(&out.stderr).contains("no dead letters"),
+        "{}",
+        common::text(&out.stderr)
+    );
+    // Silences listed and ended on the fleet's database.
+    let out = common::phiwatch(&["silence", "list", "--config", c]);
+    assert!(
+        common::text(&out.stdout).contains("#1 {\"user\":\"dr-quiet\"} until"),
+        "{}",
+        common::text(&out.stdout)
+    );
+    let out = common::phiwatch(&["silence", "expire", "--config", c, "1"]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let out = common::phiwatch(&["silence", "list", "--config", c]);
+    assert_eq!(common::text(&out.stdout), "no active silences\n");
+    let out = common::phiwatch(&["silence", "expire", "--config", c, "7"]);
+    assert!(
+        !out.status.success() && common::text(&out.stderr).contains("no silence #7"),
+        "{}",
+        common::text(&out.stderr)
+    );
 }

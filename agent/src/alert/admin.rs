@@ -25,7 +25,6 @@ pub enum AdminError {
 /// What an officer concluded when acknowledging an alert.
 pub const DISPOSITIONS: &[&str] = &["false_positive", "benign", "confirmed"];
 
-/// `false-positive` or `false_positive` (any case) → `false_positive`.
 /// Checks an acknowledgement's author and disposition (either store's `ack` records them):
 /// the disposition as stored, if one was given.
 pub fn ack_fields(by: &str, disposition: Option<&str>) -> Result<Option<&'static str>, AdminError> {
@@ -40,6 +39,52 @@ pub fn ack_fields(by: &str, disposition: Option<&str>) -> Result<Option<&'static
     }
 }
 
+/// Checks a silence's matchers (`label=value`, label one of user, category, severity,
+/// department), author and reason; the matchers as stored (a JSON object). Either store's
+/// silences are made from these.
+pub fn silence_fields(
+    matchers: &[String],
+    author: &str,
+    reason: &str,
+) -> Result<String, AdminError> {
+    let mut m = BTreeMap::new();
+    for s in matchers {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| AdminError::Invalid(format!("matcher {s:?}: expected label=value")))?;
+        if !["user", "category", "severity", "department"].contains(&k) {
+            return Err(AdminError::Invalid(format!(
+                "matcher {s:?}: label must be user, category, severity or department"
+            )));
+        }
+        if k == "severity" {
+            v.parse::<Severity>()
+                .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        }
+        m.insert(k.to_owned(), v.to_owned());
+    }
+    if m.is_empty() {
+        return Err(AdminError::Invalid(
+            "a silence needs at least one --match".into(),
+        ));
+    }
+    if author.trim().is_empty() || reason.trim().is_empty() {
+        return Err(AdminError::Invalid(
+            "a silence needs --author and --reason".into(),
+        ));
+    }
+    Ok(serde_json::to_string(&m).unwrap_or_default())
+}
+
+/// What `notify retry` says when nothing was queued again.
+pub fn nothing_to_retry(id: Option<i64>) -> AdminError {
+    AdminError::Invalid(match id {
+        Some(i) => format!("no dead letter #{i}"),
+        None => "no dead letters".into(),
+    })
+}
+
+/// `false-positive` or `false_positive` (any case) → `false_positive`.
 pub fn parse_disposition(s: &str) -> Result<&'static str, AdminError> {
     let norm = s.trim().to_ascii_lowercase().replace('-', "_");
     DISPOSITIONS
@@ -148,35 +193,9 @@ impl Admin {
         author: &str,
         reason: &str,
     ) -> Result<super::query::Silence, AdminError> {
-        let mut m = BTreeMap::new();
-        for s in matchers {
-            let (k, v) = s.split_once('=').ok_or_else(|| {
-                AdminError::Invalid(format!("matcher {s:?}: expected label=value"))
-            })?;
-            if !["user", "category", "severity", "department"].contains(&k) {
-                return Err(AdminError::Invalid(format!(
-                    "matcher {s:?}: label must be user, category, severity or department"
-                )));
-            }
-            if k == "severity" {
-                v.parse::<Severity>()
-                    .map_err(|e| AdminError::Invalid(e.to_string()))?;
-            }
-            m.insert(k.to_owned(), v.to_owned());
-        }
-        if m.is_empty() {
-            return Err(AdminError::Invalid(
-                "a silence needs at least one --match".into(),
-            ));
-        }
-        if author.trim().is_empty() || reason.trim().is_empty() {
-            return Err(AdminError::Invalid(
-                "a silence needs --author and --reason".into(),
-            ));
-        }
+        let matchers = silence_fields(matchers, author, reason)?;
         let now = now_ms();
         let ends = now + duration.as_millis() as i64;
-        let matchers = serde_json::to_string(&m).unwrap_or_default();
         self.conn
             .execute(
                 "INSERT INTO silences (matchers, starts_ms, ends_ms, author, reason, created_ms)
@@ -223,10 +242,7 @@ impl Admin {
         let now = now_ms();
         let n = crate::outbox::requeue_dead(&self.conn, id, now).map_err(self.err())?;
         if n == 0 {
-            return Err(AdminError::Invalid(match id {
-                Some(i) => format!("no dead letter #{i}"),
-                None => "no dead letters".into(),
-            }));
+            return Err(nothing_to_retry(id));
         }
         Ok(n)
     }

@@ -8,7 +8,7 @@
 //! repeats, and officers acknowledge them (`phiwatch alerts ack`).
 
 use super::group::{self, Applied};
-use super::query::AlertRow;
+use super::query::{AlertRow, Silence};
 use super::Routing;
 use crate::finding::{Finding, Severity};
 use crate::fleet::{outbox, FleetError};
@@ -302,4 +302,74 @@ pub async fn ack(
     .map_err(&e)?;
     tx.commit().await.map_err(&e)?;
     Ok(true)
+}
+
+/// Stores a silence (its matchers checked by [`crate::alert::admin::silence_fields`]) from
+/// `now_ms` to `ends_ms`.
+pub async fn add_silence(
+    client: &impl GenericClient,
+    matchers: String,
+    (now_ms, ends_ms): (i64, i64),
+    author: &str,
+    reason: &str,
+) -> Result<Silence, FleetError> {
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO silences (matchers, starts_ms, ends_ms, author, reason, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $2) RETURNING id",
+            &[&matchers, &now_ms, &ends_ms, &author, &reason],
+        )
+        .await
+        .map_err(FleetError::sql("storing a silence"))?
+        .get(0);
+    Ok(Silence {
+        id,
+        matchers,
+        starts_ms: now_ms,
+        ends_ms,
+        author: author.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Silences not ended at `now_ms`, by id.
+pub async fn silences(
+    client: &impl GenericClient,
+    now_ms: i64,
+) -> Result<Vec<Silence>, FleetError> {
+    let rows = client
+        .query(
+            "SELECT id, matchers, starts_ms, ends_ms, author, reason FROM silences
+             WHERE ends_ms > $1 ORDER BY id",
+            &[&now_ms],
+        )
+        .await
+        .map_err(FleetError::sql("reading silences"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Silence {
+            id: r.get(0),
+            matchers: r.get(1),
+            starts_ms: r.get(2),
+            ends_ms: r.get(3),
+            author: r.get(4),
+            reason: r.get(5),
+        })
+        .collect())
+}
+
+/// Ends silence `id` at `now_ms`; `false` when there is no such silence.
+pub async fn expire_silence(
+    client: &impl GenericClient,
+    id: i64,
+    now_ms: i64,
+) -> Result<bool, FleetError> {
+    let n = client
+        .execute(
+            "UPDATE silences SET ends_ms = $2 WHERE id = $1",
+            &[&id, &now_ms],
+        )
+        .await
+        .map_err(FleetError::sql("ending a silence"))?;
+    Ok(n == 1)
 }

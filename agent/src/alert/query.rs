@@ -243,6 +243,26 @@ impl std::fmt::Display for Silence {
     }
 }
 
+impl Silence {
+    /// Whether this silence is in force at `now_ms` and every one of its matchers matches
+    /// the alert's labels.
+    pub fn mutes(&self, a: &Labels, now_ms: i64) -> bool {
+        if self.starts_ms > now_ms || self.ends_ms <= now_ms {
+            return false;
+        }
+        let m: std::collections::HashMap<String, String> =
+            serde_json::from_str(&self.matchers).unwrap_or_default();
+        let value = |k: &str| match k {
+            "user" => Some(a.user.as_str()),
+            "category" => Some(a.category.as_str()),
+            "severity" => Some(a.severity.as_str()),
+            "department" => Some(a.department.as_str()),
+            _ => None,
+        };
+        !m.is_empty() && m.iter().all(|(k, v)| value(k) == Some(v.as_str()))
+    }
+}
+
 /// Silences not ended at `now_ms`, by id.
 pub fn silences(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
     let mut st = conn.prepare_cached(

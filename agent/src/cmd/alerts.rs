@@ -1,9 +1,8 @@
 //! `phiwatch alerts`: list and acknowledge alerts.
 
-use super::{admin, StoreArgs};
+use super::{alert_store, StoreArgs};
 use anyhow::Result;
 use clap::Subcommand;
-use phiwatch::alert::admin::ack_fields;
 
 #[derive(Subcommand)]
 pub enum AlertsCmd {
@@ -34,15 +33,8 @@ pub enum AlertsCmd {
 }
 
 pub fn run(c: AlertsCmd) -> Result<()> {
-    let config = match &c {
-        AlertsCmd::List { store, .. } | AlertsCmd::Ack { store, .. } => &store.config,
-    };
-    // In fleet mode the alerts are the fleet's database's.
-    if let Some(db) = phiwatch::config::Config::load(config)?.database {
-        return fleet(c, &db);
-    }
     let out = match c {
-        AlertsCmd::List { store, all } => alert_list(&admin(&store)?.alerts(all)?),
+        AlertsCmd::List { store, all } => alert_list(&alert_store::open(&store)?.alerts(all)?),
         AlertsCmd::Ack {
             store,
             id,
@@ -50,41 +42,10 @@ pub fn run(c: AlertsCmd) -> Result<()> {
             note,
             disposition,
         } => {
-            admin(&store)?.ack(id, &by, &note, disposition.as_deref())?;
+            alert_store::open(&store)?.ack(id, &by, &note, disposition.as_deref())?;
             format!("alert #{id} acknowledged by {by}\n")
         }
     };
-    print!("{out}");
-    Ok(())
-}
-
-fn fleet(c: AlertsCmd, db: &phiwatch::fleet::pg::DatabaseConfig) -> Result<()> {
-    use phiwatch::alert::fleet as alerts;
-    use phiwatch::fleet::{pg, schema};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let out = rt.block_on(async {
-        let mut client = pg::connect(db, "phiwatch-alerts").await?;
-        schema::require_current(&client).await?;
-        anyhow::Ok(match c {
-            AlertsCmd::List { all, .. } => alert_list(&alerts::list(&client, all).await?),
-            AlertsCmd::Ack {
-                id,
-                by,
-                note,
-                disposition,
-                ..
-            } => {
-                let disposition = ack_fields(&by, disposition.as_deref())?;
-                let now = phiwatch::time::now_ms();
-                if !alerts::ack(&mut client, id, &by, &note, disposition, now).await? {
-                    anyhow::bail!("no alert #{id} in {}", pg::describe(&db.url));
-                }
-                format!("alert #{id} acknowledged by {by}\n")
-            }
-        })
-    })?;
     print!("{out}");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The commands of the `phiwatch` binary, one module each: its arguments, and printing at the
 //! edge; the work is done in the library.
 
+mod alert_store;
 pub mod alerts;
 pub mod backtest;
 pub mod bench;
@@ -32,7 +33,7 @@ pub fn parse_time(s: &str) -> Result<i64> {
 #[derive(clap::Args)]
 pub struct StoreArgs {
     /// The agent's configuration file (its data_dir holds the store; in fleet mode its
-    /// [database] names the fleet's, for `alerts`).
+    /// [database] names the fleet's, for `alerts`, `silence` and `notify`).
     #[arg(long)]
     pub config: PathBuf,
 }
@@ -64,8 +65,8 @@ pub fn sqlite_store(cfg: &phiwatch::config::Config) -> Result<PathBuf> {
         anyhow::bail!(
             "[database] names fleet mode's PostgreSQL ({}): this command works on the single \
              process's SQLite store. In fleet mode this release keeps accesses, findings, \
-             alerts (phiwatch alerts) and notifications in PostgreSQL; cases, silences and \
-             dead letters are not there yet",
+             alerts, silences and notifications in PostgreSQL (phiwatch alerts, silence and \
+             notify work on it); cases, console accounts and reports are not there yet",
             phiwatch::fleet::pg::describe(&db.url)
         );
     }

@@ -1,6 +1,6 @@
 //! `phiwatch notify`: notifications that could not be delivered.
 
-use super::{admin, StoreArgs};
+use super::{alert_store, StoreArgs};
 use anyhow::Result;
 use clap::Subcommand;
 
@@ -24,7 +24,7 @@ pub enum NotifyCmd {
 pub fn run(c: NotifyCmd) -> Result<()> {
     match c {
         NotifyCmd::DeadLetters { store } => {
-            let dead = admin(&store)?.dead_letters()?;
+            let dead = alert_store::open(&store)?.dead_letters()?;
             if dead.is_empty() {
                 println!("no dead letters");
             }
@@ -44,7 +44,7 @@ pub fn run(c: NotifyCmd) -> Result<()> {
             }
         }
         NotifyCmd::Retry { store, id } => {
-            let n = admin(&store)?.retry(id)?;
+            let n = alert_store::open(&store)?.retry(id)?;
             println!("{n} notification(s) queued again");
         }
     }

@@ -1,6 +1,6 @@
 //! `phiwatch silence`: silence alerts matching labels for a while.
 
-use super::{admin, StoreArgs};
+use super::{alert_store, StoreArgs};
 use anyhow::Result;
 use clap::Subcommand;
 
@@ -45,11 +45,11 @@ pub fn run(c: SilenceCmd) -> Result<()> {
         } => {
             let d = phiwatch::alert::routing::parse_duration(&duration)
                 .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
-            let s = admin(&store)?.silence(&matchers, d, &author, &reason)?;
+            let s = alert_store::open(&store)?.silence(&matchers, d, &author, &reason)?;
             format!("{s}\n")
         }
         SilenceCmd::List { store } => {
-            let silences = admin(&store)?.silences()?;
+            let silences = alert_store::open(&store)?.silences()?;
             let mut out = String::new();
             for s in &silences {
                 out.push_str(&format!(
@@ -67,7 +67,7 @@ pub fn run(c: SilenceCmd) -> Result<()> {
             out
         }
         SilenceCmd::Expire { store, id } => {
-            admin(&store)?.expire_silence(id)?;
+            alert_store::open(&store)?.expire_silence(id)?;
             format!("silence #{id} expired\n")
         }
     };

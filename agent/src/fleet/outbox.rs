@@ -142,3 +142,45 @@ pub async fn depth(client: &impl GenericClient) -> Result<i64, FleetError> {
         .map_err(FleetError::sql("measuring the outbox"))?
         .get(0))
 }
+
+/// Notifications given up on, by id, for `phiwatch notify dead-letters`.
+pub async fn dead_letters(
+    client: &impl GenericClient,
+) -> Result<Vec<crate::outbox::DeadLetter>, FleetError> {
+    let rows = client
+        .query(
+            "SELECT id, coalesce(alert_id, 0), receiver, attempts, idempotency_key, last_error
+             FROM outbox WHERE state = 'dead' ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(FleetError::sql("reading dead letters"))?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::outbox::DeadLetter {
+            id: r.get(0),
+            alert: r.get(1),
+            receiver: r.get(2),
+            attempts: i64::from(r.get::<_, i32>(3)),
+            key: r.get(4),
+            error: r.get(5),
+        })
+        .collect())
+}
+
+/// Queues dead letters again (one, or all with `id = None`) under their own keys; returns
+/// how many.
+pub async fn requeue_dead(
+    client: &impl GenericClient,
+    id: Option<i64>,
+    now_ms: i64,
+) -> Result<u64, FleetError> {
+    client
+        .execute(
+            "UPDATE outbox SET state = 'pending', due_ms = $1, created_ms = $1, attempts = 0
+             WHERE state = 'dead' AND ($2::bigint IS NULL OR id = $2)",
+            &[&now_ms, &id],
+        )
+        .await
+        .map_err(FleetError::sql("queueing dead letters again"))
+}

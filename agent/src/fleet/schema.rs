@@ -29,7 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        name: "alerts grouping findings",
+        name: "alerts grouping findings, silences",
         sql: V4,
     },
 ];
@@ -188,6 +188,17 @@ CREATE TABLE alert_findings (
     PRIMARY KEY (alert_id, event_id, detector)
 );
 CREATE INDEX alert_findings_patient ON alert_findings (alert_id, patient_id);
+-- Silences mute the notifications of alerts whose labels match, for a while (`phiwatch
+-- silence`); dispatchers read them before each send.
+CREATE TABLE silences (
+    id         bigserial PRIMARY KEY,
+    matchers   text NOT NULL,
+    starts_ms  bigint NOT NULL,
+    ends_ms    bigint NOT NULL,
+    author     text NOT NULL,
+    reason     text NOT NULL,
+    created_ms bigint NOT NULL
+);
 ";
 
 /// Any number to serialise migrations run by several nodes at once.

@@ -505,21 +505,11 @@ fn suppressed(conn: &Connection, alert: i64, inhibit: bool) -> rusqlite::Result<
         return Ok(Some(format!("alert is {}", a.status)));
     }
     let now = now_ms();
-    for s in crate::alert::query::silences(conn, now)? {
-        if s.starts_ms > now {
-            continue;
-        }
-        let m: HashMap<String, String> = serde_json::from_str(&s.matchers).unwrap_or_default();
-        let value = |k: &str| match k {
-            "user" => Some(a.user.as_str()),
-            "category" => Some(a.category.as_str()),
-            "severity" => Some(a.severity.as_str()),
-            "department" => Some(a.department.as_str()),
-            _ => None,
-        };
-        if !m.is_empty() && m.iter().all(|(k, v)| value(k) == Some(v.as_str())) {
-            return Ok(Some(format!("silenced by silence #{}", s.id)));
-        }
+    if let Some(s) = crate::alert::query::silences(conn, now)?
+        .iter()
+        .find(|s| s.mutes(&a, now))
+    {
+        return Ok(Some(format!("silenced by silence #{}", s.id)));
     }
     if inhibit
         && a.severity != "critical"

@@ -4,6 +4,7 @@
 //! A dispatcher that dies mid-send leaves its claims to lapse; another then sends those rows
 //! again with the same idempotency key, which receivers use to drop the repeat.
 
+use crate::alert::query::{Labels, Silence};
 use crate::alert::{fleet as alerts, Routing};
 use crate::fleet::outbox::{self, Claimed, Settled};
 use crate::fleet::{pg, FleetError};
@@ -86,9 +87,13 @@ impl FleetDispatcher {
         let client = &*client;
         let claimed = outbox::claim(client, holder, now_ms(), CLAIM, HOLD).await?;
         let n = claimed.len();
+        let silences = match n {
+            0 => Vec::new(),
+            _ => alerts::silences(client, now_ms()).await?,
+        };
         let mut groups: HashMap<String, Vec<Job>> = HashMap::new();
         for row in claimed {
-            if let Some(job) = self.prepare(client, holder, row).await? {
+            if let Some(job) = self.prepare(client, holder, row, &silences).await? {
                 groups
                     .entry(job.row.receiver.clone())
                     .or_default()
@@ -137,6 +142,7 @@ impl FleetDispatcher {
         client: &Client,
         holder: &str,
         row: Claimed,
+        silences: &[Silence],
     ) -> Result<Option<Job>, FleetError> {
         let m = &self.metrics.notify;
         let Some(receiver) = self.routing.receiver(&row.receiver).cloned() else {
@@ -157,8 +163,19 @@ impl FleetDispatcher {
             outbox::settle(client, holder, &row, Settled::Dead { error }, now_ms()).await?;
             return Ok(None);
         };
+        let labels = Labels {
+            id: view.alert_id,
+            status: view.status.clone(),
+            user: view.user.clone(),
+            category: view.category.clone(),
+            severity: view.severity.clone(),
+            department: view.department.clone(),
+        };
+        let now = now_ms();
         let why = if view.status != "open" {
             Some(format!("alert is {}", view.status))
+        } else if let Some(s) = silences.iter().find(|s| s.mutes(&labels, now)) {
+            Some(format!("silenced by silence #{}", s.id))
         } else if self.routing.grouping.inhibit_lower_for_critical
             && view.severity != "critical"
             && alerts::open_critical_besides(client, &view.user, view.alert_id).await?
