@@ -8,14 +8,19 @@
 //! repeats, and officers acknowledge them (`phiwatch alerts ack`).
 
 use super::group::{self, Applied};
+use super::plan::{self, AlertRef, Known, OpenAlert, Plan};
 use super::query::{AlertRow, Silence};
 use super::Routing;
 use crate::finding::{Finding, Severity};
 use crate::fleet::{outbox, FleetError};
+use std::collections::{BTreeSet, HashMap};
 use tokio_postgres::{GenericClient, Transaction};
 
-/// Groups `findings` (new to the store) into alerts and queues their notifications.
-/// Statements are prepared once per call: a batch's findings reuse them.
+/// Groups `findings` (new to the store, in the batch's order) into alerts and queues their
+/// notifications: what the alerts hold is read once ([`plan::Known`]), the batch is folded in
+/// memory ([`plan::plan`], the single process's decisions), and the result written with one
+/// statement per table. Per finding statements cost a network round trip each, and made
+/// grouping a third of the detector's time on a day with 20,000 findings.
 pub async fn apply(
     tx: &Transaction<'_>,
     findings: &[&Finding],
@@ -23,98 +28,202 @@ pub async fn apply(
     tz: chrono_tz::Tz,
     now_ms: i64,
 ) -> Result<Applied, FleetError> {
-    let mut done = Applied::default();
     if findings.is_empty() {
-        return Ok(done);
+        return Ok(Applied::default());
     }
+    let known = known(tx, findings, routing).await?;
+    let plan = plan::plan(findings, known, routing, tz, now_ms);
     let e = FleetError::sql("grouping findings into alerts");
-    let find_open = tx
-        .prepare(
-            "SELECT id, severity, last_sent_ms FROM alerts
-             WHERE fold_key = $1 AND status <> 'closed' ORDER BY id DESC LIMIT 1",
-        )
-        .await
-        .map_err(&e)?;
-    let open_new = tx
-        .prepare(
-            "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id,
-                 department, first_ms, last_ms, first_access_ms, last_access_ms, origin)
-             VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $7, $8, $8, $9) RETURNING id",
-        )
-        .await
-        .map_err(&e)?;
-    // New evidence reopens an acknowledged alert: someone must look again.
-    let update = tx
-        .prepare(
-            "UPDATE alerts SET status = 'open', severity = $2, last_ms = $3,
-                 first_access_ms = least(first_access_ms, $4),
-                 last_access_ms = greatest(last_access_ms, $4)
-             WHERE id = $1",
-        )
-        .await
-        .map_err(&e)?;
-    // Counters move by what the finding adds, as in the single process: one probe, no recount.
-    let add = tx
-        .prepare(
-            "WITH known AS (
-                 SELECT EXISTS (SELECT 1 FROM alert_findings
-                                WHERE alert_id = $1 AND patient_id = $4) AS seen),
-             added AS (
-                 INSERT INTO alert_findings (alert_id, event_id, detector, patient_id)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1)
-             UPDATE alerts SET findings = findings + 1,
-                 incidents = incidents + CASE WHEN (SELECT seen FROM known) THEN 0 ELSE 1 END
-             WHERE id = $1 AND EXISTS (SELECT 1 FROM added)",
-        )
-        .await
-        .map_err(&e)?;
-    let g = &routing.grouping;
-    for f in findings {
-        let access_ms = crate::time::parse_fhir_time(&f.time);
-        let fold_key = group::fold_key(f, g);
-        let open = tx.query_opt(&find_open, &[&fold_key]).await.map_err(&e)?;
-        let (alert, due, severity) = match open {
-            None => {
-                let id: i64 = tx
-                    .query_one(
-                        &open_new,
-                        &[
-                            &group::group_key(f, g),
-                            &fold_key,
-                            &f.category,
-                            &f.severity.as_str(),
-                            &f.user,
-                            &f.department,
-                            &now_ms,
-                            &access_ms,
-                            &group::origin(f),
-                        ],
-                    )
-                    .await
-                    .map_err(&e)?
-                    .get(0);
-                done.opened += 1;
-                (id, group::first_due(g, None, now_ms), f.severity)
-            }
-            Some(row) => {
-                let (id, stored, last_sent): (i64, String, i64) =
-                    (row.get(0), row.get(1), row.get(2));
-                done.updated += 1;
-                let sev = group::merged(&stored, f.severity);
-                tx.execute(&update, &[&id, &sev.as_str(), &now_ms, &access_ms])
-                    .await
-                    .map_err(&e)?;
-                (id, group::first_due(g, Some(last_sent), now_ms), sev)
-            }
+    let new_ids = open_new(tx, &plan, now_ms).await?;
+    let id_of = |a: AlertRef| match a {
+        AlertRef::Stored(id) => id,
+        AlertRef::New(i) => new_ids[i],
+    };
+    let changed: Vec<(i64, &plan::Slot<'_>)> = plan.changed().collect();
+    if !changed.is_empty() {
+        let col =
+            |f: fn(&plan::Slot<'_>) -> i64| changed.iter().map(|(_, s)| f(s)).collect::<Vec<_>>();
+        let opt = |f: fn(&plan::Slot<'_>) -> Option<i64>| {
+            changed.iter().map(|(_, s)| f(s)).collect::<Vec<_>>()
         };
-        tx.execute(&add, &[&alert, &f.event_id, &f.detector, &f.patient])
-            .await
-            .map_err(&e)?;
-        let labels = (f.category.as_str(), severity, f.department.as_str());
-        let receivers = group::receivers(routing, labels, tz, now_ms);
-        done.queued += enqueue(tx, alert, &receivers, now_ms, due).await?;
+        let ids: Vec<i64> = changed.iter().map(|(id, _)| *id).collect();
+        let sev: Vec<&str> = changed.iter().map(|(_, s)| s.severity.as_str()).collect();
+        // New evidence reopens an acknowledged alert: someone must look again.
+        tx.execute(
+            "UPDATE alerts a SET status = 'open', severity = u.s, last_ms = $8,
+                 first_access_ms = least(a.first_access_ms, u.fa),
+                 last_access_ms = greatest(a.last_access_ms, u.la),
+                 findings = a.findings + u.nf, incidents = a.incidents + u.ni,
+                 notifications = a.notifications + u.nn
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                         $6::bigint[], $7::bigint[]) AS u(id, s, fa, la, nf, ni, nn)
+             WHERE a.id = u.id",
+            &[
+                &ids,
+                &sev,
+                &opt(|s| s.first_access_ms),
+                &opt(|s| s.last_access_ms),
+                &col(|s| s.findings),
+                &col(|s| s.incidents),
+                &col(|s| s.notifications),
+                &now_ms,
+            ],
+        )
+        .await
+        .map_err(&e)?;
     }
-    Ok(done)
+    let m = &plan.members;
+    tx.execute(
+        "INSERT INTO alert_findings (alert_id, event_id, detector, patient_id)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+         ON CONFLICT DO NOTHING",
+        &[
+            &m.iter().map(|(a, _)| id_of(*a)).collect::<Vec<_>>(),
+            &m.iter()
+                .map(|(_, f)| f.event_id.as_str())
+                .collect::<Vec<_>>(),
+            &m.iter()
+                .map(|(_, f)| f.detector.as_str())
+                .collect::<Vec<_>>(),
+            &m.iter()
+                .map(|(_, f)| f.patient.as_str())
+                .collect::<Vec<_>>(),
+        ],
+    )
+    .await
+    .map_err(&e)?;
+    let n = &plan.notices;
+    let queued = tx
+        .execute(
+            "INSERT INTO outbox (idempotency_key, alert_id, receiver, state, created_ms, due_ms)
+             SELECT k, a, r, 'pending', $5, d
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS t(k, a, r, d)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+            &[
+                &n.iter().map(|x| x.key.as_str()).collect::<Vec<_>>(),
+                &n.iter().map(|x| id_of(x.alert)).collect::<Vec<_>>(),
+                &n.iter().map(|x| x.receiver.as_str()).collect::<Vec<_>>(),
+                &n.iter().map(|x| x.due_ms).collect::<Vec<_>>(),
+                &now_ms,
+            ],
+        )
+        .await
+        .map_err(&e)?;
+    Ok(Applied {
+        queued,
+        ..plan.applied
+    })
+}
+
+/// What grouping the batch reads: the alerts its fold keys name, which of the batch's
+/// patients those hold, and which receivers have a notification of them waiting.
+async fn known(
+    tx: &Transaction<'_>,
+    findings: &[&Finding],
+    routing: &Routing,
+) -> Result<Known, FleetError> {
+    let e = FleetError::sql("reading the alerts a batch joins");
+    let g = &routing.grouping;
+    let folds: BTreeSet<String> = findings.iter().map(|f| group::fold_key(f, g)).collect();
+    let folds: Vec<String> = folds.into_iter().collect();
+    let mut known = Known::default();
+    let rows = tx
+        .query(
+            "SELECT DISTINCT ON (fold_key) fold_key, id, severity, last_sent_ms, notifications,
+                    origin
+             FROM alerts WHERE fold_key = ANY($1) AND status <> 'closed'
+             ORDER BY fold_key, id DESC",
+            &[&folds],
+        )
+        .await
+        .map_err(&e)?;
+    for r in rows {
+        let alert = OpenAlert {
+            id: r.get(1),
+            severity: r.get::<_, String>(2).parse().unwrap_or(Severity::Low),
+            last_sent_ms: r.get(3),
+            notifications: r.get(4),
+            origin: r.get(5),
+        };
+        known.open.insert(r.get(0), alert);
+    }
+    if known.open.is_empty() {
+        return Ok(known);
+    }
+    let ids: Vec<i64> = known.open.values().map(|a| a.id).collect();
+    let patients: BTreeSet<&str> = findings.iter().map(|f| f.patient.as_str()).collect();
+    let patients: Vec<&str> = patients.into_iter().collect();
+    for r in tx
+        .query(
+            "SELECT alert_id, patient_id FROM alert_findings
+             WHERE alert_id = ANY($1) AND patient_id = ANY($2)",
+            &[&ids, &patients],
+        )
+        .await
+        .map_err(&e)?
+    {
+        known.patients.insert((r.get(0), r.get(1)));
+    }
+    for r in tx
+        .query(
+            "SELECT alert_id, receiver FROM outbox WHERE alert_id = ANY($1) AND state = 'pending'",
+            &[&ids],
+        )
+        .await
+        .map_err(&e)?
+    {
+        known.waiting.insert((r.get(0), r.get(1)));
+    }
+    Ok(known)
+}
+
+/// Inserts the alerts the plan opens; their ids, by `AlertRef::New` index.
+async fn open_new(
+    tx: &Transaction<'_>,
+    plan: &Plan<'_>,
+    now_ms: i64,
+) -> Result<Vec<i64>, FleetError> {
+    let opened: Vec<&plan::Slot<'_>> = plan.opened().collect();
+    if opened.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = |f: for<'a> fn(&'a plan::Slot<'_>) -> &'a str| {
+        opened.iter().map(|s| f(s)).collect::<Vec<&str>>()
+    };
+    let num = |f: fn(&plan::Slot<'_>) -> i64| opened.iter().map(|s| f(s)).collect::<Vec<i64>>();
+    let opt =
+        |f: fn(&plan::Slot<'_>) -> Option<i64>| opened.iter().map(|s| f(s)).collect::<Vec<_>>();
+    let rows = tx
+        .query(
+            "INSERT INTO alerts (group_key, fold_key, status, category, severity, user_id,
+                 department, first_ms, last_ms, findings, incidents, notifications,
+                 first_access_ms, last_access_ms, origin)
+             SELECT g, f, 'open', c, s, u, d, $13, $13, nf, ni, nn, fa, la, o
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+                         $12::text[]) AS t(g, f, c, s, u, d, nf, ni, nn, fa, la, o)
+             RETURNING fold_key, id",
+            &[
+                &text(|s| &s.group_key),
+                &text(|s| &s.fold_key),
+                &text(|s| &s.opener.category),
+                &text(|s| s.severity.as_str()),
+                &text(|s| &s.opener.user),
+                &text(|s| &s.opener.department),
+                &num(|s| s.findings),
+                &num(|s| s.incidents),
+                &num(|s| s.notifications),
+                &opt(|s| s.first_access_ms),
+                &opt(|s| s.last_access_ms),
+                &text(|s| &s.origin),
+                &now_ms,
+            ],
+        )
+        .await
+        .map_err(FleetError::sql("opening alerts"))?;
+    // A batch opens at most one alert per fold key.
+    let ids: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(opened.iter().map(|s| ids[&s.fold_key]).collect())
 }
 
 /// Queues one notification per receiver unless one already waits (it carries the alert as

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod fleet;
 pub mod group;
+pub mod plan;
 pub mod query;
 pub mod routing;
 

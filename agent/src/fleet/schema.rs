@@ -188,6 +188,8 @@ CREATE TABLE alert_findings (
     PRIMARY KEY (alert_id, event_id, detector)
 );
 CREATE INDEX alert_findings_patient ON alert_findings (alert_id, patient_id);
+-- Which of a batch's alerts have a notification waiting (the detector asks once a batch).
+CREATE INDEX outbox_alert_pending ON outbox (alert_id) WHERE state = 'pending';
 -- Silences mute the notifications of alerts whose labels match, for a while (`phiwatch
 -- silence`); dispatchers read them before each send.
 CREATE TABLE silences (
