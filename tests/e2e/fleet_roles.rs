@@ -270,6 +270,21 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
         k += 1;
     }
 
+    // SIGHUP: the active detector takes up its inputs again between two batches, keeping
+    // its lease (the comparisons below show nothing was lost or judged twice).
+    let a = active(&pg);
+    assert!(a < 2, "a detector holds the lease");
+    let before = holder(&pg);
+    detectors[a].signal(libc::SIGHUP);
+    wait_for("the detector to reload", Duration::from_secs(20), || {
+        detectors[a]
+            .log()
+            .contains("reloaded settings, policies and context")
+    });
+    assert_eq!(holder(&pg), before, "the lease is kept across a reload");
+    write(k);
+    k += 1;
+
     // A collector and the active detector are killed while batches flow.
     collectors[1].kill9();
     let a = active(&pg);
@@ -699,7 +714,6 @@ fn a_dispatcher_holds_back_what_must_not_go_out_and_keeps_dead_letters() {
     wait_for("the outbox to settle", Duration::from_secs(30), || {
         psql_i64(&pg, "SELECT count(*) FROM outbox WHERE state = 'pending'") == 0
     });
-    dispatcher.stop();
     let settled = pg.psql(
         "phiwatch",
         "SELECT alert_id || ' ' || state || ' ' || coalesce(last_error, '') FROM outbox ORDER BY alert_id",
@@ -736,18 +750,35 @@ fn a_dispatcher_holds_back_what_must_not_go_out_and_keeps_dead_letters() {
         ),
         "{text}"
     );
+    // The receiver is fixed in the routing file: the running dispatcher takes it up, and
+    // the dead letter queued again goes out under its own key.
+    let routing = std::fs::read_to_string(d.join("routing.toml")).unwrap();
+    std::fs::write(d.join("routing.toml"), routing.replace("/gone", "/hook")).unwrap();
+    wait_for(
+        "the dispatcher to reload its routing",
+        Duration::from_secs(20),
+        || dispatcher.log().contains("reloaded routing rules"),
+    );
     let out = common::phiwatch(&["notify", "retry", "--config", c]);
     assert!(
         common::text(&out.stdout).contains("1 notification(s) queued again"),
         "{}",
         common::text(&out.stderr)
     );
+    wait_for(
+        "the retried notification to go out",
+        Duration::from_secs(30),
+        || {
+            psql_i64(
+                &pg,
+                "SELECT count(*) FROM outbox WHERE alert_id = 6 AND state = 'sent'",
+            ) == 1
+        },
+    );
+    dispatcher.stop();
     assert_eq!(
-        psql_i64(
-            &pg,
-            "SELECT count(*) FROM outbox WHERE alert_id = 6 AND state = 'pending'"
-        ),
-        1
+        delivered.lock().unwrap().last().map(String::as_str),
+        Some("phiwatch-alert-6-1-gone")
     );
     let out = common::phiwatch(&["notify", "retry", "--config", c]);
     assert!(

@@ -118,23 +118,25 @@ pub fn run(a: BenchArgs) -> Result<()> {
             dir: a.dir,
         });
     }
+    // Both fleet benches: the database given, and the detector lease.
+    let database = a
+        .database
+        .clone()
+        .map(|url| phiwatch::fleet::pg::DatabaseConfig::at(url, a.ca_file.clone()));
+    let lease = std::time::Duration::from_secs(a.lease_seconds.max(1));
     if a.fleet {
         return phiwatch::bench::fleet::run(phiwatch::bench::fleet::FleetArgs {
-            database: a
-                .database
-                .map(|url| phiwatch::fleet::pg::DatabaseConfig::at(url, a.ca_file)),
+            database,
             events: a.events,
-            lease: std::time::Duration::from_secs(a.lease_seconds.max(1)),
+            lease,
         })
         .map(|r| print!("{r}"));
     }
     if a.fleet_nodes {
         return phiwatch::bench::fleet_nodes::run(phiwatch::bench::fleet_nodes::FleetNodesArgs {
-            database: a
-                .database
-                .map(|url| phiwatch::fleet::pg::DatabaseConfig::at(url, a.ca_file)),
+            database,
             events: a.events,
-            lease: std::time::Duration::from_secs(a.lease_seconds.max(1)),
+            lease,
             dir: a.dir,
         })
         .map(|r| print!("{r}"));

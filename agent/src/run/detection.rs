@@ -37,7 +37,7 @@ pub enum BatchError {
 }
 
 /// How often the detection thread looks for changed inputs.
-const RELOAD_CHECK: Duration = Duration::from_secs(1);
+pub(super) const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// What the detection thread owns.
 pub struct Detection {
@@ -116,18 +116,8 @@ pub fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
             }
             last_check = std::time::Instant::now();
             reload_routing(routing.as_ref(), &mut routing_stamp, asked, &metrics);
-            let now = inputs.stamp();
-            if !asked && now == stamp {
-                continue;
-            }
-            // Remember the stamp even on failure: retry when the files change again.
-            stamp = now;
-            match inputs.load() {
-                Ok(new) => break Some(new),
-                Err(e) => {
-                    metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("reload rejected, the previous version keeps running: {e:#}");
-                }
+            if let Some(new) = reloaded(&inputs, &mut stamp, asked, &metrics) {
+                break Some(new);
             }
         };
         judged = std::mem::take(&mut judges.judged);
@@ -147,9 +137,34 @@ pub fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
     metrics.detection_alive.store(false, Ordering::Relaxed);
 }
 
+/// The inputs loaded again when their files changed since `stamp` (or a reload was
+/// `asked`); `None` when nothing changed or the new files do not load (said in the log, and
+/// the inputs in force stay until the files change again).
+pub(super) fn reloaded(
+    inputs: &Inputs,
+    stamp: &mut u64,
+    asked: bool,
+    metrics: &Metrics,
+) -> Option<Loaded> {
+    let now = inputs.stamp();
+    if !asked && now == *stamp {
+        return None;
+    }
+    // Remember the stamp even on failure: retry when the files change again.
+    *stamp = now;
+    match inputs.load() {
+        Ok(new) => Some(new),
+        Err(e) => {
+            metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("reload rejected, the previous version keeps running: {e:#}");
+            None
+        }
+    }
+}
+
 /// Swaps in changed routing rules once they load and their receivers can be built; a bad
 /// file is rejected and the rules in force stay.
-fn reload_routing(
+pub(super) fn reload_routing(
     routing: Option<&(PathBuf, SharedRouting)>,
     stamp: &mut u64,
     asked: bool,

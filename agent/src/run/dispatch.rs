@@ -4,14 +4,16 @@
 //! A dispatcher that dies mid-send leaves its claims to lapse; another then sends those rows
 //! again with the same idempotency key, which receivers use to drop the repeat.
 
+use super::detection::reload_routing;
 use crate::alert::query::{Labels, Silence};
-use crate::alert::{fleet as alerts, Routing};
+use crate::alert::{fleet as alerts, Routing, SharedRouting};
 use crate::fleet::outbox::{self, Claimed, Settled};
 use crate::fleet::{pg, FleetError};
 use crate::metrics::Metrics;
 use crate::notify::{self, Outcome, Transports};
 use crate::time::now_ms;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,9 @@ const IDLE: Duration = Duration::from_millis(500);
 pub struct FleetDispatcher {
     pub db: pg::DatabaseConfig,
     pub node: String,
+    /// The routing file and the rules read from it (reloaded when it changes, or on SIGHUP).
+    pub routing_file: (PathBuf, SharedRouting),
+    /// The rules in force this round, and the transports built from them.
     pub routing: Arc<Routing>,
     /// The hospital's time zone, which routes naming hours of the day are read in.
     pub tz: chrono_tz::Tz,
@@ -45,11 +50,13 @@ struct Job {
 
 impl FleetDispatcher {
     /// Runs until the task is dropped, reconnecting after any database error.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         // Unique per process: a restarted dispatcher's lapsed claims are not taken for its own.
         let holder = format!("{}/{}", self.node, std::process::id());
         let mut client: Option<Client> = None;
+        let mut stamp = crate::reload::stamp_of(&self.routing_file.0);
         loop {
+            self.follow_routing(&mut stamp);
             if client.is_none() {
                 match pg::connect(&self.db, &format!("phiwatch-dispatch-{}", self.node)).await {
                     Ok(c) => client = Some(c),
@@ -76,6 +83,24 @@ impl FleetDispatcher {
                 })
                 .await;
             }
+        }
+    }
+
+    /// Takes up a changed routing file (or one asked for by SIGHUP) once it loads and its
+    /// receivers build; a bad file is refused and the rules in force stay.
+    fn follow_routing(&mut self, stamp: &mut u64) {
+        let asked = self.metrics.reload_requested.swap(false, Ordering::SeqCst);
+        reload_routing(Some(&self.routing_file), stamp, asked, &self.metrics);
+        let latest = crate::alert::current(&self.routing_file.1);
+        if Arc::ptr_eq(&latest, &self.routing) {
+            return;
+        }
+        match notify::transports(&latest) {
+            Ok(t) => {
+                self.smtp = t;
+                self.routing = latest;
+            }
+            Err(e) => tracing::error!("routing reload: {e}"),
         }
     }
 

@@ -8,8 +8,8 @@
 //! context) may be ahead of the database, so it is thrown away and read again from the
 //! database before the next batch: memory is only ever a cache of committed state.
 
-use super::detection::{appliers, apply_fresh, judge_items};
-use crate::alert::{fleet as alerts, Routing};
+use super::detection::{appliers, apply_fresh, judge_items, reload_routing, RELOAD_CHECK};
+use crate::alert::{self, fleet as alerts, Routing, SharedRouting};
 use crate::context::adt::AdtOptions;
 use crate::decode::Item;
 use crate::detect::FileDetector;
@@ -17,9 +17,10 @@ use crate::fleet::{lease, pg, queue, retention, state, store, FleetError, Lease}
 use crate::metrics::Metrics;
 use crate::pipeline::{Judged, Pipeline};
 use crate::plugin::PluginSet;
-use crate::reload::{Inputs, Loaded};
+use crate::reload::{Inputs, LoadError, Loaded};
 use crate::time::now_ms;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,9 +41,9 @@ pub struct FleetDetector {
     pub folders: Vec<String>,
     /// How each MLLP feed's messages map onto the context.
     pub adt: HashMap<String, AdtOptions>,
-    /// How findings group into alerts and whom those notify (the default grouping and
-    /// nobody without a routing file, as in the single process).
-    pub routing: Arc<Routing>,
+    /// How findings group into alerts and whom those notify: the routing file and the rules
+    /// in force (without one, the default grouping and nobody, as in the single process).
+    pub routing: Option<(PathBuf, SharedRouting)>,
     /// The detector thread's own runtime for its database calls.
     pub rt: tokio::runtime::Runtime,
     pub stop: Arc<AtomicBool>,
@@ -50,7 +51,7 @@ pub struct FleetDetector {
 }
 
 /// Why the detector left the batches it was applying (it then stands by again, or retries).
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 enum Interrupted {
     #[error(transparent)]
     Fleet(#[from] FleetError),
@@ -64,13 +65,44 @@ enum Interrupted {
         seq: i64,
         detail: String,
     },
+    /// The settings, policies, context or plugins changed (or SIGHUP) and load: the
+    /// detector takes them up between two batches, keeping its lease.
+    #[error("reloading settings, policies and context")]
+    Reload(Box<Loaded>),
+}
+
+// `Loaded` (compiled policies and plugins) has no useful Debug form: the message serves.
+impl std::fmt::Debug for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// When the inputs and the routing file were last looked at, and what they were.
+struct Stamps {
+    inputs: u64,
+    routing: u64,
+    checked: Option<Instant>,
+    /// Changed inputs being loaded beside the batches: compiling plugins and reading a
+    /// hospital's context take seconds, longer than the lease may go unrenewed.
+    loading: Option<std::thread::JoinHandle<Result<Loaded, LoadError>>>,
 }
 
 impl FleetDetector {
     /// `loaded`: the inputs, loaded at start without any journal, so a standby is ready to
     /// judge the moment it takes the lease (loading a hospital's context takes seconds).
-    pub fn run(self, mut loaded: Loaded) {
+    /// `stamp`: the inputs' stamp when `loaded` was read.
+    pub fn run(self, mut loaded: Loaded, stamp: u64) {
         let m = self.metrics.clone();
+        let mut stamps = Stamps {
+            inputs: stamp,
+            routing: self
+                .routing
+                .as_ref()
+                .map_or(0, |(p, _)| crate::reload::stamp_of(p)),
+            checked: None,
+            loading: None,
+        };
         // The lease this process held when a batch failed: taken up again on a new
         // connection if it has not expired meanwhile (nobody else can have it then).
         let mut kept: Option<Lease> = None;
@@ -104,11 +136,23 @@ impl FleetDetector {
             m.fleet.lease_held.store(true, Ordering::Relaxed);
             m.fleet.lease_epoch.store(lease.epoch, Ordering::Relaxed);
             pristine = false;
-            match self.apply(&mut client, &lease, &mut loaded) {
+            match self.apply(&mut client, &lease, &mut loaded, &mut stamps) {
                 Ok(()) => {
                     // Stopping: a standby takes over at once rather than after the TTL.
                     let _ = self.rt.block_on(lease::release(&client, &lease));
                     tracing::info!(epoch = lease.epoch, "detector lease released");
+                }
+                Err(Interrupted::Reload(new)) => {
+                    // Taken up with the lease kept: the journal and plugin state are read
+                    // again into the new inputs, as after a takeover.
+                    loaded = *new;
+                    pristine = true;
+                    if let Ok(mut l) = m.loaded.write() {
+                        *l = Some(loaded.summary());
+                    }
+                    m.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("reloaded settings, policies and context");
+                    kept = Some(lease);
                 }
                 Err(e) => {
                     m.fleet.errors.fetch_add(1, Ordering::Relaxed);
@@ -176,8 +220,10 @@ impl FleetDetector {
         client: &mut Client,
         lease: &Lease,
         loaded: &mut Loaded,
+        stamps: &mut Stamps,
     ) -> Result<(), Interrupted> {
         let rt = &self.rt;
+        let no_routing = Arc::new(Routing::default());
         let journal = rt.block_on(state::journal(client))?;
         crate::context::replay_journal(
             &mut loaded.context,
@@ -193,8 +239,12 @@ impl FleetDetector {
         let ctx = &mut loaded.context;
         let mut judged = Judged::default();
         let mut renewed = Instant::now();
+        let mut counted: Option<Instant> = None;
         let mut months = std::collections::BTreeSet::new();
         while !self.stop.load(Ordering::SeqCst) {
+            if let Some(new) = self.reload(stamps) {
+                return Err(Interrupted::Reload(Box::new(new)));
+            }
             if renewed.elapsed() >= self.ttl / 3 {
                 if !rt.block_on(lease::renew(client, lease, self.ttl))? {
                     return Err(Interrupted::LeaseLost(lease.epoch));
@@ -202,6 +252,16 @@ impl FleetDetector {
                 renewed = Instant::now();
             }
             let batches = rt.block_on(queue::pending(client, READ_AHEAD))?;
+            // The backlog gauge follows a catch-up too, not only a standby's wait.
+            let stale = counted.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if !batches.is_empty() && stale {
+                let b = rt.block_on(queue::backlog(client))?;
+                self.metrics
+                    .fleet
+                    .backlog_batches
+                    .store(b, Ordering::Relaxed);
+                counted = Some(Instant::now());
+            }
             if batches.is_empty() {
                 self.metrics
                     .fleet
@@ -238,7 +298,11 @@ impl FleetDetector {
                     let stored_at = now_ms();
                     let fresh = state::journal_new(&tx, &judged.journal, stored_at).await?;
                     let tz = loaded.settings.timezone;
-                    let a = alerts::apply(&tx, &new, &self.routing, tz, stored_at).await?;
+                    let rules = self
+                        .routing
+                        .as_ref()
+                        .map_or_else(|| no_routing.clone(), |(_, r)| alert::current(r));
+                    let a = alerts::apply(&tx, &new, &rules, tz, stored_at).await?;
                     queue::complete(tx, lease, &batch).await?;
                     Ok::<_, FleetError>((fresh, a))
                 })?;
@@ -264,6 +328,51 @@ impl FleetDetector {
             }
         }
         Ok(())
+    }
+}
+
+impl FleetDetector {
+    /// Looks at the inputs and the routing file once a second (at once after SIGHUP), as the
+    /// single process's detection thread does: changed routing is swapped in place; changed
+    /// inputs are loaded on a thread of their own while batches go on (and the lease is
+    /// renewed), then returned for the detector to take up between two batches. Inputs that
+    /// do not load are refused and those in force stay.
+    fn reload(&self, stamps: &mut Stamps) -> Option<Loaded> {
+        if stamps.loading.as_ref().is_some_and(|t| t.is_finished()) {
+            let done = stamps.loading.take()?.join();
+            match done {
+                Ok(Ok(new)) => return Some(new),
+                Ok(Err(e)) => {
+                    self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("reload rejected, the previous version keeps running: {e:#}");
+                }
+                Err(_) => tracing::error!("reload rejected: loading the inputs panicked"),
+            }
+        }
+        let asked = self.metrics.reload_requested.swap(false, Ordering::SeqCst);
+        let due = stamps.checked.is_none_or(|t| t.elapsed() >= RELOAD_CHECK);
+        if !asked && !due {
+            return None;
+        }
+        stamps.checked = Some(Instant::now());
+        reload_routing(
+            self.routing.as_ref(),
+            &mut stamps.routing,
+            asked,
+            &self.metrics,
+        );
+        let now = self.inputs.stamp();
+        if (asked || now != stamps.inputs) && stamps.loading.is_none() {
+            // Remembered even if the load fails: tried again when the files change again.
+            stamps.inputs = now;
+            let inputs = self.inputs.clone();
+            stamps.loading = std::thread::Builder::new()
+                .name("reload".into())
+                .spawn(move || inputs.load())
+                .map_err(|e| tracing::error!("reload: starting the loader: {e}"))
+                .ok();
+        }
+        None
     }
 }
 

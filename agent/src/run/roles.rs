@@ -16,7 +16,7 @@ use crate::fleet::{pg, schema, Role};
 use crate::source::Intake;
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Checked before anything is bound: an unreachable or unmigrated database stops the node
@@ -97,6 +97,7 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
     let inputs = inputs_of(&cfg, None);
     // Bad policies, rules or plugins stop the node now, not when it first takes the lease;
     // and a standby holds them loaded, ready to take over.
+    let stamp = inputs.stamp();
     let loaded = inputs.load()?;
     let metrics = metrics_for(&cfg, Some(&loaded));
     let _ = metrics.fleet.role.set(Role::Detect);
@@ -110,7 +111,13 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
         .flatten()
         .collect();
     let adt = mllp_options(&cfg);
-    let routing = Arc::new(routing_of(&cfg)?);
+    let routing = match &cfg.routing {
+        Some(p) => Some((
+            p.clone(),
+            Arc::new(RwLock::new(Arc::new(Routing::load(p)?))),
+        )),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let detector = FleetDetector {
         routing,
@@ -129,7 +136,7 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
     metrics.detection_alive.store(true, Ordering::Relaxed);
     let detecting = std::thread::Builder::new()
         .name("detect".into())
-        .spawn(move || detector.run(loaded))?;
+        .spawn(move || detector.run(loaded, stamp))?;
     tracing::info!(node = %cfg.fleet.node_name(), "detector standing by for the lease in {}", pg::describe(&db.url));
     let served = rt.block_on(http::serve_until_signal(&cfg.http, metrics.clone()));
     stop.store(true, Ordering::SeqCst);
@@ -149,7 +156,7 @@ pub fn dispatch(cfg: Config, db: DatabaseConfig) -> Result<()> {
              in the config (the same file the detect nodes use)"
         );
     };
-    let routing = Routing::load(path)?;
+    let routing = Arc::new(Routing::load(path)?);
     // A bad CA file or a missing password variable stops the node now, not at the first alert.
     let smtp = crate::notify::transports(&routing)?;
     let tz = match &cfg.rules {
@@ -162,7 +169,8 @@ pub fn dispatch(cfg: Config, db: DatabaseConfig) -> Result<()> {
     let dispatcher = FleetDispatcher {
         db: db.clone(),
         node: node.clone(),
-        routing: Arc::new(routing),
+        routing_file: (path.clone(), Arc::new(RwLock::new(routing.clone()))),
+        routing,
         tz,
         smtp,
         http: crate::notify::http_client()?,
@@ -176,12 +184,4 @@ pub fn dispatch(cfg: Config, db: DatabaseConfig) -> Result<()> {
     rt.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");
     served
-}
-
-/// The routing rules, or the default grouping (and no receiver) without a routing file.
-fn routing_of(cfg: &Config) -> Result<Routing> {
-    match &cfg.routing {
-        Some(p) => Ok(Routing::load(p)?),
-        None => Ok(Routing::default()),
-    }
 }
