@@ -9,11 +9,12 @@
 //! database before the next batch: memory is only ever a cache of committed state.
 
 use super::detection::{appliers, apply_fresh, judge_items, reload_routing, RELOAD_CHECK};
-use crate::alert::{self, fleet as alerts, Routing, SharedRouting};
+use super::fleet_write::{Done, Job, Writer};
+use crate::alert::{self, Routing, SharedRouting};
 use crate::context::adt::AdtOptions;
 use crate::decode::Item;
 use crate::detect::FileDetector;
-use crate::fleet::{lease, pg, queue, retention, state, store, FleetError, Lease};
+use crate::fleet::{lease, pg, queue, state, FleetError, Lease};
 use crate::metrics::Metrics;
 use crate::pipeline::{Judged, Pipeline};
 use crate::plugin::PluginSet;
@@ -237,97 +238,115 @@ impl FleetDetector {
         let mut files = FileDetector::new(&loaded.file_pack, &self.folders);
         let mut adt = appliers(&self.adt, &loaded.settings);
         let ctx = &mut loaded.context;
-        let mut judged = Judged::default();
+        let settings = &loaded.settings;
+        let mut writer = rt.block_on(Writer::connect(&self.db, &self.node, lease))?;
+        let mut spare = Judged::default();
         let mut renewed = Instant::now();
         let mut counted: Option<Instant> = None;
-        let mut months = std::collections::BTreeSet::new();
-        while !self.stop.load(Ordering::SeqCst) {
-            if let Some(new) = self.reload(stamps) {
-                return Err(Interrupted::Reload(Box::new(new)));
-            }
-            if renewed.elapsed() >= self.ttl / 3 {
-                if !rt.block_on(lease::renew(client, lease, self.ttl))? {
-                    return Err(Interrupted::LeaseLost(lease.epoch));
+        let mut applying = || -> Result<(), Interrupted> {
+            while !self.stop.load(Ordering::SeqCst) {
+                if let Some(new) = self.reload(stamps) {
+                    return Err(Interrupted::Reload(Box::new(new)));
                 }
-                renewed = Instant::now();
-            }
-            let batches = rt.block_on(queue::pending(client, READ_AHEAD))?;
-            // The backlog gauge follows a catch-up too, not only a standby's wait.
-            let stale = counted.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if !batches.is_empty() && stale {
-                let b = rt.block_on(queue::backlog(client))?;
-                self.metrics
-                    .fleet
-                    .backlog_batches
-                    .store(b, Ordering::Relaxed);
-                counted = Some(Instant::now());
-            }
-            if batches.is_empty() {
-                self.metrics
-                    .fleet
-                    .backlog_batches
-                    .store(0, Ordering::Relaxed);
-                std::thread::sleep(IDLE);
-                continue;
-            }
-            for batch in batches {
-                let sent_ms = now_ms();
-                self.metrics
-                    .detect_batch_sent_ms
-                    .store(sent_ms, Ordering::Relaxed);
-                crate::fault::pause_detection();
-                judged.clear();
-                let items = read_records(&batch)?;
-                judge_items(&mut pipeline, &mut files, ctx, items, &mut judged);
-                let fresh = rt.block_on(async {
-                    let new: Vec<_> = judged
-                        .accesses
-                        .iter()
-                        .filter_map(|a| retention::Month::of(a.time_ms))
-                        .filter(|m| !months.contains(m))
-                        .collect();
-                    if !new.is_empty() {
-                        retention::ensure_months(client, judged.accesses.iter().map(|a| a.time_ms))
-                            .await?;
-                        months.extend(new);
+                if renewed.elapsed() >= self.ttl / 3 {
+                    if !rt.block_on(lease::renew(client, lease, self.ttl))? {
+                        return Err(Interrupted::LeaseLost(lease.epoch));
                     }
-                    let tx = queue::begin(client, lease).await?;
-                    let (_, new) =
-                        store::insert_batch_fresh(&tx, &judged.accesses, &judged.findings).await?;
-                    state::write_plugins(&tx, &judged.plugin_state).await?;
-                    let stored_at = now_ms();
-                    let fresh = state::journal_new(&tx, &judged.journal, stored_at).await?;
-                    let tz = loaded.settings.timezone;
+                    renewed = Instant::now();
+                }
+                let batches = rt.block_on(queue::pending(client, READ_AHEAD))?;
+                // The backlog gauge follows a catch-up too, not only a standby's wait.
+                let stale = counted.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if batches.is_empty() || stale {
+                    let b = match batches.is_empty() {
+                        true => 0,
+                        false => rt.block_on(queue::backlog(client))?,
+                    };
+                    let m = &self.metrics.fleet;
+                    m.backlog_batches.store(b, Ordering::Relaxed);
+                    counted = Some(Instant::now());
+                }
+                if batches.is_empty() {
+                    std::thread::sleep(IDLE);
+                    continue;
+                }
+                for batch in batches {
+                    let sent_ms = now_ms();
+                    self.metrics
+                        .detect_batch_sent_ms
+                        .store(sent_ms, Ordering::Relaxed);
+                    crate::fault::pause_detection();
+                    let mut judged = std::mem::take(&mut spare);
+                    judged.clear();
+                    let items = read_records(&batch)?;
+                    judge_items(&mut pipeline, &mut files, ctx, items, &mut judged);
+                    // Batch N commits before batch N+1 is handed over.
+                    if let Some(done) = writer.finish(rt) {
+                        spare = self.committed(done, &mut adt, ctx)?;
+                    }
+                    // Facts a batch journals change how the next is judged: they apply once
+                    // it commits, before the next batch is judged.
+                    let journals = !judged.journal.is_empty();
                     let rules = self
                         .routing
                         .as_ref()
                         .map_or_else(|| no_routing.clone(), |(_, r)| alert::current(r));
-                    let a = alerts::apply(&tx, &new, &rules, tz, stored_at).await?;
-                    queue::complete(tx, lease, &batch).await?;
-                    Ok::<_, FleetError>((fresh, a))
-                })?;
-                let (fresh, a) = fresh;
-                self.metrics
-                    .alerts_opened
-                    .fetch_add(a.opened, Ordering::Relaxed);
-                self.metrics
-                    .notifications_queued
-                    .fetch_add(a.queued, Ordering::Relaxed);
-                apply_fresh(&mut adt, ctx, &judged.journal, &fresh);
-                let stored_at = now_ms();
-                for a in &judged.accesses {
-                    self.metrics.delay.observe(stored_at - a.time_ms);
+                    let tz = settings.timezone;
+                    writer.start(
+                        rt,
+                        Job {
+                            batch,
+                            judged,
+                            rules,
+                            tz,
+                            sent_ms,
+                        },
+                    );
+                    if journals {
+                        if let Some(done) = writer.finish(rt) {
+                            spare = self.committed(done, &mut adt, ctx)?;
+                        }
+                    }
                 }
-                let m = &self.metrics;
-                m.findings
-                    .fetch_add(judged.findings.len() as u64, Ordering::Relaxed);
-                m.fleet.batches_applied.fetch_add(1, Ordering::Relaxed);
-                m.detect_last_lag_ms
-                    .store(stored_at - sent_ms, Ordering::Relaxed);
-                m.detect_batch_sent_ms.store(0, Ordering::Relaxed);
+                // Committed before the queue is read again (or the lease renewed).
+                if let Some(done) = writer.finish(rt) {
+                    spare = self.committed(done, &mut adt, ctx)?;
+                }
             }
+            Ok(())
+        };
+        let result = applying();
+        // A write still in flight (this detector stopped or failed meanwhile) ends before the
+        // detector reads committed state again; its outcome no longer matters.
+        let _ = writer.finish(rt);
+        result
+    }
+
+    /// What follows a batch's commit: its context facts applied, and the counters.
+    fn committed(
+        &self,
+        done: Done,
+        adt: &mut HashMap<String, crate::context::adt::Adt<'_>>,
+        ctx: &mut crate::context::ContextStore,
+    ) -> Result<Judged, Interrupted> {
+        let (fresh, a) = done.result?;
+        let judged = done.judged;
+        let m = &self.metrics;
+        m.alerts_opened.fetch_add(a.opened, Ordering::Relaxed);
+        m.notifications_queued
+            .fetch_add(a.queued, Ordering::Relaxed);
+        apply_fresh(adt, ctx, &judged.journal, &fresh);
+        let stored_at = now_ms();
+        for a in &judged.accesses {
+            m.delay.observe(stored_at - a.time_ms);
         }
-        Ok(())
+        m.findings
+            .fetch_add(judged.findings.len() as u64, Ordering::Relaxed);
+        m.fleet.batches_applied.fetch_add(1, Ordering::Relaxed);
+        m.detect_last_lag_ms
+            .store(stored_at - done.sent_ms, Ordering::Relaxed);
+        m.detect_batch_sent_ms.store(0, Ordering::Relaxed);
+        Ok(judged)
     }
 }
 

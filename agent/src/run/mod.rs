@@ -13,6 +13,7 @@ mod collect;
 mod detection;
 mod dispatch;
 mod fleet_detect;
+mod fleet_write;
 mod http;
 mod roles;
 mod tail;

@@ -127,7 +127,11 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
         ttl: cfg.fleet.lease(),
         folders,
         adt,
-        rt: tokio::runtime::Builder::new_current_thread()
+        // A worker thread of its own: the writer's transaction and both connections make
+        // progress while the detector thread judges the next batch.
+        rt: tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("detect-db")
             .enable_all()
             .build()?,
         stop: stop.clone(),
