@@ -196,10 +196,7 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
         split.iter().all(|s| s.len() > 1000),
         "each site has a share"
     );
-    let out = common::phiwatch(&["migrate", "--database", &url]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
-    let hook = agent::free_port();
-    let delivered = webhook_sink(hook);
+    let (hook, delivered) = migrated_with_receiver(&url);
     // Short waits, so every alert's notifications go out while the test watches.
     std::fs::write(
         d.join("routing.toml"),
@@ -569,6 +566,14 @@ fn notified_once(pg: &Postgres, delivered: &[String], dispatchers: &[Node]) {
     }
 }
 
+/// Makes the fleet's schema and starts a webhook receiver: its port and its deliveries.
+fn migrated_with_receiver(url: &str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let out = common::phiwatch(&["migrate", "--database", url]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let hook = agent::free_port();
+    (hook, webhook_sink(hook))
+}
+
 /// A webhook receiver on loopback: the `webhook-id` (idempotency key) of every delivery.
 fn webhook_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -653,10 +658,7 @@ fn a_dispatcher_holds_back_what_must_not_go_out_and_keeps_dead_letters() {
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = common::phiwatch(&["migrate", "--database", &url]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
-    let hook = agent::free_port();
-    let delivered = webhook_sink(hook);
+    let (hook, delivered) = migrated_with_receiver(&url);
     std::fs::write(
         d.join("routing.toml"),
         format!(

@@ -63,6 +63,49 @@ impl Job {
     }
 }
 
+/// Sends to receivers concurrently (one slow or hanging relay must not hold up the others),
+/// each receiver's notifications in order. Each receiver's outcomes come back together as its
+/// sends finish, for the caller to record.
+pub fn by_receiver<J, T, F, Fut>(jobs: Vec<(String, J)>, send: F) -> tokio::task::JoinSet<Vec<T>>
+where
+    J: Send + 'static,
+    T: Send + 'static,
+    F: Fn(J) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
+    let mut groups: HashMap<String, Vec<J>> = HashMap::new();
+    for (receiver, job) in jobs {
+        groups.entry(receiver).or_default().push(job);
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (_, jobs) in groups {
+        let send = send.clone();
+        sends.spawn(async move {
+            let mut done = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                done.push(send(job).await);
+            }
+            done
+        });
+    }
+    sends
+}
+
+/// Takes up reloaded routing rules and the transports they need; if those cannot be built
+/// (the reload checked they can), the rules in force stay.
+pub fn take_up(latest: Arc<Routing>, routing: &mut Arc<Routing>, smtp: &mut Transports) {
+    if Arc::ptr_eq(&latest, routing) {
+        return;
+    }
+    match transports(&latest) {
+        Ok(t) => {
+            *smtp = t;
+            *routing = latest;
+        }
+        Err(e) => tracing::error!("routing reload: {e}"),
+    }
+}
+
 /// An email receiver's SMTP transport and templates.
 pub type Smtp = (
     lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
@@ -272,16 +315,7 @@ impl Dispatcher {
     /// how many rows it settled.
     pub async fn tick(&mut self, conn: &mut Connection) -> rusqlite::Result<usize> {
         let latest = crate::alert::current(&self.shared);
-        if !Arc::ptr_eq(&latest, &self.routing) {
-            match transports(&latest) {
-                Ok(t) => {
-                    self.smtp = t;
-                    self.routing = latest;
-                }
-                // The reload validated these already; keep sending with the previous ones.
-                Err(e) => tracing::error!("routing reload: {e}"),
-            }
-        }
+        take_up(latest, &mut self.routing, &mut self.smtp);
         self.follow_clock(conn, now_ms())?;
         self.schedule_repeats(conn)?;
         let now = now_ms();
@@ -290,28 +324,16 @@ impl Dispatcher {
             .map(Due::from)
             .collect();
         let settled = due.len();
-        // Receivers are sent to concurrently (one slow or hanging relay must not hold up the
-        // others), each receiver's notifications in order; outcomes are recorded afterwards.
-        let mut groups: HashMap<String, Vec<Job>> = HashMap::new();
+        let mut jobs = Vec::new();
         for d in due {
             if let Some(job) = self.prepare(conn, d)? {
-                groups
-                    .entry(job.due.receiver.clone())
-                    .or_default()
-                    .push(job);
+                jobs.push((job.due.receiver.clone(), job));
             }
         }
-        let mut sends = tokio::task::JoinSet::new();
-        for (_, jobs) in groups {
-            sends.spawn(async move {
-                let mut done = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    let outcome = job.send().await;
-                    done.push((job.due, outcome));
-                }
-                done
-            });
-        }
+        let mut sends = by_receiver(jobs, |job: Job| async move {
+            let outcome = job.send().await;
+            (job.due, outcome)
+        });
         while let Some(result) = sends.join_next().await {
             match result {
                 Ok(done) => {

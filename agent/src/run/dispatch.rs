@@ -12,7 +12,6 @@ use crate::fleet::{pg, FleetError};
 use crate::metrics::Metrics;
 use crate::notify::{self, Outcome, Transports};
 use crate::time::now_ms;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -92,16 +91,7 @@ impl FleetDispatcher {
         let asked = self.metrics.reload_requested.swap(false, Ordering::SeqCst);
         reload_routing(Some(&self.routing_file), stamp, asked, &self.metrics);
         let latest = crate::alert::current(&self.routing_file.1);
-        if Arc::ptr_eq(&latest, &self.routing) {
-            return;
-        }
-        match notify::transports(&latest) {
-            Ok(t) => {
-                self.smtp = t;
-                self.routing = latest;
-            }
-            Err(e) => tracing::error!("routing reload: {e}"),
-        }
+        notify::take_up(latest, &mut self.routing, &mut self.smtp);
     }
 
     /// Queues repeats of alerts still open, claims due rows, sends them (receivers
@@ -116,32 +106,23 @@ impl FleetDispatcher {
             0 => Vec::new(),
             _ => alerts::silences(client, now_ms()).await?,
         };
-        let mut groups: HashMap<String, Vec<Job>> = HashMap::new();
+        let mut jobs = Vec::new();
         for row in claimed {
             if let Some(job) = self.prepare(client, holder, row, &silences).await? {
-                groups
-                    .entry(job.row.receiver.clone())
-                    .or_default()
-                    .push(job);
+                jobs.push((job.row.receiver.clone(), job));
             }
         }
-        let mut sends = tokio::task::JoinSet::new();
-        for (_, jobs) in groups {
-            let http = self.http.clone();
-            let smtp = self.smtp.clone();
-            sends.spawn(async move {
-                let mut done = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    let name = job.receiver.name().to_owned();
-                    let key = &job.row.key;
-                    let outcome =
-                        notify::deliver(&job.receiver, &job.view, key, smtp.get(&name), &http)
-                            .await;
-                    done.push((job.row, outcome));
-                }
-                done
-            });
-        }
+        let (http, smtp) = (self.http.clone(), Arc::new(self.smtp.clone()));
+        let mut sends = notify::by_receiver(jobs, move |job: Job| {
+            let (http, smtp) = (http.clone(), smtp.clone());
+            async move {
+                let name = job.receiver.name();
+                let (view, key) = (&job.view, &job.row.key);
+                let outcome =
+                    notify::deliver(&job.receiver, view, key, smtp.get(name), &http).await;
+                (job.row, outcome)
+            }
+        });
         while let Some(result) = sends.join_next().await {
             match result {
                 Ok(done) => {
