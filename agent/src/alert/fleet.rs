@@ -115,8 +115,8 @@ pub async fn apply(
     })
 }
 
-/// What grouping the batch reads: the alerts its fold keys name, which of the batch's
-/// patients those hold, and which receivers have a notification of them waiting.
+/// What grouping the batch reads: the alerts its fold keys name (locked for the batch), which
+/// of the batch's patients those hold, and which receivers have a notification of them waiting.
 async fn known(
     tx: &Transaction<'_>,
     findings: &[&Finding],
@@ -129,28 +129,41 @@ async fn known(
     let mut known = Known::default();
     let rows = tx
         .query(
-            "SELECT DISTINCT ON (fold_key) fold_key, id, severity, last_sent_ms, notifications,
-                    origin
-             FROM alerts WHERE fold_key = ANY($1) AND status <> 'closed'
-             ORDER BY fold_key, id DESC",
+            "SELECT DISTINCT ON (fold_key) id, fold_key FROM alerts
+             WHERE fold_key = ANY($1) AND status <> 'closed' ORDER BY fold_key, id DESC",
             &[&folds],
         )
         .await
         .map_err(&e)?;
-    for r in rows {
-        let alert = OpenAlert {
-            id: r.get(1),
-            severity: r.get::<_, String>(2).parse().unwrap_or(Severity::Low),
-            last_sent_ms: r.get(3),
-            notifications: r.get(4),
-            origin: r.get(5),
-        };
-        known.open.insert(r.get(0), alert);
-    }
-    if known.open.is_empty() {
+    let mut fold_of: HashMap<i64, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if fold_of.is_empty() {
         return Ok(known);
     }
-    let ids: Vec<i64> = known.open.values().map(|a| a.id).collect();
+    let ids: Vec<i64> = fold_of.keys().copied().collect();
+    // Locked until the batch commits, then read: a dispatcher queueing a repeat (it passes
+    // locked alerts by) cannot take the notification numbers this batch's keys will use.
+    let rows = tx
+        .query(
+            "SELECT id, severity, last_sent_ms, notifications, origin FROM alerts
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .map_err(&e)?;
+    for r in rows {
+        let id: i64 = r.get(0);
+        let Some(fold) = fold_of.remove(&id) else {
+            continue;
+        };
+        let alert = OpenAlert {
+            id,
+            severity: r.get::<_, String>(1).parse().unwrap_or(Severity::Low),
+            last_sent_ms: r.get(2),
+            notifications: r.get(3),
+            origin: r.get(4),
+        };
+        known.open.insert(fold, alert);
+    }
     let patients: BTreeSet<&str> = findings.iter().map(|f| f.patient.as_str()).collect();
     let patients: Vec<&str> = patients.into_iter().collect();
     for r in tx
