@@ -27,7 +27,9 @@ pub fn open(s: &StoreArgs) -> Result<AlertStore> {
     let cfg = phiwatch::config::Config::load(&s.config)?;
     match cfg.database {
         Some(db) => fleet_store(&db),
-        None => Ok(AlertStore::Sqlite(super::admin(s)?)),
+        None => Ok(AlertStore::Sqlite(Admin::open(&super::sqlite_store(
+            &cfg,
+        )?)?)),
     }
 }
 

@@ -53,11 +53,6 @@ pub struct DetectionArgs {
     pub rules: Option<PathBuf>,
 }
 
-pub fn admin(s: &StoreArgs) -> Result<phiwatch::alert::admin::Admin> {
-    let cfg = phiwatch::config::Config::load(&s.config)?;
-    Ok(phiwatch::alert::admin::Admin::open(&sqlite_store(&cfg)?)?)
-}
-
 /// The single process's SQLite store. A fleet node's config is refused: its data_dir holds
 /// no store, and reading an empty one would answer "nothing" where the fleet holds the truth.
 pub fn sqlite_store(cfg: &phiwatch::config::Config) -> Result<PathBuf> {

@@ -67,7 +67,6 @@ pub fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
     let mut routing_stamp = routing
         .as_ref()
         .map_or(0, |(p, _)| crate::reload::stamp_of(p));
-    let no_routing = Arc::new(Routing::default());
     loop {
         // The pipeline borrows the loaded inputs; it is rebuilt after each reload.
         let plugins =
@@ -95,9 +94,7 @@ pub fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
                     // The rules in force for this batch (a reload swaps them between batches).
                     // Without a routing file, the default grouping still fills the alert
                     // queue; there is simply nobody to notify.
-                    let rules = routing
-                        .as_ref()
-                        .map_or_else(|| no_routing.clone(), |(_, r)| alert::current(r));
+                    let rules = rules_in_force(routing.as_ref());
                     judge_batch(
                         &mut judges,
                         &mut loaded.context,
@@ -140,26 +137,32 @@ pub fn detect_loop(rx: Receiver<Batch>, d: Detection, metrics: Arc<Metrics>) {
 /// The inputs loaded again when their files changed since `stamp` (or a reload was
 /// `asked`); `None` when nothing changed or the new files do not load (said in the log, and
 /// the inputs in force stay until the files change again).
-pub(super) fn reloaded(
-    inputs: &Inputs,
-    stamp: &mut u64,
-    asked: bool,
-    metrics: &Metrics,
-) -> Option<Loaded> {
-    let now = inputs.stamp();
-    if !asked && now == *stamp {
+fn reloaded(inputs: &Inputs, stamp: &mut u64, asked: bool, metrics: &Metrics) -> Option<Loaded> {
+    if !inputs_changed(inputs, stamp, asked) {
         return None;
     }
-    // Remember the stamp even on failure: retry when the files change again.
+    inputs.load().map_err(|e| reload_rejected(metrics, &e)).ok()
+}
+
+/// Whether the inputs' files changed since `stamp` (or a reload was `asked`); the new stamp
+/// is kept either way, so a load that fails is tried again when the files change again.
+pub(super) fn inputs_changed(inputs: &Inputs, stamp: &mut u64, asked: bool) -> bool {
+    let now = inputs.stamp();
+    let changed = asked || now != *stamp;
     *stamp = now;
-    match inputs.load() {
-        Ok(new) => Some(new),
-        Err(e) => {
-            metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("reload rejected, the previous version keeps running: {e:#}");
-            None
-        }
-    }
+    changed
+}
+
+/// Inputs that did not load: counted and said; those in force keep running.
+pub(super) fn reload_rejected(metrics: &Metrics, e: &crate::reload::LoadError) {
+    metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::error!("reload rejected, the previous version keeps running: {e:#}");
+}
+
+/// The routing rules in force: the file's as last (re)loaded, else the default grouping and
+/// nobody to notify (alerts still fill the queue).
+pub(super) fn rules_in_force(routing: Option<&(PathBuf, SharedRouting)>) -> Arc<Routing> {
+    routing.map_or_else(|| Arc::new(Routing::default()), |(_, r)| alert::current(r))
 }
 
 /// Swaps in changed routing rules once they load and their receivers can be built; a bad

@@ -8,9 +8,12 @@
 //! context) may be ahead of the database, so it is thrown away and read again from the
 //! database before the next batch: memory is only ever a cache of committed state.
 
-use super::detection::{appliers, apply_fresh, judge_items, reload_routing, RELOAD_CHECK};
+use super::detection::{
+    appliers, apply_fresh, inputs_changed, judge_items, reload_rejected, reload_routing,
+    rules_in_force, RELOAD_CHECK,
+};
 use super::fleet_write::{Done, Job, Writer};
-use crate::alert::{self, Routing, SharedRouting};
+use crate::alert::SharedRouting;
 use crate::context::adt::AdtOptions;
 use crate::decode::Item;
 use crate::detect::FileDetector;
@@ -224,7 +227,6 @@ impl FleetDetector {
         stamps: &mut Stamps,
     ) -> Result<(), Interrupted> {
         let rt = &self.rt;
-        let no_routing = Arc::new(Routing::default());
         let journal = rt.block_on(state::journal(client))?;
         crate::context::replay_journal(
             &mut loaded.context,
@@ -287,10 +289,7 @@ impl FleetDetector {
                     // Facts a batch journals change how the next is judged: they apply once
                     // it commits, before the next batch is judged.
                     let journals = !judged.journal.is_empty();
-                    let rules = self
-                        .routing
-                        .as_ref()
-                        .map_or_else(|| no_routing.clone(), |(_, r)| alert::current(r));
+                    let rules = rules_in_force(self.routing.as_ref());
                     let tz = settings.timezone;
                     writer.start(
                         rt,
@@ -361,10 +360,7 @@ impl FleetDetector {
             let done = stamps.loading.take()?.join();
             match done {
                 Ok(Ok(new)) => return Some(new),
-                Ok(Err(e)) => {
-                    self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("reload rejected, the previous version keeps running: {e:#}");
-                }
+                Ok(Err(e)) => reload_rejected(&self.metrics, &e),
                 Err(_) => tracing::error!("reload rejected: loading the inputs panicked"),
             }
         }
@@ -380,10 +376,7 @@ impl FleetDetector {
             asked,
             &self.metrics,
         );
-        let now = self.inputs.stamp();
-        if (asked || now != stamps.inputs) && stamps.loading.is_none() {
-            // Remembered even if the load fails: tried again when the files change again.
-            stamps.inputs = now;
+        if stamps.loading.is_none() && inputs_changed(&self.inputs, &mut stamps.inputs, asked) {
             let inputs = self.inputs.clone();
             stamps.loading = std::thread::Builder::new()
                 .name("reload".into())
