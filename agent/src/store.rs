@@ -56,6 +56,9 @@ pub enum QueryError {
     NotFound(String),
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The fleet's PostgreSQL, already described.
+    #[error("{0}")]
+    Database(String),
 }
 
 /// A filter field, unless absent or blank.

@@ -1,7 +1,7 @@
 //! Fleet mode's store against a real PostgreSQL server (a throwaway cluster on loopback,
 //! `postgres.rs`): schema versions, the detector lease and its fencing, the ingest queue
 //! under concurrent collectors and a detector killed mid-batch, retention by month, and
-//! the connection's TLS checks.
+//! the connection's TLS checks, cases changed from many nodes at once.
 
 mod agent;
 mod postgres;
@@ -871,5 +871,110 @@ fn repeats_are_queued_once_however_many_dispatchers_schedule_them() {
             .await
             .unwrap();
         assert_eq!(later, 0);
+    });
+}
+
+#[test]
+fn officers_on_many_nodes_change_cases_at_once_and_the_log_stays_one_chain() {
+    use phiwatch::case::{change, fleet as cases, CaseError};
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let mut c = migrated(&pg).await;
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let id = cases::create(&mut c, "privacy-officer", &format!("case {n}"), &[], None)
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        // Eight nodes, each on its own connection, note and add tasks to the same three
+        // cases at once: every change must commit (a `MAX(seq) + 1` read would hand two of
+        // them one number, and one would fail on the key).
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let mut c = connect(&pg, &format!("officer-{w}")).await;
+            let ids = ids.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    let id = ids[(w + i) % ids.len()];
+                    let who = format!("officer-{w}");
+                    if i % 2 == 0 {
+                        cases::note(&mut c, id, &who, &format!("note {w}.{i}"))
+                            .await
+                            .unwrap();
+                    } else {
+                        cases::add_task(&mut c, id, &who, &format!("task {w}.{i}"))
+                            .await
+                            .unwrap();
+                    }
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let (entries, head) = cases::verify(&c).await.unwrap().unwrap();
+        assert_eq!(entries, 3 + 80);
+        assert_eq!(
+            count(&c, "SELECT max(seq) FROM case_log").await,
+            83,
+            "no gap in the sequence"
+        );
+        assert_eq!(
+            c.query_one("SELECT hash FROM case_log_head", &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0),
+            head
+        );
+        // Each case's tasks are numbered 1..k with none twice.
+        assert_eq!(
+            count(
+                &c,
+                "SELECT count(*) FROM (SELECT case_id FROM case_tasks GROUP BY case_id
+                 HAVING max(n) <> count(*)) t"
+            )
+            .await,
+            0
+        );
+        assert_eq!(count(&c, "SELECT count(*) FROM case_tasks").await, 40);
+
+        // The rules are the single process's: a closed case takes no change.
+        let close = |_: &change::Current| change::close_set("false_positive");
+        cases::change(&mut c, ids[0], "privacy-officer", "close", close)
+            .await
+            .unwrap();
+        let again = cases::change(&mut c, ids[0], "privacy-officer", "assign", |s| {
+            change::assign_set(&s.state, "someone")
+        })
+        .await;
+        assert!(
+            matches!(&again, Err(CaseError::Invalid(m)) if m.contains("is closed")),
+            "{again:?}"
+        );
+        let j = phiwatch::case::clock::Jurisdictions::parse(
+            phiwatch::case::clock::Jurisdictions::EMBEDDED,
+        )
+        .unwrap();
+        let today = chrono::Utc::now().date_naive();
+        let listed = cases::list(&c, &j, today).await.unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed.last().unwrap().state, "closed", "closed ones last");
+        let shown = cases::detail(&c, ids[1], &j, today).await.unwrap().unwrap();
+        assert_eq!(shown.log.first().unwrap().action, "open");
+        assert!(
+            !shown.deadlines.is_empty() && shown.deadlines_provisional,
+            "the 60-day clock runs from discovery"
+        );
+
+        // Editing one entry is named by the check.
+        c.execute(
+            "UPDATE case_log SET actor = actor || 'x' WHERE seq = 40",
+            &[],
+        )
+        .await
+        .unwrap();
+        let broken = cases::verify(&c).await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 40, "{broken:?}");
     });
 }

@@ -498,13 +498,13 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path) {
         ),
         "acknowledged privacy-officer benign"
     );
+    officers_run_a_case(pg, c, &first);
     // Commands on what the fleet's database does not hold yet say so, rather than read an
     // empty SQLite store.
-    let out = common::phiwatch(&["case", "list", "--config", c]);
+    let out = common::phiwatch(&["user", "list", "--config", c]);
     assert!(
         !out.status.success()
-            && common::text(&out.stderr)
-                .contains("cases, console accounts and reports are not there yet"),
+            && common::text(&out.stderr).contains("console accounts and reports are not there yet"),
         "{}",
         common::text(&out.stderr)
     );
@@ -513,6 +513,97 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path) {
         !out.status.success() && common::text(&out.stderr).contains("no alert #999999"),
         "{}",
         common::text(&out.stderr)
+    );
+}
+
+/// `phiwatch case` on the fleet's database: a case opened on an alert, changed by officers
+/// on several nodes at once, keeps one log whose chain verifies (and names an edited entry).
+fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str) {
+    let out = common::phiwatch(&[
+        "case",
+        "open",
+        "--config",
+        c,
+        "--alert",
+        alert,
+        "--by",
+        "privacy-officer",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let opened = common::text(&out.stdout);
+    let id = opened
+        .split_once("case #")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{opened}"))
+        .to_owned();
+    let changes: Vec<Vec<String>> = (0..6)
+        .map(|n| {
+            let by = format!("officer-{n}");
+            let words: Vec<&str> = match n {
+                0 => vec!["assign", &id, "--to", "officer-0"],
+                1 | 2 => vec!["task", &id, "--add", "interview the user"],
+                _ => vec!["note", &id, "--text", "reviewed the accesses"],
+            };
+            let mut args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            args.splice(1..1, ["--config".to_owned(), c.to_owned()]);
+            args.extend(["--by".to_owned(), by]);
+            args
+        })
+        .collect();
+    // At once, each from its own process (as officers on several console nodes would).
+    let children: Vec<_> = changes
+        .iter()
+        .map(|args| {
+            Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+                .arg("case")
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", common::text(&out.stderr));
+    }
+    let out = common::phiwatch(&["case", "verify", "--config", c]);
+    assert!(
+        out.status.success() && common::text(&out.stdout).contains("case log intact: 7 entries"),
+        "{}{}",
+        common::text(&out.stdout),
+        common::text(&out.stderr)
+    );
+    let out = common::phiwatch(&["case", "show", "--config", c, &id]);
+    let shown = common::text(&out.stdout);
+    let user = pg.psql(
+        "phiwatch",
+        &format!("SELECT user_id FROM alerts WHERE id = {alert}"),
+    );
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(
+        shown.contains("state investigating; assignee officer-0"),
+        "{shown}"
+    );
+    let evidence = shown
+        .lines()
+        .skip_while(|l| !l.starts_with("evidence:"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        evidence.contains(user.trim()),
+        "the alert's access is evidence: {shown}"
+    );
+    assert!(shown.contains("[ ] 2. interview the user"), "{shown}");
+    pg.psql(
+        "phiwatch",
+        "UPDATE case_log SET actor = 'someone-else' WHERE seq = 4",
+    );
+    let out = common::phiwatch(&["case", "verify", "--config", c]);
+    assert!(
+        !out.status.success() && common::text(&out.stdout).contains("BROKEN at entry #4"),
+        "{}",
+        common::text(&out.stdout)
     );
 }
 

@@ -46,6 +46,31 @@ fn digest(e: &Entry) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The entry that follows `prev` (`seq` and hash of the head; `(0, GENESIS)` for none).
+pub fn seal(
+    prev: (i64, String),
+    case_id: i64,
+    actor: &str,
+    action: &str,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    at_ms: i64,
+) -> Entry {
+    let mut e = Entry {
+        seq: prev.0 + 1,
+        case_id,
+        at_ms,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        before: before.to_string(),
+        after: after.to_string(),
+        prev_hash: prev.1,
+        hash: String::new(),
+    };
+    e.hash = digest(&e);
+    e
+}
+
 /// Appends one entry inside the caller's transaction (the change and its record commit
 /// together).
 pub fn append(
@@ -57,25 +82,14 @@ pub fn append(
     after: &serde_json::Value,
     at_ms: i64,
 ) -> rusqlite::Result<Entry> {
-    let (seq, prev_hash): (i64, String) = tx.query_row(
-        "SELECT COALESCE(MAX(seq), 0) + 1,
+    let head: (i64, String) = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0),
                 COALESCE((SELECT hash FROM case_log ORDER BY seq DESC LIMIT 1), ?1)
          FROM case_log",
         [GENESIS],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let mut e = Entry {
-        seq,
-        case_id,
-        at_ms,
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        before: before.to_string(),
-        after: after.to_string(),
-        prev_hash,
-        hash: String::new(),
-    };
-    e.hash = digest(&e);
+    let e = seal(head, case_id, actor, action, before, after, at_ms);
     tx.execute(
         "INSERT INTO case_log (seq, case_id, at_ms, actor, action, before, after, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -124,41 +138,45 @@ pub struct Broken {
 
 /// Checks the whole chain. `Ok((entries, head hash))` when it holds.
 pub fn verify(conn: &Connection) -> rusqlite::Result<Result<(usize, String), Broken>> {
-    let all = entries(conn, None)?;
+    Ok(check(&entries(conn, None)?))
+}
+
+/// Checks a whole chain, read in sequence order from either store.
+pub fn check(all: &[Entry]) -> Result<(usize, String), Broken> {
     let mut prev = GENESIS.to_owned();
     for (i, e) in all.iter().enumerate() {
         let want_seq = i as i64 + 1;
         if e.seq != want_seq {
-            return Ok(Err(Broken {
+            return Err(Broken {
                 seq: want_seq,
                 reason: format!(
                     "entry #{want_seq} is missing (deleted); the next one is #{}",
                     e.seq
                 ),
-            }));
+            });
         }
         if digest(e) != e.hash {
-            return Ok(Err(Broken {
+            return Err(Broken {
                 seq: e.seq,
                 reason: format!(
                     "entry #{} does not match its hash: it was edited or moved",
                     e.seq
                 ),
-            }));
+            });
         }
         if e.prev_hash != prev {
-            return Ok(Err(Broken {
+            return Err(Broken {
                 seq: e.seq,
                 reason: format!(
                     "entry #{} does not follow entry #{}: an entry was edited, deleted or reordered before it",
                     e.seq,
                     e.seq - 1
                 ),
-            }));
+            });
         }
         prev = e.hash.clone();
     }
-    Ok(Ok((all.len(), prev)))
+    Ok((all.len(), prev))
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! 45 CFR 164.402, determined, closed. Every change is one transaction that also appends to
 //! the hash-chained case log, so the record of who did what and when cannot be edited quietly.
 
+pub mod change;
 pub mod clock;
+pub mod fleet;
 pub mod log;
 pub mod output;
 pub mod query;
@@ -10,6 +12,9 @@ pub mod response;
 pub mod schedule;
 pub mod timeline;
 
+use change::{
+    assess_set, assign_set, close_set, determine_set, facts_set, notifying_set, title_or,
+};
 use chrono::NaiveDate;
 use clock::{Breach, Jurisdictions, LawEnforcementDelay};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -33,6 +38,9 @@ pub enum CaseError {
     /// A request the case's state or the input does not allow.
     #[error("{0}")]
     Invalid(String),
+    /// The fleet's PostgreSQL (cases in fleet mode).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// A case read fails as a query does: bad input, not found, or the store.
@@ -42,6 +50,7 @@ impl From<CaseError> for crate::store::QueryError {
             CaseError::Store { source, .. } => Self::Store(source),
             CaseError::NotFound(m) => Self::NotFound(m),
             CaseError::Invalid(m) => Self::Invalid(m),
+            CaseError::Fleet(e) => Self::Database(e.to_string()),
         }
     }
 }
@@ -76,11 +85,11 @@ impl RulesError {
     }
 }
 
-fn invalid(m: impl Into<String>) -> CaseError {
+pub(crate) fn invalid(m: impl Into<String>) -> CaseError {
     CaseError::Invalid(m.into())
 }
 
-fn not_found(m: impl Into<String>) -> CaseError {
+pub(crate) fn not_found(m: impl Into<String>) -> CaseError {
     CaseError::NotFound(m.into())
 }
 
@@ -223,22 +232,18 @@ impl Cases {
                 return Err(not_found(format!("no alert #{a}")));
             }
         }
-        let title = if title.is_empty() {
-            let summary: Option<String> = match alerts.first() {
-                Some(a) => tx
-                    .query_row(
-                        "SELECT category || ' by ' || user_id FROM alerts WHERE id = ?1",
-                        [a],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(&sql)?,
-                None => None,
-            };
-            summary.unwrap_or_else(|| "case opened by hand".into())
-        } else {
-            title.to_owned()
+        let summary: Option<String> = match alerts.first() {
+            Some(a) => tx
+                .query_row(
+                    "SELECT category || ' by ' || user_id FROM alerts WHERE id = ?1",
+                    [a],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&sql)?,
+            None => None,
         };
+        let title = title_or(title, summary);
         let now = now_ms();
         tx.execute(
             "INSERT INTO cases (title, state, discovered, created_ms, updated_ms)
@@ -359,15 +364,25 @@ impl Cases {
         Ok(s)
     }
 
+    /// Sets the columns `decide` returns for the case as it stands; a closed case is refused
+    /// before `decide` sees it.
+    pub fn apply(
+        &mut self,
+        id: i64,
+        actor: &str,
+        action: &str,
+        decide: impl FnOnce(&change::Current) -> Result<change::Set, CaseError>,
+    ) -> Result<(), CaseError> {
+        let current = change::Current {
+            state: self.not_closed(id)?,
+            assessment: self.assessment(id)?,
+        };
+        self.change(id, actor, action, &decide(&current)?)
+    }
+
     /// Assigns the case; a new case moves to investigating.
     pub fn assign(&mut self, id: i64, actor: &str, assignee: &str) -> Result<(), CaseError> {
-        need(assignee, "the assignee")?;
-        let state = self.not_closed(id)?;
-        let mut set = vec![("assignee", json!(assignee))];
-        if state == "new" {
-            set.push(("state", json!("investigating")));
-        }
-        self.change(id, actor, "assign", &set)
+        self.apply(id, actor, "assign", |c| assign_set(&c.state, assignee))
     }
 
     /// Records the facts the clocks need.
@@ -380,75 +395,14 @@ impl Cases {
         delays: Option<Vec<LawEnforcementDelay>>,
         licensed_in: Option<Vec<String>>,
     ) -> Result<(), CaseError> {
-        self.not_closed(id)?;
-        let mut set = Vec::new();
-        if let Some(d) = discovered {
-            set.push(("discovered", json!(d.to_string())));
-        }
-        if let Some(r) = residents {
-            for s in r.keys() {
-                if s.len() != 2 || !s.chars().all(|c| c.is_ascii_uppercase()) {
-                    return Err(invalid(format!(
-                        "state {s:?}: use the two-letter code (CA, TX, ...)"
-                    )));
-                }
-            }
-            set.push(("residents", json!(r)));
-        }
-        if let Some(ds) = delays {
-            let v: Vec<Value> = ds
-                .iter()
-                .map(|d| match d {
-                    LawEnforcementDelay::Written { from, until } => {
-                        json!({ "kind": "written", "from": from.to_string(), "until": until.to_string() })
-                    }
-                    LawEnforcementDelay::Oral { from, days } => {
-                        json!({ "kind": "oral", "from": from.to_string(), "days": days })
-                    }
-                })
-                .collect();
-            set.push(("delays", Value::Array(v)));
-        }
-        if let Some(l) = licensed_in {
-            set.push(("licensed_in", json!(l)));
-        }
-        if set.is_empty() {
-            return Err(invalid("nothing to set"));
-        }
-        self.change(id, actor, "facts", &set)
+        self.apply(id, actor, "facts", |_| {
+            facts_set(discovered, residents, delays, licensed_in)
+        })
     }
 
     /// Records the four-factor risk assessment; the case moves to risk assessment.
     pub fn assess(&mut self, id: i64, actor: &str, a: &Assessment) -> Result<(), CaseError> {
-        self.not_closed(id)?;
-        for (name, text) in [
-            (
-                "nature and extent of the PHI (--nature)",
-                &a.nature_and_extent,
-            ),
-            ("the unauthorized person (--person)", &a.unauthorized_person),
-            (
-                "whether the PHI was acquired or viewed (--viewed)",
-                &a.acquired_or_viewed,
-            ),
-            ("the extent of mitigation (--mitigation)", &a.mitigation),
-            ("the conclusion (--conclusion)", &a.conclusion),
-        ] {
-            if text.trim().is_empty() {
-                return Err(invalid(format!(
-                    "the assessment needs {name}: 45 CFR 164.402(2) names four factors"
-                )));
-            }
-        }
-        self.change(
-            id,
-            actor,
-            "assess",
-            &[
-                ("assessment", serde_json::to_value(a).unwrap_or_default()),
-                ("state", json!("risk_assessment")),
-            ],
-        )
+        self.apply(id, actor, "assess", |_| assess_set(a))
     }
 
     pub fn assessment(&self, id: i64) -> Result<Option<Assessment>, CaseError> {
@@ -474,41 +428,9 @@ impl Cases {
         outcome: &str,
         on: Option<NaiveDate>,
     ) -> Result<usize, CaseError> {
-        self.not_closed(id)?;
-        let a = self.assessment(id)?;
-        match outcome {
-            "breach" => {}
-            "not_breach" => {
-                if !a.as_ref().is_some_and(|a| a.low_probability) {
-                    return Err(invalid(
-                        "a breach is presumed (45 CFR 164.402) unless the risk assessment demonstrates a low probability that the PHI has been compromised: record it with `case assess ... --low-probability`",
-                    ));
-                }
-            }
-            "excluded" => {
-                if a.as_ref().is_none_or(|a| a.exclusion.is_none()) {
-                    return Err(invalid(
-                        "`excluded` needs an assessment naming the exclusion (--exclusion)",
-                    ));
-                }
-            }
-            other => {
-                return Err(invalid(format!(
-                    "outcome {other:?}: expected breach, not_breach or excluded"
-                )))
-            }
-        }
-        let on = on.unwrap_or_else(|| chrono::Utc::now().date_naive());
-        self.change(
-            id,
-            actor,
-            "determine",
-            &[
-                ("determination", json!(outcome)),
-                ("determined", json!(on.to_string())),
-                ("state", json!("determined")),
-            ],
-        )?;
+        self.apply(id, actor, "determine", |c| {
+            determine_set(outcome, c.assessment.as_ref(), on)
+        })?;
         self.pending_reminders(id)
     }
 
@@ -577,10 +499,7 @@ impl Cases {
 
     /// Moves a determined case to notifying (notices are going out).
     pub fn notifying(&mut self, id: i64, actor: &str) -> Result<(), CaseError> {
-        if self.state(id)? != "determined" {
-            return Err(invalid(format!("case #{id} is not determined yet")));
-        }
-        self.change(id, actor, "notify", &[("state", json!("notifying"))])
+        self.apply(id, actor, "notify", |c| notifying_set(id, &c.state))
     }
 
     /// Stores a file as evidence under `dir` by its SHA-256 and records it in the case log.
@@ -637,21 +556,7 @@ impl Cases {
 
     /// `true_positive`, `false_positive` or `duplicate`.
     pub fn close(&mut self, id: i64, actor: &str, resolution: &str) -> Result<(), CaseError> {
-        self.not_closed(id)?;
-        if !["true_positive", "false_positive", "duplicate"].contains(&resolution) {
-            return Err(invalid(format!(
-                "resolution {resolution:?}: expected true_positive, false_positive or duplicate"
-            )));
-        }
-        self.change(
-            id,
-            actor,
-            "close",
-            &[
-                ("resolution", json!(resolution)),
-                ("state", json!("closed")),
-            ],
-        )
+        self.apply(id, actor, "close", |_| close_set(resolution))
     }
 
     pub fn note(&mut self, id: i64, actor: &str, text: &str) -> Result<(), CaseError> {
@@ -734,43 +639,46 @@ type BreachRow = (Option<String>, Option<String>, String, String, String);
 
 /// The clock inputs stored on case `id`.
 fn breach_in(conn: &Connection, id: i64) -> rusqlite::Result<Result<Breach, CaseError>> {
-    {
-        let row: Option<BreachRow> = conn
-            .query_row(
-                "SELECT discovered, determined, residents, delays, licensed_in FROM cases WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        let Some((discovered, determined, residents, delays, licensed)) = row else {
-            return Ok(Err(not_found(format!("no case #{id}"))));
-        };
-        let date =
-            |s: Option<String>| s.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok());
-        let delays: Vec<Value> = serde_json::from_str(&delays).unwrap_or_default();
-        let delays = delays
-            .iter()
-            .filter_map(|d| {
-                let from = NaiveDate::parse_from_str(d["from"].as_str()?, "%Y-%m-%d").ok()?;
-                Some(match d["kind"].as_str()? {
-                    "written" => LawEnforcementDelay::Written {
-                        from,
-                        until: NaiveDate::parse_from_str(d["until"].as_str()?, "%Y-%m-%d").ok()?,
-                    },
-                    _ => LawEnforcementDelay::Oral {
-                        from,
-                        days: d["days"].as_u64()? as u32,
-                    },
-                })
+    let row: Option<BreachRow> = conn
+        .query_row(
+            "SELECT discovered, determined, residents, delays, licensed_in FROM cases WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    Ok(row
+        .map(breach_of)
+        .ok_or_else(|| not_found(format!("no case #{id}"))))
+}
+
+/// The clock inputs from their stored columns (either store keeps them as text).
+pub(crate) fn breach_of(
+    (discovered, determined, residents, delays, licensed): BreachRow,
+) -> Breach {
+    let date = |s: Option<String>| s.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok());
+    let delays: Vec<Value> = serde_json::from_str(&delays).unwrap_or_default();
+    let delays = delays
+        .iter()
+        .filter_map(|d| {
+            let from = NaiveDate::parse_from_str(d["from"].as_str()?, "%Y-%m-%d").ok()?;
+            Some(match d["kind"].as_str()? {
+                "written" => LawEnforcementDelay::Written {
+                    from,
+                    until: NaiveDate::parse_from_str(d["until"].as_str()?, "%Y-%m-%d").ok()?,
+                },
+                _ => LawEnforcementDelay::Oral {
+                    from,
+                    days: d["days"].as_u64()? as u32,
+                },
             })
-            .collect();
-        Ok(Ok(Breach {
-            discovered: date(discovered),
-            determined: date(determined),
-            residents: serde_json::from_str(&residents).unwrap_or_default(),
-            delays,
-            licensed_in: serde_json::from_str(&licensed).unwrap_or_default(),
-        }))
+        })
+        .collect();
+    Breach {
+        discovered: date(discovered),
+        determined: date(determined),
+        residents: serde_json::from_str(&residents).unwrap_or_default(),
+        delays,
+        licensed_in: serde_json::from_str(&licensed).unwrap_or_default(),
     }
 }
 
@@ -795,7 +703,7 @@ pub fn plan_for(
     Ok((j, r))
 }
 
-fn need(s: &str, what: &str) -> Result<(), CaseError> {
+pub(crate) fn need(s: &str, what: &str) -> Result<(), CaseError> {
     if s.trim().is_empty() {
         return Err(invalid(format!("{what} is required")));
     }

@@ -65,6 +65,13 @@ pub fn cases(
         let c = cases.clocks(r.id, j)?;
         r.next_deadline = c.next().map(|c| deadline_row(c, today));
     }
+    by_urgency(&mut rows);
+    Ok(rows)
+}
+
+/// Open cases first by their soonest deadline, then open ones without a clock, then closed
+/// ones, newest first.
+pub(crate) fn by_urgency(rows: &mut [CaseRow]) {
     rows.sort_by_key(|r| {
         (
             r.state == "closed",
@@ -73,7 +80,6 @@ pub fn cases(
             std::cmp::Reverse(r.id),
         )
     });
-    Ok(rows)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +114,19 @@ pub struct LogRow {
     pub after: String,
 }
 
+impl From<super::log::Entry> for LogRow {
+    fn from(e: super::log::Entry) -> Self {
+        LogRow {
+            seq: e.seq,
+            at: format_ms(e.at_ms),
+            actor: e.actor,
+            action: e.action,
+            before: e.before,
+            after: e.after,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct CaseDetail {
     pub case: CaseRow,
@@ -128,11 +147,11 @@ pub struct CaseDetail {
     pub log: Vec<LogRow>,
 }
 
-fn deadline_rows(cs: &[Clock], today: NaiveDate) -> Vec<DeadlineRow> {
+pub(crate) fn deadline_rows(cs: &[Clock], today: NaiveDate) -> Vec<DeadlineRow> {
     cs.iter().map(|c| deadline_row(c, today)).collect()
 }
 
-fn deadline_row(c: &Clock, today: NaiveDate) -> DeadlineRow {
+pub(crate) fn deadline_row(c: &Clock, today: NaiveDate) -> DeadlineRow {
     DeadlineRow {
         days_left: (c.due - today).num_days(),
         due_end_ms: (c.due + chrono::Duration::days(1))
@@ -164,15 +183,7 @@ pub fn case(
     else {
         return Ok(None);
     };
-    let b = cases.breach(id)?;
     let (users, patients) = super::output::involved(cases, id)?;
-    let (residents, licensed_in) = (b.residents.clone(), b.licensed_in.clone());
-    let clocks = cases.clocks(id, j)?;
-    // A case determined not to be a breach has no clocks, which is no error.
-    let deadline_error = clocks
-        .none_because
-        .clone()
-        .filter(|_| case.determination.is_none());
     let mut st =
         conn.prepare_cached("SELECT n, text, done FROM case_tasks WHERE case_id = ?1 ORDER BY n")?;
     let tasks = st
@@ -186,29 +197,62 @@ pub fn case(
         .collect::<Result<_, _>>()?;
     let log = super::log::entries(conn, Some(id))?
         .into_iter()
-        .map(|e| LogRow {
-            seq: e.seq,
-            at: format_ms(e.at_ms),
-            actor: e.actor,
-            action: e.action,
-            before: e.before,
-            after: e.after,
-        })
+        .map(LogRow::from)
         .collect();
-    Ok(Some(CaseDetail {
-        assessment: cases.assessment(id)?,
+    Ok(Some(assemble(
+        Parts {
+            case,
+            breach: cases.breach(id)?,
+            assessment: cases.assessment(id)?,
+            users,
+            patients,
+            tasks,
+            log,
+        },
+        j,
+        today,
+    )))
+}
+
+/// What a case's page shows, as read from either store.
+pub(crate) struct Parts {
+    pub case: CaseRow,
+    pub breach: super::clock::Breach,
+    pub assessment: Option<Assessment>,
+    pub users: Vec<String>,
+    pub patients: Vec<String>,
+    pub tasks: Vec<Task>,
+    pub log: Vec<LogRow>,
+}
+
+/// The case's page, with its clocks as of `today`.
+pub(crate) fn assemble(p: Parts, j: &Jurisdictions, today: NaiveDate) -> CaseDetail {
+    let (residents, licensed_in) = (p.breach.residents.clone(), p.breach.licensed_in.clone());
+    let clocks = super::schedule::clocks(
+        p.breach,
+        p.case.determination.as_deref(),
+        p.patients.len(),
+        j,
+    );
+    // A case determined not to be a breach has no clocks, which is no error.
+    let deadline_error = clocks
+        .none_because
+        .clone()
+        .filter(|_| p.case.determination.is_none());
+    CaseDetail {
+        assessment: p.assessment,
         licensed_in,
         residents,
-        case,
-        tasks,
-        users,
-        patients,
+        case: p.case,
+        tasks: p.tasks,
+        users: p.users,
+        patients: p.patients,
         deadlines: deadline_rows(&clocks.clocks, today),
         deadlines_provisional: clocks.provisional,
         deadline_error,
-        no_clock: clocks.none_because.clone(),
-        log,
-    }))
+        no_clock: clocks.none_because,
+        log: p.log,
+    }
 }
 
 /// Open cases whose notices are not all sent yet (not closed, not notifying): id and title.

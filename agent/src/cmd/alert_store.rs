@@ -33,7 +33,10 @@ pub fn open(s: &StoreArgs) -> Result<AlertStore> {
     }
 }
 
-fn fleet_store(db: &DatabaseConfig) -> Result<AlertStore> {
+/// A runtime for a command's calls and a connection to the fleet's current schema.
+pub fn fleet_client(
+    db: &DatabaseConfig,
+) -> Result<(tokio::runtime::Runtime, tokio_postgres::Client)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -42,6 +45,11 @@ fn fleet_store(db: &DatabaseConfig) -> Result<AlertStore> {
         phiwatch::fleet::schema::require_current(&c).await?;
         anyhow::Ok(c)
     })?;
+    Ok((rt, client))
+}
+
+fn fleet_store(db: &DatabaseConfig) -> Result<AlertStore> {
+    let (rt, client) = fleet_client(db)?;
     Ok(AlertStore::Fleet {
         rt,
         client,

@@ -154,13 +154,13 @@ pub fn run(c: CaseCmd) -> Result<()> {
             let d = discovered
                 .map(|d| date_arg(&d, "--discovered"))
                 .transpose()?;
-            let mut c = cases(&store)?;
+            let mut c = book(&store)?;
             let id = c.create(&by, &title, &alerts, d)?;
             println!("case #{id} opened");
-            reminders_note(&c, id)?;
+            c.reminders_note(id)?;
         }
         CaseCmd::Assign { store, id, to, by } => {
-            cases(&store)?.assign(id, &by, &to)?;
+            book(&store)?.assign(id, &by, &to)?;
             println!("case #{id} assigned to {to}");
         }
         CaseCmd::Facts(a) => facts(a)?,
@@ -173,10 +173,10 @@ pub fn run(c: CaseCmd) -> Result<()> {
             by,
         } => {
             let on = on.map(|d| date_arg(&d, "--on")).transpose()?;
-            let mut c = cases(&store)?;
+            let mut c = book(&store)?;
             c.determine(id, &by, &outcome, on)?;
             println!("case #{id} determined: {outcome}");
-            reminders_note(&c, id)?;
+            c.reminders_note(id)?;
         }
         CaseCmd::Note {
             store,
@@ -184,7 +184,7 @@ pub fn run(c: CaseCmd) -> Result<()> {
             text,
             by,
         } => {
-            cases(&store)?.note(id, &by, &text)?;
+            book(&store)?.note(id, &by, &text)?;
             println!("note added to case #{id}");
         }
         CaseCmd::Close {
@@ -193,7 +193,7 @@ pub fn run(c: CaseCmd) -> Result<()> {
             resolution,
             by,
         } => {
-            cases(&store)?.close(id, &by, &resolution)?;
+            book(&store)?.close(id, &by, &resolution)?;
             println!("case #{id} closed: {resolution}");
         }
         CaseCmd::Task {
@@ -204,17 +204,17 @@ pub fn run(c: CaseCmd) -> Result<()> {
             by,
         } => match (add, done) {
             (Some(text), None) => {
-                let n = cases(&store)?.add_task(id, &by, &text)?;
+                let n = book(&store)?.add_task(id, &by, &text)?;
                 println!("case #{id}: task {n} added");
             }
             (None, Some(n)) => {
-                cases(&store)?.finish_task(id, &by, n)?;
+                book(&store)?.finish_task(id, &by, n)?;
                 println!("case #{id}: task {n} done");
             }
             _ => anyhow::bail!("give --add TEXT or --done N"),
         },
         CaseCmd::Notify { store, id, by } => {
-            cases(&store)?.notifying(id, &by)?;
+            book(&store)?.notifying(id, &by)?;
             println!("case #{id}: notifying");
         }
         CaseCmd::Attach {
@@ -235,7 +235,7 @@ pub fn run(c: CaseCmd) -> Result<()> {
             annual_log,
             accounting,
         } => export(&store, id, letters, hhs, annual_log, accounting)?,
-        CaseCmd::Verify { store } => match cases(&store)?.verify()? {
+        CaseCmd::Verify { store } => match book(&store)?.verify()? {
             Ok((n, head)) => println!("case log intact: {n} entries, head {head}"),
             Err(b) => {
                 println!("case log BROKEN at entry #{}: {}", b.seq, b.reason);
@@ -251,8 +251,9 @@ pub fn date_arg(s: &str, what: &str) -> Result<chrono::NaiveDate> {
         .map_err(|_| anyhow::anyhow!("{what} {s:?}: expected YYYY-MM-DD"))
 }
 
-pub fn cases(s: &StoreArgs) -> Result<phiwatch::case::Cases> {
-    cases_in(&phiwatch::config::Config::load(&s.config)?)
+/// The cases the config names: the single process's store or the fleet's database.
+fn book(s: &StoreArgs) -> Result<super::case_book::CaseBook> {
+    super::case_book::open(&phiwatch::config::Config::load(&s.config)?)
 }
 
 /// The agent's cases, kept to the configuration's deadline rules and reminder settings: a
@@ -302,18 +303,11 @@ pub fn case_list(rows: &[phiwatch::console::data::CaseRow]) -> String {
     out
 }
 
-/// What the change did to the case's reminders.
-pub fn reminders_note(c: &phiwatch::case::Cases, id: i64) -> Result<()> {
-    let n = c.pending_reminders(id)?;
-    println!("{n} deadline reminder(s) pending for case #{id}");
-    Ok(())
-}
-
 /// The involved users' and patients' directory facts, from the configured context.
 pub fn context_facts(
     cfg: &phiwatch::config::Config,
-    c: &phiwatch::case::Cases,
-    id: i64,
+    users: &[String],
+    patients: &[String],
 ) -> Result<String> {
     let feeds = cfg.context_feeds();
     if feeds.is_empty() {
@@ -326,10 +320,9 @@ pub fn context_facts(
     let journal = phiwatch::store::journal(&cfg.data_dir.join("phiwatch.db")).unwrap_or_default();
     let (store, _) = phiwatch::context::load_feeds(&feeds, &settings, &journal)
         .context("loading the context feeds")?;
-    let (users, patients) = phiwatch::case::output::involved(c, id)?;
     let mut out = String::from("context facts:\n");
     for u in users {
-        match store.user(&u) {
+        match store.user(u) {
             Some(ix) => {
                 let f = store.user_facts(ix);
                 let status = if f.inactive {
@@ -348,7 +341,7 @@ pub fn context_facts(
         }
     }
     for p in patients {
-        match store.patient(&p) {
+        match store.patient(p) {
             Some(ix) => {
                 let f = store.patient_facts(ix);
                 let mut flags = Vec::new();
@@ -382,8 +375,7 @@ fn list(store: &StoreArgs) -> Result<()> {
     let cfg = phiwatch::config::Config::load(&store.config)?;
     let (j, _) = phiwatch::case::plan_for(&cfg)?;
     let today = chrono::Utc::now().date_naive();
-    let rows = phiwatch::console::data::cases(&cases_in(&cfg)?, &j, today)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let rows = super::case_book::open(&cfg)?.list(&j, today)?;
     print!("{}", case_list(&rows));
     Ok(())
 }
@@ -394,13 +386,14 @@ fn show(store: &StoreArgs, id: i64, jurisdictions: Option<&std::path::Path>) -> 
         None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
     }?;
     let cfg = phiwatch::config::Config::load(&store.config)?;
-    let c = cases_in(&cfg)?;
+    let c = super::case_book::open(&cfg)?;
     let today = chrono::Utc::now().date_naive();
-    let detail = phiwatch::case::query::case(&c, id, &j, today)?
+    let detail = c
+        .detail(id, &j, today)?
         .ok_or_else(|| anyhow::anyhow!("no case #{id}"))?;
-    let evidence = phiwatch::case::query::evidence(&c, id)?;
+    let evidence = c.evidence(id)?;
     print!("{}", case_text(&detail, &evidence));
-    print!("{}", context_facts(&cfg, &c, id)?);
+    print!("{}", context_facts(&cfg, &detail.users, &detail.patients)?);
     Ok(())
 }
 
@@ -605,10 +598,10 @@ fn facts(a: FactsArgs) -> Result<()> {
         .transpose()?;
     let licensed_in =
         (!licensed_in.is_empty()).then(|| licensed_in.iter().map(|s| s.to_uppercase()).collect());
-    let mut c = cases(&store)?;
+    let mut c = book(&store)?;
     c.set_facts(id, &by, discovered, residents, delays, licensed_in)?;
     println!("case #{id} facts recorded");
-    reminders_note(&c, id)?;
+    c.reminders_note(id)?;
     Ok(())
 }
 
@@ -627,7 +620,7 @@ fn assess(a: AssessArgs) -> Result<()> {
         by,
     } = a;
     let exclusion = exclusion.as_deref().map(exclusion_arg).transpose()?;
-    cases(&store)?.assess(
+    book(&store)?.assess(
         id,
         &by,
         &phiwatch::case::Assessment {

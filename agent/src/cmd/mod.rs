@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod backtest;
 pub mod bench;
 pub mod case;
+mod case_book;
 pub mod check;
 pub mod demo;
 pub mod explain;
@@ -33,7 +34,7 @@ pub fn parse_time(s: &str) -> Result<i64> {
 #[derive(clap::Args)]
 pub struct StoreArgs {
     /// The agent's configuration file (its data_dir holds the store; in fleet mode its
-    /// [database] names the fleet's, for `alerts`, `silence` and `notify`).
+    /// [database] names the fleet's, for `alerts`, `silence`, `notify` and `case`).
     #[arg(long)]
     pub config: PathBuf,
 }
@@ -60,8 +61,9 @@ pub fn sqlite_store(cfg: &phiwatch::config::Config) -> Result<PathBuf> {
         anyhow::bail!(
             "[database] names fleet mode's PostgreSQL ({}): this command works on the single \
              process's SQLite store. In fleet mode this release keeps accesses, findings, \
-             alerts, silences and notifications in PostgreSQL (phiwatch alerts, silence and \
-             notify work on it); cases, console accounts and reports are not there yet",
+             alerts, silences, notifications and cases in PostgreSQL (phiwatch alerts, \
+             silence, notify and case work on it); case attachments and exports, console \
+             accounts and reports are not there yet",
             phiwatch::fleet::pg::describe(&db.url)
         );
     }

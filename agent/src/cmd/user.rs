@@ -126,9 +126,10 @@ pub fn user_store(s: &StoreArgs) -> Result<rusqlite::Connection> {
     // SAFETY: umask(2) only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
     let cfg = phiwatch::config::Config::load(&s.config)?;
+    // Accounts made on a fleet node's disk would be no one's: refused with the reason.
+    let db = super::sqlite_store(&cfg)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let db = cfg.data_dir.join("phiwatch.db");
     Store::open(&db)?;
     Ok(Store::open_existing(&db)?)
 }

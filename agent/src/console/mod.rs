@@ -245,6 +245,7 @@ impl From<crate::store::QueryError> for Fail {
             QueryError::Invalid(m) => Fail::bad(m),
             QueryError::NotFound(m) => Fail::not_found(m),
             QueryError::Store(e) => Fail::internal(format!("store: {e}")),
+            QueryError::Database(e) => Fail::internal(e),
         }
     }
 }

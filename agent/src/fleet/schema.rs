@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alerts grouping findings, silences",
         sql: V4,
     },
+    Migration {
+        version: 5,
+        name: "breach-response cases and their hash-chained log",
+        sql: V5,
+    },
 ];
 
 /// The version this phiwatch needs.
@@ -201,6 +206,59 @@ CREATE TABLE silences (
     reason     text NOT NULL,
     created_ms bigint NOT NULL
 );
+";
+
+/// Cases as in the single process's store (store.rs), changed by any number of nodes. The
+/// log's head is one row every appending transaction locks: its sequence has no gaps and
+/// its chain no forks however many writers there are (case/fleet.rs).
+const V5: &str = "
+CREATE TABLE cases (
+    id            bigserial PRIMARY KEY,
+    title         text NOT NULL,
+    state         text NOT NULL,
+    assignee      text,
+    resolution    text,
+    discovered    text,
+    determined    text,
+    determination text,
+    residents     text NOT NULL DEFAULT '{}',
+    delays        text NOT NULL DEFAULT '[]',
+    licensed_in   text NOT NULL DEFAULT '[]',
+    assessment    text,
+    created_ms    bigint NOT NULL,
+    updated_ms    bigint NOT NULL
+);
+CREATE TABLE case_alerts (
+    case_id  bigint NOT NULL REFERENCES cases (id),
+    alert_id bigint NOT NULL REFERENCES alerts (id),
+    PRIMARY KEY (case_id, alert_id)
+);
+CREATE TABLE case_tasks (
+    case_id bigint NOT NULL REFERENCES cases (id),
+    n       bigint NOT NULL,
+    text    text NOT NULL,
+    done    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (case_id, n)
+);
+CREATE TABLE case_log (
+    seq       bigint PRIMARY KEY,
+    case_id   bigint NOT NULL,
+    at_ms     bigint NOT NULL,
+    actor     text NOT NULL,
+    action    text NOT NULL,
+    before    text NOT NULL,
+    after     text NOT NULL,
+    prev_hash text NOT NULL,
+    hash      text NOT NULL
+);
+CREATE INDEX case_log_case ON case_log (case_id, seq);
+CREATE TABLE case_log_head (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    seq  bigint NOT NULL,
+    hash text NOT NULL
+);
+INSERT INTO case_log_head (seq, hash)
+    VALUES (0, '0000000000000000000000000000000000000000000000000000000000000000');
 ";
 
 /// Any number to serialise migrations run by several nodes at once.
