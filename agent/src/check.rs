@@ -108,27 +108,39 @@ fn check_database(db: &crate::fleet::pg::DatabaseConfig, c: &mut Checked) {
     }
 }
 
-/// The node's role against what the config gives it: fleet roles need [database], and the
-/// roles not built yet are said before `run` refuses them.
+/// The node's role against what the config gives it: fleet roles need [database], and what
+/// `run` would refuse for the role is said first.
 fn check_role(cfg: &Config, c: &mut Checked) {
     use crate::fleet::Role;
     let role = cfg.fleet.role;
     match (role, &cfg.database) {
         (Role::All, None) => {}
         (Role::All, Some(_)) => c.problems.push(
-            "[database] without a fleet role: set [fleet] role = \"collect\", \"detect\" or \"dispatch\" (or remove [database] for the single process on SQLite)".to_owned(),
+            "[database] without a fleet role: set [fleet] role = \"collect\", \"detect\", \"dispatch\" or \"console\" (or remove [database] for the single process on SQLite)".to_owned(),
         ),
         (_, None) => c.problems.push(format!(
             "[fleet] role {} needs [database] (the fleet's PostgreSQL)",
             role.as_str()
         )),
-        (Role::Console, Some(_)) => c.problems.push(
-            "[fleet] role console is not built yet: this release runs collect, detect and dispatch nodes".to_owned(),
+        (Role::Console, Some(_)) if cfg.console.is_none() => c.problems.push(
+            "[fleet] role console serves the [console] section: add one".to_owned(),
         ),
+        (Role::Console, Some(_)) if !cfg.sources.is_empty() || !cfg.mllp_feeds().is_empty() => {
+            c.problems.push(
+                "[fleet] role console reads no sources: give [[source]] and MLLP feeds to collect nodes".to_owned(),
+            )
+        }
+        (Role::Console, Some(_))
+            if cfg.console.as_ref().is_some_and(|c| c.oidc.is_some()) =>
+        {
+            c.problems.push(
+                "[console.oidc]: single sign-on is not available in fleet mode yet".to_owned(),
+            )
+        }
         (Role::Dispatch, Some(_)) if cfg.routing.is_none() => c.problems.push(
             "[fleet] role dispatch needs a routing file (routing = \"...\"), the one the detect nodes use".to_owned(),
         ),
-        (Role::Collect | Role::Detect | Role::Dispatch, Some(_)) => c.summary.push(format!(
+        (Role::Collect | Role::Detect | Role::Dispatch | Role::Console, Some(_)) => c.summary.push(format!(
             "fleet: role {}, node {}, detector lease {} s",
             role.as_str(),
             cfg.fleet.node_name(),

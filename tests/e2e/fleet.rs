@@ -554,7 +554,7 @@ fn migrate_and_check_from_the_command_line() {
         !ok && out.contains("role dispatch sends to the receivers of a routing file"),
         "{out}"
     );
-    // And the role not built yet is refused by name.
+    // A console node without [console] is refused with what to add.
     let (ok, out) = phiwatch(&[
         "run",
         "--config",
@@ -563,7 +563,7 @@ fn migrate_and_check_from_the_command_line() {
         "console",
     ]);
     assert!(
-        !ok && out.contains("role console is not built yet"),
+        !ok && out.contains("role console serves the [console] section"),
         "{out}"
     );
     // A database that is not there, with a password in the URL: said, never shown.

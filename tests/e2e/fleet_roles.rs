@@ -9,6 +9,7 @@
 
 mod agent;
 mod common;
+mod http;
 mod postgres;
 mod serve;
 
@@ -896,4 +897,141 @@ fn a_dispatcher_holds_back_what_must_not_go_out_and_keeps_dead_letters() {
         "{}",
         common::text(&out.stderr)
     );
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A console node's config: its own listen port, no sources. Returns the config and port.
+fn console_config(d: &Path, name: &str, url: &str, extra: &str) -> (PathBuf, u16) {
+    let config = node_config(d, name, &[], url, "console");
+    let port = agent::free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!("[console]\nlisten = \"127.0.0.1:{port}\"\n{extra}");
+    std::fs::write(&config, text).unwrap();
+    (config, port)
+}
+
+fn add_user(config: &Path, name: &str, role: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phiwatch"))
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--config",
+        ])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+}
+
+fn console_up(port: u16) {
+    wait_for(
+        "the console node to answer",
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http::request(port, "GET", "/api/v1/status", &[], b"").status == 401
+        },
+    );
+}
+
+fn sign_in(port: u16, user: &str, password: &str) -> http::Resp {
+    http::request(
+        port,
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "application/json")],
+        serde_json::json!({ "user": user, "password": password })
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+#[test]
+fn console_nodes_share_accounts_sessions_and_the_sign_in_limit() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = common::phiwatch(&["migrate", "--database", &url]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let extra = "login_failures = 3\nlogin_window_minutes = 10\n";
+    let (config_a, port_a) = console_config(d, "console-a", &url, extra);
+    let (config_b, port_b) = console_config(d, "console-b", &url, extra);
+    // Accounts are the fleet's: made with one node's config, they sign in on every node.
+    add_user(&config_a, "olivia", "privacy-officer");
+    add_user(&config_b, "audrey", "auditor");
+    let out = common::phiwatch(&["user", "list", "--config", config_b.to_str().unwrap()]);
+    let listed = common::text(&out.stdout);
+    assert!(
+        listed.contains("olivia") && listed.contains("audrey"),
+        "{listed}"
+    );
+    let mut nodes = [
+        Node::new(d, "console-a", config_a.clone()),
+        Node::new(d, "console-b", config_b.clone()),
+    ];
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    console_up(port_a);
+    console_up(port_b);
+
+    // A session started on one node is good on the other (behind a load balancer, the next
+    // request may go anywhere).
+    let olivia = http::Client::login(port_a, "olivia", PASSWORD);
+    let on_b = http::Client {
+        port: port_b,
+        ..olivia
+    };
+    let me = on_b.get("/api/v1/session");
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["user"], "olivia");
+    assert_eq!(on_b.get("/api/v1/alerts").json()["total"], 0);
+    // What is not on the fleet's database yet says so.
+    let page = on_b.get("/alerts");
+    assert_eq!(page.status, 501, "{}", page.text());
+
+    // Failures counted on one node hold the limit on the other, even for the right password.
+    for _ in 0..3 {
+        assert_eq!(sign_in(port_a, "audrey", "wrong password 123").status, 401);
+    }
+    let limited = sign_in(port_b, "audrey", PASSWORD);
+    assert_eq!(limited.status, 429, "{}", limited.text());
+
+    // An account removed on one node is gone everywhere, with its sessions.
+    let out = common::phiwatch(&[
+        "user",
+        "remove",
+        "olivia",
+        "--config",
+        config_b.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let olivia_a = http::Client {
+        port: port_a,
+        ..on_b
+    };
+    assert_eq!(olivia_a.get("/api/v1/session").status, 401);
+
+    // Every node's sign-ins, refusals and sign-outs are in one trail.
+    let out = common::phiwatch(&["user", "log", "--config", config_a.to_str().unwrap()]);
+    let trail = common::text(&out.stdout);
+    assert!(
+        trail.contains("sign-in") && trail.contains("olivia"),
+        "{trail}"
+    );
+    assert!(trail.matches("refused").count() >= 3, "{trail}");
+    for n in nodes.iter_mut() {
+        n.stop();
+    }
 }

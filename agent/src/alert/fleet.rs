@@ -350,42 +350,107 @@ pub async fn open_critical_besides(
         .get(0))
 }
 
+const COLUMNS: &str = "a.id, a.status, a.severity, a.category, a.user_id, a.department,
+    a.first_ms, a.last_ms, a.findings, a.incidents, a.ack_by, a.ack_note,
+    (SELECT f.explanation FROM alert_findings af JOIN findings f
+       ON f.event_id = af.event_id AND f.detector = af.detector
+     WHERE af.alert_id = a.id ORDER BY f.time DESC LIMIT 1),
+    a.ack_disposition,
+    (SELECT min(case_id) FROM case_alerts ca WHERE ca.alert_id = a.id)";
+
+fn row(r: &tokio_postgres::Row) -> AlertRow {
+    AlertRow {
+        id: r.get(0),
+        status: r.get(1),
+        severity: r.get(2),
+        category: r.get(3),
+        user: r.get(4),
+        department: r.get(5),
+        first: crate::time::format_ms(r.get(6)),
+        last: crate::time::format_ms(r.get(7)),
+        findings: r.get(8),
+        patients: r.get(9),
+        acknowledged_by: r.get(10),
+        ack_note: r.get(11),
+        explanation: r.get::<_, Option<String>>(12).unwrap_or_default(),
+        disposition: r.get(13),
+        case_id: r.get(14),
+    }
+}
+
 /// Every open alert (or every alert), oldest first, as `alerts list` prints them.
 pub async fn list(client: &impl GenericClient, all: bool) -> Result<Vec<AlertRow>, FleetError> {
     let rows = client
         .query(
-            "SELECT a.id, a.status, a.severity, a.category, a.user_id, a.department,
-                    a.first_ms, a.last_ms, a.findings, a.incidents, a.ack_by, a.ack_note,
-                    (SELECT f.explanation FROM alert_findings af JOIN findings f
-                       ON f.event_id = af.event_id AND f.detector = af.detector
-                     WHERE af.alert_id = a.id ORDER BY f.time DESC LIMIT 1),
-                    a.ack_disposition
-             FROM alerts a WHERE $1 OR a.status = 'open' ORDER BY a.id",
+            &format!("SELECT {COLUMNS} FROM alerts a WHERE $1 OR a.status = 'open' ORDER BY a.id"),
             &[&all],
         )
         .await
         .map_err(FleetError::sql("listing alerts"))?;
-    Ok(rows
-        .iter()
-        .map(|r| AlertRow {
-            id: r.get(0),
-            status: r.get(1),
-            severity: r.get(2),
-            category: r.get(3),
-            user: r.get(4),
-            department: r.get(5),
-            first: crate::time::format_ms(r.get(6)),
-            last: crate::time::format_ms(r.get(7)),
-            findings: r.get(8),
-            patients: r.get(9),
-            acknowledged_by: r.get(10),
-            ack_note: r.get(11),
-            explanation: r.get::<_, Option<String>>(12).unwrap_or_default(),
-            // Cases are not kept in the fleet's database yet.
-            case_id: None,
-            disposition: r.get(13),
-        })
-        .collect())
+    Ok(rows.iter().map(row).collect())
+}
+
+/// The console's alert queue, as [`super::query::alerts`]: the filter's alerts, most severe
+/// first, then newest, one page of them, with counts per severity and category.
+pub async fn page(
+    client: &impl GenericClient,
+    f: &super::query::AlertFilter,
+) -> Result<super::query::AlertPage, crate::store::QueryError> {
+    use crate::store::nonempty;
+    let status = f.status()?;
+    let filter = "($1 = 'all' OR a.status = $1) AND ($2::text IS NULL OR a.severity = $2)
+        AND ($3::text IS NULL OR a.category = $3) AND ($4::text IS NULL OR a.user_id = $4)
+        AND ($5::text IS NULL OR a.department = $5)";
+    let (sev, cat, user, dept) = (
+        nonempty(&f.severity),
+        nonempty(&f.category),
+        nonempty(&f.user),
+        nonempty(&f.department),
+    );
+    let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&status, &sev, &cat, &user, &dept];
+    let e =
+        |e| crate::store::QueryError::Database(FleetError::sql("reading alerts")(e).to_string());
+    let mut page = super::query::AlertPage {
+        total: 0,
+        limit: f.limit(),
+        offset: f.offset.unwrap_or(0),
+        by_severity: Default::default(),
+        by_category: Default::default(),
+        alerts: Vec::new(),
+    };
+    let counts = client
+        .query(
+            &format!(
+                "SELECT a.severity, a.category, count(*) FROM alerts a WHERE {filter}
+                 GROUP BY a.severity, a.category"
+            ),
+            &args,
+        )
+        .await
+        .map_err(e)?;
+    for r in counts {
+        let (s, c, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        *page.by_severity.entry(s).or_insert(0) += n;
+        *page.by_category.entry(c).or_insert(0) += n;
+        page.total += n;
+    }
+    let (limit, offset) = (i64::from(page.limit), i64::from(page.offset));
+    let mut paged: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args.to_vec();
+    paged.push(&limit);
+    paged.push(&offset);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM alerts a WHERE {filter}
+                 ORDER BY {}, a.last_ms DESC, a.id DESC LIMIT $6 OFFSET $7",
+                super::query::SEVERITY_RANK
+            ),
+            &paged,
+        )
+        .await
+        .map_err(e)?;
+    page.alerts = rows.iter().map(row).collect();
+    Ok(page)
 }
 
 /// Records who acknowledged alert `id`, when and what they concluded (checked by

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 /// Severity ranks for sorting, most severe first: the expression of the store's `alerts_rank`
 /// index, so the queue's first screen is read off the index, not sorted.
-const SEVERITY_RANK: &str =
+pub(crate) const SEVERITY_RANK: &str =
     "(CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END)";
 
 #[derive(Debug, Clone, Serialize)]

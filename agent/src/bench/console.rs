@@ -114,6 +114,7 @@ pub fn run(alerts: usize, rounds: usize) -> Result<String> {
             metrics: None,
             views: None,
             detection: None,
+            fleet: None,
         };
         let cfg = ConsoleConfig::loopback("127.0.0.1:0".parse()?);
         let (addr, serve) = crate::console::bind(&cfg, inputs).await?;

@@ -2,6 +2,7 @@
 //! 45 CFR 164.402, determined, closed. Every change is one transaction that also appends to
 //! the hash-chained case log, so the record of who did what and when cannot be edited quietly.
 
+pub mod book;
 pub mod change;
 pub mod clock;
 pub mod fleet;

@@ -3,6 +3,7 @@
 use super::StoreArgs;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
+use phiwatch::case::book::CaseBook;
 use phiwatch::case::clock::{Jurisdictions, LawEnforcementDelay};
 use std::path::PathBuf;
 
@@ -157,7 +158,7 @@ pub fn run(c: CaseCmd) -> Result<()> {
             let mut c = book(&store)?;
             let id = c.create(&by, &title, &alerts, d)?;
             println!("case #{id} opened");
-            c.reminders_note(id)?;
+            reminders_note(&c, id)?;
         }
         CaseCmd::Assign { store, id, to, by } => {
             book(&store)?.assign(id, &by, &to)?;
@@ -176,7 +177,7 @@ pub fn run(c: CaseCmd) -> Result<()> {
             let mut c = book(&store)?;
             c.determine(id, &by, &outcome, on)?;
             println!("case #{id} determined: {outcome}");
-            c.reminders_note(id)?;
+            reminders_note(&c, id)?;
         }
         CaseCmd::Note {
             store,
@@ -252,8 +253,59 @@ pub fn date_arg(s: &str, what: &str) -> Result<chrono::NaiveDate> {
 }
 
 /// The cases the config names: the single process's store or the fleet's database.
-fn book(s: &StoreArgs) -> Result<super::case_book::CaseBook> {
-    super::case_book::open(&phiwatch::config::Config::load(&s.config)?)
+fn book(s: &StoreArgs) -> Result<Book> {
+    open_book(&phiwatch::config::Config::load(&s.config)?)
+}
+
+/// Cases, with the runtime the fleet database's calls run on (dropped after its client).
+pub struct Book {
+    cases: CaseBook,
+    _rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::ops::Deref for Book {
+    type Target = CaseBook;
+    fn deref(&self) -> &CaseBook {
+        &self.cases
+    }
+}
+
+impl std::ops::DerefMut for Book {
+    fn deref_mut(&mut self) -> &mut CaseBook {
+        &mut self.cases
+    }
+}
+
+/// The cases the config names, kept to its deadline rules and reminder settings.
+pub fn open_book(cfg: &phiwatch::config::Config) -> Result<Book> {
+    Ok(match &cfg.database {
+        Some(db) => {
+            let (rt, client) = super::alert_store::fleet_client(db)?;
+            Book {
+                cases: CaseBook::Fleet {
+                    rt: rt.handle().clone(),
+                    client,
+                },
+                _rt: Some(rt),
+            }
+        }
+        None => Book {
+            cases: CaseBook::Sqlite(cases_in(cfg)?),
+            _rt: None,
+        },
+    })
+}
+
+/// What the change did to the case's reminders.
+fn reminders_note(c: &CaseBook, id: i64) -> Result<()> {
+    match c.pending_reminders(id)? {
+        Some(n) => println!("{n} deadline reminder(s) pending for case #{id}"),
+        None => println!(
+            "deadline reminders are not queued in fleet mode yet: `phiwatch case show {id}` \
+             lists case #{id}'s deadlines"
+        ),
+    }
+    Ok(())
 }
 
 /// The agent's cases, kept to the configuration's deadline rules and reminder settings: a
@@ -375,7 +427,7 @@ fn list(store: &StoreArgs) -> Result<()> {
     let cfg = phiwatch::config::Config::load(&store.config)?;
     let (j, _) = phiwatch::case::plan_for(&cfg)?;
     let today = chrono::Utc::now().date_naive();
-    let rows = super::case_book::open(&cfg)?.list(&j, today)?;
+    let rows = open_book(&cfg)?.list(&j, today)?;
     print!("{}", case_list(&rows));
     Ok(())
 }
@@ -386,7 +438,7 @@ fn show(store: &StoreArgs, id: i64, jurisdictions: Option<&std::path::Path>) -> 
         None => Jurisdictions::parse(Jurisdictions::EMBEDDED),
     }?;
     let cfg = phiwatch::config::Config::load(&store.config)?;
-    let c = super::case_book::open(&cfg)?;
+    let c = open_book(&cfg)?;
     let today = chrono::Utc::now().date_naive();
     let detail = c
         .detail(id, &j, today)?
@@ -601,7 +653,7 @@ fn facts(a: FactsArgs) -> Result<()> {
     let mut c = book(&store)?;
     c.set_facts(id, &by, discovered, residents, delays, licensed_in)?;
     println!("case #{id} facts recorded");
-    c.reminders_note(id)?;
+    reminders_note(&c, id)?;
     Ok(())
 }
 

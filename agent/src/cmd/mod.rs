@@ -6,7 +6,6 @@ pub mod alerts;
 pub mod backtest;
 pub mod bench;
 pub mod case;
-mod case_book;
 pub mod check;
 pub mod demo;
 pub mod explain;

@@ -56,6 +56,17 @@ pub enum UserCmd {
 }
 
 pub fn run(c: UserCmd) -> Result<()> {
+    let store = match &c {
+        UserCmd::Add { store, .. }
+        | UserCmd::List { store }
+        | UserCmd::Remove { store, .. }
+        | UserCmd::Log { store, .. }
+        | UserCmd::Passwd { store, .. } => store,
+    };
+    let cfg = phiwatch::config::Config::load(&store.config)?;
+    if let Some(db) = &cfg.database {
+        return fleet(c, db);
+    }
     use phiwatch::console::{accounts, authz::Role};
     match c {
         UserCmd::Add {
@@ -72,36 +83,13 @@ pub fn run(c: UserCmd) -> Result<()> {
             println!("user {name} added ({})", role.as_str());
         }
         UserCmd::List { store } => {
-            let conn = user_store(&store)?;
-            println!("{:<24} {:<16} staff id", "user", "role");
-            for a in accounts::list(&conn)? {
-                println!(
-                    "{:<24} {:<16} {}",
-                    a.name,
-                    a.role.as_str(),
-                    a.staff_id.as_deref().unwrap_or("-")
-                );
-            }
+            print_accounts(&accounts::list(&user_store(&store)?)?);
         }
         UserCmd::Log { store, limit } => {
-            let conn = user_store(&store)?;
-            println!(
-                "{:<20} {:<12} {:<24} {:<9} {:<16} detail",
-                "at (UTC)", "event", "user", "method", "client"
-            );
-            for e in phiwatch::console::trail::recent(&conn, limit)? {
-                let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_default();
-                println!(
-                    "{at:<20} {:<12} {:<24} {:<9} {:<16} {}",
-                    e.event,
-                    if e.user.is_empty() { "-" } else { &e.user },
-                    e.method,
-                    e.client,
-                    e.detail
-                );
-            }
+            print_trail(&phiwatch::console::trail::recent(
+                &user_store(&store)?,
+                limit,
+            )?);
         }
         UserCmd::Remove { store, name } => {
             accounts::remove(&mut user_store(&store)?, &name)?;
@@ -116,6 +104,82 @@ pub fn run(c: UserCmd) -> Result<()> {
             let password = read_password(password_stdin)?;
             accounts::set_password(&mut conn, &name, &password)?;
             println!("password of {name} changed; their sessions ended");
+        }
+    }
+    Ok(())
+}
+
+fn print_accounts(list: &[phiwatch::console::accounts::Account]) {
+    println!("{:<24} {:<16} staff id", "user", "role");
+    for a in list {
+        println!(
+            "{:<24} {:<16} {}",
+            a.name,
+            a.role.as_str(),
+            a.staff_id.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn print_trail(entries: &[phiwatch::console::trail::Entry]) {
+    println!(
+        "{:<20} {:<12} {:<24} {:<9} {:<16} detail",
+        "at (UTC)", "event", "user", "method", "client"
+    );
+    for e in entries {
+        let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!(
+            "{at:<20} {:<12} {:<24} {:<9} {:<16} {}",
+            e.event,
+            if e.user.is_empty() { "-" } else { &e.user },
+            e.method,
+            e.client,
+            e.detail
+        );
+    }
+}
+
+/// `phiwatch user` on the fleet's database: the accounts every console node signs in with.
+fn fleet(c: UserCmd, db: &phiwatch::fleet::pg::DatabaseConfig) -> Result<()> {
+    use phiwatch::console::{authz::Role, fleet};
+    let (rt, mut client) = super::alert_store::fleet_client(db)?;
+    match c {
+        UserCmd::Add {
+            name,
+            role,
+            staff_id,
+            password_stdin,
+            ..
+        } => {
+            let role = Role::parse(&role).context("unknown role")?;
+            let password = read_password(password_stdin)?;
+            rt.block_on(fleet::add_account(
+                &client,
+                &name,
+                role,
+                staff_id.as_deref(),
+                &password,
+            ))?;
+            println!("user {name} added ({})", role.as_str());
+        }
+        UserCmd::List { .. } => print_accounts(&rt.block_on(fleet::accounts_list(&client))?),
+        UserCmd::Log { limit, .. } => {
+            print_trail(&rt.block_on(fleet::trail_recent(&client, limit))?)
+        }
+        UserCmd::Remove { name, .. } => {
+            rt.block_on(fleet::remove_account(&mut client, &name))?;
+            println!("user {name} removed; their sessions ended on every console node");
+        }
+        UserCmd::Passwd {
+            name,
+            password_stdin,
+            ..
+        } => {
+            let password = read_password(password_stdin)?;
+            rt.block_on(fleet::set_password(&mut client, &name, &password))?;
+            println!("password of {name} changed; their sessions ended on every console node");
         }
     }
     Ok(())

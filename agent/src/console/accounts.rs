@@ -54,7 +54,7 @@ fn verify(hash: &str, password: &str) -> bool {
 
 /// A hash nobody's password matches: unknown names cost as much as wrong passwords, so the
 /// login's timing does not tell which names exist.
-fn decoy() -> &'static str {
+pub(super) fn decoy() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| {
         let salt = SaltString::generate(&mut OsRng);
@@ -65,7 +65,7 @@ fn decoy() -> &'static str {
     })
 }
 
-fn valid_name(name: &str) -> Result<(), AccountError> {
+pub(super) fn valid_name(name: &str) -> Result<(), AccountError> {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -94,11 +94,15 @@ pub fn add(
         params![name, role.as_str(), hash, staff_id, crate::time::now_ms()],
     )?;
     if n == 0 {
-        return Err(AccountError::Invalid(format!(
-            "user {name:?} exists already (phiwatch user passwd changes the password)"
-        )));
+        return Err(exists(name));
     }
     Ok(())
+}
+
+pub(super) fn exists(name: &str) -> AccountError {
+    AccountError::Invalid(format!(
+        "user {name:?} exists already (phiwatch user passwd changes the password)"
+    ))
 }
 
 /// Sets a new password and ends the user's sessions.

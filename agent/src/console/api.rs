@@ -7,6 +7,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::trail::{self, Event, Method};
 use super::{audit, client, session, App, Fail, Input, Signed};
 use crate::alert::admin::Admin;
+use crate::case::book::CaseBook;
 use crate::case::{Assessment, Cases, Exclusion};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -40,6 +41,12 @@ impl super::Console {
                 "password sign-in is turned off; sign in with single sign-on",
             ));
         }
+        let keys = session::LoginLimiter::keys(&client, &user);
+        if let Some(pool) = &self.fleet {
+            let db = pool.get().await?;
+            let ages = super::fleet::failures(&*db, &keys, self.limiter.window()).await?;
+            self.limiter.adopt(&keys, ages);
+        }
         let attempt = match self.limiter.begin(&client, &user) {
             Ok(a) => a,
             Err(wait) => {
@@ -52,10 +59,7 @@ impl super::Console {
                 ))
             }
         };
-        let u = user.clone();
-        let (hash, exists) = self
-            .db(move |c| super::accounts::hash_of(c, &u).map_err(|e| Fail::internal(e.to_string())))
-            .await?;
+        let (hash, exists) = self.password_hash(&user).await?;
         // Each Argon2id check takes ~19 MiB and a core: a few workers do them, the rest are
         // told to come back.
         let matched = match tokio::time::timeout(
@@ -72,50 +76,24 @@ impl super::Console {
                 ))
             }
         };
-        let (u, c) = (user.clone(), client.clone());
-        let found = self
-            .db(move |db| {
-                let account = match matched && exists {
-                    true => {
-                        super::accounts::get(db, &u).map_err(|e| Fail::internal(e.to_string()))?
-                    }
-                    false => None,
-                };
-                match account {
-                    Some(a) => {
-                        let (t, csrf) = session::start(db, &a.name)?;
-                        trail::write(
-                            db,
-                            Event::SignIn,
-                            &a.name,
-                            Method::Password,
-                            &c,
-                            a.role.as_str(),
-                        )?;
-                        Ok(Some((a, t, csrf)))
-                    }
-                    None => {
-                        trail::write(
-                            db,
-                            Event::Refused,
-                            &u,
-                            Method::Password,
-                            &c,
-                            "wrong user name or password",
-                        )?;
-                        Ok(None)
-                    }
-                }
-            })
-            .await?;
-        match found {
+        match self
+            .open_session(matched && exists, user, client.clone())
+            .await?
+        {
             Some(x) => {
                 attempt.succeeded();
+                if let Some(pool) = &self.fleet {
+                    super::fleet::succeeded(&*pool.get().await?, &keys).await?;
+                }
                 tracing::info!(user = %x.0.name, role = x.0.role.as_str(), "console sign-in");
                 Ok(x)
             }
             None => {
                 attempt.failed();
+                if let Some(pool) = &self.fleet {
+                    let window = self.limiter.window();
+                    super::fleet::failed(&*pool.get().await?, &keys, window).await?;
+                }
                 tracing::warn!(%client, "console sign-in failed");
                 Err(Fail::new(
                     StatusCode::UNAUTHORIZED,
@@ -123,6 +101,94 @@ impl super::Console {
                 ))
             }
         }
+    }
+
+    /// The stored hash of `user`, or a decoy nobody's password matches, and whether the
+    /// account exists.
+    async fn password_hash(
+        self: &std::sync::Arc<Self>,
+        user: &str,
+    ) -> Result<(String, bool), Fail> {
+        if let Some(pool) = &self.fleet {
+            return super::fleet::hash_of(&*pool.get().await?, user).await;
+        }
+        let u = user.to_owned();
+        self.db(move |c| super::accounts::hash_of(c, &u).map_err(|e| Fail::internal(e.to_string())))
+            .await
+    }
+
+    /// Starts the session of a matched password (and writes the sign-in to the trail), or
+    /// writes the refusal.
+    async fn open_session(
+        self: &std::sync::Arc<Self>,
+        matched: bool,
+        user: String,
+        client: String,
+    ) -> Result<Option<(Account, String, String)>, Fail> {
+        use super::fleet;
+        if let Some(pool) = &self.fleet {
+            let db = pool.get().await?;
+            let account = match matched {
+                true => fleet::account(&*db, &user).await?,
+                false => None,
+            };
+            return Ok(match account {
+                Some(a) => {
+                    let (t, csrf) = fleet::start(&*db, &a.name).await?;
+                    let role = a.role.as_str();
+                    fleet::trail(
+                        &*db,
+                        Event::SignIn,
+                        &a.name,
+                        Method::Password,
+                        &client,
+                        role,
+                    )
+                    .await?;
+                    Some((a, t, csrf))
+                }
+                None => {
+                    let why = "wrong user name or password";
+                    fleet::trail(&*db, Event::Refused, &user, Method::Password, &client, why)
+                        .await?;
+                    None
+                }
+            });
+        }
+        self.db(move |db| {
+            let account = match matched {
+                true => {
+                    super::accounts::get(db, &user).map_err(|e| Fail::internal(e.to_string()))?
+                }
+                false => None,
+            };
+            match account {
+                Some(a) => {
+                    let (t, csrf) = session::start(db, &a.name)?;
+                    trail::write(
+                        db,
+                        Event::SignIn,
+                        &a.name,
+                        Method::Password,
+                        &client,
+                        a.role.as_str(),
+                    )?;
+                    Ok(Some((a, t, csrf)))
+                }
+                None => {
+                    trail::write(
+                        db,
+                        Event::Refused,
+                        &user,
+                        Method::Password,
+                        &client,
+                        "wrong user name or password",
+                    )?;
+                    Ok(None)
+                }
+            }
+        })
+        .await
     }
 
     /// Writes a refused sign-in (or logout token) to the trail.
@@ -133,6 +199,10 @@ impl super::Console {
         client: &str,
         why: &str,
     ) -> Result<(), Fail> {
+        if let Some(pool) = &self.fleet {
+            let db = pool.get().await?;
+            return super::fleet::trail(&*db, Event::Refused, user, method, client, why).await;
+        }
         let (u, c, w) = (user.to_owned(), client.to_owned(), why.to_owned());
         self.db(move |db| Ok(trail::write(db, Event::Refused, &u, method, &c, &w)?))
             .await
@@ -146,6 +216,14 @@ impl super::Console {
         client: String,
     ) -> Result<bool, Fail> {
         let (t, name) = (s.token.clone(), s.account.name.clone());
+        if let Some(pool) = &self.fleet {
+            // Fleet mode has local accounts only (single sign-on keeps its links on one node).
+            let db = pool.get().await?;
+            super::fleet::end(&*db, &t).await?;
+            super::fleet::trail(&*db, Event::SignOut, &name, Method::Password, &client, "").await?;
+            tracing::info!(user = %s.account.name, "console sign-out");
+            return Ok(false);
+        }
         let sso = self
             .db(move |db| {
                 session::end(db, &t)?;
@@ -172,18 +250,37 @@ impl super::Console {
         self.cookie(name, "", Some(0))
     }
 
-    /// Runs `f` on a [`Cases`] over a pooled connection.
+    /// Runs `f` on the cases, over a pooled connection to the store (or, in fleet mode, to
+    /// the fleet's database), on the blocking pool.
     pub(super) async fn cases<T: Send + 'static>(
         self: &std::sync::Arc<Self>,
-        f: impl FnOnce(&mut Cases, &super::ConsoleInputs) -> Result<T, Fail> + Send + 'static,
+        f: impl FnOnce(&mut CaseBook, &super::ConsoleInputs) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T, Fail> {
+        if let Some(pool) = &self.fleet {
+            let client = pool.get().await?;
+            let app = self.clone();
+            let rt = tokio::runtime::Handle::current();
+            return tokio::task::spawn_blocking(move || {
+                let (client, back) = client.take();
+                let mut book = CaseBook::Fleet { rt, client };
+                let out = f(&mut book, &app.inputs);
+                if let CaseBook::Fleet { client, .. } = book {
+                    back.put(client);
+                }
+                out
+            })
+            .await
+            .map_err(|e| Fail::internal(format!("store task: {e}")))?;
+        }
         let app = self.clone();
         self.db(move |conn| {
             let owned = std::mem::replace(conn, rusqlite::Connection::open_in_memory()?);
-            let mut cases =
-                Cases::from_conn(owned, &app.inputs.db).with_plan(app.inputs.plan.clone());
-            let out = f(&mut cases, &app.inputs);
-            *conn = cases.into_conn();
+            let cases = Cases::from_conn(owned, &app.inputs.db).with_plan(app.inputs.plan.clone());
+            let mut book = CaseBook::Sqlite(cases);
+            let out = f(&mut book, &app.inputs);
+            if let CaseBook::Sqlite(cases) = book {
+                *conn = cases.into_conn();
+            }
             out
         })
         .await
@@ -229,8 +326,8 @@ impl super::Console {
         let today = chrono::Utc::now().date_naive();
         let (d, t) = self
             .cases(move |c, i| {
-                let d = data::case(c, id, &i.plan.jurisdictions, today)?;
-                let t = data::case_timeline(c.conn(), id)?;
+                let d = c.detail(id, &i.plan.jurisdictions, today)?;
+                let t = c.evidence(id)?;
                 Ok((d, t))
             })
             .await?;
@@ -253,7 +350,7 @@ impl super::Console {
                 let names = crate::case::output::patient_names(i.context.as_deref())
                     .map_err(|e| Fail::internal(format!("{e:#}")))?;
                 Ok(crate::case::output::letter_texts(
-                    c,
+                    c.local("letters")?,
                     id,
                     &i.plan.response,
                     &|p| names.get(p).cloned(),
@@ -338,6 +435,11 @@ pub async fn alerts(
     ApiQuery(f): ApiQuery<AlertFilter>,
 ) -> Result<Json<data::AlertPage>, Fail> {
     f.status()?;
+    if let Some(pool) = &app.fleet {
+        return Ok(Json(
+            crate::alert::fleet::page(&*pool.get().await?, &f).await?,
+        ));
+    }
     app.db(move |c| Ok(data::alerts(c, &f)?)).await.map(Json)
 }
 
@@ -367,19 +469,47 @@ pub async fn ack(
 ) -> Response {
     let (by, note) = (s.account.name.clone(), input.value.note.clone());
     let disposition = input.value.disposition.clone();
-    match app
-        .admin(move |a| {
-            a.ack(id, &by, &note, Some(&disposition))
-                .map_err(|e| match e {
-                    crate::alert::admin::AdminError::NotFound(m) => Fail::not_found(m),
-                    crate::alert::admin::AdminError::Invalid(m) => Fail::bad(m),
-                    other => Fail::internal(other.to_string()),
-                })
-        })
-        .await
-    {
+    let acked = match &app.fleet {
+        Some(pool) => fleet_ack(pool, id, &by, &note, &disposition).await,
+        None => {
+            app.admin(move |a| {
+                a.ack(id, &by, &note, Some(&disposition))
+                    .map_err(|e| match e {
+                        crate::alert::admin::AdminError::NotFound(m) => Fail::not_found(m),
+                        crate::alert::admin::AdminError::Invalid(m) => Fail::bad(m),
+                        other => Fail::internal(other.to_string()),
+                    })
+            })
+            .await
+        }
+    };
+    match acked {
         Ok(_) => input.done(json!({ "alert": id, "status": "acknowledged", "by": s.account.name })),
         Err(f) => input.fail(f),
+    }
+}
+
+/// [`ack`] on the fleet's database, with the same checks.
+async fn fleet_ack(
+    pool: &std::sync::Arc<super::fleet::Pool>,
+    id: i64,
+    by: &str,
+    note: &str,
+    disposition: &str,
+) -> Result<(), Fail> {
+    let disposition =
+        crate::alert::admin::ack_fields(by, Some(disposition)).map_err(|e| match e {
+            crate::alert::admin::AdminError::Invalid(m) => Fail::bad(m),
+            other => Fail::internal(other.to_string()),
+        })?;
+    let mut db = pool.get().await?;
+    let now = crate::time::now_ms();
+    let found = crate::alert::fleet::ack(&mut db, id, by, note, disposition, now)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    match found {
+        true => Ok(()),
+        false => Err(Fail::not_found(format!("no alert #{id}"))),
     }
 }
 
@@ -558,7 +688,7 @@ pub async fn timeline(
 pub async fn cases(State(app): State<App>) -> Result<Json<Value>, Fail> {
     let today = chrono::Utc::now().date_naive();
     let rows = app
-        .cases(move |c, i| Ok(data::cases(c, &i.plan.jurisdictions, today)?))
+        .cases(move |c, i| Ok(c.list(&i.plan.jurisdictions, today)?))
         .await?;
     Ok(Json(json!({ "cases": rows })))
 }
@@ -634,9 +764,15 @@ pub async fn hhs_report(
     State(app): State<App>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, Fail> {
-    app.cases(move |c, i| Ok(crate::case::output::hhs_report(c, id, &i.plan.response)?))
-        .await
-        .map(Json)
+    app.cases(move |c, i| {
+        Ok(crate::case::output::hhs_report(
+            c.local("the HHS report")?,
+            id,
+            &i.plan.response,
+        )?)
+    })
+    .await
+    .map(Json)
 }
 
 /// Runs one case action for a signed-in user and answers in the caller's language.
@@ -646,7 +782,7 @@ async fn act<T: Send + 'static>(
     input: &Input<T>,
     id: i64,
     what: &'static str,
-    f: impl FnOnce(&mut Cases, &super::ConsoleInputs, &str) -> Result<Value, Fail> + Send + 'static,
+    f: impl FnOnce(&mut CaseBook, &super::ConsoleInputs, &str) -> Result<Value, Fail> + Send + 'static,
 ) -> Response {
     let by = s.account.name.clone();
     match app.cases(move |c, i| f(c, i, &by)).await {
@@ -967,7 +1103,15 @@ pub async fn attach(
     }
     let by = s.account.name.clone();
     let sha = app
-        .cases(move |c, i| Ok(c.attach_bytes(id, &by, &q.name, &body, &i.evidence_dir)?))
+        .cases(move |c, i| {
+            Ok(c.local("evidence upload")?.attach_bytes(
+                id,
+                &by,
+                &q.name,
+                &body,
+                &i.evidence_dir,
+            )?)
+        })
         .await?;
     Ok(Json(json!({ "case": id, "sha256": sha })))
 }
@@ -995,7 +1139,12 @@ pub async fn annual_log(
     ApiQuery(q): ApiQuery<YearQuery>,
 ) -> Result<Response, Fail> {
     let csv = app
-        .cases(move |c, _| Ok(crate::case::output::annual_log(c, q.year)?))
+        .cases(move |c, _| {
+            Ok(crate::case::output::annual_log(
+                c.local("the annual log")?,
+                q.year,
+            )?)
+        })
         .await?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
 }
@@ -1023,7 +1172,13 @@ pub async fn accounting(
     let today = chrono::Utc::now().date_naive();
     let p = q.patient.clone();
     let text = app
-        .cases(move |c, _| Ok(crate::case::output::accounting(c, &p, today)?))
+        .cases(move |c, _| {
+            Ok(crate::case::output::accounting(
+                c.local("the accounting of disclosures")?,
+                &p,
+                today,
+            )?)
+        })
         .await?;
     Ok(Json(json!({ "patient": q.patient, "accounting": text })))
 }
@@ -1034,9 +1189,16 @@ pub async fn dashboard(
 ) -> Result<Json<data::Dashboard>, Fail> {
     let today = chrono::Utc::now().date_naive();
     let by = q.by;
-    app.cases(move |c, i| Ok(data::dashboard(c, &i.plan.jurisdictions, today, by)?))
-        .await
-        .map(Json)
+    app.cases(move |c, i| {
+        Ok(data::dashboard(
+            c.local("the dashboard")?,
+            &i.plan.jurisdictions,
+            today,
+            by,
+        )?)
+    })
+    .await
+    .map(Json)
 }
 
 pub async fn status(State(app): State<App>) -> Json<Value> {

@@ -13,6 +13,7 @@ mod backtest_page;
 mod charts;
 pub mod data;
 mod extract;
+pub mod fleet;
 mod hashing;
 mod html;
 mod noise;
@@ -63,6 +64,8 @@ pub struct ConsoleInputs {
     pub views: Option<crate::spool::SharedSpool>,
     /// What `/backtest` replays drafts against (`None`: the page says it is not available).
     pub detection: Option<DetectionInputs>,
+    /// Fleet mode: the fleet's database holds the accounts, sessions, alerts and cases.
+    pub fleet: Option<crate::fleet::pg::DatabaseConfig>,
 }
 
 /// The running agent's detection inputs (policies, plugins, context, settings) and alert
@@ -91,6 +94,8 @@ pub struct Console {
     sso_ends_with_token: bool,
     /// One backtest at a time: each replays the whole window.
     backtests: tokio::sync::Semaphore,
+    /// Fleet mode's connections (`None`: the single process's SQLite store).
+    fleet: Option<Arc<fleet::Pool>>,
 }
 
 /// Why the console did not start.
@@ -117,6 +122,7 @@ impl Console {
     pub fn new(inputs: ConsoleInputs, cfg: &ConsoleConfig) -> Result<Self, sso::SsoError> {
         let sso = cfg.oidc.as_ref().map(sso::Sso::new).transpose()?;
         Ok(Console {
+            fleet: inputs.fleet.clone().map(fleet::Pool::new),
             views: ViewLog::new(inputs.views.clone()),
             inputs,
             pool: Mutex::new(Vec::new()),
@@ -159,6 +165,25 @@ impl Console {
         })
         .await
         .map_err(|e| Fail::internal(format!("store task: {e}")))?
+    }
+
+    /// Deletes sessions past either lifetime.
+    async fn purge_sessions(self: &Arc<Self>) -> Result<usize, Fail> {
+        let l = self.lifetimes;
+        if let Some(pool) = &self.fleet {
+            return fleet::purge(&*pool.get().await?, l).await;
+        }
+        self.db(move |c| Ok(session::purge(c, l)?)).await
+    }
+
+    /// The live session of a cookie token, from the store or the fleet's database.
+    async fn session(self: &Arc<Self>, token: &str) -> Result<Option<session::Session>, Fail> {
+        let l = self.lifetimes;
+        if let Some(pool) = &self.fleet {
+            return fleet::lookup(&*pool.get().await?, token, l).await;
+        }
+        let t = token.to_owned();
+        self.db(move |c| Ok(session::lookup(c, &t, l)?)).await
     }
 
     /// Records that `who` is shown these patients; refuses the view if that cannot be done.
@@ -445,6 +470,14 @@ async fn guarded(app: App, mut req: Request, next: Next) -> Response {
             "this route has no permission set",
         );
     };
+    if app.fleet.is_some() && !routes::in_fleet(&method, &matched) {
+        return refuse(
+            &path,
+            StatusCode::NOT_IMPLEMENTED,
+            "not served in fleet mode yet: this console node serves the API for sign-in, \
+             alerts and cases (see the README's fleet section)",
+        );
+    }
     let writes = !matches!(method, Method::GET | Method::HEAD);
     if writes && !same_origin(req.headers()) {
         return refuse(&path, StatusCode::FORBIDDEN, "cross-origin request refused");
@@ -455,18 +488,14 @@ async fn guarded(app: App, mut req: Request, next: Next) -> Response {
     let token = cookie_value(req.headers(), SESSION_COOKIE).map(str::to_owned);
     let signed = match token {
         None => None,
-        Some(t) => {
-            let l = app.lifetimes;
-            let tt = t.clone();
-            match app.db(move |c| Ok(session::lookup(c, &tt, l)?)).await {
-                Ok(s) => s.map(|s| Signed {
-                    account: s.account,
-                    csrf: s.csrf,
-                    token: t,
-                }),
-                Err(f) => return refuse(&path, f.status, &f.message),
-            }
-        }
+        Some(t) => match app.session(&t).await {
+            Ok(s) => s.map(|s| Signed {
+                account: s.account,
+                csrf: s.csrf,
+                token: t,
+            }),
+            Err(f) => return refuse(&path, f.status, &f.message),
+        },
     };
     let Some(signed) = signed else {
         if !is_api(&path) && !writes {
@@ -588,8 +617,7 @@ pub async fn bind(
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
-            let l = purge.lifetimes;
-            if let Err(e) = purge.db(move |c| Ok(session::purge(c, l)?)).await {
+            if let Err(e) = purge.purge_sessions().await {
                 tracing::warn!("purging expired console sessions: {}", e.message);
             }
         }

@@ -463,7 +463,7 @@ pub async fn alert(
 pub async fn cases(State(app): State<App>, Extension(s): Extension<Signed>) -> Page {
     let today = chrono::Utc::now().date_naive();
     let rows = app
-        .cases(move |c, i| Ok(data::cases(c, &i.plan.jurisdictions, today)?))
+        .cases(move |c, i| Ok(c.list(&i.plan.jurisdictions, today)?))
         .await?;
     let mut b = String::from("<h1>Cases</h1>");
     if s.account.role.may(Perm::OpenCase) {
@@ -873,7 +873,14 @@ pub async fn dashboard(
     let today = chrono::Utc::now().date_naive();
     let by = q.by;
     let d = app
-        .cases(move |c, i| Ok(data::dashboard(c, &i.plan.jurisdictions, today, by)?))
+        .cases(move |c, i| {
+            Ok(data::dashboard(
+                c.local("the dashboard")?,
+                &i.plan.jurisdictions,
+                today,
+                by,
+            )?)
+        })
         .await?;
     let toggle = match by {
         data::ChartBy::Stored => "<p class=\"muted\">by the day each alert was stored · <a id=\"by-access\" href=\"/dashboard?by=access\">by the day of its first access</a></p>",

@@ -78,6 +78,43 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/metrics/summary", ReadStatus),
 ];
 
+/// What a console node serves in fleet mode: the API for sign-in, the alert queue and
+/// acknowledgement, cases and their log. The pages and the rest of the API answer 501 until
+/// what they read is kept in the fleet's database too.
+pub const FLEET: &[(&str, &str)] = &[
+    ("POST", "/api/v1/session"),
+    ("GET", "/api/v1/session"),
+    ("DELETE", "/api/v1/session"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/alerts"),
+    ("POST", "/api/v1/alerts/{id}/ack"),
+    ("GET", "/api/v1/cases"),
+    ("POST", "/api/v1/cases"),
+    ("GET", "/api/v1/cases/{id}"),
+    ("GET", "/api/v1/cases/{id}/timeline"),
+    ("POST", "/api/v1/cases/{id}/assign"),
+    ("POST", "/api/v1/cases/{id}/facts"),
+    ("POST", "/api/v1/cases/{id}/assessment"),
+    ("POST", "/api/v1/cases/{id}/determination"),
+    ("POST", "/api/v1/cases/{id}/notifying"),
+    ("POST", "/api/v1/cases/{id}/close"),
+    ("POST", "/api/v1/cases/{id}/tasks"),
+    ("POST", "/api/v1/cases/{id}/tasks/{n}/done"),
+    ("POST", "/api/v1/cases/{id}/notes"),
+    ("GET", "/api/v1/case-log/verify"),
+    ("GET", "/api/v1/status"),
+];
+
+/// Whether a console node serves this route in fleet mode.
+pub fn in_fleet(method: &Method, path: &str) -> bool {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    FLEET.iter().any(|(m, p)| *m == method && *p == path)
+}
+
 pub fn permission(method: &Method, path: &str) -> Option<Perm> {
     // HEAD is answered by the GET handler.
     let method = if method == Method::HEAD {

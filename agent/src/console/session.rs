@@ -97,6 +97,15 @@ pub struct Lifetimes {
     pub max: Duration,
 }
 
+impl Lifetimes {
+    /// Whether a session created and last seen then (and ending at `expires`) is over.
+    pub fn expired(&self, created: i64, seen: i64, expires: Option<i64>, now: i64) -> bool {
+        now - seen > self.idle.as_millis() as i64
+            || now - created > self.max.as_millis() as i64
+            || expires.is_some_and(|e| now >= e)
+    }
+}
+
 /// The live session for a cookie token, touching its last-seen time. Expired sessions and
 /// sessions of removed accounts are deleted and yield `None`.
 pub fn lookup(conn: &Connection, token: &str, l: Lifetimes) -> rusqlite::Result<Option<Session>> {
@@ -113,10 +122,7 @@ pub fn lookup(conn: &Connection, token: &str, l: Lifetimes) -> rusqlite::Result<
         return Ok(None);
     };
     let now = crate::time::now_ms();
-    let expired = now - seen > l.idle.as_millis() as i64
-        || now - created > l.max.as_millis() as i64
-        || expires.is_some_and(|e| now >= e);
-    let account = if expired {
+    let account = if l.expired(created, seen, expires, now) {
         None
     } else {
         accounts::get(conn, &user).ok().flatten()
@@ -204,7 +210,32 @@ impl LoginLimiter {
         }
     }
 
-    fn keys(client: &str, user: &str) -> [String; 3] {
+    /// The failures the whole fleet counted on a sign-in's keys ([`LoginLimiter::keys`]), as
+    /// their ages: they replace what this node remembers of those keys, so the limit holds
+    /// across console nodes (each node still reserves its own attempts in flight).
+    pub fn adopt(&self, keys: &[String; 3], ages: [Vec<Duration>; 3]) {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, ages) in keys.iter().zip(ages) {
+            let q: VecDeque<Instant> = ages
+                .iter()
+                .rev()
+                .filter_map(|a| now.checked_sub(*a))
+                .collect();
+            if q.is_empty() {
+                st.failures.remove(k);
+            } else {
+                st.failures.insert(k.clone(), q);
+            }
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The keys a sign-in counts against: the pair, the address, the name.
+    pub fn keys(client: &str, user: &str) -> [String; 3] {
         let user = user.to_lowercase();
         [
             format!("pair {client} {user}"),

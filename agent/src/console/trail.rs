@@ -56,7 +56,7 @@ const KEEP: usize = 200;
 
 /// Bounded, and without control characters: `phiwatch user log` prints what a client or
 /// a provider's error answer wrote, and a terminal must not take it as commands.
-fn bounded(s: &str) -> String {
+pub(super) fn bounded(s: &str) -> String {
     s.chars()
         .take(KEEP)
         .map(|c| if c.is_control() { '?' } else { c })

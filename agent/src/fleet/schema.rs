@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "breach-response cases and their hash-chained log",
         sql: V5,
     },
+    Migration {
+        version: 6,
+        name: "console accounts, sessions, sign-in trail and failures",
+        sql: V6,
+    },
 ];
 
 /// The version this phiwatch needs.
@@ -259,6 +264,44 @@ CREATE TABLE case_log_head (
 );
 INSERT INTO case_log_head (seq, hash)
     VALUES (0, '0000000000000000000000000000000000000000000000000000000000000000');
+";
+
+/// The console's accounts and sessions as in the single process's store (session tokens as
+/// SHA-256 digests), shared by every console node; sign-in failures too, so the limit holds
+/// whichever node a guess reaches.
+const V6: &str = "
+CREATE TABLE console_users (
+    name       text PRIMARY KEY,
+    role       text NOT NULL,
+    hash       text NOT NULL,
+    staff_id   text,
+    created_ms bigint NOT NULL
+);
+CREATE TABLE console_sessions (
+    token_hash text PRIMARY KEY,
+    user_name  text NOT NULL,
+    csrf       text NOT NULL,
+    created_ms bigint NOT NULL,
+    seen_ms    bigint NOT NULL,
+    expires_ms bigint,
+    sso_sub    text,
+    sso_sid    text
+);
+CREATE INDEX console_sessions_user ON console_sessions (user_name);
+CREATE TABLE console_audit (
+    id        bigserial PRIMARY KEY,
+    at_ms     bigint NOT NULL,
+    event     text NOT NULL,
+    user_name text NOT NULL,
+    method    text NOT NULL,
+    client    text NOT NULL,
+    detail    text NOT NULL
+);
+CREATE TABLE console_login_failures (
+    key   text NOT NULL,
+    at_ms bigint NOT NULL
+);
+CREATE INDEX console_login_failures_key ON console_login_failures (key, at_ms);
 ";
 
 /// Any number to serialise migrations run by several nodes at once.

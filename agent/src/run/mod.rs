@@ -71,7 +71,7 @@ pub fn run(config_path: &Path, role: Option<Role>, node: Option<String>) -> Resu
         // accesses where nobody looks for them.
         (Role::All, Some(db)) => anyhow::bail!(
             "{}: [database] names fleet mode's PostgreSQL ({}): give this node a role with \
-             [fleet] role = \"collect\", \"detect\" or \"dispatch\" (or --role), or remove [database] to \
+             [fleet] role = \"collect\", \"detect\", \"dispatch\" or \"console\" (or --role), or remove [database] to \
              run everything in one process on the SQLite store in {}",
             config_path.display(),
             crate::fleet::pg::describe(&db.url),
@@ -85,11 +85,7 @@ pub fn run(config_path: &Path, role: Option<Role>, node: Option<String>) -> Resu
         (Role::Collect, Some(db)) => roles::collect(cfg, db),
         (Role::Detect, Some(db)) => roles::detect(cfg, db),
         (Role::Dispatch, Some(db)) => roles::dispatch(cfg, db),
-        (Role::Console, Some(_)) => anyhow::bail!(
-            "{}: role console is not built yet: in fleet mode this release runs collect, \
-             detect and dispatch nodes; the console and cases still run on the SQLite store",
-            config_path.display()
-        ),
+        (Role::Console, Some(db)) => roles::console(cfg, db),
     }
 }
 
@@ -154,6 +150,7 @@ impl App {
                             .map(|(_, r)| crate::alert::current(r).grouping.clone())
                             .unwrap_or_default(),
                     }),
+                    fleet: None,
                 };
                 Some((c, inputs))
             }

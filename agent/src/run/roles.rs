@@ -32,23 +32,79 @@ fn database_ready(rt: &tokio::runtime::Runtime, db: &DatabaseConfig, role: Role)
 
 /// A `collect` node: every configured source and MLLP feed, read, decoded and queued.
 pub fn collect(mut cfg: Config, db: DatabaseConfig) -> Result<()> {
+    // Indices as metrics_for lists them: the sources, the console's view log, the feeds.
+    let mllp_ix = cfg.sources.len() + usize::from(cfg.console.is_some());
+    let feeds = cfg.mllp_feeds();
+    let sources = std::mem::take(&mut cfg.sources);
+    queueing(cfg, db, Role::Collect, move |_, env, intake| {
+        crate::source::build(sources, env, intake)?;
+        for (i, f) in feeds.iter().enumerate() {
+            crate::source::mllp::build(f, mllp_ix + i, env, intake)?;
+        }
+        Ok(())
+    })
+}
+
+/// A `console` node: the console on the fleet's database, its own view log queued like a
+/// collector's source (so officers' looks at PHI are judged by the detector too).
+pub fn console(cfg: Config, db: DatabaseConfig) -> Result<()> {
+    let Some(c) = cfg.console.clone() else {
+        anyhow::bail!("role console serves the [console] section of the config: add one");
+    };
+    if !cfg.sources.is_empty() || !cfg.mllp_feeds().is_empty() {
+        anyhow::bail!(
+            "role console reads no sources: give [[source]] and MLLP feeds to collect nodes"
+        );
+    }
+    if c.oidc.is_some() {
+        anyhow::bail!(
+            "[console.oidc]: single sign-on is not available in fleet mode yet; console nodes \
+             sign in local accounts (phiwatch user add with this config)"
+        );
+    }
+    let (jurisdictions, response) = crate::case::plan_for(&cfg)?;
+    let inputs = crate::console::ConsoleInputs {
+        db: cfg.data_dir.join("phiwatch.db"),
+        evidence_dir: cfg.data_dir.join("attachments"),
+        plan: Arc::new(crate::case::schedule::Plan {
+            jurisdictions,
+            response,
+        }),
+        context: cfg.fhir_context(),
+        metrics: None,
+        views: None,
+        detection: None,
+        fleet: Some(db.clone()),
+    };
+    let console_ix = cfg.sources.len();
+    queueing(cfg, db, Role::Console, move |_, env, intake| {
+        let inputs = crate::console::ConsoleInputs {
+            metrics: Some(env.metrics.clone()),
+            ..inputs
+        };
+        crate::source::console::build(&c, inputs, console_ix, env, intake)
+    })
+}
+
+/// Runs a node that queues what its readers read: `build` makes the readers (and any
+/// server that feeds them); each reader gets a collector that appends its batches.
+fn queueing(
+    cfg: Config,
+    db: DatabaseConfig,
+    role: Role,
+    build: impl FnOnce(&Config, &super::Env<'_>, &mut Intake) -> Result<()>,
+) -> Result<()> {
     let rt = runtime()?;
-    database_ready(&rt, &db, Role::Collect)?;
+    database_ready(&rt, &db, role)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     let metrics = metrics_for(&cfg, None);
-    let _ = metrics.fleet.role.set(Role::Collect);
+    let _ = metrics.fleet.role.set(role);
     warn_if_descriptors_short(&cfg);
     let node = cfg.fleet.node_name();
     let env = env(&cfg, &metrics, &rt);
     let mut intake = Intake::default();
-    // Indices as metrics_for lists them: the sources, the console's view log, the feeds.
-    let mllp_ix = cfg.sources.len() + usize::from(cfg.console.is_some());
-    let feeds = cfg.mllp_feeds();
-    crate::source::build(std::mem::take(&mut cfg.sources), &env, &mut intake)?;
-    for (i, f) in feeds.iter().enumerate() {
-        crate::source::mllp::build(f, mllp_ix + i, &env, &mut intake)?;
-    }
+    build(&cfg, &env, &mut intake)?;
     let stop = Arc::new(AtomicBool::new(false));
     metrics.detection_alive.store(true, Ordering::Relaxed);
     let mut threads = Vec::new();

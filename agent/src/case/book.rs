@@ -1,35 +1,30 @@
-//! Where `phiwatch case` acts: the single process's SQLite store, or the fleet's PostgreSQL
-//! when the config names one. Both apply the same rules (`case::change`), so a command
-//! behaves the same on either.
+//! Where cases are kept: the single process's SQLite store, or the fleet's PostgreSQL. Both
+//! apply the same rules ([`super::change`]), so `phiwatch case` and the console behave the
+//! same on either. Blocking: call it off the async runtime (the console's store calls run
+//! on the blocking pool, the command line has no other work).
 
-use anyhow::Result;
+use super::change::{self, Current, Set};
+use super::clock::{Jurisdictions, LawEnforcementDelay};
+use super::fleet;
+use super::log::Broken;
+use super::query::{CaseDetail, CaseRow};
+use super::timeline::TimelineRow;
+use super::{Assessment, CaseError, Cases};
 use chrono::NaiveDate;
-use phiwatch::case::change::{self, Current, Set};
-use phiwatch::case::clock::{Jurisdictions, LawEnforcementDelay};
-use phiwatch::case::fleet;
-use phiwatch::case::log::Broken;
-use phiwatch::case::query::{CaseDetail, CaseRow};
-use phiwatch::case::{Assessment, CaseError, Cases};
 use std::collections::BTreeMap;
+use tokio::runtime::Handle;
 
 pub enum CaseBook {
     Sqlite(Cases),
     Fleet {
-        rt: tokio::runtime::Runtime,
+        rt: Handle,
         client: tokio_postgres::Client,
     },
 }
 
-/// The cases the config names, kept to its deadline rules and reminder settings.
-pub fn open(cfg: &phiwatch::config::Config) -> Result<CaseBook> {
-    Ok(match &cfg.database {
-        Some(db) => {
-            let (rt, client) = super::alert_store::fleet_client(db)?;
-            CaseBook::Fleet { rt, client }
-        }
-        None => CaseBook::Sqlite(super::case::cases_in(cfg)?),
-    })
-}
+type Result<T> = std::result::Result<T, CaseError>;
+/// Reads answer as the read model's queries do.
+type Read<T> = std::result::Result<T, crate::store::QueryError>;
 
 impl CaseBook {
     /// Applies `decide`'s columns: on SQLite after reading the state, on PostgreSQL with the
@@ -39,7 +34,7 @@ impl CaseBook {
         id: i64,
         actor: &str,
         action: &'static str,
-        decide: impl FnOnce(&Current) -> Result<Set, CaseError>,
+        decide: impl FnOnce(&Current) -> Result<Set>,
     ) -> Result<()> {
         match self {
             CaseBook::Sqlite(c) => c.apply(id, actor, action, decide)?,
@@ -87,16 +82,23 @@ impl CaseBook {
         self.change(id, actor, "assess", |_| change::assess_set(a))
     }
 
+    /// Returns the case's reminders pending afterwards (`None` where none are queued: in fleet
+    /// mode).
     pub fn determine(
         &mut self,
         id: i64,
         actor: &str,
         outcome: &str,
         on: Option<NaiveDate>,
-    ) -> Result<()> {
-        self.change(id, actor, "determine", |c| {
-            change::determine_set(outcome, c.assessment.as_ref(), on)
-        })
+    ) -> Result<Option<usize>> {
+        match self {
+            CaseBook::Sqlite(c) => c.determine(id, actor, outcome, on).map(Some),
+            CaseBook::Fleet { .. } => self
+                .change(id, actor, "determine", |c| {
+                    change::determine_set(outcome, c.assessment.as_ref(), on)
+                })
+                .map(|_| None),
+        }
     }
 
     pub fn notifying(&mut self, id: i64, actor: &str) -> Result<()> {
@@ -134,52 +136,52 @@ impl CaseBook {
         Ok(())
     }
 
-    pub fn verify(&self) -> Result<Result<(usize, String), Broken>> {
+    pub fn verify(&self) -> Result<std::result::Result<(usize, String), Broken>> {
         Ok(match self {
             CaseBook::Sqlite(c) => c.verify()?,
             CaseBook::Fleet { rt, client } => rt.block_on(fleet::verify(client))?,
         })
     }
 
-    pub fn list(&self, j: &Jurisdictions, today: NaiveDate) -> Result<Vec<CaseRow>> {
-        Ok(match self {
-            CaseBook::Sqlite(c) => phiwatch::case::query::cases(c, j, today)?,
-            CaseBook::Fleet { rt, client } => rt.block_on(fleet::list(client, j, today))?,
-        })
+    pub fn list(&self, j: &Jurisdictions, today: NaiveDate) -> Read<Vec<CaseRow>> {
+        match self {
+            CaseBook::Sqlite(c) => super::query::cases(c, j, today),
+            CaseBook::Fleet { rt, client } => Ok(rt.block_on(fleet::list(client, j, today))?),
+        }
     }
 
-    pub fn detail(
-        &self,
-        id: i64,
-        j: &Jurisdictions,
-        today: NaiveDate,
-    ) -> Result<Option<CaseDetail>> {
-        Ok(match self {
-            CaseBook::Sqlite(c) => phiwatch::case::query::case(c, id, j, today)?,
-            CaseBook::Fleet { rt, client } => rt.block_on(fleet::detail(client, id, j, today))?,
-        })
+    pub fn detail(&self, id: i64, j: &Jurisdictions, today: NaiveDate) -> Read<Option<CaseDetail>> {
+        match self {
+            CaseBook::Sqlite(c) => super::query::case(c, id, j, today),
+            CaseBook::Fleet { rt, client } => Ok(rt.block_on(fleet::detail(client, id, j, today))?),
+        }
     }
 
     /// The accesses by the case's users to its patients.
-    pub fn evidence(&self, id: i64) -> Result<Vec<phiwatch::case::timeline::TimelineRow>> {
-        Ok(match self {
-            CaseBook::Sqlite(c) => phiwatch::case::query::evidence(c, id)?,
-            CaseBook::Fleet { rt, client } => rt.block_on(fleet::evidence(client, id))?,
-        })
+    pub fn evidence(&self, id: i64) -> Read<Vec<TimelineRow>> {
+        match self {
+            CaseBook::Sqlite(c) => super::query::evidence(c, id),
+            CaseBook::Fleet { rt, client } => Ok(rt.block_on(fleet::evidence(client, id))?),
+        }
     }
 
-    /// What the change did to the case's reminders.
-    pub fn reminders_note(&self, id: i64) -> Result<()> {
+    /// Reminders of the case waiting in the outbox (`None` in fleet mode, which queues none
+    /// yet).
+    pub fn pending_reminders(&self, id: i64) -> Result<Option<usize>> {
         match self {
-            CaseBook::Sqlite(c) => {
-                let n = c.pending_reminders(id)?;
-                println!("{n} deadline reminder(s) pending for case #{id}");
-            }
-            CaseBook::Fleet { .. } => println!(
-                "deadline reminders are not queued in fleet mode yet: `phiwatch case show {id}` \
-                 lists case #{id}'s deadlines"
-            ),
+            CaseBook::Sqlite(c) => c.pending_reminders(id).map(Some),
+            CaseBook::Fleet { .. } => Ok(None),
         }
-        Ok(())
+    }
+
+    /// The single process's cases, for what fleet mode does not keep yet (attachments,
+    /// letters and reports).
+    pub fn local(&mut self, what: &str) -> Result<&mut Cases> {
+        match self {
+            CaseBook::Sqlite(c) => Ok(c),
+            CaseBook::Fleet { .. } => Err(super::invalid(format!(
+                "{what} is not available in fleet mode yet"
+            ))),
+        }
     }
 }
