@@ -244,6 +244,11 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
             Node::new(d, &name, node_config(d, &name, &[], &url, "dispatch"))
         })
         .collect();
+    // One console node: officers sign in to it while the others work.
+    let (console_config, console_port) = console_config(d, "console0", &url, "");
+    add_user(&console_config, "olivia", "privacy-officer");
+    let mut console = Node::new(d, "console0", console_config);
+    console.start();
     for n in collectors
         .iter_mut()
         .chain(detectors.iter_mut())
@@ -251,6 +256,8 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
     {
         n.start();
     }
+    console_up(console_port);
+    let officer = http::Client::login(console_port, "olivia", PASSWORD);
     wait_for(
         "a detector to take the lease",
         Duration::from_secs(30),
@@ -468,11 +475,20 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
         fleet_alerts, single_alerts,
         "alerts: fleet vs single process"
     );
-    officer_lists_and_acknowledges(&pg, &d.join("detector0.toml"));
+    // The console node served through the kills; its alert queue is the fleet's.
+    let queue = officer.get("/api/v1/alerts?status=all&limit=1000");
+    assert_eq!(queue.status, 200, "{}", queue.text());
+    assert_eq!(
+        queue.json()["total"].as_i64().unwrap(),
+        fleet_alerts.len() as i64,
+        "the console lists every alert"
+    );
+    officer_lists_and_acknowledges(&pg, &d.join("detector0.toml"), &officer);
+    console.stop();
 }
 
 /// `phiwatch alerts` works on the fleet's database when the config names one.
-fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path) {
+fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path, officer: &http::Client) {
     let c = config.to_str().unwrap();
     let out = common::phiwatch(&["alerts", "list", "--config", c]);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
@@ -499,13 +515,22 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path) {
         ),
         "acknowledged privacy-officer benign"
     );
-    officers_run_a_case(pg, c, &first);
+    officers_run_a_case(pg, c, &first, officer);
     // Commands on what the fleet's database does not hold yet say so, rather than read an
     // empty SQLite store.
-    let out = common::phiwatch(&["user", "list", "--config", c]);
+    let out = common::phiwatch(&[
+        "case",
+        "export",
+        "--config",
+        c,
+        &first,
+        "--hhs",
+        "/dev/null",
+    ]);
     assert!(
         !out.status.success()
-            && common::text(&out.stderr).contains("console accounts and reports are not there yet"),
+            && common::text(&out.stderr)
+                .contains("case attachments and exports and reports are not there yet"),
         "{}",
         common::text(&out.stderr)
     );
@@ -517,9 +542,10 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path) {
     );
 }
 
-/// `phiwatch case` on the fleet's database: a case opened on an alert, changed by officers
-/// on several nodes at once, keeps one log whose chain verifies (and names an edited entry).
-fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str) {
+/// Cases on the fleet's database: a case opened on an alert with `phiwatch case`, changed at
+/// once by officers' commands and through the console node, keeps one log whose chain
+/// verifies (and names an edited entry).
+fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str, officer: &http::Client) {
     let out = common::phiwatch(&[
         "case",
         "open",
@@ -551,29 +577,44 @@ fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str) {
             args
         })
         .collect();
-    // At once, each from its own process (as officers on several console nodes would).
+    // At once, each from its own process, while the console node takes notes too.
     let children: Vec<_> = changes
         .iter()
         .map(|args| {
             Command::new(env!("CARGO_BIN_EXE_phiwatch"))
                 .arg("case")
                 .args(args)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
+    for n in 0..4 {
+        let r = officer.send(
+            "POST",
+            &format!("/api/v1/cases/{id}/notes"),
+            &serde_json::json!({ "text": format!("console note {n}") }),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", common::text(&out.stderr));
     }
     let out = common::phiwatch(&["case", "verify", "--config", c]);
+    let verified = common::text(&out.stdout);
     assert!(
-        out.status.success() && common::text(&out.stdout).contains("case log intact: 7 entries"),
-        "{}{}",
-        common::text(&out.stdout),
+        out.status.success() && verified.contains("case log intact: 11 entries"),
+        "{verified}{}",
         common::text(&out.stderr)
+    );
+    let api = officer.get("/api/v1/case-log/verify").json();
+    assert_eq!(api["intact"], true, "{api}");
+    assert_eq!(api["entries"], 11, "{api}");
+    assert!(
+        verified.contains(api["head"].as_str().unwrap()),
+        "one head: {api} {verified}"
     );
     let out = common::phiwatch(&["case", "show", "--config", c, &id]);
     let shown = common::text(&out.stdout);
@@ -596,6 +637,18 @@ fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str) {
         "the alert's access is evidence: {shown}"
     );
     assert!(shown.contains("[ ] 2. interview the user"), "{shown}");
+    // The console shows the case (and queues the officer's view of its patients, judged
+    // like any access once a detector takes it up).
+    let queued = psql_i64(pg, "SELECT count(*) FROM ingest_batches");
+    let case = officer.get(&format!("/api/v1/cases/{id}"));
+    assert_eq!(case.status, 200, "{}", case.text());
+    assert_eq!(case.json()["case"]["assignee"], "officer-0");
+    assert_eq!(case.json()["log"].as_array().unwrap().len(), 11);
+    wait_for(
+        "the console's view to be queued",
+        Duration::from_secs(20),
+        || psql_i64(pg, "SELECT count(*) FROM ingest_batches") > queued,
+    );
     pg.psql(
         "phiwatch",
         "UPDATE case_log SET actor = 'someone-else' WHERE seq = 4",
@@ -605,6 +658,10 @@ fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str) {
         !out.status.success() && common::text(&out.stdout).contains("BROKEN at entry #4"),
         "{}",
         common::text(&out.stdout)
+    );
+    assert_eq!(
+        officer.get("/api/v1/case-log/verify").json()["intact"],
+        false
     );
 }
 

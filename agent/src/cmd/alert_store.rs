@@ -37,7 +37,10 @@ pub fn open(s: &StoreArgs) -> Result<AlertStore> {
 pub fn fleet_client(
     db: &DatabaseConfig,
 ) -> Result<(tokio::runtime::Runtime, tokio_postgres::Client)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // A worker thread drives the connection, so a `Handle::block_on` (the cases' calls) makes
+    // progress too: on a current-thread runtime only `Runtime::block_on` drives I/O.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     let client = rt.block_on(async {

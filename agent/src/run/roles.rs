@@ -31,13 +31,12 @@ fn database_ready(rt: &tokio::runtime::Runtime, db: &DatabaseConfig, role: Role)
 }
 
 /// A `collect` node: every configured source and MLLP feed, read, decoded and queued.
-pub fn collect(mut cfg: Config, db: DatabaseConfig) -> Result<()> {
+pub fn collect(cfg: Config, db: DatabaseConfig) -> Result<()> {
     // Indices as metrics_for lists them: the sources, the console's view log, the feeds.
     let mllp_ix = cfg.sources.len() + usize::from(cfg.console.is_some());
     let feeds = cfg.mllp_feeds();
-    let sources = std::mem::take(&mut cfg.sources);
-    queueing(cfg, db, Role::Collect, move |_, env, intake| {
-        crate::source::build(sources, env, intake)?;
+    queueing(cfg, db, Role::Collect, move |cfg, env, intake| {
+        crate::source::build(std::mem::take(&mut cfg.sources), env, intake)?;
         for (i, f) in feeds.iter().enumerate() {
             crate::source::mllp::build(f, mllp_ix + i, env, intake)?;
         }
@@ -89,10 +88,10 @@ pub fn console(cfg: Config, db: DatabaseConfig) -> Result<()> {
 /// Runs a node that queues what its readers read: `build` makes the readers (and any
 /// server that feeds them); each reader gets a collector that appends its batches.
 fn queueing(
-    cfg: Config,
+    mut cfg: Config,
     db: DatabaseConfig,
     role: Role,
-    build: impl FnOnce(&Config, &super::Env<'_>, &mut Intake) -> Result<()>,
+    build: impl FnOnce(&mut Config, &super::Env<'_>, &mut Intake) -> Result<()>,
 ) -> Result<()> {
     let rt = runtime()?;
     database_ready(&rt, &db, role)?;
@@ -104,7 +103,7 @@ fn queueing(
     let node = cfg.fleet.node_name();
     let env = env(&cfg, &metrics, &rt);
     let mut intake = Intake::default();
-    build(&cfg, &env, &mut intake)?;
+    build(&mut cfg, &env, &mut intake)?;
     let stop = Arc::new(AtomicBool::new(false));
     metrics.detection_alive.store(true, Ordering::Relaxed);
     let mut threads = Vec::new();
