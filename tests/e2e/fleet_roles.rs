@@ -483,6 +483,19 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
         fleet_alerts.len() as i64,
         "the console lists every alert"
     );
+    // An alert's page and its evidence: the findings the fleet grouped into it.
+    let first = psql_i64(&pg, "SELECT min(id) FROM alerts");
+    let shown = officer.get(&format!("/api/v1/alerts/{first}"));
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    assert_eq!(
+        shown.json()["findings"].as_array().unwrap().len() as i64,
+        psql_i64(
+            &pg,
+            &format!("SELECT count(*) FROM alert_findings WHERE alert_id = {first}")
+        )
+    );
+    let page = officer.get(&format!("/alerts/{first}"));
+    assert_eq!(page.status, 200, "{}", page.text());
     officer_lists_and_acknowledges(&pg, &d.join("detector0.toml"), &officer);
     console.stop();
 }
@@ -644,6 +657,12 @@ fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str, officer: &http::Clie
     assert_eq!(case.status, 200, "{}", case.text());
     assert_eq!(case.json()["case"]["assignee"], "officer-0");
     assert_eq!(case.json()["log"].as_array().unwrap().len(), 11);
+    let page = officer.get(&format!("/cases/{id}"));
+    assert!(
+        page.status == 200 && page.text().contains("console note 3"),
+        "{}",
+        page.text()
+    );
     wait_for(
         "the console's view to be queued",
         Duration::from_secs(20),
@@ -1054,9 +1073,12 @@ fn console_nodes_share_accounts_sessions_and_the_sign_in_limit() {
     assert_eq!(me.status, 200, "{}", me.text());
     assert_eq!(me.json()["user"], "olivia");
     assert_eq!(on_b.get("/api/v1/alerts").json()["total"], 0);
-    // What is not on the fleet's database yet says so.
+    // The queue's page is served; what is not on the fleet's database yet says so.
     let page = on_b.get("/alerts");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let page = on_b.get("/dashboard");
     assert_eq!(page.status, 501, "{}", page.text());
+    assert_eq!(on_b.get("/").header("location"), Some("/alerts"));
 
     // Failures counted on one node hold the limit on the other, even for the right password.
     for _ in 0..3 {

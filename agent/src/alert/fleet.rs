@@ -390,6 +390,54 @@ pub async fn list(client: &impl GenericClient, all: bool) -> Result<Vec<AlertRow
     Ok(rows.iter().map(row).collect())
 }
 
+/// One alert with its evidence (its findings, oldest first), as [`super::query::alert`].
+pub async fn detail(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<Option<super::query::AlertDetail>, FleetError> {
+    let e = FleetError::sql("reading an alert");
+    let Some(alert) = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM alerts a WHERE a.id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(&e)?
+    else {
+        return Ok(None);
+    };
+    let findings = client
+        .query(
+            &format!(
+                "SELECT {} FROM alert_findings af JOIN findings f
+                   ON f.event_id = af.event_id AND f.detector = af.detector
+                 WHERE af.alert_id = $1 ORDER BY f.time, f.event_id LIMIT 1000",
+                super::query::FINDING_COLUMNS
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(&e)?
+        .iter()
+        .map(|r| super::query::FindingRow {
+            event_id: r.get(0),
+            detector: r.get(1),
+            time: r.get(2),
+            user: r.get(3),
+            patient: r.get(4),
+            action: r.get(5),
+            category: r.get(6),
+            severity: r.get(7),
+            explanation: r.get(8),
+            hipaa: r.get(9),
+        })
+        .collect();
+    Ok(Some(super::query::AlertDetail {
+        alert: row(&alert),
+        findings,
+    }))
+}
+
 /// The console's alert queue, as [`super::query::alerts`]: the filter's alerts, most severe
 /// first, then newest, one page of them, with counts per severity and category.
 pub async fn page(

@@ -296,7 +296,8 @@ pub struct FindingRow {
     pub hipaa: String,
 }
 
-const FINDING_COLUMNS: &str = "f.event_id, f.detector, f.time, f.user_id, f.patient_id, f.action,
+pub(crate) const FINDING_COLUMNS: &str =
+    "f.event_id, f.detector, f.time, f.user_id, f.patient_id, f.action,
     f.category, f.severity, f.explanation, f.hipaa";
 
 fn finding_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FindingRow> {

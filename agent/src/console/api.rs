@@ -302,16 +302,30 @@ impl super::Console {
         .await
     }
 
+    /// The alert queue: one page of the filter's alerts, with counts.
+    pub(super) async fn alert_page(
+        self: &std::sync::Arc<Self>,
+        f: AlertFilter,
+    ) -> Result<data::AlertPage, Fail> {
+        if let Some(pool) = &self.fleet {
+            return Ok(crate::alert::fleet::page(&*pool.get().await?, &f).await?);
+        }
+        self.db(move |c| Ok(data::alerts(c, &f)?)).await
+    }
+
     /// An alert with its evidence; the view is recorded.
     pub(super) async fn alert_detail(
         self: &std::sync::Arc<Self>,
         id: i64,
         who: &Account,
     ) -> Result<data::AlertDetail, Fail> {
-        let d = self
-            .db(move |c| Ok(data::alert(c, id)?))
-            .await?
-            .ok_or_else(|| Fail::not_found(format!("no alert #{id}")))?;
+        let d = match &self.fleet {
+            Some(pool) => crate::alert::fleet::detail(&*pool.get().await?, id)
+                .await
+                .map_err(|e| Fail::internal(e.to_string()))?,
+            None => self.db(move |c| Ok(data::alert(c, id)?)).await?,
+        }
+        .ok_or_else(|| Fail::not_found(format!("no alert #{id}")))?;
         let patients = d.findings.iter().map(|f| f.patient.as_str());
         self.record_view(who, &format!("alert {id}"), patients)?;
         Ok(d)
@@ -435,12 +449,7 @@ pub async fn alerts(
     ApiQuery(f): ApiQuery<AlertFilter>,
 ) -> Result<Json<data::AlertPage>, Fail> {
     f.status()?;
-    if let Some(pool) = &app.fleet {
-        return Ok(Json(
-            crate::alert::fleet::page(&*pool.get().await?, &f).await?,
-        ));
-    }
-    app.db(move |c| Ok(data::alerts(c, &f)?)).await.map(Json)
+    app.alert_page(f).await.map(Json)
 }
 
 pub async fn alert(

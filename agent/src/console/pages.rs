@@ -183,8 +183,13 @@ pub async fn logout(
     res
 }
 
-pub async fn home(Extension(s): Extension<Signed>) -> Redirect {
-    Redirect::to(s.account.role.home())
+pub async fn home(State(app): State<App>, Extension(s): Extension<Signed>) -> Redirect {
+    let home = s.account.role.home();
+    // A console node in fleet mode does not serve every role's home page yet.
+    if app.is_fleet() && !super::routes::in_fleet(&axum::http::Method::GET, home) {
+        return Redirect::to("/alerts");
+    }
+    Redirect::to(home)
 }
 
 fn opt_select(name: &str, id: &str, current: Option<&str>, options: &[(&str, &str)]) -> String {
@@ -229,7 +234,7 @@ pub async fn alerts(
 ) -> Page {
     f.status().map_err(Fail::from)?;
     let f2 = f.clone();
-    let page = app.db(move |c| Ok(data::alerts(c, &f2)?)).await?;
+    let page = app.alert_page(f2).await?;
     Ok(Html(render_alerts(&s, &f, &page)))
 }
 
@@ -541,7 +546,8 @@ pub async fn case(
     Path(id): Path<i64>,
 ) -> Page {
     let (d, timeline) = app.case_detail(id, &s.account).await?;
-    let letters = if d.case.determination.as_deref() == Some("breach") {
+    // Letters are written from the single process's store only, so far.
+    let letters = if d.case.determination.as_deref() == Some("breach") && !app.is_fleet() {
         app.letters_of(id, None).await?
     } else {
         Vec::new()

@@ -78,15 +78,27 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/metrics/summary", ReadStatus),
 ];
 
-/// What a console node serves in fleet mode: the API for sign-in, the alert queue and
-/// acknowledgement, cases and their log. The pages and the rest of the API answer 501 until
-/// what they read is kept in the fleet's database too.
+/// What a console node serves in fleet mode: sign-in, the alert queue, alerts and their
+/// acknowledgement, cases and their log, as pages and API. The dashboard, status, noise and
+/// backtest pages and the rest of the API answer 501 until what they read is kept in the
+/// fleet's database too.
 pub const FLEET: &[(&str, &str)] = &[
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/"),
+    ("GET", "/static/console.css"),
+    ("GET", "/static/console.js"),
+    ("GET", "/alerts"),
+    ("GET", "/alerts/{id}"),
+    ("GET", "/cases"),
+    ("GET", "/cases/{id}"),
     ("POST", "/api/v1/session"),
     ("GET", "/api/v1/session"),
     ("DELETE", "/api/v1/session"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/alerts"),
+    ("GET", "/api/v1/alerts/{id}"),
     ("POST", "/api/v1/alerts/{id}/ack"),
     ("GET", "/api/v1/cases"),
     ("POST", "/api/v1/cases"),
