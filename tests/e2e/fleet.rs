@@ -882,9 +882,16 @@ fn officers_on_many_nodes_change_cases_at_once_and_the_log_stays_one_chain() {
         let mut c = migrated(&pg).await;
         let mut ids = Vec::new();
         for n in 0..3 {
-            let id = cases::create(&mut c, "privacy-officer", &format!("case {n}"), &[], None)
-                .await
-                .unwrap();
+            let id = cases::create(
+                &mut c,
+                None,
+                "privacy-officer",
+                &format!("case {n}"),
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
             ids.push(id);
         }
         // Eight nodes, each on its own connection, note and add tasks to the same three
@@ -941,10 +948,10 @@ fn officers_on_many_nodes_change_cases_at_once_and_the_log_stays_one_chain() {
 
         // The rules are the single process's: a closed case takes no change.
         let close = |_: &change::Current| change::close_set("false_positive");
-        cases::change(&mut c, ids[0], "privacy-officer", "close", close)
+        cases::change(&mut c, None, ids[0], "privacy-officer", "close", close)
             .await
             .unwrap();
-        let again = cases::change(&mut c, ids[0], "privacy-officer", "assign", |s| {
+        let again = cases::change(&mut c, None, ids[0], "privacy-officer", "assign", |s| {
             change::assign_set(&s.state, "someone")
         })
         .await;

@@ -950,6 +950,7 @@ fn a_dispatcher_holds_back_what_must_not_go_out_and_keeps_dead_letters() {
         delivered.lock().unwrap().last().map(String::as_str),
         Some("phiwatch-alert-6-1-gone")
     );
+    reminders_go_out_while_the_case_is_open(&pg, d, &config, &mut dispatcher, &delivered);
     let out = common::phiwatch(&["notify", "retry", "--config", c]);
     assert!(
         !out.status.success() && common::text(&out.stderr).contains("no dead letters"),
@@ -973,6 +974,105 @@ fn a_dispatcher_holds_back_what_must_not_go_out_and_keeps_dead_letters() {
         "{}",
         common::text(&out.stderr)
     );
+}
+
+/// A case's deadline reminders are queued in the fleet's outbox by the change that moves its
+/// clocks, sent by a dispatcher when due, and cancelled when the case is closed.
+fn reminders_go_out_while_the_case_is_open(
+    pg: &Postgres,
+    d: &Path,
+    config: &Path,
+    dispatcher: &mut Node,
+    delivered: &Arc<Mutex<Vec<String>>>,
+) {
+    let response = std::fs::read_to_string(common::repo().join("rules/response.toml"))
+        .unwrap()
+        .replace("days_before = [30, 14, 7, 2]", "days_before = [2]")
+        .replace("receivers = [\"privacy-office\"]", "receivers = [\"siem\"]")
+        .replace(
+            "escalate_to = [\"privacy-office\", \"siem\"]",
+            "escalate_to = [\"siem\"]",
+        );
+    std::fs::write(d.join("response.toml"), response).unwrap();
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(
+        config,
+        format!("response = \"{}/response.toml\"\n{text}", d.display()),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    // Discovered 58 days ago: the 60-day clock is due in two days, its reminder today.
+    let discovered = (chrono::Utc::now().date_naive() - chrono::Duration::days(58)).to_string();
+    let out = common::phiwatch(&[
+        "case",
+        "open",
+        "--config",
+        c,
+        "--discovered",
+        &discovered,
+        "--by",
+        "po",
+    ]);
+    let said = common::text(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let pending = psql_i64(
+        pg,
+        "SELECT count(*) FROM outbox WHERE case_id = 1 AND state = 'pending'",
+    );
+    assert!(
+        said.contains("case #1 opened")
+            && said.contains(&format!("{pending} deadline reminder(s) pending")),
+        "{said}"
+    );
+    let due_now = "SELECT idempotency_key FROM outbox WHERE case_id = 1
+                   AND due_ms <= (extract(epoch from now()) * 1000)::bigint ORDER BY 1";
+    let due: Vec<String> = pg
+        .psql("phiwatch", due_now)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(
+        due.iter()
+            .any(|k| k.starts_with("case-1-") && k.ends_with("-2d-siem")),
+        "the two-days-before reminder of the 60-day clock is due today: {due:?}"
+    );
+    assert!(pending > due.len() as i64, "later ones wait (escalations)");
+    dispatcher.start();
+    wait_for(
+        "the due reminders to go out",
+        Duration::from_secs(30),
+        || {
+            psql_i64(
+                pg,
+                "SELECT count(*) FROM outbox WHERE case_id = 1 AND state = 'sent'",
+            ) == due.len() as i64
+        },
+    );
+    for k in &due {
+        assert!(delivered.lock().unwrap().contains(k), "{k} delivered");
+    }
+    // Closing the case cancels what still waits.
+    let out = common::phiwatch(&[
+        "case",
+        "close",
+        "1",
+        "--config",
+        c,
+        "--resolution",
+        "false_positive",
+        "--by",
+        "po",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert_eq!(
+        psql_i64(
+            pg,
+            "SELECT count(*) FROM outbox WHERE case_id = 1 AND state = 'cancelled'"
+        ),
+        pending - due.len() as i64
+    );
+    dispatcher.stop();
 }
 
 const PASSWORD: &str = "correct horse battery staple";

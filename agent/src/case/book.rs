@@ -19,6 +19,8 @@ pub enum CaseBook {
     Fleet {
         rt: Handle,
         client: tokio_postgres::Client,
+        /// Deadline rules and reminder settings: changes that move a clock requeue reminders.
+        plan: Option<std::sync::Arc<super::schedule::Plan>>,
     },
 }
 
@@ -38,9 +40,14 @@ impl CaseBook {
     ) -> Result<()> {
         match self {
             CaseBook::Sqlite(c) => c.apply(id, actor, action, decide)?,
-            CaseBook::Fleet { rt, client } => {
-                rt.block_on(fleet::change(client, id, actor, action, decide))?
-            }
+            CaseBook::Fleet { rt, client, plan } => rt.block_on(fleet::change(
+                client,
+                plan.as_deref(),
+                id,
+                actor,
+                action,
+                decide,
+            ))?,
         }
         Ok(())
     }
@@ -54,9 +61,14 @@ impl CaseBook {
     ) -> Result<i64> {
         Ok(match self {
             CaseBook::Sqlite(c) => c.create(actor, title, alerts, discovered)?,
-            CaseBook::Fleet { rt, client } => {
-                rt.block_on(fleet::create(client, actor, title, alerts, discovered))?
-            }
+            CaseBook::Fleet { rt, client, plan } => rt.block_on(fleet::create(
+                client,
+                plan.as_deref(),
+                actor,
+                title,
+                alerts,
+                discovered,
+            ))?,
         })
     }
 
@@ -82,22 +94,22 @@ impl CaseBook {
         self.change(id, actor, "assess", |_| change::assess_set(a))
     }
 
-    /// Returns the case's reminders pending afterwards (`None` where none are queued: in fleet
-    /// mode).
+    /// Returns the case's reminders pending afterwards.
     pub fn determine(
         &mut self,
         id: i64,
         actor: &str,
         outcome: &str,
         on: Option<NaiveDate>,
-    ) -> Result<Option<usize>> {
+    ) -> Result<usize> {
         match self {
-            CaseBook::Sqlite(c) => c.determine(id, actor, outcome, on).map(Some),
-            CaseBook::Fleet { .. } => self
-                .change(id, actor, "determine", |c| {
+            CaseBook::Sqlite(c) => c.determine(id, actor, outcome, on),
+            CaseBook::Fleet { .. } => {
+                self.change(id, actor, "determine", |c| {
                     change::determine_set(outcome, c.assessment.as_ref(), on)
-                })
-                .map(|_| None),
+                })?;
+                self.pending_reminders(id)
+            }
         }
     }
 
@@ -112,7 +124,9 @@ impl CaseBook {
     pub fn note(&mut self, id: i64, actor: &str, text: &str) -> Result<()> {
         match self {
             CaseBook::Sqlite(c) => c.note(id, actor, text)?,
-            CaseBook::Fleet { rt, client } => rt.block_on(fleet::note(client, id, actor, text))?,
+            CaseBook::Fleet { rt, client, .. } => {
+                rt.block_on(fleet::note(client, id, actor, text))?
+            }
         }
         Ok(())
     }
@@ -120,7 +134,7 @@ impl CaseBook {
     pub fn add_task(&mut self, id: i64, actor: &str, text: &str) -> Result<i64> {
         Ok(match self {
             CaseBook::Sqlite(c) => c.add_task(id, actor, text)?,
-            CaseBook::Fleet { rt, client } => {
+            CaseBook::Fleet { rt, client, .. } => {
                 rt.block_on(fleet::add_task(client, id, actor, text))?
             }
         })
@@ -129,7 +143,7 @@ impl CaseBook {
     pub fn finish_task(&mut self, id: i64, actor: &str, n: i64) -> Result<()> {
         match self {
             CaseBook::Sqlite(c) => c.finish_task(id, actor, n)?,
-            CaseBook::Fleet { rt, client } => {
+            CaseBook::Fleet { rt, client, .. } => {
                 rt.block_on(fleet::finish_task(client, id, actor, n))?
             }
         }
@@ -139,21 +153,23 @@ impl CaseBook {
     pub fn verify(&self) -> Result<std::result::Result<(usize, String), Broken>> {
         Ok(match self {
             CaseBook::Sqlite(c) => c.verify()?,
-            CaseBook::Fleet { rt, client } => rt.block_on(fleet::verify(client))?,
+            CaseBook::Fleet { rt, client, .. } => rt.block_on(fleet::verify(client))?,
         })
     }
 
     pub fn list(&self, j: &Jurisdictions, today: NaiveDate) -> Read<Vec<CaseRow>> {
         match self {
             CaseBook::Sqlite(c) => super::query::cases(c, j, today),
-            CaseBook::Fleet { rt, client } => Ok(rt.block_on(fleet::list(client, j, today))?),
+            CaseBook::Fleet { rt, client, .. } => Ok(rt.block_on(fleet::list(client, j, today))?),
         }
     }
 
     pub fn detail(&self, id: i64, j: &Jurisdictions, today: NaiveDate) -> Read<Option<CaseDetail>> {
         match self {
             CaseBook::Sqlite(c) => super::query::case(c, id, j, today),
-            CaseBook::Fleet { rt, client } => Ok(rt.block_on(fleet::detail(client, id, j, today))?),
+            CaseBook::Fleet { rt, client, .. } => {
+                Ok(rt.block_on(fleet::detail(client, id, j, today))?)
+            }
         }
     }
 
@@ -161,16 +177,15 @@ impl CaseBook {
     pub fn evidence(&self, id: i64) -> Read<Vec<TimelineRow>> {
         match self {
             CaseBook::Sqlite(c) => super::query::evidence(c, id),
-            CaseBook::Fleet { rt, client } => Ok(rt.block_on(fleet::evidence(client, id))?),
+            CaseBook::Fleet { rt, client, .. } => Ok(rt.block_on(fleet::evidence(client, id))?),
         }
     }
 
-    /// Reminders of the case waiting in the outbox (`None` in fleet mode, which queues none
-    /// yet).
-    pub fn pending_reminders(&self, id: i64) -> Result<Option<usize>> {
+    /// Reminders of the case waiting in the outbox.
+    pub fn pending_reminders(&self, id: i64) -> Result<usize> {
         match self {
-            CaseBook::Sqlite(c) => c.pending_reminders(id).map(Some),
-            CaseBook::Fleet { .. } => Ok(None),
+            CaseBook::Sqlite(c) => c.pending_reminders(id),
+            CaseBook::Fleet { rt, client, .. } => rt.block_on(fleet::pending_reminders(client, id)),
         }
     }
 

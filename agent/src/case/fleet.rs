@@ -95,6 +95,7 @@ pub async fn append(
 /// Opens a case on alerts (none: by hand). The discovery date defaults to today.
 pub async fn create(
     client: &mut Client,
+    plan: Option<&super::schedule::Plan>,
     actor: &str,
     title: &str,
     alerts: &[i64],
@@ -137,14 +138,19 @@ pub async fn create(
     }
     let after = json!({ "title": title, "alerts": alerts, "discovered": discovered.to_string() });
     append(&tx, id, actor, "open", &json!({}), &after).await?;
+    if let Some(p) = plan {
+        requeue(&tx, id, p).await?;
+    }
     tx.commit().await.map_err(&e)?;
     Ok(id)
 }
 
 /// Sets the columns `decide` returns for the case as locked, logging their values before and
-/// after, in one transaction. A closed case is refused before `decide` sees it.
+/// after, in one transaction, with the case's reminders brought in line (given a plan). A
+/// closed case is refused before `decide` sees it.
 pub async fn change(
     client: &mut Client,
+    plan: Option<&super::schedule::Plan>,
     id: i64,
     actor: &str,
     action: &str,
@@ -186,6 +192,9 @@ pub async fn change(
         &Value::Object(after),
     )
     .await?;
+    if let Some(p) = plan {
+        requeue(&tx, id, p).await?;
+    }
     tx.commit().await.map_err(&e)
 }
 
@@ -457,4 +466,99 @@ pub async fn evidence(
             flagged_by: r.get(7),
         })
         .collect())
+}
+
+/// Brings case `id`'s deadline reminders in the fleet's outbox in line with its clocks, inside
+/// the transaction that changed the case (as [`super::schedule::requeue`] does in SQLite): rows
+/// not queued yet are added (a cancelled one comes back), pending rows no longer wanted are
+/// cancelled, rows sent stay. A closed case keeps none pending.
+pub async fn requeue(
+    tx: &Transaction<'_>,
+    id: i64,
+    plan: &super::schedule::Plan,
+) -> Result<(), CaseError> {
+    let e = sql("queueing a case's reminders");
+    let r = tx
+        .query_one(
+            &format!("SELECT {CASE_COLUMNS} FROM cases c WHERE c.id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(&e)?;
+    let case = case_row(&r);
+    let rows = if case.state == "closed" {
+        Vec::new()
+    } else {
+        let (_, patients) = involved(tx, id).await?;
+        let clocks = super::schedule::clocks(
+            breach(&r),
+            case.determination.as_deref(),
+            patients.len(),
+            &plan.jurisdictions,
+        );
+        let today = chrono::Utc::now().date_naive();
+        super::schedule::reminder_rows(id, &case.title, &clocks, &plan.response.reminders, today)
+    };
+    let wanted: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    tx.execute(
+        "UPDATE outbox SET state = 'cancelled',
+                last_error = 'the deadline moved or no longer applies'
+         WHERE case_id = $1 AND state = 'pending' AND NOT (idempotency_key = ANY($2))",
+        &[&id, &wanted],
+    )
+    .await
+    .map_err(&e)?;
+    let now = now_ms();
+    for row in &rows {
+        // New: queued; cancelled: pending again with what is known now; pending: what is
+        // known now (firm rather than provisional); sent or dead: as it is.
+        tx.execute(
+            "INSERT INTO outbox (idempotency_key, receiver, state, created_ms, due_ms, case_id,
+                                 subject, body)
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7)
+             ON CONFLICT (idempotency_key) DO UPDATE SET
+                 state = 'pending',
+                 last_error = CASE WHEN outbox.state = 'cancelled' THEN NULL
+                                   ELSE outbox.last_error END,
+                 due_ms = CASE WHEN outbox.state = 'cancelled' THEN excluded.due_ms
+                               ELSE outbox.due_ms END,
+                 subject = excluded.subject, body = excluded.body
+             WHERE outbox.state IN ('pending', 'cancelled')",
+            &[
+                &row.key,
+                &row.receiver,
+                &now,
+                &row.due_ms,
+                &id,
+                &row.subject,
+                &row.body,
+            ],
+        )
+        .await
+        .map_err(&e)?;
+    }
+    Ok(())
+}
+
+/// Reminders of case `id` waiting in the fleet's outbox.
+pub async fn pending_reminders(client: &impl GenericClient, id: i64) -> Result<usize, CaseError> {
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE case_id = $1 AND state = 'pending'",
+            &[&id],
+        )
+        .await
+        .map_err(sql("counting a case's reminders"))?
+        .get(0);
+    Ok(n as usize)
+}
+
+/// Whether case `id` exists and is not closed (a dispatcher sends its reminders only then).
+pub async fn is_open(client: &impl GenericClient, id: i64) -> Result<bool, FleetError> {
+    let state: Option<String> = client
+        .query_opt("SELECT state FROM cases WHERE id = $1", &[&id])
+        .await
+        .map_err(FleetError::sql("reading a case's state"))?
+        .map(|r| r.get(0));
+    Ok(state.is_some_and(|s| s != "closed"))
 }

@@ -285,6 +285,7 @@ pub fn open_book(cfg: &phiwatch::config::Config) -> Result<Book> {
                 cases: CaseBook::Fleet {
                     rt: rt.handle().clone(),
                     client,
+                    plan: Some(std::sync::Arc::new(plan_of(cfg)?)),
                 },
                 _rt: Some(rt),
             }
@@ -298,28 +299,25 @@ pub fn open_book(cfg: &phiwatch::config::Config) -> Result<Book> {
 
 /// What the change did to the case's reminders.
 fn reminders_note(c: &CaseBook, id: i64) -> Result<()> {
-    match c.pending_reminders(id)? {
-        Some(n) => println!("{n} deadline reminder(s) pending for case #{id}"),
-        None => println!(
-            "deadline reminders are not queued in fleet mode yet: `phiwatch case show {id}` \
-             lists case #{id}'s deadlines"
-        ),
-    }
+    let n = c.pending_reminders(id)?;
+    println!("{n} deadline reminder(s) pending for case #{id}");
     Ok(())
 }
 
 /// The agent's cases, kept to the configuration's deadline rules and reminder settings: a
 /// change that moves a clock requeues the case's reminders.
-pub fn cases_in(cfg: &phiwatch::config::Config) -> Result<phiwatch::case::Cases> {
+/// The configuration's deadline rules and reminder settings (else the built-in ones).
+fn plan_of(cfg: &phiwatch::config::Config) -> Result<phiwatch::case::schedule::Plan> {
     let (jurisdictions, response) = phiwatch::case::plan_for(cfg)?;
-    Ok(
-        phiwatch::case::Cases::open(&super::sqlite_store(cfg)?)?.with_plan(std::sync::Arc::new(
-            phiwatch::case::schedule::Plan {
-                jurisdictions,
-                response,
-            },
-        )),
-    )
+    Ok(phiwatch::case::schedule::Plan {
+        jurisdictions,
+        response,
+    })
+}
+
+pub fn cases_in(cfg: &phiwatch::config::Config) -> Result<phiwatch::case::Cases> {
+    let plan = std::sync::Arc::new(plan_of(cfg)?);
+    Ok(phiwatch::case::Cases::open(&super::sqlite_store(cfg)?)?.with_plan(plan))
 }
 
 /// `case list`: open cases by urgency, with their next deadline.

@@ -262,7 +262,8 @@ impl super::Console {
             let rt = tokio::runtime::Handle::current();
             return tokio::task::spawn_blocking(move || {
                 let (client, back) = client.take();
-                let mut book = CaseBook::Fleet { rt, client };
+                let plan = Some(app.inputs.plan.clone());
+                let mut book = CaseBook::Fleet { rt, client, plan };
                 let out = f(&mut book, &app.inputs);
                 if let CaseBook::Fleet { client, .. } = book {
                     back.put(client);

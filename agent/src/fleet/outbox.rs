@@ -17,6 +17,8 @@ pub struct Claimed {
     pub alert_id: Option<i64>,
     pub attempts: i32,
     pub created_ms: i64,
+    /// A case's deadline reminder, rendered when it was queued: the case, subject and body.
+    pub reminder: Option<(i64, String, String)>,
 }
 
 /// Queues a notification unless one with this key is queued already (a batch applied again
@@ -58,7 +60,8 @@ pub async fn claim(
                    AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
                  ORDER BY due_ms, id LIMIT $4
                  FOR UPDATE SKIP LOCKED)
-             RETURNING id, idempotency_key, receiver, alert_id, attempts, created_ms",
+             RETURNING id, idempotency_key, receiver, alert_id, attempts, created_ms, case_id,
+                       coalesce(subject, ''), coalesce(body, '')",
             &[&dispatcher, &now_ms, &hold.as_secs_f64(), &limit],
         )
         .await
@@ -72,6 +75,9 @@ pub async fn claim(
             alert_id: r.get(3),
             attempts: r.get(4),
             created_ms: r.get(5),
+            reminder: r
+                .get::<_, Option<i64>>(6)
+                .map(|case| (case, r.get(7), r.get(8))),
         })
         .collect();
     out.sort_by_key(|c| c.id);

@@ -44,22 +44,32 @@ struct Job {
 impl Job {
     async fn send(&self) -> Outcome {
         let key = &self.due.key;
-        let r = match &self.payload {
+        match &self.payload {
             Payload::Alert(v) => {
-                return deliver(&self.receiver, v, key, self.smtp.as_ref(), &self.http).await
+                deliver(&self.receiver, v, key, self.smtp.as_ref(), &self.http).await
             }
-            Payload::Reminder(r) => r,
-        };
-        match &self.receiver {
-            Receiver::Email(e) => {
-                let Some((t, _)) = &self.smtp else {
-                    return Outcome::Permanent("no SMTP transport".into());
-                };
-                reminder::email(e, t, r, key).await
+            Payload::Reminder(r) => {
+                deliver_reminder(&self.receiver, r, key, self.smtp.as_ref(), &self.http).await
             }
-            Receiver::Webhook(w) => reminder::webhook(w, &self.http, r, key).await,
-            Receiver::Syslog(s) => reminder::syslog(s, r, key).await,
         }
+    }
+}
+
+/// Sends a case's deadline reminder to one receiver (what [`deliver`] is for an alert).
+pub async fn deliver_reminder(
+    receiver: &Receiver,
+    r: &reminder::Reminder,
+    key: &str,
+    smtp: Option<&Smtp>,
+    http: &reqwest::Client,
+) -> Outcome {
+    match receiver {
+        Receiver::Email(e) => match smtp {
+            Some((t, _)) => reminder::email(e, t, r, key).await,
+            None => Outcome::Permanent("no SMTP transport".into()),
+        },
+        Receiver::Webhook(w) => reminder::webhook(w, http, r, key).await,
+        Receiver::Syslog(s) => reminder::syslog(s, r, key).await,
     }
 }
 

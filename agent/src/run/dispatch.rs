@@ -44,7 +44,14 @@ pub struct FleetDispatcher {
 struct Job {
     row: Claimed,
     receiver: crate::alert::Receiver,
-    view: notify::render::AlertView,
+    payload: Payload,
+}
+
+/// What a claimed row sends: an alert rendered now, or a case's reminder rendered when it
+/// was queued.
+enum Payload {
+    Alert(Box<notify::render::AlertView>),
+    Reminder(notify::reminder::Reminder),
 }
 
 impl FleetDispatcher {
@@ -116,10 +123,15 @@ impl FleetDispatcher {
         let mut sends = notify::by_receiver(jobs, move |job: Job| {
             let (http, smtp) = (http.clone(), smtp.clone());
             async move {
-                let name = job.receiver.name();
-                let (view, key) = (&job.view, &job.row.key);
-                let outcome =
-                    notify::deliver(&job.receiver, view, key, smtp.get(name), &http).await;
+                let (smtp, key) = (smtp.get(job.receiver.name()), &job.row.key);
+                let outcome = match &job.payload {
+                    Payload::Alert(view) => {
+                        notify::deliver(&job.receiver, view, key, smtp, &http).await
+                    }
+                    Payload::Reminder(r) => {
+                        notify::deliver_reminder(&job.receiver, r, key, smtp, &http).await
+                    }
+                };
                 (job.row, outcome)
             }
         });
@@ -156,6 +168,11 @@ impl FleetDispatcher {
             outbox::settle(client, holder, &row, Settled::Dead { error }, now_ms()).await?;
             return Ok(None);
         };
+        if let Some(reminder) = row.reminder.clone() {
+            return self
+                .prepare_reminder(client, holder, row, receiver, reminder)
+                .await;
+        }
         let view = match row.alert_id {
             Some(id) => {
                 let url = receiver.console_url();
@@ -205,7 +222,37 @@ impl FleetDispatcher {
         Ok(Some(Job {
             row,
             receiver,
-            view,
+            payload: Payload::Alert(Box::new(view)),
+        }))
+    }
+
+    /// A case's reminder goes out while the case is open (as in the single process).
+    async fn prepare_reminder(
+        &self,
+        client: &Client,
+        holder: &str,
+        row: Claimed,
+        receiver: crate::alert::Receiver,
+        (case_id, subject, body): (i64, String, String),
+    ) -> Result<Option<Job>, FleetError> {
+        if !crate::case::fleet::is_open(client, case_id).await? {
+            self.metrics
+                .notify
+                .suppressed
+                .fetch_add(1, Ordering::Relaxed);
+            let why = "case closed";
+            outbox::settle(client, holder, &row, Settled::Suppressed { why }, now_ms()).await?;
+            return Ok(None);
+        }
+        let payload = Payload::Reminder(notify::reminder::Reminder {
+            case_id,
+            subject,
+            body,
+        });
+        Ok(Some(Job {
+            row,
+            receiver,
+            payload,
         }))
     }
 
