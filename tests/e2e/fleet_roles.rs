@@ -1167,7 +1167,8 @@ fn console_nodes_share_accounts_sessions_and_the_sign_in_limit() {
     let olivia = http::Client::login(port_a, "olivia", PASSWORD);
     let on_b = http::Client {
         port: port_b,
-        ..olivia
+        cookie: olivia.cookie.clone(),
+        csrf: olivia.csrf.clone(),
     };
     let me = on_b.get("/api/v1/session");
     assert_eq!(me.status, 200, "{}", me.text());
@@ -1178,6 +1179,30 @@ fn console_nodes_share_accounts_sessions_and_the_sign_in_limit() {
     assert_eq!(page.status, 200, "{}", page.text());
     let page = on_b.get("/dashboard");
     assert_eq!(page.status, 501, "{}", page.text());
+    assert_eq!(on_b.get("/status").status, 200);
+    // A silence made on one node is the fleet's: listed and ended on the other.
+    let made = olivia.send(
+        "POST",
+        "/api/v1/silences",
+        &serde_json::json!({ "matchers": ["user=dr-quiet"], "hours": 2, "reason": "on leave" }),
+    );
+    assert_eq!(made.status, 200, "{}", made.text());
+    let listed = on_b.get("/api/v1/silences").json();
+    assert_eq!(
+        listed["silences"][0]["matchers"]["user"], "dr-quiet",
+        "{listed}"
+    );
+    let id = listed["silences"][0]["id"].as_i64().unwrap();
+    let ended = on_b.send(
+        "POST",
+        &format!("/api/v1/silences/{id}/expire"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    assert_eq!(
+        olivia.get("/api/v1/silences").json()["silences"],
+        serde_json::json!([])
+    );
     assert_eq!(on_b.get("/").header("location"), Some("/alerts"));
 
     // Failures counted on one node hold the limit on the other, even for the right password.

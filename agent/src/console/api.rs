@@ -523,24 +523,57 @@ async fn fleet_ack(
     }
 }
 
+/// A silence on the fleet's database, checked as the single process checks it.
+async fn fleet_silence(
+    pool: &std::sync::Arc<super::fleet::Pool>,
+    matchers: &[String],
+    duration: std::time::Duration,
+    author: &str,
+    reason: &str,
+) -> Result<crate::alert::query::Silence, Fail> {
+    let m = crate::alert::admin::silence_fields(matchers, author, reason)
+        .map_err(|e| Fail::bad(e.to_string()))?;
+    let now = crate::time::now_ms();
+    let span = (now, now + duration.as_millis() as i64);
+    crate::alert::fleet::add_silence(&*pool.get().await?, m, span, author, reason)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))
+}
+
+async fn fleet_expire(pool: &std::sync::Arc<super::fleet::Pool>, id: i64) -> Result<(), Fail> {
+    let now = crate::time::now_ms();
+    match crate::alert::fleet::expire_silence(&*pool.get().await?, id, now).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Fail::not_found(format!("no silence #{id}"))),
+        Err(e) => Err(Fail::internal(e.to_string())),
+    }
+}
+
 pub async fn silences(State(app): State<App>) -> Result<Json<Value>, Fail> {
-    app.db(|c| {
-        let rows: Vec<Value> = crate::alert::query::silences(c, crate::time::now_ms())?
-            .into_iter()
-            .map(|s| {
-                json!({
-                    "id": s.id,
-                    "matchers": serde_json::from_str::<Value>(&s.matchers).unwrap_or(Value::Null),
-                    "starts": crate::time::format_ms(s.starts_ms),
-                    "ends": crate::time::format_ms(s.ends_ms),
-                    "author": s.author,
-                    "reason": s.reason,
-                })
+    let now = crate::time::now_ms();
+    let active = match &app.fleet {
+        Some(pool) => crate::alert::fleet::silences(&*pool.get().await?, now)
+            .await
+            .map_err(|e| Fail::internal(e.to_string()))?,
+        None => {
+            app.db(move |c| Ok(crate::alert::query::silences(c, now)?))
+                .await?
+        }
+    };
+    let rows: Vec<Value> = active
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "matchers": serde_json::from_str::<Value>(&s.matchers).unwrap_or(Value::Null),
+                "starts": crate::time::format_ms(s.starts_ms),
+                "ends": crate::time::format_ms(s.ends_ms),
+                "author": s.author,
+                "reason": s.reason,
             })
-            .collect();
-        Ok(Json(json!({ "silences": rows })))
-    })
-    .await
+        })
+        .collect();
+    Ok(Json(json!({ "silences": rows })))
 }
 
 /// A list from a JSON array or from one comma-separated form field.
@@ -638,13 +671,17 @@ pub async fn silence(
         s.account.name.clone(),
         b.reason.clone(),
     );
-    match app
-        .admin(move |a| {
-            a.silence(&m, d, &who, &why)
-                .map_err(|e| Fail::bad(e.to_string()))
-        })
-        .await
-    {
+    let created = match &app.fleet {
+        Some(pool) => fleet_silence(pool, &m, d, &who, &why).await,
+        None => {
+            app.admin(move |a| {
+                a.silence(&m, d, &who, &why)
+                    .map_err(|e| Fail::bad(e.to_string()))
+            })
+            .await
+        }
+    };
+    match created {
         Ok(silence) => input.done(json!({ "created": silence.to_string() })),
         Err(f) => input.fail(f),
     }
@@ -655,13 +692,17 @@ pub async fn expire_silence(
     ApiPath(id): ApiPath<i64>,
     input: Input<Value>,
 ) -> Response {
-    match app
-        .admin(move |a| {
-            a.expire_silence(id)
-                .map_err(|e| Fail::not_found(e.to_string()))
-        })
-        .await
-    {
+    let expired = match &app.fleet {
+        Some(pool) => fleet_expire(pool, id).await,
+        None => {
+            app.admin(move |a| {
+                a.expire_silence(id)
+                    .map_err(|e| Fail::not_found(e.to_string()))
+            })
+            .await
+        }
+    };
+    match expired {
         Ok(_) => input.done(json!({ "silence": id, "expired": true })),
         Err(f) => input.fail(f),
     }

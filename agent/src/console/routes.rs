@@ -79,8 +79,8 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// What a console node serves in fleet mode: sign-in, the alert queue, alerts and their
-/// acknowledgement, cases and their log, as pages and API. The dashboard, status, noise and
-/// backtest pages and the rest of the API answer 501 until what they read is kept in the
+/// acknowledgement, silences, cases and their log, the node's status, as pages and API. The
+/// dashboard, noise and backtest pages and the rest of the API answer 501 until what they read is kept in the
 /// fleet's database too.
 pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/login"),
@@ -100,6 +100,9 @@ pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/api/v1/alerts"),
     ("GET", "/api/v1/alerts/{id}"),
     ("POST", "/api/v1/alerts/{id}/ack"),
+    ("GET", "/api/v1/silences"),
+    ("POST", "/api/v1/silences"),
+    ("POST", "/api/v1/silences/{id}/expire"),
     ("GET", "/api/v1/cases"),
     ("POST", "/api/v1/cases"),
     ("GET", "/api/v1/cases/{id}"),
@@ -114,7 +117,9 @@ pub const FLEET: &[(&str, &str)] = &[
     ("POST", "/api/v1/cases/{id}/tasks/{n}/done"),
     ("POST", "/api/v1/cases/{id}/notes"),
     ("GET", "/api/v1/case-log/verify"),
+    ("GET", "/status"),
     ("GET", "/api/v1/status"),
+    ("GET", "/api/v1/metrics/summary"),
 ];
 
 /// Whether a console node serves this route in fleet mode.
