@@ -496,6 +496,34 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
     );
     let page = officer.get(&format!("/alerts/{first}"));
     assert_eq!(page.status, 200, "{}", page.text());
+    // The alerted user's findings and accesses, as the fleet stored them.
+    let user = pg.psql(
+        "phiwatch",
+        &format!("SELECT user_id FROM alerts WHERE id = {first}"),
+    );
+    let user = user.trim();
+    let found = officer
+        .get(&format!("/api/v1/findings?user={user}&limit=1000"))
+        .json();
+    assert_eq!(
+        found["findings"].as_array().unwrap().len() as i64,
+        psql_i64(
+            &pg,
+            &format!("SELECT least(count(*), 1000) FROM findings WHERE user_id = '{user}'")
+        )
+    );
+    let seen = officer
+        .get(&format!("/api/v1/timeline?user={user}&limit=5000"))
+        .json();
+    let accesses_of = psql_i64(
+        &pg,
+        &format!("SELECT least(count(*), 5000) FROM accesses WHERE user_id = '{user}'"),
+    );
+    assert!(accesses_of > 0);
+    assert_eq!(
+        seen["accesses"].as_array().unwrap().len() as i64,
+        accesses_of
+    );
     officer_lists_and_acknowledges(&pg, &d.join("detector0.toml"), &officer);
     console.stop();
 }

@@ -390,6 +390,51 @@ pub async fn list(client: &impl GenericClient, all: bool) -> Result<Vec<AlertRow
     Ok(rows.iter().map(row).collect())
 }
 
+fn finding_row(r: &tokio_postgres::Row) -> super::query::FindingRow {
+    super::query::FindingRow {
+        event_id: r.get(0),
+        detector: r.get(1),
+        time: r.get(2),
+        user: r.get(3),
+        patient: r.get(4),
+        action: r.get(5),
+        category: r.get(6),
+        severity: r.get(7),
+        explanation: r.get(8),
+        hipaa: r.get(9),
+    }
+}
+
+/// Findings by user, patient, category or detector, newest first (as
+/// [`super::query::findings`]).
+pub async fn findings(
+    client: &impl GenericClient,
+    f: &super::query::FindingFilter,
+) -> Result<Vec<super::query::FindingRow>, FleetError> {
+    use crate::store::nonempty;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {} FROM findings f
+                 WHERE ($1::text IS NULL OR f.user_id = $1) AND ($2::text IS NULL OR f.patient_id = $2)
+                   AND ($3::text IS NULL OR f.category = $3) AND ($4::text IS NULL OR f.detector = $4)
+                 ORDER BY f.time DESC, f.event_id LIMIT $5 OFFSET $6",
+                super::query::FINDING_COLUMNS
+            ),
+            &[
+                &nonempty(&f.user),
+                &nonempty(&f.patient),
+                &nonempty(&f.category),
+                &nonempty(&f.detector),
+                &i64::from(f.limit.unwrap_or(100).clamp(1, 1000)),
+                &i64::from(f.offset.unwrap_or(0)),
+            ],
+        )
+        .await
+        .map_err(FleetError::sql("reading findings"))?;
+    Ok(rows.iter().map(finding_row).collect())
+}
+
 /// One alert with its evidence (its findings, oldest first), as [`super::query::alert`].
 pub async fn detail(
     client: &impl GenericClient,
@@ -419,18 +464,7 @@ pub async fn detail(
         .await
         .map_err(&e)?
         .iter()
-        .map(|r| super::query::FindingRow {
-            event_id: r.get(0),
-            detector: r.get(1),
-            time: r.get(2),
-            user: r.get(3),
-            patient: r.get(4),
-            action: r.get(5),
-            category: r.get(6),
-            severity: r.get(7),
-            explanation: r.get(8),
-            hipaa: r.get(9),
-        })
+        .map(finding_row)
         .collect();
     Ok(Some(super::query::AlertDetail {
         alert: row(&alert),

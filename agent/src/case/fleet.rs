@@ -429,6 +429,23 @@ pub async fn detail(
     )))
 }
 
+const TIMELINE_COLUMNS: &str = "x.time_ms, x.user_id, x.patient_id, x.action, x.event_id,
+    x.workstation, x.break_glass,
+    ARRAY(SELECT f.detector FROM findings f WHERE f.event_id = x.event_id ORDER BY f.detector)";
+
+fn timeline_row(r: &Row) -> super::timeline::TimelineRow {
+    super::timeline::TimelineRow {
+        time: format_ms(r.get(0)),
+        user: r.get(1),
+        patient: r.get::<_, Option<String>>(2).unwrap_or_default(),
+        action: r.get(3),
+        event_id: r.get(4),
+        workstation: r.get(5),
+        break_glass: r.get(6),
+        flagged_by: r.get(7),
+    }
+}
+
 /// The accesses by the case's users to its patients, oldest first: the case's evidence (as
 /// [`super::timeline::case_timeline`]).
 pub async fn evidence(
@@ -437,35 +454,54 @@ pub async fn evidence(
 ) -> Result<Vec<super::timeline::TimelineRow>, CaseError> {
     let rows = client
         .query(
-            "WITH involved AS (
-               SELECT DISTINCT a.user_id, af.patient_id FROM case_alerts ca
-               JOIN alerts a ON a.id = ca.alert_id
-               JOIN alert_findings af ON af.alert_id = a.id WHERE ca.case_id = $1)
-             SELECT x.time_ms, x.user_id, x.patient_id, x.action, x.event_id, x.workstation,
-                    x.break_glass,
-                    ARRAY(SELECT f.detector FROM findings f WHERE f.event_id = x.event_id
-                          ORDER BY f.detector)
-             FROM accesses x
-             WHERE x.user_id IN (SELECT user_id FROM involved)
-               AND x.patient_id IN (SELECT patient_id FROM involved)
-             ORDER BY x.time_ms, x.event_id LIMIT 5000",
+            &format!(
+                "WITH involved AS (
+                   SELECT DISTINCT a.user_id, af.patient_id FROM case_alerts ca
+                   JOIN alerts a ON a.id = ca.alert_id
+                   JOIN alert_findings af ON af.alert_id = a.id WHERE ca.case_id = $1)
+                 SELECT {TIMELINE_COLUMNS} FROM accesses x
+                 WHERE x.user_id IN (SELECT user_id FROM involved)
+                   AND x.patient_id IN (SELECT patient_id FROM involved)
+                 ORDER BY x.time_ms, x.event_id LIMIT 5000"
+            ),
             &[&id],
         )
         .await
         .map_err(sql("reading a case's evidence"))?;
-    Ok(rows
-        .iter()
-        .map(|r| super::timeline::TimelineRow {
-            time: format_ms(r.get(0)),
-            user: r.get(1),
-            patient: r.get::<_, Option<String>>(2).unwrap_or_default(),
-            action: r.get(3),
-            event_id: r.get(4),
-            workstation: r.get(5),
-            break_glass: r.get(6),
-            flagged_by: r.get(7),
-        })
-        .collect())
+    Ok(rows.iter().map(timeline_row).collect())
+}
+
+/// Accesses to a patient or by a user (as [`super::timeline::timeline`]).
+pub async fn timeline(
+    client: &impl GenericClient,
+    f: &super::timeline::TimelineFilter,
+) -> Result<Vec<super::timeline::TimelineRow>, crate::store::QueryError> {
+    use crate::store::nonempty;
+    let (from, to) = f.bounds()?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {TIMELINE_COLUMNS} FROM accesses x
+                 WHERE ($1::text IS NULL OR x.patient_id = $1)
+                   AND ($2::text IS NULL OR x.user_id = $2)
+                   AND x.time_ms >= $3 AND x.time_ms <= $4
+                 ORDER BY x.time_ms, x.event_id LIMIT $5"
+            ),
+            &[
+                &nonempty(&f.patient),
+                &nonempty(&f.user),
+                &from,
+                &to,
+                &i64::from(f.limit()),
+            ],
+        )
+        .await
+        .map_err(|e| {
+            crate::store::QueryError::Database(
+                FleetError::sql("reading the timeline")(e).to_string(),
+            )
+        })?;
+    Ok(rows.iter().map(timeline_row).collect())
 }
 
 /// Brings case `id`'s deadline reminders in the fleet's outbox in line with its clocks, inside

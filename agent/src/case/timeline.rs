@@ -66,21 +66,34 @@ pub struct TimelineFilter {
     pub limit: Option<u32>,
 }
 
-/// Accesses to a patient or by a user (at least one is required: a whole-hospital timeline is
-/// not a view anyone needs).
-pub fn timeline(conn: &Connection, f: &TimelineFilter) -> Result<Vec<TimelineRow>, QueryError> {
-    if nonempty(&f.patient).is_none() && nonempty(&f.user).is_none() {
-        return Err(QueryError::Invalid("name a patient or a user".into()));
-    }
-    let bound = |s: &Option<String>, default: i64| -> Result<i64, QueryError> {
-        match nonempty(s) {
-            None => Ok(default),
-            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| QueryError::Invalid(format!("time {t:?}: {e} (expected RFC 3339)"))),
+impl TimelineFilter {
+    /// The time bounds (milliseconds), once the filter names a patient or a user (at least
+    /// one is required: a whole-hospital timeline is not a view anyone needs).
+    pub fn bounds(&self) -> Result<(i64, i64), QueryError> {
+        if nonempty(&self.patient).is_none() && nonempty(&self.user).is_none() {
+            return Err(QueryError::Invalid("name a patient or a user".into()));
         }
-    };
-    let (from, to) = (bound(&f.from, i64::MIN)?, bound(&f.to, i64::MAX)?);
+        let bound = |s: &Option<String>, default: i64| -> Result<i64, QueryError> {
+            match nonempty(s) {
+                None => Ok(default),
+                Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|e| {
+                        QueryError::Invalid(format!("time {t:?}: {e} (expected RFC 3339)"))
+                    }),
+            }
+        };
+        Ok((bound(&self.from, i64::MIN)?, bound(&self.to, i64::MAX)?))
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(1000).clamp(1, 5000)
+    }
+}
+
+/// Accesses to a patient or by a user.
+pub fn timeline(conn: &Connection, f: &TimelineFilter) -> Result<Vec<TimelineRow>, QueryError> {
+    let (from, to) = f.bounds()?;
     let mut st = conn.prepare_cached(&format!(
         "SELECT {TIMELINE_COLUMNS} FROM accesses x
              WHERE (?1 IS NULL OR x.patient_id = ?1) AND (?2 IS NULL OR x.user_id = ?2)
@@ -88,13 +101,7 @@ pub fn timeline(conn: &Connection, f: &TimelineFilter) -> Result<Vec<TimelineRow
              ORDER BY x.time_ms, x.event_id LIMIT ?5"
     ))?;
     let rows = st.query_map(
-        params![
-            nonempty(&f.patient),
-            nonempty(&f.user),
-            from,
-            to,
-            f.limit.unwrap_or(1000).clamp(1, 5000)
-        ],
+        params![nonempty(&f.patient), nonempty(&f.user), from, to, f.limit()],
         timeline_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -713,7 +713,12 @@ pub async fn findings(
     Extension(s): Extension<Signed>,
     ApiQuery(f): ApiQuery<FindingFilter>,
 ) -> Result<Json<Value>, Fail> {
-    let rows = app.db(move |c| Ok(data::findings(c, &f)?)).await?;
+    let rows = match &app.fleet {
+        Some(pool) => crate::alert::fleet::findings(&*pool.get().await?, &f)
+            .await
+            .map_err(|e| Fail::internal(e.to_string()))?,
+        None => app.db(move |c| Ok(data::findings(c, &f)?)).await?,
+    };
     app.record_view(
         &s.account,
         "findings",
@@ -727,7 +732,10 @@ pub async fn timeline(
     Extension(s): Extension<Signed>,
     ApiQuery(f): ApiQuery<TimelineFilter>,
 ) -> Result<Json<Value>, Fail> {
-    let rows = app.db(move |c| Ok(data::timeline(c, &f)?)).await?;
+    let rows = match &app.fleet {
+        Some(pool) => crate::case::fleet::timeline(&*pool.get().await?, &f).await?,
+        None => app.db(move |c| Ok(data::timeline(c, &f)?)).await?,
+    };
     app.record_view(
         &s.account,
         "timeline",

@@ -100,6 +100,8 @@ pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/api/v1/alerts"),
     ("GET", "/api/v1/alerts/{id}"),
     ("POST", "/api/v1/alerts/{id}/ack"),
+    ("GET", "/api/v1/findings"),
+    ("GET", "/api/v1/timeline"),
     ("GET", "/api/v1/silences"),
     ("POST", "/api/v1/silences"),
     ("POST", "/api/v1/silences/{id}/expire"),
