@@ -559,19 +559,11 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path, officer: &http::
     officers_run_a_case(pg, c, &first, officer);
     // Commands on what the fleet's database does not hold yet say so, rather than read an
     // empty SQLite store.
-    let out = common::phiwatch(&[
-        "case",
-        "export",
-        "--config",
-        c,
-        &first,
-        "--hhs",
-        "/dev/null",
-    ]);
+    let out = common::phiwatch(&["case", "export", "--config", c, "--annual-log", "2026"]);
     assert!(
         !out.status.success()
             && common::text(&out.stderr)
-                .contains("case attachments and exports and reports are not there yet"),
+                .contains("the annual log is not available in fleet mode yet"),
         "{}",
         common::text(&out.stderr)
     );
@@ -696,6 +688,53 @@ fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str, officer: &http::Clie
         Duration::from_secs(20),
         || psql_i64(pg, "SELECT count(*) FROM ingest_batches") > queued,
     );
+    // Determined a breach: its letters and HHS report are written from the fleet's database.
+    let out = common::phiwatch(&[
+        "case",
+        "determine",
+        &id,
+        "--config",
+        c,
+        "--outcome",
+        "breach",
+        "--by",
+        "po",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let hhs = dir.path().join("hhs.json");
+    let letters = dir.path().join("letters");
+    let out = common::phiwatch(&[
+        "case",
+        "export",
+        "--config",
+        c,
+        &id,
+        "--hhs",
+        hhs.to_str().unwrap(),
+        "--letters",
+        letters.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&hhs).unwrap()).unwrap();
+    assert_eq!(report["breach"]["case_id"].to_string(), id);
+    assert!(report["breach"]["start_date"].is_string(), "{report}");
+    let patients = psql_i64(
+        pg,
+        &format!("SELECT count(DISTINCT patient_id) FROM alert_findings WHERE alert_id = {alert}"),
+    );
+    assert_eq!(
+        std::fs::read_dir(&letters).unwrap().count() as i64,
+        patients
+    );
+    // And through the console node, the same.
+    let api = officer
+        .get(&format!("/api/v1/cases/{id}/hhs-report"))
+        .json();
+    assert_eq!(api["breach"], report["breach"], "{api}");
+    let api = officer.get(&format!("/api/v1/cases/{id}/letters")).json();
+    assert_eq!(api["letters"].as_array().unwrap().len() as i64, patients);
     pg.psql(
         "phiwatch",
         "UPDATE case_log SET actor = 'someone-else' WHERE seq = 4",

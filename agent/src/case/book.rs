@@ -173,6 +173,14 @@ impl CaseBook {
         }
     }
 
+    /// What the case's letters and HHS report are written from.
+    pub fn notice(&self, id: i64) -> Result<super::output::Notice> {
+        match self {
+            CaseBook::Sqlite(c) => super::output::notice(c, id),
+            CaseBook::Fleet { rt, client, .. } => rt.block_on(fleet::notice(client, id)),
+        }
+    }
+
     /// The accesses by the case's users to its patients.
     pub fn evidence(&self, id: i64) -> Read<Vec<TimelineRow>> {
         match self {
@@ -189,8 +197,8 @@ impl CaseBook {
         }
     }
 
-    /// The single process's cases, for what fleet mode does not keep yet (attachments,
-    /// letters and reports).
+    /// The single process's cases, for what fleet mode does not keep yet (attachments, the
+    /// annual log, accountings, the dashboard).
     pub fn local(&mut self, what: &str) -> Result<&mut Cases> {
         match self {
             CaseBook::Sqlite(c) => Ok(c),

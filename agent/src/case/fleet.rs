@@ -598,3 +598,43 @@ pub async fn is_open(client: &impl GenericClient, id: i64) -> Result<bool, Fleet
         .map(|r| r.get(0));
     Ok(state.is_some_and(|s| s != "closed"))
 }
+
+/// What letters and the HHS report are written from (as [`super::output::notice`]).
+pub async fn notice(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<super::output::Notice, CaseError> {
+    let e = sql("reading a case");
+    let r = client
+        .query_opt(
+            &format!("SELECT {CASE_COLUMNS} FROM cases c WHERE c.id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(&e)?
+        .ok_or_else(|| not_found(format!("no case #{id}")))?;
+    let span = client
+        .query_one(
+            "WITH involved AS (
+               SELECT DISTINCT a.user_id, af.patient_id FROM case_alerts ca
+               JOIN alerts a ON a.id = ca.alert_id
+               JOIN alert_findings af ON af.alert_id = a.id WHERE ca.case_id = $1)
+             SELECT min(time_ms), max(time_ms) FROM accesses
+             WHERE user_id IN (SELECT user_id FROM involved)
+               AND patient_id IN (SELECT patient_id FROM involved)",
+            &[&id],
+        )
+        .await
+        .map_err(&e)?;
+    let span: (Option<i64>, Option<i64>) = (span.get(0), span.get(1));
+    let assessment: Option<String> = r.get(14);
+    Ok(super::output::Notice {
+        determination: r.get(4),
+        assessment: assessment
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        breach: breach(&r),
+        patients: involved(client, id).await?.1,
+        span: span.0.zip(span.1),
+    })
+}

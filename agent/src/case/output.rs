@@ -83,8 +83,19 @@ fn dates(span: Option<(i64, i64)>) -> String {
     }
 }
 
-fn determined_breach(cases: &Cases, id: i64) -> Result<(), CaseError> {
-    let d: Option<String> = cases
+/// What letters and the HHS report are written from, read from either store.
+pub struct Notice {
+    pub determination: Option<String>,
+    pub assessment: super::Assessment,
+    pub breach: super::clock::Breach,
+    pub patients: Vec<String>,
+    /// First and last access of the evidence timeline (epoch ms).
+    pub span: Option<(i64, i64)>,
+}
+
+/// The case's [`Notice`] from the single process's store.
+pub fn notice(cases: &Cases, id: i64) -> Result<Notice, CaseError> {
+    let determination: Option<String> = cases
         .conn()
         .query_row("SELECT determination FROM cases WHERE id = ?1", [id], |r| {
             r.get(0)
@@ -92,7 +103,17 @@ fn determined_breach(cases: &Cases, id: i64) -> Result<(), CaseError> {
         .optional()
         .map_err(sql)?
         .flatten();
-    match d.as_deref() {
+    Ok(Notice {
+        determination,
+        assessment: cases.assessment(id)?.unwrap_or_default(),
+        breach: cases.breach(id)?,
+        patients: involved(cases, id)?.1,
+        span: span(cases, id)?,
+    })
+}
+
+fn determined_breach(n: &Notice, id: i64) -> Result<(), CaseError> {
+    match n.determination.as_deref() {
         Some("breach") => Ok(()),
         _ => Err(CaseError::Invalid(format!(
             "case #{id} is not determined a breach: there is nothing to notify"
@@ -103,14 +124,14 @@ fn determined_breach(cases: &Cases, id: i64) -> Result<(), CaseError> {
 /// One letter per involved patient in `out` (`letter-<patient>.txt`). `name` gives a patient's
 /// name when the context knows it.
 pub fn letters(
-    cases: &Cases,
+    n: &Notice,
     id: i64,
     r: &Response,
     name: &dyn Fn(&str) -> Option<String>,
     today: NaiveDate,
     out: &Path,
 ) -> Result<Vec<PathBuf>, CaseError> {
-    let texts = letter_texts(cases, id, r, name, today)?;
+    let texts = letter_texts(n, id, r, name, today)?;
     std::fs::create_dir_all(out)
         .map_err(|e| CaseError::Invalid(format!("{}: {e}", out.display())))?;
     let mut written = Vec::new();
@@ -135,21 +156,19 @@ pub fn letters(
 
 /// The letters of [`letters`] as (patient id, text).
 pub fn letter_texts(
-    cases: &Cases,
+    n: &Notice,
     id: i64,
     r: &Response,
     name: &dyn Fn(&str) -> Option<String>,
     today: NaiveDate,
 ) -> Result<Vec<(String, String)>, CaseError> {
-    determined_breach(cases, id)?;
+    determined_breach(n, id)?;
     let template = r.letter().map_err(|e| CaseError::Invalid(e.to_string()))?;
-    let a = cases.assessment(id)?.unwrap_or_default();
-    let b = cases.breach(id)?;
-    let (_, patients) = involved(cases, id)?;
-    let when = dates(span(cases, id)?);
+    let (a, b) = (&n.assessment, &n.breach);
+    let when = dates(n.span);
     let mut out = Vec::new();
-    for p in patients {
-        let patient = name(&p).unwrap_or_else(|| format!("patient {p}"));
+    for p in &n.patients {
+        let patient = name(p).unwrap_or_else(|| format!("patient {p}"));
         let value = |k: &str| {
             Some(match k {
                 "date" => today.to_string(),
@@ -177,11 +196,9 @@ pub fn letter_texts(
 }
 
 /// The fields of the HHS breach portal form, as JSON.
-pub fn hhs_report(cases: &Cases, id: i64, r: &Response) -> Result<Value, CaseError> {
-    determined_breach(cases, id)?;
-    let a = cases.assessment(id)?.unwrap_or_default();
-    let b = cases.breach(id)?;
-    let s = span(cases, id)?;
+pub fn hhs_report(n: &Notice, id: i64, r: &Response) -> Result<Value, CaseError> {
+    determined_breach(n, id)?;
+    let (a, b, s) = (&n.assessment, &n.breach, n.span);
     let affected = b.affected();
     Ok(json!({
         "covered_entity": {

@@ -603,25 +603,29 @@ fn export(
     use phiwatch::case::output;
     let cfg = phiwatch::config::Config::load(&store.config)?;
     let (_, r) = phiwatch::case::plan_for(&cfg)?;
-    let c = cases_in(&cfg)?;
+    let mut c = open_book(&cfg)?;
     let today = chrono::Utc::now().date_naive();
     let need_id = || id.ok_or_else(|| anyhow::anyhow!("give the case id"));
     if let Some(dir) = letters {
         let names = output::patient_names(cfg.fhir_context().as_deref())?;
-        let written = output::letters(&c, need_id()?, &r, &|p| names.get(p).cloned(), today, &dir)?;
+        let id = need_id()?;
+        let n = c.notice(id)?;
+        let written = output::letters(&n, id, &r, &|p| names.get(p).cloned(), today, &dir)?;
         println!("{} letter(s) written to {}", written.len(), dir.display());
     }
     if let Some(file) = hhs {
-        let report = output::hhs_report(&c, need_id()?, &r)?;
+        let id = need_id()?;
+        let report = output::hhs_report(&c.notice(id)?, id, &r)?;
         std::fs::write(&file, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", file.display()))?;
         println!("HHS breach report written to {}", file.display());
     }
     if let Some(year) = annual_log {
-        print!("{}", output::annual_log(&c, year)?);
+        print!("{}", output::annual_log(c.local("the annual log")?, year)?);
     }
     if let Some(p) = accounting {
-        print!("{}", output::accounting(&c, &p, today)?);
+        let local = c.local("the accounting of disclosures")?;
+        print!("{}", output::accounting(local, &p, today)?);
     }
     Ok(())
 }

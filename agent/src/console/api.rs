@@ -365,7 +365,7 @@ impl super::Console {
                 let names = crate::case::output::patient_names(i.context.as_deref())
                     .map_err(|e| Fail::internal(format!("{e:#}")))?;
                 Ok(crate::case::output::letter_texts(
-                    c.local("letters")?,
+                    &c.notice(id)?,
                     id,
                     &i.plan.response,
                     &|p| names.get(p).cloned(),
@@ -825,7 +825,7 @@ pub async fn hhs_report(
 ) -> Result<Json<Value>, Fail> {
     app.cases(move |c, i| {
         Ok(crate::case::output::hhs_report(
-            c.local("the HHS report")?,
+            &c.notice(id)?,
             id,
             &i.plan.response,
         )?)

@@ -546,8 +546,7 @@ pub async fn case(
     Path(id): Path<i64>,
 ) -> Page {
     let (d, timeline) = app.case_detail(id, &s.account).await?;
-    // Letters are written from the single process's store only, so far.
-    let letters = if d.case.determination.as_deref() == Some("breach") && !app.is_fleet() {
+    let letters = if d.case.determination.as_deref() == Some("breach") {
         app.letters_of(id, None).await?
     } else {
         Vec::new()

@@ -109,6 +109,8 @@ pub const FLEET: &[(&str, &str)] = &[
     ("POST", "/api/v1/cases"),
     ("GET", "/api/v1/cases/{id}"),
     ("GET", "/api/v1/cases/{id}/timeline"),
+    ("GET", "/api/v1/cases/{id}/letters"),
+    ("GET", "/api/v1/cases/{id}/hhs-report"),
     ("POST", "/api/v1/cases/{id}/assign"),
     ("POST", "/api/v1/cases/{id}/facts"),
     ("POST", "/api/v1/cases/{id}/assessment"),
