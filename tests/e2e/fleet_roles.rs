@@ -559,11 +559,20 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path, officer: &http::
     officers_run_a_case(pg, c, &first, officer);
     // Commands on what the fleet's database does not hold yet say so, rather than read an
     // empty SQLite store.
-    let out = common::phiwatch(&["case", "export", "--config", c, "--annual-log", "2026"]);
+    let out = common::phiwatch(&[
+        "case",
+        "attach",
+        "1",
+        "--config",
+        c,
+        "--file",
+        "/dev/null",
+        "--by",
+        "po",
+    ]);
     assert!(
         !out.status.success()
-            && common::text(&out.stderr)
-                .contains("the annual log is not available in fleet mode yet"),
+            && common::text(&out.stderr).contains("case attachments and reports are not there yet"),
         "{}",
         common::text(&out.stderr)
     );
@@ -728,6 +737,33 @@ fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str, officer: &http::Clie
         std::fs::read_dir(&letters).unwrap().count() as i64,
         patients
     );
+    // The year's log of breaches under 500 and the patient's accounting of disclosures.
+    let year = chrono::Utc::now().format("%Y").to_string();
+    let out = common::phiwatch(&["case", "export", "--config", c, "--annual-log", &year]);
+    let log = common::text(&out.stdout);
+    assert!(
+        log.lines().any(|l| l.starts_with(&format!("{id},"))),
+        "{log}"
+    );
+    let patient = pg.psql(
+        "phiwatch",
+        &format!("SELECT min(patient_id) FROM alert_findings WHERE alert_id = {alert}"),
+    );
+    let out = common::phiwatch(&[
+        "case",
+        "export",
+        "--config",
+        c,
+        "--accounting",
+        patient.trim(),
+    ]);
+    let accounting = common::text(&out.stdout);
+    assert!(
+        accounting.contains(&format!("impermissible access, breach case #{id}")),
+        "{accounting}"
+    );
+    let api = officer.get(&format!("/api/v1/reports/annual-log?year={year}"));
+    assert_eq!(api.text(), log);
     // And through the console node, the same.
     let api = officer
         .get(&format!("/api/v1/cases/{id}/hhs-report"))

@@ -181,6 +181,30 @@ impl CaseBook {
         }
     }
 
+    /// Breaches under 500 discovered in `year`, as the CSV of the annual HHS submission.
+    pub fn annual_log(&self, year: i32) -> Result<String> {
+        let ids = match self {
+            CaseBook::Sqlite(c) => super::output::breaches_in(c, year)?,
+            CaseBook::Fleet { rt, client, .. } => rt.block_on(fleet::breaches_in(client, year))?,
+        };
+        let notices = ids
+            .into_iter()
+            .map(|id| Ok((id, self.notice(id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(super::output::annual_log(&notices))
+    }
+
+    /// The accounting of disclosures owed to `patient` (164.528) as of `today`.
+    pub fn accounting(&self, patient: &str, today: NaiveDate) -> Result<String> {
+        let rows = match self {
+            CaseBook::Sqlite(c) => super::output::disclosures(c, patient)?,
+            CaseBook::Fleet { rt, client, .. } => {
+                rt.block_on(fleet::disclosures(client, patient))?
+            }
+        };
+        Ok(super::output::accounting(patient, &rows, today))
+    }
+
     /// The accesses by the case's users to its patients.
     pub fn evidence(&self, id: i64) -> Read<Vec<TimelineRow>> {
         match self {
@@ -198,7 +222,7 @@ impl CaseBook {
     }
 
     /// The single process's cases, for what fleet mode does not keep yet (attachments, the
-    /// annual log, accountings, the dashboard).
+    /// dashboard).
     pub fn local(&mut self, what: &str) -> Result<&mut Cases> {
         match self {
             CaseBook::Sqlite(c) => Ok(c),

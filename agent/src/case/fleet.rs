@@ -638,3 +638,48 @@ pub async fn notice(
         span: span.0.zip(span.1),
     })
 }
+
+/// The cases determined a breach and discovered in `year` (as [`super::output::breaches_in`]).
+pub async fn breaches_in(client: &impl GenericClient, year: i32) -> Result<Vec<i64>, CaseError> {
+    Ok(client
+        .query(
+            "SELECT id FROM cases WHERE determination = 'breach' AND substr(discovered, 1, 4) = $1
+             ORDER BY id",
+            &[&year.to_string()],
+        )
+        .await
+        .map_err(sql("reading the year's breaches"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// The breach cases involving `patient` (as [`super::output::disclosures`]).
+pub async fn disclosures(
+    client: &impl GenericClient,
+    patient: &str,
+) -> Result<Vec<super::output::Disclosure>, CaseError> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT c.id, a.user_id, a.category, c.assessment,
+                    (SELECT min(time_ms) FROM accesses x
+                     WHERE x.user_id = a.user_id AND x.patient_id = $1)
+             FROM cases c
+             JOIN case_alerts ca ON ca.case_id = c.id
+             JOIN alerts a ON a.id = ca.alert_id
+             JOIN alert_findings af ON af.alert_id = a.id
+             WHERE c.determination = 'breach' AND af.patient_id = $1 ORDER BY c.id",
+            &[&patient],
+        )
+        .await
+        .map_err(sql("reading a patient's disclosures"))?
+        .iter()
+        .map(|r| super::output::Disclosure {
+            case_id: r.get(0),
+            user: r.get(1),
+            category: r.get(2),
+            assessment: r.get(3),
+            first_ms: r.get(4),
+        })
+        .collect())
+}

@@ -236,31 +236,32 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Breaches under 500 discovered in `year`, one CSV row each, for the annual HHS submission.
-pub fn annual_log(cases: &Cases, year: i32) -> Result<String, CaseError> {
-    let ids: Vec<i64> = {
-        let mut st = cases
-            .conn()
-            .prepare(
-                "SELECT id FROM cases WHERE determination = 'breach' AND substr(discovered, 1, 4) = ?1
-                 ORDER BY id",
-            )
-            .map_err(sql)?;
-        let rows = st
-            .query_map([year.to_string()], |r| r.get(0))
-            .map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)?
-    };
+/// The cases determined a breach and discovered in `year`, by id.
+pub fn breaches_in(cases: &Cases, year: i32) -> Result<Vec<i64>, CaseError> {
+    let mut st = cases
+        .conn()
+        .prepare(
+            "SELECT id FROM cases WHERE determination = 'breach' AND substr(discovered, 1, 4) = ?1
+             ORDER BY id",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([year.to_string()], |r| r.get(0))
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+/// Breaches under 500, one CSV row each, for the annual HHS submission: the notices of the
+/// breaches discovered in the year ([`breaches_in`]), by case id.
+pub fn annual_log(breaches: &[(i64, Notice)]) -> String {
     let mut out = String::from(
         "case_id,discovery_date,breach_start,breach_end,individuals_affected,type_of_breach,location,phi_involved,actions_taken\n",
     );
-    for id in ids {
-        let b = cases.breach(id)?;
+    for (id, n) in breaches {
+        let (a, b, s) = (&n.assessment, &n.breach, n.span);
         if b.affected() >= 500 {
             continue;
         }
-        let a = cases.assessment(id)?.unwrap_or_default();
-        let s = span(cases, id)?;
         let row = [
             id.to_string(),
             b.discovered.map(|d| d.to_string()).unwrap_or_default(),
@@ -280,17 +281,29 @@ pub fn annual_log(cases: &Cases, year: i32) -> Result<String, CaseError> {
         );
         out.push('\n');
     }
-    Ok(out)
+    out
 }
 
-/// The accounting of disclosures owed to one patient (164.528): every breach case involving
-/// them in the six years before `today`.
-pub fn accounting(cases: &Cases, patient: &str, today: NaiveDate) -> Result<String, CaseError> {
-    let since = today - chrono::Duration::days(6 * 365 + 1);
+/// One breach case's look at a patient's record, for their accounting of disclosures.
+pub struct Disclosure {
+    pub case_id: i64,
+    pub user: String,
+    pub category: String,
+    /// The case's stored assessment (JSON), naming the unauthorized person.
+    pub assessment: Option<String>,
+    /// The user's first access to the patient (epoch ms).
+    pub first_ms: Option<i64>,
+}
+
+/// The breach cases involving `patient`, from the single process's store.
+pub fn disclosures(cases: &Cases, patient: &str) -> Result<Vec<Disclosure>, CaseError> {
     let mut st = cases
         .conn()
         .prepare(
-            "SELECT DISTINCT c.id, a.user_id, a.category, c.assessment FROM cases c
+            "SELECT DISTINCT c.id, a.user_id, a.category, c.assessment,
+                    (SELECT min(time_ms) FROM accesses x
+                     WHERE x.user_id = a.user_id AND x.patient_id = ?1)
+             FROM cases c
              JOIN case_alerts ca ON ca.case_id = c.id
              JOIN alerts a ON a.id = ca.alert_id
              JOIN alert_findings af ON af.alert_id = a.id
@@ -299,52 +312,52 @@ pub fn accounting(cases: &Cases, patient: &str, today: NaiveDate) -> Result<Stri
         .map_err(sql)?;
     let rows = st
         .query_map([patient], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
+            Ok(Disclosure {
+                case_id: r.get(0)?,
+                user: r.get(1)?,
+                category: r.get(2)?,
+                assessment: r.get(3)?,
+                first_ms: r.get(4)?,
+            })
         })
         .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+/// The accounting of disclosures owed to one patient (164.528): every breach case involving
+/// them ([`disclosures`]) in the six years before `today`.
+pub fn accounting(patient: &str, rows: &[Disclosure], today: NaiveDate) -> String {
+    let since = today - chrono::Duration::days(6 * 365 + 1);
     let mut out = format!(
         "Accounting of disclosures for patient {patient}, {since} to {today} (45 CFR 164.528)\n"
     );
     out.push_str("date,recipient,description,purpose\n");
     let mut n = 0;
-    for row in rows {
-        let (id, user, category, assessment) = row.map_err(sql)?;
-        let first: Option<i64> = cases
-            .conn()
-            .query_row(
-                "SELECT min(time_ms) FROM accesses WHERE user_id = ?1 AND patient_id = ?2",
-                [&user, patient],
-                |r| r.get(0),
-            )
-            .map_err(sql)?;
-        let when = first.map(day).unwrap_or_default();
+    for d in rows {
+        let when = d.first_ms.map(day).unwrap_or_default();
         if NaiveDate::parse_from_str(&when, "%Y-%m-%d").is_ok_and(|d| d < since) {
             continue;
         }
-        let recipient = assessment
+        let recipient = d
+            .assessment
             .as_deref()
             .and_then(|t| serde_json::from_str::<super::Assessment>(t).ok())
             .map(|a| a.unauthorized_person)
             .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| format!("workforce member {user}"));
+            .unwrap_or_else(|| format!("workforce member {}", d.user));
         out.push_str(&format!(
             "{},{},{},{}\n",
             csv_field(&when),
             csv_field(&recipient),
-            csv_field(&format!("record viewed ({category})")),
-            csv_field(&format!("impermissible access, breach case #{id}")),
+            csv_field(&format!("record viewed ({})", d.category)),
+            csv_field(&format!("impermissible access, breach case #{}", d.case_id)),
         ));
         n += 1;
     }
     if n == 0 {
         out.push_str("(no disclosures to account for)\n");
     }
-    Ok(out)
+    out
 }
 
 /// A file or directory of the context that cannot be read.

@@ -603,7 +603,7 @@ fn export(
     use phiwatch::case::output;
     let cfg = phiwatch::config::Config::load(&store.config)?;
     let (_, r) = phiwatch::case::plan_for(&cfg)?;
-    let mut c = open_book(&cfg)?;
+    let c = open_book(&cfg)?;
     let today = chrono::Utc::now().date_naive();
     let need_id = || id.ok_or_else(|| anyhow::anyhow!("give the case id"));
     if let Some(dir) = letters {
@@ -621,11 +621,10 @@ fn export(
         println!("HHS breach report written to {}", file.display());
     }
     if let Some(year) = annual_log {
-        print!("{}", output::annual_log(c.local("the annual log")?, year)?);
+        print!("{}", c.annual_log(year)?);
     }
     if let Some(p) = accounting {
-        let local = c.local("the accounting of disclosures")?;
-        print!("{}", output::accounting(local, &p, today)?);
+        print!("{}", c.accounting(&p, today)?);
     }
     Ok(())
 }

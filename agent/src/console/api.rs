@@ -1197,14 +1197,7 @@ pub async fn annual_log(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<YearQuery>,
 ) -> Result<Response, Fail> {
-    let csv = app
-        .cases(move |c, _| {
-            Ok(crate::case::output::annual_log(
-                c.local("the annual log")?,
-                q.year,
-            )?)
-        })
-        .await?;
+    let csv = app.cases(move |c, _| Ok(c.annual_log(q.year)?)).await?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
 }
 
@@ -1230,15 +1223,7 @@ pub async fn accounting(
     )?;
     let today = chrono::Utc::now().date_naive();
     let p = q.patient.clone();
-    let text = app
-        .cases(move |c, _| {
-            Ok(crate::case::output::accounting(
-                c.local("the accounting of disclosures")?,
-                &p,
-                today,
-            )?)
-        })
-        .await?;
+    let text = app.cases(move |c, _| Ok(c.accounting(&p, today)?)).await?;
     Ok(Json(json!({ "patient": q.patient, "accounting": text })))
 }
 

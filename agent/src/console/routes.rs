@@ -121,6 +121,8 @@ pub const FLEET: &[(&str, &str)] = &[
     ("POST", "/api/v1/cases/{id}/tasks/{n}/done"),
     ("POST", "/api/v1/cases/{id}/notes"),
     ("GET", "/api/v1/case-log/verify"),
+    ("GET", "/api/v1/reports/annual-log"),
+    ("GET", "/api/v1/reports/accounting"),
     ("GET", "/status"),
     ("GET", "/api/v1/status"),
     ("GET", "/api/v1/metrics/summary"),
