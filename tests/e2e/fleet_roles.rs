@@ -559,20 +559,10 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path, officer: &http::
     officers_run_a_case(pg, c, &first, officer);
     // Commands on what the fleet's database does not hold yet say so, rather than read an
     // empty SQLite store.
-    let out = common::phiwatch(&[
-        "case",
-        "attach",
-        "1",
-        "--config",
-        c,
-        "--file",
-        "/dev/null",
-        "--by",
-        "po",
-    ]);
+    let out = common::phiwatch(&["report", "noise", "--config", c]);
     assert!(
         !out.status.success()
-            && common::text(&out.stderr).contains("case attachments and reports are not there yet"),
+            && common::text(&out.stderr).contains("reports (phiwatch report) are not there yet"),
         "{}",
         common::text(&out.stderr)
     );
@@ -736,6 +726,29 @@ fn officers_run_a_case(pg: &Postgres, c: &str, alert: &str, officer: &http::Clie
     assert_eq!(
         std::fs::read_dir(&letters).unwrap().count() as i64,
         patients
+    );
+    // Evidence is kept in the fleet's database, where every console node finds it.
+    let file = dir.path().join("screenshot.txt");
+    std::fs::write(&file, b"what the officer saw").unwrap();
+    let out = common::phiwatch(&[
+        "case",
+        "attach",
+        &id,
+        "--config",
+        c,
+        "--file",
+        file.to_str().unwrap(),
+        "--by",
+        "po",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert_eq!(
+        pg.psql(
+            "phiwatch",
+            "SELECT convert_from(bytes, 'UTF8') FROM case_evidence"
+        )
+        .trim(),
+        "what the officer saw"
     );
     // The year's log of breaches under 500 and the patient's accounting of disclosures.
     let year = chrono::Utc::now().format("%Y").to_string();

@@ -173,6 +173,24 @@ impl CaseBook {
         }
     }
 
+    /// Stores evidence (in files under `dir` on SQLite, in the database in fleet mode) and
+    /// records it in the case log; returns its SHA-256.
+    pub fn attach_bytes(
+        &mut self,
+        id: i64,
+        actor: &str,
+        name: &str,
+        bytes: &[u8],
+        dir: &std::path::Path,
+    ) -> Result<String> {
+        match self {
+            CaseBook::Sqlite(c) => c.attach_bytes(id, actor, name, bytes, dir),
+            CaseBook::Fleet { rt, client, .. } => {
+                rt.block_on(fleet::attach(client, id, actor, name, bytes))
+            }
+        }
+    }
+
     /// What the case's letters and HHS report are written from.
     pub fn notice(&self, id: i64) -> Result<super::output::Notice> {
         match self {
@@ -221,8 +239,7 @@ impl CaseBook {
         }
     }
 
-    /// The single process's cases, for what fleet mode does not keep yet (attachments, the
-    /// dashboard).
+    /// The single process's cases, for what fleet mode does not keep yet (the dashboard).
     pub fn local(&mut self, what: &str) -> Result<&mut Cases> {
         match self {
             CaseBook::Sqlite(c) => Ok(c),

@@ -683,3 +683,30 @@ pub async fn disclosures(
         })
         .collect())
 }
+
+/// Stores evidence for case `id` by its SHA-256 (once, however many cases attach it) and
+/// records it in the case log, in one transaction (as [`super::Cases::attach_bytes`]).
+pub async fn attach(
+    client: &mut Client,
+    id: i64,
+    actor: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<String, CaseError> {
+    need(actor, "--by")?;
+    let sha = super::sha256_hex(bytes);
+    let e = sql("attaching evidence");
+    let tx = client.transaction().await.map_err(&e)?;
+    lock(&tx, id, false).await?;
+    tx.execute(
+        "INSERT INTO case_evidence (sha256, bytes, created_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (sha256) DO NOTHING",
+        &[&sha, &bytes, &now_ms()],
+    )
+    .await
+    .map_err(&e)?;
+    let after = json!({ "file": name, "sha256": sha, "bytes": bytes.len() });
+    append(&tx, id, actor, "attach", &json!({}), &after).await?;
+    tx.commit().await.map_err(&e)?;
+    Ok(sha)
+}

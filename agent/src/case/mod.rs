@@ -503,24 +503,7 @@ impl Cases {
         self.apply(id, actor, "notify", |c| notifying_set(id, &c.state))
     }
 
-    /// Stores a file as evidence under `dir` by its SHA-256 and records it in the case log.
-    pub fn attach(
-        &mut self,
-        id: i64,
-        actor: &str,
-        file: &Path,
-        dir: &Path,
-    ) -> Result<String, CaseError> {
-        self.not_closed(id)?;
-        let bytes = std::fs::read(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.attach_bytes(id, actor, &name, &bytes, dir)
-    }
-
-    /// As [`Cases::attach`], for bytes that arrived by other means (a console upload).
+    /// Stores evidence under `dir` by its SHA-256 and records it in the case log.
     pub fn attach_bytes(
         &mut self,
         id: i64,
@@ -531,10 +514,7 @@ impl Cases {
     ) -> Result<String, CaseError> {
         need(actor, "--by")?;
         self.not_closed(id)?;
-        let sha: String = sha2::Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha = sha256_hex(bytes);
         std::fs::create_dir_all(dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
         let dest = dir.join(&sha);
         if !dest.exists() {
@@ -702,6 +682,14 @@ pub fn plan_for(
         None => response::Response::parse(response::EMBEDDED),
     }?;
     Ok((j, r))
+}
+
+/// An evidence file's name in either store.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub(crate) fn need(s: &str, what: &str) -> Result<(), CaseError> {

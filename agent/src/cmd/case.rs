@@ -225,7 +225,14 @@ pub fn run(c: CaseCmd) -> Result<()> {
             by,
         } => {
             let cfg = phiwatch::config::Config::load(&store.config)?;
-            let sha = cases_in(&cfg)?.attach(id, &by, &file, &cfg.data_dir.join("attachments"))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = cfg.data_dir.join("attachments");
+            let sha = open_book(&cfg)?.attach_bytes(id, &by, &name, &bytes, &dir)?;
             println!("attached {} to case #{id}: sha256 {sha}", file.display());
         }
         CaseCmd::Export {

@@ -61,8 +61,8 @@ pub fn sqlite_store(cfg: &phiwatch::config::Config) -> Result<PathBuf> {
             "[database] names fleet mode's PostgreSQL ({}): this command works on the single \
              process's SQLite store. In fleet mode this release keeps accesses, findings, \
              alerts, silences, notifications, cases and console accounts in PostgreSQL \
-             (phiwatch alerts, silence, notify, case and user work on it); case attachments \
-             and reports are not there yet",
+             (phiwatch alerts, silence, notify, case and user work on it); reports \
+             (phiwatch report) are not there yet",
             phiwatch::fleet::pg::describe(&db.url)
         );
     }

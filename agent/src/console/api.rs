@@ -1162,15 +1162,7 @@ pub async fn attach(
     }
     let by = s.account.name.clone();
     let sha = app
-        .cases(move |c, i| {
-            Ok(c.local("evidence upload")?.attach_bytes(
-                id,
-                &by,
-                &q.name,
-                &body,
-                &i.evidence_dir,
-            )?)
-        })
+        .cases(move |c, i| Ok(c.attach_bytes(id, &by, &q.name, &body, &i.evidence_dir)?))
         .await?;
     Ok(Json(json!({ "case": id, "sha256": sha })))
 }

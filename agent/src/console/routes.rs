@@ -120,6 +120,7 @@ pub const FLEET: &[(&str, &str)] = &[
     ("POST", "/api/v1/cases/{id}/tasks"),
     ("POST", "/api/v1/cases/{id}/tasks/{n}/done"),
     ("POST", "/api/v1/cases/{id}/notes"),
+    ("POST", "/api/v1/cases/{id}/evidence"),
     ("GET", "/api/v1/case-log/verify"),
     ("GET", "/api/v1/reports/annual-log"),
     ("GET", "/api/v1/reports/accounting"),

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "console accounts, sessions, sign-in trail and failures",
         sql: V6,
     },
+    Migration {
+        version: 7,
+        name: "case evidence files",
+        sql: V7,
+    },
 ];
 
 /// The version this phiwatch needs.
@@ -302,6 +307,16 @@ CREATE TABLE console_login_failures (
     at_ms bigint NOT NULL
 );
 CREATE INDEX console_login_failures_key ON console_login_failures (key, at_ms);
+";
+
+/// Evidence attached to cases, by SHA-256: the single process keeps it in files under its
+/// data_dir; the fleet keeps it where every console node can read it.
+const V7: &str = "
+CREATE TABLE case_evidence (
+    sha256     text PRIMARY KEY,
+    bytes      bytea NOT NULL,
+    created_ms bigint NOT NULL
+);
 ";
 
 /// Any number to serialise migrations run by several nodes at once.
