@@ -102,15 +102,10 @@ impl CaseBook {
         outcome: &str,
         on: Option<NaiveDate>,
     ) -> Result<usize> {
-        match self {
-            CaseBook::Sqlite(c) => c.determine(id, actor, outcome, on),
-            CaseBook::Fleet { .. } => {
-                self.change(id, actor, "determine", |c| {
-                    change::determine_set(outcome, c.assessment.as_ref(), on)
-                })?;
-                self.pending_reminders(id)
-            }
-        }
+        self.change(id, actor, "determine", |c| {
+            change::determine_set(outcome, c.assessment.as_ref(), on)
+        })?;
+        self.pending_reminders(id)
     }
 
     pub fn notifying(&mut self, id: i64, actor: &str) -> Result<()> {

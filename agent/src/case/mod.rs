@@ -13,16 +13,13 @@ pub mod response;
 pub mod schedule;
 pub mod timeline;
 
-use change::{
-    assess_set, assign_set, close_set, determine_set, facts_set, notifying_set, title_or,
-};
+use change::title_or;
 use chrono::NaiveDate;
 use clock::{Breach, Jurisdictions, LawEnforcementDelay};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest as _;
-use std::collections::BTreeMap;
 use std::path::Path;
 use thiserror::Error;
 
@@ -381,31 +378,6 @@ impl Cases {
         self.change(id, actor, action, &decide(&current)?)
     }
 
-    /// Assigns the case; a new case moves to investigating.
-    pub fn assign(&mut self, id: i64, actor: &str, assignee: &str) -> Result<(), CaseError> {
-        self.apply(id, actor, "assign", |c| assign_set(&c.state, assignee))
-    }
-
-    /// Records the facts the clocks need.
-    pub fn set_facts(
-        &mut self,
-        id: i64,
-        actor: &str,
-        discovered: Option<NaiveDate>,
-        residents: Option<BTreeMap<String, u32>>,
-        delays: Option<Vec<LawEnforcementDelay>>,
-        licensed_in: Option<Vec<String>>,
-    ) -> Result<(), CaseError> {
-        self.apply(id, actor, "facts", |_| {
-            facts_set(discovered, residents, delays, licensed_in)
-        })
-    }
-
-    /// Records the four-factor risk assessment; the case moves to risk assessment.
-    pub fn assess(&mut self, id: i64, actor: &str, a: &Assessment) -> Result<(), CaseError> {
-        self.apply(id, actor, "assess", |_| assess_set(a))
-    }
-
     pub fn assessment(&self, id: i64) -> Result<Option<Assessment>, CaseError> {
         let text: Option<String> = self
             .conn
@@ -416,23 +388,6 @@ impl Cases {
             .map_err(self.sql())?
             .flatten();
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    }
-
-    /// `breach`, `not_breach` or `excluded`. A breach is presumed (164.402): the other two need
-    /// an assessment that shows a low probability of compromise, or an exclusion. With a plan,
-    /// the reminders follow (a breach makes them firm, the others cancel them); returns how
-    /// many reminders of the case are pending afterwards.
-    pub fn determine(
-        &mut self,
-        id: i64,
-        actor: &str,
-        outcome: &str,
-        on: Option<NaiveDate>,
-    ) -> Result<usize, CaseError> {
-        self.apply(id, actor, "determine", |c| {
-            determine_set(outcome, c.assessment.as_ref(), on)
-        })?;
-        self.pending_reminders(id)
     }
 
     /// Reminders of the case waiting in the outbox.
@@ -498,11 +453,6 @@ impl Cases {
         tx.commit().map_err(&sql)
     }
 
-    /// Moves a determined case to notifying (notices are going out).
-    pub fn notifying(&mut self, id: i64, actor: &str) -> Result<(), CaseError> {
-        self.apply(id, actor, "notify", |c| notifying_set(id, &c.state))
-    }
-
     /// Stores evidence under `dir` by its SHA-256 and records it in the case log.
     pub fn attach_bytes(
         &mut self,
@@ -533,11 +483,6 @@ impl Cases {
         .and_then(|_| tx.commit())
         .map_err(&sql)?;
         Ok(sha)
-    }
-
-    /// `true_positive`, `false_positive` or `duplicate`.
-    pub fn close(&mut self, id: i64, actor: &str, resolution: &str) -> Result<(), CaseError> {
-        self.apply(id, actor, "close", |_| close_set(resolution))
     }
 
     pub fn note(&mut self, id: i64, actor: &str, text: &str) -> Result<(), CaseError> {
@@ -721,7 +666,11 @@ mod tests {
                         let id = cases
                             .create(&format!("officer-{w}"), &format!("case {w}-{i}"), &[], None)
                             .unwrap();
-                        cases.assign(id, &format!("officer-{w}"), "po-ann").unwrap();
+                        cases
+                            .apply(id, &format!("officer-{w}"), "assign", |c| {
+                                change::assign_set(&c.state, "po-ann")
+                            })
+                            .unwrap();
                     }
                 })
             })

@@ -303,6 +303,19 @@ impl super::Console {
         .await
     }
 
+    /// The dashboard's figures, charted by `by`.
+    pub(super) async fn dashboard(
+        self: &std::sync::Arc<Self>,
+        by: data::ChartBy,
+    ) -> Result<data::Dashboard, Fail> {
+        let today = chrono::Utc::now().date_naive();
+        self.cases(move |c, i| {
+            let local = c.local("the dashboard")?;
+            Ok(data::dashboard(local, &i.plan.jurisdictions, today, by)?)
+        })
+        .await
+    }
+
     /// The alert queue: one page of the filter's alerts, with counts.
     pub(super) async fn alert_page(
         self: &std::sync::Arc<Self>,
@@ -1223,18 +1236,7 @@ pub async fn dashboard(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<data::DashboardQuery>,
 ) -> Result<Json<data::Dashboard>, Fail> {
-    let today = chrono::Utc::now().date_naive();
-    let by = q.by;
-    app.cases(move |c, i| {
-        Ok(data::dashboard(
-            c.local("the dashboard")?,
-            &i.plan.jurisdictions,
-            today,
-            by,
-        )?)
-    })
-    .await
-    .map(Json)
+    app.dashboard(q.by).await.map(Json)
 }
 
 pub async fn status(State(app): State<App>) -> Json<Value> {

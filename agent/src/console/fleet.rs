@@ -158,13 +158,22 @@ pub async fn remove_account(client: &mut Client, name: &str) -> Result<(), Accou
     if n == 0 {
         return Err(AccountError::Invalid(format!("no user {name:?}")));
     }
+    end_sessions(tx, name, &e).await
+}
+
+/// Ends `name`'s sessions on every node and commits.
+async fn end_sessions(
+    tx: tokio_postgres::Transaction<'_>,
+    name: &str,
+    e: &impl Fn(tokio_postgres::Error) -> AccountError,
+) -> Result<(), AccountError> {
     tx.execute(
         "DELETE FROM console_sessions WHERE user_name = $1",
         &[&name],
     )
     .await
-    .map_err(&e)?;
-    tx.commit().await.map_err(&e)
+    .map_err(e)?;
+    tx.commit().await.map_err(e)
 }
 
 /// As [`accounts::set_password`]: a new hash, and the account's sessions end.
@@ -186,13 +195,7 @@ pub async fn set_password(
     if n == 0 {
         return Err(AccountError::Invalid(format!("no user {name:?}")));
     }
-    tx.execute(
-        "DELETE FROM console_sessions WHERE user_name = $1",
-        &[&name],
-    )
-    .await
-    .map_err(&e)?;
-    tx.commit().await.map_err(&e)
+    end_sessions(tx, name, &e).await
 }
 
 /// The newest `limit` entries of the sign-in trail, oldest first.

@@ -875,18 +875,8 @@ pub async fn dashboard(
     Extension(s): Extension<Signed>,
     Query(q): Query<data::DashboardQuery>,
 ) -> Page {
-    let today = chrono::Utc::now().date_naive();
     let by = q.by;
-    let d = app
-        .cases(move |c, i| {
-            Ok(data::dashboard(
-                c.local("the dashboard")?,
-                &i.plan.jurisdictions,
-                today,
-                by,
-            )?)
-        })
-        .await?;
+    let d = app.dashboard(by).await?;
     let toggle = match by {
         data::ChartBy::Stored => "<p class=\"muted\">by the day each alert was stored · <a id=\"by-access\" href=\"/dashboard?by=access\">by the day of its first access</a></p>",
         data::ChartBy::Access => "<p class=\"muted\"><a id=\"by-stored\" href=\"/dashboard?by=stored\">by the day each alert was stored</a> · by the day of its first access</p>",
