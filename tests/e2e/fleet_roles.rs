@@ -496,6 +496,17 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
     );
     let page = officer.get(&format!("/alerts/{first}"));
     assert_eq!(page.status, 200, "{}", page.text());
+    // The dashboard counts what the fleet stored.
+    let board = officer.get("/api/v1/dashboard").json();
+    assert_eq!(board["accesses"].as_i64(), Some(accesses));
+    let per_policy: i64 = board["per_policy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["findings"].as_i64().unwrap())
+        .sum();
+    assert_eq!(per_policy, psql_i64(&pg, "SELECT count(*) FROM findings"));
+    assert_eq!(officer.get("/dashboard").status, 200);
     // The alerted user's findings and accesses, as the fleet stored them.
     let user = pg.psql(
         "phiwatch",
@@ -1293,7 +1304,7 @@ fn console_nodes_share_accounts_sessions_and_the_sign_in_limit() {
     // The queue's page is served; what is not on the fleet's database yet says so.
     let page = on_b.get("/alerts");
     assert_eq!(page.status, 200, "{}", page.text());
-    let page = on_b.get("/dashboard");
+    let page = on_b.get("/noise");
     assert_eq!(page.status, 501, "{}", page.text());
     assert_eq!(on_b.get("/status").status, 200);
     // A silence made on one node is the fleet's: listed and ended on the other.

@@ -385,6 +385,26 @@ pub enum ChartBy {
     Access,
 }
 
+/// What the dashboard counts, read from either store.
+pub struct Overview {
+    /// Alerts per day (UTC) and category over the last days of data.
+    pub per_day: BTreeMap<String, BTreeMap<String, i64>>,
+    /// The ten users with the most findings.
+    pub top_users: Vec<(String, i64)>,
+    pub per_detector: Vec<(String, i64)>,
+    pub accesses: i64,
+}
+
+/// The dashboard's counts from the single process's store.
+pub fn overview(conn: &Connection, by: ChartBy, days: i64) -> Result<Overview, QueryError> {
+    Ok(Overview {
+        per_day: per_day(conn, by, days)?,
+        top_users: top_users(conn, 10)?,
+        per_detector: per_detector(conn)?,
+        accesses: crate::store::access_count(conn)?,
+    })
+}
+
 /// Alerts per day (UTC) and category over the last `days` days of data, by `by`'s time.
 pub fn per_day(
     conn: &Connection,

@@ -218,6 +218,30 @@ impl CaseBook {
         Ok(super::output::accounting(patient, &rows, today))
     }
 
+    /// Open cases whose notices are not all sent yet, with their deadlines as of `today`.
+    pub fn unsent_deadlines(
+        &self,
+        j: &Jurisdictions,
+        today: NaiveDate,
+    ) -> Read<Vec<(i64, String, Vec<super::query::DeadlineRow>)>> {
+        let open = match self {
+            CaseBook::Sqlite(c) => super::query::unsent(c.conn())?,
+            CaseBook::Fleet { rt, client, .. } => rt.block_on(fleet::unsent(client))?,
+        };
+        let mut out = Vec::with_capacity(open.len());
+        for (id, title) in open {
+            let deadlines = match self {
+                CaseBook::Sqlite(c) => super::query::deadlines(c, id, j, today)?,
+                CaseBook::Fleet { .. } => self
+                    .detail(id, j, today)?
+                    .map(|d| d.deadlines)
+                    .unwrap_or_default(),
+            };
+            out.push((id, title, deadlines));
+        }
+        Ok(out)
+    }
+
     /// The accesses by the case's users to its patients.
     pub fn evidence(&self, id: i64) -> Read<Vec<TimelineRow>> {
         match self {
@@ -231,16 +255,6 @@ impl CaseBook {
         match self {
             CaseBook::Sqlite(c) => c.pending_reminders(id),
             CaseBook::Fleet { rt, client, .. } => rt.block_on(fleet::pending_reminders(client, id)),
-        }
-    }
-
-    /// The single process's cases, for what fleet mode does not keep yet (the dashboard).
-    pub fn local(&mut self, what: &str) -> Result<&mut Cases> {
-        match self {
-            CaseBook::Sqlite(c) => Ok(c),
-            CaseBook::Fleet { .. } => Err(super::invalid(format!(
-                "{what} is not available in fleet mode yet"
-            ))),
         }
     }
 }

@@ -710,3 +710,18 @@ pub async fn attach(
     tx.commit().await.map_err(&e)?;
     Ok(sha)
 }
+
+/// Open cases whose notices are not all sent yet: id and title (as
+/// [`super::query::unsent`]).
+pub async fn unsent(client: &impl GenericClient) -> Result<Vec<(i64, String)>, CaseError> {
+    Ok(client
+        .query(
+            "SELECT id, title FROM cases WHERE state NOT IN ('closed', 'notifying') ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(sql("reading open cases"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}

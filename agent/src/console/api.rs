@@ -309,11 +309,8 @@ impl super::Console {
         by: data::ChartBy,
     ) -> Result<data::Dashboard, Fail> {
         let today = chrono::Utc::now().date_naive();
-        self.cases(move |c, i| {
-            let local = c.local("the dashboard")?;
-            Ok(data::dashboard(local, &i.plan.jurisdictions, today, by)?)
-        })
-        .await
+        self.cases(move |c, i| Ok(data::dashboard(c, &i.plan.jurisdictions, today, by)?))
+            .await
     }
 
     /// The alert queue: one page of the filter's alerts, with counts.

@@ -6,10 +6,10 @@ pub use crate::alert::query::{
     alert, alerts, findings, AlertDetail, AlertFilter, AlertPage, AlertRow, ChartBy, FindingFilter,
     FindingRow,
 };
+use crate::case::book::CaseBook;
 use crate::case::clock::Jurisdictions;
 pub use crate::case::query::{case, cases, CaseDetail, CaseRow, DeadlineRow, LogRow, Task};
 pub use crate::case::timeline::{case_timeline, timeline, TimelineFilter, TimelineRow};
-use crate::case::Cases;
 use crate::store::QueryError;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -61,14 +61,20 @@ pub struct DashboardQuery {
 }
 
 pub fn dashboard(
-    cases: &Cases,
+    cases: &CaseBook,
     j: &Jurisdictions,
     today: NaiveDate,
     by: ChartBy,
 ) -> Result<Dashboard, QueryError> {
-    let conn = cases.conn();
-    let accesses = crate::store::access_count(conn)?;
-    let per_policy = crate::alert::query::per_detector(conn)?
+    let o = match cases {
+        CaseBook::Sqlite(c) => crate::alert::query::overview(c.conn(), by, 30)?,
+        CaseBook::Fleet { rt, client, .. } => rt
+            .block_on(crate::alert::fleet::overview(client, by, 30))
+            .map_err(|e| QueryError::Database(e.to_string()))?,
+    };
+    let accesses = o.accesses;
+    let per_policy = o
+        .per_detector
         .into_iter()
         .map(|(detector, n)| PolicyRate {
             detector,
@@ -81,11 +87,8 @@ pub fn dashboard(
         })
         .collect();
     let mut due_this_week = Vec::new();
-    for (id, title) in crate::case::query::unsent(conn)? {
-        for d in crate::case::query::deadlines(cases, id, j, today)?
-            .into_iter()
-            .filter(|d| d.days_left <= 7)
-        {
+    for (id, title, deadlines) in cases.unsent_deadlines(j, today)? {
+        for d in deadlines.into_iter().filter(|d| d.days_left <= 7) {
             due_this_week.push(Due {
                 case_id: id,
                 title: title.clone(),
@@ -98,12 +101,13 @@ pub fn dashboard(
     }
     due_this_week.sort_by(|a, b| a.due.cmp(&b.due));
     Ok(Dashboard {
-        alerts_by_day: crate::alert::query::per_day(conn, by, 30)?
+        alerts_by_day: o
+            .per_day
             .into_iter()
             .map(|(day, by_category)| DayCount { day, by_category })
             .collect(),
         by,
-        top_users: crate::alert::query::top_users(conn, 10)?,
+        top_users: o.top_users,
         accesses,
         per_policy,
         due_this_week,
@@ -148,7 +152,7 @@ mod tests {
                 crate::alert::apply(tx, fresh, &routing, chrono_tz::UTC, stored).map(|_| ())
             })
             .unwrap();
-        let cases = Cases::open(&db).unwrap();
+        let cases = CaseBook::Sqlite(crate::case::Cases::open(&db).unwrap());
         let j = Jurisdictions::parse(Jurisdictions::EMBEDDED).unwrap();
         let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
         let days = |by| {

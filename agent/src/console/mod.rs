@@ -176,11 +176,6 @@ impl Console {
         self.db(move |c| Ok(session::purge(c, l)?)).await
     }
 
-    /// Whether this console is a fleet node's (on the fleet's database).
-    pub fn is_fleet(&self) -> bool {
-        self.fleet.is_some()
-    }
-
     /// The live session of a cookie token, from the store or the fleet's database.
     async fn session(self: &Arc<Self>, token: &str) -> Result<Option<session::Session>, Fail> {
         let l = self.lifetimes;

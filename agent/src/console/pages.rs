@@ -183,13 +183,8 @@ pub async fn logout(
     res
 }
 
-pub async fn home(State(app): State<App>, Extension(s): Extension<Signed>) -> Redirect {
-    let home = s.account.role.home();
-    // A console node in fleet mode does not serve every role's home page yet.
-    if app.is_fleet() && !super::routes::in_fleet(&axum::http::Method::GET, home) {
-        return Redirect::to("/alerts");
-    }
-    Redirect::to(home)
+pub async fn home(Extension(s): Extension<Signed>) -> Redirect {
+    Redirect::to(s.account.role.home())
 }
 
 fn opt_select(name: &str, id: &str, current: Option<&str>, options: &[(&str, &str)]) -> String {

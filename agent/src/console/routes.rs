@@ -79,8 +79,8 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// What a console node serves in fleet mode: sign-in, the alert queue, alerts and their
-/// acknowledgement, silences, cases and their log, the node's status, as pages and API. The
-/// dashboard, noise and backtest pages and the rest of the API answer 501 until what they read is kept in the
+/// acknowledgement, silences, cases and their log, the dashboard, the node's status, as pages
+/// and API. The noise and backtest pages and the rest of the API answer 501 until what they read is kept in the
 /// fleet's database too.
 pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/login"),
@@ -89,6 +89,8 @@ pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/static/console.css"),
     ("GET", "/static/console.js"),
+    ("GET", "/dashboard"),
+    ("GET", "/api/v1/dashboard"),
     ("GET", "/alerts"),
     ("GET", "/alerts/{id}"),
     ("GET", "/cases"),

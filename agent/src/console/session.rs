@@ -217,11 +217,10 @@ impl LoginLimiter {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for (k, ages) in keys.iter().zip(ages) {
-            let q: VecDeque<Instant> = ages
-                .iter()
-                .rev()
-                .filter_map(|a| now.checked_sub(*a))
-                .collect();
+            // Oldest first, as the node's own queues are kept.
+            let mut ages = ages;
+            ages.sort_unstable_by(|a, b| b.cmp(a));
+            let q: VecDeque<Instant> = ages.iter().filter_map(|a| now.checked_sub(*a)).collect();
             if q.is_empty() {
                 st.failures.remove(k);
             } else {
@@ -377,6 +376,32 @@ mod tests {
         let ok = fresh.begin("10.0.2.9", "olivia").unwrap();
         ok.succeeded();
         assert!(fresh.begin("10.0.2.9", "olivia").is_ok(), "forgiven");
+    }
+
+    /// Failures another console node counted (read from the fleet's database in any order)
+    /// hold the pair's limit here, and the lock lifts when the oldest of them ages out.
+    #[test]
+    fn failures_adopted_from_other_nodes_hold_the_limit_until_the_oldest_ages_out() {
+        let l = LoginLimiter::new(3, Duration::from_secs(600));
+        let keys = LoginLimiter::keys("10.0.0.1", "olivia");
+        let ages = vec![
+            Duration::from_secs(1),
+            Duration::from_secs(540),
+            Duration::from_secs(30),
+        ];
+        l.adopt(&keys, [ages.clone(), ages.clone(), ages]);
+        let wait = l
+            .begin("10.0.0.1", "olivia")
+            .err()
+            .expect("the pair is locked");
+        // The oldest failure is 540 s old in a 600 s window: about a minute to go.
+        assert!(
+            wait > Duration::from_secs(50) && wait <= Duration::from_secs(61),
+            "{wait:?}"
+        );
+        // Adopting none (the fleet forgave them on a sign-in elsewhere) clears them here.
+        l.adopt(&keys, Default::default());
+        assert!(l.begin("10.0.0.1", "olivia").is_ok());
     }
 
     #[test]
