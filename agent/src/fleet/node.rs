@@ -19,7 +19,7 @@ pub enum Role {
     /// Send the notifications the detector queued in the outbox, beside any number of other
     /// dispatch nodes (each row is claimed by one of them at a time).
     Dispatch,
-    /// Serve the console API on the fleet's database (accounts, sessions, alerts, cases).
+    /// Serve the console, pages and API, on the fleet's database (accounts, sessions, alerts, cases).
     Console,
 }
 
