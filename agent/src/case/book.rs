@@ -232,10 +232,9 @@ impl CaseBook {
         for (id, title) in open {
             let deadlines = match self {
                 CaseBook::Sqlite(c) => super::query::deadlines(c, id, j, today)?,
-                CaseBook::Fleet { .. } => self
-                    .detail(id, j, today)?
-                    .map(|d| d.deadlines)
-                    .unwrap_or_default(),
+                CaseBook::Fleet { rt, client, .. } => {
+                    rt.block_on(fleet::deadlines(client, id, j, today))?
+                }
             };
             out.push((id, title, deadlines));
         }

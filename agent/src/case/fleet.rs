@@ -39,7 +39,7 @@ async fn lock(tx: &Transaction<'_>, id: i64, closed_ok: bool) -> Result<Current,
     let assessment: Option<String> = row.get(1);
     Ok(Current {
         state,
-        assessment: assessment.and_then(|t| serde_json::from_str(&t).ok()),
+        assessment: super::assessment_of(assessment),
     })
 }
 
@@ -365,15 +365,51 @@ pub async fn list(
     for r in &rows {
         let mut row = case_row(r);
         if row.state != "closed" {
-            let (_, patients) = involved(client, row.id).await?;
-            let clocks =
-                super::schedule::clocks(breach(r), row.determination.as_deref(), patients.len(), j);
+            let clocks = clocks_of(client, r, j).await?;
             row.next_deadline = clocks.next().map(|c| super::query::deadline_row(c, today));
         }
         out.push(row);
     }
     super::query::by_urgency(&mut out);
     Ok(out)
+}
+
+/// The clocks of a case read with `CASE_COLUMNS`, from what is recorded so far.
+async fn clocks_of(
+    client: &impl GenericClient,
+    r: &Row,
+    j: &super::clock::Jurisdictions,
+) -> Result<super::schedule::Clocks, CaseError> {
+    let (_, patients) = involved(client, r.get(0)).await?;
+    let determination: Option<String> = r.get(4);
+    Ok(super::schedule::clocks(
+        breach(r),
+        determination.as_deref(),
+        patients.len(),
+        j,
+    ))
+}
+
+/// A case's deadlines as of `today` (as [`super::query::deadlines`]): only the clocks, not
+/// the case page's tasks or log.
+pub async fn deadlines(
+    client: &impl GenericClient,
+    id: i64,
+    j: &super::clock::Jurisdictions,
+    today: NaiveDate,
+) -> Result<Vec<super::query::DeadlineRow>, CaseError> {
+    let Some(r) = client
+        .query_opt(
+            &format!("SELECT {CASE_COLUMNS} FROM cases c WHERE c.id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(sql("reading a case"))?
+    else {
+        return Ok(Vec::new());
+    };
+    let clocks = clocks_of(client, &r, j).await?;
+    Ok(super::query::deadline_rows(&clocks.clocks, today))
 }
 
 /// One case: facts, tasks, deadlines as of `today`, log.
@@ -418,7 +454,7 @@ pub async fn detail(
         Parts {
             case: case_row(&r),
             breach: breach(&r),
-            assessment: assessment.and_then(|t| serde_json::from_str(&t).ok()),
+            assessment: super::assessment_of(assessment),
             users,
             patients,
             tasks,
@@ -525,13 +561,7 @@ pub async fn requeue(
     let rows = if case.state == "closed" {
         Vec::new()
     } else {
-        let (_, patients) = involved(tx, id).await?;
-        let clocks = super::schedule::clocks(
-            breach(&r),
-            case.determination.as_deref(),
-            patients.len(),
-            &plan.jurisdictions,
-        );
+        let clocks = clocks_of(tx, &r, &plan.jurisdictions).await?;
         let today = chrono::Utc::now().date_naive();
         super::schedule::reminder_rows(id, &case.title, &clocks, &plan.response.reminders, today)
     };
@@ -630,9 +660,7 @@ pub async fn notice(
     let assessment: Option<String> = r.get(14);
     Ok(super::output::Notice {
         determination: r.get(4),
-        assessment: assessment
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default(),
+        assessment: super::assessment_of(assessment).unwrap_or_default(),
         breach: breach(&r),
         patients: involved(client, id).await?.1,
         span: span.0.zip(span.1),

@@ -387,7 +387,7 @@ impl Cases {
             .optional()
             .map_err(self.sql())?
             .flatten();
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        Ok(assessment_of(text))
     }
 
     /// Reminders of the case waiting in the outbox.
@@ -627,6 +627,11 @@ pub fn plan_for(
         None => response::Response::parse(response::EMBEDDED),
     }?;
     Ok((j, r))
+}
+
+/// The assessment as either store keeps it (JSON text, or none yet).
+pub(crate) fn assessment_of(stored: Option<String>) -> Option<Assessment> {
+    stored.and_then(|t| serde_json::from_str(&t).ok())
 }
 
 /// An evidence file's name in either store.
