@@ -20,6 +20,9 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The fleet's PostgreSQL (the same commands in fleet mode).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// What an officer concluded when acknowledging an alert.

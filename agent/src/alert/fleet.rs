@@ -7,6 +7,7 @@
 //! The detector is the only writer of new evidence; dispatchers mark alerts sent and queue
 //! repeats, and officers acknowledge them (`phiwatch alerts ack`).
 
+use super::admin::AdminError;
 use super::group::{self, Applied};
 use super::plan::{self, AlertRef, Known, OpenAlert, Plan};
 use super::query::{AlertRow, Silence};
@@ -537,15 +538,16 @@ pub async fn page(
 
 /// Records who acknowledged alert `id`, when and what they concluded (checked by
 /// [`crate::alert::admin::ack_fields`]), and drops its waiting notifications, in one
-/// transaction. `false` when there is no such alert.
+/// transaction.
 pub async fn ack(
     client: &mut tokio_postgres::Client,
     id: i64,
     by: &str,
     note: &str,
     disposition: Option<&str>,
-    now_ms: i64,
-) -> Result<bool, FleetError> {
+) -> Result<(), AdminError> {
+    let disposition = crate::alert::admin::ack_fields(by, disposition)?;
+    let now_ms = crate::time::now_ms();
     let e = FleetError::sql("acknowledging an alert");
     let tx = client.transaction().await.map_err(&e)?;
     let n = tx
@@ -558,7 +560,7 @@ pub async fn ack(
         .await
         .map_err(&e)?;
     if n == 0 {
-        return Ok(false);
+        return Err(AdminError::NotFound(format!("no alert #{id}")));
     }
     // A row a dispatcher holds is being sent already: its outcome stands.
     tx.execute(
@@ -570,18 +572,21 @@ pub async fn ack(
     .await
     .map_err(&e)?;
     tx.commit().await.map_err(&e)?;
-    Ok(true)
+    Ok(())
 }
 
-/// Stores a silence (its matchers checked by [`crate::alert::admin::silence_fields`]) from
-/// `now_ms` to `ends_ms`.
+/// Stores a silence from now for `duration`, its input checked as the single process checks
+/// it ([`crate::alert::admin::silence_fields`]).
 pub async fn add_silence(
     client: &impl GenericClient,
-    matchers: String,
-    (now_ms, ends_ms): (i64, i64),
+    matchers: &[String],
+    duration: std::time::Duration,
     author: &str,
     reason: &str,
-) -> Result<Silence, FleetError> {
+) -> Result<Silence, AdminError> {
+    let matchers = crate::alert::admin::silence_fields(matchers, author, reason)?;
+    let now_ms = crate::time::now_ms();
+    let ends_ms = now_ms + duration.as_millis() as i64;
     let id: i64 = client
         .query_one(
             "INSERT INTO silences (matchers, starts_ms, ends_ms, author, reason, created_ms)
@@ -628,19 +633,18 @@ pub async fn silences(
 }
 
 /// Ends silence `id` at `now_ms`; `false` when there is no such silence.
-pub async fn expire_silence(
-    client: &impl GenericClient,
-    id: i64,
-    now_ms: i64,
-) -> Result<bool, FleetError> {
+pub async fn expire_silence(client: &impl GenericClient, id: i64) -> Result<(), AdminError> {
     let n = client
         .execute(
             "UPDATE silences SET ends_ms = $2 WHERE id = $1",
-            &[&id, &now_ms],
+            &[&id, &crate::time::now_ms()],
         )
         .await
         .map_err(FleetError::sql("ending a silence"))?;
-    Ok(n == 1)
+    match n {
+        1 => Ok(()),
+        _ => Err(AdminError::NotFound(format!("no silence #{id}"))),
+    }
 }
 
 /// The dashboard's counts from the fleet's database (as the single process's

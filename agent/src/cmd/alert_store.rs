@@ -3,7 +3,7 @@
 //! functions (`alert::admin`), so a command behaves the same on either.
 
 use super::StoreArgs;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use phiwatch::alert::admin::{self, Admin};
 use phiwatch::alert::fleet;
 use phiwatch::alert::query::{AlertRow, Silence};
@@ -60,6 +60,14 @@ fn fleet_store(db: &DatabaseConfig) -> Result<AlertStore> {
     })
 }
 
+/// What is missing is said with the database it is missing from.
+fn in_fleet(e: admin::AdminError, at: &str) -> anyhow::Error {
+    match e {
+        admin::AdminError::NotFound(m) => anyhow::anyhow!("{m} in {at}"),
+        other => other.into(),
+    }
+}
+
 impl AlertStore {
     pub fn alerts(&self, all: bool) -> Result<Vec<AlertRow>> {
         Ok(match self {
@@ -71,13 +79,9 @@ impl AlertStore {
     pub fn ack(&mut self, id: i64, by: &str, note: &str, disposition: Option<&str>) -> Result<()> {
         match self {
             AlertStore::Sqlite(a) => a.ack(id, by, note, disposition)?,
-            AlertStore::Fleet { rt, client, at } => {
-                let disposition = admin::ack_fields(by, disposition)?;
-                let now = now_ms();
-                if !rt.block_on(fleet::ack(client, id, by, note, disposition, now))? {
-                    bail!("no alert #{id} in {at}");
-                }
-            }
+            AlertStore::Fleet { rt, client, at } => rt
+                .block_on(fleet::ack(client, id, by, note, disposition))
+                .map_err(|e| in_fleet(e, at))?,
         }
         Ok(())
     }
@@ -91,12 +95,9 @@ impl AlertStore {
     ) -> Result<Silence> {
         Ok(match self {
             AlertStore::Sqlite(a) => a.silence(matchers, duration, author, reason)?,
-            AlertStore::Fleet { rt, client, .. } => {
-                let m = admin::silence_fields(matchers, author, reason)?;
-                let now = now_ms();
-                let span = (now, now + duration.as_millis() as i64);
-                rt.block_on(fleet::add_silence(client, m, span, author, reason))?
-            }
+            AlertStore::Fleet { rt, client, .. } => rt.block_on(fleet::add_silence(
+                client, matchers, duration, author, reason,
+            ))?,
         })
     }
 
@@ -112,11 +113,9 @@ impl AlertStore {
     pub fn expire_silence(&self, id: i64) -> Result<()> {
         match self {
             AlertStore::Sqlite(a) => a.expire_silence(id)?,
-            AlertStore::Fleet { rt, client, at } => {
-                if !rt.block_on(fleet::expire_silence(client, id, now_ms()))? {
-                    bail!("no silence #{id} in {at}");
-                }
-            }
+            AlertStore::Fleet { rt, client, at } => rt
+                .block_on(fleet::expire_silence(client, id))
+                .map_err(|e| in_fleet(e, at))?,
         }
         Ok(())
     }

@@ -494,11 +494,7 @@ pub async fn ack(
         None => {
             app.admin(move |a| {
                 a.ack(id, &by, &note, Some(&disposition))
-                    .map_err(|e| match e {
-                        crate::alert::admin::AdminError::NotFound(m) => Fail::not_found(m),
-                        crate::alert::admin::AdminError::Invalid(m) => Fail::bad(m),
-                        other => Fail::internal(other.to_string()),
-                    })
+                    .map_err(admin_fail)
             })
             .await
         }
@@ -509,53 +505,41 @@ pub async fn ack(
     }
 }
 
-/// [`ack`] on the fleet's database, with the same checks.
-async fn fleet_ack(
-    pool: &std::sync::Arc<super::fleet::Pool>,
-    id: i64,
-    by: &str,
-    note: &str,
-    disposition: &str,
-) -> Result<(), Fail> {
-    let disposition =
-        crate::alert::admin::ack_fields(by, Some(disposition)).map_err(|e| match e {
-            crate::alert::admin::AdminError::Invalid(m) => Fail::bad(m),
-            other => Fail::internal(other.to_string()),
-        })?;
+type FleetPool = std::sync::Arc<super::fleet::Pool>;
+
+async fn fleet_ack(pool: &FleetPool, id: i64, by: &str, note: &str, d: &str) -> Result<(), Fail> {
     let mut db = pool.get().await?;
-    let now = crate::time::now_ms();
-    let found = crate::alert::fleet::ack(&mut db, id, by, note, disposition, now)
-        .await
-        .map_err(|e| Fail::internal(e.to_string()))?;
-    match found {
-        true => Ok(()),
-        false => Err(Fail::not_found(format!("no alert #{id}"))),
-    }
+    let acked = crate::alert::fleet::ack(&mut db, id, by, note, Some(d)).await;
+    acked.map_err(admin_fail)
 }
 
-/// A silence on the fleet's database, checked as the single process checks it.
 async fn fleet_silence(
-    pool: &std::sync::Arc<super::fleet::Pool>,
+    pool: &FleetPool,
     matchers: &[String],
     duration: std::time::Duration,
     author: &str,
     reason: &str,
 ) -> Result<crate::alert::query::Silence, Fail> {
-    let m = crate::alert::admin::silence_fields(matchers, author, reason)
-        .map_err(|e| Fail::bad(e.to_string()))?;
-    let now = crate::time::now_ms();
-    let span = (now, now + duration.as_millis() as i64);
-    crate::alert::fleet::add_silence(&*pool.get().await?, m, span, author, reason)
+    let db = pool.get().await?;
+    crate::alert::fleet::add_silence(&*db, matchers, duration, author, reason)
         .await
-        .map_err(|e| Fail::internal(e.to_string()))
+        .map_err(admin_fail)
 }
 
-async fn fleet_expire(pool: &std::sync::Arc<super::fleet::Pool>, id: i64) -> Result<(), Fail> {
-    let now = crate::time::now_ms();
-    match crate::alert::fleet::expire_silence(&*pool.get().await?, id, now).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Fail::not_found(format!("no silence #{id}"))),
-        Err(e) => Err(Fail::internal(e.to_string())),
+async fn fleet_expire(pool: &FleetPool, id: i64) -> Result<(), Fail> {
+    let db = pool.get().await?;
+    crate::alert::fleet::expire_silence(&*db, id)
+        .await
+        .map_err(admin_fail)
+}
+
+/// An ack, silence or expiry refused, as the console answers it.
+fn admin_fail(e: crate::alert::admin::AdminError) -> Fail {
+    use crate::alert::admin::AdminError;
+    match e {
+        AdminError::NotFound(m) => Fail::not_found(m),
+        AdminError::Invalid(m) => Fail::bad(m),
+        other => Fail::internal(other.to_string()),
     }
 }
 
