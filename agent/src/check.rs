@@ -122,21 +122,9 @@ fn check_role(cfg: &Config, c: &mut Checked) {
             "[fleet] role {} needs [database] (the fleet's PostgreSQL)",
             role.as_str()
         )),
-        (Role::Console, Some(_)) if cfg.console.is_none() => c.problems.push(
-            "[fleet] role console serves the [console] section: add one".to_owned(),
-        ),
-        (Role::Console, Some(_)) if !cfg.sources.is_empty() || !cfg.mllp_feeds().is_empty() => {
-            c.problems.push(
-                "[fleet] role console reads no sources: give [[source]] and MLLP feeds to collect nodes".to_owned(),
-            )
-        }
-        (Role::Console, Some(_))
-            if cfg.console.as_ref().is_some_and(|c| c.oidc.is_some()) =>
-        {
-            c.problems.push(
-                "[console.oidc]: single sign-on is not available in fleet mode yet".to_owned(),
-            )
-        }
+        (Role::Console, Some(_)) if cfg.console_node().is_err() => c
+            .problems
+            .extend(cfg.console_node().err().map(str::to_owned)),
         (Role::Dispatch, Some(_)) if cfg.routing.is_none() => c.problems.push(
             "[fleet] role dispatch needs a routing file (routing = \"...\"), the one the detect nodes use".to_owned(),
         ),

@@ -47,41 +47,25 @@ pub fn collect(cfg: Config, db: DatabaseConfig) -> Result<()> {
 /// A `console` node: the console on the fleet's database, its own view log queued like a
 /// collector's source (so officers' looks at PHI are judged by the detector too).
 pub fn console(cfg: Config, db: DatabaseConfig) -> Result<()> {
-    let Some(c) = cfg.console.clone() else {
-        anyhow::bail!("role console serves the [console] section of the config: add one");
-    };
-    if !cfg.sources.is_empty() || !cfg.mllp_feeds().is_empty() {
-        anyhow::bail!(
-            "role console reads no sources: give [[source]] and MLLP feeds to collect nodes"
-        );
-    }
-    if c.oidc.is_some() {
-        anyhow::bail!(
-            "[console.oidc]: single sign-on is not available in fleet mode yet; console nodes \
-             sign in local accounts (phiwatch user add with this config)"
-        );
-    }
-    let (jurisdictions, response) = crate::case::plan_for(&cfg)?;
-    let inputs = crate::console::ConsoleInputs {
-        db: cfg.data_dir.join("phiwatch.db"),
-        evidence_dir: cfg.data_dir.join("attachments"),
-        plan: Arc::new(crate::case::schedule::Plan {
-            jurisdictions,
-            response,
-        }),
-        context: cfg.fhir_context(),
-        metrics: None,
-        views: None,
-        detection: None,
-        fleet: Some(db.clone()),
-    };
-    let console_ix = cfg.sources.len();
-    queueing(cfg, db, Role::Console, move |_, env, intake| {
+    let c = cfg.console_node().map_err(anyhow::Error::msg)?.clone();
+    let fleet = Some(db.clone());
+    queueing(cfg, db, Role::Console, move |cfg, env, intake| {
+        let (jurisdictions, response) = crate::case::plan_for(cfg)?;
         let inputs = crate::console::ConsoleInputs {
+            db: cfg.data_dir.join("phiwatch.db"),
+            evidence_dir: cfg.data_dir.join("attachments"),
+            plan: Arc::new(crate::case::schedule::Plan {
+                jurisdictions,
+                response,
+            }),
+            context: cfg.fhir_context(),
             metrics: Some(env.metrics.clone()),
-            ..inputs
+            views: None,
+            detection: None,
+            fleet,
         };
-        crate::source::console::build(&c, inputs, console_ix, env, intake)
+        // The view log is the node's only source: index 0, as metrics_for lists it.
+        crate::source::console::build(&c, inputs, 0, env, intake)
     })
 }
 
