@@ -612,15 +612,12 @@ impl Config {
     }
 
     /// The `[console]` a fleet `console` node serves, or why this config cannot run one: the
-    /// node serves `[console]`, reads no sources, and signs in local accounts only (for now).
+    /// node serves `[console]` and reads no sources.
     pub fn console_node(&self) -> Result<&ConsoleConfig, &'static str> {
         match &self.console {
             None => Err("[fleet] role console serves the [console] section: add one"),
             Some(_) if !self.sources.is_empty() || !self.mllp_feeds().is_empty() => Err(
                 "[fleet] role console reads no sources: give [[source]] and MLLP feeds to collect nodes",
-            ),
-            Some(c) if c.oidc.is_some() => Err(
-                "[console.oidc]: single sign-on is not available in fleet mode yet; console nodes sign in local accounts (phiwatch user add with this config)",
             ),
             Some(c) => Ok(c),
         }

@@ -7,6 +7,7 @@
 mod agent;
 mod common;
 mod http;
+mod postgres;
 mod webdriver;
 
 use agent::{count, free_port, start_healthy, wait_for, write_config, Agent};
@@ -107,6 +108,11 @@ impl Drop for Provider {
 
 /// The `[console]` section with single sign-on against `op`.
 fn console_section(port: u16, op: &str, local_accounts: bool) -> String {
+    console_section_back(port, port, op, local_accounts)
+}
+
+/// As [`console_section`], the provider sending browsers back to the console on `back`.
+fn console_section_back(port: u16, back: u16, op: &str, local_accounts: bool) -> String {
     format!(
         r#"[console]
 listen = "127.0.0.1:{port}"
@@ -115,7 +121,7 @@ local_accounts = {local_accounts}
 issuer = "{op}"
 client_id = "phiwatch"
 client_secret_env = "{SECRET_ENV}"
-redirect_url = "http://127.0.0.1:{port}/oidc/callback"
+redirect_url = "http://127.0.0.1:{back}/oidc/callback"
 scopes = ["profile", "groups", "employee"]
 roles_claim = "groups"
 staff_id_claim = "employee_id"
@@ -505,4 +511,103 @@ fn local_accounts_can_be_switched_off() {
     assert_eq!(busy.status, 503, "{}", busy.text());
     assert!(busy.text().contains("too many sign-ins"), "{}", busy.text());
     drop(agent);
+}
+
+/// Two fleet console nodes behind what a load balancer would do: the sign-in starts on node
+/// A and the provider sends the browser back to node B, which finishes it from the fleet's
+/// database; the session is good on A; the provider's back-channel logout reaches B and ends
+/// the session on A too.
+#[test]
+fn single_sign_on_spans_the_fleets_console_nodes() {
+    let pg = postgres::Postgres::start();
+    let url = pg.url();
+    let out = common::phiwatch(&["migrate", "--database", &url]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port_a, port_b) = (free_port(), free_port());
+    let op = Provider::start(port_b);
+    let node = |name: &str, port: u16| {
+        let http = free_port();
+        let config = d.join(format!("{name}.toml"));
+        let text = format!(
+            "data_dir = \"{d}/{name}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[database]\nurl = \"{url}\"\n[fleet]\nrole = \"console\"\nnode = \"{name}\"\n{console}",
+            d = d.display(),
+            console = console_section_back(port, port_b, &op.issuer(), true),
+        );
+        std::fs::write(&config, text).unwrap();
+        let agent = start_healthy(
+            &config,
+            http,
+            &[(SECRET_ENV, SECRET)],
+            Duration::from_secs(60),
+        );
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && request(port, "GET", "/login", &[], b"").status == 200
+            }),
+            "console node {name} never answered"
+        );
+        (agent, config)
+    };
+    let (_a, config_a) = node("console-a", port_a);
+    let (_b, _config_b) = node("console-b", port_b);
+    let (base_a, base_b) = (
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    );
+    let sql = |q: &str| pg.psql("phiwatch", q).trim().to_owned();
+
+    let b = webdriver::Browser::start();
+    signed_in_as(sign_in(&b, &base_a, "olivia"), "olivia", "privacy-officer");
+    assert!(b.url().starts_with(&base_b), "{}", b.url());
+    assert_eq!(
+        sql("SELECT role || ' ' || staff_id FROM console_users WHERE name = 'olivia'"),
+        "privacy-officer E-1001"
+    );
+    assert_eq!(sql("SELECT count(*) FROM console_sso_pending"), "0");
+    // The session is the fleet's: node A, which started the sign-in, serves it.
+    b.goto(&format!("{base_a}/alerts"));
+    assert!(
+        b.try_find("#who")
+            .is_some_and(|_| b.text("#who").contains("olivia")),
+        "{}",
+        b.url()
+    );
+    // The sign-in's state, taken on B, is refused on A.
+    let callback = op.control("GET", "/__test/last-callback");
+    assert!(callback.starts_with(&base_b), "{callback}");
+    b.goto(&callback.replacen(&base_b, &base_a, 1));
+    refused(
+        Outcome::Refused(b.text("#login-error")),
+        "expired or was already used",
+    );
+
+    // Signing out at the provider: its back-channel logout reaches B, and A's session ends.
+    assert_eq!(
+        sql("SELECT count(*) FROM console_sessions WHERE user_name = 'olivia' AND sso_sid IS NOT NULL"),
+        "1"
+    );
+    provider_sign_out(&b, &op);
+    assert!(
+        wait_for(Duration::from_secs(10), || sql(
+            "SELECT count(*) FROM console_sessions WHERE user_name = 'olivia'"
+        ) == "0"),
+        "{}",
+        trail(&config_a)
+    );
+    b.goto(&format!("{base_a}/alerts"));
+    assert!(b.url().contains("/login"), "{}", b.url());
+    // The logout token was taken once, for every node.
+    assert_eq!(sql("SELECT count(*) FROM console_sso_logouts"), "1");
+
+    let log = trail(&config_a);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sign-in") && l.contains("olivia") && l.contains("sso")),
+        "{log}"
+    );
+    assert!(log.contains("back-channel logout"), "{log}");
+    assert!(log.contains("already used"), "{log}");
 }

@@ -130,7 +130,7 @@ pub fn set_password(conn: &mut Connection, name: &str, password: &str) -> Result
 
 /// The stored "hash" of an account made by single sign-on: not a password hash, so no
 /// password ever matches it.
-const SSO_HASH: &str = "sso";
+pub(super) const SSO_HASH: &str = "sso";
 
 /// What a single sign-on did to the account of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,26 +161,18 @@ pub fn upsert_sso(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let outcome = match old {
-        Some((hash, _, _)) if hash != SSO_HASH => {
-            return Err(AccountError::Invalid(format!(
-                "user {name:?} is a local account: single sign-on does not take it over"
-            )))
+    let outcome = sso_change(name, old.as_ref(), role, staff_id)?;
+    match outcome {
+        SsoAccount::Unchanged => {}
+        SsoAccount::Changed(_) => {
+            tx.execute(
+                "UPDATE console_users SET role = ?2, staff_id = ?3 WHERE name = ?1",
+                params![name, role.as_str(), staff_id],
+            )?;
+            // A role taken away ends the sessions that had it.
+            tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
         }
-        Some((_, old_role, old_staff)) => {
-            if old_role == role.as_str() && old_staff.as_deref() == staff_id {
-                SsoAccount::Unchanged
-            } else {
-                tx.execute(
-                    "UPDATE console_users SET role = ?2, staff_id = ?3 WHERE name = ?1",
-                    params![name, role.as_str(), staff_id],
-                )?;
-                // A role taken away ends the sessions that had it.
-                tx.execute("DELETE FROM console_sessions WHERE user = ?1", [name])?;
-                SsoAccount::Changed(Role::parse(&old_role).unwrap_or(role))
-            }
-        }
-        None => {
+        SsoAccount::Created => {
             tx.execute(
                 "INSERT INTO console_users (name, role, hash, staff_id, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -192,11 +184,35 @@ pub fn upsert_sso(
                     crate::time::now_ms()
                 ],
             )?;
-            SsoAccount::Created
         }
-    };
+    }
     tx.commit()?;
     Ok(outcome)
+}
+
+/// What a single sign-on as `name` with `role` and `staff_id` does to the account stored
+/// as `old` (its hash, role and staff id): a local account is not taken over.
+pub(super) fn sso_change(
+    name: &str,
+    old: Option<&(String, String, Option<String>)>,
+    role: Role,
+    staff_id: Option<&str>,
+) -> Result<SsoAccount, AccountError> {
+    Ok(match old {
+        Some((hash, _, _)) if hash != SSO_HASH => {
+            return Err(AccountError::Invalid(format!(
+                "user {name:?} is a local account: single sign-on does not take it over"
+            )))
+        }
+        Some((_, old_role, old_staff)) => {
+            if old_role == role.as_str() && old_staff.as_deref() == staff_id {
+                SsoAccount::Unchanged
+            } else {
+                SsoAccount::Changed(Role::parse(old_role).unwrap_or(role))
+            }
+        }
+        None => SsoAccount::Created,
+    })
 }
 
 /// Whether `name` signs in through the identity provider.

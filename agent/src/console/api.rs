@@ -134,7 +134,7 @@ impl super::Console {
             };
             return Ok(match account {
                 Some(a) => {
-                    let (t, csrf) = fleet::start(&*db, &a.name).await?;
+                    let (t, csrf) = fleet::start(&*db, &a.name, None).await?;
                     let role = a.role.as_str();
                     fleet::trail(
                         &*db,
@@ -217,12 +217,13 @@ impl super::Console {
     ) -> Result<bool, Fail> {
         let (t, name) = (s.token.clone(), s.account.name.clone());
         if let Some(pool) = &self.fleet {
-            // Fleet mode has local accounts only (single sign-on keeps its links on one node).
             let db = pool.get().await?;
             super::fleet::end(&*db, &t).await?;
-            super::fleet::trail(&*db, Event::SignOut, &name, Method::Password, &client, "").await?;
+            let sso = super::fleet::is_sso(&*db, &name).await?;
+            let method = if sso { Method::Sso } else { Method::Password };
+            super::fleet::trail(&*db, Event::SignOut, &name, method, &client, "").await?;
             tracing::info!(user = %s.account.name, "console sign-out");
-            return Ok(false);
+            return Ok(sso);
         }
         let sso = self
             .db(move |db| {

@@ -3,9 +3,9 @@
 //! a session started on one node is valid on all, an account removed on one is gone on all,
 //! and failures counted on one hold the limit on all.
 
-use super::accounts::{self, Account, AccountError};
+use super::accounts::{self, Account, AccountError, SsoAccount};
 use super::authz::Role;
-use super::session::{digest, token, Lifetimes, Session};
+use super::session::{digest, token, Lifetimes, Session, SsoLink};
 use super::trail::{bounded, Event, Method};
 use super::Fail;
 use crate::fleet::pg::{self, DatabaseConfig};
@@ -274,18 +274,132 @@ pub async fn hash_of(client: &impl GenericClient, name: &str) -> Result<(String,
     })
 }
 
-/// Starts a session; returns its token (for the cookie) and its CSRF token.
-pub async fn start(client: &impl GenericClient, user: &str) -> Result<(String, String), Fail> {
+/// Starts a session, tied to the provider's sign-in when `link` says so; returns its token
+/// (for the cookie) and its CSRF token.
+pub async fn start(
+    client: &impl GenericClient,
+    user: &str,
+    link: Option<&SsoLink>,
+) -> Result<(String, String), Fail> {
     let (t, csrf) = (token(), token());
     client
         .execute(
-            "INSERT INTO console_sessions (token_hash, user_name, csrf, created_ms, seen_ms)
-             VALUES ($1, $2, $3, $4, $4)",
-            &[&digest(&t), &user, &csrf, &now_ms()],
+            "INSERT INTO console_sessions
+               (token_hash, user_name, csrf, created_ms, seen_ms, expires_ms, sso_sub, sso_sid)
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+            &[
+                &digest(&t),
+                &user,
+                &csrf,
+                &now_ms(),
+                &link.and_then(|l| l.expires_ms),
+                &link.map(|l| l.sub.as_str()),
+                &link.and_then(|l| l.sid.as_deref()),
+            ],
         )
         .await
         .map_err(sql("starting a session"))?;
     Ok((t, csrf))
+}
+
+/// As [`super::session::end_sso`]: ends the sessions a back-channel logout names, on every
+/// node; answers the users whose sessions ended.
+pub async fn end_sso(
+    client: &impl GenericClient,
+    sub: Option<&str>,
+    sid: Option<&str>,
+) -> Result<Vec<String>, Fail> {
+    let (column, key) = match (sid, sub) {
+        (Some(sid), _) => ("sso_sid", sid),
+        (None, Some(sub)) => ("sso_sub", sub),
+        (None, None) => return Ok(Vec::new()),
+    };
+    let rows = client
+        .query(
+            &format!("DELETE FROM console_sessions WHERE {column} = $1 RETURNING user_name"),
+            &[&key],
+        )
+        .await
+        .map_err(sql("ending single sign-on sessions"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// As [`accounts::upsert_sso`], on the fleet's database: the outer error is the database's,
+/// the inner one a refusal to tell the user (a local account of this name, a bad name).
+pub async fn upsert_sso(
+    client: &mut Client,
+    name: &str,
+    role: Role,
+    staff_id: Option<&str>,
+) -> Result<Result<SsoAccount, String>, Fail> {
+    if let Err(e) = accounts::valid_name(name) {
+        return Ok(Err(e.to_string()));
+    }
+    let e = sql("recording a single sign-on account");
+    let tx = client.transaction().await.map_err(&e)?;
+    // Locks the row: two nodes signing the same user in at once decide one after the other.
+    let old = tx
+        .query_opt(
+            "SELECT hash, role, staff_id FROM console_users WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await
+        .map_err(&e)?
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+    let outcome = match accounts::sso_change(name, old.as_ref(), role, staff_id) {
+        Ok(o) => o,
+        Err(refused) => return Ok(Err(refused.to_string())),
+    };
+    match outcome {
+        SsoAccount::Unchanged => {}
+        SsoAccount::Changed(_) => {
+            tx.execute(
+                "UPDATE console_users SET role = $2, staff_id = $3 WHERE name = $1",
+                &[&name, &role.as_str(), &staff_id],
+            )
+            .await
+            .map_err(&e)?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE user_name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(&e)?;
+        }
+        SsoAccount::Created => {
+            let n = tx
+                .execute(
+                    "INSERT INTO console_users (name, role, hash, staff_id, created_ms)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &name,
+                        &role.as_str(),
+                        &accounts::SSO_HASH,
+                        &staff_id,
+                        &now_ms(),
+                    ],
+                )
+                .await
+                .map_err(&e)?;
+            // Another node made the account between the read and this insert.
+            if n == 0 {
+                return Ok(Err(format!(
+                    "user {name:?} was created at this moment by another sign-in; please sign in again"
+                )));
+            }
+        }
+    }
+    tx.commit().await.map_err(&e)?;
+    Ok(Ok(outcome))
+}
+
+/// Whether `name` signs in through the identity provider.
+pub async fn is_sso(client: &impl GenericClient, name: &str) -> Result<bool, Fail> {
+    let row = client
+        .query_opt("SELECT hash FROM console_users WHERE name = $1", &[&name])
+        .await
+        .map_err(sql("reading an account"))?;
+    Ok(row.is_some_and(|r| r.get::<_, &str>(0) == accounts::SSO_HASH))
 }
 
 /// As [`super::session::lookup`]: the live session for a cookie token, from any node.

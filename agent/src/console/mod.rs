@@ -22,6 +22,7 @@ pub mod routes;
 pub mod session;
 pub mod sso;
 mod sso_pages;
+mod sso_pending;
 pub mod trail;
 
 use crate::config::ConsoleConfig;
@@ -120,9 +121,15 @@ pub struct Signed {
 
 impl Console {
     pub fn new(inputs: ConsoleInputs, cfg: &ConsoleConfig) -> Result<Self, sso::SsoError> {
+        let fleet = inputs.fleet.clone().map(fleet::Pool::new);
         let sso = cfg.oidc.as_ref().map(sso::Sso::new).transpose()?;
+        // Console nodes share sign-ins in progress: the provider's redirect may reach any.
+        let sso = match (sso, &fleet) {
+            (Some(s), Some(pool)) => Some(s.on_fleet(pool.clone())),
+            (s, _) => s,
+        };
         Ok(Console {
-            fleet: inputs.fleet.clone().map(fleet::Pool::new),
+            fleet,
             views: ViewLog::new(inputs.views.clone()),
             inputs,
             pool: Mutex::new(Vec::new()),

@@ -78,14 +78,17 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/metrics/summary", ReadStatus),
 ];
 
-/// What a console node serves in fleet mode: sign-in, the alert queue, alerts and their
-/// acknowledgement, silences, cases and their log, the dashboard, the node's status, as pages
-/// and API. The noise and backtest pages and the rest of the API answer 501 until what they read is kept in the
-/// fleet's database too.
+/// What a console node serves in fleet mode: sign-in (password and single sign-on), the
+/// alert queue, alerts and their acknowledgement, silences, cases and their log, the
+/// dashboard, the node's status, as pages and API. The noise and backtest pages and the rest
+/// of the API answer 501 until what they read is kept in the fleet's database too.
 pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/logout"),
+    ("GET", "/oidc/login"),
+    ("GET", "/oidc/callback"),
+    ("POST", "/oidc/backchannel-logout"),
     ("GET", "/"),
     ("GET", "/static/console.css"),
     ("GET", "/static/console.js"),

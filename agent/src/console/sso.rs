@@ -8,6 +8,8 @@
 //! re-reads the JWKS once), and the mapping from the provider's groups to a console role.
 
 use super::authz::Role;
+use super::fleet::Pool;
+use super::sso_pending::{Ledger, Pending};
 use crate::config::OidcConfig;
 use openidconnect::core::{CoreAuthenticationFlow, CoreGenderClaim, CoreJsonWebKeySet};
 use openidconnect::{
@@ -18,18 +20,10 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// A sign-in must come back from the provider within this time.
-const PENDING_FOR: Duration = Duration::from_secs(600);
-/// Sign-ins started and not finished, held at once: more are refused (a flood of
-/// `/oidc/login` must not grow memory).
-const PENDING_MAX: usize = 10_000;
-/// Of those, from one client address: one address cannot fill the table for everyone.
-const PENDING_PER_CLIENT: usize = 20;
 /// Discovery is read again after this long (new endpoints, new keys).
 const METADATA_FOR: Duration = Duration::from_secs(3600);
 /// The JWKS is re-read for an unknown key at most this often.
@@ -62,6 +56,9 @@ pub enum SsoError {
     NoRole(String),
     #[error("the client secret's environment variable {0} is not set")]
     NoSecret(String),
+    /// The fleet's database, where console nodes keep sign-ins in progress (logged in full).
+    #[error("single sign-on cannot reach the fleet's database; try again shortly")]
+    Store,
 }
 
 /// Who signed in, as the provider vouches for them.
@@ -105,17 +102,6 @@ type Rp = openidconnect::core::CoreClient<
     EndpointMaybeSet,
 >;
 
-struct Pending {
-    /// Digest of the browser-binding cookie set when the sign-in started.
-    browser: String,
-    /// The client address that started it.
-    client: String,
-    verifier: PkceCodeVerifier,
-    nonce: Nonce,
-    next: String,
-    started: Instant,
-}
-
 struct Provider {
     metadata: ProviderMetadataWithLogout,
     read: Instant,
@@ -128,9 +114,8 @@ pub struct Sso {
     roles: Vec<(String, Role)>,
     http: reqwest::Client,
     provider: tokio::sync::Mutex<Option<Provider>>,
-    pending: Mutex<HashMap<String, Pending>>,
-    /// The `jti` of back-channel logout tokens taken lately: each works once.
-    logouts_seen: Mutex<HashMap<String, Instant>>,
+    /// Sign-ins in progress and logout tokens taken (each works once).
+    ledger: Ledger,
 }
 
 impl Sso {
@@ -163,9 +148,15 @@ impl Sso {
             roles,
             http,
             provider: tokio::sync::Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
-            logouts_seen: Mutex::new(HashMap::new()),
+            ledger: Ledger::memory(),
         })
+    }
+
+    /// Keeps sign-ins in progress and logout tokens taken in the fleet's database, shared
+    /// by every console node.
+    pub fn on_fleet(mut self, pool: Arc<Pool>) -> Self {
+        self.ledger = Ledger::Fleet(pool);
+        self
     }
 
     pub fn button(&self) -> &str {
@@ -243,23 +234,16 @@ impl Sso {
             req = req.add_scope(Scope::new(s.clone()));
         }
         let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.started.elapsed() < PENDING_FOR);
-        let from_client = pending.values().filter(|p| p.client == from).count();
-        if pending.len() >= PENDING_MAX || from_client >= PENDING_PER_CLIENT {
-            return Err(SsoError::Busy);
-        }
-        pending.insert(
-            state.secret().clone(),
-            Pending {
-                browser: super::session::digest(browser),
-                client: from.to_owned(),
-                verifier,
-                nonce,
-                next: next.to_owned(),
-                started: Instant::now(),
-            },
-        );
+        drop(guard);
+        let pending = Pending {
+            browser: super::session::digest(browser),
+            client: from.to_owned(),
+            verifier: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+            next: next.to_owned(),
+            started_ms: crate::time::now_ms(),
+        };
+        self.ledger.hold(state.secret(), pending).await?;
         Ok(url.to_string())
     }
 
@@ -273,13 +257,10 @@ impl Sso {
         code: &str,
         iss: Option<&str>,
     ) -> Result<Identity, SsoError> {
-        let pending = {
-            let mut all = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            all.remove(state)
-        };
-        let Some(pending) = pending.filter(|p| p.started.elapsed() < PENDING_FOR) else {
+        let Some(pending) = self.ledger.take(state).await? else {
             return Err(SsoError::UnknownState);
         };
+        let nonce = Nonce::new(pending.nonce);
         if !super::session::same(&pending.browser, &super::session::digest(browser)) {
             return Err(SsoError::OtherBrowser);
         }
@@ -298,7 +279,7 @@ impl Sso {
             let answer = client
                 .exchange_code(AuthorizationCode::new(code.to_owned()))
                 .map_err(|e| SsoError::Exchange(e.to_string()))?
-                .set_pkce_verifier(pending.verifier)
+                .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
                 .request_async(&self.http)
                 .await
                 .map_err(|e| SsoError::Exchange(crate::errors::chain(&e)))?;
@@ -310,11 +291,11 @@ impl Sso {
         let token: Token = raw
             .parse()
             .map_err(|e: serde_json::Error| SsoError::Token(e.to_string()))?;
-        let claims = match self.verify(p, &token, &pending.nonce) {
+        let claims = match self.verify(p, &token, &nonce) {
             Err(ClaimsVerificationError::SignatureVerification(_))
                 if self.refresh_keys(p).await? =>
             {
-                self.verify(p, &token, &pending.nonce)
+                self.verify(p, &token, &nonce)
             }
             other => other,
         }
@@ -399,12 +380,8 @@ impl Sso {
             .into_iter()
             .next()
             .ok_or_else(|| SsoError::MissingClaim("jti".into()))?;
-        {
-            let mut seen = self.logouts_seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.retain(|_, at| at.elapsed() < PENDING_FOR);
-            if seen.len() >= PENDING_MAX || seen.insert(jti, Instant::now()).is_some() {
-                return Err(SsoError::Token("this logout token was already used".into()));
-            }
+        if !self.ledger.first_logout(&jti).await? {
+            return Err(SsoError::Token("this logout token was already used".into()));
         }
         let sub = claim_values(&claims, "sub").into_iter().next();
         let sid = claim_values(&claims, "sid").into_iter().next();

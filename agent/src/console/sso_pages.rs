@@ -3,6 +3,7 @@
 //! Every outcome, accepted or refused, goes to the sign-in trail.
 
 use super::accounts::{self, SsoAccount};
+use super::fleet;
 use super::html::esc;
 use super::pages::{login_answer, NextQuery};
 use super::sso::{Identity, SsoError};
@@ -131,33 +132,96 @@ async fn admit(app: &App, id: Identity, from: String) -> Result<(String, String)
         sub: id.sub.clone(),
         sid: id.sid.clone(),
     };
-    let user = id.name.clone();
-    let done = app
-        .db(move |db| {
-            let account = match accounts::upsert_sso(db, &id.name, id.role, id.staff_id.as_deref()) {
-                Ok(a) => a,
-                // A local account of this name, or a name the console cannot hold.
-                Err(accounts::AccountError::Invalid(m)) => return Ok(Err(m)),
-                Err(e) => return Err(Fail::internal(e.to_string())),
-            };
-            if let SsoAccount::Changed(old) = account {
-                let change = format!("{} -> {}", old.as_str(), id.role.as_str());
-                trail::write(db, Event::RoleChange, &id.name, Method::Sso, &from, &change)?;
-            }
-            let (token, _) = super::session::start_sso(db, &id.name, Some(&link))?;
-            trail::write(db, Event::SignIn, &id.name, Method::Sso, &from, id.role.as_str())?;
-            tracing::info!(user = %id.name, role = id.role.as_str(), "console sign-in (single sign-on)");
-            let to = if id.next.is_empty() { id.role.home().to_owned() } else { id.next };
-            Ok(Ok((token, to)))
-        })
-        .await;
+    let (user, role) = (id.name.clone(), id.role);
+    let to = if id.next.is_empty() {
+        id.role.home().to_owned()
+    } else {
+        id.next.clone()
+    };
+    let done = match &app.fleet {
+        Some(pool) => admit_on_fleet(pool, &id, &link, &from).await,
+        None => {
+            app.db(move |db| {
+                let account =
+                    match accounts::upsert_sso(db, &id.name, id.role, id.staff_id.as_deref()) {
+                        Ok(a) => a,
+                        // A local account of this name, or a name the console cannot hold.
+                        Err(accounts::AccountError::Invalid(m)) => return Ok(Err(m)),
+                        Err(e) => return Err(Fail::internal(e.to_string())),
+                    };
+                if let Some(change) = role_change(account, id.role) {
+                    trail::write(db, Event::RoleChange, &id.name, Method::Sso, &from, &change)?;
+                }
+                let (token, _) = super::session::start_sso(db, &id.name, Some(&link))?;
+                trail::write(
+                    db,
+                    Event::SignIn,
+                    &id.name,
+                    Method::Sso,
+                    &from,
+                    id.role.as_str(),
+                )?;
+                Ok(Ok(token))
+            })
+            .await
+        }
+    };
     match done {
-        Ok(Ok(x)) => Ok(x),
+        Ok(Ok(token)) => {
+            tracing::info!(user = %user, role = role.as_str(), "console sign-in (single sign-on)");
+            Ok((token, to))
+        }
         Ok(Err(why)) => Err(Refusal { user, why }),
         Err(f) => Err(Refusal {
             user,
             why: f.message,
         }),
+    }
+}
+
+/// As the single process's admission, on the fleet's database: the account, session and
+/// trail every console node reads.
+async fn admit_on_fleet(
+    pool: &std::sync::Arc<fleet::Pool>,
+    id: &Identity,
+    link: &super::session::SsoLink,
+    from: &str,
+) -> Result<Result<String, String>, Fail> {
+    let mut db = pool.get().await?;
+    let account =
+        match fleet::upsert_sso(&mut db, &id.name, id.role, id.staff_id.as_deref()).await? {
+            Ok(a) => a,
+            Err(why) => return Ok(Err(why)),
+        };
+    if let Some(change) = role_change(account, id.role) {
+        fleet::trail(
+            &*db,
+            Event::RoleChange,
+            &id.name,
+            Method::Sso,
+            from,
+            &change,
+        )
+        .await?;
+    }
+    let (token, _) = fleet::start(&*db, &id.name, Some(link)).await?;
+    fleet::trail(
+        &*db,
+        Event::SignIn,
+        &id.name,
+        Method::Sso,
+        from,
+        id.role.as_str(),
+    )
+    .await?;
+    Ok(Ok(token))
+}
+
+/// The trail's words for a role the provider changed.
+fn role_change(account: SsoAccount, now: super::authz::Role) -> Option<String> {
+    match account {
+        SsoAccount::Changed(old) => Some(format!("{} -> {}", old.as_str(), now.as_str())),
+        _ => None,
     }
 }
 
@@ -191,22 +255,20 @@ pub async fn backchannel(
             return answer(StatusCode::BAD_REQUEST, body.to_string());
         }
     };
-    let ended = app
-        .db(move |db| {
-            let users = super::session::end_sso(db, sub.as_deref(), sid.as_deref())?;
-            for u in &users {
-                trail::write(
-                    db,
-                    Event::SignOut,
-                    u,
-                    Method::Sso,
-                    &from,
-                    "back-channel logout",
-                )?;
-            }
-            Ok(users.len())
-        })
-        .await;
+    let why = "back-channel logout";
+    let ended = match &app.fleet {
+        Some(pool) => end_on_fleet(pool, sub, sid, &from).await,
+        None => {
+            app.db(move |db| {
+                let users = super::session::end_sso(db, sub.as_deref(), sid.as_deref())?;
+                for u in &users {
+                    trail::write(db, Event::SignOut, u, Method::Sso, &from, why)?;
+                }
+                Ok(users.len())
+            })
+            .await
+        }
+    };
     match ended {
         Ok(n) => {
             tracing::info!(sessions = n, "back-channel logout");
@@ -214,6 +276,22 @@ pub async fn backchannel(
         }
         Err(f) => answer(f.status, String::new()),
     }
+}
+
+/// Ends, on every console node, the sessions a back-channel logout names.
+async fn end_on_fleet(
+    pool: &std::sync::Arc<fleet::Pool>,
+    sub: Option<String>,
+    sid: Option<String>,
+    from: &str,
+) -> Result<usize, Fail> {
+    let db = pool.get().await?;
+    let users = fleet::end_sso(&*db, sub.as_deref(), sid.as_deref()).await?;
+    for u in &users {
+        let why = "back-channel logout";
+        fleet::trail(&*db, Event::SignOut, u, Method::Sso, from, why).await?;
+    }
+    Ok(users.len())
 }
 
 /// A page that moves on to `to` by itself, saying `what`. Not a redirect, on two paths:

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "case evidence files",
         sql: V7,
     },
+    Migration {
+        version: 8,
+        name: "single sign-on: sign-ins in progress and logout tokens taken",
+        sql: V8,
+    },
 ];
 
 /// The version this phiwatch needs.
@@ -316,6 +321,26 @@ CREATE TABLE case_evidence (
     sha256     text PRIMARY KEY,
     bytes      bytea NOT NULL,
     created_ms bigint NOT NULL
+);
+";
+
+/// Single sign-on on console nodes behind a load balancer: a sign-in started on one node is
+/// finished on whichever node the provider's redirect reaches, and a back-channel logout
+/// token is taken once across all of them.
+const V8: &str = "
+CREATE TABLE console_sso_pending (
+    state_hash text PRIMARY KEY,
+    browser    text NOT NULL,
+    client     text NOT NULL,
+    verifier   text NOT NULL,
+    nonce      text NOT NULL,
+    next       text NOT NULL,
+    started_ms bigint NOT NULL
+);
+CREATE INDEX console_sso_pending_client ON console_sso_pending (client);
+CREATE TABLE console_sso_logouts (
+    jti     text PRIMARY KEY,
+    seen_ms bigint NOT NULL
 );
 ";
 
