@@ -373,6 +373,27 @@ fn months_past_retention_are_archived_then_dropped() {
             ["accesses_2019_01", "accesses_2026_01", "accesses_2026_03"]
         );
 
+        // Counting: exact for small months; a month the planner thinks large is counted by
+        // its estimate when wholly in the window, exactly when only partly.
+        assert_eq!(
+            retention::count_between(&c, None).await.unwrap(),
+            (20, false)
+        );
+        c.batch_execute(
+            "UPDATE pg_class SET reltuples = 2000000 WHERE relname = 'accesses_2026_01'",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            retention::count_between(&c, None).await.unwrap(),
+            (2_000_015, true)
+        );
+        let partly = (march_2026 - 50 * day, march_2026 + 2_000);
+        assert_eq!(
+            retention::count_between(&c, Some(partly)).await.unwrap(),
+            (8, false)
+        );
+
         let done = retention::apply(
             &mut c,
             retention::DEFAULT_MONTHS,

@@ -57,7 +57,7 @@ pub fn run(a: BacktestArgs) -> Result<()> {
     let (inputs, store, grouping) = match &a.config {
         Some(path) => {
             let cfg = phiwatch::config::Config::load(path)?;
-            let db = cfg.data_dir.join("phiwatch.db");
+            let db = super::sqlite_store(&cfg)?;
             let grouping = match &cfg.routing {
                 Some(p) => phiwatch::alert::Routing::load(p)?.grouping,
                 None => Default::default(),

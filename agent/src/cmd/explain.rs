@@ -66,13 +66,14 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
     let (store_path, inputs) = match (&a.config, &a.store) {
         (Some(c), _) => {
             let cfg = phiwatch::config::Config::load(c)?;
+            let db = super::sqlite_store(&cfg)?;
             (
-                cfg.data_dir.join("phiwatch.db"),
+                db.clone(),
                 Inputs {
                     rules: cfg.rules.clone(),
                     policies: cfg.policies.clone(),
                     context: cfg.context_feeds(),
-                    journal: Some(cfg.data_dir.join("phiwatch.db")),
+                    journal: Some(db),
                     plugins: Default::default(),
                 },
             )

@@ -17,7 +17,8 @@ pub enum ReportCmd {
 
 #[derive(Args)]
 pub struct NoiseArgs {
-    /// The agent's configuration: its store (data_dir) and time zone (rules settings).
+    /// The agent's configuration: its store (data_dir, or in fleet mode the [database]) and
+    /// time zone (rules settings).
     #[arg(long, conflicts_with = "store")]
     config: Option<PathBuf>,
     /// Without --config: the SQLite store.
@@ -40,30 +41,49 @@ pub struct NoiseArgs {
 
 pub fn run(cmd: ReportCmd) -> Result<()> {
     let ReportCmd::Noise(a) = cmd;
-    let (store_path, timezone) = match (&a.config, &a.store) {
-        (Some(c), _) => {
-            let cfg = phiwatch::config::Config::load(c)?;
-            let tz = match &cfg.rules {
-                Some(r) => phiwatch::settings::Settings::load(r)?.timezone,
-                None => chrono_tz::UTC,
-            };
-            (super::sqlite_store(&cfg)?, tz)
-        }
-        (None, Some(s)) => (s.clone(), chrono_tz::UTC),
-        (None, None) => bail!("give --config, or --store"),
-    };
-    let conn = Store::open_existing(&store_path)?;
     let o = Options {
         top_users: a.top,
-        timezone,
         ..Options::window(&a.since, a.until.as_deref())?
     };
-    let rep = noise::report(&conn, &o)
-        .with_context(|| format!("noise report from {}", store_path.display()))?;
+    let rep = match (&a.config, &a.store) {
+        (Some(c), _) => {
+            let cfg = phiwatch::config::Config::load(c)?;
+            let o = Options {
+                timezone: match &cfg.rules {
+                    Some(r) => phiwatch::settings::Settings::load(r)?.timezone,
+                    None => chrono_tz::UTC,
+                },
+                ..o
+            };
+            match &cfg.database {
+                Some(db) => {
+                    let (rt, client) = super::alert_store::fleet_client(db)?;
+                    let rows = noise::fleet::Fleet {
+                        rt: rt.handle(),
+                        client: &client,
+                    };
+                    noise::report(&rows, &o).with_context(|| {
+                        format!(
+                            "noise report from {}",
+                            phiwatch::fleet::pg::describe(&db.url)
+                        )
+                    })?
+                }
+                None => from_store(&cfg.data_dir.join("phiwatch.db"), &o)?,
+            }
+        }
+        (None, Some(s)) => from_store(s, &o)?,
+        (None, None) => bail!("give --config, or --store"),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         print!("{}", rep.text());
     }
     Ok(())
+}
+
+fn from_store(path: &std::path::Path, o: &Options) -> Result<noise::NoiseReport> {
+    let conn = Store::open_existing(path)?;
+    noise::report(&conn, o).with_context(|| format!("noise report from {}", path.display()))
 }

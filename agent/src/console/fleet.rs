@@ -105,6 +105,24 @@ impl Drop for Pooled {
     }
 }
 
+/// Runs `f` on a pooled connection on the blocking pool, for readers that call the database
+/// through `Handle::block_on` (the noise report streams its rows that way).
+pub async fn blocking<T: Send + 'static>(
+    pool: &Arc<Pool>,
+    f: impl FnOnce(&tokio::runtime::Handle, &Client) -> Result<T, Fail> + Send + 'static,
+) -> Result<T, Fail> {
+    let pooled = pool.get().await?;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let (client, back) = pooled.take();
+        let out = f(&rt, &client);
+        back.put(client);
+        out
+    })
+    .await
+    .map_err(|e| Fail::internal(format!("store task: {e}")))?
+}
+
 /// The database is the console's store: without it nothing can be shown.
 fn unavailable(e: &FleetError) -> Fail {
     tracing::error!("console: the fleet's database: {e}");

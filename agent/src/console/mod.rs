@@ -481,8 +481,8 @@ async fn guarded(app: App, mut req: Request, next: Next) -> Response {
         return refuse(
             &path,
             StatusCode::NOT_IMPLEMENTED,
-            "not served in fleet mode yet: this console node serves the API for sign-in, \
-             alerts and cases (see the README's fleet section)",
+            "not served in fleet mode: a console node does not load detection, so it cannot \
+             replay the access log (see the README's fleet section)",
         );
     }
     let writes = !matches!(method, Method::GET | Method::HEAD);

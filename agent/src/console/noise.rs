@@ -33,8 +33,14 @@ impl NoiseQuery {
 
 async fn load(app: &App, q: &NoiseQuery) -> Result<NoiseReport, Fail> {
     let o = Options::window(q.since(), q.until.as_deref()).map_err(|e| Fail::bad(e.to_string()))?;
-    app.db(move |c| noise::report(c, &o).map_err(|e| Fail::internal(e.to_string())))
-        .await
+    let failed = |e: noise::NoiseError| Fail::internal(e.to_string());
+    if let Some(pool) = &app.fleet {
+        return super::fleet::blocking(pool, move |rt, client| {
+            noise::report(&noise::fleet::Fleet { rt, client }, &o).map_err(failed)
+        })
+        .await;
+    }
+    app.db(move |c| noise::report(c, &o).map_err(failed)).await
 }
 
 pub async fn api(

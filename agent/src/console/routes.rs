@@ -80,8 +80,9 @@ pub const ROUTES: &[Route] = &[
 
 /// What a console node serves in fleet mode: sign-in (password and single sign-on), the
 /// alert queue, alerts and their acknowledgement, silences, cases and their log, the
-/// dashboard, the node's status, as pages and API. The noise and backtest pages and the rest
-/// of the API answer 501 until what they read is kept in the fleet's database too.
+/// dashboard and the noise report, the node's status, as pages and API. The backtest page
+/// answers 501: it replays the access log through detection, which a console node does not
+/// load (`phiwatch policy backtest` on a single process's store does it).
 pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/login"),
     ("POST", "/login"),
@@ -94,6 +95,8 @@ pub const FLEET: &[(&str, &str)] = &[
     ("GET", "/static/console.js"),
     ("GET", "/dashboard"),
     ("GET", "/api/v1/dashboard"),
+    ("GET", "/noise"),
+    ("GET", "/api/v1/reports/noise"),
     ("GET", "/alerts"),
     ("GET", "/alerts/{id}"),
     ("GET", "/cases"),

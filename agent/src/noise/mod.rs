@@ -15,10 +15,119 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
+pub mod fleet;
+
 #[derive(Debug, Error)]
 pub enum NoiseError {
     #[error("reading the store: {0}")]
     Store(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+}
+
+/// One finding in the window.
+pub struct FindingRow {
+    pub detector: String,
+    pub time: String,
+    pub user: String,
+    pub severity: String,
+}
+
+/// One alert with findings of `detector` in the window; `first` is the first such finding's
+/// time.
+pub struct AlertRow {
+    pub detector: String,
+    pub id: i64,
+    pub first: String,
+    pub status: String,
+    pub disposition: Option<String>,
+    pub user: String,
+    pub category: String,
+}
+
+/// What the report reads, from the single process's SQLite store or the fleet's database.
+/// Windows are FHIR times (as findings keep them) and, for accesses, epoch ms.
+pub trait Rows {
+    fn newest_finding(&self) -> Result<Option<String>, NoiseError>;
+    fn findings(
+        &self,
+        window: (&str, &str),
+        each: &mut dyn FnMut(FindingRow),
+    ) -> Result<(), NoiseError>;
+    /// Each alert once per detector with a finding of it in the window.
+    fn alerts(
+        &self,
+        window: (&str, &str),
+        each: &mut dyn FnMut(AlertRow),
+    ) -> Result<(), NoiseError>;
+    fn accesses(&self, from_ms: i64, to_ms: i64) -> Result<u64, NoiseError>;
+}
+
+/// Alerts per detector with findings in the window, on the day of the first: the same
+/// statement on both stores.
+const ALERTS_IN_WINDOW: &str =
+    "SELECT af.detector, a.id, min(f.time), a.status, a.ack_disposition, a.user_id, a.category
+     FROM alert_findings af
+     JOIN alerts a ON a.id = af.alert_id
+     JOIN findings f ON f.event_id = af.event_id AND f.detector = af.detector
+     WHERE f.time >= $1 AND f.time <= $2
+     GROUP BY af.detector, a.id";
+
+const FINDINGS_IN_WINDOW: &str =
+    "SELECT detector, time, user_id, severity FROM findings WHERE time >= $1 AND time <= $2";
+
+impl Rows for Connection {
+    fn newest_finding(&self) -> Result<Option<String>, NoiseError> {
+        Ok(self.query_row("SELECT max(time) FROM findings", [], |r| r.get(0))?)
+    }
+
+    fn findings(
+        &self,
+        (from, to): (&str, &str),
+        each: &mut dyn FnMut(FindingRow),
+    ) -> Result<(), NoiseError> {
+        let mut st = self.prepare(FINDINGS_IN_WINDOW)?;
+        let mut rows = st.query(params![from, to])?;
+        while let Some(r) = rows.next()? {
+            each(FindingRow {
+                detector: r.get(0)?,
+                time: r.get(1)?,
+                user: r.get(2)?,
+                severity: r.get(3)?,
+            });
+        }
+        Ok(())
+    }
+
+    fn alerts(
+        &self,
+        (from, to): (&str, &str),
+        each: &mut dyn FnMut(AlertRow),
+    ) -> Result<(), NoiseError> {
+        let mut st = self.prepare(ALERTS_IN_WINDOW)?;
+        let mut rows = st.query(params![from, to])?;
+        while let Some(r) = rows.next()? {
+            each(AlertRow {
+                detector: r.get(0)?,
+                id: r.get(1)?,
+                first: r.get(2)?,
+                status: r.get(3)?,
+                disposition: r.get(4)?,
+                user: r.get(5)?,
+                category: r.get(6)?,
+            });
+        }
+        Ok(())
+    }
+
+    fn accesses(&self, from_ms: i64, to_ms: i64) -> Result<u64, NoiseError> {
+        let n: i64 = self.query_row(
+            "SELECT count(*) FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
+            params![from_ms, to_ms],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -145,9 +254,8 @@ impl Options {
     }
 }
 
-pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError> {
-    let newest: Option<String> =
-        conn.query_row("SELECT max(time) FROM findings", [], |r| r.get(0))?;
+pub fn report(rows: &impl Rows, o: &Options) -> Result<NoiseReport, NoiseError> {
+    let newest = rows.newest_finding()?;
     let to_ms = o
         .until_ms
         .or_else(|| newest.as_deref().and_then(parse_fhir_time))
@@ -163,15 +271,18 @@ pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError>
     };
 
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-    let findings = tally_findings(conn, (&from, &to), &day_of, &mut tallies)?;
-    let (alerts, judged) = tally_alerts(conn, (&from, &to), &day_of, &mut tallies)?;
-
-    let accesses: i64 = conn.query_row(
-        "SELECT count(*) FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
-        params![from_ms, to_ms],
-        |r| r.get(0),
-    )?;
-    let accesses = accesses as u64;
+    let mut findings = 0;
+    rows.findings((&from, &to), &mut |f| {
+        findings += 1;
+        tally_finding(&mut tallies, f, &day_of)
+    })?;
+    let mut alert_ids = std::collections::HashSet::new();
+    let mut judged: Judged = BTreeMap::new();
+    rows.alerts((&from, &to), &mut |a| {
+        alert_ids.insert(a.id);
+        tally_alert(&mut tallies, &mut judged, a, &day_of)
+    })?;
+    let accesses = rows.accesses(from_ms, to_ms)?;
     let per_10k = |n: u64| (accesses > 0).then(|| n as f64 * 10_000.0 / accesses as f64);
 
     let mut rep = NoiseReport {
@@ -179,7 +290,7 @@ pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError>
         to,
         accesses,
         findings,
-        alerts,
+        alerts: alert_ids.len() as u64,
         ..NoiseReport::default()
     };
     for (detector, t) in tallies {
@@ -195,90 +306,45 @@ pub fn report(conn: &Connection, o: &Options) -> Result<NoiseReport, NoiseError>
     Ok(rep)
 }
 
-/// Findings in the window per detector: counts, high ones, per day and per user.
-fn tally_findings(
-    conn: &Connection,
-    (from, to): (&str, &str),
-    day_of: &impl Fn(&str) -> String,
+/// A finding in the window counts for its detector: in all, if high, on its day, for its
+/// user.
+fn tally_finding(
     tallies: &mut BTreeMap<String, Tally>,
-) -> Result<u64, NoiseError> {
-    let mut st = conn.prepare(
-        "SELECT detector, time, user_id, severity FROM findings WHERE time >= ?1 AND time <= ?2",
-    )?;
-    let mut rows = st.query(params![from, to])?;
-    let mut findings = 0;
-    while let Some(r) = rows.next()? {
-        let (detector, time, user, severity): (String, String, String, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let t = tallies.entry(detector).or_default();
-        findings += 1;
-        t.findings += 1;
-        if severity == "high" || severity == "critical" {
-            t.high += 1;
-        }
-        t.days.entry(day_of(&time)).or_default().0 += 1;
-        *t.users.entry(user).or_default() += 1;
+    f: FindingRow,
+    day_of: &impl Fn(&str) -> String,
+) {
+    let t = tallies.entry(f.detector).or_default();
+    t.findings += 1;
+    if f.severity == "high" || f.severity == "critical" {
+        t.high += 1;
     }
-    Ok(findings)
+    t.days.entry(day_of(&f.time)).or_default().0 += 1;
+    *t.users.entry(f.user).or_default() += 1;
 }
 
-/// Alerts with findings in the window per detector, and the officers' judgements of them.
-/// Returns how many alerts there were.
-fn tally_alerts(
-    conn: &Connection,
-    (from, to): (&str, &str),
-    day_of: &impl Fn(&str) -> String,
+/// An alert counts for each detector with a finding of it in the window, on the day of its
+/// first such finding; an officer's judgement of it counts towards the suggestions.
+fn tally_alert(
     tallies: &mut BTreeMap<String, Tally>,
-) -> Result<(u64, Judged), NoiseError> {
-    // An alert counts for each detector with a finding of it in the window, on the day of
-    // its first such finding.
-    let mut st = conn.prepare(
-        "SELECT af.detector, a.id, min(f.time), a.status, a.ack_disposition, a.user_id, a.category
-         FROM alert_findings af
-         JOIN alerts a ON a.id = af.alert_id
-         JOIN findings f ON f.event_id = af.event_id AND f.detector = af.detector
-         WHERE f.time >= ?1 AND f.time <= ?2
-         GROUP BY af.detector, a.id",
-    )?;
-    let mut rows = st.query(params![from, to])?;
-    let mut alert_ids = std::collections::HashSet::new();
-    let mut judged: Judged = BTreeMap::new();
-    while let Some(r) = rows.next()? {
-        let (detector, id, first, status, disposition, user, category): (
-            String,
-            i64,
-            String,
-            String,
-            Option<String>,
-            String,
-            String,
-        ) = (
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-        );
-        alert_ids.insert(id);
-        let t = tallies.entry(detector.clone()).or_default();
-        t.alerts += 1;
-        t.days.entry(day_of(&first)).or_default().1 += 1;
-        if status != "open" {
-            t.acknowledged += 1;
-        }
-        if let Some(d) = disposition {
-            let j = judged.entry((detector, user, category)).or_default();
-            j.2 += 1;
-            match d.as_str() {
-                "confirmed" => j.1 += 1,
-                _ => j.0 += 1,
-            }
-            *t.dispositions.entry(d).or_default() += 1;
-        }
+    judged: &mut Judged,
+    a: AlertRow,
+    day_of: &impl Fn(&str) -> String,
+) {
+    let t = tallies.entry(a.detector.clone()).or_default();
+    t.alerts += 1;
+    t.days.entry(day_of(&a.first)).or_default().1 += 1;
+    if a.status != "open" {
+        t.acknowledged += 1;
     }
-    Ok((alert_ids.len() as u64, judged))
+    if let Some(d) = a.disposition {
+        let j = judged.entry((a.detector, a.user, a.category)).or_default();
+        j.2 += 1;
+        match d.as_str() {
+            "confirmed" => j.1 += 1,
+            _ => j.0 += 1,
+        }
+        *t.dispositions.entry(d).or_default() += 1;
+    }
 }
 
 /// One detector's line of the report, from its tallies.
