@@ -27,10 +27,55 @@ const CHUNK: usize = 1024;
 pub enum BacktestError {
     #[error("reading the stored access log: {0}")]
     Store(#[from] rusqlite::Error),
+    #[error("reading the stored access log: {0}")]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error("the store has no stored accesses in the window: the agent stores them as it runs (scan stores them with --store-accesses)")]
     Empty,
     #[error("writing the differences: {0}")]
     Write(#[source] std::io::Error),
+}
+
+/// Where the replayed accesses are read: the single process's store or the fleet's database.
+pub trait AccessLog {
+    /// The accesses with `since_ms <= time_ms < until_ms` in time order, `chunk` at a time,
+    /// to `each`; answers how many.
+    fn stream(
+        &self,
+        window: (i64, i64),
+        chunk: usize,
+        each: &mut dyn FnMut(&mut Vec<crate::event::AccessEvent>),
+    ) -> Result<u64, BacktestError>;
+}
+
+impl AccessLog for Connection {
+    fn stream(
+        &self,
+        (since_ms, until_ms): (i64, i64),
+        chunk: usize,
+        each: &mut dyn FnMut(&mut Vec<crate::event::AccessEvent>),
+    ) -> Result<u64, BacktestError> {
+        Ok(crate::store::stored_accesses(
+            self, since_ms, until_ms, chunk, each,
+        )?)
+    }
+}
+
+/// The fleet's access log, read from a blocking thread through `rt`.
+pub struct FleetLog<'a> {
+    pub rt: &'a tokio::runtime::Handle,
+    pub client: &'a tokio_postgres::Client,
+}
+
+impl AccessLog for FleetLog<'_> {
+    fn stream(
+        &self,
+        window: (i64, i64),
+        chunk: usize,
+        each: &mut dyn FnMut(&mut Vec<crate::event::AccessEvent>),
+    ) -> Result<u64, BacktestError> {
+        let read = crate::fleet::store::stored_accesses(self.client, window, chunk, each);
+        Ok(self.rt.block_on(read)?)
+    }
 }
 
 /// One side of the comparison.
@@ -89,7 +134,7 @@ pub struct Report {
 /// difference goes to `out` as it is found and into the report.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
-    conn: &Connection,
+    log: &impl AccessLog,
     ctx: &ContextStore,
     settings: &Settings,
     grouping: &Grouping,
@@ -108,7 +153,7 @@ pub fn run(
     };
     let (mut keys_old, mut keys_new) = (HashSet::new(), HashSet::new());
     let mut failed: Option<std::io::Error> = None;
-    report.accesses = crate::store::stored_accesses(conn, since_ms, until_ms, CHUNK, |chunk| {
+    report.accesses = log.stream((since_ms, until_ms), CHUNK, &mut |chunk| {
         if failed.is_some() {
             return;
         }

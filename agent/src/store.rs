@@ -329,22 +329,14 @@ pub fn stored_accesses(
     let mut batch = Vec::with_capacity(chunk);
     let mut n = 0;
     while let Some(r) = rows.next()? {
-        let action: String = r.get(4)?;
-        let action = crate::event::Action::ALL
-            .into_iter()
-            .find(|a| a.as_str() == action)
-            .unwrap_or_default();
+        let (action, action_code) = stored_action(&r.get::<_, String>(4)?);
         batch.push(AccessEvent {
             id: r.get(0)?,
             time_ms: r.get(1)?,
             user: r.get(2)?,
             patient: r.get(3)?,
             action,
-            action_code: match action {
-                crate::event::Action::Modify => 'U',
-                crate::event::Action::Query => 'E',
-                _ => 'R',
-            },
+            action_code,
             subtype: r.get(5)?,
             break_glass: r.get(6)?,
             workstation: r.get(7)?,
@@ -361,6 +353,22 @@ pub fn stored_accesses(
         each(&mut batch);
     }
     Ok(n)
+}
+
+/// An access log's action read back, with the action code detection reads: the log keeps
+/// the action's name only.
+pub fn stored_action(name: &str) -> (crate::event::Action, char) {
+    use crate::event::Action;
+    let action = Action::ALL
+        .into_iter()
+        .find(|a| a.as_str() == name)
+        .unwrap_or_default();
+    let code = match action {
+        Action::Modify => 'U',
+        Action::Query => 'E',
+        _ => 'R',
+    };
+    (action, code)
 }
 
 /// The context journal's `(feed, message)` pairs in arrival order (read through a connection

@@ -16,8 +16,9 @@ pub struct BacktestArgs {
     /// be deployed, not only the changed files.
     #[arg(long)]
     draft: PathBuf,
-    /// The agent's configuration: its store's access log, context (with the ADT messages
-    /// its store journaled), settings, policies and plugins in force, and alert grouping.
+    /// The agent's configuration: its store's access log (in fleet mode, the [database]'s),
+    /// context (with the ADT messages journaled), settings, policies and plugins in force,
+    /// and alert grouping.
     #[arg(long, conflicts_with_all = ["store", "context", "policies", "rules"])]
     config: Option<PathBuf>,
     /// Without --config: the store whose access log is replayed (plus --context, and
@@ -53,23 +54,93 @@ pub struct BacktestArgs {
     top: usize,
 }
 
-pub fn run(a: BacktestArgs) -> Result<()> {
-    let (inputs, store, grouping) = match &a.config {
+/// The access log replayed: a single process's store, or the fleet's database.
+enum Log {
+    Store(rusqlite::Connection, PathBuf),
+    Fleet(tokio::runtime::Runtime, tokio_postgres::Client, String),
+}
+
+impl Log {
+    fn open_store(path: PathBuf) -> Result<Log> {
+        let conn = phiwatch::store::Store::open_existing(&path)
+            .with_context(|| format!("opening the store {}", path.display()))?;
+        Ok(Log::Store(conn, path))
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Log::Store(_, p) => p.display().to_string(),
+            Log::Fleet(_, _, at) => at.clone(),
+        }
+    }
+
+    /// The inputs, with the context journal of this log: the store's or the fleet's.
+    fn load(&self, inputs: &Inputs) -> Result<Loaded> {
+        Ok(match self {
+            Log::Fleet(rt, client, at) => {
+                let journal = rt
+                    .block_on(phiwatch::fleet::state::journal(client))
+                    .with_context(|| format!("reading the context journal of {at}"))?;
+                inputs.load_with_journal(&journal)?
+            }
+            Log::Store(..) => inputs.load()?,
+        })
+    }
+
+    fn newest(&self) -> Result<Option<i64>> {
+        Ok(match self {
+            Log::Store(c, _) => phiwatch::store::newest_access(c)?,
+            Log::Fleet(rt, c, _) => rt.block_on(phiwatch::fleet::store::newest_access(c))?,
+        })
+    }
+}
+
+impl backtest::AccessLog for Log {
+    fn stream(
+        &self,
+        window: (i64, i64),
+        chunk: usize,
+        each: &mut dyn FnMut(&mut Vec<phiwatch::event::AccessEvent>),
+    ) -> Result<u64, backtest::BacktestError> {
+        match self {
+            Log::Store(c, _) => c.stream(window, chunk, each),
+            Log::Fleet(rt, client, _) => backtest::FleetLog {
+                rt: rt.handle(),
+                client,
+            }
+            .stream(window, chunk, each),
+        }
+    }
+}
+
+/// What is replayed and what judges it: the inputs in force, the access log, the grouping.
+fn sources(a: &BacktestArgs) -> Result<(Inputs, Log, phiwatch::alert::routing::Grouping)> {
+    Ok(match &a.config {
         Some(path) => {
             let cfg = phiwatch::config::Config::load(path)?;
-            let db = super::sqlite_store(&cfg)?;
             let grouping = match &cfg.routing {
                 Some(p) => phiwatch::alert::Routing::load(p)?.grouping,
                 None => Default::default(),
+            };
+            let (log, journal) = match &cfg.database {
+                Some(db) => {
+                    let (rt, client) = super::alert_store::fleet_client(db)?;
+                    let at = phiwatch::fleet::pg::describe(&db.url);
+                    (Log::Fleet(rt, client, at), None)
+                }
+                None => {
+                    let db = cfg.data_dir.join("phiwatch.db");
+                    (Log::open_store(db.clone())?, Some(db))
+                }
             };
             let inputs = Inputs {
                 rules: cfg.rules.clone(),
                 policies: cfg.policies.clone(),
                 context: cfg.context_feeds(),
-                journal: Some(db.clone()),
+                journal,
                 plugins: cfg.plugin_inputs(),
             };
-            (inputs, db, grouping)
+            (inputs, log, grouping)
         }
         None => {
             let d = &a.detection;
@@ -81,13 +152,17 @@ pub fn run(a: BacktestArgs) -> Result<()> {
                 plugins: PluginInputs::shipped(),
             };
             let store = a.store.clone().context("--store or --config")?;
-            (inputs, store, Default::default())
+            (inputs, Log::open_store(store)?, Default::default())
         }
-    };
-    let mut inputs = inputs;
+    })
+}
+
+pub fn run(a: BacktestArgs) -> Result<()> {
+    let (mut inputs, log, grouping) = sources(&a)?;
     if a.no_plugins {
         inputs.plugins = PluginInputs::default();
     }
+    let loaded = log.load(&inputs)?;
     let Loaded {
         settings,
         pack,
@@ -95,7 +170,7 @@ pub fn run(a: BacktestArgs) -> Result<()> {
         context_stats,
         plugins,
         ..
-    } = inputs.load()?;
+    } = loaded;
     eprint!("{}", context_stats.render());
     let draft = phiwatch::detect::PolicyPack::load_dir(&a.draft)
         .map_err(|e| anyhow::anyhow!("draft {}: {e}", a.draft.display()))?;
@@ -119,10 +194,9 @@ pub fn run(a: BacktestArgs) -> Result<()> {
         )?));
     }
 
-    let conn = phiwatch::store::Store::open_existing(&store)
-        .with_context(|| format!("opening the store {}", store.display()))?;
-    let newest = phiwatch::store::newest_access(&conn)?
-        .with_context(|| format!("{}: no stored accesses", store.display()))?;
+    let newest = log
+        .newest()?
+        .with_context(|| format!("{}: no stored accesses", log.name()))?;
     let until_ms = match &a.until {
         Some(u) => phiwatch::time::parse_date_or_time(u)
             .with_context(|| format!("--until {u:?}: a date or time"))?,
@@ -150,7 +224,7 @@ pub fn run(a: BacktestArgs) -> Result<()> {
         Ok(())
     };
     let report = backtest::run(
-        &conn,
+        &log,
         &context,
         &settings,
         &grouping,

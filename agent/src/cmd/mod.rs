@@ -61,9 +61,9 @@ pub fn sqlite_store(cfg: &phiwatch::config::Config) -> Result<PathBuf> {
             "[database] names fleet mode's PostgreSQL ({}): this command works on the single \
              process's SQLite store. In fleet mode this release keeps accesses, findings, \
              alerts, silences, notifications, cases and console accounts in PostgreSQL \
-             (phiwatch alerts, silence, notify, case, user and report noise work on it); \
-             mining and backtesting (phiwatch explain mine, policy backtest) read the single \
-             process's store only",
+             (phiwatch alerts, silence, notify, case, user, report noise and policy backtest \
+             work on it); permit mining (phiwatch explain mine) reads the single process's \
+             store only",
             phiwatch::fleet::pg::describe(&db.url)
         );
     }

@@ -257,7 +257,7 @@ pub async fn backchannel(
     };
     let why = "back-channel logout";
     let ended = match &app.fleet {
-        Some(pool) => end_on_fleet(pool, sub, sid, &from).await,
+        Some(pool) => end_on_fleet(pool, sub, sid, &from, why).await,
         None => {
             app.db(move |db| {
                 let users = super::session::end_sso(db, sub.as_deref(), sid.as_deref())?;
@@ -284,11 +284,11 @@ async fn end_on_fleet(
     sub: Option<String>,
     sid: Option<String>,
     from: &str,
+    why: &str,
 ) -> Result<usize, Fail> {
     let db = pool.get().await?;
     let users = fleet::end_sso(&*db, sub.as_deref(), sid.as_deref()).await?;
     for u in &users {
-        let why = "back-channel logout";
         fleet::trail(&*db, Event::SignOut, u, Method::Sso, from, why).await?;
     }
     Ok(users.len())

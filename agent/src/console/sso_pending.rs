@@ -5,6 +5,10 @@
 //!
 //! Both take a `state` and a `jti` once: in memory under a lock, in the database with a
 //! `DELETE ... RETURNING` and an `INSERT ... ON CONFLICT DO NOTHING`, each atomic across nodes.
+//! A row keeps the `state` only as its digest; the PKCE verifier and the nonce must be kept
+//! as they are (the code exchange sends the one, the ID token is checked against the other),
+//! for at most ten minutes, and are of no use without the browser's binding cookie and the
+//! provider's code, neither of which the database sees.
 
 use super::fleet::Pool;
 use super::session::digest;

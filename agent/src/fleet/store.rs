@@ -4,7 +4,7 @@
 use super::{retention, FleetError};
 use crate::event::AccessEvent;
 use crate::finding::Finding;
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, Transaction};
 
 /// Stores accesses and findings not stored before; returns how many of each were new.
 pub async fn insert_batch(
@@ -95,4 +95,62 @@ pub async fn insert_batch_fresh<'f>(
         })
         .collect();
     Ok((new_accesses, fresh))
+}
+
+/// The newest stored access's time.
+pub async fn newest_access(client: &Client) -> Result<Option<i64>, FleetError> {
+    let row = client
+        .query_one("SELECT max(time_ms) FROM accesses", &[])
+        .await
+        .map_err(FleetError::sql("reading the newest access"))?;
+    Ok(row.get(0))
+}
+
+/// As [`crate::store::stored_accesses`]: the accesses with `since_ms <= time_ms < until_ms`
+/// in time order, streamed from the server `chunk` at a time to `each`. Answers how many.
+pub async fn stored_accesses(
+    client: &Client,
+    (since_ms, until_ms): (i64, i64),
+    chunk: usize,
+    each: &mut dyn FnMut(&mut Vec<AccessEvent>),
+) -> Result<u64, FleetError> {
+    use futures_util::TryStreamExt;
+    let e = FleetError::sql("reading the access log");
+    let rows = client
+        .query_raw(
+            "SELECT event_id, time_ms, user_id, patient_id, action, subtype, break_glass,
+                    workstation, succeeded
+             FROM accesses WHERE time_ms >= $1 AND time_ms < $2 ORDER BY time_ms, event_id",
+            [since_ms, until_ms],
+        )
+        .await
+        .map_err(&e)?;
+    let mut rows = std::pin::pin!(rows);
+    let mut batch = Vec::with_capacity(chunk);
+    let mut n = 0;
+    while let Some(r) = rows.try_next().await.map_err(&e)? {
+        let (action, action_code) = crate::store::stored_action(r.get(4));
+        batch.push(AccessEvent {
+            id: r.get(0),
+            time_ms: r.get(1),
+            user: r.get(2),
+            patient: r.get(3),
+            action,
+            action_code,
+            subtype: r.get(5),
+            break_glass: r.get(6),
+            workstation: r.get(7),
+            succeeded: r.get(8),
+            ..AccessEvent::default()
+        });
+        n += 1;
+        if batch.len() == chunk {
+            each(&mut batch);
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        each(&mut batch);
+    }
+    Ok(n)
 }
