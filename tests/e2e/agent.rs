@@ -7,12 +7,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A loopback port free for TCP and UDP now, never handed out twice in one test process.
+/// Taken from below the kernel's ephemeral range: a port from inside it can be taken by any
+/// outgoing connection (a node's connections to PostgreSQL, a browser's) between the pick and
+/// the server's bind, which stopped a fleet node from starting.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    use std::net::{TcpListener, UdpSocket};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    if ephemeral_from > 12_000 {
+        for _ in 0..2_000 {
+            let p = rand::random_range(10_000..ephemeral_from);
+            if !given.contains(&p)
+                && TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            {
+                given.push(p);
+                return p;
+            }
+        }
+    }
+    // No room below the ephemeral range: the kernel's pick.
+    let p = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port()
+        .port();
+    given.push(p);
+    p
 }
 
 pub fn get(port: u16, path: &str) -> Option<String> {

@@ -71,6 +71,60 @@ fn chown_to_server(paths: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// Starts the server on a free loopback port and waits until it answers. A port the kernel
+/// picked can be taken by any outgoing connection before the server binds it: a server that
+/// exits at start is started again on another port.
+fn serve(dir: &Path, data: &Path, ssl: &[&str]) -> Result<(u16, Child)> {
+    let log = dir.join("server.log");
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut server = as_server(&bin("postgres"))
+            .arg("-D")
+            .arg(data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+            ])
+            .args(ssl)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log)?))
+            .spawn()
+            .context("starting postgres")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok((port, server));
+            }
+            if server.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                bail!(
+                    "PostgreSQL did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    bail!(
+        "PostgreSQL did not start in three tries: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    )
+}
+
 /// TLS material for the server (PEM), put in its data directory.
 pub struct ServerTls {
     pub cert: String,
@@ -116,39 +170,8 @@ impl Throwaway {
             chown_to_server(&[&data.join("server.crt"), &data.join("server.key")])?;
             ssl = vec!["-c", "ssl=on"];
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let server = as_server(&bin("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=200",
-            ])
-            .args(ssl)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(
-                dir.path().join("server.log"),
-            )?))
-            .spawn()
-            .context("starting postgres")?;
+        let (port, server) = serve(dir.path(), &data, &ssl)?;
         let pg = Throwaway { port, dir, server };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !Command::new(bin("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            if Instant::now() > deadline {
-                bail!("PostgreSQL did not start: {}", pg.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
         pg.psql("postgres", "CREATE DATABASE phiwatch")?;
         Ok(pg)
     }
