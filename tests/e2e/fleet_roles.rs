@@ -553,6 +553,7 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
     assert_eq!(served.json(), fleet_noise);
     assert_eq!(officer.get("/noise").status, 200);
     backtested_as_one_process(d, &detector_config, &replayed);
+    mined_as_one_process(d, &detector_config, &replayed);
     // The console node served through the kills; its alert queue is the fleet's.
     let queue = officer.get("/api/v1/alerts?status=all&limit=1000");
     assert_eq!(queue.status, 200, "{}", queue.text());
@@ -671,6 +672,40 @@ fn backtested_as_one_process(d: &Path, fleet_config: &Path, single_store: &Path)
     assert_eq!(fleet, single, "backtest: fleet vs single process");
 }
 
+/// Permit mining over the fleet's database proposes what it proposes over one process's
+/// store of the same accesses and findings.
+fn mined_as_one_process(d: &Path, fleet_config: &Path, single_store: &Path) {
+    let mine = |from: &[&str]| -> (String, String) {
+        let mut args = vec!["explain", "mine", "--since", "30d"];
+        args.extend(from);
+        let o = common::phiwatch(&args);
+        assert!(o.status.success(), "{}", common::text(&o.stderr));
+        let err = common::text(&o.stderr);
+        let report = err[err.find("explanation mining over").expect(&err)..].to_owned();
+        // The proposals, less the line that says when they were made.
+        let proposals: Vec<String> = common::text(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("// Proposed by"))
+            .map(str::to_owned)
+            .collect();
+        (report, proposals.join("\n"))
+    };
+    let context = d.join("demo/context");
+    let fleet = mine(&["--config", fleet_config.to_str().unwrap()]);
+    let single = mine(&[
+        "--store",
+        single_store.to_str().unwrap(),
+        "--context",
+        context.to_str().unwrap(),
+    ]);
+    assert!(
+        !fleet.0.contains("unexplained 0 "),
+        "the demo has unexplained accesses: {}",
+        fleet.0
+    );
+    assert_eq!(fleet, single, "explain mine: fleet vs single process");
+}
+
 /// `phiwatch alerts` works on the fleet's database when the config names one.
 fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path, officer: &http::Client) {
     let c = config.to_str().unwrap();
@@ -700,15 +735,6 @@ fn officer_lists_and_acknowledges(pg: &Postgres, config: &Path, officer: &http::
         "acknowledged privacy-officer benign"
     );
     officers_run_a_case(pg, c, &first, officer);
-    // Commands on what the fleet's database does not hold yet say so, rather than read an
-    // empty SQLite store.
-    let out = common::phiwatch(&["explain", "mine", "--config", c]);
-    assert!(
-        !out.status.success()
-            && common::text(&out.stderr).contains("reads the single process's store only"),
-        "{}",
-        common::text(&out.stderr)
-    );
     let out = common::phiwatch(&["alerts", "ack", "--config", c, "999999", "--by", "x"]);
     assert!(
         !out.status.success() && common::text(&out.stderr).contains("no alert #999999"),

@@ -1,6 +1,7 @@
 //! `phiwatch policy backtest`: a draft pack and draft plugins over the stored access log,
 //! beside what is in force.
 
+use super::access_log::Log;
 use super::DetectionArgs;
 use anyhow::{bail, Context as _, Result};
 use phiwatch::backtest::{self, Change, Side};
@@ -54,65 +55,6 @@ pub struct BacktestArgs {
     top: usize,
 }
 
-/// The access log replayed: a single process's store, or the fleet's database.
-enum Log {
-    Store(rusqlite::Connection, PathBuf),
-    Fleet(tokio::runtime::Runtime, tokio_postgres::Client, String),
-}
-
-impl Log {
-    fn open_store(path: PathBuf) -> Result<Log> {
-        let conn = phiwatch::store::Store::open_existing(&path)
-            .with_context(|| format!("opening the store {}", path.display()))?;
-        Ok(Log::Store(conn, path))
-    }
-
-    fn name(&self) -> String {
-        match self {
-            Log::Store(_, p) => p.display().to_string(),
-            Log::Fleet(_, _, at) => at.clone(),
-        }
-    }
-
-    /// The inputs, with the context journal of this log: the store's or the fleet's.
-    fn load(&self, inputs: &Inputs) -> Result<Loaded> {
-        Ok(match self {
-            Log::Fleet(rt, client, at) => {
-                let journal = rt
-                    .block_on(phiwatch::fleet::state::journal(client))
-                    .with_context(|| format!("reading the context journal of {at}"))?;
-                inputs.load_with_journal(&journal)?
-            }
-            Log::Store(..) => inputs.load()?,
-        })
-    }
-
-    fn newest(&self) -> Result<Option<i64>> {
-        Ok(match self {
-            Log::Store(c, _) => phiwatch::store::newest_access(c)?,
-            Log::Fleet(rt, c, _) => rt.block_on(phiwatch::fleet::store::newest_access(c))?,
-        })
-    }
-}
-
-impl backtest::AccessLog for Log {
-    fn stream(
-        &self,
-        window: (i64, i64),
-        chunk: usize,
-        each: &mut dyn FnMut(&mut Vec<phiwatch::event::AccessEvent>),
-    ) -> Result<u64, backtest::BacktestError> {
-        match self {
-            Log::Store(c, _) => c.stream(window, chunk, each),
-            Log::Fleet(rt, client, _) => backtest::FleetLog {
-                rt: rt.handle(),
-                client,
-            }
-            .stream(window, chunk, each),
-        }
-    }
-}
-
 /// What is replayed and what judges it: the inputs in force, the access log, the grouping.
 fn sources(a: &BacktestArgs) -> Result<(Inputs, Log, phiwatch::alert::routing::Grouping)> {
     Ok(match &a.config {
@@ -122,17 +64,7 @@ fn sources(a: &BacktestArgs) -> Result<(Inputs, Log, phiwatch::alert::routing::G
                 Some(p) => phiwatch::alert::Routing::load(p)?.grouping,
                 None => Default::default(),
             };
-            let (log, journal) = match &cfg.database {
-                Some(db) => {
-                    let (rt, client) = super::alert_store::fleet_client(db)?;
-                    let at = phiwatch::fleet::pg::describe(&db.url);
-                    (Log::Fleet(rt, client, at), None)
-                }
-                None => {
-                    let db = cfg.data_dir.join("phiwatch.db");
-                    (Log::open_store(db.clone())?, Some(db))
-                }
-            };
+            let (log, journal) = Log::of(&cfg)?;
             let inputs = Inputs {
                 rules: cfg.rules.clone(),
                 policies: cfg.policies.clone(),

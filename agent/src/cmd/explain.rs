@@ -1,11 +1,11 @@
 //! `phiwatch explain mine`: propose permits for routine access patterns.
 
+use super::access_log::Log;
 use super::parse_time;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use phiwatch::mine::{self, Options, Since};
 use phiwatch::reload::{Inputs, Loaded};
-use phiwatch::store::Store;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -25,7 +25,8 @@ pub enum ExplainCmd {
 
 #[derive(Args)]
 pub struct MineArgs {
-    /// The agent's configuration: its store (data_dir), context feeds, settings.
+    /// The agent's configuration: its store (data_dir, or in fleet mode the [database] with
+    /// its context journal), context feeds, settings.
     #[arg(long, conflicts_with_all = ["store", "context"])]
     config: Option<PathBuf>,
     /// Without --config: the SQLite store (with an access log: `scan --store-accesses`).
@@ -63,23 +64,21 @@ pub struct MineArgs {
 
 pub fn run(cmd: ExplainCmd) -> Result<()> {
     let ExplainCmd::Mine(a) = cmd;
-    let (store_path, inputs) = match (&a.config, &a.store) {
+    let (log, inputs) = match (&a.config, &a.store) {
         (Some(c), _) => {
             let cfg = phiwatch::config::Config::load(c)?;
-            let db = super::sqlite_store(&cfg)?;
-            (
-                db.clone(),
-                Inputs {
-                    rules: cfg.rules.clone(),
-                    policies: cfg.policies.clone(),
-                    context: cfg.context_feeds(),
-                    journal: Some(db),
-                    plugins: Default::default(),
-                },
-            )
+            let (log, journal) = Log::of(&cfg)?;
+            let inputs = Inputs {
+                rules: cfg.rules.clone(),
+                policies: cfg.policies.clone(),
+                context: cfg.context_feeds(),
+                journal,
+                plugins: Default::default(),
+            };
+            (log, inputs)
         }
         (None, Some(s)) => (
-            s.clone(),
+            Log::open_store(s.clone())?,
             Inputs {
                 rules: a.rules.clone(),
                 context: Inputs::fhir_dir(a.context.clone()),
@@ -90,7 +89,7 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
     };
     let Loaded {
         settings, context, ..
-    } = inputs.load()?;
+    } = log.load(&inputs)?;
     let since = Since::parse(&a.since).context("--since")?;
     let until_ms = a
         .until
@@ -98,9 +97,8 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
         .map(parse_time)
         .transpose()
         .context("--until")?;
-    let conn = Store::open_existing(&store_path)?;
     let mined = mine::mine(
-        &conn,
+        &log,
         &context,
         &settings,
         &Options {
@@ -112,7 +110,7 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
             max_proposals: a.max,
         },
     )
-    .with_context(|| format!("mining {}", store_path.display()))?;
+    .with_context(|| format!("mining {}", log.name()))?;
     eprint!("{}", mined.report());
     if mined.proposals.is_empty() {
         return Ok(());

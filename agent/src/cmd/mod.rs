@@ -1,6 +1,7 @@
 //! The commands of the `phiwatch` binary, one module each: its arguments, and printing at the
 //! edge; the work is done in the library.
 
+mod access_log;
 mod alert_store;
 pub mod alerts;
 pub mod backtest;
@@ -61,9 +62,8 @@ pub fn sqlite_store(cfg: &phiwatch::config::Config) -> Result<PathBuf> {
             "[database] names fleet mode's PostgreSQL ({}): this command works on the single \
              process's SQLite store. In fleet mode this release keeps accesses, findings, \
              alerts, silences, notifications, cases and console accounts in PostgreSQL \
-             (phiwatch alerts, silence, notify, case, user, report noise and policy backtest \
-             work on it); permit mining (phiwatch explain mine) reads the single process's \
-             store only",
+             (phiwatch alerts, silence, notify, case, user, report noise, policy backtest and \
+             explain mine work on it)",
             phiwatch::fleet::pg::describe(&db.url)
         );
     }

@@ -27,6 +27,85 @@ pub enum MineError {
     EmptyWindow { from: String, to: String },
     #[error("reading the store: {0}")]
     Store(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+}
+
+pub mod fleet;
+
+/// An access no policy explains, in the window: who, whose record, when, and whether another
+/// detector flagged the same access.
+pub struct Unexplained {
+    pub user: String,
+    pub patient: String,
+    pub time: String,
+    pub flagged: bool,
+}
+
+/// What mining reads, from the single process's store or the fleet's database.
+pub trait MineRows {
+    fn newest_access(&self) -> Result<Option<i64>, MineError>;
+    /// Accesses with times from `from_ms` to `to_ms`, both included.
+    fn accesses(&self, from_ms: i64, to_ms: i64) -> Result<u64, MineError>;
+    /// The hours (epoch ms / 3,600,000) in the window holding an access.
+    fn hours(&self, from_ms: i64, to_ms: i64) -> Result<Vec<i64>, MineError>;
+    /// The unexplained findings with FHIR times in the window.
+    fn unexplained(
+        &self,
+        window: (&str, &str),
+        each: &mut dyn FnMut(Unexplained),
+    ) -> Result<(), MineError>;
+}
+
+/// The unexplained findings of the window, flagged by another detector or not: the same
+/// statement on both stores.
+const UNEXPLAINED_IN_WINDOW: &str = "SELECT f.user_id, f.patient_id, f.time,
+        EXISTS (SELECT 1 FROM findings g WHERE g.event_id = f.event_id AND g.detector != f.detector)
+     FROM findings f
+     WHERE f.detector = $1 AND f.time >= $2 AND f.time <= $3";
+
+impl MineRows for Connection {
+    fn newest_access(&self) -> Result<Option<i64>, MineError> {
+        Ok(self
+            .query_row("SELECT max(time_ms) FROM accesses", [], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    fn accesses(&self, from_ms: i64, to_ms: i64) -> Result<u64, MineError> {
+        let n: i64 = self.query_row(
+            "SELECT count(*) FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
+            params![from_ms, to_ms],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn hours(&self, from_ms: i64, to_ms: i64) -> Result<Vec<i64>, MineError> {
+        let mut st = self.prepare(
+            "SELECT DISTINCT time_ms / 3600000 FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
+        )?;
+        let hours = st.query_map(params![from_ms, to_ms], |r| r.get::<_, i64>(0))?;
+        Ok(hours.collect::<Result<_, _>>()?)
+    }
+
+    fn unexplained(
+        &self,
+        (from, to): (&str, &str),
+        each: &mut dyn FnMut(Unexplained),
+    ) -> Result<(), MineError> {
+        let mut st = self.prepare(UNEXPLAINED_IN_WINDOW)?;
+        let mut rows = st.query(params![UNEXPLAINED_ID, from, to])?;
+        while let Some(r) = rows.next()? {
+            each(Unexplained {
+                user: r.get(0)?,
+                patient: r.get(1)?,
+                time: r.get(2)?,
+                flagged: r.get(3)?,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A report window's bound, as people typed it, that names no time.
@@ -287,23 +366,15 @@ struct Pattern {
 
 /// Mines the store's window against the context.
 pub fn mine(
-    conn: &Connection,
+    rows: &impl MineRows,
     ctx: &ContextStore,
     settings: &Settings,
     o: &Options,
 ) -> Result<Mined, MineError> {
-    let newest: Option<i64> = conn
-        .query_row("SELECT max(time_ms) FROM accesses", [], |r| r.get(0))
-        .optional()?
-        .flatten();
-    let newest = newest.ok_or(MineError::NoAccessLog)?;
+    let newest = rows.newest_access()?.ok_or(MineError::NoAccessLog)?;
     let to_ms = o.until_ms.unwrap_or(newest);
     let from_ms = o.since.start(to_ms);
-    let accesses: i64 = conn.query_row(
-        "SELECT count(*) FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
-        params![from_ms, to_ms],
-        |r| r.get(0),
-    )?;
+    let accesses = rows.accesses(from_ms, to_ms)?;
     if accesses == 0 {
         return Err(MineError::EmptyWindow {
             from: format_ms(from_ms),
@@ -323,23 +394,17 @@ pub fn mine(
     let mut m = Mined {
         from_ms,
         to_ms,
-        accesses: accesses as u64,
+        accesses,
         ..Mined::default()
     };
-    let days_in_window: BTreeSet<i64> = {
-        let mut st = conn.prepare(
-            "SELECT DISTINCT time_ms / 3600000 FROM accesses WHERE time_ms BETWEEN ?1 AND ?2",
-        )?;
-        let hours = st.query_map(params![from_ms, to_ms], |r| r.get::<_, i64>(0))?;
-        let mut days = BTreeSet::new();
-        for h in hours {
-            days.insert(local_day(h? * 3_600_000));
-        }
-        days
-    };
+    let days_in_window: BTreeSet<i64> = rows
+        .hours(from_ms, to_ms)?
+        .into_iter()
+        .map(|h| local_day(h * 3_600_000))
+        .collect();
     m.days = days_in_window.len();
 
-    let patterns = patterns(conn, ctx, settings, (from_ms, to_ms), &local_day, &mut m)?;
+    let patterns = patterns(rows, ctx, settings, (from_ms, to_ms), &local_day, &mut m)?;
     cover(ctx, o, patterns, &mut m);
     Ok(m)
 }
@@ -348,51 +413,34 @@ pub fn mine(
 /// department and the department of the patient's encounter around the access; `m` counts
 /// what could not be grouped.
 fn patterns(
-    conn: &Connection,
+    rows: &impl MineRows,
     ctx: &ContextStore,
     settings: &Settings,
     (from_ms, to_ms): (i64, i64),
     local_day: &impl Fn(i64) -> i64,
     m: &mut Mined,
 ) -> Result<BTreeMap<(u32, u32, u32), Pattern>, MineError> {
-    let mut st = conn.prepare(
-        "SELECT f.user_id, f.patient_id, f.time,
-                EXISTS (SELECT 1 FROM findings g WHERE g.event_id = f.event_id AND g.detector != f.detector)
-         FROM findings f
-         WHERE f.detector = ?1 AND f.time >= ?2 AND f.time <= ?3",
-    )?;
-    let rows = st.query_map(
-        params![UNEXPLAINED_ID, format_ms(from_ms), format_ms(to_ms)],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, bool>(3)?,
-            ))
-        },
-    )?;
     let mut patterns: BTreeMap<(u32, u32, u32), Pattern> = BTreeMap::new();
     let mut n = 0u32;
-    for row in rows {
-        let (user, patient, time, flagged) = row?;
+    let window = (format_ms(from_ms), format_ms(to_ms));
+    rows.unexplained((&window.0, &window.1), &mut |row| {
         m.unexplained += 1;
-        if flagged {
+        if row.flagged {
             m.flagged += 1;
-            continue;
+            return;
         }
         let (Resolved::Found(u), Resolved::Found(p), Some(t)) = (
-            ctx.resolve_user(&user),
-            ctx.resolve_patient(&patient),
-            parse_fhir_time(&time),
+            ctx.resolve_user(&row.user),
+            ctx.resolve_patient(&row.patient),
+            parse_fhir_time(&row.time),
         ) else {
             m.unknown += 1;
-            continue;
+            return;
         };
         let (role, dept) = (ctx.user_role_ix(u), ctx.user_department_ix(u));
         if role == NONE || dept == NONE {
             m.unknown += 1;
-            continue;
+            return;
         }
         let around: BTreeSet<u32> = ctx
             .encounters_of(p)
@@ -406,7 +454,7 @@ fn patterns(
             .collect();
         if around.is_empty() {
             m.without_encounter += 1;
-            continue;
+            return;
         }
         let day = local_day(t);
         for d in around {
@@ -417,7 +465,7 @@ fn patterns(
             pat.days.insert(day);
         }
         n += 1;
-    }
+    })?;
     Ok(patterns)
 }
 
