@@ -552,7 +552,7 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
     assert_eq!(served.status, 200, "{}", served.text());
     assert_eq!(served.json(), fleet_noise);
     assert_eq!(officer.get("/noise").status, 200);
-    backtested_as_one_process(d, &detector_config, &replayed);
+    backtested_as_one_process(d, &detector_config, &replayed, &officer);
     mined_as_one_process(d, &detector_config, &replayed);
     // The console node served through the kills; its alert queue is the fleet's.
     let queue = officer.get("/api/v1/alerts?status=all&limit=1000");
@@ -621,7 +621,12 @@ fn three_collectors_and_two_detectors_survive_kills_and_a_stopped_detector_and_f
 /// A draft backtested over the fleet's access log (and its context journal) gives the same
 /// differences as over one process's store of the same accesses: both replay in time order
 /// with plugins starting empty, so the fleet's batches do not matter.
-fn backtested_as_one_process(d: &Path, fleet_config: &Path, single_store: &Path) {
+fn backtested_as_one_process(
+    d: &Path,
+    fleet_config: &Path,
+    single_store: &Path,
+    officer: &http::Client,
+) {
     let draft = d.join("draft-without-neighbor");
     std::fs::create_dir_all(&draft).unwrap();
     for e in std::fs::read_dir(common::repo().join("policies")).unwrap() {
@@ -670,6 +675,32 @@ fn backtested_as_one_process(d: &Path, fleet_config: &Path, single_store: &Path)
         "the draft removes the neighbor findings"
     );
     assert_eq!(fleet, single, "backtest: fleet vs single process");
+
+    // The console node's Backtest page replays the fleet's log too: the same removals.
+    let body = serde_urlencoded::to_string([
+        ("csrf", officer.csrf.as_str()),
+        ("file", "snooping.cedar"),
+        ("text", &std::fs::read_to_string(&rule).unwrap()),
+        ("since", "30d"),
+    ])
+    .unwrap();
+    let page = http::request(
+        officer.port,
+        "POST",
+        "/backtest",
+        &[
+            ("Cookie", &officer.cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    let removed = fleet.iter().filter(|l| l.contains("\"removed\"")).count();
+    assert!(
+        page.text().contains(&format!("and removes {removed} (")),
+        "{}",
+        page.text()
+    );
 }
 
 /// Permit mining over the fleet's database proposes what it proposes over one process's
@@ -1426,6 +1457,8 @@ fn console_nodes_share_accounts_sessions_and_the_sign_in_limit() {
     let out = common::phiwatch(&["migrate", "--database", &url]);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
     let extra = "login_failures = 3\nlogin_window_minutes = 10\n";
+    // The routing a console node's backtests group alerts by.
+    std::fs::write(d.join("routing.toml"), "[grouping]\ngroup_wait = \"1s\"\n").unwrap();
     let (config_a, port_a) = console_config(d, "console-a", &url, extra);
     let (config_b, port_b) = console_config(d, "console-b", &url, extra);
     // Accounts are the fleet's: made with one node's config, they sign in on every node.
@@ -1462,10 +1495,10 @@ fn console_nodes_share_accounts_sessions_and_the_sign_in_limit() {
     // The queue's page is served; what is not on the fleet's database yet says so.
     let page = on_b.get("/alerts");
     assert_eq!(page.status, 200, "{}", page.text());
-    // The backtest replays the access log through detection, which a console node does
-    // not load: it says so.
+    // Every page is served on a console node, the Backtest page with the pack in force.
     let page = on_b.get("/backtest");
-    assert_eq!(page.status, 501, "{}", page.text());
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("snooping.cedar"), "{}", page.text());
     assert_eq!(on_b.get("/status").status, 200);
     // A silence made on one node is the fleet's: listed and ended on the other.
     let made = olivia.send(

@@ -78,16 +78,25 @@ pub async fn run(
             &error("another backtest is running; try again when it is done"),
         );
     };
-    let (file, text, with_plugins) = (f.file.clone(), f.text.clone(), f.plugins.is_some());
-    let db = app.inputs.db.clone();
+    let draft = Draft {
+        file: f.file.clone(),
+        text: f.text.clone(),
+        since,
+        with_plugins: f.plugins.is_some(),
+    };
     let user = s.account.name.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        replay(&detection, &db, &file, &text, &since, with_plugins)
-    })
-    .await;
-    let result = match done {
-        Ok(r) => r,
-        Err(e) => Err(ReplayError::Stopped(e.to_string())),
+    let result = match &app.fleet {
+        Some(pool) => super::fleet::blocking(pool, move |rt, client| {
+            Ok(replay_fleet(&detection, rt, client, &draft))
+        })
+        .await
+        .unwrap_or_else(|f| Err(ReplayError::Stopped(f.message))),
+        None => {
+            let db = app.inputs.db.clone();
+            tokio::task::spawn_blocking(move || replay_store(&detection, &db, &draft))
+                .await
+                .unwrap_or_else(|e| Err(ReplayError::Stopped(e.to_string())))
+        }
     };
     match result {
         Ok(report) => {
@@ -117,6 +126,8 @@ enum ReplayError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error("the store has no stored accesses yet")]
     Empty,
     #[error(transparent)]
@@ -127,40 +138,81 @@ enum ReplayError {
     Stopped(String),
 }
 
-/// The pack in force with `file` replaced (or added), replayed beside the pack in force.
-fn replay(
+/// A draft of one policy file, the window to replay it over, and whether plugins run.
+struct Draft {
+    file: String,
+    text: String,
+    since: String,
+    with_plugins: bool,
+}
+
+/// The draft over the single process's store, with the ADT messages it journaled.
+fn replay_store(
     d: &super::DetectionInputs,
     db: &std::path::Path,
-    file: &str,
-    text: &str,
-    since: &str,
-    with_plugins: bool,
+    draft: &Draft,
 ) -> Result<Report, ReplayError> {
+    let loaded = inputs(d, draft).load()?;
+    let conn = crate::store::Store::open_existing(db)?;
+    let newest = crate::store::newest_access(&conn)?;
+    replay(d, &loaded, &conn, newest, draft)
+}
+
+/// The draft over the fleet's access log, with the fleet's context journal (a console node
+/// keeps no store of its own).
+fn replay_fleet(
+    d: &super::DetectionInputs,
+    rt: &tokio::runtime::Handle,
+    client: &tokio_postgres::Client,
+    draft: &Draft,
+) -> Result<Report, ReplayError> {
+    let journal = rt.block_on(crate::fleet::state::journal(client))?;
+    let loaded = inputs(d, draft).load_with_journal(&journal)?;
+    let newest = rt.block_on(crate::fleet::store::newest_access(client))?;
+    replay(
+        d,
+        &loaded,
+        &backtest::FleetLog { rt, client },
+        newest,
+        draft,
+    )
+}
+
+fn inputs(d: &super::DetectionInputs, draft: &Draft) -> crate::reload::Inputs {
     let mut inputs = d.inputs.clone();
-    if !with_plugins {
+    if !draft.with_plugins {
         inputs.plugins = Default::default();
     }
-    let loaded = inputs.load()?;
-    let draft = PackSources::read(d.inputs.policies.as_deref())
+    inputs
+}
+
+/// The pack in force with the draft's file replaced (or added), replayed beside the pack in
+/// force over the window ending just after `newest`.
+fn replay(
+    d: &super::DetectionInputs,
+    loaded: &crate::reload::Loaded,
+    log: &impl backtest::AccessLog,
+    newest: Option<i64>,
+    draft: &Draft,
+) -> Result<Report, ReplayError> {
+    let pack = PackSources::read(d.inputs.policies.as_deref())
         .map_err(ReplayError::InForce)?
-        .with_file(file, text)
+        .with_file(&draft.file, &draft.text)
         .compile()
         .map_err(ReplayError::Draft)?;
-    let conn = crate::store::Store::open_existing(db)?;
-    let newest = crate::store::newest_access(&conn)?.ok_or(ReplayError::Empty)?;
-    let until = newest + 1;
-    let from = crate::mine::Since::parse(since)?.start(until);
+    let until = newest.ok_or(ReplayError::Empty)? + 1;
+    let from = crate::mine::Since::parse(&draft.since)?.start(until);
     let side = |pack| Side {
         pack,
         plugins: &loaded.plugins,
     };
     Ok(backtest::run(
-        &conn,
+        log,
         &loaded.context,
         &loaded.settings,
         &d.grouping,
         side(&loaded.pack),
-        side(&draft),
+        side(&pack),
         (from, until),
         0,
         &mut |_, _| Ok(()),

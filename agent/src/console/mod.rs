@@ -477,14 +477,6 @@ async fn guarded(app: App, mut req: Request, next: Next) -> Response {
             "this route has no permission set",
         );
     };
-    if app.fleet.is_some() && !routes::in_fleet(&method, &matched) {
-        return refuse(
-            &path,
-            StatusCode::NOT_IMPLEMENTED,
-            "not served in fleet mode: a console node does not load detection, so it cannot \
-             replay the access log (see the README's fleet section)",
-        );
-    }
     let writes = !matches!(method, Method::GET | Method::HEAD);
     if writes && !same_origin(req.headers()) {
         return refuse(&path, StatusCode::FORBIDDEN, "cross-origin request refused");

@@ -61,7 +61,19 @@ pub fn console(cfg: Config, db: DatabaseConfig) -> Result<()> {
             context: cfg.fhir_context(),
             metrics: Some(env.metrics.clone()),
             views: None,
-            detection: None,
+            // What the Backtest page replays the fleet's access log through: the inputs in
+            // force, loaded per backtest (with the fleet's context journal), not held.
+            detection: Some(crate::console::DetectionInputs {
+                inputs: super::inputs_of(cfg, None),
+                grouping: match &cfg.routing {
+                    Some(p) => {
+                        crate::alert::Routing::load(p)
+                            .map_err(|e| anyhow::anyhow!("routing {}: {e}", p.display()))?
+                            .grouping
+                    }
+                    None => Default::default(),
+                },
+            }),
             fleet,
         };
         // The view log is the node's only source: index 0, as metrics_for lists it.
