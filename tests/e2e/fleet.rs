@@ -833,6 +833,86 @@ fn dispatchers_claim_each_notification_once_and_take_over_a_dead_ones_claims() {
 /// Every dispatcher schedules repeats of open alerts not notified for `repeat_interval`:
 /// however many do it at once, each stale open alert gets one repeat, and acknowledged,
 /// recently notified or never notified alerts none.
+/// A batch joining an open alert holds it until the batch commits: a dispatcher queueing
+/// repeats meanwhile passes it by (without waiting) rather than take the notification number
+/// the batch's idempotency keys use; afterwards every key is the alert's once. (The batch's
+/// update of the alert holds the row as well as its `FOR UPDATE` read; the lock taken at the
+/// read also covers the moment between that read and the update, which this test cannot
+/// stop in.)
+#[test]
+fn a_batch_joining_an_alert_keeps_a_dispatchers_repeat_off_it_until_it_commits() {
+    use phiwatch::alert::fleet as alerts;
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let mut c = migrated(&pg).await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let routing = phiwatch::alert::Routing::parse(
+            "[grouping]\ngroup_wait = \"0s\"\ngroup_interval = \"0s\"\nrepeat_interval = \"1h\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:9/\"\n[[route]]\nreceivers = [\"siem\"]\n",
+        )
+        .unwrap();
+        let finding = |event: &str, patient: &str| phiwatch::finding::Finding {
+            event_id: event.into(),
+            time: phiwatch::time::format_ms(now),
+            user: "dr-x".into(),
+            department: "Cardiology".into(),
+            patient: patient.into(),
+            action: "read".into(),
+            category: "vip".into(),
+            severity: phiwatch::finding::Severity::High,
+            detector: "vip-record".into(),
+            explanation: String::new(),
+            hipaa: String::new(),
+        };
+        // An alert opened and notified two hours ago, its notification sent.
+        let first = finding("ev-1", "pt-1");
+        let tx = c.transaction().await.unwrap();
+        alerts::apply(&tx, &[&first], &routing, chrono_tz::UTC, now - 7_200_000)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        c.batch_execute(&format!(
+            "UPDATE outbox SET state = 'sent'; UPDATE alerts SET last_sent_ms = {}",
+            now - 7_200_000
+        ))
+        .await
+        .unwrap();
+
+        // The next batch joins it (a new patient) and holds its transaction open.
+        let mut batch = connect(&pg, "detector").await;
+        let tx = batch.transaction().await.unwrap();
+        let second = finding("ev-2", "pt-2");
+        alerts::apply(&tx, &[&second], &routing, chrono_tz::UTC, now)
+            .await
+            .unwrap();
+        let mut dispatcher = connect(&pg, "dispatcher").await;
+        let repeated = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            alerts::schedule_repeats(&mut dispatcher, &routing, chrono_tz::UTC, now),
+        )
+        .await
+        .expect("a dispatcher does not wait for the batch's lock")
+        .unwrap();
+        assert_eq!(repeated, 0, "the locked alert is passed by");
+        tx.commit().await.unwrap();
+
+        let keys: Vec<String> = c
+            .query("SELECT idempotency_key FROM outbox ORDER BY 1", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        assert!(keys.len() >= 2, "the opening and the batch's notifications: {keys:?}");
+        // Once the batch's notification waits, a repeat adds nothing either.
+        let later = alerts::schedule_repeats(&mut dispatcher, &routing, chrono_tz::UTC, now)
+            .await
+            .unwrap();
+        assert_eq!(later, 0);
+    });
+}
+
 #[test]
 fn repeats_are_queued_once_however_many_dispatchers_schedule_them() {
     use phiwatch::alert::fleet as alerts;
