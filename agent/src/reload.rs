@@ -24,6 +24,18 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// What a config names: its rules, policies, context feeds and plugins, with `journal`
+    /// (a store whose context journal is replayed after the feeds' files).
+    pub fn of_config(cfg: &crate::config::Config, journal: Option<PathBuf>) -> Inputs {
+        Inputs {
+            rules: cfg.rules.clone(),
+            policies: cfg.policies.clone(),
+            context: cfg.context_feeds(),
+            journal,
+            plugins: cfg.plugin_inputs(),
+        }
+    }
+
     /// The feeds of a `--context DIR` option: one FHIR directory.
     pub fn fhir_dir(dir: Option<PathBuf>) -> Vec<ContextFeed> {
         dir.map(|path| {

@@ -326,11 +326,10 @@ pub fn stored_accesses(
          FROM accesses WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, event_id",
     )?;
     let mut rows = st.query(params![since_ms, until_ms])?;
-    let mut batch = Vec::with_capacity(chunk);
-    let mut n = 0;
+    let mut chunks = Chunks::new(chunk, &mut each);
     while let Some(r) = rows.next()? {
         let (action, action_code) = stored_action(&r.get::<_, String>(4)?);
-        batch.push(AccessEvent {
+        chunks.push(AccessEvent {
             id: r.get(0)?,
             time_ms: r.get(1)?,
             user: r.get(2)?,
@@ -343,16 +342,44 @@ pub fn stored_accesses(
             succeeded: r.get(8)?,
             ..AccessEvent::default()
         });
-        n += 1;
-        if batch.len() == chunk {
-            each(&mut batch);
-            batch.clear();
+    }
+    Ok(chunks.finish())
+}
+
+/// Hands accesses read back from an access log to `each`, `size` at a time.
+pub struct Chunks<'a> {
+    batch: Vec<AccessEvent>,
+    size: usize,
+    each: &'a mut dyn FnMut(&mut Vec<AccessEvent>),
+    n: u64,
+}
+
+impl<'a> Chunks<'a> {
+    pub fn new(size: usize, each: &'a mut dyn FnMut(&mut Vec<AccessEvent>)) -> Self {
+        Chunks {
+            batch: Vec::with_capacity(size),
+            size,
+            each,
+            n: 0,
         }
     }
-    if !batch.is_empty() {
-        each(&mut batch);
+
+    pub fn push(&mut self, a: AccessEvent) {
+        self.batch.push(a);
+        self.n += 1;
+        if self.batch.len() == self.size {
+            (self.each)(&mut self.batch);
+            self.batch.clear();
+        }
     }
-    Ok(n)
+
+    /// Hands over the last, partial chunk; answers how many accesses were read.
+    pub fn finish(mut self) -> u64 {
+        if !self.batch.is_empty() {
+            (self.each)(&mut self.batch);
+        }
+        self.n
+    }
 }
 
 /// An access log's action read back, with the action code detection reads: the log keeps

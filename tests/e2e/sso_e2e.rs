@@ -151,14 +151,19 @@ fn start_agent(d: &Path, port: u16, op: &str, local_accounts: bool) -> (Agent, P
         &[(SECRET_ENV, SECRET)],
         Duration::from_secs(60),
     );
+    console_answers(port);
+    (agent, config)
+}
+
+/// Waits for the console on `port` to serve its sign-in page.
+fn console_answers(port: u16) {
     assert!(
         wait_for(Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && request(port, "GET", "/login", &[], b"").status == 200
         }),
-        "console never answered"
+        "the console on port {port} never answered"
     );
-    (agent, config)
 }
 
 /// What a sign-in through the provider ended in.
@@ -542,13 +547,7 @@ fn single_sign_on_spans_the_fleets_console_nodes() {
             &[(SECRET_ENV, SECRET)],
             Duration::from_secs(60),
         );
-        assert!(
-            wait_for(Duration::from_secs(20), || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && request(port, "GET", "/login", &[], b"").status == 200
-            }),
-            "console node {name} never answered"
-        );
+        console_answers(port);
         (agent, config)
     };
     let (_a, config_a) = node("console-a", port_a);

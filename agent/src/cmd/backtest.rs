@@ -65,14 +65,7 @@ fn sources(a: &BacktestArgs) -> Result<(Inputs, Log, phiwatch::alert::routing::G
                 None => Default::default(),
             };
             let (log, journal) = Log::of(&cfg)?;
-            let inputs = Inputs {
-                rules: cfg.rules.clone(),
-                policies: cfg.policies.clone(),
-                context: cfg.context_feeds(),
-                journal,
-                plugins: cfg.plugin_inputs(),
-            };
-            (inputs, log, grouping)
+            (Inputs::of_config(&cfg, journal), log, grouping)
         }
         None => {
             let d = &a.detection;

@@ -68,12 +68,10 @@ pub fn run(cmd: ExplainCmd) -> Result<()> {
         (Some(c), _) => {
             let cfg = phiwatch::config::Config::load(c)?;
             let (log, journal) = Log::of(&cfg)?;
+            // Mining reads the policies' findings; plugins play no part.
             let inputs = Inputs {
-                rules: cfg.rules.clone(),
-                policies: cfg.policies.clone(),
-                context: cfg.context_feeds(),
-                journal,
                 plugins: Default::default(),
+                ..Inputs::of_config(&cfg, journal)
             };
             (log, inputs)
         }

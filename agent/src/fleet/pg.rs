@@ -198,6 +198,30 @@ fn client_tls(ca: &Path) -> Result<rustls::ClientConfig, FleetError> {
         .with_no_client_auth())
 }
 
+/// Runs `sql` and hands each row to `each` as the server sends it: a report's window of a
+/// large system's rows is never held at once.
+pub async fn each_row<P, I>(
+    client: &Client,
+    what: &'static str,
+    sql: &str,
+    params: I,
+    each: &mut dyn FnMut(tokio_postgres::Row),
+) -> Result<(), FleetError>
+where
+    P: tokio_postgres::types::BorrowToSql,
+    I: IntoIterator<Item = P>,
+    I::IntoIter: ExactSizeIterator,
+{
+    use futures_util::TryStreamExt;
+    let e = FleetError::sql(what);
+    let rows = client.query_raw(sql, params).await.map_err(&e)?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(r) = rows.try_next().await.map_err(&e)? {
+        each(r);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,23 +114,10 @@ pub async fn stored_accesses(
     chunk: usize,
     each: &mut dyn FnMut(&mut Vec<AccessEvent>),
 ) -> Result<u64, FleetError> {
-    use futures_util::TryStreamExt;
-    let e = FleetError::sql("reading the access log");
-    let rows = client
-        .query_raw(
-            "SELECT event_id, time_ms, user_id, patient_id, action, subtype, break_glass,
-                    workstation, succeeded
-             FROM accesses WHERE time_ms >= $1 AND time_ms < $2 ORDER BY time_ms, event_id",
-            [since_ms, until_ms],
-        )
-        .await
-        .map_err(&e)?;
-    let mut rows = std::pin::pin!(rows);
-    let mut batch = Vec::with_capacity(chunk);
-    let mut n = 0;
-    while let Some(r) = rows.try_next().await.map_err(&e)? {
+    let mut chunks = crate::store::Chunks::new(chunk, each);
+    let mut row = |r: tokio_postgres::Row| {
         let (action, action_code) = crate::store::stored_action(r.get(4));
-        batch.push(AccessEvent {
+        chunks.push(AccessEvent {
             id: r.get(0),
             time_ms: r.get(1),
             user: r.get(2),
@@ -143,14 +130,16 @@ pub async fn stored_accesses(
             succeeded: r.get(8),
             ..AccessEvent::default()
         });
-        n += 1;
-        if batch.len() == chunk {
-            each(&mut batch);
-            batch.clear();
-        }
-    }
-    if !batch.is_empty() {
-        each(&mut batch);
-    }
-    Ok(n)
+    };
+    super::pg::each_row(
+        client,
+        "reading the access log",
+        "SELECT event_id, time_ms, user_id, patient_id, action, subtype, break_glass,
+                workstation, succeeded
+         FROM accesses WHERE time_ms >= $1 AND time_ms < $2 ORDER BY time_ms, event_id",
+        [since_ms, until_ms],
+        &mut row,
+    )
+    .await?;
+    Ok(chunks.finish())
 }

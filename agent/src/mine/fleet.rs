@@ -6,7 +6,6 @@
 use super::{MineError, MineRows, Unexplained, UNEXPLAINED_IN_WINDOW};
 use crate::detect::cedar::UNEXPLAINED_ID;
 use crate::fleet::FleetError;
-use futures_util::TryStreamExt;
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
@@ -50,23 +49,21 @@ impl MineRows for Fleet<'_> {
         (from, to): (&str, &str),
         each: &mut dyn FnMut(Unexplained),
     ) -> Result<(), MineError> {
-        let e = FleetError::sql("reading the unexplained findings");
-        self.rt.block_on(async {
-            let rows = self
-                .client
-                .query_raw(UNEXPLAINED_IN_WINDOW, [UNEXPLAINED_ID, from, to])
-                .await
-                .map_err(&e)?;
-            let mut rows = std::pin::pin!(rows);
-            while let Some(r) = rows.try_next().await.map_err(&e)? {
-                each(Unexplained {
-                    user: r.get(0),
-                    patient: r.get(1),
-                    time: r.get(2),
-                    flagged: r.get(3),
-                });
-            }
-            Ok(())
-        })
+        let mut row = |r: tokio_postgres::Row| {
+            each(Unexplained {
+                user: r.get(0),
+                patient: r.get(1),
+                time: r.get(2),
+                flagged: r.get(3),
+            })
+        };
+        let read = crate::fleet::pg::each_row(
+            self.client,
+            "reading the unexplained findings",
+            UNEXPLAINED_IN_WINDOW,
+            [UNEXPLAINED_ID, from, to],
+            &mut row,
+        );
+        Ok(self.rt.block_on(read)?)
     }
 }

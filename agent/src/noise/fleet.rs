@@ -5,7 +5,6 @@
 
 use super::{AlertRow, FindingRow, NoiseError, Rows, ALERTS_IN_WINDOW, FINDINGS_IN_WINDOW};
 use crate::fleet::FleetError;
-use futures_util::TryStreamExt;
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, Row};
 
@@ -22,17 +21,10 @@ impl Fleet<'_> {
         what: &'static str,
         sql: &str,
         (from, to): (&str, &str),
-        each: &mut dyn FnMut(&Row),
+        each: &mut dyn FnMut(Row),
     ) -> Result<(), NoiseError> {
-        let e = FleetError::sql(what);
-        self.rt.block_on(async {
-            let rows = self.client.query_raw(sql, [from, to]).await.map_err(&e)?;
-            let mut rows = std::pin::pin!(rows);
-            while let Some(r) = rows.try_next().await.map_err(&e)? {
-                each(&r);
-            }
-            Ok(())
-        })
+        let read = crate::fleet::pg::each_row(self.client, what, sql, [from, to], each);
+        Ok(self.rt.block_on(read)?)
     }
 }
 

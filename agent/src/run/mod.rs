@@ -105,7 +105,7 @@ impl App {
     pub fn new(cfg: Config) -> Result<App> {
         // Before anything reads the store (the context journal below) or writes it.
         Store::check(&cfg.data_dir.join("phiwatch.db"))?;
-        let inputs = inputs_of(&cfg, Some(cfg.data_dir.join("phiwatch.db")));
+        let inputs = Inputs::of_config(&cfg, Some(cfg.data_dir.join("phiwatch.db")));
         let stamp = inputs.stamp();
         let loaded = inputs.load()?;
         std::fs::create_dir_all(&cfg.data_dir)
@@ -144,7 +144,7 @@ impl App {
                     metrics: Some(metrics.clone()),
                     views: None,
                     detection: Some(crate::console::DetectionInputs {
-                        inputs: inputs_of(&cfg, Some(db_path.clone())),
+                        inputs: Inputs::of_config(&cfg, Some(db_path.clone())),
                         grouping: routing
                             .as_ref()
                             .map(|(_, r)| crate::alert::current(r).grouping.clone())
@@ -280,18 +280,6 @@ impl Running {
         }
         let _ = self.detecting.join();
         tracing::info!("stopped: checkpoints saved, store closed");
-    }
-}
-
-/// What detection loads: settings, policies, context feeds and plugins, with the context
-/// journal of the SQLite store at `journal` (fleet mode's detector reads PostgreSQL's).
-fn inputs_of(cfg: &Config, journal: Option<PathBuf>) -> Inputs {
-    Inputs {
-        rules: cfg.rules.clone(),
-        policies: cfg.policies.clone(),
-        context: cfg.context_feeds(),
-        journal,
-        plugins: cfg.plugin_inputs(),
     }
 }
 

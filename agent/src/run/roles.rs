@@ -6,8 +6,8 @@ use super::collect::{collect_loop, Collector};
 use super::dispatch::FleetDispatcher;
 use super::fleet_detect::FleetDetector;
 use super::{
-    env, http, inputs_of, metrics_for, mllp_options, quarantine, runtime, start_receivers,
-    sync_spools, warn_if_descriptors_short,
+    env, http, metrics_for, mllp_options, quarantine, runtime, start_receivers, sync_spools,
+    warn_if_descriptors_short,
 };
 use crate::alert::Routing;
 use crate::config::{Config, Source};
@@ -64,7 +64,7 @@ pub fn console(cfg: Config, db: DatabaseConfig) -> Result<()> {
             // What the Backtest page replays the fleet's access log through: the inputs in
             // force, loaded per backtest (with the fleet's context journal), not held.
             detection: Some(crate::console::DetectionInputs {
-                inputs: super::inputs_of(cfg, None),
+                inputs: crate::reload::Inputs::of_config(cfg, None),
                 grouping: match &cfg.routing {
                     Some(p) => {
                         crate::alert::Routing::load(p)
@@ -145,7 +145,7 @@ pub fn detect(cfg: Config, db: DatabaseConfig) -> Result<()> {
     let rt = runtime()?;
     database_ready(&rt, &db, Role::Detect)?;
     // The journal is the database's (fleet::state), read when the lease is taken.
-    let inputs = inputs_of(&cfg, None);
+    let inputs = crate::reload::Inputs::of_config(&cfg, None);
     // Bad policies, rules or plugins stop the node now, not when it first takes the lease;
     // and a standby holds them loaded, ready to take over.
     let stamp = inputs.stamp();
