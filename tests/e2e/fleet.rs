@@ -830,9 +830,6 @@ fn dispatchers_claim_each_notification_once_and_take_over_a_dead_ones_claims() {
     });
 }
 
-/// Every dispatcher schedules repeats of open alerts not notified for `repeat_interval`:
-/// however many do it at once, each stale open alert gets one repeat, and acknowledged,
-/// recently notified or never notified alerts none.
 /// A batch joining an open alert holds it until the batch commits: a dispatcher queueing
 /// repeats meanwhile passes it by (without waiting) rather than take the notification number
 /// the batch's idempotency keys use; afterwards every key is the alert's once. (The batch's
@@ -913,6 +910,9 @@ fn a_batch_joining_an_alert_keeps_a_dispatchers_repeat_off_it_until_it_commits()
     });
 }
 
+/// Every dispatcher schedules repeats of open alerts not notified for `repeat_interval`:
+/// however many do it at once, each stale open alert gets one repeat, and acknowledged,
+/// recently notified or never notified alerts none.
 #[test]
 fn repeats_are_queued_once_however_many_dispatchers_schedule_them() {
     use phiwatch::alert::fleet as alerts;
