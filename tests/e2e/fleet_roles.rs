@@ -1054,12 +1054,11 @@ fn notified_once(pg: &Postgres, delivered: &[String], dispatchers: &[Node]) {
 fn migrated_with_receiver(url: &str) -> (u16, Arc<Mutex<Vec<String>>>) {
     let out = common::phiwatch(&["migrate", "--database", url]);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
-    let hook = agent::free_port();
-    (hook, webhook_sink(hook))
+    webhook_sink()
 }
 
 /// A webhook receiver on loopback: the `webhook-id` (idempotency key) of every delivery.
-fn webhook_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
+fn webhook_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
     let app = axum::Router::new().route(
@@ -1077,8 +1076,7 @@ fn webhook_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
             }
         }),
     );
-    serve::serve(port, app);
-    got
+    (serve::serve(app), got)
 }
 
 fn same(fleet: &BTreeSet<(String, String)>, single: &BTreeSet<(String, String)>, what: &str) {

@@ -1140,7 +1140,7 @@ fn a_checkpoint_past_the_end_or_corrupt_is_reported_and_nothing_is_stored_twice(
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// A webhook receiver on loopback: every body it was sent, in order.
-fn webhook_sink(port: u16) -> std::sync::Arc<Mutex<Vec<serde_json::Value>>> {
+fn webhook_sink() -> (u16, std::sync::Arc<Mutex<Vec<serde_json::Value>>>) {
     let got = std::sync::Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
     let app = axum::Router::new().route(
@@ -1154,8 +1154,7 @@ fn webhook_sink(port: u16) -> std::sync::Arc<Mutex<Vec<serde_json::Value>>> {
             }
         }),
     );
-    serve::serve(port, app);
-    got
+    (serve::serve(app), got)
 }
 
 /// The system clock stepped back three hours and then forward five while the agent runs:
@@ -1169,8 +1168,8 @@ fn clock_steps_lose_nothing_and_hold_nothing_back() {
         "libfaketime is not installed at {FAKETIME}: run the tests with tests/run"
     );
     let d = tempfile::tempdir().unwrap();
-    let (http, hook) = (free_port(), free_port());
-    let got = webhook_sink(hook);
+    let http = free_port();
+    let (hook, got) = webhook_sink();
     std::fs::write(
         d.path().join("routing.toml"),
         format!(

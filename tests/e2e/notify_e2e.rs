@@ -82,7 +82,7 @@ fn verify(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<String> {
 }
 
 /// A real HTTP server on loopback, in its own thread and runtime.
-fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
+fn webhook_server(hooks: Arc<Mutex<Hooks>>) -> u16 {
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(
@@ -115,7 +115,7 @@ fn webhook_server(port: u16, hooks: Arc<Mutex<Hooks>>) {
             },
         ),
     );
-    serve::serve(port, app);
+    serve::serve(app)
 }
 
 /// The clinic fixture's events, appended to the log the agent tails.
@@ -159,12 +159,12 @@ fn header(mail: &str, name: &str) -> Option<String> {
 fn alerts_reach_mail_and_webhooks_exactly_once_through_faults() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (http, smtp_port, hook_port) = (free_port(), free_port(), free_port());
+    let (http, smtp_port) = (free_port(), free_port());
     let hooks = Arc::new(Mutex::new(Hooks {
         fail_first: 2,
         ..Default::default()
     }));
-    webhook_server(hook_port, hooks.clone());
+    let hook_port = webhook_server(hooks.clone());
     let cef = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     cef.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let cef_port = cef.local_addr().unwrap().port();
@@ -410,9 +410,9 @@ fn rules_test_shows_receivers_and_bad_rules_are_explained() {
 fn killed_between_send_and_commit_resends_once_with_the_same_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (http, hook_port) = (free_port(), free_port());
+    let http = free_port();
     let hooks = Arc::new(Mutex::new(Hooks::default()));
-    webhook_server(hook_port, hooks.clone());
+    let hook_port = webhook_server(hooks.clone());
     std::fs::write(
         d.join("routing.toml"),
         format!(
@@ -522,9 +522,9 @@ fn demo_day_notifies_each_alert_group_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let set = common::demo_set(&d.join("set"), 20_000);
-    let (http, hook_port) = (free_port(), free_port());
+    let http = free_port();
     let hooks = Arc::new(Mutex::new(Hooks::default()));
-    webhook_server(hook_port, hooks.clone());
+    let hook_port = webhook_server(hooks.clone());
     std::fs::write(
         d.join("routing.toml"),
         format!(
@@ -591,9 +591,9 @@ fn demo_day_notifies_each_alert_group_once() {
 fn silenced_alerts_are_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (http, hook_port) = (free_port(), free_port());
+    let http = free_port();
     let hooks = Arc::new(Mutex::new(Hooks::default()));
-    webhook_server(hook_port, hooks.clone());
+    let hook_port = webhook_server(hooks.clone());
     std::fs::write(
         d.join("routing.toml"),
         format!(
@@ -768,9 +768,9 @@ fn email_over_implicit_tls_with_authentication() {
 fn routing_reloads_while_running_and_a_broken_file_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (http, hook_port) = (free_port(), free_port());
+    let http = free_port();
     let hooks = Arc::new(Mutex::new(Hooks::default()));
-    webhook_server(hook_port, hooks.clone());
+    let hook_port = webhook_server(hooks.clone());
     let routing = |route: &str| {
         format!(
             "[grouping]\ngroup_wait = \"0s\"\n[[receiver]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret_env = \"PHIWATCH_TEST_WEBHOOK_SECRET\"\n[[route]]\n{route}\n"
@@ -855,9 +855,9 @@ fn a_hanging_mail_relay_does_not_delay_the_webhook() {
             keep.lock().unwrap().push(conn);
         }
     });
-    let (http, hook_port) = (free_port(), free_port());
+    let http = free_port();
     let hooks = Arc::new(Mutex::new(Hooks::default()));
-    webhook_server(hook_port, hooks.clone());
+    let hook_port = webhook_server(hooks.clone());
     std::fs::write(
         d.join("routing.toml"),
         format!(
