@@ -21,6 +21,9 @@ pub struct Coverage {
     pub accesses: u64,
     pub users_resolved: u64,
     pub patients_resolved: u64,
+    /// Of those, patients no feed describes whose row carries their family name or address
+    /// (Purview-style extracts): detection learns them from the log (`context::inline`).
+    pub patients_from_log: u64,
     pub unidentified: u64,
     pub unresolved_users: HashMap<String, u64>,
     pub unresolved_patients: HashMap<String, u64>,
@@ -46,6 +49,12 @@ impl Coverage {
             pct(self.patients_resolved),
             self.unidentified
         );
+        if self.patients_from_log > 0 {
+            out.push_str(&format!(
+                "  {} of the resolved patients no feed describes: the log's rows carry their name or address, which detection learns\n",
+                self.patients_from_log
+            ));
+        }
         for (what, map) in [
             ("users", &self.unresolved_users),
             ("patients", &self.unresolved_patients),
@@ -132,18 +141,9 @@ pub fn measure(cfg: &Config, ctx: &ContextStore) -> Coverage {
                 if a.user.starts_with(crate::decode::audit_event::UNIDENTIFIED) {
                     c.unidentified += 1;
                 } else {
-                    match ctx.resolve_user(&a.user) {
-                        Resolved::Found(u) if ctx.user_facts(u).known => c.users_resolved += 1,
-                        Resolved::Ambiguous => c.ambiguous_users += 1,
-                        _ => *c.unresolved_users.entry(a.user.clone()).or_default() += 1,
-                    }
+                    tally_user(&mut c, ctx, a);
                 }
-                let p = a.patient.as_deref().unwrap_or("");
-                match ctx.resolve_patient(p) {
-                    Resolved::Found(ix) if ctx.patient_facts(ix).known => c.patients_resolved += 1,
-                    Resolved::Ambiguous => c.ambiguous_patients += 1,
-                    _ => *c.unresolved_patients.entry(p.to_owned()).or_default() += 1,
-                }
+                tally_patient(&mut c, ctx, a);
             }
         }
     }
@@ -164,4 +164,42 @@ pub fn measure(cfg: &Config, ctx: &ContextStore) -> Coverage {
         }
     }
     c
+}
+
+/// A user resolves by the row's user or by another name the row gives them (an extract's
+/// employee id beside the login), as detection links them.
+fn tally_user(c: &mut Coverage, ctx: &ContextStore, a: &crate::event::AccessEvent) {
+    let others = a.inline.iter().flat_map(|i| i.user_ids.iter());
+    let mut ambiguous = false;
+    for name in std::iter::once(&a.user).chain(others) {
+        match ctx.resolve_log_user(name) {
+            Resolved::Found(u) if ctx.user_facts(u).known => {
+                c.users_resolved += 1;
+                return;
+            }
+            Resolved::Ambiguous => ambiguous = true,
+            _ => {}
+        }
+    }
+    if ambiguous {
+        c.ambiguous_users += 1;
+    } else {
+        *c.unresolved_users.entry(a.user.clone()).or_default() += 1;
+    }
+}
+
+fn tally_patient(c: &mut Coverage, ctx: &ContextStore, a: &crate::event::AccessEvent) {
+    let p = a.patient.as_deref().unwrap_or("");
+    let described = a.inline.as_ref().is_some_and(|i| {
+        !i.patient_family.trim().is_empty() || i.patient_lines.iter().any(|l| !l.trim().is_empty())
+    });
+    match ctx.resolve_log_patient(p) {
+        Resolved::Found(ix) if ctx.patient_facts(ix).known => c.patients_resolved += 1,
+        Resolved::Ambiguous => c.ambiguous_patients += 1,
+        _ if described && !p.trim().is_empty() => {
+            c.patients_resolved += 1;
+            c.patients_from_log += 1;
+        }
+        _ => *c.unresolved_patients.entry(p.to_owned()).or_default() += 1,
+    }
 }

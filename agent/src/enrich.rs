@@ -259,7 +259,7 @@ impl<'c> Enricher<'c> {
         event: &mut AccessEvent,
         identified: bool,
     ) -> (Option<u32>, Option<u32>) {
-        let user = match store.resolve_user(&event.user) {
+        let user = match store.resolve_log_user(&event.user) {
             Resolved::Found(u) if store.user_facts(u).known => {
                 event.user.clone_from(&store.user_facts(u).id);
                 Some(u)
@@ -270,7 +270,11 @@ impl<'c> Enricher<'c> {
             }
             _ => None,
         };
-        let patient = match event.patient.as_deref().map(|p| store.resolve_patient(p)) {
+        let patient = match event
+            .patient
+            .as_deref()
+            .map(|p| store.resolve_log_patient(p))
+        {
             Some(Resolved::Found(p)) if store.patient_facts(p).known => {
                 event.patient = Some(store.patient_facts(p).id.clone());
                 Some(p)

@@ -660,6 +660,31 @@ fn inline_demographics_find_family_without_a_patient_feed() {
         family_in(&scan_staff("without", &without)).is_empty(),
         "without a household nobody is family"
     );
+    // The join coverage report counts a patient the row describes as resolved, and says the
+    // log, not a feed, describes them; rows without demographics leave them unresolved.
+    let coverage = |name: &str| {
+        let config = d.join(format!("{name}.toml"));
+        let out = common::phiwatch(&["check", "--config", config.to_str().unwrap()]);
+        common::text(&out.stdout) + &common::text(&out.stderr)
+    };
+    let text = coverage("with");
+    let sampled = text
+        .split("coverage over ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text.contains("patients 100.0% resolved")
+            && text.contains(&format!(
+                "{sampled} of the resolved patients no feed describes"
+            )),
+        "{text}"
+    );
+    let text = coverage("without");
+    assert!(
+        text.contains("patients 0.0% resolved") && !text.contains("no feed describes"),
+        "{text}"
+    );
 
     // Live: the first night's rows teach the household; after a restart the next night's
     // file, without demographic columns, still finds the family member.

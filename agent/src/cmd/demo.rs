@@ -28,7 +28,8 @@ pub struct DemoArgs {
     #[arg(long)]
     feeds: bool,
     /// Percent of the day's AuditEvents that name the user by EHR login and the patient by
-    /// MRN (identifiers) rather than by FHIR reference.
+    /// MRN (identifiers) rather than by FHIR reference; a third of those logins are written
+    /// in upper case, as EHR extracts write them.
     #[arg(long, default_value_t = phiwatch::demo::DEFAULT_IDENTIFIER_PERCENT, value_parser = clap::value_parser!(u32).range(0..=100))]
     identifiers: u32,
 }

@@ -30,6 +30,10 @@ pub enum Resolved {
 #[derive(Debug, Default)]
 pub struct Aliases {
     map: AHashMap<Box<str>, Alias>,
+    /// Keys whose [`loose_form`] differs from them, by that form: for names a log writes
+    /// otherwise than the feed (`JSMITH` for `jsmith`, `123987` for `000123987`). Only
+    /// consulted when no key matches as written.
+    loose: AHashMap<Box<str>, Alias>,
     /// Ambiguous keys, for the coverage report (the first few).
     pub ambiguous: Vec<String>,
     pub ambiguous_count: usize,
@@ -44,29 +48,37 @@ impl Aliases {
         if key.is_empty() {
             return;
         }
-        match self.map.get_mut(key) {
-            None => {
-                self.map.insert(key.into(), Alias::One(ix));
+        if name(&mut self.map, key, ix) {
+            self.ambiguous_count += 1;
+            if self.ambiguous.len() < MAX_LISTED {
+                self.ambiguous.push(key.to_owned());
             }
-            Some(Alias::One(other)) if *other == ix => {}
-            Some(a @ Alias::One(_)) => {
-                *a = Alias::Ambiguous;
-                self.ambiguous_count += 1;
-                if self.ambiguous.len() < MAX_LISTED {
-                    self.ambiguous.push(key.to_owned());
-                }
-            }
-            Some(Alias::Ambiguous) => {}
+        }
+        self.add_loose(key, ix);
+    }
+
+    /// Records that `key`, written loosely, names `ix` (a canonical id, which the exact
+    /// id index already holds as written).
+    pub fn add_loose(&mut self, key: &str, ix: u32) {
+        let l = loose_form(key.trim());
+        if !l.is_empty() && l != key.trim() {
+            name(&mut self.loose, &l, ix);
         }
     }
 
     /// Points every key naming `from` at `to` (a merge of two records of one person).
     pub fn redirect(&mut self, from: u32, to: u32) {
-        for a in self.map.values_mut() {
+        for a in self.map.values_mut().chain(self.loose.values_mut()) {
             if *a == Alias::One(from) {
                 *a = Alias::One(to);
             }
         }
+    }
+
+    /// Who a key in its [`loose_form`] names: a key written so, or keys written otherwise
+    /// with that form. Two people make it ambiguous.
+    pub fn get_loose(&self, loose: &str) -> Option<Alias> {
+        join(self.map.get(loose).copied(), self.loose.get(loose).copied())
     }
 
     /// Every key that names exactly one person, with that person.
@@ -87,6 +99,54 @@ impl Aliases {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// Records `key` → `ix` in `map`; true when that made the key newly ambiguous.
+fn name(map: &mut AHashMap<Box<str>, Alias>, key: &str, ix: u32) -> bool {
+    match map.get_mut(key) {
+        None => {
+            map.insert(key.into(), Alias::One(ix));
+            false
+        }
+        Some(Alias::One(other)) if *other == ix => false,
+        Some(a @ Alias::One(_)) => {
+            *a = Alias::Ambiguous;
+            true
+        }
+        Some(Alias::Ambiguous) => false,
+    }
+}
+
+/// Two answers for one name: the same person, or ambiguous.
+pub fn join(a: Option<Alias>, b: Option<Alias>) -> Option<Alias> {
+    match (a, b) {
+        (Some(x), Some(y)) if x == y => Some(x),
+        (Some(_), Some(_)) => Some(Alias::Ambiguous),
+        (x, None) | (None, x) => x,
+    }
+}
+
+/// A name as systems that disagree on its spelling all write it: letters in lower case
+/// (EHR and directory logins are case-insensitive, and extracts upper-case them) and an
+/// all-digit value without its leading zeros (an MRN or employee id padded by one system and
+/// not by another, or stripped by a spreadsheet). In `system|value` both parts are folded.
+pub fn loose_form(key: &str) -> String {
+    let (system, value) = match key.rsplit_once('|') {
+        Some((s, v)) => (Some(s.trim()), v.trim()),
+        None => (None, key.trim()),
+    };
+    let value = if value.len() > 1 && value.bytes().all(|b| b.is_ascii_digit()) {
+        match value.trim_start_matches('0') {
+            "" => "0",
+            v => v,
+        }
+    } else {
+        value
+    };
+    match system {
+        Some(s) => format!("{}|{}", s.to_lowercase(), value.to_lowercase()),
+        None => value.to_lowercase(),
     }
 }
 
@@ -303,5 +363,29 @@ mod tests {
         assert_eq!(a.ambiguous_count, 1);
         a.redirect(1, 9);
         assert_eq!(a.get("urn:login|amy"), Some(Alias::One(9)));
+    }
+
+    #[test]
+    fn names_written_in_another_case_or_padding_meet_in_their_loose_form() {
+        assert_eq!(loose_form("KOBrien"), "kobrien");
+        assert_eq!(loose_form("000123987"), "123987");
+        assert_eq!(loose_form("SPRINGFIELD|000123987"), "springfield|123987");
+        assert_eq!(loose_form("000"), "0");
+        assert_eq!(loose_form("0A12"), "0a12");
+        let mut a = Aliases::default();
+        a.add("KOBRIEN", 1);
+        a.add("000123987", 2);
+        a.add("jsmith", 3);
+        assert_eq!(a.get("kobrien"), None, "as written, only the exact key");
+        assert_eq!(a.get_loose("kobrien"), Some(Alias::One(1)));
+        assert_eq!(a.get_loose("123987"), Some(Alias::One(2)));
+        assert_eq!(a.get_loose("jsmith"), Some(Alias::One(3)));
+        // Two people whose names differ only in case: the loose form names nobody.
+        a.add("JSmith", 4);
+        assert_eq!(a.get("jsmith"), Some(Alias::One(3)));
+        assert_eq!(a.get_loose("jsmith"), Some(Alias::Ambiguous));
+        assert_eq!(a.ambiguous_count, 0, "no key written so is ambiguous");
+        a.redirect(2, 7);
+        assert_eq!(a.get_loose("123987"), Some(Alias::One(7)));
     }
 }

@@ -67,7 +67,7 @@ fn learn_patient(store: &mut ContextStore, raw: &str, row: &Inline) -> bool {
     // An extract repeats a patient's household on every row: a row written as the last one
     // was changes nothing, and is not normalised again.
     let digest = digest(row);
-    let found = store.resolve_patient(raw);
+    let found = store.resolve_log_patient(raw);
     if let Resolved::Found(ix) = found {
         let f = &store.patients[ix as usize];
         if f.known && f.log_digest == digest {
@@ -131,7 +131,7 @@ fn learn_patient(store: &mut ContextStore, raw: &str, row: &Inline) -> bool {
 
 fn learn_user(store: &mut ContextStore, user: &str, row: &Inline) -> bool {
     let names = || std::iter::once(user).chain(row.user_ids.iter().map(String::as_str));
-    let Some(u) = names().find_map(|k| match store.resolve_user(k) {
+    let Some(u) = names().find_map(|k| match store.resolve_log_user(k) {
         Resolved::Found(u) if store.users[u as usize].known => Some(u),
         _ => None,
     }) else {
@@ -141,7 +141,7 @@ fn learn_user(store: &mut ContextStore, user: &str, row: &Inline) -> bool {
     let mut changed = false;
     let others: Vec<String> = names().map(str::to_owned).collect();
     for k in others {
-        match store.resolve_user(&k) {
+        match store.resolve_log_user(&k) {
             Resolved::Missing => {
                 store.user_alias.add(&k, u);
                 store.inline.users_linked += 1;

@@ -247,6 +247,25 @@ impl ContextStore {
         resolve(raw, &self.patient_ix, &self.patient_alias)
     }
 
+    /// The user an access log names: as [`Self::resolve_user`], else by the name's
+    /// [`identity::loose_form`] (another case, another zero padding). Feeds are joined
+    /// exactly; only a log's names, which no feed vouches for, are matched loosely.
+    pub fn resolve_log_user(&self, raw: &str) -> Resolved {
+        match self.resolve_user(raw) {
+            Resolved::Missing => resolve_loose(raw, &self.user_ix, &self.user_alias),
+            found => found,
+        }
+    }
+
+    /// The patient an access log names: as [`Self::resolve_patient`], else loosely (see
+    /// [`Self::resolve_log_user`]).
+    pub fn resolve_log_patient(&self, raw: &str) -> Resolved {
+        match self.resolve_patient(raw) {
+            Resolved::Missing => resolve_loose(raw, &self.patient_ix, &self.patient_alias),
+            found => found,
+        }
+    }
+
     pub fn user_facts(&self, ix: UserIx) -> &UserFacts {
         &self.users[ix as usize]
     }
@@ -300,6 +319,7 @@ impl ContextStore {
             ..UserFacts::default()
         });
         self.user_ix.insert(id.to_owned(), ix);
+        self.user_alias.add_loose(id, ix);
         ix
     }
 
@@ -313,6 +333,7 @@ impl ContextStore {
             ..PatientFacts::default()
         });
         self.patient_ix.insert(id.to_owned(), ix);
+        self.patient_alias.add_loose(id, ix);
         self.encounters.push(Vec::new());
         ix
     }
@@ -580,6 +601,22 @@ fn resolve(raw: &str, ids: &AHashMap<String, u32>, aliases: &identity::Aliases) 
     Resolved::Missing
 }
 
+/// Each of `raw`'s keys in its loose form, most specific first: the first that names
+/// someone answers.
+fn resolve_loose(raw: &str, ids: &AHashMap<String, u32>, aliases: &identity::Aliases) -> Resolved {
+    for key in identity::keys(raw) {
+        let (identity::Key::Id(k) | identity::Key::Alias(k)) = key;
+        let loose = identity::loose_form(&k);
+        let by_id = ids.get(&loose).map(|&ix| identity::Alias::One(ix));
+        match identity::join(by_id, aliases.get_loose(&loose)) {
+            Some(identity::Alias::One(ix)) => return Resolved::Found(ix),
+            Some(identity::Alias::Ambiguous) => return Resolved::Ambiguous,
+            None => {}
+        }
+    }
+    Resolved::Missing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,5 +691,49 @@ mod tests {
         );
         assert_eq!(stats.ambiguous_users, 1);
         assert_eq!(c.user_alias.ambiguous, ["jdoe"]);
+    }
+
+    /// Logs upper-case logins and drop an MRN's zero padding; feeds are still joined as
+    /// written, and a name written exactly always wins over a loose match.
+    #[test]
+    fn a_log_naming_people_in_another_case_or_padding_finds_them() {
+        let (c, _) = load(&[
+            r#"{"resourceType":"Practitioner","id":"pr-1","identifier":[{"system":"urn:ehr:login","value":"jsmith42"}]}"#,
+            r#"{"resourceType":"Practitioner","id":"E1002"}"#,
+            r#"{"resourceType":"Patient","id":"pt-1","identifier":[{"system":"urn:oid:1.2.3","value":"000123987"}]}"#,
+            r#"{"resourceType":"Patient","id":"pt-2","identifier":[{"system":"urn:oid:1.2.3","value":"0555"}]}"#,
+            r#"{"resourceType":"Patient","id":"pt-3","identifier":[{"system":"urn:oid:1.2.3","value":"555"}]}"#,
+        ]);
+        let (u, e) = (c.user("pr-1").unwrap(), c.user("E1002").unwrap());
+        for name in ["JSMITH42", "urn:ehr:login|JSmith42", "jsmith42"] {
+            assert_eq!(c.resolve_log_user(name), Resolved::Found(u), "{name}");
+        }
+        assert_eq!(
+            c.resolve_user("JSMITH42"),
+            Resolved::Missing,
+            "feeds join exactly"
+        );
+        assert_eq!(c.resolve_log_user("e1002"), Resolved::Found(e));
+        assert_eq!(c.resolve_log_user("Practitioner/e1002"), Resolved::Found(e));
+        let p = c.patient("pt-1").unwrap();
+        for name in [
+            "123987",
+            "00123987",
+            "urn:oid:1.2.3|123987",
+            "123987^^^1.2.3^MR",
+        ] {
+            assert_eq!(c.resolve_log_patient(name), Resolved::Found(p), "{name}");
+        }
+        // 0555 and 555 are two patients: each as written is found, 00555 is neither.
+        assert_eq!(
+            c.resolve_log_patient("555"),
+            Resolved::Found(c.patient("pt-3").unwrap())
+        );
+        assert_eq!(
+            c.resolve_log_patient("0555"),
+            Resolved::Found(c.patient("pt-2").unwrap())
+        );
+        assert_eq!(c.resolve_log_patient("00555"), Resolved::Ambiguous);
+        assert_eq!(c.resolve_log_user("jsmith43"), Resolved::Missing);
     }
 }

@@ -127,7 +127,9 @@ impl DayPlan {
     }
 
     /// Writes the day. `identifier_percent` of the events name the user by EHR login and the
-    /// patient by MRN (identifiers) instead of by FHIR reference, as many real logs do.
+    /// patient by MRN (identifiers) instead of by FHIR reference, as many real logs do; a
+    /// third of those write the login in upper case, as EHR extracts do where the roster
+    /// has it in lower case.
     pub fn write(
         &self,
         h: &Hospital,
@@ -142,7 +144,12 @@ impl DayPlan {
             // Spread over the day, independent of the injection order.
             let by_identifier =
                 (i as u64).wrapping_mul(2_654_435_761) % 100 < u64::from(identifier_percent);
-            write_event(&mut w, &id, a, h, by_identifier)?;
+            let naming = match by_identifier {
+                false => Naming::Reference,
+                true if (i / 7) % 3 == 0 => Naming::ShoutedLogin,
+                true => Naming::Login,
+            };
+            write_event(&mut w, &id, a, h, naming)?;
             match a.label {
                 Label::Normal => {}
                 Label::Violation(c) => writeln!(
@@ -160,22 +167,37 @@ impl DayPlan {
     }
 }
 
+/// How an event names its user and patient.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    /// FHIR references.
+    Reference,
+    /// EHR login and MRN.
+    Login,
+    /// EHR login in upper case, and MRN.
+    ShoutedLogin,
+}
+
 fn write_event(
     w: &mut impl Write,
     id: &str,
     a: &Access,
     h: &Hospital,
-    by_identifier: bool,
+    naming: Naming,
 ) -> std::io::Result<()> {
     let (code, subtype, _) = KINDS[a.kind];
     let staff = &h.staff[a.staff];
     let patient = &h.patients[a.patient];
-    let (who, what) = if by_identifier {
+    let (who, what) = if naming != Naming::Reference {
+        let login = h.login(a.staff);
         (
             format!(
                 r#"{{"identifier":{{"system":"{}","value":"{}"}}}}"#,
                 super::feeds::LOGIN_SYSTEM,
-                h.login(a.staff)
+                match naming {
+                    Naming::ShoutedLogin => login.to_uppercase(),
+                    _ => login,
+                }
             ),
             format!(
                 r#"{{"identifier":{{"system":"{}","value":"{}"}}}}"#,

@@ -430,8 +430,8 @@ fn patterns(
             return;
         }
         let (Resolved::Found(u), Resolved::Found(p), Some(t)) = (
-            ctx.resolve_user(&row.user),
-            ctx.resolve_patient(&row.patient),
+            ctx.resolve_log_user(&row.user),
+            ctx.resolve_log_patient(&row.patient),
             parse_fhir_time(&row.time),
         ) else {
             m.unknown += 1;
