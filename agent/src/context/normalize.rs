@@ -15,11 +15,7 @@ pub struct AddressKey {
 }
 
 pub fn family(name: &str) -> Option<String> {
-    let n: String = name
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect();
+    let n = phiwatch_usps::family_key(name);
     (!n.is_empty()).then_some(n)
 }
 
@@ -83,5 +79,12 @@ mod tests {
     fn family_names_fold_case_and_punctuation() {
         assert_eq!(family("O'Brien"), family("obrien"));
         assert_eq!(family("  "), None);
+        assert_eq!(family("Garcia-Lopez"), family("GARCIA LOPEZ"));
+    }
+
+    #[test]
+    fn family_names_as_registries_write_them() {
+        assert_eq!(family("SMITH, JOHN A"), family("Smith Jr."));
+        assert_ne!(family("Smithson"), family("Smith"));
     }
 }

@@ -94,12 +94,10 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     jaro + prefix * 0.1 * (1.0 - jaro)
 }
 
-/// Lower-case letters only: "O'Brien-Smith" → "obriensmith".
+/// A family name folded as the agent folds it ([`phiwatch_usps::family_key`]): lower-case
+/// letters only ("O'Brien-Smith" → "obriensmith"), before a comma, no "Jr"/"III" suffix.
 pub fn fold_name(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_alphabetic())
-        .flat_map(char::to_lowercase)
-        .collect()
+    phiwatch_usps::family_key(name)
 }
 
 /// How alike two family names are, 0..=1: exact, a part of a hyphenated name, same Soundex

@@ -183,6 +183,35 @@ fn unit_designator(w: &str) -> bool {
     UNITS.contains(&w)
 }
 
+/// A family name as registries that disagree on its spelling all write it: letters only,
+/// in lower case (`O'Brien`, `OBRIEN`); what comes before a comma (`SMITH, JOHN A`, as
+/// Epic's PAT_NAME and many rosters' one name column write it; `Smith, Jr.`); without a
+/// trailing generational suffix (`SMITH JR`, `Smith III`). Not USPS, but the other half of
+/// a household: the agent and the plugin SDK fold names here so they agree, as on addresses.
+pub fn family_key(name: &str) -> String {
+    let name = name.split(',').next().unwrap_or(name);
+    let mut words: Vec<String> = name
+        .split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphabetic())
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    while words.len() > 1
+        && words
+            .last()
+            .is_some_and(|w| GENERATIONS.contains(&w.as_str()))
+    {
+        words.pop();
+    }
+    words.concat()
+}
+
+const GENERATIONS: [&str; 5] = ["jr", "sr", "ii", "iii", "iv"];
+
 /// The two-letter code of a state, from its code or its name (any case).
 pub fn state_code(s: &str) -> Option<&'static str> {
     let l = s.to_lowercase();
@@ -593,6 +622,24 @@ const STATES: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn family_names_as_registries_write_them() {
+        assert_eq!(family_key("O'Brien"), family_key("OBRIEN"));
+        assert_eq!(family_key("Garcia-Lopez"), family_key("GARCIA LOPEZ"));
+        for written in [
+            "SMITH, JOHN A",
+            "Smith Jr.",
+            "SMITH JR",
+            "Smith, Jr.",
+            "smith III",
+        ] {
+            assert_eq!(family_key(written), "smith", "{written}");
+        }
+        // A suffix alone is someone's name, not nothing.
+        assert_eq!(family_key("Jr"), "jr");
+        assert_eq!(family_key(" , "), "");
+    }
     use proptest::prelude::*;
 
     fn text(s: &str) -> Address {
