@@ -26,6 +26,29 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A local wall-clock time in `zone` as epoch milliseconds. The hour repeated when clocks go
+/// back takes its earlier instant. A time in the hour clocks skip going forward (a sender
+/// whose clock had not moved yet, a time computed by adding) is read with the offset in
+/// force before the skip, as java.time and ICU do: it is an access all the same, and
+/// refusing it would lose it.
+pub fn local_ms(zone: chrono_tz::Tz, naive: NaiveDateTime) -> Option<i64> {
+    use chrono::{LocalResult, Offset as _};
+    match zone.from_local_datetime(&naive) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.timestamp_millis()),
+        LocalResult::None => {
+            let before = zone
+                .from_local_datetime(&(naive - chrono::Duration::hours(3)))
+                .earliest()?;
+            before
+                .offset()
+                .fix()
+                .from_local_datetime(&naive)
+                .single()
+                .map(|t| t.timestamp_millis())
+        }
+    }
+}
+
 /// Parses a FHIR instant/dateTime/date. Returns `None` when the text is not one of those forms.
 /// A date-time without an offset is read as UTC; see [`parse_time_in`].
 pub fn parse_fhir_time(s: &str) -> Option<i64> {
@@ -43,10 +66,7 @@ pub fn parse_time_in(s: &str, zone: chrono_tz::Tz) -> Option<i64> {
         }
         for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
             if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-                return zone
-                    .from_local_datetime(&t)
-                    .earliest()
-                    .map(|t| t.timestamp_millis());
+                return local_ms(zone, t);
             }
         }
         return None;
@@ -97,6 +117,41 @@ mod tests {
         assert_eq!(parse_fhir_time("1970"), Some(0));
     }
 
+    /// 2026-03-08 02:00 to 03:00 does not exist in Chicago; 2026-11-01 01:00 to 02:00 exists
+    /// twice.
+    #[test]
+    fn local_times_across_daylight_saving_changes() {
+        let chicago: chrono_tz::Tz = "America/Chicago".parse().unwrap();
+        let at = |s: &str| {
+            local_ms(
+                chicago,
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap(),
+            )
+        };
+        // Skipped: read with the standard-time offset (-6), so 02:30 is 08:30Z.
+        assert_eq!(
+            at("2026-03-08 02:30"),
+            parse_fhir_time("2026-03-08T08:30:00Z")
+        );
+        assert_eq!(
+            at("2026-03-08 01:59"),
+            parse_fhir_time("2026-03-08T07:59:00Z")
+        );
+        assert_eq!(
+            at("2026-03-08 03:00"),
+            parse_fhir_time("2026-03-08T08:00:00Z")
+        );
+        // Repeated: the earlier instant (daylight time, -5).
+        assert_eq!(
+            at("2026-11-01 01:30"),
+            parse_fhir_time("2026-11-01T06:30:00Z")
+        );
+        assert_eq!(
+            parse_time_in("2026-03-08T02:30:00", chicago),
+            parse_fhir_time("2026-03-08T08:30:00Z")
+        );
+    }
+
     #[test]
     fn times_without_offset_follow_the_zone() {
         let chicago: chrono_tz::Tz = "America/Chicago".parse().unwrap();
@@ -110,8 +165,6 @@ mod tests {
             parse_fhir_time("2026-03-10T14:00:00Z"),
             "an explicit offset wins"
         );
-        // 02:30 on 8 March 2026 does not exist in Chicago (clocks spring forward).
-        assert_eq!(parse_time_in("2026-03-08T02:30:00", chicago), None);
     }
 
     #[test]

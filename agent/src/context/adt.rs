@@ -393,10 +393,7 @@ pub fn hl7_time(ts: &str, zone: chrono_tz::Tz) -> Option<i64> {
                 .single()
                 .map(|t| t.timestamp_millis())
         }
-        _ => zone
-            .from_local_datetime(&naive)
-            .earliest()
-            .map(|t| t.timestamp_millis()),
+        _ => crate::time::local_ms(zone, naive),
     }
 }
 

@@ -379,7 +379,7 @@ pub fn fhir_files(dir: &Path) -> Vec<PathBuf> {
 /// (`03/10/2026`), or the date part of a date-time; as epoch ms of the end of that day
 /// (a termination dated today still allows today's work).
 pub fn end_of_day(text: &str, format: Option<&str>, zone: chrono_tz::Tz) -> Option<i64> {
-    use chrono::{NaiveDate, TimeZone};
+    use chrono::NaiveDate;
     let t = text.trim();
     if t.is_empty() {
         return None;
@@ -396,9 +396,7 @@ pub fn end_of_day(text: &str, format: Option<&str>, zone: chrono_tz::Tz) -> Opti
         .or_else(|| NaiveDate::parse_from_str(t, "%m/%d/%Y").ok())
         .or_else(|| NaiveDate::parse_from_str(t.split_whitespace().next()?, "%m/%d/%Y").ok())?;
     let next = d.succ_opt()?.and_hms_opt(0, 0, 0)?;
-    zone.from_local_datetime(&next)
-        .earliest()
-        .map(|t| t.timestamp_millis() - 1)
+    crate::time::local_ms(zone, next).map(|t| t - 1)
 }
 
 /// An AD `accountExpires` value: Windows FILETIME (100 ns since 1601), 0 or i64::MAX for

@@ -19,7 +19,7 @@ use crate::event::{AccessEvent, Action, Inline};
 use crate::invalid::Invalid;
 use crate::tabular::{fold, sniff};
 use crate::time::parse_fhir_time;
-use chrono::{NaiveDateTime, TimeZone};
+use chrono::NaiveDateTime;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -768,10 +768,7 @@ impl CsvDecoder {
         let v = v.trim();
         let local = |naive: NaiveDateTime| -> Option<i64> {
             match self.tz {
-                Some(tz) => tz
-                    .from_local_datetime(&naive)
-                    .earliest()
-                    .map(|t| t.timestamp_millis()),
+                Some(tz) => crate::time::local_ms(tz, naive),
                 None => Some(naive.and_utc().timestamp_millis()),
             }
         };

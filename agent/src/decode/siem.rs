@@ -174,11 +174,7 @@ impl SiemDecoder {
             return Err(bad());
         };
         let n = NaiveDateTime::parse_from_str(&naive, fmt).map_err(|_| bad())?;
-        let local = |tz: chrono_tz::Tz| {
-            tz.from_local_datetime(&n)
-                .earliest()
-                .map(|t| t.timestamp_millis())
-        };
+        let local = |tz: chrono_tz::Tz| crate::time::local_ms(tz, n);
         match zone {
             None => local(self.zone),
             Some(z) => match z.parse::<chrono_tz::Tz>() {
