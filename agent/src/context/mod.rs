@@ -233,37 +233,25 @@ impl ContextStore {
 
     /// The user a log names, by id, reference, identifier or alias (see [`identity::keys`]).
     pub fn resolve_user(&self, raw: &str) -> Resolved {
-        if let Some(&ix) = self.user_ix.get(raw) {
-            return Resolved::Found(ix);
-        }
-        resolve(raw, &self.user_ix, &self.user_alias)
+        resolve(raw, &self.user_ix, &self.user_alias, false)
     }
 
     /// The patient a log names, by id, reference, identifier, MRN or alias.
     pub fn resolve_patient(&self, raw: &str) -> Resolved {
-        if let Some(&ix) = self.patient_ix.get(raw) {
-            return Resolved::Found(ix);
-        }
-        resolve(raw, &self.patient_ix, &self.patient_alias)
+        resolve(raw, &self.patient_ix, &self.patient_alias, false)
     }
 
     /// The user an access log names: as [`Self::resolve_user`], else by the name's
     /// [`identity::loose_form`] (another case, another zero padding). Feeds are joined
     /// exactly; only a log's names, which no feed vouches for, are matched loosely.
     pub fn resolve_log_user(&self, raw: &str) -> Resolved {
-        match self.resolve_user(raw) {
-            Resolved::Missing => resolve_loose(raw, &self.user_ix, &self.user_alias),
-            found => found,
-        }
+        resolve(raw, &self.user_ix, &self.user_alias, true)
     }
 
     /// The patient an access log names: as [`Self::resolve_patient`], else loosely (see
     /// [`Self::resolve_log_user`]).
     pub fn resolve_log_patient(&self, raw: &str) -> Resolved {
-        match self.resolve_patient(raw) {
-            Resolved::Missing => resolve_loose(raw, &self.patient_ix, &self.patient_alias),
-            found => found,
-        }
+        resolve(raw, &self.patient_ix, &self.patient_alias, true)
     }
 
     pub fn user_facts(&self, ix: UserIx) -> &UserFacts {
@@ -583,30 +571,38 @@ impl ContextStore {
     }
 }
 
-fn resolve(raw: &str, ids: &AHashMap<String, u32>, aliases: &identity::Aliases) -> Resolved {
-    for key in identity::keys(raw) {
+/// `raw` by id or alias, each of its keys as written; then, when `loosely`, each in its
+/// loose form. The keys are worked out once for both passes.
+fn resolve(
+    raw: &str,
+    ids: &AHashMap<String, u32>,
+    aliases: &identity::Aliases,
+    loosely: bool,
+) -> Resolved {
+    if let Some(&ix) = ids.get(raw) {
+        return Resolved::Found(ix);
+    }
+    let keys = identity::keys(raw);
+    for key in &keys {
         match key {
             identity::Key::Id(id) => {
-                if let Some(&ix) = ids.get(&id) {
+                if let Some(&ix) = ids.get(id) {
                     return Resolved::Found(ix);
                 }
             }
-            identity::Key::Alias(a) => match aliases.get(&a) {
+            identity::Key::Alias(a) => match aliases.get(a) {
                 Some(identity::Alias::One(ix)) => return Resolved::Found(ix),
                 Some(identity::Alias::Ambiguous) => return Resolved::Ambiguous,
                 None => {}
             },
         }
     }
-    Resolved::Missing
-}
-
-/// Each of `raw`'s keys in its loose form, most specific first: the first that names
-/// someone answers.
-fn resolve_loose(raw: &str, ids: &AHashMap<String, u32>, aliases: &identity::Aliases) -> Resolved {
-    for key in identity::keys(raw) {
+    if !loosely {
+        return Resolved::Missing;
+    }
+    for key in &keys {
         let (identity::Key::Id(k) | identity::Key::Alias(k)) = key;
-        let loose = identity::loose_form(&k);
+        let loose = identity::loose_form(k);
         let by_id = ids.get(&loose).map(|&ix| identity::Alias::One(ix));
         match identity::join(by_id, aliases.get_loose(&loose)) {
             Some(identity::Alias::One(ix)) => return Resolved::Found(ix),
